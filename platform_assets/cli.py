@@ -1,0 +1,71 @@
+"""`dataplatform`: the commands a newcomer runs: generate the demo world, build the dbt manifest, and
+materialize every asset on the embedded default with a summary at the end."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import dagster as dg
+
+from resources.environment import PlatformSettings
+
+DEFAULT_SEED = 42
+DEFAULT_SCALE = 1.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dataplatform", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    generate = commands.add_parser("generate", help="write the demo e-commerce world into the data directory")
+    demo = commands.add_parser("demo", help="generate, prepare and materialize every asset, then summarize")
+    for sub in (generate, demo):
+        sub.add_argument("--seed", type=int, default=DEFAULT_SEED)
+        sub.add_argument("--scale", type=float, default=DEFAULT_SCALE)
+    commands.add_parser("prepare", help="build the dbt manifest (dbt parse)")
+    args = parser.parse_args(argv)
+
+    settings = PlatformSettings.from_env()
+    if args.command == "generate":
+        return generate_demo(settings, args.seed, args.scale)
+    if args.command == "prepare":
+        prepare_dbt()
+        return 0
+    generated = generate_demo(settings, args.seed, args.scale)
+    if generated != 0:
+        return generated
+    prepare_dbt()
+    return run_everything(settings)
+
+
+def generate_demo(settings: PlatformSettings, seed: int, scale: float) -> int:
+    from demo_shop.cli import main as demo_main
+
+    return demo_main(["--out", str(settings.sources_dir), "--seed", str(seed), "--scale", str(scale)])
+
+
+def prepare_dbt() -> None:
+    from platform_assets.dbt_models import prepare_manifest
+
+    print(f"dbt manifest: {prepare_manifest()}")
+
+
+def run_everything(settings: PlatformSettings) -> int:
+    """Materialize every asset and run every check in one run, recorded in DAGSTER_HOME when it is set
+    (so `dagster dev` on the same home shows it), in a throwaway instance otherwise."""
+    from platform_assets.definitions import build_definitions
+    from platform_assets.run_summary import format_summary
+    from resources.duckdb_warehouse import DuckDBWarehouse
+
+    definitions = build_definitions(settings)
+    job = definitions.resolve_implicit_global_asset_job_def()
+    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    with instance:
+        result = job.execute_in_process(instance=instance, raise_on_error=False)
+    print(format_summary(result, DuckDBWarehouse(path=str(settings.warehouse_path))))
+    return 0 if result.success else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""Validates a staged table against its contract, batch by batch, so memory is bounded by the batch size.
+
+Row-level rules run through the entity's Pandera schema on each batch (lazily: every failure, not the
+first); uniqueness of the primary key and of `unique` columns is computed by the warehouse in one query.
+Each violation names the row by its primary key and by where it was delivered (file and record).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import pandas as pd
+import pandera.errors
+
+from platform_assets.catalog_loader import CatalogEntity
+from platform_assets.keys import STAGED_SCHEMA, staged_table
+from platform_assets.pandera_schemas import row_schema, to_pandas
+from platform_assets.staging_sql import CAST_ERRORS_COLUMN, LINEAGE_COLUMNS
+from resources.duckdb_warehouse import DuckDBWarehouse, qualified_name, quote_identifier
+
+DEFAULT_BATCH_ROWS = 100_000
+MAX_REPORTED_VIOLATIONS = 20
+
+
+@dataclass(frozen=True)
+class Violation:
+    rule: str
+    column: str
+    value: str
+    key: dict[str, str]
+    source_file: str | None
+    source_record: int | None
+
+
+@dataclass
+class ContractReport:
+    rows_checked: int = 0
+    counts: Counter[str] = field(default_factory=Counter)
+    examples: list[Violation] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.counts
+
+    @property
+    def violation_count(self) -> int:
+        return sum(self.counts.values())
+
+    def add(self, violation: Violation) -> None:
+        self.counts[f"{violation.column}: {violation.rule}"] += 1
+        if len(self.examples) < MAX_REPORTED_VIOLATIONS:
+            self.examples.append(violation)
+
+
+def validate_staged_table(
+    warehouse: DuckDBWarehouse, item: CatalogEntity, batch_rows: int = DEFAULT_BATCH_ROWS
+) -> ContractReport:
+    report = ContractReport()
+    _validate_rows(warehouse, item, batch_rows, report)
+    _validate_uniqueness(warehouse, item, report)
+    return report
+
+
+def _table(item: CatalogEntity) -> str:
+    return qualified_name(STAGED_SCHEMA, staged_table(item.source_name, item.name))
+
+
+def _validate_rows(
+    warehouse: DuckDBWarehouse, item: CatalogEntity, batch_rows: int, report: ContractReport
+) -> None:
+    schema = row_schema(item.entity)
+    columns = [*item.entity.columns, CAST_ERRORS_COLUMN, *LINEAGE_COLUMNS]
+    sql = f"SELECT {', '.join(quote_identifier(c) for c in columns)} FROM {_table(item)}"
+    for batch in warehouse.stream(sql, batch_rows):
+        frame = to_pandas(batch)
+        report.rows_checked += len(frame)
+        try:
+            schema.validate(frame, lazy=True)
+        except pandera.errors.SchemaErrors as errors:
+            for case in errors.failure_cases.itertuples(index=False):
+                report.add(_violation(item, frame, case))
+
+
+def _violation(item: CatalogEntity, frame: pd.DataFrame, case: tuple) -> Violation:
+    """A Pandera failure case, tied back to its row when it has one (dtype failures concern a column)."""
+    source_file, source_record = LINEAGE_COLUMNS
+    row = None if pd.isna(case.index) else frame.iloc[int(case.index)]
+    return Violation(
+        rule=str(case.check),
+        column=str(case.column),
+        value=_text(case.failure_case),
+        key={} if row is None else {k: _text(row[k]) for k in item.entity.primary_key},
+        source_file=None if row is None else _text(row[source_file]),
+        source_record=None if row is None else int(row[source_record]),
+    )
+
+
+def _validate_uniqueness(warehouse: DuckDBWarehouse, item: CatalogEntity, report: ContractReport) -> None:
+    """Rows whose key (primary key, or a `unique` column) appears more than once: counted in full, the
+    first few listed. NULLs are the nullability rule's business, not duplicates."""
+    entity = item.entity
+    key_sets = [entity.primary_key] + [[name] for name, col in entity.columns.items() if col.unique]
+    reported = [*entity.primary_key, *LINEAGE_COLUMNS]
+    for columns in key_sets:
+        partition = ", ".join(quote_identifier(c) for c in columns)
+        not_null = " AND ".join(f"{quote_identifier(c)} IS NOT NULL" for c in columns)
+        counted = f"SELECT *, count(*) OVER (PARTITION BY {partition}) AS _copies FROM {_table(item)}"
+        duplicated = f"SELECT * FROM ({counted}) WHERE _copies > 1 AND {not_null}"
+        ((count,),) = warehouse.query(f"SELECT count(*) FROM ({duplicated})")
+        if not count:
+            continue
+        rule_column = ", ".join(columns)
+        report.counts[f"{rule_column}: unique"] += count
+        names = list(dict.fromkeys([*columns, *reported]))
+        selected = ", ".join(quote_identifier(c) for c in names)
+        room = MAX_REPORTED_VIOLATIONS - len(report.examples)
+        for row in warehouse.query(
+            f"SELECT {selected} FROM ({duplicated}) ORDER BY {partition} LIMIT {room}"
+        ):
+            values = dict(zip(names, row, strict=True))
+            report.examples.append(
+                Violation(
+                    rule="unique",
+                    column=rule_column,
+                    value=", ".join(_text(values[c]) for c in columns),
+                    key={k: _text(values[k]) for k in entity.primary_key},
+                    source_file=_text(values[LINEAGE_COLUMNS[0]]),
+                    source_record=values[LINEAGE_COLUMNS[1]],
+                )
+            )
+
+
+def _text(value: object) -> str:
+    return "" if value is None or (not isinstance(value, str) and pd.isna(value)) else str(value)

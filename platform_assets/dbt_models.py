@@ -1,0 +1,69 @@
+"""The dbt project as assets: dbt sources map onto the staged assets, dbt tests become asset checks.
+
+The manifest is built by `dbt parse` (`dataplatform prepare`, or `dagster dev`, which prepares it when
+missing), never on every import.
+"""
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DbtProject, dbt_assets
+
+from platform_assets.keys import WAREHOUSE_POOL, staged_key
+from resources.dbt_warehouse import DbtWarehouse, dbt_beside_python
+
+DBT_PROJECT_DIR = Path(__file__).resolve().parent.parent / "dbt_project"
+DBT_PROJECT = DbtProject(project_dir=DBT_PROJECT_DIR)
+
+
+class ManifestMissingError(FileNotFoundError):
+    pass
+
+
+def prepare_manifest() -> Path:
+    """`dbt parse` into the project's target directory, with the dbt installed beside this Python."""
+    dbt = DbtWarehouse(project_dir=DBT_PROJECT, dbt_executable=dbt_beside_python())
+    dbt.cli(["parse", "--quiet"], target_path=DBT_PROJECT.target_path).wait()
+    return DBT_PROJECT.manifest_path
+
+
+class PlatformDbtTranslator(DagsterDbtTranslator):
+    """dbt source `shop.orders` is the platform's staged asset `staged/shop/orders`; models are grouped by
+    their folder (`staging`, `marts`) and show the warehouse they live in."""
+
+    def __init__(self, warehouse_kind: str) -> None:
+        super().__init__()
+        self._warehouse_kind = warehouse_kind
+
+    def get_asset_spec(
+        self, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None
+    ) -> dg.AssetSpec:
+        spec = super().get_asset_spec(manifest, unique_id, project)
+        if unique_id.startswith("source."):
+            node = manifest["sources"][unique_id]
+            return spec.replace_attributes(key=staged_key(node["source_name"], node["name"]))
+        node = manifest["nodes"][unique_id]
+        folder = node["fqn"][1] if len(node["fqn"]) > 2 else "models"
+        return spec.replace_attributes(group_name=f"dbt_{folder}", kinds={"dbt", self._warehouse_kind})
+
+
+def build_dbt_models(warehouse_kind: str) -> dg.AssetsDefinition:
+    DBT_PROJECT.prepare_if_dev()
+    if not DBT_PROJECT.manifest_path.exists():
+        raise ManifestMissingError(
+            f"dbt manifest not found at {DBT_PROJECT.manifest_path}. Build it with `dataplatform prepare` "
+            f"(runs `dbt parse`), or start `dagster dev`, which builds it."
+        )
+
+    @dbt_assets(
+        manifest=DBT_PROJECT.manifest_path,
+        project=DBT_PROJECT,
+        dagster_dbt_translator=PlatformDbtTranslator(warehouse_kind),
+        pool=WAREHOUSE_POOL,
+    )
+    def dbt_models(context: dg.AssetExecutionContext, dbt: DbtWarehouse) -> Iterator[Any]:
+        yield from dbt.build(context).stream()
+
+    return dbt_models

@@ -1,0 +1,67 @@
+"""A short, human summary of a run of the whole platform: tables, row counts, check results."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import dagster as dg
+
+from resources.duckdb_warehouse import DuckDBWarehouse
+
+REPORTED_SCHEMAS = ("staged", "analytics")
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    asset: str
+    check: str
+    passed: bool
+    severity: str
+
+
+def check_outcomes(result: dg.ExecuteInProcessResult) -> list[CheckOutcome]:
+    outcomes = []
+    for event in result.all_events:
+        if event.event_type_value == "ASSET_CHECK_EVALUATION":
+            evaluation = event.event_specific_data.evaluation
+            outcomes.append(
+                CheckOutcome(
+                    asset=evaluation.asset_key.to_user_string(),
+                    check=evaluation.check_name,
+                    passed=evaluation.passed,
+                    severity=evaluation.severity.value,
+                )
+            )
+    return sorted(outcomes, key=lambda o: (o.asset, o.check))
+
+
+def table_row_counts(warehouse: DuckDBWarehouse) -> list[tuple[str, str, int]]:
+    """(schema, table, rows) of every table and view the platform owns in the warehouse."""
+    placeholders = ", ".join(f"'{schema}'" for schema in REPORTED_SCHEMAS)
+    tables = warehouse.query(
+        "SELECT table_schema, table_name FROM information_schema.tables "
+        f"WHERE table_schema IN ({placeholders}) ORDER BY table_schema, table_name"
+    )
+    counts = []
+    for schema, table in tables:
+        ((rows,),) = warehouse.query(f'SELECT count(*) FROM "{schema}"."{table}"')
+        counts.append((schema, table, int(rows)))
+    return counts
+
+
+def format_summary(result: dg.ExecuteInProcessResult, warehouse: DuckDBWarehouse) -> str:
+    lines = [f"Run {result.run_id}: {'SUCCESS' if result.success else 'FAILURE'}", "", "Tables"]
+    for schema, table, rows in table_row_counts(warehouse):
+        lines.append(f"  {schema}.{table:<32} {rows:>10,} rows")
+    outcomes = check_outcomes(result)
+    passed = sum(o.passed for o in outcomes)
+    lines += ["", f"Checks: {passed} passed, {len(outcomes) - passed} failed"]
+    lines += [f"  FAIL  {o.asset} :: {o.check} ({o.severity})" for o in outcomes if not o.passed]
+    failed = sorted(result.get_failed_step_keys())
+    skipped = sorted({str(event.step_key) for event in result.get_step_skipped_events()})
+    if failed:
+        lines += ["", "Failed steps: " + ", ".join(failed)]
+    if skipped:
+        lines += ["", "Skipped steps (upstream failed or a blocking check failed): " + ", ".join(skipped)]
+    lines += ["", f"Warehouse: {warehouse.path}"]
+    return "\n".join(lines)

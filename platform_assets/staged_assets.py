@@ -1,0 +1,169 @@
+"""Staged layer: typed warehouse tables built from the latest landed file, and their schema contract
+as a blocking asset check (a failed contract stops everything downstream in the run)."""
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import dagster as dg
+import pyarrow.parquet as pq
+
+from platform_assets.catalog_loader import CatalogEntity
+from platform_assets.keys import (
+    STAGED_GROUP,
+    STAGED_SCHEMA,
+    WAREHOUSE_POOL,
+    raw_key,
+    staged_key,
+    staged_table,
+)
+from platform_assets.raw_assets import LANDED_PATH_METADATA
+from platform_assets.staging_sql import DUCKDB_TYPES, staging_select
+from resources.duckdb_warehouse import DuckDBWarehouse
+
+if TYPE_CHECKING:
+    from platform_assets.contract_validation import ContractReport
+
+CONTRACT_CHECK_NAME = "schema_contract"
+
+
+class StagingError(RuntimeError):
+    """The landed data cannot be staged as declared: names the file and what to change."""
+
+
+def build_staged_asset(item: CatalogEntity) -> dg.AssetsDefinition:
+    entity = item.entity
+    upstream = raw_key(item.source_name, item.name)
+    table = staged_table(item.source_name, item.name)
+
+    @dg.asset(
+        key=staged_key(item.source_name, item.name),
+        deps=[upstream],
+        group_name=STAGED_GROUP,
+        kinds={"duckdb"},
+        owners=item.source.owners,
+        pool=WAREHOUSE_POOL,
+        description=f"Typed table {STAGED_SCHEMA}.{table}. {entity.description or ''}".strip(),
+        metadata={
+            "dagster/table_name": f"{STAGED_SCHEMA}.{table}",
+            "dagster/column_schema": dg.TableSchema(
+                columns=[
+                    dg.TableColumn(
+                        name,
+                        DUCKDB_TYPES[column.type],
+                        description=column.description,
+                        constraints=dg.TableColumnConstraints(
+                            nullable=column.nullable and name not in entity.primary_key,
+                            unique=column.unique or entity.primary_key == [name],
+                        ),
+                    )
+                    for name, column in entity.columns.items()
+                ]
+            ),
+        },
+    )
+    def staged_entity(context: dg.AssetExecutionContext, warehouse: DuckDBWarehouse) -> dg.MaterializeResult:
+        started = time.monotonic()
+        landed = _latest_landed_file(context, upstream)
+        _require_declared_columns(item, landed)
+        rows = warehouse.replace_table(STAGED_SCHEMA, table, staging_select(entity, landed, context.run_id))
+        context.log.info(f"Staged {rows} rows from {landed} into {STAGED_SCHEMA}.{table}")
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": rows,
+                "duration_seconds": round(time.monotonic() - started, 3),
+                "landed_file": dg.MetadataValue.path(str(landed)),
+            }
+        )
+
+    return staged_entity
+
+
+def build_contract_check(item: CatalogEntity) -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        asset=staged_key(item.source_name, item.name),
+        name=CONTRACT_CHECK_NAME,
+        blocking=True,
+        pool=WAREHOUSE_POOL,
+        description="Types, nullability, ranges, allowed values and key uniqueness declared in the catalog "
+        "(Pandera, batch by batch). Blocking: a failure stops downstream models in the run.",
+    )
+    def contract(context: dg.AssetCheckExecutionContext, warehouse: DuckDBWarehouse) -> dg.AssetCheckResult:
+        # Imported here, not at the top: pandas and Pandera take seconds to import, and loading the code
+        # location (every `dagster dev` reload, every run worker) should not pay for them.
+        from platform_assets.contract_validation import validate_staged_table
+
+        report = validate_staged_table(warehouse, item)
+        if not report.passed:
+            context.log.error(
+                f"{item.source_name}.{item.name}: {report.violation_count} contract violation(s): "
+                f"{dict(report.counts)}"
+            )
+        return dg.AssetCheckResult(
+            passed=report.passed,
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata=_report_metadata(item, report),
+        )
+
+    return contract
+
+
+def _latest_landed_file(context: dg.AssetExecutionContext, upstream: dg.AssetKey) -> Path:
+    event = context.instance.get_latest_materialization_event(upstream)
+    materialization = event.asset_materialization if event else None
+    if materialization is None or LANDED_PATH_METADATA not in materialization.metadata:
+        raise StagingError(
+            f"{upstream.to_user_string()} has never been materialized; materialize it first "
+            f"(or select it together with this asset)."
+        )
+    path = Path(materialization.metadata[LANDED_PATH_METADATA].value)
+    if not path.exists():
+        raise StagingError(
+            f"The file landed by the latest {upstream.to_user_string()} run is gone: {path}. "
+            f"Re-materialize {upstream.to_user_string()}."
+        )
+    return path
+
+
+def _require_declared_columns(item: CatalogEntity, landed: Path) -> None:
+    delivered = set(pq.read_schema(landed).names)
+    missing = [name for name in item.entity.columns if name not in delivered]
+    if missing:
+        raise StagingError(
+            f"{item.source_name}.{item.name}: declared column(s) {missing} are missing from the delivered "
+            f"data ({landed}); delivered columns: {sorted(delivered)}. Fix the delivery or the catalog."
+        )
+
+
+def _report_metadata(item: CatalogEntity, report: "ContractReport") -> dict[str, dg.MetadataValue]:
+    key_columns = item.entity.primary_key
+    return {
+        "rows_checked": dg.MetadataValue.int(report.rows_checked),
+        "violations": dg.MetadataValue.int(report.violation_count),
+        "violations_by_rule": dg.MetadataValue.json(dict(report.counts)),
+        "offending_rows": dg.MetadataValue.table(
+            records=[
+                dg.TableRecord(
+                    {
+                        **{k: v.key.get(k, "") for k in key_columns},
+                        "column": v.column,
+                        "rule": v.rule,
+                        "value": v.value,
+                        "source_file": v.source_file or "",
+                        "source_record": v.source_record if v.source_record is not None else -1,
+                    }
+                )
+                for v in report.examples
+            ],
+            schema=dg.TableSchema(
+                columns=[
+                    *(dg.TableColumn(k, "string") for k in key_columns),
+                    dg.TableColumn("column", "string"),
+                    dg.TableColumn("rule", "string"),
+                    dg.TableColumn("value", "string"),
+                    dg.TableColumn("source_file", "string"),
+                    dg.TableColumn("source_record", "int"),
+                ]
+            ),
+        ),
+    }

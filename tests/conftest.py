@@ -1,0 +1,53 @@
+"""Shared fixtures: a built dbt manifest (once per session) and a platform on a temporary data directory."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from demo_shop import generate_demo_world
+from platform_assets.dbt_models import prepare_manifest
+from platform_assets.definitions import build_definitions
+from resources.duckdb_warehouse import DuckDBWarehouse
+from resources.environment import PlatformSettings
+
+TEST_SCALE = 0.2
+"""2,000 orders: enough for several days of revenue, small enough for a fast dbt run."""
+
+
+@pytest.fixture(scope="session")
+def dbt_manifest() -> Path:
+    return prepare_manifest()
+
+
+@dataclass
+class LocalPlatform:
+    settings: PlatformSettings
+    definitions: dg.Definitions
+    instance: dg.DagsterInstance
+
+    @property
+    def warehouse(self) -> DuckDBWarehouse:
+        return DuckDBWarehouse(path=str(self.settings.warehouse_path))
+
+    @property
+    def orders_dir(self) -> Path:
+        return self.settings.sources_dir / "files" / "shop" / "orders"
+
+    def materialize_all(self) -> dg.ExecuteInProcessResult:
+        job = self.definitions.resolve_implicit_global_asset_job_def()
+        return job.execute_in_process(instance=self.instance, raise_on_error=False)
+
+
+@pytest.fixture
+def local_platform(tmp_path: Path, dbt_manifest: Path) -> Iterator[LocalPlatform]:
+    """The embedded default on a fresh data directory with a small demo world, and a Dagster instance of
+    its own (so that "latest materialization" lookups see only this test's runs)."""
+    settings = PlatformSettings.local(tmp_path / "data")
+    generate_demo_world(settings.sources_dir, seed=7, scale=TEST_SCALE)
+    with dg.instance_for_test() as instance:
+        yield LocalPlatform(settings, build_definitions(settings), instance)

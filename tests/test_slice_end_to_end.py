@@ -1,0 +1,104 @@
+"""The thin slice, end to end on the embedded default: orders CSV -> raw Parquet -> staged DuckDB table
+(blocking schema contract) -> dbt staging model -> daily revenue mart."""
+
+from __future__ import annotations
+
+import shutil
+
+import dagster as dg
+import pandas as pd
+import pyarrow.csv as pacsv
+import pytest
+from conftest import LocalPlatform
+
+STAGED_ORDERS = dg.AssetKey(["staged", "shop", "orders"])
+MART = dg.AssetKey(["fct_daily_revenue"])
+
+
+def _orders_from_csv(platform: LocalPlatform) -> pd.DataFrame:
+    files = sorted(platform.orders_dir.glob("*.csv"))
+    return pd.concat([pacsv.read_csv(f).to_pandas() for f in files], ignore_index=True)
+
+
+def _mart(platform: LocalPlatform) -> pd.DataFrame:
+    with platform.warehouse.connection() as con:
+        return con.sql("SELECT * FROM analytics.fct_daily_revenue ORDER BY order_date").df()
+
+
+def _contract_evaluation(result: dg.ExecuteInProcessResult) -> dg.AssetCheckEvaluation:
+    (evaluation,) = [e for e in result.get_asset_check_evaluations() if e.asset_key == STAGED_ORDERS]
+    return evaluation
+
+
+def test_whole_slice_materializes_and_mart_matches_source_orders(local_platform: LocalPlatform) -> None:
+    result = local_platform.materialize_all()
+    assert result.success
+
+    orders = _orders_from_csv(local_platform)
+    ((staged_rows,),) = local_platform.warehouse.query("SELECT count(*) FROM staged.shop__orders")
+    assert staged_rows == len(orders) > 1000
+
+    orders["order_date"] = pd.to_datetime(orders["order_ts"]).dt.date
+    revenue = orders[orders["status"] != "cancelled"]
+    expected = pd.DataFrame(
+        {
+            "orders": orders.groupby("order_date").size(),
+            "cancelled_orders": orders[orders["status"] == "cancelled"].groupby("order_date").size(),
+            "revenue": revenue.groupby("order_date")["amount"].sum().round(2),
+        }
+    ).fillna(0)
+    mart = _mart(local_platform).set_index("order_date")
+    mart.index = pd.to_datetime(mart.index).date
+    assert list(mart.index) == list(expected.index)
+    assert mart["orders"].tolist() == expected["orders"].astype(int).tolist()
+    assert mart["cancelled_orders"].tolist() == expected["cancelled_orders"].astype(int).tolist()
+    assert mart["revenue"].astype(float).tolist() == pytest.approx(expected["revenue"].tolist(), abs=0.005)
+
+    evaluations = result.get_asset_check_evaluations()
+    assert _contract_evaluation(result).passed
+    dbt_tests = [e for e in evaluations if e.asset_key != STAGED_ORDERS]
+    assert len(dbt_tests) >= 4 and all(e.passed for e in dbt_tests)
+
+
+def test_bad_orders_fail_the_blocking_check_name_the_rows_and_leave_the_mart_alone(
+    local_platform: LocalPlatform,
+) -> None:
+    assert local_platform.materialize_all().success
+    mart_before = _mart(local_platform)
+
+    shutil.rmtree(local_platform.orders_dir)
+    local_platform.orders_dir.mkdir()
+    (local_platform.orders_dir / "orders_bad.csv").write_text(
+        "order_id,customer_id,order_ts,status,currency,amount,updated_at\n"
+        "1,10,2026-01-02 10:00:00,paid,EUR,12.50,2026-01-02 10:00:00\n"
+        ",11,2026-01-02 11:00:00,paid,EUR,20.00,2026-01-02 11:00:00\n"
+        "3,12,2026-01-02 12:00:00,paid,EUR,-5.00,2026-01-02 12:00:00\n"
+        "4,13,2026-01-02 13:00:00,paid,EUR,twelve,2026-01-02 13:00:00\n"
+        "5,14,2026-01-03 09:00:00,shipped,EUR,7.25,2026-01-03 09:00:00\n"
+    )
+    result = local_platform.materialize_all()
+
+    evaluation = _contract_evaluation(result)
+    assert not evaluation.passed
+    assert evaluation.severity == dg.AssetCheckSeverity.ERROR
+    metadata = evaluation.metadata
+    assert metadata["rows_checked"].value == 5
+    by_rule = metadata["violations_by_rule"].value
+    assert by_rule["order_id: not_nullable"] == 1
+    assert by_rule["amount: greater_than_or_equal_to(0.0)"] == 1
+    assert by_rule["_cast_errors: values_parse_as_declared_types"] == 1
+    rows = [record.data for record in metadata["offending_rows"].value.records]
+    named = {(r["column"], r["order_id"], r["source_record"]) for r in rows}
+    assert ("order_id", "", 2) in named
+    assert ("amount", "3", 3) in named
+    assert ("_cast_errors", "4", 4) in named
+    assert next(r for r in rows if r["column"] == "_cast_errors")["value"] == "amount=twelve"
+    assert all(r["source_file"] == "orders_bad.csv" for r in rows)
+
+    mart_materializations = [e for e in result.get_asset_materialization_events() if e.asset_key == MART]
+    assert mart_materializations == []
+    started = {str(e.step_key) for e in result.all_events if e.event_type_value == "STEP_START"}
+    assert "staged__shop__orders" in started
+    assert "dbt_models" not in started, "the blocking check must stop the dbt step"
+    assert not result.success
+    assert _mart(local_platform).equals(mart_before)
