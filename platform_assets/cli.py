@@ -13,6 +13,7 @@ from resources.environment import PlatformSettings
 
 DEFAULT_SEED = 42
 DEFAULT_SCALE = 1.0
+QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,16 +56,16 @@ def run_everything(settings: PlatformSettings) -> int:
     """Materialize every asset and run every check in one run, recorded in DAGSTER_HOME when it is set
     (so `dagster dev` on the same home shows it), in a throwaway instance otherwise."""
     from platform_assets.definitions import build_definitions
-    from platform_assets.run_summary import format_summary
+    from platform_assets.run_summary import all_green, format_summary
     from resources.duckdb_warehouse import DuckDBWarehouse
 
     definitions = build_definitions(settings)
     job = definitions.resolve_implicit_global_asset_job_def()
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
     with instance:
-        result = job.execute_in_process(instance=instance, raise_on_error=False)
+        result = job.execute_in_process(instance=instance, raise_on_error=False, run_config=QUIET_LOGS)
     print(format_summary(result, DuckDBWarehouse(path=str(settings.warehouse_path))))
-    return 0 if result.success else 1
+    return 0 if all_green(result) else 1
 
 
 if __name__ == "__main__":

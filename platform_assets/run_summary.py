@@ -20,19 +20,21 @@ class CheckOutcome:
 
 
 def check_outcomes(result: dg.ExecuteInProcessResult) -> list[CheckOutcome]:
-    outcomes = []
-    for event in result.all_events:
-        if event.event_type_value == "ASSET_CHECK_EVALUATION":
-            evaluation = event.event_specific_data.evaluation
-            outcomes.append(
-                CheckOutcome(
-                    asset=evaluation.asset_key.to_user_string(),
-                    check=evaluation.check_name,
-                    passed=evaluation.passed,
-                    severity=evaluation.severity.value,
-                )
-            )
+    outcomes = [
+        CheckOutcome(
+            asset=evaluation.asset_key.to_user_string(),
+            check=evaluation.check_name,
+            passed=evaluation.passed,
+            severity=evaluation.severity.value,
+        )
+        for evaluation in result.get_asset_check_evaluations()
+    ]
     return sorted(outcomes, key=lambda o: (o.asset, o.check))
+
+
+def all_green(result: dg.ExecuteInProcessResult) -> bool:
+    """The run succeeded and no check failed, warnings included: what the demo's exit code reports."""
+    return result.success and all(outcome.passed for outcome in check_outcomes(result))
 
 
 def table_row_counts(warehouse: DuckDBWarehouse) -> list[tuple[str, str, int]]:
@@ -52,7 +54,7 @@ def table_row_counts(warehouse: DuckDBWarehouse) -> list[tuple[str, str, int]]:
 def format_summary(result: dg.ExecuteInProcessResult, warehouse: DuckDBWarehouse) -> str:
     lines = [f"Run {result.run_id}: {'SUCCESS' if result.success else 'FAILURE'}", "", "Tables"]
     for schema, table, rows in table_row_counts(warehouse):
-        lines.append(f"  {schema}.{table:<32} {rows:>10,} rows")
+        lines.append(f"  {schema + '.' + table:<44} {rows:>12,} rows")
     outcomes = check_outcomes(result)
     passed = sum(o.passed for o in outcomes)
     lines += ["", f"Checks: {passed} passed, {len(outcomes) - passed} failed"]

@@ -7,6 +7,7 @@ Memory is bounded by `block_size`, not by the file size.
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,14 +69,12 @@ class SourceFiles(dg.ConfigurableResource):
 
 
 def _csv_header(path: Path, csv_format: CsvFormat) -> list[str]:
-    reader = pacsv.open_csv(
-        path,
-        read_options=pacsv.ReadOptions(encoding=csv_format.encoding, block_size=1 << 16),
-        parse_options=_parse_options(csv_format),
-        convert_options=pacsv.ConvertOptions(include_columns=[]),
-    )
-    names = list(reader.schema.names)
-    reader.close()
+    """The header alone, read with the standard csv module so that a bad row further down the file is
+    reported by the streaming reader with its record number, not here."""
+    with open(path, encoding=csv_format.encoding, newline="") as handle:
+        names = next(csv.reader(handle, delimiter=csv_format.delimiter, quotechar=csv_format.quote_char), [])
+    if not names:
+        raise SourceFileError(f"{path} is empty: a CSV delivery needs at least a header line.")
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise SourceFileError(f"{path} repeats the column(s) {duplicates} in its header.")
@@ -96,25 +95,27 @@ def _stream_csv(
         quoted_strings_can_be_null=False,
     )
     for path in paths:
-        reader = pacsv.open_csv(
-            path,
-            read_options=pacsv.ReadOptions(encoding=csv_format.encoding, block_size=block_size),
-            parse_options=_parse_options(csv_format),
-            convert_options=convert,
-        )
         record = 1
         try:
-            for batch in reader:
-                yield pa.RecordBatch.from_arrays(
-                    [
-                        *batch.columns,
-                        pa.array([path.name] * batch.num_rows, pa.string()),
-                        pa.array(range(record, record + batch.num_rows), pa.int64()),
-                    ],
-                    schema=schema,
-                )
-                record += batch.num_rows
+            reader = pacsv.open_csv(
+                path,
+                read_options=pacsv.ReadOptions(encoding=csv_format.encoding, block_size=block_size),
+                parse_options=_parse_options(csv_format),
+                convert_options=convert,
+            )
+            with reader:
+                for batch in reader:
+                    yield pa.RecordBatch.from_arrays(
+                        [
+                            *batch.columns,
+                            pa.array([path.name] * batch.num_rows, pa.string()),
+                            pa.array(range(record, record + batch.num_rows), pa.int64()),
+                        ],
+                        schema=schema,
+                    )
+                    record += batch.num_rows
         except pa.ArrowInvalid as exc:
-            raise SourceFileError(f"{path}: malformed CSV after record {record - 1}: {exc}") from exc
-        finally:
-            reader.close()
+            raise SourceFileError(
+                f"{path}: malformed CSV after record {record - 1}: {exc}. Fix the file or remove it from the "
+                f"delivery; rows already read from it are not landed."
+            ) from exc

@@ -1,0 +1,41 @@
+"""The one environment switch: defaults, overrides and a clear error for an unknown environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from resources.environment import PlatformConfigError, PlatformEnvironment, PlatformSettings, build_resources
+
+
+def test_defaults_to_the_embedded_local_environment_under_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = PlatformSettings.from_env({})
+    assert settings.environment is PlatformEnvironment.LOCAL
+    assert settings.data_dir == tmp_path / ".platform_data"
+    assert settings.warehouse_path == tmp_path / ".platform_data" / "warehouse.duckdb"
+
+
+def test_data_dir_is_overridable_and_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = PlatformSettings.from_env({"PLATFORM_ENV": "LOCAL", "PLATFORM_DATA_DIR": "elsewhere"})
+    assert settings.data_dir == tmp_path / "elsewhere"
+    assert settings.dbt_vars() == {"duckdb_path": str(tmp_path / "elsewhere" / "warehouse.duckdb")}
+
+
+def test_unknown_environment_names_the_variable_and_the_choices() -> None:
+    with pytest.raises(
+        PlatformConfigError, match=r"PLATFORM_ENV='staging' is not a known environment; supported: local"
+    ):
+        PlatformSettings.from_env({"PLATFORM_ENV": "staging"})
+
+
+def test_resources_point_at_the_settings_paths(tmp_path: Path) -> None:
+    settings = PlatformSettings.local(tmp_path)
+    resources = build_resources(settings)
+    assert resources["warehouse"].path == str(tmp_path / "warehouse.duckdb")
+    assert resources["landing"].root == str(tmp_path / "landing")
+    assert resources["source_files"].root == str(tmp_path / "sources")
