@@ -1,9 +1,10 @@
 """The dbt project as assets: dbt sources map onto the staged assets, dbt tests become asset checks.
 
-The manifest is built by `dbt parse` (`dataplatform prepare`, or `dagster dev`, which prepares it when
-missing), never on every import.
+The manifest is built by `dbt parse`: by `dataplatform prepare` (`./dev prepare`), by the tests, or by
+`dagster dev` when it loads the code location; a plain import never parses.
 """
 
+import functools
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -49,8 +50,15 @@ class PlatformDbtTranslator(DagsterDbtTranslator):
         return spec.replace_attributes(group_name=f"dbt_{folder}", kinds={"dbt", self._warehouse_kind})
 
 
-def build_dbt_models(warehouse_kind: str) -> dg.AssetsDefinition:
+@functools.cache
+def _prepare_if_dev_once() -> None:
+    """Under `dagster dev`, re-parse the dbt project once per process so that SQL edits show up on reload;
+    the code server builds the definitions more than once while loading, and each parse costs seconds."""
     DBT_PROJECT.prepare_if_dev()
+
+
+def build_dbt_models(warehouse_kind: str) -> dg.AssetsDefinition:
+    _prepare_if_dev_once()
     if not DBT_PROJECT.manifest_path.exists():
         raise ManifestMissingError(
             f"dbt manifest not found at {DBT_PROJECT.manifest_path}. Build it with `dataplatform prepare` "

@@ -29,8 +29,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCATION_NAME = "self_healing_platform"
 """`location_name` in workspace.yaml."""
 
-STARTUP_DEADLINE_S = 120.0
-"""Webserver up and code location loaded; loading takes ~10 s here (imports are slow), so this is slack."""
+STARTUP_DEADLINE_S = 180.0
+"""Webserver up and code location loaded (including one `dbt parse` by `prepare_if_dev`): ~35 s on an
+idle 2-CPU machine, 70 s seen under load."""
 STOP_GRACE_S = 15.0
 """How long `dagster dev` gets to shut down on SIGTERM before its process group is killed."""
 POLL_INTERVAL_S = 0.5
@@ -44,14 +45,14 @@ WORKSPACE_QUERY = """
 query LocationStatus {
   workspaceOrError {
     __typename
-    ... on PythonError { message stack }
+    ... on PythonError { message }
     ... on Workspace {
       locationEntries {
         name
         loadStatus
         locationOrLoadError {
           __typename
-          ... on PythonError { message stack }
+          ... on PythonError { message cause { message } }
         }
       }
     }
@@ -199,6 +200,16 @@ def _graphql(dev: DagsterDev, query: str) -> dict[str, Any]:
     return body["data"]
 
 
+def _error_chain(error: dict[str, Any] | None) -> str:
+    """The load error and its cause: the cause names the project's own exception (e.g. a bad setting)."""
+    if error is None:
+        return "no details reported"
+    messages = [error["message"].strip()]
+    if error.get("cause"):
+        messages.append(f"caused by: {error['cause']['message'].strip()}")
+    return "\n".join(messages)
+
+
 def _check_running(dev: DagsterDev, deadline: float, waiting_for: str) -> None:
     """Fail fast if dagster dev died, and never wait past the deadline."""
     if dev.process.poll() is not None:
@@ -231,8 +242,7 @@ def _wait_for_location(dev: DagsterDev, deadline: float) -> None:
         if entry is not None and entry["loadStatus"] == "LOADED":
             location = entry["locationOrLoadError"]
             if location is None or location["__typename"] == "PythonError":
-                detail = "" if location is None else location["message"] + "".join(location["stack"])
-                dev.fail(f"code location {LOCATION_NAME!r} failed to load: {detail}")
+                dev.fail(f"code location {LOCATION_NAME!r} failed to load: {_error_chain(location)}")
             return
         time.sleep(POLL_INTERVAL_S)
 
