@@ -37,7 +37,7 @@ def build_raw_asset(item: CatalogEntity) -> dg.AssetsDefinition:
             source=item.source_name,
             entity=item.name,
             load_date=datetime.now(UTC).date().isoformat(),
-            file_stem=context.run_id,
+            file_stem=context.run.run_id,
             schema=schema,
             batches=batches,
         )

@@ -66,7 +66,9 @@ def build_staged_asset(item: CatalogEntity) -> dg.AssetsDefinition:
         started = time.monotonic()
         landed = _latest_landed_file(context, upstream)
         _require_declared_columns(item, landed)
-        rows = warehouse.replace_table(STAGED_SCHEMA, table, staging_select(entity, landed, context.run_id))
+        rows = warehouse.replace_table(
+            STAGED_SCHEMA, table, staging_select(entity, landed, context.run.run_id)
+        )
         context.log.info(f"Staged {rows} rows from {landed} into {STAGED_SCHEMA}.{table}")
         return dg.MaterializeResult(
             metadata={
