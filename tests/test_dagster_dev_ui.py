@@ -1,9 +1,12 @@
-"""`dagster dev`, started as a user starts it, serves the UI with the lineage raw -> staged -> dbt models.
+"""`dagster dev`, started as a user starts it, serves the UI with the lineage raw -> staged -> dbt models,
+and a materialization launched through the UI's API runs the whole slice to success.
 
 The other tests build `Definitions` in process; this one proves that the workspace file, the code location
 loading in its own code server and the webserver fit together. It starts the real `dagster dev` from the
 repository root, waits for the code location to load, reads the asset graph through the UI's GraphQL API
-and stops the whole process tree again (webserver, daemon and code server share one process group).
+launches a run of every asset as the UI's "Materialize all" does (queued, dequeued by the daemon, steps in
+subprocesses under the `warehouse` concurrency pool) and stops the whole process tree again (webserver,
+daemon and code server share one process group).
 """
 
 from __future__ import annotations
@@ -20,8 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
+import duckdb
 import pytest
 import requests
+
+from demo_shop import generate_demo_world
 
 pytestmark = pytest.mark.slow
 
@@ -35,6 +41,9 @@ idle 2-CPU machine, 70 s seen under load."""
 STOP_GRACE_S = 15.0
 """How long `dagster dev` gets to shut down on SIGTERM before its process group is killed."""
 POLL_INTERVAL_S = 0.5
+RUN_DEADLINE_S = 300.0
+"""Queue, launch and run raw -> staged -> check -> dbt build in subprocesses: ~40 s seen here."""
+DEMO_SCALE = 0.1
 
 RAW_ORDERS = "raw/shop/orders"
 STAGED_ORDERS = "staged/shop/orders"
@@ -77,6 +86,30 @@ query AssetLineage {
 """
 
 
+LAUNCH_MUTATION = """
+mutation MaterializeAll($selector: JobOrPipelineSelector!) {
+  launchPipelineExecution(executionParams: {selector: $selector}) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+    ... on InvalidSubsetError { message }
+    ... on RunConfigValidationInvalid { errors { message } }
+  }
+}
+"""
+
+RUN_STATUS_QUERY = """
+query RunStatus($runId: ID!) {
+  runOrError(runId: $runId) {
+    __typename
+    ... on Run { status }
+    ... on PythonError { message }
+  }
+}
+"""
+FINISHED_STATUSES = {"SUCCESS", "FAILURE", "CANCELED"}
+
+
 @dataclass(frozen=True)
 class ServedAsset:
     """One asset node as the UI shows it."""
@@ -115,15 +148,14 @@ def _key(asset_key: dict[str, Any]) -> str:
     return "/".join(asset_key["path"])
 
 
-def _dagster_env(tmp: Path) -> dict[str, str]:
+def _dagster_env(tmp: Path, data_dir: Path) -> dict[str, str]:
     """The caller's environment with a throwaway instance and data directory, so the test neither reads
     nor writes the developer's Dagster history or warehouse, and with the venv's bin first so that the
-    code location (and dbt's `prepare_if_dev`) find the `dbt` installed beside this Python."""
+    code location (and dbt's `prepare_if_dev`) find the `dbt` installed beside this Python. The instance
+    uses the repository's dagster.yaml, so runs go through the same pools as a developer's."""
     dagster_home = tmp / "dagster_home"
     dagster_home.mkdir()
-    (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    data_dir = tmp / "platform_data"
-    data_dir.mkdir()
+    (dagster_home / "dagster.yaml").write_text((REPO_ROOT / "dagster.yaml").read_text())
     env = dict(os.environ)
     env["DAGSTER_HOME"] = str(dagster_home)
     env["PLATFORM_DATA_DIR"] = str(data_dir)
@@ -167,7 +199,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def _dagster_dev(tmp: Path) -> Iterator[DagsterDev]:
+def _dagster_dev(tmp: Path, data_dir: Path) -> Iterator[DagsterDev]:
     """`dagster dev -w workspace.yaml` from the repository root on a free port, output to a log file (a
     pipe nobody reads would fill up and block the server), in a session of its own so it can be stopped
     as a whole."""
@@ -179,7 +211,7 @@ def _dagster_dev(tmp: Path) -> Iterator[DagsterDev]:
         process = subprocess.Popen(
             command,
             cwd=REPO_ROOT,
-            env=_dagster_env(tmp),
+            env=_dagster_env(tmp, data_dir),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -191,8 +223,9 @@ def _dagster_dev(tmp: Path) -> Iterator[DagsterDev]:
         _stop(process)
 
 
-def _graphql(dev: DagsterDev, query: str) -> dict[str, Any]:
-    response = requests.post(f"{dev.base_url}/graphql", json={"query": query}, timeout=30)
+def _graphql(dev: DagsterDev, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+    payload = {"query": query, "variables": variables or {}}
+    response = requests.post(f"{dev.base_url}/graphql", json=payload, timeout=30)
     response.raise_for_status()
     body = response.json()
     if body.get("errors"):
@@ -265,33 +298,79 @@ def _served_assets(dev: DagsterDev) -> dict[str, ServedAsset]:
     return assets
 
 
+def _materialize_all(dev: DagsterDev) -> str:
+    """Launch one run of every asset (and so every check), as the UI's "Materialize all" button does, and
+    follow it to its end; returns the final status."""
+    selector = {
+        "repositoryLocationName": LOCATION_NAME,
+        "repositoryName": "__repository__",
+        "pipelineName": "__ASSET_JOB",
+    }
+    launched = _graphql(dev, LAUNCH_MUTATION, {"selector": selector})["launchPipelineExecution"]
+    if launched["__typename"] != "LaunchRunSuccess":
+        dev.fail(f"launching the materialization failed: {launched}")
+    run_id = launched["run"]["runId"]
+    deadline = time.monotonic() + RUN_DEADLINE_S
+    while True:
+        _check_running(dev, deadline, f"run {run_id}")
+        run = _graphql(dev, RUN_STATUS_QUERY, {"runId": run_id})["runOrError"]
+        if run["__typename"] != "Run":
+            dev.fail(f"run {run_id} not found: {run}")
+        if run["status"] in FINISHED_STATUSES:
+            return run["status"]
+        time.sleep(POLL_INTERVAL_S * 4)
+
+
+@dataclass(frozen=True)
+class ServedPlatform:
+    assets: dict[str, ServedAsset]
+    run_status: str
+    warehouse: Path
+
+
 @pytest.fixture(scope="module")
-def served_assets(tmp_path_factory: pytest.TempPathFactory, dbt_manifest: Path) -> dict[str, ServedAsset]:
-    """The asset graph as `dagster dev` serves it. The server is stopped before the assertions run, so a
-    failing assertion never leaves it behind."""
-    with _dagster_dev(tmp_path_factory.mktemp("dagster_dev")) as dev:
+def served(tmp_path_factory: pytest.TempPathFactory, dbt_manifest: Path) -> ServedPlatform:
+    """The asset graph as `dagster dev` serves it and the outcome of materializing it through the UI's
+    API. The server is stopped before the assertions run, so a failing assertion never leaves it behind."""
+    tmp = tmp_path_factory.mktemp("dagster_dev")
+    data_dir = tmp / "platform_data"
+    generate_demo_world(data_dir / "sources", seed=3, scale=DEMO_SCALE)
+    with _dagster_dev(tmp, data_dir) as dev:
         deadline = time.monotonic() + STARTUP_DEADLINE_S
         _wait_for_webserver(dev, deadline)
         _wait_for_location(dev, deadline)
-        return _served_assets(dev)
+        assets = _served_assets(dev)
+        status = _materialize_all(dev)
+    return ServedPlatform(assets, status, data_dir / "warehouse.duckdb")
 
 
-def test_ui_shows_lineage_raw_to_staged_to_dbt(served_assets: dict[str, ServedAsset]) -> None:
-    assert {RAW_ORDERS, STAGED_ORDERS, STG_ORDERS, MART} <= served_assets.keys()
-    assert RAW_ORDERS in served_assets[STAGED_ORDERS].deps
-    assert STAGED_ORDERS in served_assets[STG_ORDERS].deps
-    assert STG_ORDERS in served_assets[MART].deps
+def test_ui_shows_lineage_raw_to_staged_to_dbt(served: ServedPlatform) -> None:
+    assert {RAW_ORDERS, STAGED_ORDERS, STG_ORDERS, MART} <= served.assets.keys()
+    assert RAW_ORDERS in served.assets[STAGED_ORDERS].deps
+    assert STAGED_ORDERS in served.assets[STG_ORDERS].deps
+    assert STG_ORDERS in served.assets[MART].deps
 
 
-def test_ui_shows_groups_and_kinds(served_assets: dict[str, ServedAsset]) -> None:
-    assert served_assets[RAW_ORDERS].group == "raw"
-    assert served_assets[STAGED_ORDERS].group == "staged"
-    assert "duckdb" in served_assets[STAGED_ORDERS].kinds
-    assert served_assets[STG_ORDERS].group == "dbt_staging"
-    assert served_assets[MART].group == "dbt_marts"
-    assert {"dbt", "duckdb"} <= served_assets[STG_ORDERS].kinds
-    assert {"dbt", "duckdb"} <= served_assets[MART].kinds
+def test_ui_shows_groups_and_kinds(served: ServedPlatform) -> None:
+    assert served.assets[RAW_ORDERS].group == "raw"
+    assert served.assets[STAGED_ORDERS].group == "staged"
+    assert "duckdb" in served.assets[STAGED_ORDERS].kinds
+    assert served.assets[STG_ORDERS].group == "dbt_staging"
+    assert served.assets[MART].group == "dbt_marts"
+    assert {"dbt", "duckdb"} <= served.assets[STG_ORDERS].kinds
+    assert {"dbt", "duckdb"} <= served.assets[MART].kinds
 
 
-def test_ui_shows_schema_contract_on_staged_asset(served_assets: dict[str, ServedAsset]) -> None:
-    assert "schema_contract" in served_assets[STAGED_ORDERS].checks
+def test_ui_shows_schema_contract_on_staged_asset(served: ServedPlatform) -> None:
+    assert "schema_contract" in served.assets[STAGED_ORDERS].checks
+
+
+def test_materialize_all_from_the_ui_builds_the_mart(served: ServedPlatform) -> None:
+    assert served.run_status == "SUCCESS"
+    with duckdb.connect(str(served.warehouse), read_only=True) as con:
+        ((orders,),) = con.execute("SELECT count(*) FROM staged.shop__orders").fetchall()
+        ((days, mart_orders),) = con.execute(
+            "SELECT count(*), sum(orders) FROM analytics.fct_daily_revenue"
+        ).fetchall()
+    assert orders == 1000
+    assert days > 30 and mart_orders == orders
