@@ -45,6 +45,14 @@ class Entity(Strict):
     primary_key: list[ColumnName] = Field(min_length=1)
     columns: dict[ColumnName, Column] = Field(min_length=1)
 
+    def is_nullable(self, column: str) -> bool:
+        """Primary-key columns never are, whatever their declaration says."""
+        return self.columns[column].nullable and column not in self.primary_key
+
+    def unique_keys(self) -> list[list[str]]:
+        """Column sets whose values must be unique: the primary key, and each `unique` column."""
+        return [self.primary_key] + [[name] for name, column in self.columns.items() if column.unique]
+
     @model_validator(mode="after")
     def _primary_key_is_declared(self) -> Entity:
         missing = [key for key in self.primary_key if key not in self.columns]

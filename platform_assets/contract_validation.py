@@ -100,9 +100,8 @@ def _validate_uniqueness(warehouse: DuckDBWarehouse, item: CatalogEntity, report
     """Rows whose key (primary key, or a `unique` column) appears more than once: counted in full, the
     first few listed. NULLs are the nullability rule's business, not duplicates."""
     entity = item.entity
-    key_sets = [entity.primary_key] + [[name] for name, col in entity.columns.items() if col.unique]
     reported = [*entity.primary_key, *LINEAGE_COLUMNS]
-    for columns in key_sets:
+    for columns in entity.unique_keys():
         partition = ", ".join(quote_identifier(c) for c in columns)
         not_null = " AND ".join(f"{quote_identifier(c)} IS NOT NULL" for c in columns)
         counted = f"SELECT *, count(*) OVER (PARTITION BY {partition}) AS _copies FROM {_table(item)}"

@@ -56,5 +56,6 @@ def _column(name: str, column: Column, entity: Entity) -> pa.Column:
         checks.append(pa.Check.le(column.max))
     if column.allowed_values is not None:
         checks.append(pa.Check.isin(column.allowed_values))
-    nullable = column.nullable and name not in entity.primary_key
-    return pa.Column(PANDAS_DTYPES[column.type], checks, nullable=nullable, description=column.description)
+    return pa.Column(
+        PANDAS_DTYPES[column.type], checks, nullable=entity.is_nullable(name), description=column.description
+    )

@@ -53,8 +53,7 @@ def build_staged_asset(item: CatalogEntity) -> dg.AssetsDefinition:
                         DUCKDB_TYPES[column.type],
                         description=column.description,
                         constraints=dg.TableColumnConstraints(
-                            nullable=column.nullable and name not in entity.primary_key,
-                            unique=column.unique or entity.primary_key == [name],
+                            nullable=entity.is_nullable(name), unique=[name] in entity.unique_keys()
                         ),
                     )
                     for name, column in entity.columns.items()
