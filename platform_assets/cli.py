@@ -1,5 +1,9 @@
 """`dataplatform`: the commands a newcomer runs: generate the demo world, build the dbt manifest, and
-materialize every asset on the embedded default with a summary at the end."""
+materialize every asset on the embedded default with a summary at the end.
+
+Heavy modules (the definitions, dbt) are imported by the command that needs them, so that `--help` and
+`generate` answer at once.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,8 @@ import sys
 
 import dagster as dg
 
-from resources.environment import PlatformSettings
+from platform_assets.catalog_loader import CatalogError
+from resources.environment import PlatformConfigError, PlatformSettings
 
 DEFAULT_SEED = 42
 DEFAULT_SCALE = 1.0
@@ -25,17 +30,28 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument("--seed", type=int, default=DEFAULT_SEED)
         sub.add_argument("--scale", type=float, default=DEFAULT_SCALE)
     commands.add_parser("prepare", help="build the dbt manifest (dbt parse)")
+    commands.add_parser(
+        "run", help="prepare and materialize every asset on the current sources, then summarize"
+    )
     args = parser.parse_args(argv)
+    try:
+        return _run(args)
+    except (PlatformConfigError, CatalogError) as error:
+        print(f"dataplatform: error: {error}", file=sys.stderr)
+        return 2
 
+
+def _run(args: argparse.Namespace) -> int:
     settings = PlatformSettings.from_env()
     if args.command == "generate":
         return generate_demo(settings, args.seed, args.scale)
     if args.command == "prepare":
         prepare_dbt()
         return 0
-    generated = generate_demo(settings, args.seed, args.scale)
-    if generated != 0:
-        return generated
+    if args.command == "demo":
+        generated = generate_demo(settings, args.seed, args.scale)
+        if generated != 0:
+            return generated
     prepare_dbt()
     return run_everything(settings)
 

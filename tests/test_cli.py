@@ -1,0 +1,48 @@
+"""`dataplatform demo`, the README's main command: generates, materializes everything, prints a summary
+and reports success in its exit code; configuration errors are one clear line, not a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from platform_assets.cli import main
+
+
+def test_demo_materializes_everything_and_summarizes(
+    tmp_path: Path, dbt_manifest: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PLATFORM_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    assert main(["demo", "--seed", "5", "--scale", "0.05"]) == 0
+    output = capsys.readouterr().out
+    assert "SUCCESS" in output
+    assert "staged.shop__orders" in output and "500 rows" in output
+    assert "analytics.fct_daily_revenue" in output
+    assert "Checks: 8 passed, 0 failed" in output
+    assert (tmp_path / "data" / "warehouse.duckdb").exists()
+
+
+def test_demo_fails_with_exit_code_when_a_blocking_check_fails(
+    tmp_path: Path, dbt_manifest: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data_dir = tmp_path / "data"
+    monkeypatch.setenv("PLATFORM_DATA_DIR", str(data_dir))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    assert main(["generate", "--scale", "0.05"]) == 0
+    orders = sorted((data_dir / "sources" / "files" / "shop" / "orders").glob("*.csv"))[0]
+    orders.write_text(orders.read_text().replace(",EUR,", ",EURO,", 1))
+    assert main(["run"]) == 1
+    output = capsys.readouterr().out
+    assert "FAILURE" in output
+    assert "FAIL  staged/shop/orders :: schema_contract (ERROR)" in output
+    assert "Failed steps: staged__shop__orders_schema_contract" in output
+
+
+def test_unknown_environment_is_one_line_and_exit_code_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PLATFORM_ENV", "prod-eu")
+    assert main(["generate"]) == 2
+    assert capsys.readouterr().err.startswith("dataplatform: error: PLATFORM_ENV='prod-eu' is not a known")
