@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from resources.duckdb_warehouse import DuckDBWarehouse
+from resources.duckdb_warehouse import DuckDBWarehouse, qualified_name
 
 REPORTED_SCHEMAS = ("staged", "analytics")
 
@@ -39,14 +39,14 @@ def all_green(result: dg.ExecuteInProcessResult) -> bool:
 
 def table_row_counts(warehouse: DuckDBWarehouse) -> list[tuple[str, str, int]]:
     """(schema, table, rows) of every table and view the platform owns in the warehouse."""
-    placeholders = ", ".join(f"'{schema}'" for schema in REPORTED_SCHEMAS)
     tables = warehouse.query(
         "SELECT table_schema, table_name FROM information_schema.tables "
-        f"WHERE table_schema IN ({placeholders}) ORDER BY table_schema, table_name"
+        "WHERE list_contains(?, table_schema) ORDER BY table_schema, table_name",
+        [list(REPORTED_SCHEMAS)],
     )
     counts = []
     for schema, table in tables:
-        ((rows,),) = warehouse.query(f'SELECT count(*) FROM "{schema}"."{table}"')
+        ((rows,),) = warehouse.query(f"SELECT count(*) FROM {qualified_name(schema, table)}")
         counts.append((schema, table, int(rows)))
     return counts
 
@@ -60,10 +60,13 @@ def format_summary(result: dg.ExecuteInProcessResult, warehouse: DuckDBWarehouse
     lines += ["", f"Checks: {passed} passed, {len(outcomes) - passed} failed"]
     lines += [f"  FAIL  {o.asset} :: {o.check} ({o.severity})" for o in outcomes if not o.passed]
     failed = sorted(result.get_failed_step_keys())
-    skipped = sorted({str(event.step_key) for event in result.get_step_skipped_events()})
     if failed:
         lines += ["", "Failed steps: " + ", ".join(failed)]
-    if skipped:
-        lines += ["", "Skipped steps (upstream failed or a blocking check failed): " + ", ".join(skipped)]
+    materialized = {event.asset_key for event in result.get_asset_materialization_events()}
+    not_built = sorted(
+        key.to_user_string() for key in result.job_def.asset_layer.selected_asset_keys - materialized
+    )
+    if not_built:
+        lines += ["", "Not rebuilt (a step or a blocking check upstream failed): " + ", ".join(not_built)]
     lines += ["", f"Warehouse: {warehouse.path}"]
     return "\n".join(lines)

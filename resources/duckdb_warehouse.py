@@ -67,9 +67,9 @@ class DuckDBWarehouse(dg.ConfigurableResource):
             reader = con.sql(sql).to_arrow_reader(batch_rows)
             yield from reader
 
-    def query(self, sql: str) -> list[tuple]:
+    def query(self, sql: str, parameters: list[object] | None = None) -> list[tuple]:
         with self.connection() as con:
-            return con.execute(sql).fetchall()
+            return con.execute(sql, parameters).fetchall()
 
     def columns(self, schema: str, table: str) -> list[tuple[str, str]]:
         """(name, type) of each column, in table order."""

@@ -38,6 +38,10 @@ def test_demo_fails_with_exit_code_when_a_blocking_check_fails(
     assert "FAILURE" in output
     assert "FAIL  staged/shop/orders :: schema_contract (ERROR)" in output
     assert "Failed steps: staged__shop__orders_schema_contract" in output
+    assert (
+        "Not rebuilt (a step or a blocking check upstream failed): fct_daily_revenue, stg_shop__orders"
+        in output
+    )
 
 
 def test_unknown_environment_is_one_line_and_exit_code_2(
