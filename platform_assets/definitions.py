@@ -9,10 +9,9 @@ from __future__ import annotations
 import dagster as dg
 
 from platform_assets.catalog_loader import load_catalog
-from platform_assets.dbt_models import DBT_PROJECT, build_dbt_models
+from platform_assets.dbt_models import DBT_PROJECT_DIR, build_dbt_models
 from platform_assets.raw_assets import build_raw_asset
 from platform_assets.staged_assets import build_contract_check, build_staged_asset
-from resources.dbt_warehouse import DbtWarehouse, dbt_beside_python
 from resources.environment import PlatformSettings, build_resources
 
 
@@ -21,19 +20,11 @@ def build_definitions(settings: PlatformSettings) -> dg.Definitions:
     return dg.Definitions(
         assets=[
             *(build_raw_asset(item) for item in catalog),
-            *(build_staged_asset(item) for item in catalog),
-            build_dbt_models(warehouse_kind="duckdb"),
+            *(build_staged_asset(item, settings.warehouse_kind) for item in catalog),
+            build_dbt_models(warehouse_kind=settings.warehouse_kind),
         ],
         asset_checks=[build_contract_check(item) for item in catalog],
-        resources={
-            **build_resources(settings),
-            "dbt": DbtWarehouse(
-                project_dir=DBT_PROJECT,
-                target=settings.dbt_target,
-                dbt_executable=dbt_beside_python(),
-                dbt_vars=settings.dbt_vars(),
-            ),
-        },
+        resources=build_resources(settings, DBT_PROJECT_DIR),
     )
 
 

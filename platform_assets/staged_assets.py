@@ -31,7 +31,7 @@ class StagingError(RuntimeError):
     """The landed data cannot be staged as declared: names the file and what to change."""
 
 
-def build_staged_asset(item: CatalogEntity) -> dg.AssetsDefinition:
+def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDefinition:
     entity = item.entity
     upstream = raw_key(item.source_name, item.name)
     table = staged_table(item.source_name, item.name)
@@ -40,7 +40,7 @@ def build_staged_asset(item: CatalogEntity) -> dg.AssetsDefinition:
         key=staged_key(item.source_name, item.name),
         deps=[upstream],
         group_name=STAGED_GROUP,
-        kinds={"duckdb"},
+        kinds={warehouse_kind},
         owners=item.source.owners,
         pool=WAREHOUSE_POOL,
         description=f"Typed table {STAGED_SCHEMA}.{table}. {entity.description or ''}".strip(),

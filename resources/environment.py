@@ -15,6 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from resources.dbt_warehouse import DbtWarehouse, dbt_beside_python
 from resources.duckdb_warehouse import DuckDBWarehouse
 from resources.landing import LandingZone
 from resources.source_files import SourceFiles
@@ -76,6 +77,11 @@ class PlatformSettings:
         return self.data_dir / "warehouse.duckdb"
 
     @property
+    def warehouse_kind(self) -> str:
+        """The Dagster `kind` of the warehouse, shown on every table asset in the UI."""
+        return "duckdb"
+
+    @property
     def dbt_target(self) -> str:
         return "duckdb"
 
@@ -84,11 +90,17 @@ class PlatformSettings:
         return {"duckdb_path": str(self.warehouse_path)}
 
 
-def build_resources(settings: PlatformSettings) -> dict[str, Any]:
+def build_resources(settings: PlatformSettings, dbt_project_dir: Path) -> dict[str, Any]:
     """The resources every asset sees, for the given environment. Asset code names resources by key
-    (`source_files`, `landing`, `warehouse`) and never learns which backend is behind them."""
+    (`source_files`, `landing`, `warehouse`, `dbt`) and never learns which backend is behind them."""
     return {
         "source_files": SourceFiles(root=str(settings.sources_dir)),
         "landing": LandingZone(root=str(settings.landing_dir)),
         "warehouse": DuckDBWarehouse(path=str(settings.warehouse_path)),
+        "dbt": DbtWarehouse(
+            project_dir=str(dbt_project_dir),
+            target=settings.dbt_target,
+            dbt_executable=dbt_beside_python(),
+            dbt_vars=settings.dbt_vars(),
+        ),
     }

@@ -35,7 +35,10 @@ def test_unknown_environment_names_the_variable_and_the_choices() -> None:
 
 def test_resources_point_at_the_settings_paths(tmp_path: Path) -> None:
     settings = PlatformSettings.local(tmp_path)
-    resources = build_resources(settings)
+    (tmp_path / "dbt_project").mkdir()
+    resources = build_resources(settings, tmp_path / "dbt_project")
     assert resources["warehouse"].path == str(tmp_path / "warehouse.duckdb")
     assert resources["landing"].root == str(tmp_path / "landing")
     assert resources["source_files"].root == str(tmp_path / "sources")
+    assert resources["dbt"].target == "duckdb"
+    assert resources["dbt"].dbt_vars == {"duckdb_path": str(tmp_path / "warehouse.duckdb")}
