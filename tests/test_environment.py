@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from platform_assets.dbt_models import DBT_PROJECT_DIR
 from resources.environment import PlatformConfigError, PlatformEnvironment, PlatformSettings, build_resources
 
 
@@ -35,8 +36,7 @@ def test_unknown_environment_names_the_variable_and_the_choices() -> None:
 
 def test_resources_point_at_the_settings_paths(tmp_path: Path) -> None:
     settings = PlatformSettings.local(tmp_path)
-    (tmp_path / "dbt_project").mkdir()
-    resources = build_resources(settings, tmp_path / "dbt_project")
+    resources = build_resources(settings, DBT_PROJECT_DIR)
     assert resources["warehouse"].path == str(tmp_path / "warehouse.duckdb")
     assert resources["landing"].root == str(tmp_path / "landing")
     assert resources["source_files"].root == str(tmp_path / "sources")
