@@ -15,6 +15,9 @@ from platform_assets.definitions import build_definitions
 from resources.duckdb_warehouse import DuckDBWarehouse
 from resources.environment import PlatformSettings
 
+pytest_plugins = ["fixtures.postgres_server", "fixtures.gcs_emulator"]
+"""Session-wide real servers (one PostgreSQL cluster, one GCS emulator), started on first use."""
+
 TEST_SCALE = 0.2
 """2,000 orders: enough for several days of revenue, small enough for a fast dbt run."""
 
