@@ -1,0 +1,32 @@
+"""How a file entity is delivered: format, compression and parsing options, as declared in the catalog."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class FileFormat(BaseModel):
+    """Parsing options of one file entity. Text formats (CSV, JSON, JSON Lines) land as text columns, exactly
+    as delivered; typed formats (Parquet, Avro) keep their own types."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format: Literal["csv", "json", "jsonl", "parquet", "avro"]
+    compression: Literal["infer", "none", "gzip", "bz2", "zip", "zstd"] = Field(
+        default="infer", description="`infer` goes by the file suffix (.gz, .bz2, .zip, .zst)."
+    )
+    delimiter: str = Field(default=",", min_length=1, max_length=1)
+    quote_char: str = Field(default='"', min_length=1, max_length=1)
+    header: bool = Field(default=True, description="CSV: the first line names the columns.")
+    column_names: list[str] | None = Field(default=None, description="CSV without a header: the names.")
+    encoding: str = "utf-8"
+    record_path: str | None = Field(
+        default=None, description="JSON documents: dotted path to the array of records, e.g. `data.items`."
+    )
+
+
+MalformedPolicy = Literal["fail", "skip"]
+"""`fail` stops the extraction at the first malformed record; `skip` sets it aside in quarantine (with file
+and line number) and goes on."""
