@@ -1,15 +1,30 @@
 """The shape of a source declaration in the catalog, validated strictly: an unknown key or a wrong type
-is an error, never ignored."""
+is an error, never ignored.
+
+One file declares one source system: how to reach it (`connection`, one of three kinds), and its
+entities. Each entity says where its records come from with the block of its source's kind (`file`,
+`table` or `endpoint`); the blocks themselves are the connectors' own configuration models, so the catalog
+and the connectors cannot drift apart.
+"""
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Annotated, Literal
+from zoneinfo import available_timezones
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+
+from resources.database_config import DatabaseConnection, TableExtraction
+from resources.file_config import FileFormat, MalformedPolicy
+from resources.rest_config import RestConnection, RestEndpoint
 
 SqlName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$", max_length=63)]
 ColumnName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=63)]
+Reference = Annotated[
+    str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$")
+]
 
 
 class ColumnType(StrEnum):
@@ -34,16 +49,81 @@ class Column(Strict):
     min: float | None = None
     max: float | None = None
     allowed_values: list[str] | None = None
+    references: Reference | None = Field(
+        default=None, description="`source.entity.column` this column points to (a foreign key)."
+    )
     description: str | None = None
+
+
+CRON_FIELD = re.compile(
+    r"^(\*|\?|[0-9A-Za-z]+(-[0-9A-Za-z]+)?)(/[0-9]+)?(,(\*|[0-9A-Za-z]+(-[0-9A-Za-z]+)?)(/[0-9]+)?)*$"
+)
+CRON_ALIASES = {"@hourly", "@daily", "@weekly", "@monthly", "@yearly"}
+
+
+class Schedule(Strict):
+    cron: str
+    timezone: str = "UTC"
+
+    @field_validator("cron")
+    @classmethod
+    def _is_cron(cls, value: str) -> str:
+        fields = value.split()
+        if value not in CRON_ALIASES and (len(fields) != 5 or not all(map(CRON_FIELD.match, fields))):
+            raise ValueError(f"{value!r} is not a cron expression (five fields, e.g. '0 6 * * *', or @daily)")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _is_timezone(cls, value: str) -> str:
+        if value not in available_timezones():
+            raise ValueError(f"{value!r} is not an IANA time zone name (e.g. UTC, Europe/Berlin)")
+        return value
+
+
+class Freshness(Strict):
+    """The entity is stale when its last successful materialization is older than `max_lag_minutes`."""
+
+    max_lag_minutes: float = Field(gt=0)
+
+
+class FileEntity(FileFormat):
+    """A file entity: a glob under the source's root, and how its files are parsed."""
+
+    path: str = Field(min_length=1, description="Glob relative to the source's root, e.g. `orders/*.csv`.")
+
+
+class FilesConnection(Strict):
+    kind: Literal["files"]
+    root: str = Field(min_length=1, description="Local directory or `gs://bucket/prefix`.")
+
+
+class DatabaseSourceConnection(DatabaseConnection):
+    kind: Literal["database"]
+
+
+class RestSourceConnection(RestConnection):
+    kind: Literal["rest"]
+
+
+Connection = Annotated[
+    FilesConnection | DatabaseSourceConnection | RestSourceConnection, Field(discriminator="kind")
+]
+ENTITY_BLOCK = {"files": "file", "database": "table", "rest": "endpoint"}
+"""Which entity block each connection kind reads its records from (checked by the catalog loader, which
+can point at the entity's line)."""
 
 
 class Entity(Strict):
     description: str | None = None
-    format: Literal["csv"]
-    path: str = Field(description="Glob of the entity's files, relative to the source files root.")
-    delimiter: str = Field(default=",", min_length=1, max_length=1)
+    file: FileEntity | None = None
+    table: TableExtraction | None = None
+    endpoint: RestEndpoint | None = None
+    on_malformed: MalformedPolicy = "fail"
     primary_key: list[ColumnName] = Field(min_length=1)
     columns: dict[ColumnName, Column] = Field(min_length=1)
+    schedule: Schedule | None = None
+    freshness: Freshness | None = None
 
     def is_nullable(self, column: str) -> bool:
         """Primary-key columns never are, whatever their declaration says."""
@@ -65,4 +145,9 @@ class Source(Strict):
     source: SqlName
     description: str | None = None
     owners: list[str] = Field(default_factory=list)
+    vars: dict[str, str] = Field(
+        default_factory=dict, description="Values for `{{ name }}` placeholders in this file."
+    )
+    connection: Connection
+    schedule: Schedule | None = Field(default=None, description="Default schedule of every entity.")
     entities: dict[SqlName, Entity] = Field(min_length=1)

@@ -8,14 +8,22 @@ Heavy modules (the definitions, dbt) are imported by the command that needs them
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
+import threading
+from collections.abc import Iterator
 
 import dagster as dg
 
 from platform_assets.catalog_loader import CatalogError
 from resources.environment import PlatformConfigError, PlatformSettings
 
+DEMO_API_KEY_VAR = "SHOP_API_KEY"
+DEMO_API_URL_VAR = "SHOP_API_URL"
+DEMO_API_KEY = "demo-shop-key"
+"""The demo API's key (also in .env for `dagster dev`): guards a loopback demo server, nothing else."""
+DEMO_API_PORT = 8765
 DEFAULT_SEED = 42
 DEFAULT_SCALE = 1.0
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
@@ -33,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser(
         "run", help="prepare and materialize every asset on the current sources, then summarize"
     )
+    serve = commands.add_parser(
+        "serve-api", help="serve the demo shop's products REST API on loopback (for `dagster dev`)"
+    )
+    serve.add_argument("--port", type=int, default=DEMO_API_PORT)
     args = parser.parse_args(argv)
     try:
         return _run(args)
@@ -48,18 +60,51 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "prepare":
         prepare_dbt()
         return 0
+    if args.command == "serve-api":
+        return serve_demo_api(settings, args.port)
     if args.command == "demo":
         generated = generate_demo(settings, args.seed, args.scale)
         if generated != 0:
             return generated
     prepare_dbt()
-    return run_everything(settings)
+    with demo_api(settings):
+        return run_everything(settings)
 
 
 def generate_demo(settings: PlatformSettings, seed: int, scale: float) -> int:
     from demo_shop.cli import main as demo_main
 
     return demo_main(["--out", str(settings.sources_dir), "--seed", str(seed), "--scale", str(scale)])
+
+
+@contextlib.contextmanager
+def demo_api(settings: PlatformSettings) -> Iterator[None]:
+    """Serve the demo products API for the length of a run, unless SHOP_API_URL points at another one."""
+    if os.environ.get(DEMO_API_URL_VAR):
+        yield
+        return
+    from demo_shop.api_server import serve_products_api
+    from demo_shop.world import PRODUCTS_API
+
+    os.environ.setdefault(DEMO_API_KEY_VAR, DEMO_API_KEY)
+    with serve_products_api(settings.sources_dir / PRODUCTS_API, os.environ[DEMO_API_KEY_VAR]) as url:
+        os.environ[DEMO_API_URL_VAR] = url
+        try:
+            yield
+        finally:
+            del os.environ[DEMO_API_URL_VAR]
+
+
+def serve_demo_api(settings: PlatformSettings, port: int) -> int:
+    from demo_shop.api_server import serve_products_api
+    from demo_shop.world import PRODUCTS_API
+
+    key = os.environ.get(DEMO_API_KEY_VAR, DEMO_API_KEY)
+    with serve_products_api(settings.sources_dir / PRODUCTS_API, key, port=port) as url:
+        print(f"Demo shop API at {url} (header X-API-Key: ${DEMO_API_KEY_VAR}); Ctrl-C stops it.", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            threading.Event().wait()
+    return 0
 
 
 def prepare_dbt() -> None:

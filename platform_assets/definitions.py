@@ -16,7 +16,7 @@ from resources.environment import PlatformSettings, build_resources
 
 
 def build_definitions(settings: PlatformSettings) -> dg.Definitions:
-    catalog = load_catalog()
+    catalog = load_catalog(variables=settings.catalog_vars())
     return dg.Definitions(
         assets=[
             *(build_raw_asset(item) for item in catalog),

@@ -1,58 +1,104 @@
-"""Raw layer: each catalog entity's delivered files, landed as one Parquet file per run."""
+"""Raw layer: each catalog entity, extracted from its source and landed as Parquet with lineage columns.
+
+The extraction state (processed-file ledger, watermark) is read from the asset's previous materialization
+and recorded in this one, so it lives in Dagster and advances only once the landing has committed: the
+materialization event is written after the step returns, and the step returns after the commit.
+"""
 
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 import dagster as dg
 
 from platform_assets.catalog_loader import CatalogEntity
+from platform_assets.ingestion.extraction import Extraction, ExtractionContext
+from platform_assets.ingestion.registry import EXTRACTORS
 from platform_assets.keys import RAW_GROUP, raw_key
-from resources.landing import LandingZone
-from resources.source_files import CsvFormat, SourceFiles
+from resources.landing import LandingZone, Lineage
 
-LANDED_PATH_METADATA = "landed_path"
-"""Materialization metadata key that tells the staging step which file this run landed."""
+EXTRACTION_STATE_METADATA = "extraction_state"
+"""Materialization metadata key holding the state the next extraction starts from."""
+LANDED_FILES_METADATA = "landed_files"
+LOAD_KIND_METADATA = "load_kind"
+"""`snapshot`: this run's files are the whole entity; `append`: they add to (or update, by key) the files
+landed before."""
+
+
+class RawConfig(dg.Config):
+    batch_rows: int = 65_536
+    """Rows per Arrow batch (and per page group for APIs): memory is bounded by it, not by the data size."""
 
 
 def build_raw_asset(item: CatalogEntity) -> dg.AssetsDefinition:
-    entity = item.entity
+    kind = item.source.connection.kind
+    extractor = EXTRACTORS[kind]
 
     @dg.asset(
         key=raw_key(item.source_name, item.name),
         group_name=RAW_GROUP,
-        kinds={"parquet", entity.format},
+        kinds={"parquet", extractor.kind_tag(item)},
         owners=item.source.owners,
-        description=f"Landed copy of {item.source_name}.{item.name} as delivered (all columns as text). "
-        f"{entity.description or ''}".strip(),
-        metadata={"source_path": entity.path},
+        description=f"Landed copy of {item.source_name}.{item.name} as extracted from its {kind} source. "
+        f"{item.entity.description or ''}".strip(),
+        metadata={"source_location": extractor.location(item)},
     )
     def raw_entity(
-        context: dg.AssetExecutionContext, source_files: SourceFiles, landing: LandingZone
+        context: dg.AssetExecutionContext, config: RawConfig, landing: LandingZone
     ) -> dg.MaterializeResult:
         started = time.monotonic()
-        paths = source_files.list(entity.path)
-        context.log.info(f"Landing {len(paths)} file(s) of {item.source_name}.{item.name}")
-        schema, batches = source_files.read_csv(paths, CsvFormat(delimiter=entity.delimiter))
-        landed = landing.land(
-            source=item.source_name,
-            entity=item.name,
-            load_date=datetime.now(UTC).date().isoformat(),
-            file_stem=context.run.run_id,
-            schema=schema,
-            batches=batches,
+        key = raw_key(item.source_name, item.name)
+        previous = _previous_state(context, key)
+        lineage = Lineage(
+            source=f"{item.source_name}.{item.name}",
+            extracted_at=datetime.now(UTC),
+            run_id=context.run.run_id,
         )
-        context.log.info(f"Landed {landed.rows} rows ({landed.bytes} bytes) at {landed.path}")
-        return dg.MaterializeResult(
-            metadata={
-                "dagster/row_count": landed.rows,
-                "bytes": landed.bytes,
-                "duration_seconds": round(time.monotonic() - started, 3),
-                LANDED_PATH_METADATA: dg.MetadataValue.path(str(landed.path)),
-                "source_files": [p.name for p in paths],
-                "dagster/column_schema": dg.TableSchema(
-                    columns=[dg.TableColumn(f.name, str(f.type)) for f in schema]
-                ),
-            }
+        with landing.extraction(item.source_name, item.name) as inflight:
+            extraction = extractor.extract(
+                ExtractionContext(
+                    item=item,
+                    landing=landing,
+                    inflight=inflight,
+                    lineage=lineage,
+                    previous_state=previous,
+                    batch_rows=config.batch_rows,
+                    log=context.log,
+                )
+            )
+        context.log.info(
+            f"Landed {extraction.rows} rows ({extraction.bytes} bytes) of {item.source_name}.{item.name} "
+            f"in {len(extraction.files)} file(s)"
         )
+        return dg.MaterializeResult(metadata=_metadata(extraction, previous, time.monotonic() - started))
 
     return raw_entity
+
+
+def _previous_state(context: dg.AssetExecutionContext, key: dg.AssetKey) -> dict[str, Any]:
+    event = context.instance.get_latest_materialization_event(key)
+    materialization = event.asset_materialization if event else None
+    if materialization is None or EXTRACTION_STATE_METADATA not in materialization.metadata:
+        return {}
+    return dict(materialization.metadata[EXTRACTION_STATE_METADATA].value)
+
+
+def _metadata(extraction: Extraction, previous: dict[str, Any], seconds: float) -> dict[str, Any]:
+    schema = extraction.schema
+    metadata: dict[str, Any] = {
+        "dagster/row_count": extraction.rows,
+        "bytes": extraction.bytes,
+        "duration_seconds": round(seconds, 3),
+        LOAD_KIND_METADATA: extraction.load_kind,
+        LANDED_FILES_METADATA: dg.MetadataValue.json([str(f.path) for f in extraction.files]),
+        EXTRACTION_STATE_METADATA: dg.MetadataValue.json(extraction.state),
+        **extraction.details,
+    }
+    if "watermark" in extraction.state or "watermark" in previous:
+        metadata["watermark_before"] = dg.MetadataValue.json(previous.get("watermark"))
+        metadata["watermark_after"] = dg.MetadataValue.json(extraction.state.get("watermark"))
+    if schema is not None:
+        metadata["dagster/column_schema"] = dg.TableSchema(
+            columns=[dg.TableColumn(field.name, str(field.type)) for field in schema]
+        )
+    return metadata

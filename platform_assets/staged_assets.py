@@ -1,5 +1,9 @@
-"""Staged layer: typed warehouse tables built from the latest landed file, and their schema contract
-as a blocking asset check (a failed contract stops everything downstream in the run)."""
+"""Staged layer: typed warehouse tables built from the landed files, and their schema contract as a
+blocking asset check (a failed contract stops everything downstream in the run).
+
+Which landed files make the table depends on how the raw asset loads: a `snapshot` extraction's own files
+are the whole entity; `append` extractions (file deliveries, incremental tables and APIs) add up, each key
+taken from its latest extraction."""
 
 import time
 from pathlib import Path
@@ -17,9 +21,10 @@ from platform_assets.keys import (
     staged_key,
     staged_table,
 )
-from platform_assets.raw_assets import LANDED_PATH_METADATA
+from platform_assets.raw_assets import LANDED_FILES_METADATA, LOAD_KIND_METADATA
 from platform_assets.staging_sql import DUCKDB_TYPES, staging_select
 from resources.duckdb_warehouse import DuckDBWarehouse
+from resources.landing import LandingZone
 
 if TYPE_CHECKING:
     from platform_assets.contract_validation import ContractReport
@@ -61,19 +66,21 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
             ),
         },
     )
-    def staged_entity(context: dg.AssetExecutionContext, warehouse: DuckDBWarehouse) -> dg.MaterializeResult:
+    def staged_entity(
+        context: dg.AssetExecutionContext, warehouse: DuckDBWarehouse, landing: LandingZone
+    ) -> dg.MaterializeResult:
         started = time.monotonic()
-        landed = _latest_landed_file(context, upstream)
-        _require_declared_columns(item, landed)
+        landed = _landed_files(context, upstream, landing, item)
+        columns = _require_declared_columns(item, landed)
         rows = warehouse.replace_table(
-            STAGED_SCHEMA, table, staging_select(entity, landed, context.run.run_id)
+            STAGED_SCHEMA, table, staging_select(entity, landed, columns, context.run.run_id)
         )
-        context.log.info(f"Staged {rows} rows from {landed} into {STAGED_SCHEMA}.{table}")
+        context.log.info(f"Staged {rows} rows from {len(landed)} landed file(s) into {STAGED_SCHEMA}.{table}")
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": rows,
                 "duration_seconds": round(time.monotonic() - started, 3),
-                "landed_file": dg.MetadataValue.path(str(landed)),
+                "landed_files": len(landed),
             }
         )
 
@@ -109,31 +116,39 @@ def build_contract_check(item: CatalogEntity) -> dg.AssetChecksDefinition:
     return contract
 
 
-def _latest_landed_file(context: dg.AssetExecutionContext, upstream: dg.AssetKey) -> Path:
+def _landed_files(
+    context: dg.AssetExecutionContext, upstream: dg.AssetKey, landing: LandingZone, item: CatalogEntity
+) -> list[Path]:
     event = context.instance.get_latest_materialization_event(upstream)
     materialization = event.asset_materialization if event else None
-    if materialization is None or LANDED_PATH_METADATA not in materialization.metadata:
+    if materialization is None or LOAD_KIND_METADATA not in materialization.metadata:
         raise StagingError(
             f"{upstream.to_user_string()} has never been materialized; materialize it first "
             f"(or select it together with this asset)."
         )
-    path = Path(materialization.metadata[LANDED_PATH_METADATA].value)
-    if not path.exists():
+    if materialization.metadata[LOAD_KIND_METADATA].value == "append":
+        return landing.committed_files(item.source_name, item.name)
+    paths = [Path(p) for p in materialization.metadata[LANDED_FILES_METADATA].value]
+    gone = [p for p in paths if not p.exists()]
+    if gone:
         raise StagingError(
-            f"The file landed by the latest {upstream.to_user_string()} run is gone: {path}. "
+            f"Files landed by the latest {upstream.to_user_string()} run are gone: {gone[:3]}. "
             f"Re-materialize {upstream.to_user_string()}."
         )
-    return path
+    return paths
 
 
-def _require_declared_columns(item: CatalogEntity, landed: Path) -> None:
-    delivered = set(pq.read_schema(landed).names)
+def _require_declared_columns(item: CatalogEntity, landed: list[Path]) -> set[str]:
+    """The columns delivered over all landed files; every declared column must be among them."""
+    delivered = {name for path in landed for name in pq.read_schema(path).names}
     missing = [name for name in item.entity.columns if name not in delivered]
-    if missing:
+    if landed and missing:
         raise StagingError(
             f"{item.source_name}.{item.name}: declared column(s) {missing} are missing from the delivered "
-            f"data ({landed}); delivered columns: {sorted(delivered)}. Fix the delivery or the catalog."
+            f"data ({len(landed)} landed file(s)); delivered columns: {sorted(delivered)}. Fix the delivery "
+            f"or the catalog."
         )
+    return delivered
 
 
 def _report_metadata(item: CatalogEntity, report: "ContractReport") -> dict[str, dg.MetadataValue]:
@@ -150,8 +165,8 @@ def _report_metadata(item: CatalogEntity, report: "ContractReport") -> dict[str,
                         "column": v.column,
                         "rule": v.rule,
                         "value": v.value,
-                        "source_file": v.source_file or "",
-                        "source_record": v.source_record if v.source_record is not None else -1,
+                        "origin": v.source_file or "",
+                        "record": v.source_record if v.source_record is not None else -1,
                     }
                 )
                 for v in report.examples
@@ -162,8 +177,8 @@ def _report_metadata(item: CatalogEntity, report: "ContractReport") -> dict[str,
                     dg.TableColumn("column", "string"),
                     dg.TableColumn("rule", "string"),
                     dg.TableColumn("value", "string"),
-                    dg.TableColumn("source_file", "string"),
-                    dg.TableColumn("source_record", "int"),
+                    dg.TableColumn("origin", "string"),
+                    dg.TableColumn("record", "int"),
                 ]
             ),
         ),

@@ -1,8 +1,12 @@
-"""The SQL that turns a landed (all-text) file into a typed staged table.
+"""The SQL that turns landed files into a typed staged table.
 
 Every declared column is cast with TRY_CAST, so one bad value does not abort the load; the values that
 did not parse are kept, verbatim, in `_cast_errors` (`column=value; ...`) where the schema check finds
-and reports them. Undeclared columns are left in the landed file and not staged.
+and reports them. Undeclared columns stay in the landed files and are not staged.
+
+Rows are taken from each key's latest extraction: an updated row, landed again by a later incremental run,
+replaces its earlier version, while two rows with the same key in ONE extraction both stay, for the schema
+contract to report as a duplicate instead of one being dropped silently.
 """
 
 from __future__ import annotations
@@ -11,12 +15,18 @@ from pathlib import Path
 
 from platform_assets.catalog_model import ColumnType, Entity
 from resources.duckdb_warehouse import quote_identifier
-from resources.source_files import SOURCE_FILE_COLUMN, SOURCE_RECORD_COLUMN
+from resources.landing import EXTRACTED_AT_COLUMN, SOURCE_COLUMN
 
 CAST_ERRORS_COLUMN = "_cast_errors"
+ORIGIN_COLUMN = "_origin"
+"""Where a row was delivered: the source file, or the API page (`page 3`); NULL for database rows."""
+RECORD_COLUMN = "_record"
+"""The row's line (text files), record (other files) or position within its API page."""
 LOADED_AT_COLUMN = "_loaded_at"
 RUN_ID_COLUMN = "_run_id"
-LINEAGE_COLUMNS = (SOURCE_FILE_COLUMN, SOURCE_RECORD_COLUMN)
+LINEAGE_COLUMNS = (ORIGIN_COLUMN, RECORD_COLUMN)
+FILE_COLUMN = "_file"
+PAGE_COLUMN = "_page"
 
 DUCKDB_TYPES: dict[ColumnType, str] = {
     ColumnType.INTEGER: "BIGINT",
@@ -32,21 +42,55 @@ def sql_string(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def staging_select(entity: Entity, landed_file: Path, run_id: str) -> str:
+def staging_select(entity: Entity, landed_files: list[Path], landed_columns: set[str], run_id: str) -> str:
+    """SELECT of the staged table from `landed_files`, whose columns (over all files) are `landed_columns`."""
     typed = []
     cast_errors = []
     for name, column in entity.columns.items():
         raw = quote_identifier(name)
         cast = f"TRY_CAST({raw} AS {DUCKDB_TYPES[column.type]})"
         typed.append(f"{cast} AS {raw}")
+        label = sql_string(name + "=")
         cast_errors.append(
-            f"CASE WHEN {raw} IS NOT NULL AND {cast} IS NULL THEN {sql_string(name + '=')} || {raw} END"
+            f"CASE WHEN {raw} IS NOT NULL AND {cast} IS NULL THEN {label} || {raw}::VARCHAR END"
         )
     selected = [
         *typed,
         f"NULLIF(concat_ws('; ', {', '.join(cast_errors)}), '') AS {quote_identifier(CAST_ERRORS_COLUMN)}",
-        *(quote_identifier(name) for name in LINEAGE_COLUMNS),
+        f"{_origin(landed_columns)} AS {quote_identifier(ORIGIN_COLUMN)}",
+        f"{_optional(RECORD_COLUMN, landed_columns, 'BIGINT')} AS {quote_identifier(RECORD_COLUMN)}",
+        quote_identifier(SOURCE_COLUMN),
+        quote_identifier(EXTRACTED_AT_COLUMN),
         f"{sql_string(run_id)} AS {quote_identifier(RUN_ID_COLUMN)}",
         f"now()::TIMESTAMP AS {quote_identifier(LOADED_AT_COLUMN)}",
     ]
-    return f"SELECT {', '.join(selected)} FROM read_parquet({sql_string(str(landed_file))})"
+    if not landed_files:
+        return f"SELECT {', '.join(selected)} FROM ({_no_rows(entity)}) WHERE false"
+    files = ", ".join(sql_string(str(path)) for path in landed_files)
+    key = ", ".join(quote_identifier(name) for name in entity.primary_key)
+    extracted_at = quote_identifier(EXTRACTED_AT_COLUMN)
+    latest = (
+        f"SELECT *, max({extracted_at}) OVER (PARTITION BY {key}) AS __latest_extraction "
+        f"FROM read_parquet([{files}], union_by_name = true)"
+    )
+    return f"SELECT {', '.join(selected)} FROM ({latest}) WHERE {extracted_at} = __latest_extraction"
+
+
+def _origin(landed_columns: set[str]) -> str:
+    if FILE_COLUMN in landed_columns:
+        return quote_identifier(FILE_COLUMN)
+    if PAGE_COLUMN in landed_columns:
+        return f"'page ' || {quote_identifier(PAGE_COLUMN)}"
+    return "NULL::VARCHAR"
+
+
+def _optional(column: str, landed_columns: set[str], sql_type: str) -> str:
+    return quote_identifier(column) if column in landed_columns else f"NULL::{sql_type}"
+
+
+def _no_rows(entity: Entity) -> str:
+    """An empty relation with the landed columns, for an entity that has not delivered anything yet."""
+    columns = [f"NULL::VARCHAR AS {quote_identifier(name)}" for name in entity.columns]
+    columns.append(f"NULL::VARCHAR AS {quote_identifier(SOURCE_COLUMN)}")
+    columns.append(f"NULL::TIMESTAMPTZ AS {quote_identifier(EXTRACTED_AT_COLUMN)}")
+    return f"SELECT {', '.join(columns)}"

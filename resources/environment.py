@@ -18,7 +18,6 @@ from typing import Any
 from resources.dbt_warehouse import DbtWarehouse, dbt_beside_python
 from resources.duckdb_warehouse import DuckDBWarehouse
 from resources.landing import LandingZone
-from resources.source_files import SourceFiles
 
 ENV_VAR = "PLATFORM_ENV"
 DATA_DIR_VAR = "PLATFORM_DATA_DIR"
@@ -85,6 +84,10 @@ class PlatformSettings:
     def dbt_target(self) -> str:
         return "duckdb"
 
+    def catalog_vars(self) -> dict[str, str]:
+        """Values of the platform's `{{ placeholders }}` in catalog files."""
+        return {"sources_dir": str(self.sources_dir), "data_dir": str(self.data_dir)}
+
     def dbt_vars(self) -> dict[str, str]:
         """dbt `--vars` that point the dbt profile at this environment's warehouse."""
         return {"duckdb_path": str(self.warehouse_path)}
@@ -92,9 +95,8 @@ class PlatformSettings:
 
 def build_resources(settings: PlatformSettings, dbt_project_dir: Path) -> dict[str, Any]:
     """The resources every asset sees, for the given environment. Asset code names resources by key
-    (`source_files`, `landing`, `warehouse`, `dbt`) and never learns which backend is behind them."""
+    (`landing`, `warehouse`, `dbt`) and never learns which backend is behind them."""
     return {
-        "source_files": SourceFiles(root=str(settings.sources_dir)),
         "landing": LandingZone(root=str(settings.landing_dir)),
         "warehouse": DuckDBWarehouse(path=str(settings.warehouse_path)),
         "dbt": DbtWarehouse(

@@ -1,19 +1,38 @@
-"""The landing zone: raw, bytes-faithful Parquet copies of what sources delivered.
+"""The landing zone: raw Parquet copies of what sources delivered, with lineage columns.
 
-A landed file is written under a temporary name in its final directory and renamed when complete, so a
-reader never sees half a file and a crash leaves only a temporary file that the next attempt replaces.
+Every extraction writes its parts into the entity's in-flight area first (each part under a temporary name,
+fsynced, renamed), then commits them by moving them into `load_date=<YYYY-MM-DD>/`. Readers only ever look
+at committed files, so they never see half an extraction; a failed extraction leaves its parts and its
+checkpoint in flight, where the next attempt resumes instead of starting over. A lock on the in-flight area
+keeps two runs from landing the same entity at once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+SOURCE_COLUMN = "_source"
+EXTRACTED_AT_COLUMN = "_extracted_at"
+RUN_ID_COLUMN = "_run_id"
+INFLIGHT_DIR = "_inflight"
+CHECKPOINT_FILE = "checkpoint.json"
+QUARANTINE_DIR = "_quarantine"
+
+
+class LandingBusyError(RuntimeError):
+    """Another process is landing the same entity right now."""
 
 
 @dataclass(frozen=True)
@@ -21,6 +40,26 @@ class LandedFile:
     path: Path
     rows: int
     bytes: int
+    schema: pa.Schema
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Columns every landed row carries, the same for a whole extraction."""
+
+    source: str
+    extracted_at: datetime
+    run_id: str
+
+    def attach(self, batch: pa.RecordBatch) -> pa.Table:
+        """The batch with the lineage columns appended."""
+        rows = batch.num_rows
+        lineage = {
+            SOURCE_COLUMN: pa.repeat(pa.scalar(self.source, pa.string()), rows),
+            EXTRACTED_AT_COLUMN: pa.repeat(pa.scalar(self.extracted_at, pa.timestamp("us", "UTC")), rows),
+            RUN_ID_COLUMN: pa.repeat(pa.scalar(self.run_id, pa.string()), rows),
+        }
+        return pa.table({**dict(zip(batch.schema.names, batch.columns, strict=True)), **lineage})
 
 
 class LandingZone(dg.ConfigurableResource):
@@ -28,30 +67,164 @@ class LandingZone(dg.ConfigurableResource):
 
     root: str
 
-    def land(
-        self,
-        source: str,
-        entity: str,
-        load_date: str,
-        file_stem: str,
-        schema: pa.Schema,
-        batches: Iterable[pa.RecordBatch],
-    ) -> LandedFile:
-        """Stream batches into one Parquet file; the same `file_stem` (a run id) overwrites, so a retried
-        step lands once, not twice."""
-        directory = Path(self.root) / source / entity / f"load_date={load_date}"
+    def entity_dir(self, source: str, entity: str) -> Path:
+        return Path(self.root) / source / entity
+
+    def committed_files(self, source: str, entity: str) -> list[Path]:
+        return sorted(self.entity_dir(source, entity).glob("load_date=*/*.parquet"))
+
+    def find_committed(self, source: str, entity: str, name: str) -> Path | None:
+        """A committed file of that name, whatever its load date: how an extraction that crashed after
+        committing (but before Dagster recorded it) is recognised instead of landed twice."""
+        return next(iter(self.entity_dir(source, entity).glob(f"load_date=*/{name}")), None)
+
+    @contextlib.contextmanager
+    def extraction(self, source: str, entity: str) -> Iterator[InFlight]:
+        """Exclusive access to the entity's in-flight area for the duration of one extraction."""
+        directory = self.entity_dir(source, entity) / INFLIGHT_DIR
         directory.mkdir(parents=True, exist_ok=True)
-        final = directory / f"{file_stem}.parquet"
-        temporary = directory / f".{file_stem}.parquet.tmp"
-        rows = 0
-        try:
-            with pq.ParquetWriter(temporary, schema, compression="zstd") as writer:
-                for batch in batches:
-                    writer.write_batch(batch)
-                    rows += batch.num_rows
-            with open(temporary, "rb") as handle:
-                os.fsync(handle.fileno())
-            os.replace(temporary, final)
-        finally:
-            temporary.unlink(missing_ok=True)
-        return LandedFile(path=final, rows=rows, bytes=final.stat().st_size)
+        with open(directory / ".lock", "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise LandingBusyError(
+                    f"Another run is landing {source}.{entity} right now ({directory} is locked); wait for "
+                    f"it to finish instead of extracting the same data twice."
+                ) from None
+            yield InFlight(directory, self.entity_dir(source, entity))
+
+    def quarantine_dir(self, source: str, entity: str) -> Path:
+        return Path(self.root) / QUARANTINE_DIR / source / entity
+
+
+class InFlight:
+    """The uncommitted parts and checkpoint of one entity's extraction."""
+
+    def __init__(self, directory: Path, entity_dir: Path) -> None:
+        self.directory = directory
+        self.entity_dir = entity_dir
+
+    def checkpoint(self) -> dict[str, Any] | None:
+        path = self.directory / CHECKPOINT_FILE
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def save_checkpoint(self, state: Mapping[str, Any]) -> None:
+        _atomic_write_bytes(self.directory / CHECKPOINT_FILE, json.dumps(state, sort_keys=True).encode())
+
+    def parts(self) -> list[Path]:
+        return sorted(self.directory.glob("*.parquet"))
+
+    def discard(self) -> None:
+        """Forget an abandoned extraction: its parts and checkpoint."""
+        for path in [*self.parts(), self.directory / CHECKPOINT_FILE]:
+            path.unlink(missing_ok=True)
+
+    def write(self, name: str, batches: Iterable[pa.RecordBatch], lineage: Lineage) -> LandedFile | None:
+        """One part from a stream of batches sharing one schema; None when the stream is empty."""
+        return write_parquet(self.directory / name, batches, lineage)
+
+    def commit(self, load_date: str) -> list[LandedFile]:
+        """Move every part into its load-date directory and drop the checkpoint."""
+        target = self.entity_dir / f"load_date={load_date}"
+        target.mkdir(parents=True, exist_ok=True)
+        committed = []
+        for part in self.parts():
+            final = target / part.name
+            os.replace(part, final)
+            metadata = pq.read_metadata(final)
+            committed.append(
+                LandedFile(final, metadata.num_rows, final.stat().st_size, metadata.schema.to_arrow_schema())
+            )
+        _fsync_directory(target)
+        (self.directory / CHECKPOINT_FILE).unlink(missing_ok=True)
+        return committed
+
+
+def write_parquet(final: Path, batches: Iterable[pa.RecordBatch], lineage: Lineage) -> LandedFile | None:
+    """Stream batches, with the lineage columns appended, into `final` through a temporary file."""
+    temporary = final.with_name(f".{final.name}.tmp")
+    writer: pq.ParquetWriter | None = None
+    rows = 0
+    try:
+        for batch in batches:
+            table = lineage.attach(batch)
+            if writer is None:
+                writer = pq.ParquetWriter(temporary, table.schema, compression="zstd")
+            writer.write_table(table)
+            rows += batch.num_rows
+        if writer is None:
+            return None
+        writer.close()
+        writer = None
+        with open(temporary, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, final)
+    finally:
+        if writer is not None:
+            writer.close()
+        temporary.unlink(missing_ok=True)
+    schema = pq.read_schema(final)
+    return LandedFile(final, rows, final.stat().st_size, schema)
+
+
+QUARANTINE_SCHEMA = pa.schema(
+    [("file", pa.string()), ("line", pa.int64()), ("error", pa.string()), ("text", pa.string())]
+)
+
+
+class QuarantineFile:
+    """Records set aside during an extraction (malformed lines, with their file and line number), streamed to
+    one Parquet file a thousand at a time, so that a delivery full of bad lines cannot exhaust memory."""
+
+    FLUSH_ROWS = 1000
+    EXAMPLES = 20
+
+    def __init__(self, path: Path, lineage: Lineage) -> None:
+        self.path = path
+        self.lineage = lineage
+        self.count = 0
+        self.examples: list[dict[str, Any]] = []
+        self._pending: list[dict[str, Any]] = []
+        self._writer: pq.ParquetWriter | None = None
+
+    def add(self, record: Mapping[str, Any]) -> None:
+        row = {name: record.get(name) for name in QUARANTINE_SCHEMA.names}
+        self.count += 1
+        if len(self.examples) < self.EXAMPLES:
+            self.examples.append(row)
+        self._pending.append(row)
+        if len(self._pending) >= self.FLUSH_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        batch = pa.RecordBatch.from_pylist(self._pending, schema=QUARANTINE_SCHEMA)
+        table = self.lineage.attach(batch)
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._writer = pq.ParquetWriter(self.path, table.schema, compression="zstd")
+        self._writer.write_table(table)
+        self._pending = []
+
+    def close(self) -> None:
+        self._flush()
+        if self._writer is not None:
+            self._writer.close()
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def _fsync_directory(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

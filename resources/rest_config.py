@@ -40,6 +40,11 @@ class OAuth2ClientCredentials(Strict):
     client_id: str
     client_secret: str
     scope: str | None = None
+    client_auth: Literal["basic", "body"] = Field(
+        default="basic",
+        description="How the client authenticates to the token URL: HTTP basic (RFC 6749 preferred) or "
+        "client_id/client_secret in the form body, for servers that only accept that.",
+    )
 
 
 Auth = Annotated[
@@ -142,3 +147,6 @@ class RestEndpoint(Strict):
     record_path: str | None = Field(default=None, description="Dotted path to the record array, e.g. `data`.")
     pagination: Pagination = NoPagination()
     incremental: IncrementalParam | None = None
+    max_pages: int | None = Field(
+        default=None, gt=0, description="Hard cap on the pages one extraction fetches; more is an error."
+    )

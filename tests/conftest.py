@@ -10,6 +10,9 @@ import dagster as dg
 import pytest
 
 from demo_shop import generate_demo_world
+from demo_shop.api_server import serve_products_api
+from demo_shop.world import PRODUCTS_API
+from platform_assets.cli import DEMO_API_KEY, DEMO_API_KEY_VAR, DEMO_API_URL_VAR
 from platform_assets.dbt_models import prepare_manifest
 from platform_assets.definitions import build_definitions
 from resources.duckdb_warehouse import DuckDBWarehouse
@@ -47,10 +50,18 @@ class LocalPlatform:
 
 
 @pytest.fixture
-def local_platform(tmp_path: Path, dbt_manifest: Path) -> Iterator[LocalPlatform]:
-    """The embedded default on a fresh data directory with a small demo world, and a Dagster instance of
-    its own (so that "latest materialization" lookups see only this test's runs)."""
+def local_platform(
+    tmp_path: Path, dbt_manifest: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[LocalPlatform]:
+    """The embedded default on a fresh data directory with a small demo world (its products API served on
+    loopback), and a Dagster instance of its own (so that "latest materialization" lookups see only this
+    test's runs)."""
     settings = PlatformSettings.local(tmp_path / "data")
     generate_demo_world(settings.sources_dir, seed=7, scale=TEST_SCALE)
-    with dg.instance_for_test() as instance:
+    monkeypatch.setenv(DEMO_API_KEY_VAR, DEMO_API_KEY)
+    with (
+        serve_products_api(settings.sources_dir / PRODUCTS_API, DEMO_API_KEY) as api_url,
+        dg.instance_for_test() as instance,
+    ):
+        monkeypatch.setenv(DEMO_API_URL_VAR, api_url)
         yield LocalPlatform(settings, build_definitions(settings), instance)

@@ -1,0 +1,130 @@
+"""Files: each delivered file is landed exactly once, as one Parquet file of its own.
+
+The processed-file ledger (path -> size, version, content hash) is the extraction state: a file whose size
+and version (mtime or GCS generation) are unchanged is skipped; one re-delivered with identical bytes (a
+`touch`, a re-upload) is recognised by its hash and skipped too; a changed file is landed again (its rows
+then replace the earlier ones by key, downstream). Entries for files that are gone are dropped, so the
+ledger is bounded by the listing. A landed file is named after its ledger key, so a run that crashed after
+landing but before Dagster recorded it is recognised, not landed twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any
+
+from resources.file_formats import read_batches
+from resources.file_store import FileFingerprint, FileStore
+
+from platform_assets.catalog_loader import CatalogEntity
+from platform_assets.ingestion.extraction import Extraction, ExtractionContext, today
+from resources.landing import QuarantineFile
+
+MAX_LISTED_IN_METADATA = 50
+
+
+class FilesExtractor:
+    def kind_tag(self, item: CatalogEntity) -> str:
+        assert item.entity.file is not None
+        return item.entity.file.format
+
+    def location(self, item: CatalogEntity) -> str:
+        assert item.entity.file is not None
+        return f"{_store(item).root.rstrip('/')}/{item.entity.file.path}"
+
+    def extract(self, context: ExtractionContext) -> Extraction:
+        item = context.item
+        file_entity = item.entity.file
+        assert file_entity is not None
+        store = _store(item)
+        listed = store.list(file_entity.path)
+        ledger: dict[str, dict[str, Any]] = context.previous_state.get("ledger", {})
+        to_land, unchanged, redelivered = _plan(store, listed, ledger)
+        context.log.info(
+            f"{len(listed)} file(s) match {self.location(item)}: {len(to_land)} to land, {len(unchanged)} "
+            f"already landed, {len(redelivered)} re-delivered unchanged"
+        )
+        quarantine = QuarantineFile(
+            context.landing.quarantine_dir(item.source_name, item.name) / f"{context.lineage.run_id}.parquet",
+            context.lineage,
+        )
+        new_entries: dict[str, dict[str, Any]] = {}
+        for file in to_land:
+            name = _landed_name(file)
+            entry = {"size": file.size, "version": file.version, "hash": _content_hash(store, file)}
+            new_entries[file.path] = entry
+            if context.landing.find_committed(item.source_name, item.name, name) is not None:
+                context.log.warning(
+                    f"{file.path} was landed by a run that was not recorded; not landing again"
+                )
+                continue
+            context.log.info(f"Landing {store.describe(file)} ({file.size} bytes)")
+            batches = read_batches(
+                store,
+                file,
+                file_entity,
+                batch_rows=context.batch_rows,
+                on_malformed=item.entity.on_malformed,
+                quarantine=lambda record: quarantine.add(vars(record)),
+            )
+            context.inflight.write(name, batches, context.lineage)
+        quarantine.close()
+        committed = context.inflight.commit(today(context))
+        present = {file.path for file in listed}
+        state_ledger = {path: entry for path, entry in ledger.items() if path in present}
+        state_ledger.update(redelivered)
+        state_ledger.update(new_entries)
+        details: dict[str, Any] = {
+            "files_listed": len(listed),
+            "files_landed": len(to_land),
+            "files_skipped": len(unchanged) + len(redelivered),
+            "files_landed_names": sorted(f.path for f in to_land)[:MAX_LISTED_IN_METADATA],
+            "malformed_records": quarantine.count,
+        }
+        if quarantine.count:
+            context.log.warning(
+                f"{quarantine.count} malformed record(s) set aside in {quarantine.path}; first: "
+                f"{quarantine.examples[0]}"
+            )
+            details["quarantine_file"] = str(quarantine.path)
+        return Extraction(
+            files=committed, state={"ledger": state_ledger}, load_kind="append", details=details
+        )
+
+
+def _store(item: CatalogEntity) -> FileStore:
+    connection = item.source.connection
+    assert connection.kind == "files"
+    return FileStore(root=connection.root)
+
+
+def _plan(
+    store: FileStore, listed: list[FileFingerprint], ledger: dict[str, dict[str, Any]]
+) -> tuple[list[FileFingerprint], list[FileFingerprint], dict[str, dict[str, Any]]]:
+    """Split the listing into files to land, files already landed, and files re-delivered with the same
+    bytes (returned as their updated ledger entries)."""
+    to_land, unchanged = [], []
+    redelivered: dict[str, dict[str, Any]] = {}
+    for file in listed:
+        seen = ledger.get(file.path)
+        if seen is None or seen["size"] != file.size:
+            to_land.append(file)
+        elif seen["version"] == file.version:
+            unchanged.append(file)
+        elif seen["hash"] == _content_hash(store, file):
+            redelivered[file.path] = {**seen, "version": file.version}
+        else:
+            to_land.append(file)
+    return to_land, unchanged, redelivered
+
+
+def _landed_name(file: FileFingerprint) -> str:
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", file.path)[-80:]
+    digest = hashlib.sha256(file.ledger_key().encode()).hexdigest()[:16]
+    return f"{stem}-{digest}.parquet"
+
+
+def _content_hash(store: FileStore, file: FileFingerprint) -> str:
+    """The store's own checksum when the listing carries one (GCS: free), else a hash of the bytes."""
+    return file.checksum or store.content_hash(file)
