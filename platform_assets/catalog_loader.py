@@ -264,8 +264,6 @@ def _hint(error: Mapping[str, Any]) -> str:
         return " (names are lower-case letters, digits and underscores, starting with a letter)"
     if error["type"] == "enum":
         return f" (expected one of: {error['ctx']['expected']})"
-    if error["type"] == "union_tag_invalid":
-        return f" (expected one of: {error['ctx']['expected_tags']})"
     if error["type"] == "literal_error":
         return f" (expected {error['ctx']['expected']})"
     return ""
