@@ -7,47 +7,57 @@ Tables without `incremental` are re-read whole: each run's file is then the enti
 
 from __future__ import annotations
 
-from resources.database_source import DatabaseSource
+import re
 
 from platform_assets.catalog_loader import CatalogEntity
+from platform_assets.catalog_model import DatabaseSourceConnection
 from platform_assets.ingestion.extraction import Extraction, ExtractionContext, today
+from resources.database_source import DatabaseSource
 
 
 class DatabaseExtractor:
     def kind_tag(self, item: CatalogEntity) -> str:
-        return _source(item).dialect_name()
+        """`postgres`, `sqlite`, `mysql`...: the URL's dialect, named as Dagster's kind icons are."""
+        dialect = re.split(r"[+:]", _connection(item).url, maxsplit=1)[0]
+        return "postgres" if dialect == "postgresql" else dialect
 
     def location(self, item: CatalogEntity) -> str:
         table = item.entity.table
         assert table is not None
-        what = (
-            f"{table.schema_name + '.' if table.schema_name else ''}{table.table}" if table.table else "query"
-        )
-        return f"{_source(item).describe()} {what}"
+        schema = f"{table.schema_name}." if table.schema_name else ""
+        what = f"{schema}{table.table}" if table.table else "(custom query)"
+        url = re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", _connection(item).url)
+        return f"{url} {what}"
 
     def extract(self, context: ExtractionContext) -> Extraction:
         item = context.item
         table = item.entity.table
         assert table is not None
         watermark = context.previous_state.get("watermark")
-        source = _source(item)
-        rows = source.extract(
-            table, primary_key=item.entity.primary_key, watermark=watermark, batch_rows=context.batch_rows
-        )
-        context.log.info(f"Extracting {self.location(item)} from watermark {watermark}: {rows.query_text}")
-        context.inflight.write(f"{context.lineage.run_id}.parquet", rows, context.lineage)
-        committed = context.inflight.commit(today(context))
+        with (
+            DatabaseSource(_connection(item)) as source,
+            source.extract(
+                table, primary_key=item.entity.primary_key, watermark=watermark, batch_rows=context.batch_rows
+            ) as rows,
+        ):
+            context.log.info(
+                f"Extracting {self.location(item)} from watermark {watermark}: {rows.query_text}"
+            )
+            context.inflight.write(f"{context.lineage.run_id}.parquet", rows, context.lineage)
+            committed = context.inflight.commit(today(context))
+            watermark_after = rows.watermark_after
         incremental = table.incremental is not None
-        state = {"watermark": rows.watermark_after if rows.watermark_after is not None else watermark}
         return Extraction(
             files=committed,
-            state=state if incremental else {},
+            state={"watermark": watermark_after if watermark_after is not None else watermark}
+            if incremental
+            else {},
             load_kind="append" if incremental else "snapshot",
             details={"query": rows.query_text},
         )
 
 
-def _source(item: CatalogEntity) -> DatabaseSource:
+def _connection(item: CatalogEntity) -> DatabaseSourceConnection:
     connection = item.source.connection
-    assert connection.kind == "database"
-    return DatabaseSource(connection)
+    assert isinstance(connection, DatabaseSourceConnection)
+    return connection
