@@ -6,6 +6,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+Compression = Literal["infer", "none", "gzip", "bz2", "zip", "zstd"]
+"""How a delivered file is compressed; `infer` goes by its suffix."""
+
 
 class FileFormat(BaseModel):
     """Parsing options of one file entity. Text formats (CSV, JSON, JSON Lines) land as text columns, exactly
@@ -14,7 +17,7 @@ class FileFormat(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     format: Literal["csv", "json", "jsonl", "parquet", "avro"]
-    compression: Literal["infer", "none", "gzip", "bz2", "zip", "zstd"] = Field(
+    compression: Compression = Field(
         default="infer", description="`infer` goes by the file suffix (.gz, .bz2, .zip, .zst)."
     )
     delimiter: str = Field(default=",", min_length=1, max_length=1)
