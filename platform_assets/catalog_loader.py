@@ -107,7 +107,7 @@ def _parse_file(
     except ValidationError as exc:
         problems.extend(_describe(path, node, exc))
         return None
-    return None if template_problems else _Parsed(path, node, source)
+    return _Parsed(path, node, source)
 
 
 def _catalog_problems(parsed: list[_Parsed]) -> list[str]:

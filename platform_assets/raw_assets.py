@@ -70,7 +70,8 @@ def build_raw_asset(item: CatalogEntity) -> dg.AssetsDefinition:
             f"Landed {extraction.rows} rows ({extraction.bytes} bytes) of {item.source_name}.{item.name} "
             f"in {len(extraction.files)} file(s)"
         )
-        return dg.MaterializeResult(metadata=_metadata(extraction, previous, time.monotonic() - started))
+        metadata = _metadata(extraction, previous, time.monotonic() - started)
+        return dg.MaterializeResult(metadata={**metadata, "source_location": extractor.location(item)})
 
     return raw_entity
 

@@ -25,6 +25,12 @@ TEST_SCALE = 0.2
 """2,000 orders: enough for several days of revenue, small enough for a fast dbt run."""
 
 
+@pytest.fixture(autouse=True)
+def demo_api_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shipped catalog references ${SHOP_API_KEY}; `dagster dev` gets it from .env, tests from here."""
+    monkeypatch.setenv(DEMO_API_KEY_VAR, DEMO_API_KEY)
+
+
 @pytest.fixture(scope="session")
 def dbt_manifest() -> Path:
     return prepare_manifest()
@@ -58,7 +64,6 @@ def local_platform(
     test's runs)."""
     settings = PlatformSettings.local(tmp_path / "data")
     generate_demo_world(settings.sources_dir, seed=7, scale=TEST_SCALE)
-    monkeypatch.setenv(DEMO_API_KEY_VAR, DEMO_API_KEY)
     with (
         serve_products_api(settings.sources_dir / PRODUCTS_API, DEMO_API_KEY) as api_url,
         dg.instance_for_test() as instance,

@@ -20,7 +20,7 @@ def test_demo_materializes_everything_and_summarizes(
     assert "SUCCESS" in output
     assert "staged.shop__orders" in output and "500 rows" in output
     assert "analytics.fct_daily_revenue" in output
-    assert "Checks: 8 passed, 0 failed" in output
+    assert "Checks: 13 passed, 0 failed" in output, "a schema contract per staged entity, 7 dbt tests"
     assert (tmp_path / "data" / "warehouse.duckdb").exists()
 
 

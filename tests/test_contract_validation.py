@@ -3,10 +3,10 @@ see across batches, and each violation is tied to its row's key, file and record
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from platform_assets.catalog_loader import CatalogEntity
 from platform_assets.catalog_model import Source
@@ -14,14 +14,15 @@ from platform_assets.contract_validation import MAX_REPORTED_VIOLATIONS, validat
 from platform_assets.keys import STAGED_SCHEMA, staged_table
 from platform_assets.staging_sql import staging_select
 from resources.duckdb_warehouse import DuckDBWarehouse
+from resources.landing import Lineage, write_parquet
 
 SOURCE = Source.model_validate(
     {
         "source": "shop",
+        "connection": {"kind": "files", "root": "/deliveries"},
         "entities": {
             "orders": {
-                "format": "csv",
-                "path": "*.csv",
+                "file": {"format": "csv", "path": "*.csv"},
                 "primary_key": ["order_id"],
                 "columns": {
                     "order_id": {"type": "integer", "nullable": False},
@@ -34,24 +35,24 @@ SOURCE = Source.model_validate(
     }
 )
 ITEM = CatalogEntity(SOURCE, "orders", SOURCE.entities["orders"])
+LINEAGE = Lineage(source="shop.orders", extracted_at=datetime(2026, 1, 2, tzinfo=UTC), run_id="extract-1")
 
 
 def _stage(tmp_path: Path, rows: dict[str, list[str | None]]) -> DuckDBWarehouse:
     """Land `rows` (all text, as a delivery would be) and stage them the way the staged asset does."""
     count = len(next(iter(rows.values())))
-    table = pa.table(
+    batch = pa.RecordBatch.from_pydict(
         {
             **{name: pa.array(values, pa.string()) for name, values in rows.items()},
-            "_source_file": pa.array(["orders.csv"] * count),
-            "_source_record": pa.array(range(1, count + 1), pa.int64()),
+            "_file": pa.array(["orders.csv"] * count),
+            "_record": pa.array(range(1, count + 1), pa.int64()),
         }
     )
-    landed = tmp_path / "landed.parquet"
-    pq.write_table(table, landed)
+    landed = write_parquet(tmp_path / "landed.parquet", [batch], LINEAGE)
+    assert landed is not None
     warehouse = DuckDBWarehouse(path=str(tmp_path / "w.duckdb"))
-    warehouse.replace_table(
-        STAGED_SCHEMA, staged_table("shop", "orders"), staging_select(ITEM.entity, landed, "run-1")
-    )
+    select = staging_select(ITEM.entity, [landed.path], set(landed.schema.names), "run-1")
+    warehouse.replace_table(STAGED_SCHEMA, staged_table("shop", "orders"), select)
     return warehouse
 
 

@@ -28,6 +28,9 @@ import pytest
 import requests
 
 from demo_shop import generate_demo_world
+from demo_shop.api_server import serve_products_api
+from demo_shop.world import PRODUCTS_API
+from platform_assets.cli import DEMO_API_KEY
 
 pytestmark = pytest.mark.slow
 
@@ -148,7 +151,7 @@ def _key(asset_key: dict[str, Any]) -> str:
     return "/".join(asset_key["path"])
 
 
-def _dagster_env(tmp: Path, data_dir: Path) -> dict[str, str]:
+def _dagster_env(tmp: Path, data_dir: Path, api_url: str) -> dict[str, str]:
     """The caller's environment with a throwaway instance and data directory, so the test neither reads
     nor writes the developer's Dagster history or warehouse, and with the venv's bin first so that the
     code location (and dbt's `prepare_if_dev`) find the `dbt` installed beside this Python. The instance
@@ -159,6 +162,7 @@ def _dagster_env(tmp: Path, data_dir: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["DAGSTER_HOME"] = str(dagster_home)
     env["PLATFORM_DATA_DIR"] = str(data_dir)
+    env["SHOP_API_URL"] = api_url
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     return env
 
@@ -199,7 +203,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def _dagster_dev(tmp: Path, data_dir: Path) -> Iterator[DagsterDev]:
+def _dagster_dev(tmp: Path, data_dir: Path, api_url: str) -> Iterator[DagsterDev]:
     """`dagster dev -w workspace.yaml` from the repository root on a free port, output to a log file (a
     pipe nobody reads would fill up and block the server), in a session of its own so it can be stopped
     as a whole."""
@@ -211,7 +215,7 @@ def _dagster_dev(tmp: Path, data_dir: Path) -> Iterator[DagsterDev]:
         process = subprocess.Popen(
             command,
             cwd=REPO_ROOT,
-            env=_dagster_env(tmp, data_dir),
+            env=_dagster_env(tmp, data_dir, api_url),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -335,7 +339,11 @@ def served(tmp_path_factory: pytest.TempPathFactory, dbt_manifest: Path) -> Serv
     tmp = tmp_path_factory.mktemp("dagster_dev")
     data_dir = tmp / "platform_data"
     generate_demo_world(data_dir / "sources", seed=3, scale=DEMO_SCALE)
-    with _dagster_dev(tmp, data_dir) as dev:
+    # The API key comes from the repository's .env file, which `dagster dev` loads like a user's would.
+    with (
+        serve_products_api(data_dir / "sources" / PRODUCTS_API, DEMO_API_KEY) as api_url,
+        _dagster_dev(tmp, data_dir, api_url) as dev,
+    ):
         deadline = time.monotonic() + STARTUP_DEADLINE_S
         _wait_for_webserver(dev, deadline)
         _wait_for_location(dev, deadline)

@@ -39,6 +39,5 @@ def test_resources_point_at_the_settings_paths(tmp_path: Path) -> None:
     resources = build_resources(settings, DBT_PROJECT_DIR)
     assert resources["warehouse"].path == str(tmp_path / "warehouse.duckdb")
     assert resources["landing"].root == str(tmp_path / "landing")
-    assert resources["source_files"].root == str(tmp_path / "sources")
     assert resources["dbt"].target == "duckdb"
     assert resources["dbt"].dbt_vars == {"duckdb_path": str(tmp_path / "warehouse.duckdb")}
