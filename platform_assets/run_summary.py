@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
+from platform_assets.keys import RAW_GROUP
 from resources.duckdb_warehouse import DuckDBWarehouse, qualified_name
 
 REPORTED_SCHEMAS = ("staged", "analytics")
@@ -51,8 +52,26 @@ def table_row_counts(warehouse: DuckDBWarehouse) -> list[tuple[str, str, int]]:
     return counts
 
 
+def landed_rows(result: dg.ExecuteInProcessResult) -> list[tuple[str, int, str]]:
+    """(raw asset, rows landed by this run, where from) for every raw asset the run materialized: an
+    incremental source that had nothing new lands 0."""
+    landed = [
+        (
+            event.asset_key.to_user_string(),
+            int(event.materialization.metadata["dagster/row_count"].value),
+            str(event.materialization.metadata["source_location"].value),
+        )
+        for event in result.get_asset_materialization_events()
+        if event.asset_key.path[0] == RAW_GROUP
+    ]
+    return sorted(landed)
+
+
 def format_summary(result: dg.ExecuteInProcessResult, warehouse: DuckDBWarehouse) -> str:
-    lines = [f"Run {result.run_id}: {'SUCCESS' if result.success else 'FAILURE'}", "", "Tables"]
+    lines = [f"Run {result.run_id}: {'SUCCESS' if result.success else 'FAILURE'}", "", "Landed this run"]
+    for asset, rows, location in landed_rows(result):
+        lines.append(f"  {asset:<44} {rows:>12,} rows  from {location}")
+    lines += ["", "Tables"]
     for schema, table, rows in table_row_counts(warehouse):
         lines.append(f"  {schema + '.' + table:<44} {rows:>12,} rows")
     outcomes = check_outcomes(result)

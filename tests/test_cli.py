@@ -3,6 +3,7 @@ and reports success in its exit code; configuration errors are one clear line, n
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,8 @@ def test_demo_materializes_everything_and_summarizes(
     assert "SUCCESS" in output
     assert "staged.shop__orders" in output and "500 rows" in output
     assert "analytics.fct_daily_revenue" in output
+    assert re.search(r"raw/shop_api/products +\d+ rows  from http://127\.0\.0\.1:\d+/v1/products", output)
+    assert re.search(r"raw/shop_db/customers +\d+ rows  from sqlite:///.*shop\.sqlite customers", output)
     assert "Checks: 13 passed, 0 failed" in output, "a schema contract per staged entity, 7 dbt tests"
     assert (tmp_path / "data" / "warehouse.duckdb").exists()
 
