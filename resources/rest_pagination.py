@@ -186,11 +186,10 @@ class CursorPaginator(Paginator):
         return f"cursor {position['cursor']!r}"
 
 
-class NextUrlPaginator(Paginator):
-    """The body's `next_url_path` holds the next page's URL (relative ones resolved), followed as is."""
+class UrlFollowingPaginator(Paginator, ABC):
+    """Paginators whose responses name the next page's full URL: the position is that URL."""
 
-    def __init__(self, config: NextUrlPagination, clean_url: Callable[[str], str]) -> None:
-        self._config = config
+    def __init__(self, clean_url: Callable[[str], str]) -> None:
         self._clean_url = clean_url
 
     def first(self) -> Position:
@@ -198,6 +197,17 @@ class NextUrlPaginator(Paginator):
 
     def request(self, position: Position) -> PageRequest:
         return PageRequest(url=position["url"], params={})
+
+    def describe(self, position: Position) -> str:
+        return f"next URL {position['url']!r}"
+
+
+class NextUrlPaginator(UrlFollowingPaginator):
+    """The body's `next_url_path` holds the next page's URL (relative ones resolved), followed as is."""
+
+    def __init__(self, config: NextUrlPagination, clean_url: Callable[[str], str]) -> None:
+        super().__init__(clean_url)
+        self._config = config
 
     def after(self, position: Position, response: PageResponse) -> Position | None:
         target = value_at(response.body, self._config.next_url_path)
@@ -211,21 +221,9 @@ class NextUrlPaginator(Paginator):
             )
         return {"url": self._clean_url(urljoin(response.url, target))}
 
-    def describe(self, position: Position) -> str:
-        return f"next URL {position['url']!r}"
 
-
-class LinkHeaderPaginator(Paginator):
+class LinkHeaderPaginator(UrlFollowingPaginator):
     """RFC 8288: the target of the `Link` header's `rel="next"` link (relative ones resolved)."""
-
-    def __init__(self, clean_url: Callable[[str], str]) -> None:
-        self._clean_url = clean_url
-
-    def first(self) -> Position:
-        return {"url": None}
-
-    def request(self, position: Position) -> PageRequest:
-        return PageRequest(url=position["url"], params={})
 
     def after(self, position: Position, response: PageResponse) -> Position | None:
         try:
