@@ -34,6 +34,9 @@ class DatabaseExtractor:
         table = item.entity.table
         assert table is not None
         watermark = context.previous_state.get("watermark")
+        # A part left in flight by a killed attempt is not resumed: the extraction starts again from the
+        # recorded watermark, and that part must not be committed beside its replacement.
+        context.inflight.discard()
         with (
             DatabaseSource(_connection(item)) as source,
             source.extract(

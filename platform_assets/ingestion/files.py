@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Any
-
-from resources.file_formats import read_batches
-from resources.file_store import FileFingerprint, FileStore
+from typing import Any, Literal
 
 from platform_assets.catalog_loader import CatalogEntity
 from platform_assets.ingestion.extraction import Extraction, ExtractionContext, today
+from resources.file_formats import read_batches
+from resources.file_store import FileFingerprint, FileStore
 from resources.landing import QuarantineFile
 
 MAX_LISTED_IN_METADATA = 50
@@ -45,39 +44,36 @@ class FilesExtractor:
             f"{len(listed)} file(s) match {self.location(item)}: {len(to_land)} to land, {len(unchanged)} "
             f"already landed, {len(redelivered)} re-delivered unchanged"
         )
+        # Parts a failed attempt left in flight are not resumed: every file not in the ledger is read again,
+        # and one withdrawn or rewritten since must not be committed with this run's parts.
+        context.inflight.discard()
         quarantine = QuarantineFile(
             context.landing.quarantine_dir(item.source_name, item.name) / f"{context.lineage.run_id}.parquet",
             context.lineage,
         )
-        new_entries: dict[str, dict[str, Any]] = {}
-        for file in to_land:
-            name = _landed_name(file)
-            entry = {"size": file.size, "version": file.version, "hash": _content_hash(store, file)}
-            new_entries[file.path] = entry
-            if context.landing.find_committed(item.source_name, item.name, name) is not None:
-                context.log.warning(
-                    f"{file.path} was landed by a run that was not recorded; not landing again"
-                )
-                continue
-            context.log.info(f"Landing {store.describe(file)} ({file.size} bytes)")
-            batches = read_batches(
-                store,
-                file,
-                file_entity,
-                batch_rows=context.batch_rows,
-                on_malformed=item.entity.on_malformed,
-                quarantine=lambda record: quarantine.add(vars(record)),
-            )
-            context.inflight.write(name, batches, context.lineage)
+        try:
+            recovered = [file for file in to_land if _land(context, store, file, quarantine) == "recovered"]
+        except BaseException:
+            # Nothing of this attempt lands, and the next one sets the same records aside again: keep no
+            # quarantine file of it (unclosed, it would also be a Parquet file without its footer).
+            quarantine.close()
+            quarantine.path.unlink(missing_ok=True)
+            raise
         quarantine.close()
         committed = context.inflight.commit(today(context))
         present = {file.path for file in listed}
         state_ledger = {path: entry for path, entry in ledger.items() if path in present}
         state_ledger.update(redelivered)
-        state_ledger.update(new_entries)
+        state_ledger.update(
+            {
+                file.path: {"size": file.size, "version": file.version, "hash": _content_hash(store, file)}
+                for file in to_land
+            }
+        )
         details: dict[str, Any] = {
             "files_listed": len(listed),
-            "files_landed": len(to_land),
+            "files_landed": len(to_land) - len(recovered),
+            "files_recovered": len(recovered),
             "files_skipped": len(unchanged) + len(redelivered),
             "files_landed_names": sorted(f.path for f in to_land)[:MAX_LISTED_IN_METADATA],
             "malformed_records": quarantine.count,
@@ -91,6 +87,29 @@ class FilesExtractor:
         return Extraction(
             files=committed, state={"ledger": state_ledger}, load_kind="append", details=details
         )
+
+
+def _land(
+    context: ExtractionContext, store: FileStore, file: FileFingerprint, quarantine: QuarantineFile
+) -> Literal["landed", "recovered"]:
+    """Land one file in flight; `recovered` when a crashed, unrecorded run already committed it."""
+    item = context.item
+    assert item.entity.file is not None
+    name = _landed_name(file)
+    if context.landing.find_committed(item.source_name, item.name, name) is not None:
+        context.log.warning(f"{file.path} was landed by a run that was not recorded; not landing it again")
+        return "recovered"
+    context.log.info(f"Landing {store.describe(file)} ({file.size} bytes)")
+    batches = read_batches(
+        store,
+        file,
+        item.entity.file,
+        batch_rows=context.batch_rows,
+        on_malformed=item.entity.on_malformed,
+        quarantine=lambda record: quarantine.add(vars(record)),
+    )
+    context.inflight.write(name, batches, context.lineage)
+    return "landed"
 
 
 def _store(item: CatalogEntity) -> FileStore:

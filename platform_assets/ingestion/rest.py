@@ -11,10 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 import pyarrow as pa
-from resources.rest_source import Page, RestApiSource, max_cursor
 
 from platform_assets.catalog_loader import CatalogEntity
 from platform_assets.ingestion.extraction import Extraction, ExtractionContext, today
+from resources.rest_source import Page, RestApiSource, max_cursor
 
 
 class RestExtractor:
@@ -44,17 +44,17 @@ class RestExtractor:
                 f"Resuming {item.source_name}.{item.name} after page {checkpoint['pages']} (checkpoint of an "
                 f"earlier attempt; {len(context.inflight.parts())} part(s) already landed)"
             )
-        pages = _source(item).pages(
-            endpoint, resume=checkpoint["resume_after"], watermark=checkpoint["watermark_before"]
-        )
-        group: list[Page] = []
-        for page in pages:
-            group.append(page)
-            if sum(len(p.records) for p in group) >= context.batch_rows:
+        with _source(item) as source:
+            group: list[Page] = []
+            for page in source.pages(
+                endpoint, resume=checkpoint["resume_after"], watermark=checkpoint["watermark_before"]
+            ):
+                group.append(page)
+                if sum(len(p.records) for p in group) >= context.batch_rows:
+                    checkpoint = _land_group(context, group, checkpoint, endpoint.incremental)
+                    group = []
+            if group:
                 checkpoint = _land_group(context, group, checkpoint, endpoint.incremental)
-                group = []
-        if group:
-            checkpoint = _land_group(context, group, checkpoint, endpoint.incremental)
         committed = context.inflight.commit(today(context))
         return Extraction(
             files=committed,
