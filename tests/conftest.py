@@ -54,6 +54,14 @@ class LocalPlatform:
         job = self.definitions.resolve_implicit_global_asset_job_def()
         return job.execute_in_process(instance=self.instance, raise_on_error=False)
 
+    def materialize_ingestion(self) -> dg.ExecuteInProcessResult:
+        """Raw and staged assets (and their checks) only: what ingestion tests need, without dbt."""
+        job = dg.define_asset_job("ingestion", selection=dg.AssetSelection.groups("raw", "staged"))
+        definitions = dg.Definitions.merge(self.definitions, dg.Definitions(jobs=[job]))
+        return definitions.resolve_job_def("ingestion").execute_in_process(
+            instance=self.instance, raise_on_error=False
+        )
+
 
 @pytest.fixture
 def local_platform(

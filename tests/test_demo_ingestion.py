@@ -52,10 +52,10 @@ def test_every_demo_source_lands_and_stages_all_its_rows(local_platform: LocalPl
 
 
 def test_second_run_lands_nothing_and_third_lands_only_what_changed(local_platform: LocalPlatform) -> None:
-    assert local_platform.materialize_all().success
+    assert local_platform.materialize_ingestion().success
     counts = _staged_counts(local_platform)
 
-    second = local_platform.materialize_all()
+    second = local_platform.materialize_ingestion()
     assert second.success
     assert _raw_rows(second) == dict.fromkeys(STAGED_TABLES, 0)
     assert _staged_counts(local_platform) == counts
@@ -77,7 +77,7 @@ def test_second_run_lands_nothing_and_third_lands_only_what_changed(local_platfo
             "{this line is not json}\n"
         )
 
-    third = local_platform.materialize_all()
+    third = local_platform.materialize_ingestion()
     assert third.success
     landed = _raw_rows(third)
     assert landed == {**dict.fromkeys(STAGED_TABLES, 0), "customers": 2, "web_events": 1}
