@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -50,6 +49,9 @@ MODES = ("baseline", "copy", "cursor")
 
 def child(mode: str, url: str, parquet_path: str, batch_rows: int) -> None:
     """One measurement; prints a JSON line with rows, seconds and this process's peak RSS."""
+    from peak_memory import peak_rss_mb, reset_peak
+
+    reset_peak()
     import pyarrow.parquet as pq
 
     from resources.database_config import DatabaseConnection, TableExtraction
@@ -68,7 +70,7 @@ def child(mode: str, url: str, parquet_path: str, batch_rows: int) -> None:
                 writer.write_batch(batch)
         rows = result.rows
     seconds = time.perf_counter() - started
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = peak_rss_mb()
     print(json.dumps({"rows": rows, "seconds": seconds, "peak_mb": peak_mb}))
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -72,7 +71,9 @@ def _chunk(rng: np.random.Generator, first_id: int, count: int) -> pa.Table:
 def measure(mode: str, source: Path, out_dir: Path, batch_bytes: int) -> None:
     """Runs in the measured child process; prints rows, seconds and peak RSS as JSON."""
     import pyarrow.parquet as pq
+    from peak_memory import peak_rss_mb, reset_peak
 
+    reset_peak()
     from resources.file_config import FileFormat
     from resources.file_formats import read_batches
     from resources.file_store import FileStore
@@ -95,7 +96,7 @@ def measure(mode: str, source: Path, out_dir: Path, batch_bytes: int) -> None:
                 writer.write_batch(batch)
                 rows += batch.num_rows
     seconds = time.perf_counter() - started
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    peak_mb = peak_rss_mb()
     print(json.dumps({"rows": rows, "seconds": seconds, "peak_mb": peak_mb}))
 
 
