@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import sys
 import threading
 from collections.abc import Iterator
@@ -33,7 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dataplatform", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     generate = commands.add_parser("generate", help="write the demo e-commerce world into the data directory")
-    demo = commands.add_parser("demo", help="generate, prepare and materialize every asset, then summarize")
+    demo = commands.add_parser(
+        "demo", help="start afresh: generate, prepare and materialize every asset, then summarize"
+    )
     for sub in (generate, demo):
         sub.add_argument("--seed", type=int, default=DEFAULT_SEED)
         sub.add_argument("--scale", type=float, default=DEFAULT_SCALE)
@@ -63,12 +66,25 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "serve-api":
         return serve_demo_api(settings, args.port)
     if args.command == "demo":
+        start_afresh(settings)
         generated = generate_demo(settings, args.seed, args.scale)
         if generated != 0:
             return generated
     prepare_dbt()
     with demo_api(settings):
         return run_everything(settings)
+
+
+def start_afresh(settings: PlatformSettings) -> None:
+    """The demo replaces the outside world, so what the platform remembers of the old one (landed files,
+    watermarks and ledgers in the run history, the warehouse) goes with it."""
+    stale = [settings.landing_dir, settings.dagster_home, settings.warehouse_path]
+    for path in stale:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    print(f"demo: starting afresh in {settings.data_dir} (landing, run history and warehouse reset)")
 
 
 def generate_demo(settings: PlatformSettings, seed: int, scale: float) -> int:
@@ -115,14 +131,20 @@ def prepare_dbt() -> None:
 
 def run_everything(settings: PlatformSettings) -> int:
     """Materialize every asset and run every check in one run, recorded in DAGSTER_HOME when it is set
-    (so `dagster dev` on the same home shows it), in a throwaway instance otherwise."""
+    (so `dagster dev` on the same home shows it), else in an instance kept in the data directory. Either
+    way the run history persists between invocations: it holds each source's extraction state (ledger,
+    watermarks), so the next run lands only what is new."""
     from platform_assets.definitions import build_definitions
     from platform_assets.run_summary import all_green, format_summary
     from resources.duckdb_warehouse import DuckDBWarehouse
 
     definitions = build_definitions(settings)
     job = definitions.resolve_implicit_global_asset_job_def()
-    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    if os.environ.get("DAGSTER_HOME"):
+        instance = dg.DagsterInstance.get()
+    else:
+        settings.dagster_home.mkdir(parents=True, exist_ok=True)
+        instance = dg.DagsterInstance.local_temp(tempdir=str(settings.dagster_home))
     with instance:
         result = job.execute_in_process(instance=instance, raise_on_error=False, run_config=QUIET_LOGS)
     print(format_summary(result, DuckDBWarehouse(path=str(settings.warehouse_path))))

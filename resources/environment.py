@@ -72,6 +72,11 @@ class PlatformSettings:
         return self.data_dir / "landing"
 
     @property
+    def dagster_home(self) -> Path:
+        """Dagster run history of the `dataplatform` command when DAGSTER_HOME is not set."""
+        return self.data_dir / "dagster_home"
+
+    @property
     def warehouse_path(self) -> Path:
         return self.data_dir / "warehouse.duckdb"
 

@@ -11,7 +11,7 @@ import pytest
 from platform_assets.cli import main
 
 
-def test_demo_materializes_everything_and_summarizes(
+def test_demo_materializes_everything_then_run_lands_only_what_is_new(
     tmp_path: Path, dbt_manifest: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("PLATFORM_DATA_DIR", str(tmp_path / "data"))
@@ -25,6 +25,12 @@ def test_demo_materializes_everything_and_summarizes(
     assert re.search(r"raw/shop_db/customers +\d+ rows  from sqlite:///.*shop\.sqlite customers", output)
     assert "Checks: 13 passed, 0 failed" in output, "a schema contract per staged entity, 7 dbt tests"
     assert (tmp_path / "data" / "warehouse.duckdb").exists()
+
+    assert main(["run"]) == 0, "a second run on unchanged sources"
+    again = capsys.readouterr().out
+    landed = dict(re.findall(r"^  (raw/\S+) +([\d,]+) rows", again, flags=re.MULTILINE))
+    assert len(landed) == 6 and set(landed.values()) == {"0"}, "the run history kept every source's state"
+    assert "staged.shop__orders" in again and "500 rows" in again
 
 
 def test_demo_fails_with_exit_code_when_a_blocking_check_fails(
