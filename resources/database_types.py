@@ -108,15 +108,14 @@ def _arrow_type(sql_type: sa.types.TypeEngine, dialect_name: str) -> tuple[pa.Da
     return pa.string(), Rendering.TEXT
 
 
+SQLITE_STORAGE_TYPES = (sqltypes.Integer, sqltypes.Float, sqltypes._Binary, sqltypes.String)
+"""SQLite's own storage classes; every other declared type (DATETIME, BOOLEAN, DECIMAL...) is stored as
+whatever was written, so it lands as the stored text."""
+
+
 def _sqlite_arrow_type(sql_type: sa.types.TypeEngine) -> tuple[pa.DataType, Rendering]:
-    if isinstance(sql_type, sqltypes.Integer):
-        return pa.int64(), Rendering.VALUE
-    if isinstance(sql_type, sqltypes.Float):
-        return pa.float64(), Rendering.VALUE
-    if isinstance(sql_type, sqltypes._Binary):
-        return pa.binary(), Rendering.VALUE
-    if isinstance(sql_type, sqltypes.String):
-        return pa.string(), Rendering.VALUE
+    if isinstance(sql_type, SQLITE_STORAGE_TYPES):
+        return _arrow_type(sql_type, "sqlite")
     return pa.string(), Rendering.TEXT
 
 
