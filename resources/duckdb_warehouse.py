@@ -9,13 +9,21 @@ atomically: a failed load leaves the previous table as it was.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
 import duckdb
 import pyarrow as pa
+
+from resources.warehouse_load import (
+    CountedBatches,
+    LoadMode,
+    LoadResult,
+    WarehouseLoadError,
+    require_primary_key,
+)
 
 LOCK_RETRY_INTERVAL_SECONDS = 0.2
 
@@ -79,3 +87,67 @@ class DuckDBWarehouse(dg.ConfigurableResource):
                 "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
                 [schema, table],
             ).fetchall()
+
+    def load(
+        self,
+        schema: str,
+        table: str,
+        batches: Iterable[pa.RecordBatch],
+        *,
+        mode: LoadMode,
+        primary_key: list[str] | None = None,
+    ) -> LoadResult:
+        """Load a stream of Arrow batches in one transaction: a failure anywhere (the stream included)
+        leaves the table as it was. Upserts replace the rows whose key is in the stream."""
+        started = time.monotonic()
+        incoming = CountedBatches(batches)
+        target = qualified_name(schema, table)
+        require_primary_key(mode, primary_key, incoming.schema, target)
+        with self.connection() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(schema)}")
+                con.register("__incoming", incoming.reader())
+                exists = bool(self._column_types(con, schema, table))
+                if mode == "replace" or not exists:
+                    con.execute(f"CREATE OR REPLACE TABLE {target} AS SELECT * FROM __incoming")
+                else:
+                    con.execute("CREATE TEMP TABLE __stage AS SELECT * FROM __incoming")
+                    self._evolve(con, schema, table)
+                    if mode == "upsert":
+                        assert primary_key is not None
+                        key = ", ".join(quote_identifier(name) for name in primary_key)
+                        con.execute(f"DELETE FROM {target} WHERE ({key}) IN (SELECT {key} FROM __stage)")
+                    con.execute(f"INSERT INTO {target} BY NAME SELECT * FROM __stage")
+                    con.execute("DROP TABLE __stage")
+                con.unregister("__incoming")
+                con.execute("COMMIT")
+            except BaseException as error:
+                con.execute("ROLLBACK")
+                incoming.reraise_source_failure(error)
+                raise
+            columns = list(self._column_types(con, schema, table).items())
+        return LoadResult(incoming.rows, incoming.bytes, time.monotonic() - started, columns)
+
+    @staticmethod
+    def _column_types(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> dict[str, str]:
+        rows = con.execute(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+            [schema, table],
+        ).fetchall()
+        return dict(rows)
+
+    def _evolve(self, con: duckdb.DuckDBPyConnection, schema: str, table: str) -> None:
+        """Add the staged columns the table lacks; refuse a column whose type changed."""
+        existing = self._column_types(con, schema, table)
+        staged = dict(con.execute("SELECT column_name, column_type FROM (DESCRIBE __stage)").fetchall())
+        target = qualified_name(schema, table)
+        for name, sql_type in staged.items():
+            if name not in existing:
+                con.execute(f"ALTER TABLE {target} ADD COLUMN {quote_identifier(name)} {sql_type}")
+            elif existing[name] != sql_type:
+                raise WarehouseLoadError(
+                    f"{target}.{name} is {existing[name]} but the data brings {sql_type}; widen the column "
+                    f"(or reload the table with mode='replace') instead of letting values be cast."
+                )

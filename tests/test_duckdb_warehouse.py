@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pytest
 
 from resources.duckdb_warehouse import DuckDBWarehouse, qualified_name, quote_identifier
+from resources.warehouse_load import WarehouseLoadError
 
 HOLD_LOCK = """
 import sys, time, duckdb
@@ -62,3 +65,58 @@ def test_gives_up_after_the_lock_timeout_with_duckdbs_error(tmp_path: Path) -> N
     finally:
         holder.kill()
         holder.wait(timeout=30)
+
+
+def _orders(ids: list[int], amounts: list[float]) -> pa.RecordBatch:
+    return pa.RecordBatch.from_pydict({"order_id": ids, "amount": amounts})
+
+
+def _table(warehouse: DuckDBWarehouse) -> list[tuple]:
+    return warehouse.query('SELECT * FROM "staged"."orders" ORDER BY order_id')
+
+
+def test_load_replaces_appends_and_upserts_by_primary_key(tmp_path: Path) -> None:
+    warehouse = DuckDBWarehouse(path=str(tmp_path / "w.duckdb"))
+    first = warehouse.load("staged", "orders", [_orders([1, 2], [1.0, 2.0])], mode="replace")
+    assert (first.rows, first.columns) == (2, [("order_id", "BIGINT"), ("amount", "DOUBLE")])
+    warehouse.load("staged", "orders", [_orders([3], [3.0])], mode="append")
+    upserted = warehouse.load(
+        "staged", "orders", [_orders([2, 4], [20.0, 4.0])], mode="upsert", primary_key=["order_id"]
+    )
+    assert upserted.rows == 2 and upserted.bytes > 0
+    assert _table(warehouse) == [(1, 1.0), (2, 20.0), (3, 3.0), (4, 4.0)]
+    warehouse.load("staged", "orders", [_orders([9], [9.0])], mode="replace")
+    assert _table(warehouse) == [(9, 9.0)]
+
+
+def test_load_adds_new_columns_and_refuses_changed_types(tmp_path: Path) -> None:
+    warehouse = DuckDBWarehouse(path=str(tmp_path / "w.duckdb"))
+    warehouse.load("staged", "orders", [_orders([1], [1.0])], mode="replace")
+    evolved = pa.RecordBatch.from_pydict({"order_id": [2], "amount": [2.0], "channel": ["web"]})
+    result = warehouse.load("staged", "orders", [evolved], mode="upsert", primary_key=["order_id"])
+    assert result.columns[-1] == ("channel", "VARCHAR")
+    assert _table(warehouse) == [(1, 1.0, None), (2, 2.0, "web")]
+    retyped = pa.RecordBatch.from_pydict({"order_id": [3], "amount": ["three"]})
+    with pytest.raises(WarehouseLoadError, match=r'"orders".amount is DOUBLE but the data brings VARCHAR'):
+        warehouse.load("staged", "orders", [retyped], mode="append")
+    assert len(_table(warehouse)) == 2
+
+
+def test_a_load_that_fails_mid_stream_leaves_the_table_as_it_was(tmp_path: Path) -> None:
+    warehouse = DuckDBWarehouse(path=str(tmp_path / "w.duckdb"))
+    warehouse.load("staged", "orders", [_orders([1], [1.0])], mode="replace")
+
+    def dies_half_way() -> Iterator[pa.RecordBatch]:
+        yield _orders([1, 2], [10.0, 2.0])
+        raise ConnectionError("source went away")
+
+    for mode in ("replace", "append", "upsert"):
+        with pytest.raises(ConnectionError):
+            warehouse.load("staged", "orders", dies_half_way(), mode=mode, primary_key=["order_id"])
+        assert _table(warehouse) == [(1, 1.0)], mode
+
+
+def test_upsert_without_a_primary_key_is_refused(tmp_path: Path) -> None:
+    warehouse = DuckDBWarehouse(path=str(tmp_path / "w.duckdb"))
+    with pytest.raises(WarehouseLoadError, match="needs a primary key"):
+        warehouse.load("staged", "orders", [_orders([1], [1.0])], mode="upsert")

@@ -1,0 +1,74 @@
+"""What every warehouse's bulk load takes and reports, whichever warehouse it is.
+
+Loads take a stream of Arrow record batches (memory bounded by the batch, never the table) and one of three
+modes: `replace` the table, `append` to it, or `upsert` by primary key. New columns in the stream are added
+to the table (nullable); a column whose type changed is refused, never silently cast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from itertools import chain
+from typing import Literal
+
+import pyarrow as pa
+
+LoadMode = Literal["replace", "append", "upsert"]
+
+
+class WarehouseLoadError(ValueError):
+    """A load that cannot be done as asked: names the table, the column and what to change."""
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    rows: int
+    bytes: int
+    seconds: float
+    columns: list[tuple[str, str]]
+    """(name, warehouse type) of the table after the load."""
+
+
+class CountedBatches:
+    """A single-pass reader over batches that counts what went through it."""
+
+    def __init__(self, batches: Iterable[pa.RecordBatch]) -> None:
+        iterator = iter(batches)
+        first = next(iterator, None)
+        if first is None:
+            raise WarehouseLoadError("nothing to load: the stream has no batch (not even an empty one)")
+        self.schema = first.schema
+        self.rows = 0
+        self.bytes = 0
+        self.failure: BaseException | None = None
+        self._batches = chain([first], iterator)
+
+    def _counted(self) -> Iterator[pa.RecordBatch]:
+        try:
+            for batch in self._batches:
+                self.rows += batch.num_rows
+                self.bytes += batch.nbytes
+                yield batch
+        except BaseException as failure:
+            self.failure = failure
+            raise
+
+    def reraise_source_failure(self, error: BaseException) -> None:
+        """A warehouse client reading the stream wraps the source's exception in its own; raise the source's
+        (a lost connection stays a ConnectionError for whoever classifies the failure)."""
+        if self.failure is not None and self.failure is not error:
+            raise self.failure from error
+
+    def reader(self) -> pa.RecordBatchReader:
+        return pa.RecordBatchReader.from_batches(self.schema, self._counted())
+
+
+def require_primary_key(mode: LoadMode, primary_key: list[str] | None, schema: pa.Schema, table: str) -> None:
+    if mode != "upsert":
+        return
+    if not primary_key:
+        raise WarehouseLoadError(f"upsert into {table} needs a primary key; give primary_key=[...]")
+    missing = [name for name in primary_key if name not in schema.names]
+    if missing:
+        raise WarehouseLoadError(f"upsert into {table}: primary key column(s) {missing} are not in the data")
