@@ -161,7 +161,7 @@ class _CsvParser:
         self._columns = columns
         self._schema = pa.schema([column.field for column in columns])
         self._names = [f"c{index}" for index in range(len(columns))]
-        self._parse_options = pacsv.ParseOptions(newlines_in_values=True)
+        self._parse_options = pacsv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False)
         self._convert_options = pacsv.ConvertOptions(
             column_types={
                 name: pa.string() if pa.types.is_binary(column.arrow_type) else column.arrow_type

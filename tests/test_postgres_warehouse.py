@@ -1,0 +1,313 @@
+"""The PostgreSQL warehouse writer against a real server: COPY loads, upsert, evolution, atomicity (also
+when the loading process is killed mid-COPY) and no password in messages."""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+import sqlalchemy as sa
+from fixtures.postgres_server import PostgresCluster
+
+from resources.postgres_warehouse import (
+    LoadConfigError,
+    PostgresWarehouse,
+    PostgresWarehouseError,
+    SchemaChangeError,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+TEXTS = [
+    "",
+    "plain",
+    "héllo wörld",
+    "日本語テキスト",
+    'quo"te',
+    "comma,semi;",
+    "new\nline",
+    "NULL",
+    "\\N",
+    " ",
+]
+
+
+def generated(rows: int, start: int = 0, version: int = 0) -> pa.Table:
+    """`rows` rows of ten mixed columns with nulls, empty strings, unicode, timestamps and decimals."""
+    ids = np.arange(start, start + rows, dtype=np.int64)
+    every = lambda k: pa.array(ids % k == 0)  # noqa: E731
+    texts = pa.array(TEXTS).take(pa.array(ids % len(TEXTS)))
+    base = np.datetime64("2024-01-01T00:00:00", "us")
+    micros = ids * 1_000_003 + version
+    return pa.table(
+        {
+            "id": pa.array(ids),
+            "quantity": pa.array(((ids + version) % 1000).astype(np.int32)),
+            "price": pa.array((ids % 100_000 + version) / 100.0).cast(pa.decimal128(12, 2), safe=False),
+            "score": pc.if_else(every(7), None, pa.array(ids / 3.0 + version)),
+            "name": pc.if_else(every(11), None, texts),
+            "active": pc.if_else(every(13), None, pa.array(ids % 2 == 0)),
+            "created_at": pa.array(base + micros.astype("timedelta64[us]")),
+            "updated_at": pc.if_else(
+                every(5), None, pa.array(micros, pa.int64()).cast(pa.timestamp("us", tz="UTC"))
+            ),
+            "day": pa.array((ids % 20_000).astype(np.int32)).cast(pa.date32()),
+            "payload": pc.if_else(
+                every(3), None, pa.array([b"\x00\xff", b"", b"ab\n"] * 1, pa.binary()).take(pa.array(ids % 3))
+            ),
+        }
+    )
+
+
+def batches(table: pa.Table, rows: int = 100_000) -> Iterator[pa.RecordBatch]:
+    return iter(table.to_batches(max_chunksize=rows))
+
+
+def checksum(warehouse: PostgresWarehouse, table: str = "s.t") -> tuple:
+    return warehouse.query(f"SELECT count(*), md5(string_agg(t::text, '|' ORDER BY id)) FROM {table} t")[0]
+
+
+@pytest.fixture
+def warehouse(postgres_database: str) -> PostgresWarehouse:
+    return PostgresWarehouse(url=postgres_database)
+
+
+def test_million_rows_round_trip(warehouse: PostgresWarehouse) -> None:
+    table = generated(1_000_000)
+    started = time.monotonic()
+    result = warehouse.load("s", "t", batches(table), mode="replace", primary_key=["id"])
+    print(f"1M rows loaded in {time.monotonic() - started:.1f}s ({result.bytes / 1e6:.0f} MB CSV)")
+    assert result.rows == 1_000_000
+    assert dict(result.columns) == {
+        "id": "bigint",
+        "quantity": "integer",
+        "price": "numeric(12,2)",
+        "score": "double precision",
+        "name": "text",
+        "active": "boolean",
+        "created_at": "timestamp without time zone",
+        "updated_at": "timestamp with time zone",
+        "day": "date",
+        "payload": "bytea",
+    }
+    empty, null = warehouse.query(
+        "SELECT count(*) FILTER (WHERE name = ''), count(*) - count(name) FROM s.t"
+    )[0]
+    assert empty == pc.sum(pc.equal(table["name"], "")).as_py() > 0
+    assert null == table["name"].null_count > 0
+    back = warehouse.read_arrow("SELECT * FROM s.t ORDER BY id")
+    assert back.schema == table.schema
+    assert back.equals(table)
+
+
+def test_other_arrow_types_and_a_null_only_row(warehouse: PostgresWarehouse) -> None:
+    big = decimal.Decimal("12345678901234567890.0123456789")
+    table = pa.table(
+        {
+            "i8": pa.array([-128, None], pa.int8()),
+            "u32": pa.array([2**32 - 1, None], pa.uint32()),
+            "u64": pa.array([2**64 - 1, None], pa.uint64()),
+            "f32": pa.array([1.5, None], pa.float32()),
+            "ls": pa.array(["", None], pa.large_string()),
+            "lb": pa.array([b'\x00\n"', None], pa.large_binary()),
+            "tm": pa.array([3_723_000_001, None], pa.time64("us")),
+            "dec": pa.array([big, None], pa.decimal128(38, 10)),
+        }
+    )
+    result = warehouse.load("weird schema", 'a "table"', batches(table), mode="append")
+    assert [type_name for _, type_name in result.columns] == [
+        "smallint",
+        "bigint",
+        "numeric(20,0)",
+        "real",
+        "text",
+        "bytea",
+        "time without time zone",
+        "numeric(38,10)",
+    ]
+    rows = warehouse.query('SELECT * FROM "weird schema"."a ""table""" ORDER BY i8 NULLS LAST')
+    first = tuple(bytes(value) if isinstance(value, memoryview) else value for value in rows[0])
+    assert first == (-128, 2**32 - 1, 2**64 - 1, 1.5, "", b'\x00\n"', datetime.time(1, 2, 3, 1), big)
+    assert rows[1] == (None,) * 8
+    one_column = pa.table({"only": pa.array([None, "", "x"])})  # the NULL row is an empty CSV line
+    warehouse.load("s", "one", batches(one_column), mode="replace")
+    assert warehouse.query('SELECT "only" FROM s.one ORDER BY "only" NULLS FIRST') == [(None,), ("",), ("x",)]
+
+
+def test_read_arrow_keeps_null_rows_of_a_single_column(warehouse: PostgresWarehouse) -> None:
+    one_column = pa.table({"only": pa.array([None, "", "x"])})
+    warehouse.load("s", "one", batches(one_column), mode="replace")
+    assert warehouse.read_arrow("SELECT * FROM s.one").equals(one_column)
+
+
+def test_upsert_updates_changed_rows_and_inserts_new(warehouse: PostgresWarehouse) -> None:
+    warehouse.load("s", "t", batches(generated(1000)), mode="upsert", primary_key=["id"])
+    changed = generated(150, start=900, version=1)  # 100 existing rows changed, 50 new
+    result = warehouse.load("s", "t", batches(changed, 40), mode="upsert", primary_key=["id"])
+    assert result.rows == 150
+    expected = pa.concat_tables([generated(900), changed])
+    assert warehouse.read_arrow("SELECT * FROM s.t ORDER BY id").equals(expected)
+    assert warehouse.query("SELECT count(*) FROM s.t")[0][0] == 1050
+
+
+def test_new_column_is_added_and_old_rows_are_null(warehouse: PostgresWarehouse) -> None:
+    warehouse.load("s", "t", batches(generated(10)), mode="upsert", primary_key=["id"])
+    extra = generated(5, start=10).append_column("note", pa.array(["a", "", None, "d", "e"]))
+    result = warehouse.load("s", "t", batches(extra), mode="upsert", primary_key=["id"])
+    assert result.columns[-1] == ("note", "text")
+    notes = warehouse.query("SELECT id, note FROM s.t ORDER BY id")
+    assert notes == [(i, None) for i in range(10)] + [(10, "a"), (11, ""), (12, None), (13, "d"), (14, "e")]
+
+
+def test_type_change_is_refused_clearly(warehouse: PostgresWarehouse) -> None:
+    warehouse.load("s", "t", batches(generated(10)), mode="append")
+    before = checksum(warehouse)
+    changed = generated(5, start=10)
+    changed = changed.set_column(1, "quantity", pc.cast(changed["quantity"], pa.string()))
+    with pytest.raises(SchemaChangeError) as raised:
+        warehouse.load("s", "t", batches(changed), mode="append")
+    message = str(raised.value)
+    assert 'column "quantity" is integer in the table but text in the batches' in message
+    assert "ALTER TABLE" in message and "mode='replace'" in message
+    assert checksum(warehouse) == before
+    with pytest.raises(LoadConfigError, match=r"no primary key or unique index on exactly these columns"):
+        warehouse.load("s", "t", batches(generated(5, start=10)), mode="upsert", primary_key=["id"])
+    assert checksum(warehouse) == before
+
+
+def test_replace_is_atomic(warehouse: PostgresWarehouse) -> None:
+    warehouse.load("s", "t", batches(generated(1000)), mode="replace", primary_key=["id"])
+    before = checksum(warehouse)
+    seen_during_load = []
+
+    def watched(table: pa.Table, fail: bool) -> Iterator[pa.RecordBatch]:
+        for number, batch in enumerate(batches(table, 500)):
+            if number == 2:
+                seen_during_load.append(checksum(warehouse))
+                if fail:
+                    raise RuntimeError("source broke mid-load")
+            yield batch
+
+    with pytest.raises(RuntimeError, match="source broke"):
+        warehouse.load("s", "t", watched(generated(3000, version=1), fail=True), mode="replace")
+    assert checksum(warehouse) == before
+    warehouse.load(
+        "s", "t", watched(generated(3000, version=2), fail=False), mode="replace", primary_key=["id"]
+    )
+    assert seen_during_load == [before, before]
+    assert checksum(warehouse)[0] == 3000
+    assert warehouse.query("SELECT tablename FROM pg_tables WHERE schemaname = 's'") == [("t",)]
+    assert warehouse.query("SELECT indexname FROM pg_indexes WHERE schemaname = 's'") == [("t_pkey",)]
+
+
+KILLED_LOAD = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    import pyarrow as pa
+    from resources.postgres_warehouse import PostgresWarehouse
+
+    def endless():
+        for number in range(100_000):
+            ids = np.arange(number * 50_000, (number + 1) * 50_000, dtype=np.int64)
+            yield pa.record_batch({"id": ids, "quantity": (ids % 7).astype(np.int32) + 100})
+
+    PostgresWarehouse(url=sys.argv[1]).load("s", "t", endless(), mode=sys.argv[2], primary_key=["id"])
+    """
+)
+
+
+@pytest.mark.parametrize("mode", ["upsert", "replace"])
+def test_killing_the_loader_mid_copy_leaves_the_previous_table(
+    warehouse: PostgresWarehouse, postgres_database: str, mode: str
+) -> None:
+    previous = generated(10_000).select(["id", "quantity"])
+    warehouse.load("s", "t", batches(previous), mode="replace", primary_key=["id"])
+    before = checksum(warehouse)
+    loader = subprocess.Popen(
+        [sys.executable, "-c", KILLED_LOAD, postgres_database, mode],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stderr=subprocess.PIPE,
+    )
+    try:
+        copied = wait_for(
+            lambda: warehouse.query(
+                "SELECT max(p.tuples_processed) FROM pg_stat_progress_copy p JOIN pg_stat_activity a "
+                "USING (pid) WHERE a.datname = current_database() AND p.command = 'COPY FROM'"
+            )[0][0],
+            until=lambda processed: processed is not None and processed > 200_000,
+            what="the loader's COPY",
+            process=loader,
+        )
+    finally:
+        loader.send_signal(signal.SIGKILL)
+        loader.wait()
+    assert copied > 200_000
+    wait_for(
+        lambda: warehouse.query(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )[0][0],
+        until=lambda backends: backends == 0,
+        what="the killed loader's backend to end",
+    )
+    assert checksum(warehouse) == before
+    assert warehouse.query("SELECT tablename FROM pg_tables WHERE schemaname = 's'") == [("t",)]
+
+
+def wait_for(
+    probe: Callable[[], Any],
+    until: Callable[[Any], bool],
+    what: str,
+    process: subprocess.Popen | None = None,
+    seconds: float = 30.0,
+) -> Any:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = probe()
+        if until(value):
+            return value
+        if process is not None and process.poll() is not None:
+            pytest.fail(
+                f"loader exited ({process.returncode}) before {what}: {process.stderr.read().decode()}"
+            )
+        time.sleep(0.05)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def test_password_is_never_in_errors(
+    postgres_server: PostgresCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    postgres_server.create_login_role("loader", "right-Secret-42")
+    url = sa.make_url(postgres_server.url())
+    warehouse = PostgresWarehouse(
+        url=f"postgresql+psycopg2://loader:${{PGW_PASSWORD}}@{url.host}:{url.port}/postgres"
+    )
+    monkeypatch.setenv("PGW_PASSWORD", "wrong-Secret-17")
+    with pytest.raises(PostgresWarehouseError) as raised:
+        warehouse.load("s", "t", batches(generated(3)), mode="append")
+    message = str(raised.value)
+    assert "wrong-Secret-17" not in message and "right-Secret-42" not in message
+    assert "loader:***@" in message and "${PGW_PASSWORD}" in message
+    assert 'password authentication failed for user "loader"' in message
+    cause: BaseException | None = raised.value
+    while cause is not None:  # the driver's error it is raised from quotes no password either
+        assert "Secret" not in str(cause) and "Secret" not in repr(cause)
+        cause = cause.__cause__
+    assert "wrong-Secret-17" not in warehouse.display_url()
+    monkeypatch.setenv("PGW_PASSWORD", "right-Secret-42")
+    postgres_server.execute("postgres", "GRANT CREATE ON DATABASE postgres TO loader")
+    assert warehouse.load("s", "t", batches(generated(3)), mode="append").rows == 3
