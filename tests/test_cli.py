@@ -23,7 +23,7 @@ def test_demo_materializes_everything_then_run_lands_only_what_is_new(
     assert "analytics.fct_daily_revenue" in output
     assert re.search(r"raw/shop_api/products +\d+ rows  from http://127\.0\.0\.1:\d+/v1/products", output)
     assert re.search(r"raw/shop_db/customers +\d+ rows  from sqlite:///.*shop\.sqlite customers", output)
-    assert "Checks: 13 passed, 0 failed" in output, "a schema contract per staged entity, 7 dbt tests"
+    assert "Checks: 48 passed, 0 failed" in output, "a schema contract per staged entity, 42 dbt tests"
     assert (tmp_path / "data" / "warehouse.duckdb").exists()
 
     assert main(["run"]) == 0, "a second run on unchanged sources"
@@ -48,9 +48,12 @@ def test_demo_fails_with_exit_code_when_a_blocking_check_fails(
     assert "FAIL  staged/shop/orders :: schema_contract (ERROR)" in output
     assert "Failed steps: staged__shop__orders_schema_contract" in output
     assert (
-        "Not rebuilt (a step or a blocking check upstream failed): fct_daily_revenue, stg_shop__orders"
+        "Not rebuilt (a step or a blocking check upstream failed): dim_customers, "
+        "fct_customer_lifetime_value, fct_daily_revenue, fct_orders, fct_web_funnel, int_customer_orders, "
+        "int_order_items_summary, int_order_payments, stg_shop__order_items, stg_shop__orders, "
+        "stg_shop__web_events, stg_shop_api__products, stg_shop_db__customers, stg_shop_db__payments"
         in output
-    )
+    ), "the blocking check stops the whole dbt step"
 
 
 def test_unknown_environment_is_one_line_and_exit_code_2(

@@ -1,0 +1,38 @@
+-- Per day (UTC date of a session's first event): sessions, sessions reaching each funnel stage (having at
+-- least one event of that type), and each stage's share of the day's sessions.
+with sessions as (
+    select
+        session_id,
+        cast(min(event_ts) as date) as session_date,
+        bool_or(event_type = 'product_view') as reached_product_view,
+        bool_or(event_type = 'add_to_cart') as reached_add_to_cart,
+        bool_or(event_type = 'checkout') as reached_checkout,
+        bool_or(event_type = 'purchase') as reached_purchase
+    from {{ ref('stg_shop__web_events') }}
+    group by session_id
+),
+
+daily as (
+    select
+        session_date,
+        count(*) as sessions,
+        count(*) filter (where reached_product_view) as product_view_sessions,
+        count(*) filter (where reached_add_to_cart) as add_to_cart_sessions,
+        count(*) filter (where reached_checkout) as checkout_sessions,
+        count(*) filter (where reached_purchase) as purchase_sessions
+    from sessions
+    group by session_date
+)
+
+select
+    session_date,
+    sessions,
+    product_view_sessions,
+    add_to_cart_sessions,
+    checkout_sessions,
+    purchase_sessions,
+    round(product_view_sessions / sessions, 4) as product_view_rate,
+    round(add_to_cart_sessions / sessions, 4) as add_to_cart_rate,
+    round(checkout_sessions / sessions, 4) as checkout_rate,
+    round(purchase_sessions / sessions, 4) as conversion_rate
+from daily

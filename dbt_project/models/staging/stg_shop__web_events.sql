@@ -1,0 +1,9 @@
+select
+    event_id,
+    session_id,
+    customer_id,
+    event_type,
+    event_ts,
+    cast(event_ts as date) as event_date,
+    url
+from {{ source('shop', 'web_events') }}
