@@ -46,13 +46,15 @@ class RestExtractor:
             )
         with _source(item) as source:
             group: list[Page] = []
+            records_in_group = 0
             for page in source.pages(
                 endpoint, resume=checkpoint["resume_after"], watermark=checkpoint["watermark_before"]
             ):
                 group.append(page)
-                if sum(len(p.records) for p in group) >= context.batch_rows:
+                records_in_group += len(page.records)
+                if records_in_group >= context.batch_rows:
                     checkpoint = _land_group(context, group, checkpoint, endpoint.incremental)
-                    group = []
+                    group, records_in_group = [], 0
             if group:
                 checkpoint = _land_group(context, group, checkpoint, endpoint.incremental)
         committed = context.inflight.commit(today(context))
