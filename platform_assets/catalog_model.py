@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 from resources.database_config import DatabaseConnection, TableExtraction
 from resources.file_config import FileFormat, MalformedPolicy
 from resources.rest_config import RestConnection, RestEndpoint
+from resources.warehouse_load import TableLayout
 
 SqlName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$", max_length=63)]
 ColumnName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=63)]
@@ -114,6 +115,18 @@ ENTITY_BLOCK = {"files": "file", "database": "table", "rest": "endpoint"}
 can point at the entity's line)."""
 
 
+class Layout(Strict):
+    """Physical layout of the staged table where the warehouse has one natively (BigQuery partitioning and
+    clustering); DuckDB and PostgreSQL ignore it."""
+
+    partition_by: ColumnName | None = Field(default=None, description="A date or timestamp column.")
+    partition_granularity: Literal["DAY", "HOUR", "MONTH", "YEAR"] = "DAY"
+    cluster_by: list[ColumnName] = Field(default_factory=list, max_length=4)
+
+    def table_layout(self) -> TableLayout:
+        return TableLayout(self.partition_by, self.partition_granularity, tuple(self.cluster_by))
+
+
 class Entity(Strict):
     description: str | None = None
     file: FileEntity | None = None
@@ -124,6 +137,10 @@ class Entity(Strict):
     columns: dict[ColumnName, Column] = Field(min_length=1)
     schedule: Schedule | None = None
     freshness: Freshness | None = None
+    layout: Layout | None = None
+
+    def table_layout(self) -> TableLayout | None:
+        return self.layout.table_layout() if self.layout else None
 
     def is_nullable(self, column: str) -> bool:
         """Primary-key columns never are, whatever their declaration says."""
@@ -138,6 +155,22 @@ class Entity(Strict):
         missing = [key for key in self.primary_key if key not in self.columns]
         if missing:
             raise ValueError(f"primary_key names undeclared column(s) {missing}; declare them under columns")
+        return self
+
+    @model_validator(mode="after")
+    def _layout_uses_declared_columns(self) -> Entity:
+        if self.layout is None:
+            return self
+        named = [self.layout.partition_by, *self.layout.cluster_by]
+        missing = [name for name in named if name is not None and name not in self.columns]
+        if missing:
+            raise ValueError(f"layout names undeclared column(s) {missing}; declare them under columns")
+        partition = self.layout.partition_by
+        if partition and self.columns[partition].type not in (ColumnType.DATE, ColumnType.TIMESTAMP):
+            raise ValueError(
+                f"layout.partition_by {partition!r} is {self.columns[partition].type.value}; partition by a "
+                f"date or timestamp column"
+            )
         return self
 
 

@@ -17,7 +17,7 @@ from platform_assets.catalog_loader import CatalogEntity
 from platform_assets.keys import STAGED_SCHEMA, staged_table
 from platform_assets.pandera_schemas import row_schema, to_pandas
 from platform_assets.staging_sql import CAST_ERRORS_COLUMN, LINEAGE_COLUMNS
-from resources.duckdb_warehouse import DuckDBWarehouse, qualified_name, quote_identifier
+from resources.warehouse import Warehouse
 
 DEFAULT_BATCH_ROWS = 100_000
 MAX_REPORTED_VIOLATIONS = 20
@@ -49,7 +49,7 @@ class ContractReport:
 
 
 def validate_staged_table(
-    warehouse: DuckDBWarehouse, item: CatalogEntity, batch_rows: int = DEFAULT_BATCH_ROWS
+    warehouse: Warehouse, item: CatalogEntity, batch_rows: int = DEFAULT_BATCH_ROWS
 ) -> ContractReport:
     report = ContractReport()
     _validate_rows(warehouse, item, batch_rows, report)
@@ -57,17 +57,17 @@ def validate_staged_table(
     return report
 
 
-def _table(item: CatalogEntity) -> str:
-    return qualified_name(STAGED_SCHEMA, staged_table(item.source_name, item.name))
+def _table(warehouse: Warehouse, item: CatalogEntity) -> str:
+    return warehouse.table_ref(STAGED_SCHEMA, staged_table(item.source_name, item.name))
 
 
 def _validate_rows(
-    warehouse: DuckDBWarehouse, item: CatalogEntity, batch_rows: int, report: ContractReport
+    warehouse: Warehouse, item: CatalogEntity, batch_rows: int, report: ContractReport
 ) -> None:
     schema = row_schema(item.entity)
     columns = [*item.entity.columns, CAST_ERRORS_COLUMN, *LINEAGE_COLUMNS]
-    sql = f"SELECT {', '.join(quote_identifier(c) for c in columns)} FROM {_table(item)}"
-    for batch in warehouse.stream(sql, batch_rows):
+    table = staged_table(item.source_name, item.name)
+    for batch in warehouse.stream_table(STAGED_SCHEMA, table, columns=columns, batch_rows=batch_rows):
         frame = to_pandas(batch)
         report.rows_checked += len(frame)
         try:
@@ -102,26 +102,29 @@ def _violation(item: CatalogEntity, frame: pd.DataFrame, case: tuple) -> Violati
     )
 
 
-def _validate_uniqueness(warehouse: DuckDBWarehouse, item: CatalogEntity, report: ContractReport) -> None:
+def _validate_uniqueness(warehouse: Warehouse, item: CatalogEntity, report: ContractReport) -> None:
     """Rows whose key (primary key, or a `unique` column) appears more than once: counted in full, the
     first few listed. NULLs are the nullability rule's business, not duplicates."""
     entity = item.entity
     reported = [*entity.primary_key, *LINEAGE_COLUMNS]
+    quote = warehouse.quote
     for columns in entity.unique_keys():
-        partition = ", ".join(quote_identifier(c) for c in columns)
-        not_null = " AND ".join(f"{quote_identifier(c)} IS NOT NULL" for c in columns)
-        counted = f"SELECT *, count(*) OVER (PARTITION BY {partition}) AS _copies FROM {_table(item)}"
-        duplicated = f"SELECT * FROM ({counted}) WHERE _copies > 1 AND {not_null}"
-        ((count,),) = warehouse.query(f"SELECT count(*) FROM ({duplicated})")
+        partition = ", ".join(quote(c) for c in columns)
+        not_null = " AND ".join(f"{quote(c)} IS NOT NULL" for c in columns)
+        counted = (
+            f"SELECT *, count(*) OVER (PARTITION BY {partition}) AS _copies FROM {_table(warehouse, item)}"
+        )
+        duplicated = f"SELECT * FROM ({counted}) AS counted WHERE _copies > 1 AND {not_null}"
+        ((count,),) = warehouse.query(f"SELECT count(*) FROM ({duplicated}) AS duplicated")
         if not count:
             continue
         rule_column = ", ".join(columns)
         report.counts[f"{rule_column}: unique"] += count
         names = list(dict.fromkeys([*columns, *reported]))
-        selected = ", ".join(quote_identifier(c) for c in names)
+        selected = ", ".join(quote(c) for c in names)
         room = MAX_REPORTED_VIOLATIONS - len(report.examples)
         for row in warehouse.query(
-            f"SELECT {selected} FROM ({duplicated}) ORDER BY {partition} LIMIT {room}"
+            f"SELECT {selected} FROM ({duplicated}) AS duplicated ORDER BY {partition} LIMIT {room}"
         ):
             values = dict(zip(names, row, strict=True))
             report.examples.append(

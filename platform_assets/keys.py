@@ -7,6 +7,7 @@ import dagster as dg
 RAW_GROUP = "raw"
 STAGED_GROUP = "staged"
 STAGED_SCHEMA = "staged"
+WAREHOUSE_IO_MANAGER_KEY = "warehouse_io_manager"
 WAREHOUSE_POOL = "warehouse"
 """Concurrency pool of every step that writes the warehouse: DuckDB admits one writing process."""
 

@@ -5,17 +5,18 @@ Which landed files make the table depends on how the raw asset loads: a `snapsho
 are the whole entity; `append` extractions (file deliveries, incremental tables and APIs) add up, each key
 taken from its latest extraction."""
 
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import dagster as dg
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from platform_assets.catalog_loader import CatalogEntity
 from platform_assets.keys import (
     STAGED_GROUP,
     STAGED_SCHEMA,
+    WAREHOUSE_IO_MANAGER_KEY,
     WAREHOUSE_POOL,
     raw_key,
     staged_key,
@@ -23,13 +24,20 @@ from platform_assets.keys import (
 )
 from platform_assets.raw_assets import LANDED_FILES_METADATA, LOAD_KIND_METADATA
 from platform_assets.staging_sql import DUCKDB_TYPES, staging_select
-from resources.duckdb_warehouse import DuckDBWarehouse
+from resources.file_query import stream_query
 from resources.landing import LandingZone
+from resources.warehouse import Warehouse
+from resources.warehouse_io_manager import load_metadata
 
 if TYPE_CHECKING:
     from platform_assets.contract_validation import ContractReport
 
 CONTRACT_CHECK_NAME = "schema_contract"
+
+
+class StagingConfig(dg.Config):
+    batch_rows: int = 100_000
+    """Rows per Arrow batch streamed into the warehouse: bounds the step's memory."""
 
 
 class StagingError(RuntimeError):
@@ -48,8 +56,10 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
         kinds={warehouse_kind},
         owners=item.source.owners,
         pool=WAREHOUSE_POOL,
+        io_manager_key=WAREHOUSE_IO_MANAGER_KEY,
         description=f"Typed table {STAGED_SCHEMA}.{table}. {entity.description or ''}".strip(),
         metadata={
+            **load_metadata(mode="replace", primary_key=entity.primary_key, layout=entity.table_layout()),
             "dagster/table_name": f"{STAGED_SCHEMA}.{table}",
             "dagster/column_schema": dg.TableSchema(
                 columns=[
@@ -67,22 +77,17 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
         },
     )
     def staged_entity(
-        context: dg.AssetExecutionContext, warehouse: DuckDBWarehouse, landing: LandingZone
-    ) -> dg.MaterializeResult:
-        started = time.monotonic()
+        context: dg.AssetExecutionContext, config: StagingConfig, landing: LandingZone
+    ) -> dg.Output[pa.RecordBatchReader]:
         landed = _landed_files(context, upstream, landing, item)
         columns = _require_declared_columns(item, landed)
-        rows = warehouse.replace_table(
-            STAGED_SCHEMA, table, staging_select(entity, landed, columns, context.run.run_id)
+        context.log.info(f"Staging {STAGED_SCHEMA}.{table} from {len(landed)} landed file(s)")
+        rows = stream_query(
+            staging_select(entity, landed, columns, context.run.run_id),
+            batch_rows=config.batch_rows,
+            spill_dir=landing.spill_dir(),
         )
-        context.log.info(f"Staged {rows} rows from {len(landed)} landed file(s) into {STAGED_SCHEMA}.{table}")
-        return dg.MaterializeResult(
-            metadata={
-                "dagster/row_count": rows,
-                "duration_seconds": round(time.monotonic() - started, 3),
-                "landed_files": len(landed),
-            }
-        )
+        return dg.Output(rows, metadata={"landed_files": len(landed)})
 
     return staged_entity
 
@@ -96,7 +101,7 @@ def build_contract_check(item: CatalogEntity) -> dg.AssetChecksDefinition:
         description="Types, nullability, ranges, allowed values and key uniqueness declared in the catalog "
         "(Pandera, batch by batch). Blocking: a failure stops downstream models in the run.",
     )
-    def contract(context: dg.AssetCheckExecutionContext, warehouse: DuckDBWarehouse) -> dg.AssetCheckResult:
+    def contract(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) -> dg.AssetCheckResult:
         # Imported here, not at the top: pandas and Pandera take seconds to import, and loading the code
         # location (every `dagster dev` reload, every run worker) should not pay for them.
         from platform_assets.contract_validation import validate_staged_table

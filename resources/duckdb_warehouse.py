@@ -2,27 +2,29 @@
 
 DuckDB admits one writing process at a time. Steps of one run (and dbt, which runs as a subprocess) take
 turns on the file; a step that finds it locked waits up to `lock_timeout_seconds` instead of failing on
-the first conflict. Tables are replaced with one `CREATE OR REPLACE ... AS SELECT`, which DuckDB commits
-atomically: a failed load leaves the previous table as it was.
+the first conflict. Every load is one transaction: a failed load leaves the previous table as it was.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import ClassVar
 
-import dagster as dg
 import duckdb
 import pyarrow as pa
 
+from resources.warehouse import Warehouse
 from resources.warehouse_load import (
     CountedBatches,
     LoadMode,
     LoadResult,
+    PartitionSlice,
+    TableLayout,
     WarehouseLoadError,
-    require_primary_key,
+    check_load_request,
 )
 
 LOCK_RETRY_INTERVAL_SECONDS = 0.2
@@ -37,47 +39,58 @@ def qualified_name(schema: str, table: str) -> str:
     return f"{quote_identifier(schema)}.{quote_identifier(table)}"
 
 
-class DuckDBWarehouse(dg.ConfigurableResource):
+class DuckDBWarehouse(Warehouse):
     """A DuckDB database file; staged tables live in one schema per layer."""
 
+    kind: ClassVar[str] = "duckdb"
     path: str
     lock_timeout_seconds: float = 60.0
 
     @contextmanager
     def connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        deadline = time.monotonic() + self.lock_timeout_seconds
-        while True:
-            try:
-                con = duckdb.connect(self.path)
-                break
-            except duckdb.IOException as exc:
-                if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
-                    raise
-                time.sleep(LOCK_RETRY_INTERVAL_SECONDS)
+        con = self._open()
         try:
             yield con
         finally:
             con.close()
 
-    def replace_table(self, schema: str, table: str, select_sql: str) -> int:
-        """Atomically replace `schema.table` with the result of `select_sql`; returns its row count."""
-        target = qualified_name(schema, table)
-        with self.connection() as con:
-            con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(schema)}")
-            con.execute(f"CREATE OR REPLACE TABLE {target} AS {select_sql}")
-            (rows,) = con.execute(f"SELECT count(*) FROM {target}").fetchone()
-        return int(rows)
+    def _open(self) -> duckdb.DuckDBPyConnection:
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + self.lock_timeout_seconds
+        while True:
+            try:
+                return duckdb.connect(self.path)
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
+                    raise
+                time.sleep(LOCK_RETRY_INTERVAL_SECONDS)
 
-    def stream(self, sql: str, batch_rows: int) -> Iterator[pa.RecordBatch]:
-        """Result batches of at most `batch_rows` rows; the connection stays open while they are read."""
-        with self.connection() as con:
-            reader = con.sql(sql).to_arrow_reader(batch_rows)
-            yield from reader
+    def stream_table(
+        self,
+        schema: str,
+        table: str,
+        *,
+        columns: Sequence[str] | None = None,
+        partition: PartitionSlice | None = None,
+        batch_rows: int = 100_000,
+    ) -> pa.RecordBatchReader:
+        selected = ", ".join(quote_identifier(name) for name in columns) if columns else "*"
+        sql = f"SELECT {selected} FROM {qualified_name(schema, table)}"
+        parameters: list[object] = []
+        if partition is not None:
+            sql += f" WHERE CAST({quote_identifier(partition.column)} AS VARCHAR) IN (SELECT unnest(?))"
+            parameters.append([str(value) for value in partition.values])
+        return streamed_result(self._open(), sql, parameters, batch_rows)
 
-    def query(self, sql: str, parameters: list[object] | None = None) -> list[tuple]:
+    def quote(self, name: str) -> str:
+        return quote_identifier(name)
+
+    def table_ref(self, schema: str, table: str) -> str:
+        return qualified_name(schema, table)
+
+    def query(self, sql: str, parameters: Sequence[object] | None = None) -> list[tuple]:
         with self.connection() as con:
-            return con.execute(sql, parameters).fetchall()
+            return con.execute(sql, list(parameters) if parameters is not None else None).fetchall()
 
     def columns(self, schema: str, table: str) -> list[tuple[str, str]]:
         """(name, type) of each column, in table order."""
@@ -96,13 +109,16 @@ class DuckDBWarehouse(dg.ConfigurableResource):
         *,
         mode: LoadMode,
         primary_key: list[str] | None = None,
+        partition: PartitionSlice | None = None,
+        layout: TableLayout | None = None,
     ) -> LoadResult:
         """Load a stream of Arrow batches in one transaction: a failure anywhere (the stream included)
-        leaves the table as it was. Upserts replace the rows whose key is in the stream."""
+        leaves the table as it was. Upserts replace the rows whose key is in the stream. `layout` is
+        BigQuery's business: DuckDB needs no physical partitioning at this scale."""
         started = time.monotonic()
         incoming = CountedBatches(batches)
         target = qualified_name(schema, table)
-        require_primary_key(mode, primary_key, incoming.schema, target)
+        check_load_request(mode, primary_key, partition, incoming.schema, target)
         with self.connection() as con:
             con.execute("BEGIN TRANSACTION")
             try:
@@ -118,6 +134,13 @@ class DuckDBWarehouse(dg.ConfigurableResource):
                         assert primary_key is not None
                         key = ", ".join(quote_identifier(name) for name in primary_key)
                         con.execute(f"DELETE FROM {target} WHERE ({key}) IN (SELECT {key} FROM __stage)")
+                    if mode == "replace_partitions":
+                        assert partition is not None
+                        column = quote_identifier(partition.column)
+                        con.execute(
+                            f"DELETE FROM {target} WHERE CAST({column} AS VARCHAR) IN (SELECT unnest(?))",
+                            [[str(value) for value in partition.values]],
+                        )
                     con.execute(f"INSERT INTO {target} BY NAME SELECT * FROM __stage")
                     con.execute("DROP TABLE __stage")
                 con.unregister("__incoming")
@@ -151,3 +174,22 @@ class DuckDBWarehouse(dg.ConfigurableResource):
                     f"{target}.{name} is {existing[name]} but the data brings {sql_type}; widen the column "
                     f"(or reload the table with mode='replace') instead of letting values be cast."
                 )
+
+
+def streamed_result(
+    con: duckdb.DuckDBPyConnection, sql: str, parameters: list[object], batch_rows: int
+) -> pa.RecordBatchReader:
+    """The result of `sql` as a reader that owns `con`: closed once the reader is exhausted (or fails)."""
+    try:
+        reader = con.sql(sql, params=parameters or None).to_arrow_reader(batch_rows)
+    except BaseException:
+        con.close()
+        raise
+    return pa.RecordBatchReader.from_batches(reader.schema, _closing(con, reader))
+
+
+def _closing(con: duckdb.DuckDBPyConnection, reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
+    try:
+        yield from reader
+    finally:
+        con.close()

@@ -1,16 +1,27 @@
 """The one environment switch: which world the platform runs against, read in this module only.
 
-`PLATFORM_ENV` selects the environment (default `local`, the embedded default: files on disk, one DuckDB
-warehouse file). `PLATFORM_DATA_DIR` moves the data directory (default `./.platform_data`). Nothing here
-runs at import time: callers ask for `PlatformSettings.from_env()` when they build definitions, so tests
-build settings for a temporary directory without touching the process environment.
+`PLATFORM_ENV` selects the warehouse (default `local`, the embedded default: one DuckDB file):
+
+- `local`: DuckDB at `<data dir>/warehouse.duckdb`; dbt target `duckdb`.
+- `postgres`: a PostgreSQL database from `PLATFORM_PG_HOST`, `PLATFORM_PG_PORT`, `PLATFORM_PG_USER`,
+  `PLATFORM_PG_DATABASE` and the secret `PLATFORM_PG_PASSWORD`; dbt target `postgres` reads the same
+  variables (dbt_project/profiles.yml).
+- `bigquery`: project `PLATFORM_BQ_PROJECT` in `PLATFORM_BQ_LOCATION`, load files staged under
+  `PLATFORM_BQ_STAGING_URI` (`gs://bucket/prefix`); credentials are application default credentials, or a
+  service-account key JSON in the variable named by `PLATFORM_BQ_CREDENTIALS_ENV`; `PLATFORM_BQ_API_ENDPOINT`
+  points at an emulator. dbt target `bigquery`.
+
+Landing stays on local disk under `PLATFORM_DATA_DIR` (default `./.platform_data`) in every environment.
+Nothing here runs at import time: callers ask for `PlatformSettings.from_env()` when they build definitions,
+so tests build settings for a temporary directory without touching the process environment. Secrets are
+kept as `${NAME}` references and resolved by the client at connect time, never stored in settings.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -18,6 +29,9 @@ from typing import Any
 from resources.dbt_warehouse import DbtWarehouse, dbt_beside_python
 from resources.duckdb_warehouse import DuckDBWarehouse
 from resources.landing import LandingZone
+from resources.postgres_warehouse import PostgresWarehouse
+from resources.warehouse import Warehouse
+from resources.warehouse_io_manager import WarehouseIOManager
 
 ENV_VAR = "PLATFORM_ENV"
 DATA_DIR_VAR = "PLATFORM_DATA_DIR"
@@ -25,10 +39,15 @@ DEFAULT_DATA_DIR = ".platform_data"
 
 
 class PlatformEnvironment(StrEnum):
-    """Deployment environments. Only `local` is wired today; production targets arrive with the warehouse
-    IO managers (BigQuery, Postgres, GCS staging)."""
+    """Deployment environments, named after the warehouse they write to (`local` is embedded DuckDB)."""
 
     LOCAL = "local"
+    POSTGRES = "postgres"
+    BIGQUERY = "bigquery"
+
+
+PG_PASSWORD_VAR = "PLATFORM_PG_PASSWORD"
+BQ_REQUIRED = ("PLATFORM_BQ_PROJECT", "PLATFORM_BQ_STAGING_URI")
 
 
 class PlatformConfigError(ValueError):
@@ -42,6 +61,8 @@ class PlatformSettings:
 
     environment: PlatformEnvironment
     data_dir: Path
+    warehouse_options: Mapping[str, str] = field(default_factory=dict)
+    """The `PLATFORM_PG_*` / `PLATFORM_BQ_*` variables of the environment (no secret values)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> PlatformSettings:
@@ -56,7 +77,21 @@ class PlatformSettings:
                 f"Unset {ENV_VAR} to run on the embedded default (local)."
             ) from None
         data_dir = Path(env.get(DATA_DIR_VAR) or DEFAULT_DATA_DIR)
-        return cls(environment=environment, data_dir=data_dir.expanduser().resolve())
+        options = {
+            name: value
+            for name, value in env.items()
+            if name.startswith(("PLATFORM_PG_", "PLATFORM_BQ_")) and name != PG_PASSWORD_VAR
+        }
+        if environment is PlatformEnvironment.BIGQUERY:
+            missing = [name for name in BQ_REQUIRED if not options.get(name)]
+            if missing:
+                raise PlatformConfigError(
+                    f"{ENV_VAR}=bigquery needs {', '.join(missing)} (the GCP project, and a "
+                    f"gs://bucket/prefix where load files are staged); set them or choose another {ENV_VAR}."
+                )
+        return cls(
+            environment=environment, data_dir=data_dir.expanduser().resolve(), warehouse_options=options
+        )
 
     @classmethod
     def local(cls, data_dir: Path) -> PlatformSettings:
@@ -83,11 +118,21 @@ class PlatformSettings:
     @property
     def warehouse_kind(self) -> str:
         """The Dagster `kind` of the warehouse, shown on every table asset in the UI."""
-        return "duckdb"
+        return {"local": "duckdb"}.get(self.environment.value, self.environment.value)
 
     @property
     def dbt_target(self) -> str:
-        return "duckdb"
+        """The output of dbt_project/profiles.yml for this environment."""
+        return self.warehouse_kind
+
+    def postgres_url(self) -> str:
+        """SQLAlchemy URL of the PostgreSQL warehouse; the password stays a reference until connect time."""
+        option = self.warehouse_options.get
+        user = option("PLATFORM_PG_USER", "postgres")
+        host = option("PLATFORM_PG_HOST", "127.0.0.1")
+        port = option("PLATFORM_PG_PORT", "5432")
+        database = option("PLATFORM_PG_DATABASE", "warehouse")
+        return f"postgresql+psycopg2://{user}:${{{PG_PASSWORD_VAR}}}@{host}:{port}/{database}"
 
     def catalog_vars(self) -> dict[str, str]:
         """Values of the platform's `{{ placeholders }}` in catalog files."""
@@ -98,12 +143,34 @@ class PlatformSettings:
         return {"duckdb_path": str(self.warehouse_path)}
 
 
+def build_warehouse(settings: PlatformSettings) -> Warehouse:
+    """The warehouse client of the environment."""
+    if settings.environment is PlatformEnvironment.POSTGRES:
+        return PostgresWarehouse(url=settings.postgres_url())
+    if settings.environment is PlatformEnvironment.BIGQUERY:
+        # Imported here: the Google client libraries take a second to import, and only this environment
+        # needs them (every code-location load and run worker would pay otherwise).
+        from resources.bigquery_warehouse import BigQueryWarehouse
+
+        option = settings.warehouse_options.get
+        return BigQueryWarehouse(
+            project=option("PLATFORM_BQ_PROJECT", ""),
+            location=option("PLATFORM_BQ_LOCATION", "US"),
+            staging_uri=option("PLATFORM_BQ_STAGING_URI", ""),
+            credentials_json_env=option("PLATFORM_BQ_CREDENTIALS_ENV"),
+            api_endpoint=option("PLATFORM_BQ_API_ENDPOINT"),
+        )
+    return DuckDBWarehouse(path=str(settings.warehouse_path))
+
+
 def build_resources(settings: PlatformSettings, dbt_project_dir: Path) -> dict[str, Any]:
     """The resources every asset sees, for the given environment. Asset code names resources by key
-    (`landing`, `warehouse`, `dbt`) and never learns which backend is behind them."""
+    (`landing`, `warehouse`, `warehouse_io_manager`, `dbt`) and never learns which backend is behind them."""
+    warehouse = build_warehouse(settings)
     return {
         "landing": LandingZone(root=str(settings.landing_dir)),
-        "warehouse": DuckDBWarehouse(path=str(settings.warehouse_path)),
+        "warehouse": warehouse,
+        "warehouse_io_manager": WarehouseIOManager(warehouse=warehouse),
         "dbt": DbtWarehouse(
             project_dir=str(dbt_project_dir),
             target=settings.dbt_target,

@@ -28,6 +28,7 @@ EXTRACTED_AT_COLUMN = "_extracted_at"
 RUN_ID_COLUMN = "_run_id"
 INFLIGHT_DIR = "_inflight"
 CHECKPOINT_FILE = "checkpoint.json"
+SPILL_DIR = "_spill"
 QUARANTINE_DIR = "_quarantine"
 
 
@@ -95,6 +96,10 @@ class LandingZone(dg.ConfigurableResource):
 
     def quarantine_dir(self, source: str, entity: str) -> Path:
         return Path(self.root) / QUARANTINE_DIR / source / entity
+
+    def spill_dir(self) -> Path:
+        """Scratch space for queries over landed files that outgrow memory (sorts, windows)."""
+        return Path(self.root) / SPILL_DIR
 
 
 class InFlight:

@@ -23,9 +23,8 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, ClassVar, get_args
 
-import dagster as dg
 import psycopg2
 import psycopg2.extensions
 import pyarrow as pa
@@ -38,9 +37,9 @@ from resources.database_types import ColumnType
 from resources.postgres_copy import copy_batches
 from resources.postgres_load import CsvStream, loads_into, postgres_type, with_first
 from resources.secrets import env_references, resolve_env
-from resources.warehouse_load import LoadMode, LoadResult
+from resources.warehouse import Warehouse
+from resources.warehouse_load import LoadMode, LoadResult, PartitionSlice, TableLayout, check_load_request
 
-MODES = ("replace", "append", "upsert")
 MAX_IDENTIFIER_BYTES = 63
 COPY_READ_BYTES = 1 << 16
 READ_BATCH_ROWS = 100_000
@@ -63,9 +62,10 @@ class SchemaChangeError(LoadConfigError):
     """The batches change the type of an existing column: a human decides (migrate or replace)."""
 
 
-class PostgresWarehouse(dg.ConfigurableResource):
+class PostgresWarehouse(Warehouse):
     """A PostgreSQL database to load Arrow batches into and read tables back from."""
 
+    kind: ClassVar[str] = "postgres"
     url: str
     """SQLAlchemy URL, `postgresql+psycopg2://user:${PASSWORD_VAR}@host:port/database`."""
     connect_timeout_seconds: int = 10
@@ -78,20 +78,25 @@ class PostgresWarehouse(dg.ConfigurableResource):
         *,
         mode: LoadMode,
         primary_key: list[str] | None = None,
+        partition: PartitionSlice | None = None,
+        layout: TableLayout | None = None,
     ) -> LoadResult:
-        """Load `batches` (all of one Arrow schema) into `schema.table` in one transaction."""
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+        """Load `batches` (all of one Arrow schema) into `schema.table` in one transaction. `layout` is
+        BigQuery's business: PostgreSQL tables here are plain heap tables."""
+        if mode not in get_args(LoadMode):
+            raise ValueError(f"mode must be one of {', '.join(get_args(LoadMode))}, not {mode!r}")
         if mode == "upsert" and not primary_key:
             raise ValueError("mode='upsert' needs primary_key (the columns that identify a row)")
         _check_identifiers([schema, table, *(primary_key or [])])
         started = time.monotonic()
         arrow_schema, stream = with_first(batches)
+        if arrow_schema is not None:
+            check_load_request(mode, primary_key, partition, arrow_schema, f"{schema}.{table}")
         location, connection = self._connect()
         try:
             with connection.cursor() as cursor:
                 loader = _Load(cursor, schema, table, primary_key or [])
-                rows, bytes_sent = loader.run(mode, arrow_schema, stream)
+                rows, bytes_sent = loader.run(mode, arrow_schema, stream, partition)
                 columns = loader.existing_columns() or []
             connection.commit()
         except BaseException as error:
@@ -137,6 +142,28 @@ class PostgresWarehouse(dg.ConfigurableResource):
 
         schema = pa.schema([column.field for column in columns])
         return pa.RecordBatchReader.from_batches(schema, batches())
+
+    def stream_table(
+        self,
+        schema: str,
+        table: str,
+        *,
+        columns: Sequence[str] | None = None,
+        partition: PartitionSlice | None = None,
+        batch_rows: int = READ_BATCH_ROWS,
+    ) -> pa.RecordBatchReader:
+        selected = ", ".join(self.quote(name) for name in columns) if columns else "*"
+        query = f"SELECT {selected} FROM {self.table_ref(schema, table)}"
+        if partition is not None:
+            values = ", ".join("'" + str(value).replace("'", "''") + "'" for value in partition.values)
+            query += f" WHERE CAST({self.quote(partition.column)} AS text) = ANY(ARRAY[{values}]::text[])"
+        return self.stream_arrow(query, batch_rows)
+
+    def quote(self, name: str) -> str:
+        return '"' + name.replace('"', '""') + '"'
+
+    def table_ref(self, schema: str, table: str) -> str:
+        return f"{self.quote(schema)}.{self.quote(table)}"
 
     def columns(self, schema: str, table: str) -> list[tuple[str, str]]:
         """(name, type) of each column in table order; empty when the table does not exist."""
@@ -207,7 +234,11 @@ class _Load:
         self.target = sql.Identifier(schema, table)
 
     def run(
-        self, mode: str, arrow_schema: pa.Schema | None, batches: Iterator[pa.RecordBatch]
+        self,
+        mode: str,
+        arrow_schema: pa.Schema | None,
+        batches: Iterator[pa.RecordBatch],
+        partition: PartitionSlice | None = None,
     ) -> tuple[int, int]:
         self.cursor.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,))
         if self.cursor.fetchone() is None:  # a role with table privileges only may not CREATE SCHEMA
@@ -243,10 +274,19 @@ class _Load:
                 self.evolve(existing, columns, arrow_schema)
                 if mode == "upsert":
                     self.check_unique_key()
-            if mode == "append":
-                self.copy(self.target, columns, stream)
-            else:
+            if mode == "replace_partitions":
+                assert partition is not None
+                self.execute(
+                    sql.SQL("DELETE FROM {} WHERE CAST({} AS text) = ANY({})").format(
+                        self.target,
+                        sql.Identifier(partition.column),
+                        sql.Literal([str(value) for value in partition.values]),
+                    )
+                )
+            if mode == "upsert":
                 self.upsert(columns, stream)
+            else:
+                self.copy(self.target, columns, stream)
         return stream.rows, stream.bytes_sent
 
     def replace(self, columns: list[tuple[str, str]], stream: CsvStream) -> None:

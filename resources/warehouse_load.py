@@ -14,11 +14,32 @@ from typing import Literal
 
 import pyarrow as pa
 
-LoadMode = Literal["replace", "append", "upsert"]
+LoadMode = Literal["replace", "append", "upsert", "replace_partitions"]
+"""`replace_partitions` deletes the rows of the given partitions, then inserts the stream, in one
+transaction. Partitions are matched on the column's text form: daily keys on DATE columns, static keys on
+text columns."""
 
 
 class WarehouseLoadError(ValueError):
     """A load that cannot be done as asked: names the table, the column and what to change."""
+
+
+@dataclass(frozen=True)
+class PartitionSlice:
+    """The partitions a `replace_partitions` load rewrites: rows whose `column` is one of `values`."""
+
+    column: str
+    values: tuple[object, ...]
+
+
+@dataclass(frozen=True)
+class TableLayout:
+    """Physical layout from the catalog, for warehouses that have one natively (BigQuery partitioning and
+    clustering); DuckDB and PostgreSQL ignore it."""
+
+    partition_by: str | None = None
+    partition_granularity: Literal["DAY", "HOUR", "MONTH", "YEAR"] = "DAY"
+    cluster_by: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -64,11 +85,29 @@ class CountedBatches:
         return pa.RecordBatchReader.from_batches(self.schema, self._counted())
 
 
-def require_primary_key(mode: LoadMode, primary_key: list[str] | None, schema: pa.Schema, table: str) -> None:
-    if mode != "upsert":
-        return
-    if not primary_key:
-        raise WarehouseLoadError(f"upsert into {table} needs a primary key; give primary_key=[...]")
-    missing = [name for name in primary_key if name not in schema.names]
-    if missing:
-        raise WarehouseLoadError(f"upsert into {table}: primary key column(s) {missing} are not in the data")
+def check_load_request(
+    mode: LoadMode,
+    primary_key: list[str] | None,
+    partition: PartitionSlice | None,
+    schema: pa.Schema,
+    table: str,
+) -> None:
+    """Refuse a load whose arguments do not fit its mode, before anything is written."""
+    if mode == "upsert":
+        if not primary_key:
+            raise WarehouseLoadError(f"upsert into {table} needs a primary key; give primary_key=[...]")
+        missing = [name for name in primary_key if name not in schema.names]
+        if missing:
+            raise WarehouseLoadError(
+                f"upsert into {table}: primary key column(s) {missing} are not in the data"
+            )
+    if mode == "replace_partitions":
+        if partition is None or not partition.values:
+            raise WarehouseLoadError(
+                f"replace_partitions into {table} needs partition=PartitionSlice(column, values)"
+            )
+        if partition.column not in schema.names:
+            raise WarehouseLoadError(
+                f"replace_partitions into {table}: partition column {partition.column!r} is not in the data "
+                f"(columns: {schema.names})"
+            )

@@ -52,7 +52,9 @@ def _stage(tmp_path: Path, rows: dict[str, list[str | None]]) -> DuckDBWarehouse
     assert landed is not None
     warehouse = DuckDBWarehouse(path=str(tmp_path / "w.duckdb"))
     select = staging_select(ITEM.entity, [landed.path], set(landed.schema.names), "run-1")
-    warehouse.replace_table(STAGED_SCHEMA, staged_table("shop", "orders"), select)
+    with warehouse.connection() as con:
+        con.execute(f"CREATE SCHEMA {STAGED_SCHEMA}")
+        con.execute(f"CREATE TABLE {STAGED_SCHEMA}.{staged_table('shop', 'orders')} AS {select}")
     return warehouse
 
 

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 from resources.duckdb_warehouse import DuckDBWarehouse, qualified_name, quote_identifier
-from resources.warehouse_load import WarehouseLoadError
+from resources.warehouse_load import PartitionSlice, WarehouseLoadError
 
 HOLD_LOCK = """
 import sys, time, duckdb
@@ -36,17 +36,6 @@ def _hold_lock(path: Path, seconds: float) -> subprocess.Popen[str]:
 def test_identifiers_are_quoted_so_names_never_become_sql() -> None:
     assert quote_identifier('a"; DROP TABLE x; --') == '"a""; DROP TABLE x; --"'
     assert qualified_name("staged", "shop__orders") == '"staged"."shop__orders"'
-
-
-def test_replace_table_swaps_in_the_new_contents_or_keeps_the_old(tmp_path: Path) -> None:
-    warehouse = DuckDBWarehouse(path=str(tmp_path / "w.duckdb"))
-    assert warehouse.replace_table("staged", "t", "SELECT * FROM range(3) AS r(id)") == 3
-    assert warehouse.replace_table("staged", "t", "SELECT * FROM range(5) AS r(id)") == 5
-    with pytest.raises(duckdb.Error):
-        warehouse.replace_table(
-            "staged", "t", "SELECT id / 0 AS id, error('load failed') FROM range(9) AS r(id)"
-        )
-    assert warehouse.query('SELECT count(*) FROM "staged"."t"') == [(5,)]
 
 
 def test_waits_for_another_process_to_release_the_file(tmp_path: Path) -> None:
@@ -120,3 +109,39 @@ def test_upsert_without_a_primary_key_is_refused(tmp_path: Path) -> None:
     warehouse = DuckDBWarehouse(path=str(tmp_path / "w.duckdb"))
     with pytest.raises(WarehouseLoadError, match="needs a primary key"):
         warehouse.load("staged", "orders", [_orders([1], [1.0])], mode="upsert")
+
+
+def test_replace_partitions_rewrites_only_the_given_partitions(tmp_path: Path) -> None:
+    warehouse = DuckDBWarehouse(path=str(tmp_path / "w.duckdb"))
+    day = pa.array(["2026-11-20", "2026-11-20", "2026-11-21"]).cast(pa.date32())
+    first = pa.RecordBatch.from_pydict({"day": day, "amount": [1.0, 2.0, 3.0]})
+    warehouse.load("staged", "daily", [first], mode="replace")
+    rerun = pa.RecordBatch.from_pydict({"day": pa.array(["2026-11-20"]).cast(pa.date32()), "amount": [10.0]})
+    warehouse.load(
+        "staged",
+        "daily",
+        [rerun],
+        mode="replace_partitions",
+        partition=PartitionSlice("day", ("2026-11-20",)),
+    )
+    rows = warehouse.query("SELECT CAST(day AS VARCHAR), amount FROM staged.daily ORDER BY 1")
+    assert rows == [("2026-11-20", 10.0), ("2026-11-21", 3.0)]
+    only = warehouse.stream_table("staged", "daily", partition=PartitionSlice("day", ("2026-11-21",)))
+    assert only.read_all().column("amount").to_pylist() == [3.0]
+
+
+def test_replace_partitions_without_a_partition_is_refused(tmp_path: Path) -> None:
+    warehouse = DuckDBWarehouse(path=str(tmp_path / "w.duckdb"))
+    batch = pa.RecordBatch.from_pydict({"day": ["2026-11-20"]})
+    with pytest.raises(WarehouseLoadError, match="needs partition="):
+        warehouse.load("staged", "daily", [batch], mode="replace_partitions")
+
+
+def test_stream_table_reads_the_chosen_columns_in_batches(tmp_path: Path) -> None:
+    warehouse = DuckDBWarehouse(path=str(tmp_path / "w.duckdb"))
+    batch = pa.RecordBatch.from_pydict({"id": list(range(10)), "name": [str(i) for i in range(10)]})
+    warehouse.load("staged", "t", [batch], mode="replace")
+    reader = warehouse.stream_table("staged", "t", columns=["name"], batch_rows=3)
+    batches = list(reader)
+    assert reader.schema.names == ["name"]
+    assert [b.num_rows for b in batches] == [3, 3, 3, 1]
