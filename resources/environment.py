@@ -11,7 +11,9 @@
   service-account key JSON in the variable named by `PLATFORM_BQ_CREDENTIALS_ENV`; `PLATFORM_BQ_API_ENDPOINT`
   points at an emulator. dbt target `bigquery`.
 
-Landing stays on local disk under `PLATFORM_DATA_DIR` (default `./.platform_data`) in every environment.
+Python assets' values (the default `io_manager`) are Parquet files under `PLATFORM_STAGING_URI` (a
+directory or `gs://bucket/prefix`; default `<data dir>/staging`). Landing stays on local disk under
+`PLATFORM_DATA_DIR` (default `./.platform_data`) in every environment.
 Nothing here runs at import time: callers ask for `PlatformSettings.from_env()` when they build definitions,
 so tests build settings for a temporary directory without touching the process environment. Secrets are
 kept as `${NAME}` references and resolved by the client at connect time, never stored in settings.
@@ -29,6 +31,7 @@ from typing import Any
 from resources.dbt_warehouse import DbtWarehouse, dbt_beside_python
 from resources.duckdb_warehouse import DuckDBWarehouse
 from resources.landing import LandingZone
+from resources.parquet_io_manager import ParquetIOManager
 from resources.postgres_warehouse import PostgresWarehouse
 from resources.warehouse import Warehouse
 from resources.warehouse_io_manager import WarehouseIOManager
@@ -47,6 +50,7 @@ class PlatformEnvironment(StrEnum):
 
 
 PG_PASSWORD_VAR = "PLATFORM_PG_PASSWORD"
+STAGING_URI_VAR = "PLATFORM_STAGING_URI"
 BQ_REQUIRED = ("PLATFORM_BQ_PROJECT", "PLATFORM_BQ_STAGING_URI")
 
 
@@ -62,7 +66,7 @@ class PlatformSettings:
     environment: PlatformEnvironment
     data_dir: Path
     warehouse_options: Mapping[str, str] = field(default_factory=dict)
-    """The `PLATFORM_PG_*` / `PLATFORM_BQ_*` variables of the environment (no secret values)."""
+    """`PLATFORM_STAGING_URI` and the `PLATFORM_PG_*` / `PLATFORM_BQ_*` variables (no secret values)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> PlatformSettings:
@@ -80,7 +84,8 @@ class PlatformSettings:
         options = {
             name: value
             for name, value in env.items()
-            if name.startswith(("PLATFORM_PG_", "PLATFORM_BQ_")) and name != PG_PASSWORD_VAR
+            if (name.startswith(("PLATFORM_PG_", "PLATFORM_BQ_")) or name == STAGING_URI_VAR)
+            and name != PG_PASSWORD_VAR
         }
         if environment is PlatformEnvironment.BIGQUERY:
             missing = [name for name in BQ_REQUIRED if not options.get(name)]
@@ -110,6 +115,11 @@ class PlatformSettings:
     def dagster_home(self) -> Path:
         """Dagster run history of the `dataplatform` command when DAGSTER_HOME is not set."""
         return self.data_dir / "dagster_home"
+
+    @property
+    def staging_uri(self) -> str:
+        """Where the default IO manager keeps Python assets' values as Parquet."""
+        return self.warehouse_options.get(STAGING_URI_VAR) or str(self.data_dir / "staging")
 
     @property
     def warehouse_path(self) -> Path:
@@ -165,9 +175,11 @@ def build_warehouse(settings: PlatformSettings) -> Warehouse:
 
 def build_resources(settings: PlatformSettings, dbt_project_dir: Path) -> dict[str, Any]:
     """The resources every asset sees, for the given environment. Asset code names resources by key
-    (`landing`, `warehouse`, `warehouse_io_manager`, `dbt`) and never learns which backend is behind them."""
+    (`io_manager`, `landing`, `warehouse`, `warehouse_io_manager`, `dbt`) and never learns which backend is
+    behind them."""
     warehouse = build_warehouse(settings)
     return {
+        "io_manager": ParquetIOManager(base_path=settings.staging_uri),
         "landing": LandingZone(root=str(settings.landing_dir)),
         "warehouse": warehouse,
         "warehouse_io_manager": WarehouseIOManager(warehouse=warehouse),

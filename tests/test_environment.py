@@ -8,6 +8,7 @@ import pytest
 
 from platform_assets.dbt_models import DBT_PROJECT_DIR
 from resources.environment import PlatformConfigError, PlatformEnvironment, PlatformSettings, build_resources
+from resources.postgres_warehouse import PostgresWarehouse
 
 
 def test_defaults_to_the_embedded_local_environment_under_the_working_directory(
@@ -29,7 +30,8 @@ def test_data_dir_is_overridable_and_made_absolute(tmp_path: Path, monkeypatch: 
 
 def test_unknown_environment_names_the_variable_and_the_choices() -> None:
     with pytest.raises(
-        PlatformConfigError, match=r"PLATFORM_ENV='staging' is not a known environment; supported: local"
+        PlatformConfigError,
+        match=r"PLATFORM_ENV='staging' is not a known environment; supported: local, postgres, bigquery",
     ):
         PlatformSettings.from_env({"PLATFORM_ENV": "staging"})
 
@@ -41,3 +43,32 @@ def test_resources_point_at_the_settings_paths(tmp_path: Path) -> None:
     assert resources["landing"].root == str(tmp_path / "landing")
     assert resources["dbt"].target == "duckdb"
     assert resources["dbt"].dbt_vars == {"duckdb_path": str(tmp_path / "warehouse.duckdb")}
+
+
+def test_postgres_environment_builds_a_postgres_warehouse_without_storing_the_password(
+    tmp_path: Path,
+) -> None:
+    settings = PlatformSettings.from_env(
+        {
+            "PLATFORM_ENV": "postgres",
+            "PLATFORM_DATA_DIR": str(tmp_path),
+            "PLATFORM_PG_HOST": "db.internal",
+            "PLATFORM_PG_DATABASE": "analytics",
+            "PLATFORM_PG_PASSWORD": "s3cret",
+        }
+    )
+    resources = build_resources(settings, DBT_PROJECT_DIR)
+    warehouse = resources["warehouse"]
+    assert isinstance(warehouse, PostgresWarehouse)
+    assert (
+        warehouse.url == "postgresql+psycopg2://postgres:${PLATFORM_PG_PASSWORD}@db.internal:5432/analytics"
+    )
+    assert "s3cret" not in repr(settings)
+    assert resources["warehouse_io_manager"].warehouse is warehouse
+    assert resources["dbt"].target == "postgres"
+    assert settings.warehouse_kind == "postgres"
+
+
+def test_bigquery_environment_names_the_variables_it_misses() -> None:
+    with pytest.raises(PlatformConfigError, match="PLATFORM_BQ_PROJECT, PLATFORM_BQ_STAGING_URI"):
+        PlatformSettings.from_env({"PLATFORM_ENV": "bigquery"})
