@@ -136,7 +136,7 @@ def run_everything(settings: PlatformSettings) -> int:
     watermarks), so the next run lands only what is new."""
     from platform_assets.definitions import build_definitions
     from platform_assets.run_summary import all_green, format_summary
-    from resources.duckdb_warehouse import DuckDBWarehouse
+    from resources.environment import build_warehouse
 
     definitions = build_definitions(settings)
     job = definitions.resolve_implicit_global_asset_job_def()
@@ -147,7 +147,7 @@ def run_everything(settings: PlatformSettings) -> int:
         instance = dg.DagsterInstance.local_temp(tempdir=str(settings.dagster_home))
     with instance:
         result = job.execute_in_process(instance=instance, raise_on_error=False, run_config=QUIET_LOGS)
-    print(format_summary(result, DuckDBWarehouse(path=str(settings.warehouse_path))))
+    print(format_summary(result, build_warehouse(settings)))
     return 0 if all_green(result) else 1
 
 

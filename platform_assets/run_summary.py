@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import dagster as dg
 
 from platform_assets.keys import RAW_GROUP
-from resources.duckdb_warehouse import DuckDBWarehouse, qualified_name
+from resources.warehouse import Warehouse
 
 REPORTED_SCHEMAS = ("staged", "analytics")
 
@@ -38,17 +38,13 @@ def all_green(result: dg.ExecuteInProcessResult) -> bool:
     return result.success and all(outcome.passed for outcome in check_outcomes(result))
 
 
-def table_row_counts(warehouse: DuckDBWarehouse) -> list[tuple[str, str, int]]:
+def table_row_counts(warehouse: Warehouse) -> list[tuple[str, str, int]]:
     """(schema, table, rows) of every table and view the platform owns in the warehouse."""
-    tables = warehouse.query(
-        "SELECT table_schema, table_name FROM information_schema.tables "
-        "WHERE list_contains(?, table_schema) ORDER BY table_schema, table_name",
-        [list(REPORTED_SCHEMAS)],
-    )
     counts = []
-    for schema, table in tables:
-        ((rows,),) = warehouse.query(f"SELECT count(*) FROM {qualified_name(schema, table)}")
-        counts.append((schema, table, int(rows)))
+    for schema in sorted(REPORTED_SCHEMAS):
+        for table in warehouse.tables(schema):
+            ((rows,),) = warehouse.query(f"SELECT count(*) FROM {warehouse.table_ref(schema, table)}")
+            counts.append((schema, table, int(rows)))
     return counts
 
 
@@ -67,7 +63,7 @@ def landed_rows(result: dg.ExecuteInProcessResult) -> list[tuple[str, int, str]]
     return sorted(landed)
 
 
-def format_summary(result: dg.ExecuteInProcessResult, warehouse: DuckDBWarehouse) -> str:
+def format_summary(result: dg.ExecuteInProcessResult, warehouse: Warehouse) -> str:
     lines = [f"Run {result.run_id}: {'SUCCESS' if result.success else 'FAILURE'}", "", "Landed this run"]
     for asset, rows, location in landed_rows(result):
         lines.append(f"  {asset:<44} {rows:>12,} rows  from {location}")
@@ -87,5 +83,5 @@ def format_summary(result: dg.ExecuteInProcessResult, warehouse: DuckDBWarehouse
     )
     if not_built:
         lines += ["", "Not rebuilt (a step or a blocking check upstream failed): " + ", ".join(not_built)]
-    lines += ["", f"Warehouse: {warehouse.path}"]
+    lines += ["", f"Warehouse ({warehouse.kind}): {warehouse.describe()}"]
     return "\n".join(lines)

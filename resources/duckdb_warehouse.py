@@ -82,6 +82,16 @@ class DuckDBWarehouse(Warehouse):
             parameters.append([str(value) for value in partition.values])
         return streamed_result(self._open(), sql, parameters, batch_rows)
 
+    def tables(self, schema: str) -> list[str]:
+        rows = self.query(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = ? ORDER BY table_name",
+            [schema],
+        )
+        return [name for (name,) in rows]
+
+    def describe(self) -> str:
+        return self.path
+
     def quote(self, name: str) -> str:
         return quote_identifier(name)
 

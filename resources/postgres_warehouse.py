@@ -159,6 +159,16 @@ class PostgresWarehouse(Warehouse):
             query += f" WHERE CAST({self.quote(partition.column)} AS text) = ANY(ARRAY[{values}]::text[])"
         return self.stream_arrow(query, batch_rows)
 
+    def tables(self, schema: str) -> list[str]:
+        rows = self.query(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s ORDER BY table_name",
+            [schema],
+        )
+        return [name for (name,) in rows]
+
+    def describe(self) -> str:
+        return self.display_url()
+
     def quote(self, name: str) -> str:
         return '"' + name.replace('"', '""') + '"'
 

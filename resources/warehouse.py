@@ -58,6 +58,14 @@ class Warehouse(dg.ConfigurableResource):
         """(name, warehouse type) of each column in table order; empty when the table does not exist."""
 
     @abstractmethod
+    def tables(self, schema: str) -> list[str]:
+        """Names of the tables and views in `schema`, sorted; empty when the schema does not exist."""
+
+    @abstractmethod
+    def describe(self) -> str:
+        """Where this warehouse is, for people (a file, a URL without password, a project)."""
+
+    @abstractmethod
     def quote(self, name: str) -> str:
         """An identifier quoted for this warehouse's SQL."""
 

@@ -18,7 +18,7 @@ from platform_assets.definitions import build_definitions
 from resources.duckdb_warehouse import DuckDBWarehouse
 from resources.environment import PlatformSettings
 
-pytest_plugins = ["fixtures.postgres_server", "fixtures.gcs_emulator"]
+pytest_plugins = ["fixtures.postgres_server", "fixtures.gcs_emulator", "fixtures.bigquery_emulator"]
 """Session-wide real servers (one PostgreSQL cluster, one GCS emulator), started on first use."""
 
 TEST_SCALE = 0.2

@@ -1,5 +1,6 @@
-"""The warehouse IO manager, through real Dagster materializations, on DuckDB and on a real PostgreSQL: the
-same asset code, only the warehouse behind the IO manager changes."""
+"""The warehouse IO manager, through real Dagster materializations, on DuckDB, a real PostgreSQL and the
+BigQuery emulator (loads staged as Parquet on the GCS emulator): the same asset code, only the warehouse
+behind the IO manager changes."""
 
 
 from pathlib import Path
@@ -9,6 +10,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+from resources.bigquery_warehouse import BigQueryWarehouse
 from resources.duckdb_warehouse import DuckDBWarehouse
 from resources.postgres_warehouse import PostgresWarehouse
 from resources.warehouse import Warehouse
@@ -16,11 +18,19 @@ from resources.warehouse_io_manager import WarehouseIOManager, load_metadata
 from resources.warehouse_load import WarehouseLoadError
 
 
-@pytest.fixture(params=["duckdb", "postgres"])
+@pytest.fixture(params=["duckdb", "postgres", "bigquery"])
 def warehouse(request: pytest.FixtureRequest, tmp_path: Path) -> Warehouse:
     if request.param == "duckdb":
         return DuckDBWarehouse(path=str(tmp_path / "w.duckdb"))
-    return PostgresWarehouse(url=request.getfixturevalue("postgres_database"))
+    if request.param == "postgres":
+        return PostgresWarehouse(url=request.getfixturevalue("postgres_database"))
+    emulator = request.getfixturevalue("bigquery_emulator")
+    return BigQueryWarehouse(
+        project=emulator.project,
+        staging_uri=f"gs://{request.getfixturevalue('gcs_bucket')}/staging",
+        api_endpoint=emulator.endpoint,
+        anonymous=True,
+    )
 
 
 def _materialize(assets: list, warehouse: Warehouse, **kwargs: object) -> dg.ExecuteInProcessResult:
