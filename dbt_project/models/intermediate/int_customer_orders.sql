@@ -16,8 +16,8 @@ select
     min(order_date) as first_order_date,
     max(order_date) as last_order_date,
     count(*) as order_count,
-    count(*) filter (where is_revenue) as revenue_order_count,
-    round(coalesce(sum(amount) filter (where is_revenue), 0), 2) as lifetime_value,
-    round(sum(paid_amount) - sum(refunded_amount), 2) as net_lifetime_value
+    count(case when is_revenue then 1 end) as revenue_order_count,
+    {{ round_float('coalesce(sum(case when is_revenue then amount end), 0)', 2) }} as lifetime_value,
+    {{ round_float('sum(paid_amount) - sum(refunded_amount)', 2) }} as net_lifetime_value
 from orders
 group by customer_id

@@ -3,6 +3,6 @@ select
     order_id,
     count(*) as item_lines,
     sum(quantity) as items_quantity,
-    round(sum(line_amount), 2) as items_amount
+    {{ round_float('sum(line_amount)', 2) }} as items_amount
 from {{ ref('stg_shop__order_items') }}
 group by order_id

@@ -2,13 +2,14 @@
     One row per order, built incrementally: each run recomputes the orders whose order or payment changed
     within `fct_orders_lookback_days` (default 3) of the latest change already in the table, plus any order
     not in the table yet, and replaces those rows by order_id (delete+insert), so re-runs never duplicate.
+    On BigQuery the same replacement is a MERGE on order_id (dbt-bigquery has no delete+insert).
     `dbt build --full-refresh` rebuilds it from scratch.
 -#}
 {{
     config(
         materialized='incremental',
         unique_key='order_id',
-        incremental_strategy='delete+insert',
+        incremental_strategy=('merge' if target.type == 'bigquery' else 'delete+insert'),
         on_schema_change='fail',
     )
 }}
@@ -54,8 +55,9 @@ joined as (
 select * from joined
 {% if is_incremental() %}
 where
+    -- An empty table has no max: the comparison is null and the second condition takes every order.
     source_updated_at >= (
-        select coalesce(max(source_updated_at), timestamp '1900-01-01') - interval '{{ lookback_days }} days'
+        select {{ timestamp_minus_days('max(source_updated_at)', lookback_days) }}
         from {{ this }}
     )
     or order_id not in (select order_id from {{ this }})

@@ -4,10 +4,10 @@ with sessions as (
     select
         session_id,
         cast(min(event_ts) as date) as session_date,
-        bool_or(event_type = 'product_view') as reached_product_view,
-        bool_or(event_type = 'add_to_cart') as reached_add_to_cart,
-        bool_or(event_type = 'checkout') as reached_checkout,
-        bool_or(event_type = 'purchase') as reached_purchase
+        {{ dbt.bool_or("event_type = 'product_view'") }} as reached_product_view,
+        {{ dbt.bool_or("event_type = 'add_to_cart'") }} as reached_add_to_cart,
+        {{ dbt.bool_or("event_type = 'checkout'") }} as reached_checkout,
+        {{ dbt.bool_or("event_type = 'purchase'") }} as reached_purchase
     from {{ ref('stg_shop__web_events') }}
     group by session_id
 ),
@@ -16,10 +16,10 @@ daily as (
     select
         session_date,
         count(*) as sessions,
-        count(*) filter (where reached_product_view) as product_view_sessions,
-        count(*) filter (where reached_add_to_cart) as add_to_cart_sessions,
-        count(*) filter (where reached_checkout) as checkout_sessions,
-        count(*) filter (where reached_purchase) as purchase_sessions
+        count(case when reached_product_view then 1 end) as product_view_sessions,
+        count(case when reached_add_to_cart then 1 end) as add_to_cart_sessions,
+        count(case when reached_checkout then 1 end) as checkout_sessions,
+        count(case when reached_purchase then 1 end) as purchase_sessions
     from sessions
     group by session_date
 )
@@ -31,8 +31,8 @@ select
     add_to_cart_sessions,
     checkout_sessions,
     purchase_sessions,
-    round(product_view_sessions / sessions, 4) as product_view_rate,
-    round(add_to_cart_sessions / sessions, 4) as add_to_cart_rate,
-    round(checkout_sessions / sessions, 4) as checkout_rate,
-    round(purchase_sessions / sessions, 4) as conversion_rate
+    {{ round_float(ratio('product_view_sessions', 'sessions'), 4) }} as product_view_rate,
+    {{ round_float(ratio('add_to_cart_sessions', 'sessions'), 4) }} as add_to_cart_rate,
+    {{ round_float(ratio('checkout_sessions', 'sessions'), 4) }} as checkout_rate,
+    {{ round_float(ratio('purchase_sessions', 'sessions'), 4) }} as conversion_rate
 from daily

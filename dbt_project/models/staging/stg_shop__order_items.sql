@@ -4,5 +4,5 @@ select
     product_id,
     quantity,
     unit_price,
-    round(quantity * unit_price, 2) as line_amount
+    {{ round_float('quantity * unit_price', 2) }} as line_amount
 from {{ source('shop', 'order_items') }}

@@ -5,5 +5,5 @@ select
     category,
     unit_price,
     active as is_active,
-    updated_at
+    cast(updated_at as {{ dbt.type_timestamp() }}) as updated_at
 from {{ source('shop_api', 'products') }}

@@ -4,6 +4,6 @@ select
     first_name,
     last_name,
     country as country_code,
-    created_at,
-    updated_at
+    cast(created_at as {{ dbt.type_timestamp() }}) as created_at,
+    cast(updated_at as {{ dbt.type_timestamp() }}) as updated_at
 from {{ source('shop_db', 'customers') }}

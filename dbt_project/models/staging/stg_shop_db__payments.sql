@@ -4,6 +4,6 @@ select
     method as payment_method,
     amount,
     status as payment_status,
-    paid_at,
-    updated_at
+    cast(paid_at as {{ dbt.type_timestamp() }}) as paid_at,
+    cast(updated_at as {{ dbt.type_timestamp() }}) as updated_at
 from {{ source('shop_db', 'payments') }}
