@@ -8,6 +8,8 @@ stays about one batch whatever the row count. Modes:
 
 - `replace`: COPY into a new table, then DROP the old one and RENAME the new one in the same transaction:
   readers see the old table or the new one, never a partial one (they wait on the swap's lock briefly).
+  A table that views depend on (dbt's staging models) cannot be dropped: it is TRUNCATEd and refilled in
+  the same transaction instead (new columns added first), and readers wait for the commit.
 - `append`: COPY into the table (created if missing).
 - `upsert`: COPY into a TEMP staging table, then `INSERT ... SELECT ... ON CONFLICT (pk) DO UPDATE`. A table
   created here gets the primary key; an existing one must have a unique index on the key columns.
@@ -275,7 +277,11 @@ class _Load:
         if missing_key:
             raise ValueError(f"primary key column(s) {missing_key} are not in the batches' columns")
         stream = CsvStream(batches, arrow_schema)
-        if mode == "replace":
+        if mode == "replace" and existing is not None and self.has_dependent_views():
+            self.evolve(existing, columns, arrow_schema)
+            self.execute(sql.SQL("TRUNCATE {}").format(self.target))
+            self.copy(self.target, columns, stream)
+        elif mode == "replace":
             self.replace(columns, stream)
         else:
             if existing is None:
@@ -298,6 +304,16 @@ class _Load:
             else:
                 self.copy(self.target, columns, stream)
         return stream.rows, stream.bytes_sent
+
+    def has_dependent_views(self) -> bool:
+        """Views (dbt's staging models) read the table: it cannot be swapped, only emptied and refilled in
+        place (readers of the views wait for the load's commit instead of failing)."""
+        self.cursor.execute(
+            "SELECT 1 FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid "
+            "WHERE d.refobjid = %s::regclass AND r.ev_class <> d.refobjid LIMIT 1",
+            (self.target.as_string(self.cursor),),
+        )
+        return self.cursor.fetchone() is not None
 
     def replace(self, columns: list[tuple[str, str]], stream: CsvStream) -> None:
         new_name = _unique_name(self.table, "load")

@@ -311,3 +311,14 @@ def test_password_is_never_in_errors(
     monkeypatch.setenv("PGW_PASSWORD", "right-Secret-42")
     postgres_server.execute("postgres", "GRANT CREATE ON DATABASE postgres TO loader")
     assert warehouse.load("s", "t", batches(generated(3)), mode="append").rows == 3
+
+
+def test_replace_of_a_table_that_views_read_refills_it_in_place(warehouse: PostgresWarehouse) -> None:
+    warehouse.load("staged", "orders", [pa.RecordBatch.from_pydict({"id": [1, 2]})], mode="replace")
+    warehouse.query("CREATE SCHEMA analytics")
+    warehouse.query("CREATE VIEW analytics.stg_orders AS SELECT id FROM staged.orders")
+    batch = pa.RecordBatch.from_pydict({"id": [3, 4, 5], "note": ["a", "b", "c"]})
+    result = warehouse.load("staged", "orders", [batch], mode="replace")
+    assert result.rows == 3
+    assert warehouse.query("SELECT id FROM analytics.stg_orders ORDER BY id") == [(3,), (4,), (5,)]
+    assert [name for name, _ in warehouse.columns("staged", "orders")] == ["id", "note"]
