@@ -43,6 +43,11 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+Severity = Literal["error", "warn"]
+"""`error`: a violation is quarantined (row rules) or fails the blocking check; `warn`: reported only."""
+DottedPath = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+$")]
+
+
 class Column(Strict):
     type: ColumnType
     nullable: bool = True
@@ -50,10 +55,66 @@ class Column(Strict):
     min: float | None = None
     max: float | None = None
     allowed_values: list[str] | None = None
+    regex: str | None = Field(default=None, description="Full-match regular expression for string values.")
+    min_length: int | None = Field(default=None, ge=0)
+    max_length: int | None = Field(default=None, ge=0)
+    check: DottedPath | None = Field(
+        default=None,
+        description="`package.module.function`: takes the column as a pandas Series, returns a boolean "
+        "Series (True = valid).",
+    )
+    severity: Severity = Field(default="error", description="Severity of this column's rules.")
     references: Reference | None = Field(
         default=None, description="`source.entity.column` this column points to (a foreign key)."
     )
+    references_severity: Severity = Field(
+        default="warn", description="Severity of orphan rows (values not found in the referenced column)."
+    )
     description: str | None = None
+
+    @field_validator("regex")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as error:
+                raise ValueError(f"regex {value!r} does not compile: {error}") from None
+        return value
+
+
+class SchemaEvolution(Strict):
+    """What a delivery whose columns differ from the last staged version may do.
+
+    `compatibility` (as in schema registries): `backward` = the new schema reads old data (columns may be
+    removed, nullable columns added); `forward` = old readers read new data (columns may be added, nullable
+    columns removed); `full` = both (only nullable columns added or removed); `none` = anything goes.
+    `on_drift` when the change is not compatible or a type drifts: `evolve` (add nullable columns, widen
+    integer -> double and date -> timestamp, anything -> string only with `allow_string_widening`),
+    `quarantine` the drifting rows, or `fail` the step."""
+
+    compatibility: Literal["backward", "forward", "full", "none"] = "backward"
+    on_drift: Literal["evolve", "quarantine", "fail"] = "fail"
+    allow_string_widening: bool = False
+
+
+class VolumeAnomaly(Strict):
+    """Row-count anomaly: |z| of this run's row count against the last `history` materializations."""
+
+    sensitivity: float = Field(default=3.0, gt=0)
+    min_history: int = Field(default=5, ge=2)
+    history: int = Field(default=20, ge=2)
+    direction: Literal["spike", "drop", "both"] = "both"
+
+
+class Anomalies(Strict):
+    volume: VolumeAnomaly = Field(default_factory=VolumeAnomaly)
+    null_rate_max_increase: float = Field(
+        default=0.1, ge=0, le=1, description="Largest allowed rise of a column's null rate over its mean."
+    )
+    mean_shift_sensitivity: float = Field(
+        default=3.0, gt=0, description="Allowed shift of a numeric column's mean, in historical stddevs."
+    )
 
 
 CRON_FIELD = re.compile(
@@ -138,6 +199,14 @@ class Entity(Strict):
     schedule: Schedule | None = None
     freshness: Freshness | None = None
     layout: Layout | None = None
+    unique: list[list[ColumnName]] = Field(
+        default_factory=list, description="Composite unique keys, e.g. [[customer_id, email]]."
+    )
+    max_bad_fraction: float = Field(
+        default=0.05, ge=0, le=1, description="Share of rows that may be quarantined before the step fails."
+    )
+    schema_evolution: SchemaEvolution = Field(default_factory=SchemaEvolution)
+    anomalies: Anomalies = Field(default_factory=Anomalies)
 
     def table_layout(self) -> TableLayout | None:
         return self.layout.table_layout() if self.layout else None
@@ -147,14 +216,23 @@ class Entity(Strict):
         return self.columns[column].nullable and column not in self.primary_key
 
     def unique_keys(self) -> list[list[str]]:
-        """Column sets whose values must be unique: the primary key, and each `unique` column."""
-        return [self.primary_key] + [[name] for name, column in self.columns.items() if column.unique]
+        """Column sets whose values must be unique: the primary key, each `unique` column, each composite
+        `unique` key."""
+        singles = [[name] for name, column in self.columns.items() if column.unique]
+        return [self.primary_key, *singles, *(list(key) for key in self.unique)]
 
     @model_validator(mode="after")
     def _primary_key_is_declared(self) -> Entity:
         missing = [key for key in self.primary_key if key not in self.columns]
         if missing:
             raise ValueError(f"primary_key names undeclared column(s) {missing}; declare them under columns")
+        return self
+
+    @model_validator(mode="after")
+    def _unique_keys_are_declared(self) -> Entity:
+        missing = sorted({name for key in self.unique for name in key if name not in self.columns})
+        if missing:
+            raise ValueError(f"unique names undeclared column(s) {missing}; declare them under columns")
         return self
 
     @model_validator(mode="after")
