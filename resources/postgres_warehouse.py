@@ -9,7 +9,9 @@ stays about one batch whatever the row count. Modes:
 - `replace`: COPY into a new table, then DROP the old one and RENAME the new one in the same transaction:
   readers see the old table or the new one, never a partial one (they wait on the swap's lock briefly).
   A table that views depend on (dbt's staging models) cannot be dropped: it is TRUNCATEd and refilled in
-  the same transaction instead (new columns added first), and readers wait for the commit.
+  the same transaction instead (new columns added first), and readers wait for the commit. A column whose
+  type the batches change (schema evolution widens a staged column) is altered in that transaction, the
+  views reading the table dropped and recreated around it (`retype_under_views`).
 - `append`: COPY into the table (created if missing).
 - `upsert`: COPY into a TEMP staging table, then `INSERT ... SELECT ... ON CONFLICT (pk) DO UPDATE`. A table
   created here gets the primary key; an existing one must have a unique index on the key columns.
@@ -25,6 +27,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar, get_args
 
 import psycopg2
@@ -278,6 +281,8 @@ class _Load:
             raise ValueError(f"primary key column(s) {missing_key} are not in the batches' columns")
         stream = CsvStream(batches, arrow_schema)
         if mode == "replace" and existing is not None and self.has_dependent_views():
+            if self.retype_under_views(existing, columns):
+                existing = self.existing_columns() or []
             self.evolve(existing, columns, arrow_schema)
             self.execute(sql.SQL("TRUNCATE {}").format(self.target))
             self.copy(self.target, columns, stream)
@@ -314,6 +319,107 @@ class _Load:
             (self.target.as_string(self.cursor),),
         )
         return self.cursor.fetchone() is not None
+
+    def retype_under_views(self, existing: list[tuple[str, str]], columns: list[tuple[str, str]]) -> bool:
+        """`replace` in place (views read the table): give the columns whose type the batches change
+        their new type. PostgreSQL refuses ALTER COLUMN TYPE on a column a view uses, so the views reading
+        the table (and the views reading those) are dropped and recreated from their own definitions,
+        with their options, owner, comments and grants, in this transaction: readers never see them
+        missing, and a view that no longer compiles with the new type fails the load and leaves
+        everything as it was. The table is emptied first (`replace` refills it), so no value is cast.
+        Returns whether any column was retyped."""
+        current = dict(existing)
+        changed = [
+            (name, incoming)
+            for name, incoming in columns
+            if name in current and not loads_into(incoming, current[name])
+        ]
+        if not changed:
+            return False
+        self.cursor.execute("SELECT current_setting('search_path')")
+        (search_path,) = self.cursor.fetchone()
+        # Definitions with every name schema-qualified, whatever the session's search_path.
+        self.cursor.execute("SELECT set_config('search_path', 'pg_catalog, pg_temp', true)")
+        views = self.dependent_views()
+        for view in reversed(views):
+            self.execute(sql.SQL("DROP VIEW {}").format(view.name))
+        self.execute(sql.SQL("TRUNCATE {}").format(self.target))
+        for name, incoming in changed:
+            self.execute(
+                sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE {} USING NULL").format(
+                    self.target, sql.Identifier(name), sql.SQL(incoming)
+                )
+            )
+        for view in views:
+            for statement in view.recreate():
+                self.execute(statement)
+        self.cursor.execute("SELECT set_config('search_path', %s, true)", (search_path,))
+        return True
+
+    def dependent_views(self) -> list[_View]:
+        """The views reading the table, directly or through other views, in creation order."""
+        self.cursor.execute(
+            "WITH RECURSIVE dependents(oid, depth) AS ("
+            " SELECT r.ev_class, 1 FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid"
+            " WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass"
+            " AND d.refobjid = %s::regclass AND r.ev_class <> d.refobjid"
+            " UNION"
+            " SELECT r.ev_class, dependents.depth + 1 FROM dependents"
+            " JOIN pg_depend d ON d.refobjid = dependents.oid AND d.refclassid = 'pg_class'::regclass"
+            " AND d.classid = 'pg_rewrite'::regclass"
+            " JOIN pg_rewrite r ON r.oid = d.objid WHERE r.ev_class <> d.refobjid)"
+            " SELECT c.oid, n.nspname, c.relname, c.relkind, max(dependents.depth) AS depth,"
+            " pg_get_viewdef(c.oid), pg_get_userbyid(c.relowner), c.reloptions,"
+            " obj_description(c.oid, 'pg_class'),"
+            " (SELECT count(*) FROM pg_trigger t WHERE t.tgrelid = c.oid),"
+            " (SELECT count(*) FROM pg_rewrite w WHERE w.ev_class = c.oid AND w.rulename <> '_RETURN')"
+            " FROM dependents JOIN pg_class c ON c.oid = dependents.oid"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " GROUP BY c.oid, n.nspname, c.relname, c.relkind ORDER BY depth, n.nspname, c.relname",
+            (self.target.as_string(self.cursor),),
+        )
+        rows = self.cursor.fetchall()
+        unsupported = [
+            f"{schema}.{name}" for _, schema, name, kind, _, _, _, _, _, triggers, rules in rows
+            if kind != "v" or triggers or rules
+        ]  # fmt: skip
+        if unsupported:
+            raise SchemaChangeError(
+                f"cannot change column types of {self.schema}.{self.table}: {', '.join(unsupported)} "
+                f"read(s) it and is a materialized view or has triggers or rules, which this load does "
+                f"not recreate. Drop them, load, and recreate them (or migrate the table by hand)."
+            )
+        views = []
+        for oid, schema, name, _, _, definition, owner, options, comment, _, _ in rows:
+            self.cursor.execute(
+                "SELECT a.attname, d.description FROM pg_description d JOIN pg_attribute a"
+                " ON a.attrelid = d.objoid AND a.attnum = d.objsubid"
+                " WHERE d.objoid = %s AND d.classoid = 'pg_class'::regclass AND d.objsubid > 0"
+                " ORDER BY a.attnum",
+                (oid,),
+            )
+            column_comments = self.cursor.fetchall()
+            self.cursor.execute(
+                "SELECT CASE WHEN g.grantee = 0 THEN NULL ELSE pg_get_userbyid(g.grantee) END,"
+                " g.privilege_type, g.is_grantable FROM pg_class c, aclexplode(c.relacl) g"
+                " WHERE c.oid = %s ORDER BY 1, 2",
+                (oid,),
+            )
+            grants = self.cursor.fetchall()
+            self.cursor.execute("SELECT current_user")
+            (user,) = self.cursor.fetchone()
+            views.append(
+                _View(
+                    sql.Identifier(schema, name),
+                    definition.strip().rstrip(";"),
+                    options or [],
+                    owner if owner != user else None,
+                    comment,
+                    column_comments,
+                    grants,
+                )
+            )
+        return views
 
     def replace(self, columns: list[tuple[str, str]], stream: CsvStream) -> None:
         new_name = _unique_name(self.table, "load")
@@ -428,6 +534,52 @@ class _Load:
 
     def execute(self, statement: sql.Composable) -> None:
         self.cursor.execute(statement)
+
+
+@dataclass(frozen=True)
+class _View:
+    """A view as `dependent_views` found it: enough to create it again after it was dropped."""
+
+    name: sql.Identifier
+    definition: str
+    options: list[str]
+    owner: str | None
+    """Its owner when another role than the loading one (then restored)."""
+    comment: str | None
+    column_comments: list[tuple[str, str]]
+    grants: list[tuple[str | None, str, bool]]
+    """(grantee, None for PUBLIC; privilege; with grant option)."""
+
+    def recreate(self) -> list[sql.Composable]:
+        options = (
+            sql.SQL(" WITH ({})").format(sql.SQL(", ").join(sql.SQL(option) for option in self.options))
+            if self.options
+            else sql.SQL("")
+        )  # reloptions as the catalog spells them (security_barrier=true, check_option=local)
+        statements: list[sql.Composable] = [
+            sql.SQL("CREATE VIEW {}{} AS {}").format(self.name, options, sql.SQL(self.definition))
+        ]
+        if self.owner:
+            statements.append(
+                sql.SQL("ALTER VIEW {} OWNER TO {}").format(self.name, sql.Identifier(self.owner))
+            )
+        if self.comment is not None:
+            statements.append(
+                sql.SQL("COMMENT ON VIEW {} IS {}").format(self.name, sql.Literal(self.comment))
+            )
+        for column, comment in self.column_comments:
+            target = sql.Identifier(*self.name.strings, column)
+            statements.append(sql.SQL("COMMENT ON COLUMN {} IS {}").format(target, sql.Literal(comment)))
+        for grantee, privilege, grantable in self.grants:
+            statements.append(
+                sql.SQL("GRANT {} ON {} TO {}{}").format(
+                    sql.SQL(privilege),
+                    self.name,
+                    sql.Identifier(grantee) if grantee else sql.SQL("PUBLIC"),
+                    sql.SQL(" WITH GRANT OPTION") if grantable else sql.SQL(""),
+                )
+            )
+        return statements
 
 
 def _names(names: Iterable[str]) -> sql.Composable:

@@ -322,3 +322,81 @@ def test_replace_of_a_table_that_views_read_refills_it_in_place(warehouse: Postg
     assert result.rows == 3
     assert warehouse.query("SELECT id FROM analytics.stg_orders ORDER BY id") == [(3,), (4,), (5,)]
     assert [name for name, _ in warehouse.columns("staged", "orders")] == ["id", "note"]
+
+
+def test_replace_in_place_changes_column_types_under_views(
+    warehouse: PostgresWarehouse, postgres_server: PostgresCluster
+) -> None:
+    """A widened column (schema evolution) of a table that views read: the views, and the views reading
+    them, are dropped and recreated around ALTER COLUMN TYPE with their options, owner, comments and
+    grants, in the load's transaction."""
+    suffix = os.urandom(4).hex()
+    reader, owner = f"reader_{suffix}", f"owner_{suffix}"
+    postgres_server.execute("postgres", f'CREATE ROLE "{reader}" NOLOGIN; CREATE ROLE "{owner}" NOLOGIN')
+    warehouse.load(
+        "staged", "orders", [pa.RecordBatch.from_pydict({"id": [1], "day": [datetime.date(2024, 1, 1)]})],
+        mode="replace", primary_key=["id"],
+    )  # fmt: skip
+    warehouse.query("CREATE SCHEMA analytics")
+    warehouse.query(
+        "CREATE VIEW analytics.stg_orders WITH (security_barrier=true) AS "
+        "SELECT id, day, id * 10 AS tenfold FROM staged.orders"
+    )
+    warehouse.query(
+        "CREATE VIEW analytics.daily AS SELECT day, count(*) AS n FROM analytics.stg_orders GROUP BY day"
+    )
+    warehouse.query("COMMENT ON VIEW analytics.stg_orders IS 'orders, staged'")
+    warehouse.query("COMMENT ON COLUMN analytics.stg_orders.tenfold IS 'id times ten'")
+    warehouse.query(f'GRANT SELECT ON analytics.stg_orders, analytics.daily TO "{reader}"')
+    warehouse.query(f'ALTER VIEW analytics.daily OWNER TO "{owner}"')
+    warehouse.query(f'GRANT SELECT ON analytics.stg_orders TO "{owner}"')  # a view reads as its owner
+    widened = pa.RecordBatch.from_pydict(
+        {"id": [1.5, 2.0], "day": [datetime.datetime(2024, 1, 1, 10), datetime.datetime(2024, 1, 2)]}
+    )
+    warehouse.load("staged", "orders", [widened], mode="replace", primary_key=["id"])
+
+    assert warehouse.columns("staged", "orders") == [
+        ("id", "double precision"),
+        ("day", "timestamp without time zone"),
+    ]
+    assert warehouse.query("SELECT id, tenfold FROM analytics.stg_orders ORDER BY id") == [
+        (1.5, 15.0),
+        (2.0, 20.0),
+    ]
+    assert warehouse.query("SELECT n FROM analytics.daily ORDER BY day") == [(1,), (1,)]
+    assert warehouse.query(
+        "SELECT c.reloptions, obj_description(c.oid, 'pg_class'), col_description(c.oid, 3) FROM pg_class c "
+        "WHERE c.oid = 'analytics.stg_orders'::regclass"
+    ) == [(["security_barrier=true"], "orders, staged", "id times ten")]
+    assert warehouse.query(
+        "SELECT has_table_privilege(%s, 'analytics.stg_orders', 'SELECT'), "
+        "has_table_privilege(%s, 'analytics.daily', 'SELECT'), "
+        "pg_get_userbyid(relowner) FROM pg_class WHERE oid = 'analytics.daily'::regclass",
+        [reader, reader],
+    ) == [(True, True, owner)]
+    assert warehouse.query(
+        "SELECT count(*) FROM pg_constraint WHERE conrelid = 'staged.orders'::regclass AND contype = 'p'"
+    ) == [(1,)]
+
+
+def test_replace_in_place_that_a_view_cannot_follow_changes_nothing(warehouse: PostgresWarehouse) -> None:
+    warehouse.load("staged", "orders", [pa.RecordBatch.from_pydict({"id": [1, 3]})], mode="replace")
+    warehouse.query("CREATE SCHEMA analytics")
+    warehouse.query("CREATE VIEW analytics.odd AS SELECT id, id & 1 AS odd FROM staged.orders")
+    with pytest.raises(PostgresWarehouseError, match=r"nothing was changed.*operator does not exist"):
+        warehouse.load("staged", "orders", [pa.RecordBatch.from_pydict({"id": [1.5]})], mode="replace")
+    assert warehouse.columns("staged", "orders") == [("id", "bigint")]
+    assert warehouse.query("SELECT id, odd FROM analytics.odd ORDER BY id") == [(1, 1), (3, 1)]
+
+
+def test_replace_in_place_refuses_type_changes_under_a_materialized_view(
+    warehouse: PostgresWarehouse,
+) -> None:
+    warehouse.load("staged", "orders", [pa.RecordBatch.from_pydict({"id": [1, 3]})], mode="replace")
+    warehouse.query("CREATE SCHEMA analytics")
+    warehouse.query("CREATE MATERIALIZED VIEW analytics.ids AS SELECT id FROM staged.orders")
+    with pytest.raises(SchemaChangeError, match=r"analytics\.ids read.* materialized view"):
+        warehouse.load("staged", "orders", [pa.RecordBatch.from_pydict({"id": ["a"]})], mode="replace")
+    assert warehouse.query("SELECT id FROM staged.orders ORDER BY id") == [(1,), (3,)]
+    same_types = pa.RecordBatch.from_pydict({"id": [5], "note": ["n"]})
+    assert warehouse.load("staged", "orders", [same_types], mode="replace").rows == 1
