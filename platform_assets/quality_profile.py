@@ -1,0 +1,163 @@
+"""The profile of a staged table: what the quality score and the anomaly checks are computed from.
+
+One aggregate query over the staging SELECT, run by the embedded DuckDB over the landed Parquet files
+(whatever the warehouse is), gives: the row count; per declared column the null count; per measurement
+column (see `measure_columns`) the mean and the sample standard deviation; the rows whose primary key
+repeats (`count(*) - count(DISTINCT key)`); the rows with a cast error; and the latest `_extracted_at`.
+
+`TableProfile.metadata()` is what the staged asset's materialization records: numeric entries the Dagster
+UI plots over time (`profile/null_rate/<column>`, `profile/mean/<column>`, ...) and one JSON `profile`
+entry with everything. The anomaly checks read these entries back from the run history.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from platform_assets.catalog_model import ColumnType, Entity
+from platform_assets.staging_sql import CAST_ERRORS_COLUMN
+from resources.duckdb_warehouse import quote_identifier
+from resources.file_query import stream_query
+from resources.landing import EXTRACTED_AT_COLUMN
+
+NULL_RATE_PREFIX = "profile/null_rate/"
+MEAN_PREFIX = "profile/mean/"
+STDDEV_PREFIX = "profile/stddev/"
+DUPLICATE_KEY_ROWS = "profile/duplicate_key_rows"
+CAST_ERROR_ROWS = "profile/cast_error_rows"
+PROFILE_JSON = "profile"
+NUMERIC_TYPES = (ColumnType.INTEGER, ColumnType.DOUBLE)
+
+
+def measure_columns(entity: Entity) -> list[str]:
+    """Numeric columns whose mean and spread are profiled: integers and doubles that are measurements,
+    not identifiers. Primary-key, `unique` and `references` columns are left out: an id's mean drifts by
+    design as new ids are issued."""
+    identifiers = set(entity.primary_key)
+    return [
+        name
+        for name, column in entity.columns.items()
+        if column.type in NUMERIC_TYPES
+        and name not in identifiers
+        and not column.unique
+        and column.references is None
+    ]
+
+
+@dataclass(frozen=True)
+class TableProfile:
+    rows: int
+    null_counts: dict[str, int]
+    """Per declared column (all of them)."""
+    means: dict[str, float | None] = field(default_factory=dict)
+    """Per measurement column; None when the column has no non-null value."""
+    stddevs: dict[str, float | None] = field(default_factory=dict)
+    """Sample standard deviation per measurement column; None with fewer than two non-null values."""
+    duplicate_key_rows: int = 0
+    cast_error_rows: int = 0
+    max_extracted_at: datetime | None = None
+
+    def null_rate(self, column: str) -> float:
+        """Share of rows where `column` is null (0 for an empty table)."""
+        return self.null_counts[column] / self.rows if self.rows else 0.0
+
+    @property
+    def null_cells(self) -> int:
+        return sum(self.null_counts.values())
+
+    def metadata(self) -> dict[str, dg.MetadataValue]:
+        """Materialization metadata: one plottable number per measure, and the whole profile as JSON."""
+        entries: dict[str, dg.MetadataValue] = {
+            DUPLICATE_KEY_ROWS: dg.MetadataValue.int(self.duplicate_key_rows),
+            CAST_ERROR_ROWS: dg.MetadataValue.int(self.cast_error_rows),
+        }
+        for column in self.null_counts:
+            entries[NULL_RATE_PREFIX + column] = dg.MetadataValue.float(self.null_rate(column))
+        for prefix, values in ((MEAN_PREFIX, self.means), (STDDEV_PREFIX, self.stddevs)):
+            for column, value in values.items():
+                if value is not None:  # a float entry cannot be null; a missing entry is skipped by history
+                    entries[prefix + column] = dg.MetadataValue.float(value)
+        entries[PROFILE_JSON] = dg.MetadataValue.json(self.as_json())
+        return entries
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows,
+            "duplicate_key_rows": self.duplicate_key_rows,
+            "cast_error_rows": self.cast_error_rows,
+            "max_extracted_at": self.max_extracted_at.isoformat() if self.max_extracted_at else None,
+            "columns": {
+                column: {
+                    "nulls": nulls,
+                    "null_rate": self.null_rate(column),
+                    **(
+                        {"mean": self.means[column], "stddev": self.stddevs.get(column)}
+                        if column in self.means
+                        else {}
+                    ),
+                }
+                for column, nulls in self.null_counts.items()
+            },
+        }
+
+
+def _alias(kind: str, index: int) -> str:
+    return f"__{kind}_{index}"
+
+
+def profile_sql(select_sql: str, entity: Entity) -> str:
+    """One aggregate DuckDB query over `select_sql` (the staging SELECT): a single row, read by
+    `read_profile`. Columns are addressed by position-based aliases, so any column name is safe."""
+    q = quote_identifier
+    key = ", ".join(q(name) for name in entity.primary_key)
+    distinct_key = q(entity.primary_key[0]) if len(entity.primary_key) == 1 else f"({key})"
+    selected = [
+        "count(*) AS __rows",
+        f"count(*) - count(DISTINCT {distinct_key}) AS __duplicate_key_rows",
+        f"count({q(CAST_ERRORS_COLUMN)}) AS __cast_error_rows",
+        f"max({q(EXTRACTED_AT_COLUMN)}) AS __max_extracted_at",
+    ]
+    for index, name in enumerate(entity.columns):
+        selected.append(f"count(*) - count({q(name)}) AS {_alias('nulls', index)}")
+    for index, name in enumerate(measure_columns(entity)):
+        value = f"CAST({q(name)} AS DOUBLE)"
+        selected.append(f"avg({value}) AS {_alias('mean', index)}")
+        selected.append(f"stddev_samp({value}) AS {_alias('stddev', index)}")
+    return f"SELECT {', '.join(selected)} FROM ({select_sql}) AS __staged"
+
+
+def read_profile(row: Mapping[str, Any], entity: Entity) -> TableProfile:
+    """The profile from the single row of `profile_sql`, as a mapping of column name to value."""
+    measured = measure_columns(entity)
+    extracted_at = row["__max_extracted_at"]
+    if isinstance(extracted_at, datetime) and extracted_at.tzinfo is None:
+        extracted_at = extracted_at.replace(tzinfo=UTC)  # the landing zone writes UTC
+    return TableProfile(
+        rows=int(row["__rows"]),
+        null_counts={name: int(row[_alias("nulls", i)]) for i, name in enumerate(entity.columns)},
+        means={name: _finite(row[_alias("mean", i)]) for i, name in enumerate(measured)},
+        stddevs={name: _finite(row[_alias("stddev", i)]) for i, name in enumerate(measured)},
+        duplicate_key_rows=int(row["__duplicate_key_rows"]),
+        cast_error_rows=int(row["__cast_error_rows"]),
+        max_extracted_at=extracted_at,
+    )
+
+
+def compute_profile(select_sql: str, entity: Entity, *, spill_dir: Path) -> TableProfile:
+    """Run `profile_sql` in an embedded DuckDB (the same engine and memory bound as the staging query)."""
+    result = stream_query(profile_sql(select_sql, entity), batch_rows=1, spill_dir=spill_dir).read_all()
+    return read_profile(result.to_pylist()[0], entity)
+
+
+def _finite(value: Any) -> float | None:
+    if value is None:
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None

@@ -1,0 +1,140 @@
+"""The table profile: one DuckDB aggregate over a staging-shaped SELECT of real landed Parquet files.
+
+The SELECT here is written out (typed columns by TRY_CAST, `_cast_errors`, `_extracted_at`) rather than
+taken from `staging_sql`, so that these tests pin the profile alone."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+import pyarrow as pa
+import pytest
+
+from platform_assets.catalog_model import Source
+from platform_assets.quality_profile import compute_profile, measure_columns, profile_sql
+from resources.duckdb_warehouse import quote_identifier
+from resources.landing import Lineage, write_parquet
+
+SOURCE = Source.model_validate(
+    {
+        "source": "shop",
+        "connection": {"kind": "files", "root": "/deliveries"},
+        "entities": {
+            "order_items": {
+                "file": {"format": "csv", "path": "*.csv"},
+                "primary_key": ["order_id", "line_no"],
+                "columns": {
+                    "order_id": {"type": "integer", "nullable": False},
+                    "line_no": {"type": "integer", "nullable": False},
+                    "product_id": {"type": "integer", "references": "shop.products.product_id"},
+                    "quantity": {"type": "integer"},
+                    "unit_price": {"type": "double"},
+                    "note": {"type": "string"},
+                },
+            }
+        },
+    }
+)
+ENTITY = SOURCE.entities["order_items"]
+EXTRACTED = datetime(2026, 11, 20, 6, 30, tzinfo=UTC)
+
+
+def _landed(tmp_path: Path, rows: dict[str, list[str | None]]) -> Path:
+    count = len(next(iter(rows.values())))
+    batch = pa.RecordBatch.from_pydict(
+        {
+            **{name: pa.array(values, pa.string()) for name, values in rows.items()},
+            "_file": pa.array(["items.csv"] * count),
+            "_record": pa.array(range(1, count + 1), pa.int64()),
+        }
+    )
+    landed = write_parquet(tmp_path / "landed.parquet", [batch], Lineage("shop.order_items", EXTRACTED, "r1"))
+    assert landed is not None
+    return landed.path
+
+
+def _staging_select(paths: list[Path]) -> str:
+    """What the staging SELECT yields: each declared column typed, the values that did not parse listed."""
+    typed, errors = [], []
+    for name, column in ENTITY.columns.items():
+        raw = quote_identifier(name)
+        sql_type = {"integer": "BIGINT", "double": "DOUBLE", "string": "VARCHAR"}[column.type.value]
+        typed.append(f"TRY_CAST({raw} AS {sql_type}) AS {raw}")
+        errors.append(
+            f"CASE WHEN {raw} IS NOT NULL AND TRY_CAST({raw} AS {sql_type}) IS NULL THEN '{name}' END"
+        )
+    cast_errors = f"NULLIF(concat_ws('; ', {', '.join(errors)}), '') AS _cast_errors"
+    if paths:
+        landed = f"read_parquet([{', '.join(repr(str(path)) for path in paths)}])"
+    else:
+        nothing = ", ".join(f"NULL::VARCHAR AS {quote_identifier(name)}" for name in ENTITY.columns)
+        landed = f"(SELECT {nothing}, NULL::TIMESTAMPTZ AS _extracted_at WHERE false)"
+    return f"SELECT {', '.join(typed)}, {cast_errors}, _extracted_at FROM {landed}"
+
+
+def test_measure_columns_leave_out_identifiers() -> None:
+    assert measure_columns(ENTITY) == ["quantity", "unit_price"]
+
+
+def test_profile_of_the_staging_select(tmp_path: Path) -> None:
+    path = _landed(
+        tmp_path,
+        {
+            "order_id": ["1", "1", "2", "2", "3"],
+            "line_no": ["1", "2", "1", "1", "1"],  # (2, 1) delivered twice in one extraction
+            "product_id": ["10", "11", None, "12", "13"],
+            "quantity": ["1", "2", "three", "4", None],  # one cast error, one null
+            "unit_price": ["1.5", "2.5", "3.5", "4.5", "5.5"],
+            "note": [None, None, None, "gift", None],
+        },
+    )
+    select = _staging_select([path])
+    profile = compute_profile(select, ENTITY, spill_dir=tmp_path / "spill")
+
+    assert profile.rows == 5
+    assert profile.null_counts == {
+        "order_id": 0,
+        "line_no": 0,
+        "product_id": 1,
+        "quantity": 2,  # the cast error is null in the typed column too
+        "unit_price": 0,
+        "note": 4,
+    }
+    assert profile.duplicate_key_rows == 1
+    assert profile.cast_error_rows == 1
+    assert profile.max_extracted_at == EXTRACTED
+    assert profile.means["quantity"] == pytest.approx(7 / 3)
+    assert profile.stddevs["quantity"] == pytest.approx(1.5275252)
+    assert profile.means["unit_price"] == pytest.approx(3.5)
+    assert profile.null_rate("note") == pytest.approx(0.8)
+
+    metadata = profile.metadata()
+    assert metadata["profile/null_rate/note"] == dg.MetadataValue.float(0.8)
+    assert metadata["profile/mean/unit_price"] == dg.MetadataValue.float(3.5)
+    assert metadata["profile/duplicate_key_rows"] == dg.MetadataValue.int(1)
+    assert metadata["profile/cast_error_rows"] == dg.MetadataValue.int(1)
+    assert "profile/mean/order_id" not in metadata
+    document = metadata["profile"].value
+    assert json.loads(json.dumps(document))["columns"]["quantity"]["nulls"] == 2
+    assert document["max_extracted_at"] == "2026-11-20T06:30:00+00:00"
+
+
+def test_profile_of_an_empty_table(tmp_path: Path) -> None:
+    select = _staging_select([])
+    profile = compute_profile(select, ENTITY, spill_dir=tmp_path / "spill")
+    assert profile.rows == 0
+    assert profile.null_rate("note") == 0.0
+    assert profile.means == {"quantity": None, "unit_price": None}
+    assert profile.max_extracted_at is None
+    metadata = profile.metadata()
+    assert "profile/mean/quantity" not in metadata
+    assert metadata["profile/null_rate/quantity"] == dg.MetadataValue.float(0.0)
+
+
+def test_profile_sql_is_one_aggregate_over_the_select() -> None:
+    sql = profile_sql("SELECT 1", ENTITY)
+    assert sql.count("FROM (SELECT 1) AS __staged") == 1
+    assert 'count(DISTINCT ("order_id", "line_no"))' in sql
