@@ -12,7 +12,7 @@ from platform_assets.catalog_loader import load_catalog
 from platform_assets.dbt_models import DBT_PROJECT_DIR, build_dbt_models
 from platform_assets.raw_assets import build_raw_asset
 from platform_assets.staged_assets import build_contract_check, build_staged_asset
-from resources.environment import PlatformSettings, build_resources
+from resources.environment import PlatformSettings, build_executor, build_resources
 
 
 def build_definitions(settings: PlatformSettings) -> dg.Definitions:
@@ -25,6 +25,7 @@ def build_definitions(settings: PlatformSettings) -> dg.Definitions:
         ],
         asset_checks=[build_contract_check(item) for item in catalog],
         resources=build_resources(settings, DBT_PROJECT_DIR),
+        executor=build_executor(settings),
     )
 
 
