@@ -80,7 +80,43 @@ class Column(Strict):
                 re.compile(value)
             except re.error as error:
                 raise ValueError(f"regex {value!r} does not compile: {error}") from None
+            _compiles_in_duckdb(value)
         return value
+
+    @model_validator(mode="after")
+    def _rules_fit_the_type(self) -> Column:
+        numeric = self.type in (ColumnType.INTEGER, ColumnType.DOUBLE)
+        misfits = [rule for rule in ("min", "max") if getattr(self, rule) is not None and not numeric]
+        misfits += [
+            rule
+            for rule in ("regex", "min_length", "max_length")
+            if getattr(self, rule) is not None and self.type != ColumnType.STRING
+        ]
+        if misfits:
+            raise ValueError(
+                f"{', '.join(misfits)} do(es) not apply to a {self.type.value} column (min/max: integer or "
+                f"double; regex, min_length, max_length: string)"
+            )
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is greater than max {self.max}")
+        if self.min_length is not None and self.max_length is not None and self.min_length > self.max_length:
+            raise ValueError(f"min_length {self.min_length} is greater than max_length {self.max_length}")
+        return self
+
+
+def _compiles_in_duckdb(pattern: str) -> None:
+    """Staging evaluates `regex` in DuckDB (RE2 syntax): refuse what RE2 does not know (lookarounds,
+    backreferences) when the catalog loads rather than when a delivery is staged."""
+    import duckdb
+
+    try:
+        duckdb.execute("SELECT regexp_full_match('', ?)", [pattern]).fetchall()
+    except duckdb.Error as error:
+        message = str(error).splitlines()[0]
+        raise ValueError(
+            f"regex {pattern!r} is not RE2 syntax, which staging uses ({message}); avoid lookarounds and "
+            f"backreferences"
+        ) from None
 
 
 class SchemaEvolution(Strict):
@@ -207,6 +243,11 @@ class Entity(Strict):
     )
     schema_evolution: SchemaEvolution = Field(default_factory=SchemaEvolution)
     anomalies: Anomalies = Field(default_factory=Anomalies)
+    pandera_model: DottedPath | None = Field(
+        default=None,
+        description="`package.module.Model`: a hand-written Pandera `DataFrameModel` the staged table must "
+        "also satisfy (checked by the blocking schema_contract, batch by batch; not quarantined).",
+    )
 
     def table_layout(self) -> TableLayout | None:
         return self.layout.table_layout() if self.layout else None

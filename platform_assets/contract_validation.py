@@ -1,8 +1,15 @@
 """Validates a staged table against its contract, batch by batch, so memory is bounded by the batch size.
 
-Row-level rules run through the entity's Pandera schema on each batch (lazily: every failure, not the
-first); uniqueness of the primary key and of `unique` columns is computed by the warehouse in one query.
-Each violation names the row by its primary key and by where it was delivered (file and record).
+One severity at a time: `error` (the blocking `schema_contract` check) or `warn` (`quality_warnings`).
+Row-level rules run through the entity's Pandera schema of that severity on each batch streamed from the
+warehouse (`Warehouse.stream_table`; lazily: every failure, not the first); uniqueness of the primary key,
+of composite `unique` keys and of `unique` columns is computed by the warehouse, one query per key, in
+portable SQL. Each violation names the row by its primary key and by where it was delivered (file and
+record).
+
+Staging already quarantines rows that break error-severity row rules, so the error-severity row rules
+normally find nothing here: they guard tables loaded some other way. Duplicates are never quarantined
+(which copy is wrong is unknowable): this check is where they fail.
 """
 
 from __future__ import annotations
@@ -12,10 +19,13 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 import pandera.errors
+import pandera.pandas as pa
 
+from platform_assets import quality_rules as rules
 from platform_assets.catalog_loader import CatalogEntity
+from platform_assets.catalog_model import Severity
 from platform_assets.keys import STAGED_SCHEMA, staged_table
-from platform_assets.pandera_schemas import row_schema, to_pandas
+from platform_assets.pandera_schemas import CustomChecks, failure_label, has_rules, row_schema, to_pandas
 from platform_assets.staging_sql import CAST_ERRORS_COLUMN, LINEAGE_COLUMNS
 from resources.warehouse import Warehouse
 
@@ -49,11 +59,28 @@ class ContractReport:
 
 
 def validate_staged_table(
-    warehouse: Warehouse, item: CatalogEntity, batch_rows: int = DEFAULT_BATCH_ROWS
+    warehouse: Warehouse,
+    item: CatalogEntity,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+    *,
+    severity: Severity = "error",
+    checks: CustomChecks | None = None,
 ) -> ContractReport:
+    """The staged table against the rules of `severity`; `checks` are the custom checks' functions (resolved
+    from the catalog when not given)."""
     report = ContractReport()
-    _validate_rows(warehouse, item, batch_rows, report)
-    _validate_uniqueness(warehouse, item, report)
+    if checks is None:
+        checks = rules.resolve_checks(item.source_name, item.name, item.entity)
+    model = None
+    if severity == "error" and item.entity.pandera_model is not None:
+        where = f"{item.source_name}.{item.name}"
+        model = rules.resolve_model(item.entity.pandera_model, where)
+    if not has_rules(item.entity, severity) and model is None:
+        table = _table(warehouse, item)
+        ((report.rows_checked,),) = warehouse.query(f"SELECT count(*) FROM {table}")
+        return report
+    _validate_rows(warehouse, item, batch_rows, report, severity, checks, model)
+    _validate_uniqueness(warehouse, item, report, severity)
     return report
 
 
@@ -62,18 +89,38 @@ def _table(warehouse: Warehouse, item: CatalogEntity) -> str:
 
 
 def _validate_rows(
-    warehouse: Warehouse, item: CatalogEntity, batch_rows: int, report: ContractReport
+    warehouse: Warehouse,
+    item: CatalogEntity,
+    batch_rows: int,
+    report: ContractReport,
+    severity: Severity,
+    checks: CustomChecks,
+    model: type | None = None,
 ) -> None:
-    schema = row_schema(item.entity)
+    """`model` is the entity's hand-written Pandera `DataFrameModel`, run on each batch after the catalog's
+    schema (batches are pandas with nullable dtypes: Int64, Float64, string, boolean)."""
+    schemas = [row_schema(item.entity, severity, checks)]
+    if model is not None:
+        schemas.append(_model_schema(model, item))
     columns = [*item.entity.columns, CAST_ERRORS_COLUMN, *LINEAGE_COLUMNS]
     table = staged_table(item.source_name, item.name)
     for batch in warehouse.stream_table(STAGED_SCHEMA, table, columns=columns, batch_rows=batch_rows):
         frame = to_pandas(batch)
         report.rows_checked += len(frame)
-        try:
-            schema.validate(frame, lazy=True)
-        except pandera.errors.SchemaErrors as errors:
-            _record_failures(item, frame, errors.failure_cases, report)
+        for schema in schemas:
+            try:
+                schema.validate(frame, lazy=True)
+            except pandera.errors.SchemaErrors as errors:
+                _record_failures(item, frame, errors.failure_cases, report)
+
+
+def _model_schema(model: type, item: CatalogEntity) -> pa.DataFrameSchema:
+    if not issubclass(model, pa.DataFrameModel):
+        raise rules.CatalogRuleError(
+            f"{item.source_name}.{item.name}: pandera_model {item.entity.pandera_model!r} is not a Pandera "
+            f"DataFrameModel (subclass pandera.pandas.DataFrameModel)"
+        )
+    return model.to_schema()
 
 
 def _record_failures(
@@ -82,7 +129,7 @@ def _record_failures(
     """Count every failure case, but build row details only for the few that will be reported: a batch
     where every row fails must not cost a Python object per row."""
     for (column, check), count in cases.groupby(["column", "check"], dropna=False).size().items():
-        report.counts[f"{column}: {check}"] += int(count)
+        report.counts[failure_label(str(column), str(check))] += int(count)
     room = MAX_REPORTED_VIOLATIONS - len(report.examples)
     for case in cases.head(max(room, 0)).itertuples(index=False):
         report.examples.append(_violation(item, frame, case))
@@ -92,9 +139,10 @@ def _violation(item: CatalogEntity, frame: pd.DataFrame, case: tuple) -> Violati
     """A Pandera failure case, tied back to its row when it has one (dtype failures concern a column)."""
     source_file, source_record = LINEAGE_COLUMNS
     row = None if pd.isna(case.index) else frame.iloc[int(case.index)]
+    column, rule = rules.split_label(failure_label(str(case.column), str(case.check)))
     return Violation(
-        rule=str(case.check),
-        column=str(case.column),
+        rule=rule,
+        column=column,
         value=_text(case.failure_case),
         key={} if row is None else {k: _text(row[k]) for k in item.entity.primary_key},
         source_file=None if row is None else _text(row[source_file]),
@@ -102,13 +150,16 @@ def _violation(item: CatalogEntity, frame: pd.DataFrame, case: tuple) -> Violati
     )
 
 
-def _validate_uniqueness(warehouse: Warehouse, item: CatalogEntity, report: ContractReport) -> None:
-    """Rows whose key (primary key, or a `unique` column) appears more than once: counted in full, the
-    first few listed. NULLs are the nullability rule's business, not duplicates."""
+def _validate_uniqueness(
+    warehouse: Warehouse, item: CatalogEntity, report: ContractReport, severity: Severity
+) -> None:
+    """Rows whose key (primary key, composite `unique` key, or a `unique` column) of `severity` appears more
+    than once: counted in full, the first few listed. NULLs are the nullability rule's business, not
+    duplicates."""
     entity = item.entity
     reported = [*entity.primary_key, *LINEAGE_COLUMNS]
     quote = warehouse.quote
-    for columns in entity.unique_keys():
+    for columns in rules.unique_keys(entity, severity):
         partition = ", ".join(quote(c) for c in columns)
         not_null = " AND ".join(f"{quote(c)} IS NOT NULL" for c in columns)
         counted = (
@@ -119,17 +170,19 @@ def _validate_uniqueness(warehouse: Warehouse, item: CatalogEntity, report: Cont
         if not count:
             continue
         rule_column = ", ".join(columns)
-        report.counts[f"{rule_column}: unique"] += count
+        report.counts[rules.rule_label(rule_column, rules.UNIQUE)] += count
         names = list(dict.fromkeys([*columns, *reported]))
         selected = ", ".join(quote(c) for c in names)
         room = MAX_REPORTED_VIOLATIONS - len(report.examples)
+        if room <= 0:
+            continue
         for row in warehouse.query(
             f"SELECT {selected} FROM ({duplicated}) AS duplicated ORDER BY {partition} LIMIT {room}"
         ):
             values = dict(zip(names, row, strict=True))
             report.examples.append(
                 Violation(
-                    rule="unique",
+                    rule=rules.UNIQUE,
                     column=rule_column,
                     value=", ".join(_text(values[c]) for c in columns),
                     key={k: _text(values[k]) for k in entity.primary_key},

@@ -10,20 +10,35 @@ import dagster as dg
 
 from platform_assets.catalog_loader import load_catalog
 from platform_assets.dbt_models import DBT_PROJECT_DIR, build_dbt_models
+from platform_assets.freshness import apply_freshness_policies
+from platform_assets.quality_checks import build_quality_checks
 from platform_assets.raw_assets import build_raw_asset
-from platform_assets.staged_assets import build_contract_check, build_staged_asset
+from platform_assets.schema_registry_asset import build_schema_registry_asset
+from platform_assets.staged_assets import build_contract_checks, build_staged_asset
 from resources.environment import PlatformSettings, build_executor, build_resources
+from sensors.quality_events import build_quality_events_sensor
+
+QUALITY_EVENTS_FILE = ("ops", "quality_events.jsonl")
+"""Under the data directory: the quality events the healing layer and alert channels read."""
 
 
 def build_definitions(settings: PlatformSettings) -> dg.Definitions:
     catalog = load_catalog(variables=settings.catalog_vars())
+    assets = [
+        *(build_raw_asset(item) for item in catalog),
+        *(build_staged_asset(item, settings.warehouse_kind) for item in catalog),
+        build_dbt_models(warehouse_kind=settings.warehouse_kind),
+        build_schema_registry_asset(catalog, settings.warehouse_kind),
+    ]
     return dg.Definitions(
-        assets=[
-            *(build_raw_asset(item) for item in catalog),
-            *(build_staged_asset(item, settings.warehouse_kind) for item in catalog),
-            build_dbt_models(warehouse_kind=settings.warehouse_kind),
+        # Freshness policies from the catalog, applied here at the root (platform_assets/freshness.py).
+        assets=apply_freshness_policies(assets, catalog),
+        # Records failed checks and stale assets of this whole code location (sensors/quality_events.py).
+        sensors=[build_quality_events_sensor(settings.data_dir.joinpath(*QUALITY_EVENTS_FILE))],
+        asset_checks=[
+            *(c for item in catalog for c in build_contract_checks(item)),
+            *build_quality_checks(catalog),
         ],
-        asset_checks=[build_contract_check(item) for item in catalog],
         resources=build_resources(settings, DBT_PROJECT_DIR),
         executor=build_executor(settings),
     )

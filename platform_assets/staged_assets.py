@@ -1,12 +1,14 @@
-"""Staged layer: typed warehouse tables built from the landed files, and their schema contract as a
-blocking asset check (a failed contract stops everything downstream in the run).
+"""Staged layer: typed warehouse tables built from the landed files, with rows that break error-severity
+row rules quarantined (`ops.quarantine`) instead of loaded, and two checks per table: `schema_contract`
+(error-severity rules and key uniqueness; blocking: a failure stops everything downstream in the run) and
+`quality_warnings` (warn-severity rules; reported, never blocking).
 
 Which landed files make the table depends on how the raw asset loads: a `snapshot` extraction's own files
 are the whole entity; `append` extractions (file deliveries, incremental tables and APIs) add up, each key
 taken from its latest extraction."""
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import dagster as dg
 import pyarrow as pa
@@ -22,9 +24,19 @@ from platform_assets.keys import (
     staged_key,
     staged_table,
 )
+from platform_assets.quality_profile import profile_sql, read_profile
+from platform_assets.quality_rules import resolve_checks, resolve_model
+from platform_assets.quality_score import quality_metadata
+from platform_assets.quarantine import (
+    QUARANTINE_SCHEMA,
+    QUARANTINE_TABLE,
+    SplitSummary,
+    StagingSplit,
+    over_threshold_message,
+)
 from platform_assets.raw_assets import LANDED_FILES_METADATA, LOAD_KIND_METADATA
+from platform_assets.relationship_checks import last_orphan_rate
 from platform_assets.staging_sql import DUCKDB_TYPES, staging_select
-from resources.file_query import stream_query
 from resources.landing import LandingZone
 from resources.warehouse import Warehouse
 from resources.warehouse_io_manager import load_metadata
@@ -33,6 +45,7 @@ if TYPE_CHECKING:
     from platform_assets.contract_validation import ContractReport
 
 CONTRACT_CHECK_NAME = "schema_contract"
+WARNINGS_CHECK_NAME = "quality_warnings"
 
 
 class StagingConfig(dg.Config):
@@ -48,6 +61,7 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
     entity = item.entity
     upstream = raw_key(item.source_name, item.name)
     table = staged_table(item.source_name, item.name)
+    checks = resolve_checks(item.source_name, item.name, entity)
 
     @dg.asset(
         key=staged_key(item.source_name, item.name),
@@ -77,44 +91,122 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
         },
     )
     def staged_entity(
-        context: dg.AssetExecutionContext, config: StagingConfig, landing: LandingZone
+        context: dg.AssetExecutionContext, config: StagingConfig, landing: LandingZone, warehouse: Warehouse
     ) -> dg.Output[pa.RecordBatchReader]:
         landed = _landed_files(context, upstream, landing, item)
         columns = _require_declared_columns(item, landed)
         context.log.info(f"Staging {STAGED_SCHEMA}.{table} from {len(landed)} landed file(s)")
-        rows = stream_query(
+        split = StagingSplit(
             staging_select(entity, landed, columns, context.run.run_id),
+            entity,
+            checks,
+            landing.spill_dir() / f"staging-{context.run.run_id}-{table}.duckdb",
             batch_rows=config.batch_rows,
-            spill_dir=landing.spill_dir(),
         )
-        return dg.Output(rows, metadata={"landed_files": len(landed)})
+        try:
+            summary = split.summary()
+            if summary.bad_fraction > entity.max_bad_fraction:
+                raise StagingError(
+                    over_threshold_message(
+                        f"{item.source_name}.{item.name}",
+                        f"{STAGED_SCHEMA}.{table}",
+                        summary,
+                        entity.max_bad_fraction,
+                    )
+                )
+            if summary.bad:
+                # Written before the staged table (the IO manager loads it after this returns): should that
+                # load fail, these rows stay, tagged with this run's id, and the staged table keeps its
+                # previous contents; the retry quarantines them again under its own run id.
+                context.log.warning(
+                    f"Quarantining {summary.bad} of {summary.total} row(s) of {STAGED_SCHEMA}.{table} into "
+                    f"{QUARANTINE_SCHEMA}.{QUARANTINE_TABLE}: {dict(summary.by_rule)}"
+                )
+                warehouse.load(
+                    QUARANTINE_SCHEMA,
+                    QUARANTINE_TABLE,
+                    split.quarantine_rows(context.asset_key.to_user_string(), context.run.run_id),
+                    mode="append",
+                )
+            profile = read_profile(
+                split.aggregate_staged_rows(lambda rows: profile_sql(rows, entity)), entity
+            )
+            rows = split.staged_rows()
+        except BaseException:
+            split.close()
+            raise
+        quality = quality_metadata(
+            profile,
+            entity,
+            rows_quarantined=summary.bad,
+            orphan_rate=last_orphan_rate(context.instance, context.asset_key),
+        )
+        return dg.Output(
+            rows,
+            metadata={
+                "landed_files": len(landed),
+                **_quarantine_metadata(summary),
+                **profile.metadata(),
+                **quality,
+            },
+        )
 
     return staged_entity
 
 
-def build_contract_check(item: CatalogEntity) -> dg.AssetChecksDefinition:
+def _quarantine_metadata(summary: SplitSummary) -> dict[str, dg.MetadataValue]:
+    """What staging set aside. (Other per-materialization metadata, e.g. a profile, belongs beside it.)"""
+    return {
+        "rows_quarantined": dg.MetadataValue.int(summary.bad),
+        "quarantined_by_rule": dg.MetadataValue.json(dict(summary.by_rule)),
+        "bad_fraction": dg.MetadataValue.float(round(summary.bad_fraction, 6)),
+    }
+
+
+def build_contract_checks(item: CatalogEntity) -> list[dg.AssetChecksDefinition]:
+    """Both checks of a staged table: `schema_contract` (blocking) and `quality_warnings`."""
+    return [build_contract_check(item, "error"), build_contract_check(item, "warn")]
+
+
+def build_contract_check(
+    item: CatalogEntity, severity: Literal["error", "warn"] = "error"
+) -> dg.AssetChecksDefinition:
+    error = severity == "error"
+    checks = resolve_checks(item.source_name, item.name, item.entity)
+    if error and item.entity.pandera_model is not None:  # fails the code location now, naming the entity
+        resolve_model(item.entity.pandera_model, f"{item.source_name}.{item.name}")
+    description = (
+        "Error-severity rules declared in the catalog (types, nullability, ranges, allowed values, regex, "
+        "lengths, custom checks; Pandera, batch by batch) and key uniqueness (primary key, unique columns "
+        "and composite keys, computed by the warehouse). Blocking: a failure stops downstream models in "
+        "the run."
+        if error
+        else "Rules declared with `severity: warn` in the catalog (Pandera, batch by batch; unique columns "
+        "computed by the warehouse). Reported, never blocking."
+    )
+
     @dg.asset_check(
         asset=staged_key(item.source_name, item.name),
-        name=CONTRACT_CHECK_NAME,
-        blocking=True,
+        name=CONTRACT_CHECK_NAME if error else WARNINGS_CHECK_NAME,
+        blocking=error,
         pool=WAREHOUSE_POOL,
-        description="Types, nullability, ranges, allowed values and key uniqueness declared in the catalog "
-        "(Pandera, batch by batch). Blocking: a failure stops downstream models in the run.",
+        description=description,
     )
     def contract(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) -> dg.AssetCheckResult:
         # Imported here, not at the top: pandas and Pandera take seconds to import, and loading the code
         # location (every `dagster dev` reload, every run worker) should not pay for them.
         from platform_assets.contract_validation import validate_staged_table
 
-        report = validate_staged_table(warehouse, item)
+        report = validate_staged_table(warehouse, item, severity=severity, checks=checks)
         if not report.passed:
-            context.log.error(
-                f"{item.source_name}.{item.name}: {report.violation_count} contract violation(s): "
-                f"{dict(report.counts)}"
+            log = context.log.error if error else context.log.warning
+            log(
+                f"{item.source_name}.{item.name}: {report.violation_count} {severity}-severity "
+                f"violation(s): {dict(report.counts)}"
             )
         return dg.AssetCheckResult(
             passed=report.passed,
-            severity=dg.AssetCheckSeverity.ERROR,
+            severity=dg.AssetCheckSeverity.ERROR if error else dg.AssetCheckSeverity.WARN,
             metadata=_report_metadata(item, report),
         )
 

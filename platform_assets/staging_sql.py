@@ -4,6 +4,11 @@ Every declared column is cast with TRY_CAST, so one bad value does not abort the
 did not parse are kept, verbatim, in `_cast_errors` (`column=value; ...`) where the schema check finds
 and reports them. Undeclared columns stay in the landed files and are not staged.
 
+`_violations` lists, per row, the error-severity row rules it breaks (`amount: min`), compiled from the
+catalog to SQL here so that staging can split good rows from quarantined ones without a pandas round trip;
+NULL when the row breaks none. Custom checks (`check:`, Python) cannot be compiled: staging applies them to
+the stream itself (`platform_assets/quarantine.py`).
+
 Rows are taken from each key's latest extraction: an updated row, landed again by a later incremental run,
 replaces its earlier version, while two rows with the same key in ONE extraction both stay, for the schema
 contract to report as a duplicate instead of one being dropped silently.
@@ -13,11 +18,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from platform_assets.catalog_model import ColumnType, Entity
+from platform_assets import quality_rules as rules
+from platform_assets.catalog_model import Column, ColumnType, Entity
 from resources.duckdb_warehouse import quote_identifier
 from resources.landing import EXTRACTED_AT_COLUMN, SOURCE_COLUMN
 
 CAST_ERRORS_COLUMN = "_cast_errors"
+VIOLATIONS_COLUMN = "_violations"
 ORIGIN_COLUMN = "_origin"
 """Where a row was delivered: the source file, or the API page (`page 3`); NULL for database rows."""
 RECORD_COLUMN = "_record"
@@ -46,6 +53,7 @@ def staging_select(entity: Entity, landed_files: list[Path], landed_columns: set
     """SELECT of the staged table from `landed_files`, whose columns (over all files) are `landed_columns`."""
     typed = []
     cast_errors = []
+    violations = []
     for name, column in entity.columns.items():
         raw = quote_identifier(name)
         cast = f"TRY_CAST({raw} AS {DUCKDB_TYPES[column.type]})"
@@ -54,9 +62,13 @@ def staging_select(entity: Entity, landed_files: list[Path], landed_columns: set
         cast_errors.append(
             f"CASE WHEN {raw} IS NOT NULL AND {cast} IS NULL THEN {label} || {raw}::VARCHAR END"
         )
+        if rules.column_severity(entity, name) == "error":
+            violations += _violations(name, column, entity, raw, cast)
+    violation_list = f"list_filter([{', '.join(violations)}]::VARCHAR[], lambda v: v IS NOT NULL)"
     selected = [
         *typed,
         f"NULLIF(concat_ws('; ', {', '.join(cast_errors)}), '') AS {quote_identifier(CAST_ERRORS_COLUMN)}",
+        f"NULLIF({violation_list}, []::VARCHAR[]) AS {quote_identifier(VIOLATIONS_COLUMN)}",
         f"{_origin(landed_columns)} AS {quote_identifier(ORIGIN_COLUMN)}",
         f"{_optional(RECORD_COLUMN, landed_columns, 'BIGINT')} AS {quote_identifier(RECORD_COLUMN)}",
         quote_identifier(SOURCE_COLUMN),
@@ -74,6 +86,31 @@ def staging_select(entity: Entity, landed_files: list[Path], landed_columns: set
         f"FROM read_parquet([{files}], union_by_name = true)"
     )
     return f"SELECT {', '.join(selected)} FROM ({latest}) WHERE {extracted_at} = __latest_extraction"
+
+
+def _violations(name: str, column: Column, entity: Entity, raw: str, cast: str) -> list[str]:
+    """One `CASE` per rule of an error-severity column: its label when the row breaks it, else NULL."""
+
+    def broken(rule: str, condition: str) -> str:
+        return f"CASE WHEN {condition} THEN {sql_string(rules.rule_label(name, rule))} END"
+
+    cases = [broken(rules.TYPE, f"{raw} IS NOT NULL AND {cast} IS NULL")]
+    if not entity.is_nullable(name):
+        cases.append(broken(rules.NULLABLE, f"{raw} IS NULL"))
+    if column.min is not None:
+        cases.append(broken(rules.MIN, f"{cast} < {column.min!r}"))
+    if column.max is not None:
+        cases.append(broken(rules.MAX, f"{cast} > {column.max!r}"))
+    if column.allowed_values is not None:
+        allowed = ", ".join(sql_string(value) for value in column.allowed_values) or "NULL"
+        cases.append(broken(rules.ALLOWED_VALUES, f"{cast}::VARCHAR NOT IN ({allowed})"))
+    if column.regex is not None:
+        cases.append(broken(rules.REGEX, f"NOT regexp_full_match({cast}, {sql_string(column.regex)})"))
+    if column.min_length is not None:
+        cases.append(broken(rules.MIN_LENGTH, f"length({cast}) < {column.min_length}"))
+    if column.max_length is not None:
+        cases.append(broken(rules.MAX_LENGTH, f"length({cast}) > {column.max_length}"))
+    return cases
 
 
 def _origin(landed_columns: set[str]) -> str:

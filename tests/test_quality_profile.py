@@ -12,9 +12,11 @@ from pathlib import Path
 import dagster as dg
 import pyarrow as pa
 import pytest
+from conftest import LocalPlatform
 
 from platform_assets.catalog_model import Source
 from platform_assets.quality_profile import compute_profile, measure_columns, profile_sql
+from platform_assets.quality_score import WEIGHTS
 from resources.duckdb_warehouse import quote_identifier
 from resources.landing import Lineage, write_parquet
 
@@ -138,3 +140,18 @@ def test_profile_sql_is_one_aggregate_over_the_select() -> None:
     sql = profile_sql("SELECT 1", ENTITY)
     assert sql.count("FROM (SELECT 1) AS __staged") == 1
     assert 'count(DISTINCT ("order_id", "line_no"))' in sql
+
+
+def test_each_staged_materialization_records_its_profile_and_quality_score(
+    local_platform: LocalPlatform,
+) -> None:
+    result = local_platform.materialize_ingestion()
+    assert result.success
+    (event,) = result.asset_materializations_for_node("staged__shop__orders")
+    metadata = {name: value.value for name, value in event.metadata.items()}
+    assert metadata["rows_quarantined"] == 0
+    assert metadata["quality/score"] == 100.0
+    assert set(metadata) >= {f"quality/{d}" for d in WEIGHTS}
+    assert metadata["profile/null_rate/status"] == 0.0
+    assert metadata["profile/mean/amount"] > 0
+    assert metadata["profile"]["rows"] == metadata["dagster/row_count"]

@@ -1,7 +1,9 @@
 """The thin slice, end to end on the embedded default: orders CSV -> raw Parquet -> staged DuckDB table
-(blocking schema contract) -> dbt staging model -> daily revenue mart."""
+(bad rows quarantined; blocking schema contract) -> dbt staging model -> daily revenue mart."""
 
 from __future__ import annotations
+
+import json
 
 import dagster as dg
 import pandas as pd
@@ -23,8 +25,14 @@ def _mart(platform: LocalPlatform) -> pd.DataFrame:
         return con.sql("SELECT * FROM analytics.fct_daily_revenue ORDER BY order_date").df()
 
 
-def _contract_evaluation(result: dg.ExecuteInProcessResult) -> dg.AssetCheckEvaluation:
-    (evaluation,) = [e for e in result.get_asset_check_evaluations() if e.asset_key == STAGED_ORDERS]
+def _contract_evaluation(
+    result: dg.ExecuteInProcessResult, name: str = "schema_contract"
+) -> dg.AssetCheckEvaluation:
+    (evaluation,) = [
+        e
+        for e in result.get_asset_check_evaluations()
+        if e.asset_key == STAGED_ORDERS and e.check_name == name
+    ]
     return evaluation
 
 
@@ -54,44 +62,71 @@ def test_whole_slice_materializes_and_mart_matches_source_orders(local_platform:
 
     evaluations = result.get_asset_check_evaluations()
     assert _contract_evaluation(result).passed
+    assert _contract_evaluation(result, "quality_warnings").passed
     dbt_tests = [e for e in evaluations if e.asset_key != STAGED_ORDERS]
     assert len(dbt_tests) >= 4 and all(e.passed for e in dbt_tests)
+    staged = [e for e in result.get_asset_materialization_events() if e.asset_key == STAGED_ORDERS]
+    assert staged[0].materialization.metadata["rows_quarantined"].value == 0
 
 
-def test_bad_orders_fail_the_blocking_check_name_the_rows_and_leave_the_mart_alone(
+def test_bad_orders_are_quarantined_and_duplicates_fail_the_blocking_check_leaving_the_mart_alone(
     local_platform: LocalPlatform,
 ) -> None:
     assert local_platform.materialize_all().success
     mart_before = _mart(local_platform)
     ((orders_before,),) = local_platform.warehouse.query("SELECT count(*) FROM staged.shop__orders")
 
-    # A new delivery: orders 1, 3, 4 and 5 are corrections of delivered orders, the second row is new.
-    (local_platform.orders_dir / "orders_bad.csv").write_text(
-        "order_id,customer_id,order_ts,status,currency,amount,updated_at\n"
+    # A new delivery: orders 1, 3, 4 and 5 are corrections of delivered orders; the second row has no key;
+    # order 900001 is delivered twice in the same file.
+    header = "order_id,customer_id,order_ts,status,currency,amount,updated_at\n"
+    good = (
         "1,10,2026-01-02 10:00:00,paid,EUR,12.50,2026-01-02 10:00:00\n"
+        "5,14,2026-01-03 09:00:00,shipped,EUR,7.25,2026-01-03 09:00:00\n"
+    )
+    bad = (
         ",11,2026-01-02 11:00:00,paid,EUR,20.00,2026-01-02 11:00:00\n"
         "3,12,2026-01-02 12:00:00,paid,EUR,-5.00,2026-01-02 12:00:00\n"
         "4,13,2026-01-02 13:00:00,paid,EUR,twelve,2026-01-02 13:00:00\n"
-        "5,14,2026-01-03 09:00:00,shipped,EUR,7.25,2026-01-03 09:00:00\n"
     )
+    duplicated = (
+        "900001,15,2026-01-03 10:00:00,paid,EUR,1.00,2026-01-03 10:00:00\n"
+        "900001,16,2026-01-03 11:00:00,paid,EUR,2.00,2026-01-03 11:00:00\n"
+    )
+    delivery = local_platform.orders_dir / "orders_bad.csv"
+    delivery.write_text(header + good + bad + duplicated)
     result = local_platform.materialize_all()
+
+    staged = next(e for e in result.get_asset_materialization_events() if e.asset_key == STAGED_ORDERS)
+    assert staged.materialization.metadata["rows_quarantined"].value == 3
+    assert staged.materialization.metadata["quarantined_by_rule"].value == {
+        "order_id: nullable": 1,
+        "amount: min": 1,
+        "amount: type": 1,
+    }
+    quarantined = local_platform.warehouse.query(
+        'SELECT "column", rule, row_json FROM ops.quarantine WHERE run_id = ?', [result.run_id]
+    )
+    rows = {(column, rule): json.loads(row) for column, rule, row in quarantined}
+    assert rows[("amount", "type")]["_cast_errors"] == "amount=twelve"
+    assert rows[("amount", "type")]["order_id"] == 4
+    assert rows[("amount", "min")]["amount"] == -5.0
+    assert rows[("order_id", "nullable")]["_record"] == 4
+    assert all(row["_origin"] == "orders/orders_bad.csv" for row in rows.values())
+    # Each key is taken from its latest extraction: a bad correction is quarantined and its key is absent
+    # from the staged table until a valid correction arrives (never a silently stale version).
+    assert local_platform.warehouse.query("SELECT * FROM staged.shop__orders WHERE order_id IN (3, 4)") == []
 
     evaluation = _contract_evaluation(result)
     assert not evaluation.passed
     assert evaluation.severity == dg.AssetCheckSeverity.ERROR
     metadata = evaluation.metadata
-    assert metadata["rows_checked"].value == orders_before + 1
-    by_rule = metadata["violations_by_rule"].value
-    assert by_rule["order_id: not_nullable"] == 1
-    assert by_rule["amount: greater_than_or_equal_to(0.0)"] == 1
-    assert by_rule["_cast_errors: values_parse_as_declared_types"] == 1
-    rows = [record.data for record in metadata["offending_rows"].value.records]
-    named = {(r["column"], r["order_id"], r["record"]) for r in rows}
-    assert ("order_id", "", 3) in named
-    assert ("amount", "3", 4) in named
-    assert ("_cast_errors", "4", 5) in named
-    assert next(r for r in rows if r["column"] == "_cast_errors")["value"] == "amount=twelve"
-    assert all(r["origin"] == "orders/orders_bad.csv" for r in rows)
+    assert metadata["rows_checked"].value == orders_before - 2 + 2, "orders 3, 4 out; 900001 twice in"
+    assert metadata["violations_by_rule"].value == {"order_id: unique": 2}
+    offending = [record.data for record in metadata["offending_rows"].value.records]
+    assert sorted((r["order_id"], r["record"], r["origin"]) for r in offending) == [
+        ("900001", 7, "orders/orders_bad.csv"),
+        ("900001", 8, "orders/orders_bad.csv"),
+    ]
 
     mart_materializations = [e for e in result.get_asset_materialization_events() if e.asset_key == MART]
     assert mart_materializations == []

@@ -1,0 +1,213 @@
+"""Splitting a staging run into the rows that go to the staged table and the rows that go to quarantine.
+
+The staging SELECT (`staging_sql.staging_select`) already marks, per row, the error-severity row rules it
+breaks (`_violations`, compiled to SQL). It is materialized ONCE into a scratch DuckDB file under the
+landing's spill directory (DuckDB spills there when the data outgrows `memory_limit`), then:
+
+1. custom checks (`check:`, Python, not compilable to SQL) run over that one column, batch by batch (pandas
+   on that column only); the rows they reject are written back to the scratch database, batch by batch;
+2. one aggregate counts all rows, bad rows and failures per rule (`summary`), BEFORE anything is written:
+   the caller refuses the whole step when the bad fraction is over the entity's `max_bad_fraction`;
+3. `quarantine_rows` streams one row per (bad row, broken rule) for `ops.quarantine`;
+4. `staged_rows` streams the good rows, without `_violations`; the scratch database is deleted once that
+   stream is exhausted (or closed).
+
+Memory stays bounded by the batch size and DuckDB's memory limit, never by the delivery.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from platform_assets import quality_rules as rules
+from platform_assets.catalog_model import Entity
+from platform_assets.staging_sql import (
+    CAST_ERRORS_COLUMN,
+    ORIGIN_COLUMN,
+    RECORD_COLUMN,
+    VIOLATIONS_COLUMN,
+    sql_string,
+)
+from resources.duckdb_warehouse import quote_identifier
+from resources.file_query import DEFAULT_MEMORY_LIMIT
+from resources.landing import EXTRACTED_AT_COLUMN, SOURCE_COLUMN
+
+QUARANTINE_SCHEMA = "ops"
+QUARANTINE_TABLE = "quarantine"
+QUARANTINE_COLUMNS = ("asset_key", "run_id", "rule", "column", "row_json", "quarantined_at")
+"""One row per broken rule of a quarantined row: `row_json` is the whole staged row as JSON text (typed
+values; a value that did not parse is NULL there and kept verbatim in `_cast_errors`), with its lineage
+(`_origin`, `_record`, `_source`, `_extracted_at`)."""
+
+_ROW = "__row"
+
+
+@dataclass
+class SplitSummary:
+    total: int = 0
+    bad: int = 0
+    by_rule: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def bad_fraction(self) -> float:
+        return self.bad / self.total if self.total else 0.0
+
+
+class StagingSplit:
+    """The staged rows of one run in a scratch DuckDB file, with each row's broken error-severity rules."""
+
+    def __init__(
+        self,
+        select_sql: str,
+        entity: Entity,
+        checks: Mapping[str, Callable[[Any], Any]],
+        scratch: Path,
+        *,
+        batch_rows: int,
+        memory_limit: str = DEFAULT_MEMORY_LIMIT,
+    ) -> None:
+        self.entity = entity
+        self.batch_rows = batch_rows
+        self.scratch = scratch
+        scratch.parent.mkdir(parents=True, exist_ok=True)
+        _remove(scratch)
+        self.con = duckdb.connect(
+            str(scratch),
+            config={
+                "temp_directory": str(scratch.parent),
+                "memory_limit": memory_limit,
+                "preserve_insertion_order": False,
+            },
+        )
+        try:
+            self.con.execute(f"CREATE TABLE staged AS {select_sql}")
+            self.con.execute(f"CREATE TABLE custom_failures ({_ROW} BIGINT, violation VARCHAR)")
+            for name, function in checks.items():
+                if rules.column_severity(entity, name) == "error":
+                    self._run_check(name, function)
+            self.con.execute(_final_view())
+        except BaseException:
+            self.close()
+            raise
+
+    def _run_check(self, name: str, function: Callable[[Any], Any]) -> None:
+        """Rows whose (non-null) value of `name` the custom check rejects, into `custom_failures`."""
+        from platform_assets.pandera_schemas import apply_check, to_pandas
+
+        column = quote_identifier(name)
+        label = rules.rule_label(name, rules.CHECK)
+        reader = self.con.cursor()
+        writer = self.con.cursor()
+        try:
+            batches = reader.sql(
+                f"SELECT rowid AS {_ROW}, {column} FROM staged WHERE {column} IS NOT NULL"
+            ).to_arrow_reader(self.batch_rows)
+            for batch in batches:
+                frame = to_pandas(batch)
+                valid = apply_check(function, frame[name])
+                rejected = pa.table(
+                    {
+                        _ROW: pa.array(frame.loc[~valid.to_numpy(), _ROW].to_numpy(), pa.int64()),
+                        "violation": pa.array([label] * int((~valid).sum()), pa.string()),
+                    }
+                )
+                if rejected.num_rows:
+                    writer.register("__rejected", rejected)
+                    writer.execute("INSERT INTO custom_failures SELECT * FROM __rejected")
+                    writer.unregister("__rejected")
+        finally:
+            reader.close()
+            writer.close()
+
+    def summary(self) -> SplitSummary:
+        violations = quote_identifier(VIOLATIONS_COLUMN)
+        ((total, bad),) = self.con.execute(f"SELECT count(*), count({violations}) FROM final").fetchall()
+        by_rule = self.con.execute(
+            f"SELECT v, count(*) FROM (SELECT unnest({violations}) AS v FROM final) GROUP BY v ORDER BY v"
+        ).fetchall()
+        return SplitSummary(total, bad, Counter({rule: count for rule, count in by_rule}))
+
+    def quarantine_rows(self, asset_key: str, run_id: str) -> pa.RecordBatchReader:
+        """One row per broken rule of each bad row, shaped as `ops.quarantine`."""
+        row = ", ".join(
+            f"{sql_string(name)}, {quote_identifier(name)}"
+            for name in [*self.entity.columns, *_LINEAGE_IN_JSON]
+        )
+        sql = (
+            f"SELECT {sql_string(asset_key)} AS asset_key, {sql_string(run_id)} AS run_id, "
+            f"split_part(v, ': ', 2) AS rule, split_part(v, ': ', 1) AS {quote_identifier('column')}, "
+            f"json_object({row})::VARCHAR AS row_json, now()::TIMESTAMP AS quarantined_at "
+            f"FROM (SELECT *, unnest({quote_identifier(VIOLATIONS_COLUMN)}) AS v FROM final) AS broken"
+        )
+        cursor = self.con.cursor()
+        reader = cursor.sql(sql).to_arrow_reader(self.batch_rows)
+        return pa.RecordBatchReader.from_batches(reader.schema, _closing(reader, cursor.close))
+
+    def aggregate_staged_rows(self, aggregate: Callable[[str], str]) -> dict[str, Any]:
+        """One aggregate over the rows that will be staged (`aggregate` turns a SELECT of them into a
+        one-row query), without running the staging query again: e.g. the data profile."""
+        violations = quote_identifier(VIOLATIONS_COLUMN)
+        good = f"SELECT * EXCLUDE ({violations}) FROM final WHERE {violations} IS NULL"
+        return self.con.sql(aggregate(good)).to_arrow_table().to_pylist()[0]
+
+    def staged_rows(self) -> pa.RecordBatchReader:
+        """The good rows, without `_violations`. Takes over the scratch database: it is closed and deleted
+        when the stream is exhausted or fails."""
+        violations = quote_identifier(VIOLATIONS_COLUMN)
+        reader = self.con.sql(
+            f"SELECT * EXCLUDE ({violations}) FROM final WHERE {violations} IS NULL"
+        ).to_arrow_reader(self.batch_rows)
+        return pa.RecordBatchReader.from_batches(reader.schema, _closing(reader, self.close))
+
+    def close(self) -> None:
+        with contextlib.suppress(duckdb.Error):
+            self.con.close()
+        _remove(self.scratch)
+
+
+_LINEAGE_IN_JSON = (CAST_ERRORS_COLUMN, ORIGIN_COLUMN, RECORD_COLUMN, SOURCE_COLUMN, EXTRACTED_AT_COLUMN)
+
+
+def _final_view() -> str:
+    """`staged` with the custom checks' rejections merged into `_violations` (NULL = a good row)."""
+    violations = quote_identifier(VIOLATIONS_COLUMN)
+    return (
+        f"CREATE VIEW final AS SELECT s.* EXCLUDE ({violations}), "
+        f"CASE WHEN c.found IS NULL THEN s.{violations} "
+        f"ELSE list_concat(coalesce(s.{violations}, []::VARCHAR[]), c.found) END AS {violations} "
+        f"FROM staged AS s LEFT JOIN ("
+        f"SELECT {_ROW}, list(violation ORDER BY violation) AS found FROM custom_failures GROUP BY {_ROW}"
+        f") AS c ON s.rowid = c.{_ROW}"
+    )
+
+
+def _closing(reader: pa.RecordBatchReader, close: Callable[[], None]) -> Iterator[pa.RecordBatch]:
+    try:
+        yield from reader
+    finally:
+        close()
+
+
+def _remove(path: Path) -> None:
+    for leftover in (path, path.with_name(path.name + ".wal")):
+        leftover.unlink(missing_ok=True)
+
+
+def over_threshold_message(where: str, table: str, summary: SplitSummary, max_bad_fraction: float) -> str:
+    rules_text = ", ".join(f"{rule} {count}" for rule, count in summary.by_rule.most_common())
+    return (
+        f"{where}: {summary.bad} of {summary.total} rows ({summary.bad_fraction:.1%}) break error-severity "
+        f"rules, more than max_bad_fraction {max_bad_fraction:.1%} allows. Failures per rule: {rules_text}. "
+        f"Nothing was written (neither {table} nor {QUARANTINE_SCHEMA}.{QUARANTINE_TABLE}). Fix the "
+        f"delivery at the source (the rows are in the landed files), or, if this share of bad rows is "
+        f"acceptable, raise `max_bad_fraction` of {where} in the catalog, or lower the rules to "
+        f"`severity: warn`."
+    )

@@ -1,0 +1,266 @@
+"""Quarantine in staging, through real Dagster materializations on DuckDB and PostgreSQL: rows breaking an
+error-severity row rule go to `ops.quarantine` (one row per broken rule, the row as JSON), the rest to the
+staged table, every delivered row in exactly one of them; warn-severity rules only report; duplicates are not
+quarantined but fail the blocking check, which stops what is downstream; a delivery with more bad rows than
+`max_bad_fraction` fails the staging step and writes nothing."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+
+from platform_assets.catalog_loader import CatalogEntity
+from platform_assets.catalog_model import Source
+from platform_assets.dbt_models import DBT_PROJECT_DIR
+from platform_assets.keys import STAGED_SCHEMA, staged_key, staged_table
+from platform_assets.quarantine import QUARANTINE_SCHEMA, QUARANTINE_TABLE
+from platform_assets.raw_assets import build_raw_asset
+from platform_assets.staged_assets import build_contract_checks, build_staged_asset
+from resources.environment import PG_PASSWORD_VAR, PlatformEnvironment, PlatformSettings, build_resources
+from resources.warehouse import Warehouse
+
+HEADER = "order_id,email,code,status,amount,qty,note,nickname"
+STAGED = staged_key("acme", "orders")
+DOWNSTREAM = dg.AssetKey(["downstream_of_orders"])
+
+
+def _source(root: Path, max_bad_fraction: float = 0.25) -> CatalogEntity:
+    source = Source.model_validate(
+        {
+            "source": "acme",
+            "connection": {"kind": "files", "root": str(root)},
+            "entities": {
+                "orders": {
+                    "file": {"format": "csv", "path": "orders/*.csv"},
+                    "primary_key": ["order_id"],
+                    "unique": [["email", "code"]],
+                    "max_bad_fraction": max_bad_fraction,
+                    "columns": {
+                        "order_id": {"type": "integer"},
+                        "email": {"type": "string", "regex": r"[^@\s]+@[^@\s]+\.[a-z]+", "max_length": 40},
+                        "code": {"type": "string", "min_length": 3, "max_length": 5},
+                        "status": {
+                            "type": "string",
+                            "nullable": False,
+                            "allowed_values": ["paid", "shipped"],
+                        },
+                        "amount": {"type": "double", "min": 0, "max": 1000},
+                        "qty": {"type": "integer"},
+                        "note": {"type": "string", "check": "quality_rule_checks.is_upper"},
+                        "nickname": {"type": "string", "min_length": 2, "severity": "warn"},
+                    },
+                }
+            },
+        }
+    )
+    return CatalogEntity(source, "orders", source.entities["orders"])
+
+
+def good_row(i: int) -> str:
+    return f"{i},user{i}@shop.example,C{i:02d},paid,{i}.5,{i},OK,nick{i}"
+
+
+@dataclass
+class MiniPlatform:
+    root: Path
+    settings: PlatformSettings
+    instance: dg.DagsterInstance
+    warehouse: Warehouse
+    downstream_runs: list[str]
+
+    def deliver(self, name: str, lines: list[str]) -> None:
+        orders = self.root / "orders"
+        orders.mkdir(parents=True, exist_ok=True)
+        (orders / name).write_text("\n".join([HEADER, *lines]) + "\n")
+
+    def materialize(self, max_bad_fraction: float = 0.25) -> dg.ExecuteInProcessResult:
+        item = _source(self.root, max_bad_fraction)
+
+        @dg.asset(key=DOWNSTREAM, deps=[STAGED])
+        def downstream(context) -> None:
+            self.downstream_runs.append(context.run.run_id)
+
+        definitions = dg.Definitions(
+            assets=[build_raw_asset(item), build_staged_asset(item, self.warehouse.kind), downstream],
+            asset_checks=build_contract_checks(item),
+            resources=build_resources(self.settings, DBT_PROJECT_DIR),
+        )
+        job = definitions.resolve_implicit_global_asset_job_def()
+        return job.execute_in_process(instance=self.instance, raise_on_error=False)
+
+    def staged(self, columns: str) -> list[tuple]:
+        table = self.warehouse.table_ref(STAGED_SCHEMA, staged_table("acme", "orders"))
+        return self.warehouse.query(f"SELECT {columns} FROM {table} ORDER BY order_id")
+
+    def quarantine(self) -> list[dict]:
+        if QUARANTINE_TABLE not in self.warehouse.tables(QUARANTINE_SCHEMA):
+            return []
+        table = self.warehouse.table_ref(QUARANTINE_SCHEMA, QUARANTINE_TABLE)
+        quote = self.warehouse.quote
+        names = ["asset_key", "run_id", "rule", "column", "row_json", "quarantined_at"]
+        rows = self.warehouse.query(f"SELECT {', '.join(quote(n) for n in names)} FROM {table}")
+        return [dict(zip(names, row, strict=True)) for row in rows]
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def platform(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[MiniPlatform]:
+    settings = PlatformSettings.local(tmp_path / "data")
+    if request.param == "postgres":
+        url = sa.make_url(request.getfixturevalue("postgres_database"))
+        monkeypatch.setenv(PG_PASSWORD_VAR, "")
+        settings = PlatformSettings(
+            PlatformEnvironment.POSTGRES,
+            settings.data_dir,
+            {
+                "PLATFORM_PG_HOST": str(url.host),
+                "PLATFORM_PG_PORT": str(url.port),
+                "PLATFORM_PG_USER": str(url.username),
+                "PLATFORM_PG_DATABASE": str(url.database),
+            },
+        )
+    warehouse = build_resources(settings, DBT_PROJECT_DIR)["warehouse"]
+    with dg.instance_for_test() as instance:
+        yield MiniPlatform(tmp_path / "deliveries", settings, instance, warehouse, [])
+
+
+def _check(result: dg.ExecuteInProcessResult, name: str) -> dg.AssetCheckEvaluation:
+    (evaluation,) = [e for e in result.get_asset_check_evaluations() if e.check_name == name]
+    return evaluation
+
+
+def _staged_materialization(result: dg.ExecuteInProcessResult) -> dg.AssetMaterialization:
+    (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key == STAGED]
+    return event.materialization
+
+
+BAD_ROWS = {
+    # line in the file (header = 1) -> (row, rules it breaks)
+    42: (",a@shop.example,C41,paid,1,1,OK,nick", {("order_id", "nullable")}),
+    43: ("42,not-an-email,C42,paid,1,1,OK,nick", {("email", "regex")}),
+    44: ("43,b@shop.example,TOOLONG,paid,1,1,OK,nick", {("code", "max_length")}),
+    45: ("44,c@shop.example,AB,lost,1,1,OK,nick", {("code", "min_length"), ("status", "allowed_values")}),
+    46: ("45,d@shop.example,C45,paid,-3,1,OK,nick", {("amount", "min")}),
+    47: ("46,e@shop.example,C46,paid,5000,1,OK,nick", {("amount", "max")}),
+    48: ("47,f@shop.example,C47,paid,1,many,OK,nick", {("qty", "type")}),
+    49: ("48,g@shop.example,C48,paid,1,1,lower,nick", {("note", "check")}),
+    50: ("49,h@shop.example,C49,,1,1,OK,nick", {("status", "nullable")}),
+}
+WARN_ONLY = "50,i@shop.example,C50,shipped,1,1,OK,x"
+
+
+def test_error_rules_quarantine_rows_warn_rules_report_and_no_row_is_lost(platform: MiniPlatform) -> None:
+    good = [good_row(i) for i in range(1, 41)]
+    platform.deliver("orders_1.csv", [*good, *(row for row, _ in BAD_ROWS.values()), WARN_ONLY])
+    delivered_lines = set(range(2, 2 + len(good) + len(BAD_ROWS) + 1))
+
+    result = platform.materialize()
+    assert result.success, "under max_bad_fraction: quarantine, load the rest, carry on"
+    assert platform.downstream_runs == [result.run_id]
+
+    materialization = _staged_materialization(result)
+    expected_by_rule = {f"{column}: {rule}": 1 for _, broken in BAD_ROWS.values() for column, rule in broken}
+    assert materialization.metadata["rows_quarantined"].value == len(BAD_ROWS)
+    assert materialization.metadata["quarantined_by_rule"].value == expected_by_rule
+    assert materialization.metadata["bad_fraction"].value == pytest.approx(len(BAD_ROWS) / 50)
+    assert materialization.metadata["rows_written"].value == 41
+
+    quarantined = platform.quarantine()
+    assert len(quarantined) == sum(len(broken) for _, broken in BAD_ROWS.values())
+    assert {q["asset_key"] for q in quarantined} == {STAGED.to_user_string()}
+    assert {q["run_id"] for q in quarantined} == {result.run_id}
+    assert all(q["quarantined_at"] is not None for q in quarantined)
+    by_line: dict[int, set[tuple[str, str]]] = {}
+    for q in quarantined:
+        row = json.loads(q["row_json"])
+        assert row["_origin"] == "orders/orders_1.csv"
+        by_line.setdefault(row["_record"], set()).add((q["column"], q["rule"]))
+    assert by_line == {line: broken for line, (_, broken) in BAD_ROWS.items()}
+    typed = next(json.loads(q["row_json"]) for q in quarantined if q["rule"] == "type")
+    assert typed["order_id"] == 47 and typed["qty"] is None and typed["_cast_errors"] == "qty=many"
+    regex = next(json.loads(q["row_json"]) for q in quarantined if q["rule"] == "regex")
+    assert regex["email"] == "not-an-email" and regex["amount"] == 1.0
+
+    staged = platform.staged('order_id, nickname, "_record"')
+    assert [order_id for order_id, _, _ in staged] == [*range(1, 41), 50]
+    assert {record for _, _, record in staged} | set(by_line) == delivered_lines, "nothing dropped"
+    assert not {record for _, _, record in staged} & set(by_line), "nothing both staged and quarantined"
+
+    contract = _check(result, "schema_contract")
+    assert contract.passed and contract.severity == dg.AssetCheckSeverity.ERROR
+    assert contract.metadata["rows_checked"].value == 41
+    warnings = _check(result, "quality_warnings")
+    assert not warnings.passed
+    assert warnings.severity == dg.AssetCheckSeverity.WARN
+    assert warnings.metadata["violations_by_rule"].value == {"nickname: min_length": 1}
+    assert warnings.metadata["rows_checked"].value == 41
+    (offending,) = [r.data for r in warnings.metadata["offending_rows"].value.records]
+    assert offending["order_id"] == "50" and offending["rule"] == "min_length"
+    assert offending["value"] == "x" and offending["origin"] == "orders/orders_1.csv"
+    assert offending["record"] == 51
+
+
+def test_duplicates_are_not_quarantined_and_the_blocking_check_stops_downstream(
+    platform: MiniPlatform,
+) -> None:
+    rows = [good_row(i) for i in range(1, 11)]
+    rows.append("3,other@shop.example,X03,paid,1,1,OK,nick")  # primary key 3 twice
+    rows.append("11,user5@shop.example,C05,paid,1,1,OK,nick")  # (email, code) of order 5 again
+    platform.deliver("orders_1.csv", rows)
+
+    result = platform.materialize()
+    assert not result.success
+    assert platform.downstream_runs == [], "duplicates stop what is downstream"
+    assert platform.quarantine() == []
+    if platform.warehouse.kind == "postgres":
+        # PostgreSQL's replace builds the primary key's unique index: the load itself refuses the
+        # duplicate (atomically, nothing changed), before the check could run.
+        (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+        assert "Key (order_id)=(3) is duplicated" in str(failure.event_specific_data.error)  # type: ignore[union-attr]
+        assert staged_table("acme", "orders") not in platform.warehouse.tables(STAGED_SCHEMA)
+        return
+    contract = _check(result, "schema_contract")
+    assert not contract.passed and contract.severity == dg.AssetCheckSeverity.ERROR
+    assert contract.metadata["violations_by_rule"].value == {"order_id: unique": 2, "email, code: unique": 2}
+    offending = [r.data for r in contract.metadata["offending_rows"].value.records]
+    assert sorted((r["column"], r["order_id"], r["record"]) for r in offending) == [
+        ("email, code", "11", 13),
+        ("email, code", "5", 6),
+        ("order_id", "3", 4),
+        ("order_id", "3", 12),
+    ]
+    assert _check(result, "quality_warnings").passed
+    assert len(platform.staged("order_id")) == 12, "which copy is wrong is unknowable: both stay"
+    assert _staged_materialization(result).metadata["rows_quarantined"].value == 0
+
+
+def test_too_many_bad_rows_fail_the_step_and_write_nothing(platform: MiniPlatform) -> None:
+    platform.deliver("orders_1.csv", [good_row(i) for i in range(1, 11)])
+    assert platform.materialize().success
+    before = platform.staged("*")
+
+    platform.deliver("orders_2.csv", [f"{i},u{i}@shop.example,C{i},paid,-1,1,OK,nick" for i in range(11, 16)])
+    result = platform.materialize(max_bad_fraction=0.25)
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert failure.step_key == "staged__acme__orders"
+    message = failure.event_specific_data.error.cause.message  # type: ignore[union-attr]
+    assert "5 of 15 rows (33.3%)" in message
+    assert "max_bad_fraction 25.0%" in message
+    assert "amount: min 5" in message
+    assert "Nothing was written" in message
+    assert platform.staged("*") == before
+    assert platform.quarantine() == []
+    assert platform.downstream_runs[-1:] != [result.run_id]
+
+    again = platform.materialize(max_bad_fraction=0.5)
+    assert again.success, "raising the threshold lets the same delivery through, bad rows quarantined"
+    assert len(platform.staged("order_id")) == 10
+    assert {q["rule"] for q in platform.quarantine()} == {"min"}
