@@ -7,6 +7,7 @@ Which landed files make the table depends on how the raw asset loads: a `snapsho
 are the whole entity; `append` extractions (file deliveries, incremental tables and APIs) add up, each key
 taken from its latest extraction."""
 
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -15,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from platform_assets.catalog_loader import CatalogEntity
+from platform_assets.catalog_model import ColumnType
 from platform_assets.keys import (
     STAGED_GROUP,
     STAGED_SCHEMA,
@@ -36,6 +38,20 @@ from platform_assets.quarantine import (
 )
 from platform_assets.raw_assets import LANDED_FILES_METADATA, LOAD_KIND_METADATA
 from platform_assets.relationship_checks import last_orphan_rate
+from platform_assets.schema_evolution import (
+    DriftDecision,
+    decide,
+    evolved_entity,
+    staged_columns_from_metadata,
+    staging_metadata,
+)
+from platform_assets.schema_registry import (
+    SchemaVersion,
+    delivered_schema,
+    expected_types,
+    latest_materialization,
+    previous_version,
+)
 from platform_assets.staging_sql import DUCKDB_TYPES, staging_select
 from resources.landing import LandingZone
 from resources.warehouse import Warehouse
@@ -94,11 +110,13 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
         context: dg.AssetExecutionContext, config: StagingConfig, landing: LandingZone, warehouse: Warehouse
     ) -> dg.Output[pa.RecordBatchReader]:
         landed = _landed_files(context, upstream, landing, item)
-        columns = _require_declared_columns(item, landed)
+        previous, delivered, decision = _schema_decision(context, item, landed)
+        staged = decision.staged_entity(entity)
+        columns = {name for path in landed for name in pq.read_schema(path).names}
         context.log.info(f"Staging {STAGED_SCHEMA}.{table} from {len(landed)} landed file(s)")
         split = StagingSplit(
-            staging_select(entity, landed, columns, context.run.run_id),
-            entity,
+            staging_select(staged, landed, columns, context.run.run_id),
+            staged,
             checks,
             landing.spill_dir() / f"staging-{context.run.run_id}-{table}.duckdb",
             batch_rows=config.batch_rows,
@@ -148,6 +166,7 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
                 **_quarantine_metadata(summary),
                 **profile.metadata(),
                 **quality,
+                **staging_metadata(previous, delivered, decision),
             },
         )
 
@@ -197,7 +216,9 @@ def build_contract_check(
         # location (every `dagster dev` reload, every run worker) should not pay for them.
         from platform_assets.contract_validation import validate_staged_table
 
-        report = validate_staged_table(warehouse, item, severity=severity, checks=checks)
+        report = validate_staged_table(
+            warehouse, _as_last_staged(context.instance, item), severity=severity, checks=checks
+        )
         if not report.passed:
             log = context.log.error if error else context.log.warning
             log(
@@ -235,17 +256,35 @@ def _landed_files(
     return paths
 
 
-def _require_declared_columns(item: CatalogEntity, landed: list[Path]) -> set[str]:
-    """The columns delivered over all landed files; every declared column must be among them."""
-    delivered = {name for path in landed for name in pq.read_schema(path).names}
-    missing = [name for name in item.entity.columns if name not in delivered]
-    if landed and missing:
+def _as_last_staged(instance: dg.DagsterInstance, item: CatalogEntity) -> CatalogEntity:
+    """The entity with the columns and types its latest materialization staged: after a schema evolution
+    the table has widened or added columns, and the contract is checked against what was staged."""
+    latest = latest_materialization(instance, staged_key(item.source_name, item.name))
+    staged = staged_columns_from_metadata(latest[0].metadata) if latest else None
+    return replace(item, entity=evolved_entity(item.entity, staged)) if staged else item
+
+
+def _schema_decision(
+    context: dg.AssetExecutionContext, item: CatalogEntity, landed: list[Path]
+) -> tuple[SchemaVersion | None, dict[str, ColumnType], DriftDecision]:
+    """The delivered schema against the last staged version and the entity's evolution policy: what to
+    stage, or a StagingError naming every incompatible change (action `fail`)."""
+    entity = item.entity
+    previous = previous_version(context.instance, context.asset_key)
+    declared = {name: column.type for name, column in entity.columns.items()}
+    delivered = delivered_schema(
+        landed, expected_types(declared, previous), tolerance=entity.max_bad_fraction
+    )
+    decision = decide(entity, previous, delivered)
+    for message in decision.violations:
+        context.log.warning(f"{item.source_name}.{item.name}: {message}")
+    if decision.action == "fail":
         raise StagingError(
-            f"{item.source_name}.{item.name}: declared column(s) {missing} are missing from the delivered "
-            f"data ({len(landed)} landed file(s)); delivered columns: {sorted(delivered)}. Fix the delivery "
-            f"or the catalog."
+            f"{item.source_name}.{item.name}: the delivery's schema drifted and the policy says fail "
+            f"({len(landed)} landed file(s)): {'; '.join(decision.violations)}. Fix the delivery, or change "
+            f"the catalog (declare the change, or set schema_evolution.on_drift)."
         )
-    return delivered
+    return previous, delivered, decision
 
 
 def _report_metadata(item: CatalogEntity, report: "ContractReport") -> dict[str, dg.MetadataValue]:

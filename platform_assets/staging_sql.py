@@ -20,6 +20,7 @@ from pathlib import Path
 
 from platform_assets import quality_rules as rules
 from platform_assets.catalog_model import Column, ColumnType, Entity
+from platform_assets.schema_registry import strict_cast
 from resources.duckdb_warehouse import quote_identifier
 from resources.landing import EXTRACTED_AT_COLUMN, SOURCE_COLUMN
 
@@ -55,9 +56,10 @@ def staging_select(entity: Entity, landed_files: list[Path], landed_columns: set
     cast_errors = []
     violations = []
     for name, column in entity.columns.items():
-        raw = quote_identifier(name)
-        cast = f"TRY_CAST({raw} AS {DUCKDB_TYPES[column.type]})"
-        typed.append(f"{cast} AS {raw}")
+        # A column the delivery no longer has (a nullable one the evolution policy let go) stages as NULL.
+        raw = quote_identifier(name) if name in landed_columns else "NULL"
+        cast = strict_cast(raw, column.type)
+        typed.append(f"{cast} AS {quote_identifier(name)}")
         label = sql_string(name + "=")
         cast_errors.append(
             f"CASE WHEN {raw} IS NOT NULL AND {cast} IS NULL THEN {label} || {raw}::VARCHAR END"
