@@ -72,7 +72,7 @@ def test_second_run_lands_nothing_and_third_lands_only_what_changed(local_platfo
     events = sources / "files" / "shop" / "web_events" / "web_events_late.jsonl.gz"
     with gzip.open(events, "wt") as handle:
         handle.write(
-            '{"event_id":"ev-late-1","session_id":"s","customer_id":1,"event_type":"page_view",'
+            '{"event_id":"ev-900000001","session_id":"sess-900000001","customer_id":1,"event_type":"page_view",'
             '"event_ts":"2030-01-01 00:00:01","url":"/"}\n'
             "{this line is not json}\n"
         )
