@@ -6,13 +6,18 @@ instead of changing the process environment; SQL authors running dbt by hand get
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import sys
+from functools import cached_property
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as installed_version
 from pathlib import Path
 
 import dagster as dg
 from dagster_dbt import DbtCliInvocation, DbtCliResource
+from packaging import version
 from pydantic import Field
 
 
@@ -26,6 +31,17 @@ class DbtWarehouse(DbtCliResource):
     """A `DbtCliResource` that always passes this environment's dbt vars."""
 
     dbt_vars: dict[str, str] = Field(default_factory=dict)
+
+    @cached_property
+    def _cli_version(self) -> version.Version:
+        """dagster-dbt learns the dbt version by running `dbt --version` in every step that runs dbt: a
+        full dbt import plus a PyPI request for dbt-core and for each installed adapter (1 s timeout each),
+        ~8 s on an offline machine (bench/README.md, scenario 4). The dbt beside this Python IS the
+        installed dbt-core: its version comes from the package metadata instead."""
+        if Path(self.dbt_executable).parent == Path(sys.executable).parent:
+            with contextlib.suppress(PackageNotFoundError):
+                return version.parse(installed_version("dbt-core"))
+        return super()._cli_version
 
     def build(self, context: dg.AssetExecutionContext) -> DbtCliInvocation:
         """`dbt build` of the models (and their tests) selected in this Dagster step."""
