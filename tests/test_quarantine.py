@@ -13,7 +13,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-import sqlalchemy as sa
+from fixtures.postgres_server import platform_pg_options
 
 from platform_assets.catalog_loader import CatalogEntity
 from platform_assets.catalog_model import Source
@@ -114,18 +114,9 @@ def platform(
 ) -> Iterator[MiniPlatform]:
     settings = PlatformSettings.local(tmp_path / "data")
     if request.param == "postgres":
-        url = sa.make_url(request.getfixturevalue("postgres_database"))
         monkeypatch.setenv(PG_PASSWORD_VAR, "")
-        settings = PlatformSettings(
-            PlatformEnvironment.POSTGRES,
-            settings.data_dir,
-            {
-                "PLATFORM_PG_HOST": str(url.host),
-                "PLATFORM_PG_PORT": str(url.port),
-                "PLATFORM_PG_USER": str(url.username),
-                "PLATFORM_PG_DATABASE": str(url.database),
-            },
-        )
+        options = platform_pg_options(request.getfixturevalue("postgres_database"))
+        settings = PlatformSettings(PlatformEnvironment.POSTGRES, settings.data_dir, options)
     warehouse = build_resources(settings, DBT_PROJECT_DIR)["warehouse"]
     with dg.instance_for_test() as instance:
         yield MiniPlatform(tmp_path / "deliveries", settings, instance, warehouse, [])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-import sqlalchemy as sa
+from fixtures.postgres_server import platform_pg_options
 
 from platform_assets.catalog_loader import CatalogEntity
 from platform_assets.catalog_model import Source
@@ -76,13 +76,8 @@ def drift(
 ) -> Iterator[DriftPlatform]:
     settings = PlatformSettings.local(tmp_path / "data")
     if request.param == "postgres":
-        url = sa.make_url(request.getfixturevalue("postgres_database"))
         monkeypatch.setenv(PG_PASSWORD_VAR, "")
-        options = {
-            "PLATFORM_PG_HOST": str(url.host),
-            "PLATFORM_PG_PORT": str(url.port),
-            "PLATFORM_PG_DATABASE": str(url.database),
-        }
+        options = platform_pg_options(request.getfixturevalue("postgres_database"))
         settings = PlatformSettings(PlatformEnvironment.POSTGRES, tmp_path / "data", options)
     with dg.instance_for_test() as instance:
         yield DriftPlatform(tmp_path / "deliveries", settings, instance)

@@ -10,8 +10,8 @@ from pathlib import Path
 import dagster as dg
 import pyarrow.csv as pacsv
 import pytest
-import sqlalchemy as sa
 from conftest import TEST_SCALE
+from fixtures.postgres_server import platform_pg_options
 
 from demo_shop import generate_demo_world
 from demo_shop.api_server import serve_products_api
@@ -32,11 +32,8 @@ def environment(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pyt
     monkeypatch.setenv("PLATFORM_ENV", request.param)
     monkeypatch.setenv("PLATFORM_DATA_DIR", str(tmp_path / "data"))
     if request.param == "postgres":
-        url = sa.make_url(request.getfixturevalue("postgres_database"))
-        monkeypatch.setenv("PLATFORM_PG_HOST", str(url.host))
-        monkeypatch.setenv("PLATFORM_PG_PORT", str(url.port))
-        monkeypatch.setenv("PLATFORM_PG_USER", str(url.username))
-        monkeypatch.setenv("PLATFORM_PG_DATABASE", str(url.database))
+        for name, value in platform_pg_options(request.getfixturevalue("postgres_database")).items():
+            monkeypatch.setenv(name, value)
         monkeypatch.setenv("PLATFORM_PG_PASSWORD", "")
     return request.param
 
