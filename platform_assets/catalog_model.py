@@ -125,9 +125,11 @@ class SchemaEvolution(Strict):
     `compatibility` (as in schema registries): `backward` = the new schema reads old data (columns may be
     removed, nullable columns added); `forward` = old readers read new data (columns may be added, nullable
     columns removed); `full` = both (only nullable columns added or removed); `none` = anything goes.
-    `on_drift` when the change is not compatible or a type drifts: `evolve` (add nullable columns, widen
-    integer -> double and date -> timestamp, anything -> string only with `allow_string_widening`),
-    `quarantine` the drifting rows, or `fail` the step."""
+    `on_drift` when a type drifts or a column goes missing: `evolve` (add nullable columns; widen integer ->
+    double, date -> timestamp, anything -> string only with `allow_string_widening`; relax a missing
+    non-nullable column to nullable; widening and relaxing only under `backward` or `none`, whose readers
+    accept them, else the step fails), `quarantine` the drifting rows, or `fail` the step. The full table:
+    `schema_evolution.py`."""
 
     compatibility: Literal["backward", "forward", "full", "none"] = "backward"
     on_drift: Literal["evolve", "quarantine", "fail"] = "fail"

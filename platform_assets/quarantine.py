@@ -55,10 +55,14 @@ class SplitSummary:
     total: int = 0
     bad: int = 0
     by_rule: Counter[str] = field(default_factory=Counter)
+    drifted: int = 0
+    """Bad rows that break only exempt rules (`summary(exempt=...)`): quarantined, but outside
+    `bad_fraction`."""
 
     @property
     def bad_fraction(self) -> float:
-        return self.bad / self.total if self.total else 0.0
+        """The share of rows quarantined for data quality, which `max_bad_fraction` bounds."""
+        return (self.bad - self.drifted) / self.total if self.total else 0.0
 
 
 class StagingSplit:
@@ -127,13 +131,19 @@ class StagingSplit:
             reader.close()
             writer.close()
 
-    def summary(self) -> SplitSummary:
+    def summary(self, exempt: frozenset[str] = frozenset()) -> SplitSummary:
+        """Counts of all rows, bad rows and failures per rule; rows whose every broken rule is in `exempt`
+        (rule labels, e.g. the type rule of a column quarantined for schema drift) are `drifted`."""
         violations = quote_identifier(VIOLATIONS_COLUMN)
-        ((total, bad),) = self.con.execute(f"SELECT count(*), count({violations}) FROM final").fetchall()
+        labels = "[" + ", ".join(sql_string(label) for label in sorted(exempt)) + "]::VARCHAR[]"
+        ((total, bad, drifted),) = self.con.execute(
+            f"SELECT count(*), count({violations}), "
+            f"count(*) FILTER (WHERE list_has_all({labels}, {violations})) FROM final"
+        ).fetchall()
         by_rule = self.con.execute(
             f"SELECT v, count(*) FROM (SELECT unnest({violations}) AS v FROM final) GROUP BY v ORDER BY v"
         ).fetchall()
-        return SplitSummary(total, bad, Counter({rule: count for rule, count in by_rule}))
+        return SplitSummary(total, bad, Counter({rule: count for rule, count in by_rule}), drifted)
 
     def quarantine_rows(self, asset_key: str, run_id: str) -> pa.RecordBatchReader:
         """One row per broken rule of each bad row, shaped as `ops.quarantine`."""

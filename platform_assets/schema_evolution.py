@@ -12,38 +12,47 @@ string, integer -> double, date -> timestamp, ...). A delivered type the referen
 delivered for a double column, date for a timestamp, anything for a string) is not a change: staging
 casts it without loss.
 
-**Compatibility** (Confluent-style, per `compatibility`):
+**Compatibility** (Confluent-style, per `compatibility`) says which changes of the *staged table* its
+readers (dbt models, analysts) must accept: `backward` = new readers read old data, `forward` = old readers
+read new data, `full` = both, `none` = no check. The `compatible` flag reports the delivery's changes:
 
-| change | backward | forward | full | none |
+| delivery change | backward | forward | full | none |
 |---|---|---|---|---|
 | column added (always nullable: nothing declares it) | ok | ok | ok | ok |
 | nullable column removed | ok | ok | ok | ok |
 | non-nullable column removed | ok | - | - | ok |
 | column retyped | - | - | - | ok |
 
-**Action**, in this order:
-1. a declared non-nullable column is missing: `fail`, whatever the mode and `on_drift` (never evolvable:
-   no row could satisfy the declaration);
-2. no retyped and no incompatible change: `none` (`evolve` when `on_drift: evolve` stages added columns);
-3. otherwise `on_drift`: `fail`; `quarantine` (the staged table keeps the declared types; rows whose
-   retyped column's value does not cast go to quarantine: `quarantine_columns`); `evolve` (the staged
-   column takes the type holding both: integer -> double, date -> timestamp, anything else -> string
-   only with `allow_string_widening`; added columns are staged nullable with their delivered type). A
-   retype evolve may not widen makes the action `fail`.
+**Action.** What the staging run does depends on `on_drift` and on whether the *staged* change it would
+make is allowed by the mode. Only `evolve` changes the staged table's schema: adding a nullable column
+(allowed in every mode), widening a column's type (old readers would meet values their type cannot hold:
+allowed under `backward` and `none` only) and relaxing a non-nullable column to nullable (the same).
+`quarantine` and `fail` never change the staged schema, so every mode allows them. In this order:
+1. a primary-key column is missing: `fail`, whatever the mode and `on_drift`;
+2. a declared non-nullable column is missing: `evolve` where the mode allows relaxing it (the column is
+   staged as NULL and becomes nullable: `relaxed_columns`); `quarantine`: the column is staged as NULL
+   and the rows lacking it break its `nullable` rule and go to quarantine (up to `max_bad_fraction`); otherwise
+   `fail`;
+3. no retyped column: `none` (`evolve` when `on_drift: evolve` stages added columns);
+4. a retyped column: `fail` under `on_drift: fail`; `quarantine` keeps the declared types and sends rows
+   whose retyped value does not cast to quarantine (`quarantine_columns`); `evolve` widens the staged
+   column to the type holding both (integer -> double, date -> timestamp, anything else -> string only
+   with `allow_string_widening`) where the mode allows widening, and fails otherwise.
 
-A type drift is acted on in every mode, `none` included: `none` makes the change compatible (recorded,
-no violation of the mode), but a typed column cannot hold the new values as they are.
+`none` and `backward` act alike: the platform never adds a required column, the one change `backward`
+refuses and `none` accepts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
 import dagster as dg
 
 from platform_assets.catalog_model import Column, ColumnType, Entity
+from platform_assets.quality_rules import TYPE, rule_label
 from platform_assets.schema_registry import (
     SchemaDiff,
     SchemaVersion,
@@ -80,6 +89,13 @@ class DriftDecision:
     """Staged columns the delivery lacks (removed nullable columns): staged as NULL of their type."""
     changes: SchemaDiff = field(default_factory=SchemaDiff)
     """Reference -> delivery (added, removed, retyped), for logs and metadata."""
+    relaxed_columns: list[str] = field(default_factory=list)
+    """Under `evolve`: declared non-nullable columns the delivery lacks, staged as nullable NULLs."""
+
+    def quarantine_rules(self) -> frozenset[str]:
+        """Rule labels of the rows quarantined for drift (the type rule of each `quarantine_columns`):
+        they go to quarantine outside `max_bad_fraction`, which bounds data quality, not drift."""
+        return frozenset(rule_label(name, TYPE) for name in self.quarantine_columns)
 
     @property
     def widened(self) -> dict[str, ColumnType]:
@@ -93,7 +109,7 @@ class DriftDecision:
     def staged_entity(self, entity: Entity) -> Entity:
         """`entity` with the staged columns (see `evolved_entity`): pass it to the staging SQL and the
         contract instead of the declared entity."""
-        return evolved_entity(entity, self.stage_columns)
+        return evolved_entity(entity, self.stage_columns, self.relaxed_columns)
 
     def metadata(self) -> dict[str, dg.MetadataValue]:
         """Materialization metadata of the decision; `schema/staged_columns` is what the contract check
@@ -105,6 +121,7 @@ class DriftDecision:
             STAGED_COLUMNS_METADATA: dg.MetadataValue.json(
                 {name: kind.value for name, kind in self.stage_columns.items()}
             ),
+            RELAXED_METADATA: dg.MetadataValue.json(list(self.relaxed_columns)),
         }
 
 
@@ -112,34 +129,44 @@ ACTION_METADATA = "schema/action"
 COMPATIBLE_METADATA = "schema/compatible"
 VIOLATIONS_METADATA = "schema/violations"
 STAGED_COLUMNS_METADATA = "schema/staged_columns"
+RELAXED_METADATA = "schema/relaxed_columns"
 
 
-def evolved_entity(entity: Entity, stage_columns: Mapping[str, ColumnType | str]) -> Entity:
+def evolved_entity(
+    entity: Entity, stage_columns: Mapping[str, ColumnType | str], relaxed: Iterable[str] = ()
+) -> Entity:
     """`entity` with `stage_columns`: declared columns with their staged type (numeric rules dropped from
-    a column widened to string), other columns as nullable evolved additions, in `stage_columns`' order.
-    A copy, not revalidated; the declared entity is unchanged."""
+    a column widened to string; `relaxed` ones made nullable), other columns as nullable evolved additions,
+    in `stage_columns`' order. A copy, not revalidated; the declared entity is unchanged."""
+    relaxed = set(relaxed)
     columns: dict[str, Column] = {}
     for name, value in stage_columns.items():
         kind = ColumnType(value)
         declared = entity.columns.get(name)
         if declared is None:
             columns[name] = Column(type=kind, nullable=True, description=EVOLVED_DESCRIPTION)
-        elif declared.type == kind:
-            columns[name] = declared
-        else:
-            update: dict[str, object] = {"type": kind}
+            continue
+        update: dict[str, object] = {}
+        if declared.type != kind:
+            update["type"] = kind
             if kind == ColumnType.STRING:
                 update.update(min=None, max=None)
-            columns[name] = declared.model_copy(update=update)
+        if name in relaxed:
+            update["nullable"] = True
+        columns[name] = declared.model_copy(update=update) if update else declared
     return entity.model_copy(update={"columns": columns})
 
 
-def staged_columns_from_metadata(metadata: Mapping[str, object]) -> dict[str, ColumnType] | None:
-    """The staged columns a materialization recorded (`DriftDecision.metadata`); None when it has none."""
+def staged_columns_from_metadata(
+    metadata: Mapping[str, object],
+) -> tuple[dict[str, ColumnType], list[str]] | None:
+    """The staged columns and the relaxed ones a materialization recorded (`DriftDecision.metadata`); None
+    when it has none."""
     if STAGED_COLUMNS_METADATA not in metadata:
         return None
     value = getattr(metadata[STAGED_COLUMNS_METADATA], "value", metadata[STAGED_COLUMNS_METADATA])
-    return {name: ColumnType(kind) for name, kind in dict(value).items()}
+    relaxed = getattr(metadata.get(RELAXED_METADATA), "value", metadata.get(RELAXED_METADATA)) or []
+    return {name: ColumnType(kind) for name, kind in dict(value).items()}, list(relaxed)
 
 
 def removal_compatible(mode: str, *, nullable: bool) -> bool:
@@ -150,6 +177,12 @@ def removal_compatible(mode: str, *, nullable: bool) -> bool:
 def retype_compatible(mode: str) -> bool:
     """Whether the mode allows a column's type to change (to one its old type cannot hold)."""
     return mode == "none"
+
+
+def staged_widening_allowed(mode: str) -> bool:
+    """Whether the mode lets evolution widen a staged column or relax it to nullable: new readers read
+    the old rows, old readers may meet values their declaration excludes (`backward` and `none`)."""
+    return mode in ("backward", "none")
 
 
 RULES = {
@@ -200,24 +233,37 @@ def decide(
     )
 
     violations: list[str] = []
-    for name in required_removed:
-        allowed = "allowed by" if removal_compatible(mode, nullable=False) else "against"
-        violations.append(
-            f"{name}: declared non-nullable {reference[name].value} column is missing from the delivery "
-            f"({allowed} compatibility {mode}: {RULES[mode]}); a missing non-nullable column is never "
-            f"evolvable: the step fails. Restore the column in the delivery, or declare it nullable."
-        )
-
     stage = dict(declared)
     absent = [name for name in declared if name not in now]
-    if required_removed:
+    relaxed: list[str] = []
+    refused = False
+    for name in required_removed:
+        allowed = "allowed by" if removal_compatible(mode, nullable=False) else "against"
+        head = (
+            f"{name}: declared non-nullable {reference[name].value} column is missing from the delivery "
+            f"({allowed} compatibility {mode}: {RULES[mode]}); "
+        )
+        if name in entity.primary_key:
+            outcome = "a primary-key column is never evolvable: the step fails"
+            refused = True
+        elif on_drift == "quarantine":
+            outcome = f"on_drift quarantine: rows without {name} break its nullable rule and go to quarantine"
+        elif evolving and staged_widening_allowed(mode):
+            outcome = f"on_drift evolve: {name} is staged as NULL and becomes nullable"
+            relaxed.append(name)
+        else:
+            why = "on_drift fail" if on_drift == "fail" else f"compatibility {mode} forbids relaxing it"
+            outcome = f"{why}: the step fails"
+            refused = True
+        violations.append(head + outcome + ". Restore the column in the delivery, or declare it nullable.")
+    if refused:
         return DriftDecision(compatible, violations, "fail", stage, [], absent, changes)
 
-    evolve_failures: list[str] = []
     for name, (old, new) in retyped.items():
         rule = f"compatibility {mode}: {RULES[mode]}" + ("" if mode == "none" else ", not type changes")
         if on_drift == "fail":
             outcome = "on_drift fail: the step fails"
+            refused = True
         elif on_drift == "quarantine":
             outcome = f"on_drift quarantine: rows whose {name} does not cast to {old.value} go to quarantine"
         else:
@@ -227,11 +273,20 @@ def decide(
                     f"on_drift evolve cannot widen {old.value} to string without allow_string_widening: "
                     f"the step fails"
                 )
-                evolve_failures.append(name)
+                refused = True
+            elif not staged_widening_allowed(mode):
+                outcome = (
+                    f"on_drift evolve would widen the staged column to {widened.value}, which compatibility "
+                    f"{mode} forbids (its readers expect {old.value}): the step fails. Use on_drift "
+                    f"quarantine, or compatibility backward"
+                )
+                refused = True
             else:
                 outcome = f"on_drift evolve: the staged column becomes {widened.value}"
                 stage[name] = widened  # undeclared (evolved before) columns included
         violations.append(f"{name}: type changed from {old.value} to {new.value} ({rule}); {outcome}")
+    if refused:
+        return DriftDecision(compatible, violations, "fail", stage, [], absent, changes)
 
     if evolving:
         for name, kind in reference.items():  # columns evolved before and delivered again
@@ -239,18 +294,14 @@ def decide(
                 stage[name] = kind
         for name, kind in added.items():
             stage[name] = kind
-
-    if not retyped:
-        action: Action = "evolve" if evolving and stage != declared else "none"
-        return DriftDecision(compatible, violations, action, stage, [], absent, changes)
-    if on_drift == "fail" or evolve_failures:
-        return DriftDecision(compatible, violations, "fail", stage, [], absent, changes)
-    if on_drift == "quarantine":
+        action: Action = "evolve" if stage != declared or relaxed else "none"
+        return DriftDecision(compatible, violations, action, stage, [], absent, changes, relaxed)
+    if on_drift == "quarantine" and (retyped or required_removed):
         quarantined = [name for name in retyped if name in declared]
         return DriftDecision(
             compatible, violations, "quarantine", dict(declared), quarantined, absent, changes
         )
-    return DriftDecision(compatible, violations, "evolve", stage, [], absent, changes)
+    return DriftDecision(compatible, violations, "none", stage, [], absent, changes)
 
 
 def staging_metadata(

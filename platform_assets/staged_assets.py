@@ -122,7 +122,13 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
             batch_rows=config.batch_rows,
         )
         try:
-            summary = split.summary()
+            summary = split.summary(decision.quarantine_rules())
+            if summary.total and summary.bad == summary.total:
+                raise StagingError(
+                    f"{item.source_name}.{item.name}: every one of the {summary.total} delivered rows breaks "
+                    f"a rule ({dict(summary.by_rule)}); staging none of them would empty "
+                    f"{STAGED_SCHEMA}.{table}. Nothing was written. Fix the delivery, or the catalog."
+                )
             if summary.bad_fraction > entity.max_bad_fraction:
                 raise StagingError(
                     over_threshold_message(
@@ -177,6 +183,7 @@ def _quarantine_metadata(summary: SplitSummary) -> dict[str, dg.MetadataValue]:
     """What staging set aside. (Other per-materialization metadata, e.g. a profile, belongs beside it.)"""
     return {
         "rows_quarantined": dg.MetadataValue.int(summary.bad),
+        "rows_quarantined_for_drift": dg.MetadataValue.int(summary.drifted),
         "quarantined_by_rule": dg.MetadataValue.json(dict(summary.by_rule)),
         "bad_fraction": dg.MetadataValue.float(round(summary.bad_fraction, 6)),
     }
@@ -261,7 +268,7 @@ def _as_last_staged(instance: dg.DagsterInstance, item: CatalogEntity) -> Catalo
     the table has widened or added columns, and the contract is checked against what was staged."""
     latest = latest_materialization(instance, staged_key(item.source_name, item.name))
     staged = staged_columns_from_metadata(latest[0].metadata) if latest else None
-    return replace(item, entity=evolved_entity(item.entity, staged)) if staged else item
+    return replace(item, entity=evolved_entity(item.entity, *staged)) if staged else item
 
 
 def _schema_decision(

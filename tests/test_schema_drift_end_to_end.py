@@ -1,7 +1,13 @@
 """Schema drift through real Dagster materializations on DuckDB and PostgreSQL: a second delivery whose
-columns differ from the first is evolved, quarantined or refused as the entity's policy says, and every
-staged materialization records its schema version and the diff."""
+columns differ from the first is evolved, quarantined or refused as the entity's policy says (every
+compatibility mode x every `on_drift`, the table in `schema_evolution.py`), and every staged
+materialization records its schema version and the diff.
 
+Two sources: CSV files (later files add up: a retyped or new column) and a SQLite table extracted as a
+snapshot (each run is the whole entity: a column dropped at the source is gone from the delivery)."""
+
+import json
+import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,19 +36,42 @@ class DriftPlatform:
         (self.root / "orders").mkdir(parents=True, exist_ok=True)
         (self.root / "orders" / name).write_text(text)
 
-    def materialize(self, on_drift: str, compatibility: str = "backward") -> dg.ExecuteInProcessResult:
+    def database(self, create_sql: str, rows: list[tuple[object, ...]]) -> None:
+        """Replaces the SQLite source table `orders` (the snapshot source's whole entity)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with sqlite3.connect(self.root / "shop.sqlite") as connection:
+            connection.execute("DROP TABLE IF EXISTS orders")
+            connection.execute(create_sql)
+            marks = ", ".join("?" * len(rows[0]))
+            connection.executemany(f"INSERT INTO orders VALUES ({marks})", rows)
+
+    def materialize(
+        self,
+        on_drift: str,
+        compatibility: str = "backward",
+        *,
+        snapshot: bool = False,
+        max_bad_fraction: float = 0.05,
+    ) -> dg.ExecuteInProcessResult:
+        if snapshot:
+            connection = {"kind": "database", "url": f"sqlite:///{self.root / 'shop.sqlite'}"}
+            extraction = {"table": {"table": "orders"}}
+        else:
+            connection = {"kind": "files", "root": str(self.root)}
+            extraction = {"file": {"format": "csv", "path": "orders/*.csv"}}
         source = Source.model_validate(
             {
                 "source": "drift",
-                "connection": {"kind": "files", "root": str(self.root)},
+                "connection": connection,
                 "entities": {
                     "orders": {
-                        "file": {"format": "csv", "path": "orders/*.csv"},
+                        **extraction,
                         "primary_key": ["order_id"],
+                        "max_bad_fraction": max_bad_fraction,
                         "schema_evolution": {"compatibility": compatibility, "on_drift": on_drift},
                         "columns": {
                             "order_id": {"type": "integer"},
-                            "amount": {"type": "integer"},
+                            "amount": {"type": "integer", "nullable": not snapshot},
                             "note": {"type": "string"},
                         },
                     }
@@ -64,6 +93,18 @@ class DriftPlatform:
 
     def staged_columns(self) -> dict[str, str]:
         return dict(self.warehouse.columns(STAGED_SCHEMA, staged_table("drift", "orders")))
+
+    def staged_rows(self, columns: str) -> list[tuple[object, ...]]:
+        table = self.warehouse.table_ref(STAGED_SCHEMA, staged_table("drift", "orders"))
+        return [tuple(row) for row in self.warehouse.query(f"SELECT {columns} FROM {table} ORDER BY 1")]
+
+    def quarantined(self) -> list[tuple[str, dict[str, object]]]:
+        """(column, row) of every quarantined row of the staged entity."""
+        if "quarantine" not in self.warehouse.tables("ops"):
+            return []
+        table = self.warehouse.table_ref("ops", "quarantine")
+        rows = self.warehouse.query(f"SELECT {self.warehouse.quote('column')}, row_json FROM {table}")
+        return [(column, json.loads(row)) for column, row in rows]
 
     def staged_metadata(self, result: dg.ExecuteInProcessResult) -> dict[str, object]:
         (event,) = result.asset_materializations_for_node("staged__drift__orders")
@@ -129,3 +170,91 @@ def test_a_later_file_without_a_nullable_column_stages_its_rows_with_null(drift:
     table = drift.warehouse.table_ref(STAGED_SCHEMA, staged_table("drift", "orders"))
     rows = drift.warehouse.query(f"SELECT order_id, note FROM {table} ORDER BY order_id")
     assert [tuple(row) for row in rows] == [(1, "a"), (2, "b"), (3, None)]
+
+
+def step_failure(result: dg.ExecuteInProcessResult) -> str:
+    event = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    return event.step_failure_data.error.to_string()
+
+
+MODES = ["backward", "forward", "full", "none"]
+ON_DRIFT = ["evolve", "quarantine", "fail"]
+WIDENING_MODES = {"backward", "none"}
+
+
+@pytest.mark.parametrize("on_drift", ON_DRIFT)
+@pytest.mark.parametrize("mode", MODES)
+def test_retyped_and_new_column_per_mode_and_action(drift: DriftPlatform, mode: str, on_drift: str) -> None:
+    """A later file brings a new column and an integer column turning double (30.5)."""
+    drift.deliver("1.csv", FIRST)
+    first = drift.materialize(on_drift, mode)
+    assert first.success
+    drift.deliver("2.csv", "order_id,amount,note,channel\n3,30.5,c,web\n4,40,d,app\n")
+    second = drift.materialize(on_drift, mode)
+
+    if on_drift == "evolve" and mode in WIDENING_MODES:
+        assert second.success
+        metadata = drift.staged_metadata(second)
+        assert metadata["schema/action"] == "evolve" and metadata["schema/version"] == 2
+        assert metadata["schema/compatible"] is (mode == "none"), metadata
+        columns = drift.staged_columns()
+        assert columns["amount"].upper() in {"DOUBLE", "DOUBLE PRECISION"} and "channel" in columns
+        assert drift.staged_rows("order_id, amount, channel") == [
+            (1, 10.0, None),
+            (2, 20.0, None),
+            (3, 30.5, "web"),
+            (4, 40.0, "app"),
+        ]
+        assert all(check.passed for check in second.get_asset_check_evaluations())
+    elif on_drift == "quarantine":
+        assert second.success
+        metadata = drift.staged_metadata(second)
+        assert metadata["schema/action"] == "quarantine" and metadata["rows_quarantined"] == 1
+        assert metadata["rows_quarantined_for_drift"] == 1 and metadata["bad_fraction"] == 0.0, (
+            "drift quarantine is outside max_bad_fraction (25% of the rows here, 5% allowed)"
+        )
+        assert "channel" not in drift.staged_columns()
+        assert drift.staged_rows("order_id, amount") == [(1, 10), (2, 20), (4, 40)]
+        ((column, row),) = drift.quarantined()
+        assert column == "amount" and row["order_id"] == 3 and "30.5" in str(row["_cast_errors"])
+    else:
+        assert not second.success
+        failure = step_failure(second)
+        assert "schema drifted" in failure and "amount: type changed from integer to double" in failure
+        if on_drift == "evolve":
+            assert f"compatibility {mode} forbids" in failure
+        assert drift.staged_rows("order_id, amount") == [(1, 10), (2, 20)], "the table is left as it was"
+        assert drift.quarantined() == []
+
+
+@pytest.mark.parametrize("on_drift", ON_DRIFT)
+@pytest.mark.parametrize("mode", MODES)
+def test_non_nullable_column_dropped_at_the_source_per_mode_and_action(
+    drift: DriftPlatform, mode: str, on_drift: str
+) -> None:
+    """A snapshot source loses its non-nullable `amount` column between two runs."""
+    drift.database(
+        "CREATE TABLE orders (order_id INTEGER, amount INTEGER, note TEXT)", [(1, 10, "a"), (2, 20, "b")]
+    )
+    assert drift.materialize(on_drift, mode, snapshot=True).success
+    drift.database("CREATE TABLE orders (order_id INTEGER, note TEXT)", [(1, "a"), (2, "b"), (3, "c")])
+    second = drift.materialize(on_drift, mode, snapshot=True)
+
+    if on_drift == "evolve" and mode in WIDENING_MODES:
+        assert second.success
+        metadata = drift.staged_metadata(second)
+        assert metadata["schema/action"] == "evolve" and metadata["schema/relaxed_columns"] == ["amount"]
+        assert metadata["schema/diff"]["removed"] == {"amount": "integer"}
+        assert drift.staged_rows("order_id, amount, note") == [(1, None, "a"), (2, None, "b"), (3, None, "c")]
+        assert all(check.passed for check in second.get_asset_check_evaluations()), (
+            "the contract is checked against the relaxed column"
+        )
+    else:
+        assert not second.success
+        failure = step_failure(second)
+        if on_drift == "quarantine":
+            assert "every one of the 3 delivered rows breaks a rule ({'amount: nullable': 3})" in failure
+        else:
+            assert "amount: declared non-nullable integer column is missing" in failure
+        assert drift.staged_rows("order_id, amount, note") == [(1, 10, "a"), (2, 20, "b")]
+        assert drift.quarantined() == []

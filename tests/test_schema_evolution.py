@@ -96,30 +96,37 @@ COMPATIBLE: dict[str, set[str]] = {
 }
 """Modes under which each scenario is compatible (the table in schema_evolution's docstring)."""
 
-EXPECTED: dict[tuple[str, str, bool], tuple[str, dict[str, ColumnType], list[str]]] = {}
-"""(scenario, on_drift, allow_string_widening) -> (action, changes to the staged columns, quarantined)."""
+WIDENING_MODES = {"backward", "none"}
+"""Modes that let evolution widen a staged column or relax it to nullable."""
+
+EXPECTED: dict[tuple[str, str, str, bool], tuple[str, dict[str, ColumnType], list[str], list[str]]] = {}
+"""(scenario, mode, on_drift, allow_string_widening) -> (action, changes to the staged columns,
+quarantined columns, relaxed columns)."""
 for widening in (False, True):
-    for drift in ON_DRIFT:
-        EXPECTED[("unchanged", drift, widening)] = ("none", {}, [])
-        EXPECTED[("narrower_delivered", drift, widening)] = ("none", {}, [])
-        EXPECTED[("dropped_nullable", drift, widening)] = ("none", {}, [])
-        EXPECTED[("dropped_non_nullable", drift, widening)] = ("fail", {}, [])
-        EXPECTED[("dropped_primary_key", drift, widening)] = ("fail", {}, [])
-    EXPECTED[("new_column", "evolve", widening)] = ("evolve", {"extra": DBL}, [])
-    EXPECTED[("new_column", "quarantine", widening)] = ("none", {}, [])
-    EXPECTED[("new_column", "fail", widening)] = ("none", {}, [])
-    for scenario, column, widened in [
-        ("int_to_double", "qty", DBL),
-        ("date_to_timestamp", "day", TSTAMP),
-        ("int_to_string", "qty", STR),
-        ("int_to_date", "qty", STR),
-    ]:
-        EXPECTED[(scenario, "quarantine", widening)] = ("quarantine", {}, [column])
-        EXPECTED[(scenario, "fail", widening)] = ("fail", {}, [])
-        if widened == STR and not widening:
-            EXPECTED[(scenario, "evolve", widening)] = ("fail", {}, [])
-        else:
-            EXPECTED[(scenario, "evolve", widening)] = ("evolve", {column: widened}, [])
+    for mode in MODES:
+        for drift in ON_DRIFT:
+            for same in ("unchanged", "narrower_delivered", "dropped_nullable"):
+                EXPECTED[(same, mode, drift, widening)] = ("none", {}, [], [])
+            EXPECTED[("dropped_primary_key", mode, drift, widening)] = ("fail", {}, [], [])
+        relax = ("evolve", {}, [], ["note"]) if mode in WIDENING_MODES else ("fail", {}, [], [])
+        EXPECTED[("dropped_non_nullable", mode, "evolve", widening)] = relax
+        EXPECTED[("dropped_non_nullable", mode, "quarantine", widening)] = ("quarantine", {}, [], [])
+        EXPECTED[("dropped_non_nullable", mode, "fail", widening)] = ("fail", {}, [], [])
+        EXPECTED[("new_column", mode, "evolve", widening)] = ("evolve", {"extra": DBL}, [], [])
+        EXPECTED[("new_column", mode, "quarantine", widening)] = ("none", {}, [], [])
+        EXPECTED[("new_column", mode, "fail", widening)] = ("none", {}, [], [])
+        for scenario, column, widened in [
+            ("int_to_double", "qty", DBL),
+            ("date_to_timestamp", "day", TSTAMP),
+            ("int_to_string", "qty", STR),
+            ("int_to_date", "qty", STR),
+        ]:
+            EXPECTED[(scenario, mode, "quarantine", widening)] = ("quarantine", {}, [column], [])
+            EXPECTED[(scenario, mode, "fail", widening)] = ("fail", {}, [], [])
+            if (widened == STR and not widening) or mode not in WIDENING_MODES:
+                EXPECTED[(scenario, mode, "evolve", widening)] = ("fail", {}, [], [])
+            else:
+                EXPECTED[(scenario, mode, "evolve", widening)] = ("evolve", {column: widened}, [], [])
 
 
 @pytest.mark.parametrize("string_widening", [False, True], ids=["no_string_widening", "string_widening"])
@@ -128,10 +135,11 @@ for widening in (False, True):
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_decision_matrix(scenario: str, mode: str, on_drift: str, string_widening: bool) -> None:
     decision = decide(entity(mode, on_drift, string_widening), None, SCENARIOS[scenario])
-    action, stage_changes, quarantined = EXPECTED[(scenario, on_drift, string_widening)]
+    action, stage_changes, quarantined, relaxed = EXPECTED[(scenario, mode, on_drift, string_widening)]
     assert decision.compatible == (mode in COMPATIBLE[scenario])
     assert decision.action == action
     assert decision.quarantine_columns == quarantined
+    assert decision.relaxed_columns == relaxed
     if action != "fail":
         assert decision.stage_columns == {**DECLARED_TYPES, **stage_changes}
     if action in ("fail", "quarantine"):
@@ -152,18 +160,27 @@ def test_violation_names_column_types_rule_and_action(mode: str) -> None:
     evolve = decide(entity(mode, "evolve"), None, {**DELIVERED, "qty": STR})
     assert "allow_string_widening" in evolve.violations[0]
     widened = decide(entity(mode, "evolve"), None, {**DELIVERED, "qty": DBL})
-    assert "the staged column becomes double" in widened.violations[0]
+    if mode in WIDENING_MODES:
+        assert "the staged column becomes double" in widened.violations[0]
+    else:
+        assert f"which compatibility {mode} forbids (its readers expect integer)" in widened.violations[0]
 
 
-def test_dropped_non_nullable_column_is_never_evolvable() -> None:
-    for mode in MODES:
-        for drift in ON_DRIFT:
-            decision = decide(entity(mode, drift, True), None, without("note"))
-            assert decision.action == "fail"
-            assert "note: declared non-nullable string column is missing" in decision.violations[0]
-            assert "never evolvable" in decision.violations[0]
+def test_dropped_non_nullable_column_evolves_only_where_relaxing_it_is_compatible() -> None:
+    relaxed = decide(entity("backward", "evolve"), None, without("note"))
+    assert relaxed.action == "evolve" and relaxed.relaxed_columns == ["note"]
+    assert "note is staged as NULL and becomes nullable" in relaxed.violations[0]
+    staged = relaxed.staged_entity(entity("backward", "evolve"))
+    assert staged.columns["note"].nullable and staged.columns["note"].type == STR
     forward = decide(entity("forward", "evolve"), None, without("note"))
+    assert forward.action == "fail"
     assert "against compatibility forward" in forward.violations[0]
+    assert "compatibility forward forbids relaxing it" in forward.violations[0]
+    quarantined = decide(entity("full", "quarantine"), None, without("note"))
+    assert "rows without note break its nullable rule and go to quarantine" in quarantined.violations[0]
+    for mode in MODES:
+        key = decide(entity(mode, "evolve", True), None, without("id"))
+        assert key.action == "fail" and "primary-key column is never evolvable" in key.violations[0]
 
 
 def test_nothing_delivered_changes_nothing() -> None:
@@ -234,14 +251,14 @@ def test_staged_entity_carries_widened_and_evolved_columns() -> None:
 
 
 def test_decision_metadata_rebuilds_the_staged_entity() -> None:
-    declared = entity("full", "evolve")
-    decision = decide(declared, None, {**DELIVERED, "qty": DBL, "extra": STR})
+    declared = entity("backward", "evolve")
+    decision = decide(declared, None, {**without("note"), "qty": DBL, "extra": STR})
     metadata = decision.metadata()
     assert metadata[ACTION_METADATA].value == "evolve" and metadata[COMPATIBLE_METADATA].value is False
     assert metadata[VIOLATIONS_METADATA].value == decision.violations
     staged = staged_columns_from_metadata(metadata)
-    assert staged == {**DECLARED_TYPES, "qty": DBL, "extra": STR}
-    assert evolved_entity(declared, staged) == decision.staged_entity(declared)
+    assert staged == ({**DECLARED_TYPES, "qty": DBL, "extra": STR}, ["note"])
+    assert evolved_entity(declared, *staged) == decision.staged_entity(declared)
     assert staged_columns_from_metadata({}) is None
 
 
