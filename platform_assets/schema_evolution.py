@@ -31,8 +31,8 @@ allowed under `backward` and `none` only) and relaxing a non-nullable column to 
 1. a primary-key column is missing: `fail`, whatever the mode and `on_drift`;
 2. a declared non-nullable column is missing: `evolve` where the mode allows relaxing it (the column is
    staged as NULL and becomes nullable: `relaxed_columns`); `quarantine`: the column is staged as NULL
-   and the rows lacking it break its `nullable` rule and go to quarantine (up to `max_bad_fraction`); otherwise
-   `fail`;
+   and the rows lacking it break its `nullable` rule and go to quarantine (up to `max_bad_fraction`);
+   otherwise `fail`;
 3. no retyped column: `none` (`evolve` when `on_drift: evolve` stages added columns);
 4. a retyped column: `fail` under `on_drift: fail`; `quarantine` keeps the declared types and sends rows
    whose retyped value does not cast to quarantine (`quarantine_columns`); `evolve` widens the staged
