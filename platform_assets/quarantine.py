@@ -8,7 +8,8 @@ landing's spill directory (DuckDB spills there when the data outgrows `memory_li
    on that column only); the rows they reject are written back to the scratch database, batch by batch;
 2. one aggregate counts all rows, bad rows and failures per rule (`summary`), BEFORE anything is written:
    the caller refuses the whole step when the bad fraction is over the entity's `max_bad_fraction`;
-3. `quarantine_rows` streams one row per (bad row, broken rule) for `ops.quarantine`;
+3. `quarantine_rows` streams one row per (bad row, broken rule) for `ops.quarantine` (upserted on
+   `QUARANTINE_KEY`);
 4. `staged_rows` streams the good rows, without `_violations`; the scratch database is deleted once that
    stream is exhausted (or closed).
 
@@ -42,10 +43,15 @@ from resources.landing import EXTRACTED_AT_COLUMN, SOURCE_COLUMN
 
 QUARANTINE_SCHEMA = "ops"
 QUARANTINE_TABLE = "quarantine"
-QUARANTINE_COLUMNS = ("asset_key", "run_id", "rule", "column", "row_json", "quarantined_at")
-"""One row per broken rule of a quarantined row: `row_json` is the whole staged row as JSON text (typed
-values; a value that did not parse is NULL there and kept verbatim in `_cast_errors`), with its lineage
-(`_origin`, `_record`, `_source`, `_extracted_at`)."""
+QUARANTINE_COLUMNS = ("asset_key", "row_key", "rule", "column", "run_id", "row_json", "quarantined_at")
+"""One row per broken rule of a quarantined row: `row_key` is where the row was landed (`<landed
+file>#<record>`); `row_json` is the whole staged row as JSON text (typed values; a value that did not parse
+is NULL there and kept verbatim in `_cast_errors`), with its lineage (`_origin`, `_record`, `_source`,
+`_extracted_at`)."""
+QUARANTINE_KEY = ["asset_key", "row_key", "rule", "column"]
+"""Staging rebuilds from every landed file, so a bad row is found again by every run: it is upserted on
+this key (one row per landed row and broken rule, `run_id` and `quarantined_at` of the latest run that
+found it), never appended again."""
 
 _ROW = "__row"
 
@@ -152,9 +158,11 @@ class StagingSplit:
             for name in [*self.entity.columns, *_LINEAGE_IN_JSON]
         )
         sql = (
-            f"SELECT {sql_string(asset_key)} AS asset_key, {sql_string(run_id)} AS run_id, "
+            f"SELECT {sql_string(asset_key)} AS asset_key, "
+            f"concat({quote_identifier(ORIGIN_COLUMN)}, '#', {quote_identifier(RECORD_COLUMN)}) AS row_key, "
             f"split_part(v, ': ', 2) AS rule, split_part(v, ': ', 1) AS {quote_identifier('column')}, "
-            f"json_object({row})::VARCHAR AS row_json, now()::TIMESTAMP AS quarantined_at "
+            f"{sql_string(run_id)} AS run_id, json_object({row})::VARCHAR AS row_json, "
+            f"now()::TIMESTAMP AS quarantined_at "
             f"FROM (SELECT *, unnest({quote_identifier(VIOLATIONS_COLUMN)}) AS v FROM final) AS broken"
         )
         cursor = self.con.cursor()

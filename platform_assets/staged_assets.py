@@ -30,6 +30,7 @@ from platform_assets.quality_profile import profile_sql, read_profile
 from platform_assets.quality_rules import resolve_checks, resolve_model
 from platform_assets.quality_score import quality_metadata
 from platform_assets.quarantine import (
+    QUARANTINE_KEY,
     QUARANTINE_SCHEMA,
     QUARANTINE_TABLE,
     SplitSummary,
@@ -141,7 +142,7 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
             if summary.bad:
                 # Written before the staged table (the IO manager loads it after this returns): should that
                 # load fail, these rows stay, tagged with this run's id, and the staged table keeps its
-                # previous contents; the retry quarantines them again under its own run id.
+                # previous contents; the retry finds them again and upserts them under its own run id.
                 context.log.warning(
                     f"Quarantining {summary.bad} of {summary.total} row(s) of {STAGED_SCHEMA}.{table} into "
                     f"{QUARANTINE_SCHEMA}.{QUARANTINE_TABLE}: {dict(summary.by_rule)}"
@@ -150,7 +151,8 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
                     QUARANTINE_SCHEMA,
                     QUARANTINE_TABLE,
                     split.quarantine_rows(context.asset_key.to_user_string(), context.run.run_id),
-                    mode="append",
+                    mode="upsert",
+                    primary_key=QUARANTINE_KEY,
                 )
             profile = read_profile(
                 split.aggregate_staged_rows(lambda rows: profile_sql(rows, entity)), entity

@@ -16,7 +16,7 @@ from platform_assets.catalog_model import Column, Entity, Source
 from platform_assets.contract_validation import validate_staged_table
 from platform_assets.keys import STAGED_SCHEMA, staged_table
 from platform_assets.quality_rules import CatalogRuleError, resolve_checks, unique_keys
-from platform_assets.quarantine import StagingSplit
+from platform_assets.quarantine import QUARANTINE_COLUMNS, StagingSplit
 from platform_assets.staged_assets import build_contract_checks
 from platform_assets.staging_sql import staging_select
 from resources.duckdb_warehouse import DuckDBWarehouse
@@ -102,7 +102,7 @@ def test_every_error_rule_is_compiled_to_sql_and_custom_checks_run_batch_by_batc
     assert dict(summary.by_rule) == EXPECTED
     quarantined = split.quarantine_rows("staged/acme/users", "run-1").read_all()
     assert quarantined.num_rows == 8
-    assert quarantined.column_names == ["asset_key", "run_id", "rule", "column", "row_json", "quarantined_at"]
+    assert quarantined.column_names == list(QUARANTINE_COLUMNS)
     staged = split.staged_rows().read_all()
     assert sorted(staged.column("user_id").to_pylist()) == [1, 9]
     assert "_violations" not in staged.column_names

@@ -19,7 +19,7 @@ from platform_assets.catalog_loader import CatalogEntity
 from platform_assets.catalog_model import Source
 from platform_assets.dbt_models import DBT_PROJECT_DIR
 from platform_assets.keys import STAGED_SCHEMA, staged_key, staged_table
-from platform_assets.quarantine import QUARANTINE_SCHEMA, QUARANTINE_TABLE
+from platform_assets.quarantine import QUARANTINE_COLUMNS, QUARANTINE_SCHEMA, QUARANTINE_TABLE
 from platform_assets.raw_assets import build_raw_asset
 from platform_assets.staged_assets import build_contract_checks, build_staged_asset
 from resources.environment import PG_PASSWORD_VAR, PlatformEnvironment, PlatformSettings, build_resources
@@ -103,7 +103,7 @@ class MiniPlatform:
             return []
         table = self.warehouse.table_ref(QUARANTINE_SCHEMA, QUARANTINE_TABLE)
         quote = self.warehouse.quote
-        names = ["asset_key", "run_id", "rule", "column", "row_json", "quarantined_at"]
+        names = list(QUARANTINE_COLUMNS)
         rows = self.warehouse.query(f"SELECT {', '.join(quote(n) for n in names)} FROM {table}")
         return [dict(zip(names, row, strict=True)) for row in rows]
 
@@ -196,6 +196,22 @@ def test_error_rules_quarantine_rows_warn_rules_report_and_no_row_is_lost(platfo
     assert offending["order_id"] == "50" and offending["rule"] == "min_length"
     assert offending["value"] == "x" and offending["origin"] == "orders/orders_1.csv"
     assert offending["record"] == 51
+
+
+def test_a_bad_row_found_again_by_later_runs_is_quarantined_once(platform: MiniPlatform) -> None:
+    """Staging rebuilds from every landed file, so each run finds the old bad rows again: they are upserted
+    (one row per landed row and rule, tagged with the latest run), and a new bad row is added beside them."""
+    platform.deliver("orders_1.csv", [*(good_row(i) for i in range(1, 21)), BAD_ROWS[46][0]])
+    first = platform.materialize()
+    platform.deliver("orders_2.csv", [*(good_row(i) for i in range(21, 41)), BAD_ROWS[43][0]])
+    second = platform.materialize()
+    assert first.success and second.success
+    quarantined = platform.quarantine()
+    assert sorted((q["rule"], q["run_id"]) for q in quarantined) == [
+        ("min", second.run_id),
+        ("regex", second.run_id),
+    ]
+    assert sorted(q["row_key"] for q in quarantined) == ["orders/orders_1.csv#22", "orders/orders_2.csv#22"]
 
 
 def test_duplicates_are_not_quarantined_and_the_blocking_check_stops_downstream(
