@@ -117,6 +117,26 @@ query RunStatus($runId: ID!) {
 """
 FINISHED_STATUSES = {"SUCCESS", "FAILURE", "CANCELED"}
 
+HISTORY_QUERY = """
+query History($path: [String!]!) {
+  assetOrError(assetKey: {path: $path}) {
+    __typename
+    ... on Asset {
+      assetMaterializations(limit: 10) {
+        runId
+        metadataEntries {
+          label
+          __typename
+          ... on FloatMetadataEntry { floatValue }
+          ... on IntMetadataEntry { intValue }
+        }
+      }
+    }
+  }
+}
+"""
+"""What the UI's asset page reads to plot numeric metadata over materializations (its Plots tab)."""
+
 
 @dataclass(frozen=True)
 class ServedAsset:
@@ -332,11 +352,28 @@ def _materialize(dev: DagsterDev, assets: list[str]) -> str:
         time.sleep(POLL_INTERVAL_S * 4)
 
 
+def _numeric_history(dev: DagsterDev, asset: str) -> list[dict[str, tuple[str, float]]]:
+    """Per materialization (newest first): label -> (GraphQL entry type, value) of its numeric entries."""
+    found = _graphql(dev, HISTORY_QUERY, {"path": asset.split("/")})["assetOrError"]
+    if found["__typename"] != "Asset":
+        dev.fail(f"{asset} not found: {found}")
+    return [
+        {
+            entry["label"]: (entry["__typename"], entry.get("floatValue", entry.get("intValue")))
+            for entry in materialization["metadataEntries"]
+            if entry["__typename"] in ("FloatMetadataEntry", "IntMetadataEntry")
+        }
+        for materialization in found["assetMaterializations"]
+    ]
+
+
 @dataclass(frozen=True)
 class ServedPlatform:
     assets: dict[str, ServedAsset]
     run_status: str
     warehouse: Path
+    rerun_statuses: list[str]
+    staged_history: list[dict[str, tuple[str, float]]]
 
 
 @pytest.fixture(scope="module")
@@ -357,7 +394,10 @@ def served(tmp_path_factory: pytest.TempPathFactory, dbt_manifest: Path) -> Serv
         assets = _served_assets(dev)
         # The orders chain, the customers chain its dbt relationships test needs, and the REST source.
         status = _materialize(dev, [*ORDERS_CHAIN, *CUSTOMERS_CHAIN, RAW_PRODUCTS])
-    return ServedPlatform(assets, status, data_dir / "warehouse.duckdb")
+        # Two more runs of the staged table alone (with its checks): three points on each plot.
+        reruns = [_materialize(dev, [STAGED_ORDERS]) for _ in range(2)]
+        history = _numeric_history(dev, STAGED_ORDERS)
+    return ServedPlatform(assets, status, data_dir / "warehouse.duckdb", reruns, history)
 
 
 def test_ui_shows_lineage_raw_to_staged_to_dbt(served: ServedPlatform) -> None:
@@ -396,3 +436,17 @@ def test_materializing_from_the_ui_builds_the_mart_and_reads_the_api(served: Ser
         sorted((data_dir / "landing" / "shop_api" / "products").glob("load_date=*/*.parquet"))
     )
     assert sorted(landed.column("product_id").to_pylist()) == sorted(str(p["product_id"]) for p in products)
+
+
+def test_quality_score_and_profile_history_is_plottable_in_the_ui(served: ServedPlatform) -> None:
+    """The UI plots a numeric metadata entry across an asset's materializations: the quality score, its
+    dimensions and the profile (what the anomaly checks compare) are numeric entries on every one."""
+    assert served.rerun_statuses == ["SUCCESS", "SUCCESS"]
+    assert len(served.staged_history) == 3
+    for entries in served.staged_history:
+        assert entries["quality/score"][0] == "FloatMetadataEntry"
+        assert 0 <= entries["quality/score"][1] <= 100
+        for dimension in ("completeness", "validity", "uniqueness", "timeliness", "consistency"):
+            assert entries[f"quality/{dimension}"][0] == "FloatMetadataEntry"
+        assert entries["profile/null_rate/customer_id"][0] == "FloatMetadataEntry"
+        assert entries["rows_written"] == ("IntMetadataEntry", 1000)
