@@ -74,6 +74,18 @@ class StagingError(RuntimeError):
     """The landed data cannot be staged as declared: names the file and what to change."""
 
 
+class SchemaDriftError(StagingError):
+    """The delivery's schema changed in a way the entity's evolution policy refuses."""
+
+
+class BadRowsError(StagingError):
+    """Too many delivered rows break error-severity rules (over `max_bad_fraction`, or all of them)."""
+
+
+class UpstreamMissingError(StagingError):
+    """The raw asset to stage from was never materialized, or its landed files are gone."""
+
+
 def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDefinition:
     entity = item.entity
     upstream = raw_key(item.source_name, item.name)
@@ -125,13 +137,13 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
         try:
             summary = split.summary(decision.quarantine_rules())
             if summary.total and summary.bad == summary.total:
-                raise StagingError(
+                raise BadRowsError(
                     f"{item.source_name}.{item.name}: every one of the {summary.total} delivered rows breaks "
                     f"a rule ({dict(summary.by_rule)}); staging none of them would empty "
                     f"{STAGED_SCHEMA}.{table}. Nothing was written. Fix the delivery, or the catalog."
                 )
             if summary.bad_fraction > entity.max_bad_fraction:
-                raise StagingError(
+                raise BadRowsError(
                     over_threshold_message(
                         f"{item.source_name}.{item.name}",
                         f"{STAGED_SCHEMA}.{table}",
@@ -249,7 +261,7 @@ def _landed_files(
     event = context.instance.get_latest_materialization_event(upstream)
     materialization = event.asset_materialization if event else None
     if materialization is None or LOAD_KIND_METADATA not in materialization.metadata:
-        raise StagingError(
+        raise UpstreamMissingError(
             f"{upstream.to_user_string()} has never been materialized; materialize it first "
             f"(or select it together with this asset)."
         )
@@ -258,7 +270,7 @@ def _landed_files(
     paths = [Path(p) for p in materialization.metadata[LANDED_FILES_METADATA].value]
     gone = [p for p in paths if not p.exists()]
     if gone:
-        raise StagingError(
+        raise UpstreamMissingError(
             f"Files landed by the latest {upstream.to_user_string()} run are gone: {gone[:3]}. "
             f"Re-materialize {upstream.to_user_string()}."
         )
@@ -288,7 +300,7 @@ def _schema_decision(
     for message in decision.violations:
         context.log.warning(f"{item.source_name}.{item.name}: {message}")
     if decision.action == "fail":
-        raise StagingError(
+        raise SchemaDriftError(
             f"{item.source_name}.{item.name}: the delivery's schema drifted and the policy says fail "
             f"({len(landed)} landed file(s)): {'; '.join(decision.violations)}. Fix the delivery, or change "
             f"the catalog (declare the change, or set schema_evolution.on_drift)."

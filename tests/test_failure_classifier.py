@@ -26,7 +26,14 @@ from platform_assets.anomaly_checks import MEAN_SHIFT_CHECK, NULL_RATE_CHECK, VO
 from platform_assets.catalog_loader import load_catalog
 from platform_assets.quarantine import SplitSummary, over_threshold_message
 from platform_assets.relationship_checks import RELATIONSHIP_CHECK, ForeignKey, Orphans, relationship_result
-from platform_assets.staged_assets import CONTRACT_CHECK_NAME, WARNINGS_CHECK_NAME, StagingError
+from platform_assets.staged_assets import (
+    CONTRACT_CHECK_NAME,
+    WARNINGS_CHECK_NAME,
+    BadRowsError,
+    SchemaDriftError,
+    StagingError,
+    UpstreamMissingError,
+)
 from resources.database_errors import DatabaseLocation, DatabaseSourceError, StatementTimeoutError
 from resources.environment import PlatformSettings
 from resources.file_read_context import ReadContext
@@ -143,7 +150,7 @@ def orphans_check() -> Evidence:
 
 
 def schema_drift() -> BaseException:
-    return StagingError(
+    return SchemaDriftError(
         "shop.orders: the delivery's schema drifted and the policy says fail (1 landed file(s)): column "
         "amount changed type from double to string."
     )
@@ -152,7 +159,7 @@ def schema_drift() -> BaseException:
 def over_threshold() -> BaseException:
     summary = SplitSummary(total=100, bad=40)
     summary.by_rule["amount_positive"] = 40
-    return StagingError(over_threshold_message("shop.orders", "staged.shop__orders", summary, 0.05))
+    return BadRowsError(over_threshold_message("shop.orders", "staged.shop__orders", summary, 0.05))
 
 
 def malformed_file() -> BaseException:
@@ -223,7 +230,7 @@ SAMPLES: dict[str, Callable[[Path], Evidence]] = {
     "response_shape_changed": lambda _: step(RestResponseError("http://api.test/items: no list at `data`")),
     "load_config_invalid": lambda _: step(LoadConfigError("cannot upsert into staged.orders on (id)")),
     "upstream_not_materialized": lambda _: step(
-        StagingError("raw/shop/orders has never been materialized; materialize it first.")
+        UpstreamMissingError("raw/shop/orders has never been materialized; materialize it first.")
     ),
     "bad_rows_over_threshold": lambda _: step(over_threshold()),
     "malformed_file": lambda _: step(malformed_file()),
