@@ -20,10 +20,12 @@ QUERY_CANCELED = "57014"
 
 
 class DatabaseSourceError(RuntimeError):
-    """A source database failed us; `sqlstate` is the server's error code when it sent one."""
+    """A source database failed us; `sqlstate` is the server's error code when it sent one. The code is
+    also written into the message (`[SQLSTATE 57014]`): Dagster's event log keeps only class names and
+    messages, and the healing layer classifies recorded failures by it."""
 
     def __init__(self, message: str, *, sqlstate: str | None = None) -> None:
-        super().__init__(message)
+        super().__init__(f"{message} [SQLSTATE {sqlstate}]" if sqlstate else message)
         self.sqlstate = sqlstate
 
 
