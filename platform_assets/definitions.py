@@ -16,14 +16,19 @@ from platform_assets.raw_assets import build_raw_asset
 from platform_assets.schema_registry_asset import build_schema_registry_asset
 from platform_assets.staged_assets import build_contract_checks, build_staged_asset
 from resources.environment import PlatformSettings, build_executor, build_resources
+from sensors.healing_sensor import build_approval_job, build_healing_sensor
 from sensors.quality_events import build_quality_events_sensor
 
 QUALITY_EVENTS_FILE = ("ops", "quality_events.jsonl")
 """Under the data directory: the quality events the healing layer and alert channels read."""
+HEALING_STORE_FILE = ("ops", "healing.sqlite")
+"""Under the data directory: the healing ledger, circuit breakers and parameter overrides."""
 
 
 def build_definitions(settings: PlatformSettings) -> dg.Definitions:
     catalog = load_catalog(variables=settings.catalog_vars())
+    quality_events = settings.data_dir.joinpath(*QUALITY_EVENTS_FILE)
+    healing_store = settings.data_dir.joinpath(*HEALING_STORE_FILE)
     assets = [
         *(build_raw_asset(item) for item in catalog),
         *(build_staged_asset(item, settings.warehouse_kind) for item in catalog),
@@ -34,7 +39,12 @@ def build_definitions(settings: PlatformSettings) -> dg.Definitions:
         # Freshness policies from the catalog, applied here at the root (platform_assets/freshness.py).
         assets=apply_freshness_policies(assets, catalog),
         # Records failed checks and stale assets of this whole code location (sensors/quality_events.py).
-        sensors=[build_quality_events_sensor(settings.data_dir.joinpath(*QUALITY_EVENTS_FILE))],
+        sensors=[
+            build_quality_events_sensor(quality_events),
+            # Classifies failures, heals what is safe, proposes or escalates the rest (sensors/healing.py).
+            build_healing_sensor(healing_store, quality_events),
+        ],
+        jobs=[build_approval_job(healing_store)],
         asset_checks=[
             *(c for item in catalog for c in build_contract_checks(item)),
             *build_quality_checks(catalog),

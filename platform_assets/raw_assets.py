@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
+from pydantic import Field
 
 from platform_assets.catalog_loader import CatalogEntity
 from platform_assets.ingestion.extraction import Extraction, ExtractionContext
@@ -28,6 +29,10 @@ landed before."""
 class RawConfig(dg.Config):
     batch_rows: int = 65_536
     """Rows per Arrow batch (and per page group for APIs): memory is bounded by it, not by the data size."""
+    batch_scale: float = Field(default=1.0, gt=0, le=1)
+    """Set by the healing layer after a memory or timeout failure: `batch_rows` is scaled by it."""
+    rate_scale: float = Field(default=1.0, gt=0, le=1)
+    """Set by the healing layer after rate limiting: the source's requests per second are scaled by it."""
 
 
 def build_raw_asset(item: CatalogEntity) -> dg.AssetsDefinition:
@@ -62,8 +67,9 @@ def build_raw_asset(item: CatalogEntity) -> dg.AssetsDefinition:
                     inflight=inflight,
                     lineage=lineage,
                     previous_state=previous,
-                    batch_rows=config.batch_rows,
+                    batch_rows=scaled_batch_rows(config.batch_rows, config.batch_scale),
                     log=context.log,
+                    rate_scale=config.rate_scale,
                 )
             )
         context.log.info(
@@ -74,6 +80,11 @@ def build_raw_asset(item: CatalogEntity) -> dg.AssetsDefinition:
         return dg.MaterializeResult(metadata={**metadata, "source_location": extractor.location(item)})
 
     return raw_entity
+
+
+def scaled_batch_rows(batch_rows: int, scale: float) -> int:
+    """`batch_rows` scaled by a healing override, never below 1000 rows (or `batch_rows` if smaller)."""
+    return max(min(batch_rows, 1000), int(batch_rows * scale))
 
 
 def _previous_state(context: dg.AssetExecutionContext, key: dg.AssetKey) -> dict[str, Any]:

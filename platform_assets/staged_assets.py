@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Literal
 import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import Field, field_validator
 
 from platform_assets.catalog_loader import CatalogEntity
 from platform_assets.catalog_model import ColumnType
@@ -37,7 +38,7 @@ from platform_assets.quarantine import (
     StagingSplit,
     over_threshold_message,
 )
-from platform_assets.raw_assets import LANDED_FILES_METADATA, LOAD_KIND_METADATA
+from platform_assets.raw_assets import LANDED_FILES_METADATA, LOAD_KIND_METADATA, scaled_batch_rows
 from platform_assets.relationship_checks import last_orphan_rate
 from platform_assets.schema_evolution import (
     DriftDecision,
@@ -68,6 +69,18 @@ WARNINGS_CHECK_NAME = "quality_warnings"
 class StagingConfig(dg.Config):
     batch_rows: int = 100_000
     """Rows per Arrow batch streamed into the warehouse: bounds the step's memory."""
+    batch_scale: float = Field(default=1.0, gt=0, le=1)
+    """Set by the healing layer after a memory failure: `batch_rows` is scaled by it."""
+    on_drift: str | None = None
+    """Set by an approved healing action: this run's drift action (evolve, quarantine or fail) instead
+    of the catalog's."""
+
+    @field_validator("on_drift")
+    @classmethod
+    def _drift_action(cls, value: str | None) -> str | None:
+        if value not in (None, "evolve", "quarantine", "fail"):
+            raise ValueError(f"on_drift must be evolve, quarantine or fail, not {value!r}")
+        return value
 
 
 class StagingError(RuntimeError):
@@ -123,7 +136,7 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
         context: dg.AssetExecutionContext, config: StagingConfig, landing: LandingZone, warehouse: Warehouse
     ) -> dg.Output[pa.RecordBatchReader]:
         landed = _landed_files(context, upstream, landing, item)
-        previous, delivered, decision = _schema_decision(context, item, landed)
+        previous, delivered, decision = _schema_decision(context, _with_drift_action(item, config), landed)
         staged = decision.staged_entity(entity)
         columns = {name for path in landed for name in pq.read_schema(path).names}
         context.log.info(f"Staging {STAGED_SCHEMA}.{table} from {len(landed)} landed file(s)")
@@ -132,7 +145,7 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
             staged,
             checks,
             landing.spill_dir() / f"staging-{context.run.run_id}-{table}.duckdb",
-            batch_rows=config.batch_rows,
+            batch_rows=scaled_batch_rows(config.batch_rows, config.batch_scale),
         )
         try:
             summary = split.summary(decision.quarantine_rules())
@@ -283,6 +296,14 @@ def _as_last_staged(instance: dg.DagsterInstance, item: CatalogEntity) -> Catalo
     latest = latest_materialization(instance, staged_key(item.source_name, item.name))
     staged = staged_columns_from_metadata(latest[0].metadata) if latest else None
     return replace(item, entity=evolved_entity(item.entity, *staged)) if staged else item
+
+
+def _with_drift_action(item: CatalogEntity, config: StagingConfig) -> CatalogEntity:
+    """The entity with this run's `on_drift` (an approved healing action), else as declared."""
+    if config.on_drift is None:
+        return item
+    policy = item.entity.schema_evolution.model_copy(update={"on_drift": config.on_drift})
+    return replace(item, entity=item.entity.model_copy(update={"schema_evolution": policy}))
 
 
 def _schema_decision(

@@ -78,3 +78,21 @@ def local_platform(
     ):
         monkeypatch.setenv(DEMO_API_URL_VAR, api_url)
         yield LocalPlatform(settings, build_definitions(settings), instance)
+
+
+SCOREBOARD = pytest.StashKey[list]()
+
+
+@pytest.fixture
+def scoreboard(request: pytest.FixtureRequest) -> list:
+    """Rows (`healing_harness.ScoreboardRow`) a fault-injection scenario records; printed after the run."""
+    return request.config.stash.setdefault(SCOREBOARD, [])
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    rows = config.stash.get(SCOREBOARD, [])
+    if rows:
+        from healing_harness import render_scoreboard
+
+        terminalreporter.write_sep("=", "healing scoreboard (fault-injection scenarios)")
+        terminalreporter.write_line(render_scoreboard(rows))

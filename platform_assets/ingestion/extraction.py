@@ -21,6 +21,8 @@ class ExtractionContext:
     previous_state: dict[str, Any]
     batch_rows: int
     log: dg.DagsterLogManager
+    rate_scale: float = 1.0
+    """The healing layer's slow-down factor of the source's request rate (APIs)."""
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import pyarrow as pa
 
 from platform_assets.catalog_loader import CatalogEntity
 from platform_assets.ingestion.extraction import Extraction, ExtractionContext, today
+from resources.rest_config import RateLimit
 from resources.rest_source import Page, RestApiSource, max_cursor
 
 
@@ -44,7 +45,7 @@ class RestExtractor:
                 f"Resuming {item.source_name}.{item.name} after page {checkpoint['pages']} (checkpoint of an "
                 f"earlier attempt; {len(context.inflight.parts())} part(s) already landed)"
             )
-        with _source(item) as source:
+        with _source(item, context.rate_scale) as source:
             group: list[Page] = []
             records_in_group = 0
             for page in source.pages(
@@ -90,7 +91,16 @@ def _land_group(
     return checkpoint
 
 
-def _source(item: CatalogEntity) -> RestApiSource:
+UNDECLARED_REQUESTS_PER_SECOND = 10.0
+"""The rate a slow-down scales when the catalog declares no `rate_limit`."""
+
+
+def _source(item: CatalogEntity, rate_scale: float = 1.0) -> RestApiSource:
     connection = item.source.connection
     assert connection.kind == "rest"
+    if rate_scale < 1:
+        declared = connection.rate_limit
+        base = declared.requests_per_second if declared else UNDECLARED_REQUESTS_PER_SECOND
+        slower = RateLimit(requests_per_second=base * rate_scale, burst=1)
+        connection = connection.model_copy(update={"rate_limit": slower})
     return RestApiSource(connection)
