@@ -109,7 +109,7 @@ class Healer:
         if run.status == dg.DagsterRunStatus.SUCCESS:
             if attempt_of is not None:
                 self._resolve(attempt_of, now, f"healed by run {run.run_id}", learn=True)
-            self._healthy(run, now)
+            self._healthy(instance, run, now)
             return
         evidence = list(_run_evidence(instance, run, self.graph))
         for source in {self.graph.source_of(e.asset_key) for e in evidence} - {None}:
@@ -120,8 +120,8 @@ class Healer:
         for item in evidence:
             self._open(item, f"{item.kind}:{run.run_id}:{item.step_key or ''}", now)
 
-    def _healthy(self, run: dg.DagsterRun, now: float) -> None:
-        assets = {key.to_user_string() for key in run.asset_selection or ()}
+    def _healthy(self, instance: dg.DagsterInstance, run: dg.DagsterRun, now: float) -> None:
+        assets = {key.to_user_string() for key in _materialized(instance, run.run_id)}
         for incident in self.store.incidents(statuses=OPEN_STATUSES):
             if incident.asset_key in assets and incident.incident_id != run.tags.get(INCIDENT_TAG):
                 self._resolve(incident, now, f"materialized by run {run.run_id}", learn=False)
@@ -382,6 +382,15 @@ def _finished_runs(instance: dg.DagsterInstance, after: float) -> Sequence[Any]:
         ascending=True,
         limit=500,
     )
+
+
+def _materialized(instance: dg.DagsterInstance, run_id: str) -> set[dg.AssetKey]:
+    entries = instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
+    return {
+        entry.dagster_event.asset_key
+        for entry in entries
+        if entry.dagster_event and entry.dagster_event.asset_key
+    }
 
 
 def _run_evidence(

@@ -11,13 +11,15 @@ incident approved; the sensor's next tick launches the action.
 """
 
 import time
-from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
 
 from resources.healing_store import HealingStore
-from sensors.healing import Healer, HealingCursor, HealingEvent
+from sensors.alert_routing import DEFAULT_ROUTES_PATH, AlertRouter, load_alert_routes
+from sensors.healing import Healer, HealingCursor
+from sensors.healing_alerts import router_notifier
 from sensors.healing_graph import HealingGraph
 from sensors.healing_policy import HealingPolicy, default_policy
 from sensors.quality_events import QualityEventStore
@@ -31,9 +33,12 @@ def build_healing_sensor(
     quality_events_path: Path,
     *,
     policy: HealingPolicy | None = None,
-    notify: Callable[[HealingEvent], None] = lambda event: None,
+    alert_routes: Path = DEFAULT_ROUTES_PATH,
     minimum_interval_seconds: int = 30,
 ) -> dg.SensorDefinition:
+    """`store_path`: the healing ledger; alerts go through the routes of `alert_routes` (delivery state in
+    `alerts.sqlite` beside the ledger)."""
+
     @dg.sensor(
         name=SENSOR_NAME,
         target=dg.AssetSelection.all(),
@@ -44,14 +49,13 @@ def build_healing_sensor(
         "escalates the rest.",
     )
     def healing(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        healer = Healer(
-            HealingStore(store_path),
-            policy or default_policy(),
-            HealingGraph.from_asset_graph(context.repository_def.asset_graph),
-            notify=notify,
-        )
+        graph = HealingGraph.from_asset_graph(context.repository_def.asset_graph)
+        router = AlertRouter(load_alert_routes(alert_routes), store_path.with_name("alerts.sqlite"))
+        notify = router_notifier(router, graph, APPROVAL_JOB_NAME, context.log.warning)
+        healer = Healer(HealingStore(store_path), policy or default_policy(), graph, notify=notify)
         events = QualityEventStore(quality_events_path).read()
         requests, cursor = healer.tick(context.instance, HealingCursor.parse(context.cursor), events)
+        router.flush(datetime.now(UTC))
         for request in requests:
             context.log.info(
                 f"Healing: {request.tags} -> {[k.to_user_string() for k in request.asset_selection or ()]}"

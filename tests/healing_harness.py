@@ -36,8 +36,7 @@ FAST_BACKOFF = {"base_seconds": 0.01, "max_seconds": 0.05, "jitter": 0.0}
 
 def fast_policy(**changes: Any) -> HealingPolicy:
     """The default policy with backoff delays of milliseconds."""
-    policy = default_policy()
-    return policy.model_copy(update={"backoff": policy.backoff.model_copy(update=FAST_BACKOFF), **changes})
+    return HealingPolicy.model_validate({**default_policy().model_dump(), "backoff": FAST_BACKOFF, **changes})
 
 
 @dataclass

@@ -1,0 +1,214 @@
+"""The `healing` sensor as the daemon evaluates it, over real runs of a tiny source whose extraction fails
+while a fault file exists: an incident is recorded and alerted (JSON webhook on loopback), the retry is
+requested after its backoff and resolves it; circuit breakers open after consecutive failures and
+half-open after the cool-down; parameter overrides decay after healthy runs; a human approves a proposal
+with the `apply_healing_action` job."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import requests
+from healing_harness import fast_policy
+from rest_test_server import Recorded, ScriptedServer, json_reply, unused_port
+
+from resources.healing_store import HealingStore
+from sensors.healing import ACTION_TAG, INCIDENT_TAG
+from sensors.healing_policy import HealingPolicy
+from sensors.healing_sensor import APPROVAL_JOB_NAME, build_approval_job, build_healing_sensor
+
+RAW = dg.AssetKey(["raw", "src", "thing"])
+STAGED = dg.AssetKey(["staged", "src", "thing"])
+
+
+@dataclass
+class SensorWorld:
+    root: Path
+    instance: dg.DagsterInstance
+    policy: HealingPolicy
+    cursor: str | None = None
+
+    @property
+    def fault(self) -> Path:
+        return self.root / "fault"
+
+    @property
+    def store(self) -> HealingStore:
+        return HealingStore(self.root / "ops" / "healing.sqlite")
+
+    def definitions(self) -> dg.Definitions:
+        fault = self.fault
+
+        @dg.asset(key=RAW)
+        def raw() -> None:
+            if fault.exists():
+                requests.get(
+                    f"http://127.0.0.1:{unused_port()}/", timeout=2
+                )  # refused: a real ConnectionError
+
+        @dg.asset(key=STAGED, deps=[RAW])
+        def staged() -> None:
+            pass
+
+        store = self.root / "ops" / "healing.sqlite"
+        return dg.Definitions(
+            assets=[raw, staged],
+            sensors=[
+                build_healing_sensor(store, self.root / "ops" / "quality_events.jsonl", policy=self.policy)
+            ],
+            jobs=[build_approval_job(store)],
+        )
+
+    def materialize(
+        self, selection: list[dg.AssetKey] | None = None, tags: dict[str, str] | None = None
+    ) -> bool:
+        job = self.definitions().resolve_implicit_global_asset_job_def()
+        result = job.execute_in_process(
+            instance=self.instance, asset_selection=selection, tags=tags or {}, raise_on_error=False
+        )
+        return result.success
+
+    def tick(self) -> list[dg.RunRequest]:
+        time.sleep(0.06)
+        definitions = self.definitions()
+        sensor = definitions.resolve_sensor_def("healing")
+        context = dg.build_sensor_context(instance=self.instance, cursor=self.cursor, definitions=definitions)
+        result = sensor(context)
+        self.cursor = result.cursor
+        return list(result.run_requests or [])
+
+    def run(self, request: dg.RunRequest) -> bool:
+        return self.materialize(list(request.asset_selection or ()), dict(request.tags))
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[SensorWorld]:
+    with dg.instance_for_test() as instance:
+        yield SensorWorld(tmp_path, instance, fast_policy())
+
+
+@pytest.fixture
+def webhook(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict]]:
+    received: list[dict] = []
+
+    def handle(request: Recorded) -> object:
+        received.append(json.loads(request.body))
+        return json_reply({"ok": True})
+
+    with ScriptedServer(handle) as server:
+        monkeypatch.setenv("PLATFORM_ALERT_WEBHOOK_URL", f"{server.base_url}/hooks/secret-token-123")
+        yield received
+
+
+def test_a_failed_run_is_retried_after_backoff_resolved_and_alerted(
+    world: SensorWorld, webhook: list[dict]
+) -> None:
+    world.fault.touch()
+    assert not world.materialize()
+    world.fault.unlink()
+
+    (request,) = world.tick() or world.tick()
+    assert request.tags[ACTION_TAG] == "retry_with_backoff"
+    assert set(request.asset_selection or ()) == {RAW, STAGED}, "the failed asset and what is downstream"
+    assert world.run(request)
+    assert world.tick() == []
+
+    (incident,) = world.store.incidents()
+    assert (incident.category, incident.status, incident.attempts) == ("transient_network", "resolved", 1)
+    assert incident.time_to_recover_s is not None and incident.outcome.startswith("healed by run")
+    assert world.store.outcome_counts("transient_network") == {"retry_with_backoff": (1, 0)}
+    kinds = [alert["alerts"][0]["kind"] if "alerts" in alert else alert.get("kind") for alert in webhook]
+    assert "resolution" in json.dumps(webhook) and kinds, "the incident and its resolution were alerted"
+    assert "secret-token-123" not in json.dumps(webhook)
+
+
+def test_the_breaker_opens_after_consecutive_failures_and_half_opens_after_the_cool_down(
+    world: SensorWorld,
+) -> None:
+    world.policy = fast_policy(
+        circuit_breaker={"failures_to_open": 2, "cooldown_seconds": 1.0},
+        max_attempts=5,
+        thresholds={
+            "auto_confidence": 0.5,
+            "propose_confidence": 0.3,
+        },  # failed attempts lower the confidence
+    )
+    world.fault.touch()
+    assert not world.materialize()
+    for _ in range(3):
+        for request in world.tick():
+            assert not world.run(request)
+    assert world.store.breaker("src").state == "open"
+    assert world.tick() == [], "no run against an open source"
+    world.fault.unlink()
+    time.sleep(1.0)
+    (probe,) = world.tick()
+    assert world.store.breaker("src").state == "half_open"
+    assert world.run(probe)
+    world.tick()
+    assert world.store.breaker("src").state == "closed"
+    assert world.store.incidents()[0].status == "resolved"
+
+
+def test_overrides_decay_back_after_healthy_runs(world: SensorWorld) -> None:
+    world.store.set_override("raw/src/thing", "batch_scale", 0.25, 1.0, time.time())
+    for _ in range(3):
+        assert world.materialize()
+        world.tick()
+    assert world.store.overrides("raw/src/thing") == {"batch_scale": 0.625}
+    for _ in range(9):  # 0.625 -> 0.8125 -> 0.906 -> 0.953: back above 0.95, dropped
+        assert world.materialize()
+        world.tick()
+    assert world.store.overrides("raw/src/thing") == {}
+
+
+def test_a_human_approves_a_proposal_with_the_job_and_the_sensor_acts(world: SensorWorld) -> None:
+    world.policy = fast_policy(thresholds={"auto_confidence": 0.99, "propose_confidence": 0.5})
+    world.fault.touch()
+    assert not world.materialize()
+    world.fault.unlink()
+    assert world.tick() == []
+    (incident,) = world.store.incidents()
+    assert (incident.status, incident.decision) == ("proposed", "propose")
+
+    approval = (
+        world.definitions()
+        .resolve_job_def(APPROVAL_JOB_NAME)
+        .execute_in_process(
+            instance=world.instance,
+            run_config={
+                "ops": {"approve_proposed_action": {"config": {"incident_id": incident.incident_id}}}
+            },
+            tags={"dagster/user": "oncall@example.com"},
+        )
+    )
+    assert approval.success
+    approved = world.store.incident(incident.incident_id)
+    assert approved is not None and approved.status == "approved"
+    assert approved.approved_by.startswith(f"oncall@example.com (run {approval.run_id})")
+
+    (request,) = world.tick()
+    assert request.tags[INCIDENT_TAG] == incident.incident_id
+    assert world.run(request)
+    world.tick()
+    healed = world.store.incident(incident.incident_id)
+    assert healed is not None and healed.status == "resolved"
+
+    again = (
+        world.definitions()
+        .resolve_job_def(APPROVAL_JOB_NAME)
+        .execute_in_process(
+            instance=world.instance,
+            run_config={
+                "ops": {"approve_proposed_action": {"config": {"incident_id": incident.incident_id}}}
+            },
+            raise_on_error=False,
+        )
+    )
+    assert not again.success, "a resolved incident has nothing to approve"
