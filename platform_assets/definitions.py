@@ -11,6 +11,7 @@ import dagster as dg
 from platform_assets.catalog_loader import load_catalog
 from platform_assets.dbt_models import DBT_PROJECT_DIR, build_dbt_models
 from platform_assets.freshness import apply_freshness_policies
+from platform_assets.healing_ops_assets import build_healing_ops_assets
 from platform_assets.quality_checks import build_quality_checks
 from platform_assets.raw_assets import build_raw_asset
 from platform_assets.schema_registry_asset import build_schema_registry_asset
@@ -34,6 +35,7 @@ def build_definitions(settings: PlatformSettings) -> dg.Definitions:
         *(build_staged_asset(item, settings.warehouse_kind) for item in catalog),
         build_dbt_models(warehouse_kind=settings.warehouse_kind),
         build_schema_registry_asset(catalog, settings.warehouse_kind),
+        *build_healing_ops_assets(healing_store, settings.warehouse_kind),
     ]
     return dg.Definitions(
         # Freshness policies from the catalog, applied here at the root (platform_assets/freshness.py).
