@@ -118,6 +118,8 @@ class Healer:
             self._attempt_failed(attempt_of, evidence[0], now)
             return
         for item in evidence:
+            if item.kind == "run_crash" and _retried_by_dagster(instance, run):
+                continue  # the daemon's run retry (dagster.yaml) relaunches it; its outcome is seen then
             self._open(item, f"{item.kind}:{run.run_id}:{item.step_key or ''}", now)
 
     def _healthy(self, instance: dg.DagsterInstance, run: dg.DagsterRun, now: float) -> None:
@@ -382,6 +384,12 @@ def _finished_runs(instance: dg.DagsterInstance, after: float) -> Sequence[Any]:
         ascending=True,
         limit=500,
     )
+
+
+def _retried_by_dagster(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool:
+    """Whether Dagster's own run retries (enabled for crashes only, `dagster.yaml`) will relaunch `run`."""
+    retried = int(run.tags.get("dagster/retry_number", "0"))
+    return instance.run_retries_enabled and retried < instance.run_retries_max_retries
 
 
 def _materialized(instance: dg.DagsterInstance, run_id: str) -> set[dg.AssetKey]:
