@@ -17,6 +17,7 @@ from platform_assets.ingestion.extraction import Extraction, ExtractionContext
 from platform_assets.ingestion.registry import EXTRACTORS
 from platform_assets.keys import RAW_GROUP, raw_key
 from resources.landing import LandingZone, Lineage
+from sensors.step_retry import step_retry
 
 EXTRACTION_STATE_METADATA = "extraction_state"
 """Materialization metadata key holding the state the next extraction starts from."""
@@ -59,19 +60,28 @@ def build_raw_asset(item: CatalogEntity) -> dg.AssetsDefinition:
             extracted_at=datetime.now(UTC),
             run_id=context.run.run_id,
         )
-        with landing.extraction(item.source_name, item.name) as inflight:
-            extraction = extractor.extract(
-                ExtractionContext(
-                    item=item,
-                    landing=landing,
-                    inflight=inflight,
-                    lineage=lineage,
-                    previous_state=previous,
-                    batch_rows=scaled_batch_rows(config.batch_rows, config.batch_scale),
-                    log=context.log,
-                    rate_scale=config.rate_scale,
+        try:
+            with landing.extraction(item.source_name, item.name) as inflight:
+                extraction = extractor.extract(
+                    ExtractionContext(
+                        item=item,
+                        landing=landing,
+                        inflight=inflight,
+                        lineage=lineage,
+                        previous_state=previous,
+                        batch_rows=scaled_batch_rows(config.batch_rows, config.batch_scale),
+                        log=context.log,
+                        rate_scale=config.rate_scale,
+                    )
                 )
+        except Exception as error:
+            retry = step_retry(error, asset_key=key, retry_number=context.retry_number)
+            if retry is None:
+                raise
+            context.log.warning(
+                f"{item.source_name}.{item.name}: {error!r}; retrying the step once in this run"
             )
+            raise retry from error
         context.log.info(
             f"Landed {extraction.rows} rows ({extraction.bytes} bytes) of {item.source_name}.{item.name} "
             f"in {len(extraction.files)} file(s)"

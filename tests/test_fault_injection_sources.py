@@ -248,12 +248,16 @@ class PageCutShort:
 def test_truncated_page_is_retried_and_the_next_run_resumes_from_the_checkpoint(
     tmp_path: Path, instance: dg.DagsterInstance, scoreboard: list
 ) -> None:
-    with ScriptedServer(PageCutShort(page=3, count=MAX_ATTEMPTS)) as server:
+    """Page 3 is cut short six times: the client's three attempts, then the step's one retry in the run
+    (sensors/step_retry.py, resuming after page 2) with three more; the healing sensor's run resumes too."""
+    with ScriptedServer(PageCutShort(page=3, count=2 * MAX_ATTEMPTS)) as server:
         platform = slice_for(tmp_path, instance, rest_source(server.base_url))
         # One page per landed group, so that pages 1 and 2 are checkpointed before page 3 breaks.
         config = {"ops": {RAW_API_STEP: {"config": {"batch_rows": PAGE_SIZE}}}}
-        assert not platform.materialize(run_config=config).success
-        assert pages_requested(server) == [1, 2, 3, 3, 3]
+        first = platform.materialize(run_config=config)
+        assert not first.success
+        assert pages_requested(server) == [1, 2, 3, 3, 3, 3, 3, 3], "the step retry resumed after page 2"
+        assert [e.event_type_value for e in first.all_events].count("STEP_UP_FOR_RETRY") == 1
         launched = platform.heal()
     (incident,) = platform.incidents()
     assert (incident.category, incident.rule_id, incident.action) == (
@@ -264,7 +268,7 @@ def test_truncated_page_is_retried_and_the_next_run_resumes_from_the_checkpoint(
     assert "ChunkedEncodingError" in incident.evidence_json
     assert incident.status == "resolved" and incident.attempts == 1
     assert [request.tags[ACTION_TAG] for request in launched] == ["retry_with_backoff"]
-    assert pages_requested(server) == [1, 2, 3, 3, 3, *PAGES[2:]], "pages 1-2 are not fetched again"
+    assert pages_requested(server) == [1, 2, *[3] * 6, *PAGES[2:]], "pages 1-2 are not fetched again"
     healing_run = platform.results[-1]
     assert any("Resuming api.items after page 2" in m for m in run_log_messages(instance, healing_run))
     row = record(scoreboard, "api_truncated_page", True, platform, KEYS)
