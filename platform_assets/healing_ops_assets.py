@@ -9,6 +9,7 @@ approval, or by a run someone launched, is resolved but not automatic.
 """
 
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
@@ -131,41 +132,53 @@ def summary_metadata(incidents: list[Incident]) -> dict[str, dg.MetadataValue]:
 def build_healing_ops_assets(
     store_path: Path, warehouse_kind: str | None = None
 ) -> list[dg.AssetsDefinition]:
-    kinds = {warehouse_kind} if warehouse_kind else None
+    return [
+        _ledger_asset(
+            INCIDENTS_KEY,
+            "Every healing incident (ops.healing_incidents): time, asset, run, category, confidence, "
+            "evidence, action, who or what decided, outcome, time to recover.",
+            ["incident_id"],
+            incident_table,
+            store_path,
+            warehouse_kind,
+        ),
+        _ledger_asset(
+            SUMMARY_KEY,
+            "Per failure category (ops.healing_summary): incidents, auto-resolution rate, mean time to "
+            "recover, open incidents; overall figures and the top failing sources in the metadata.",
+            ["category"],
+            summary_table,
+            store_path,
+            warehouse_kind,
+            deps=[INCIDENTS_KEY],
+        ),
+    ]
+
+
+def _ledger_asset(
+    key: dg.AssetKey,
+    description: str,
+    primary_key: list[str],
+    table: Callable[[list[Incident]], pa.Table],
+    store_path: Path,
+    warehouse_kind: str | None,
+    deps: list[dg.AssetKey] | None = None,
+) -> dg.AssetsDefinition:
+    """A warehouse table derived from the whole ledger, replaced every run, with the overall figures."""
+    table_name = ".".join(key.path)
 
     @dg.asset(
-        key=INCIDENTS_KEY,
+        key=key,
+        deps=deps,
         group_name=OPS_GROUP,
-        kinds=kinds,
+        kinds={warehouse_kind} if warehouse_kind else None,
         io_manager_key=WAREHOUSE_IO_MANAGER_KEY,
         pool=WAREHOUSE_POOL,
-        description="Every healing incident (ops.healing_incidents): time, asset, run, category, confidence, "
-        "evidence, action, who or what decided, outcome, time to recover.",
-        metadata={
-            **load_metadata(mode="replace", primary_key=["incident_id"]),
-            "dagster/table_name": "ops.healing_incidents",
-        },
+        description=description,
+        metadata={**load_metadata(mode="replace", primary_key=primary_key), "dagster/table_name": table_name},
     )
-    def healing_incidents() -> dg.Output[pa.Table]:
+    def ledger_table() -> dg.Output[pa.Table]:
         incidents = HealingStore(store_path).incidents()
-        return dg.Output(incident_table(incidents), metadata=summary_metadata(incidents))
+        return dg.Output(table(incidents), metadata=summary_metadata(incidents))
 
-    @dg.asset(
-        key=SUMMARY_KEY,
-        deps=[INCIDENTS_KEY],
-        group_name=OPS_GROUP,
-        kinds=kinds,
-        io_manager_key=WAREHOUSE_IO_MANAGER_KEY,
-        pool=WAREHOUSE_POOL,
-        description="Per failure category (ops.healing_summary): incidents, auto-resolution rate, mean time "
-        "to recover, open incidents; overall figures and the top failing sources in the metadata.",
-        metadata={
-            **load_metadata(mode="replace", primary_key=["category"]),
-            "dagster/table_name": "ops.healing_summary",
-        },
-    )
-    def healing_summary() -> dg.Output[pa.Table]:
-        incidents = HealingStore(store_path).incidents()
-        return dg.Output(summary_table(incidents), metadata=summary_metadata(incidents))
-
-    return [healing_incidents, healing_summary]
+    return ledger_table
