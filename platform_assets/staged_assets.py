@@ -38,7 +38,12 @@ from platform_assets.quarantine import (
     StagingSplit,
     over_threshold_message,
 )
-from platform_assets.raw_assets import LANDED_FILES_METADATA, LOAD_KIND_METADATA, scaled_batch_rows
+from platform_assets.raw_assets import (
+    EXTRACTION_STATE_METADATA,
+    LANDED_FILES_METADATA,
+    LOAD_KIND_METADATA,
+    scaled_batch_rows,
+)
 from platform_assets.relationship_checks import last_orphan_rate
 from platform_assets.schema_evolution import (
     DriftDecision,
@@ -180,7 +185,7 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
                     primary_key=QUARANTINE_KEY,
                 )
             profile = read_profile(
-                split.aggregate_staged_rows(lambda rows: profile_sql(rows, entity)), entity
+                split.aggregate_staged_rows(lambda rows: profile_sql(rows, staged)), staged
             )
             rows = split.staged_rows()
         except BaseException:
@@ -188,7 +193,7 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
             raise
         quality = quality_metadata(
             profile,
-            entity,
+            staged,
             rows_quarantined=summary.bad,
             orphan_rate=last_orphan_rate(context.instance, context.asset_key),
         )
@@ -279,7 +284,15 @@ def _landed_files(
             f"(or select it together with this asset)."
         )
     if materialization.metadata[LOAD_KIND_METADATA].value == "append":
-        return landing.committed_files(item.source_name, item.name)
+        committed = landing.committed_files(item.source_name, item.name)
+        state = materialization.metadata.get(EXTRACTION_STATE_METADATA)
+        if not committed and state is not None and state.value:  # it extracted before: files are gone
+            raise UpstreamMissingError(
+                f"{upstream.to_user_string()} landed rows, but no landed file of {item.source_name}."
+                f"{item.name} is left in {landing.root}. Re-materialize {upstream.to_user_string()}: it "
+                f"lands again every delivered file whose landed copy is gone."
+            )
+        return committed
     paths = [Path(p) for p in materialization.metadata[LANDED_FILES_METADATA].value]
     gone = [p for p in paths if not p.exists()]
     if gone:

@@ -421,17 +421,42 @@ def _run_evidence(
             step_key=event.step_key,
         )
     if not failures:
-        messages = [
-            entry.dagster_event.message or ""
-            for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
-            if entry.dagster_event is not None
-        ]
-        keys = sorted(run.asset_selection or (), key=lambda k: k.to_user_string())
-        yield Evidence(
-            kind="run_crash",
-            asset_key=keys[0].to_user_string() if keys else None,
-            run_id=run.run_id,
-            errors=tuple(
-                ErrorLink("RunFailure", m) for m in messages or ["run failed without a failed step"]
-            ),
-        )
+        yield _crash_evidence(instance, run, graph)
+
+
+def _crash_evidence(instance: dg.DagsterInstance, run: dg.DagsterRun, graph: HealingGraph) -> Evidence:
+    """A dead run worker leaves no failed step: Dagster writes the cause ("terminated by signal 9") as an
+    engine event and fails the run. The step it was running is the last one started and never finished."""
+    wanted = {
+        dg.DagsterEventType.RUN_FAILURE,
+        dg.DagsterEventType.ENGINE_EVENT,
+        dg.DagsterEventType.STEP_START,
+        dg.DagsterEventType.STEP_SUCCESS,
+    }
+    events = [
+        entry.dagster_event for entry in instance.all_logs(run.run_id, of_type=wanted) if entry.dagster_event
+    ]
+    messages = [
+        event.message or ""
+        for event in events
+        if event.event_type in (dg.DagsterEventType.RUN_FAILURE, dg.DagsterEventType.ENGINE_EVENT)
+    ]
+    finished = {e.step_key for e in events if e.event_type == dg.DagsterEventType.STEP_SUCCESS}
+    unfinished = [
+        e.step_key
+        for e in events
+        if e.event_type == dg.DagsterEventType.STEP_START
+        and e.step_key not in finished
+        and e.step_key in graph.step_assets
+    ]
+    step = unfinished[-1] if unfinished else None
+    keys = sorted(
+        graph.step_assets[step] if step else run.asset_selection or (), key=lambda k: k.to_user_string()
+    )
+    return Evidence(
+        kind="run_crash",
+        asset_key=keys[0].to_user_string() if keys else None,
+        run_id=run.run_id,
+        step_key=step,
+        errors=tuple(ErrorLink("RunFailure", m) for m in messages or ["run failed without a failed step"]),
+    )

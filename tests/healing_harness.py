@@ -172,12 +172,15 @@ def render_scoreboard(rows: list[ScoreboardRow]) -> str:
             f"{row.outcome} | {seconds} | {row.rows_lost} | {row.rows_duplicated} |"
         )
     healable = [row for row in rows if row.healable]
-    healed = [row for row in healable if row.outcome.startswith("healed")]
+    approved = [row for row in healable if row.outcome == "healed after approval"]
+    healed = [row for row in healable if row.outcome.startswith("healed") and row not in approved]
     others = [row for row in rows if not row.healable]
     escalated = [row for row in others if row.outcome == "escalated"]
+    share = f"{len(healed) / len(healable):.0%}" if healable else "-"
     lines.append("")
     lines.append(
-        f"Healed without a human: {len(healed)} of {len(healable)} healable scenarios; escalated: "
+        f"Healed without a human: {len(healed)} of {len(healable)} healable scenarios ({share}); healed "
+        f"after a human approved a medium-risk action, as the policy requires: {len(approved)}; escalated: "
         f"{len(escalated)} of {len(others)} non-healable; rows lost: {sum(r.rows_lost for r in rows)}, "
         f"duplicated: {sum(r.rows_duplicated for r in rows)}."
     )

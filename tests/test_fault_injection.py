@@ -8,47 +8,16 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
 import pytest
-from healing_harness import HealingSlice, ScoreboardRow, key_counts, slice_for
-from rest_test_server import PAGE_SIZE, Recorded, Reply, ScriptedServer, items, json_reply, paged_items
+from fault_api import KEYS, RECORDS, record, rest_source
+from healing_harness import slice_for
+from rest_test_server import PAGE_SIZE, Recorded, Reply, ScriptedServer, json_reply, paged_items
 
 from sensors.healing import ACTION_TAG
 
 pytestmark = pytest.mark.faults
-
-RECORDS = items(23)
-KEYS = {record["id"] for record in RECORDS}
-STAGED_ITEMS = dg.AssetKey(["staged", "api", "items"])
-
-
-def rest_source(base_url: str, **connection: Any) -> dict[str, Any]:
-    return {
-        "source": "api",
-        "connection": {
-            "kind": "rest",
-            "base_url": base_url,
-            "retry": {"max_attempts": 3, "backoff_seconds": 0.05, "max_backoff_seconds": 1},
-            **connection,
-        },
-        "entities": {
-            "items": {
-                "endpoint": {
-                    "path": "/items",
-                    "record_path": "data",
-                    "pagination": {"kind": "page_number", "page_param": "page", "start": 1},
-                },
-                "primary_key": ["id"],
-                "columns": {
-                    "id": {"type": "integer"},
-                    "name": {"type": "string"},
-                    "updated_at": {"type": "timestamp"},
-                },
-            }
-        },
-    }
 
 
 class FirstRequestsFail:
@@ -73,31 +42,6 @@ def instance() -> Iterator[dg.DagsterInstance]:
         yield instance
 
 
-def record(scoreboard: list, name: str, healable: bool, platform: HealingSlice) -> ScoreboardRow:
-    """The scenario's scoreboard row from the ledger and the staged table."""
-    incidents = platform.incidents()
-    first = incidents[0] if incidents else None
-    rows = platform.staged_rows("items", "id") if platform.results[-1].success else []
-    lost, duplicated = key_counts(rows, KEYS) if rows else (len(KEYS), 0)
-    outcome = "open"
-    if first is not None and first.status == "resolved":
-        outcome = "healed"
-    elif first is not None and first.status == "escalated":
-        outcome = "escalated"
-    row = ScoreboardRow(
-        scenario=name,
-        healable=healable,
-        category=first.category if first else "-",
-        action=str(first.action) if first else "-",
-        outcome=outcome,
-        seconds_to_recover=first.time_to_recover_s if first else None,
-        rows_lost=lost if healable else 0,
-        rows_duplicated=duplicated,
-    )
-    scoreboard.append(row)
-    return row
-
-
 def test_api_429_storm_with_retry_after_slows_down_and_heals(
     tmp_path: Path, instance: dg.DagsterInstance, scoreboard: list
 ) -> None:
@@ -116,7 +60,7 @@ def test_api_429_storm_with_retry_after_slows_down_and_heals(
     assert [request.tags[ACTION_TAG] for request in launched] == ["slow_down"]
     assert launched[0].run_config["ops"]["raw__api__items"]["config"]["rate_scale"] == 0.5
     assert platform.store.overrides("api") == {"rate_scale": 0.5}, "the slow-down stays until it decays"
-    row = record(scoreboard, "api_429_storm", True, platform)
+    row = record(scoreboard, "api_429_storm", True, platform, KEYS)
     assert (row.outcome, row.rows_lost, row.rows_duplicated) == ("healed", 0, 0)
     assert [event.kind for event in platform.events] == ["incident", "resolution"]
 
@@ -140,7 +84,7 @@ def test_wrong_credentials_are_escalated_not_retried(
         "escalated",
     )
     assert "wrong-token" not in incident.evidence_json
-    record(scoreboard, "wrong_credentials", False, platform)
+    record(scoreboard, "wrong_credentials", False, platform, KEYS)
     assert [event.kind for event in platform.events] == ["escalation"]
 
 
@@ -160,4 +104,4 @@ def test_configuration_error_is_escalated_not_retried(
         "missing_secret",
         "escalated",
     )
-    record(scoreboard, "configuration_error", False, platform)
+    record(scoreboard, "configuration_error", False, platform, KEYS)

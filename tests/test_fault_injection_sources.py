@@ -21,9 +21,10 @@ import dagster as dg
 import psycopg2
 import pytest
 import sqlalchemy as sa
+from fault_api import KEYS, MAX_ATTEMPTS, RECORDS, record, rest_source
 from fixtures.postgres_server import PostgresCluster
-from healing_harness import HealingSlice, ScoreboardRow, key_counts, slice_for
-from rest_test_server import PAGE_SIZE, Recorded, Reply, ScriptedServer, items, json_reply, paged_items
+from healing_harness import slice_for
+from rest_test_server import PAGE_SIZE, Recorded, Reply, ScriptedServer, json_reply, paged_items
 
 from resources.database_engine import APPLICATION_NAME
 from sensors.failure_classifier import ErrorLink, Evidence, classify
@@ -31,14 +32,10 @@ from sensors.healing import ACTION_TAG
 
 pytestmark = pytest.mark.faults
 
-RECORDS = items(23)  # five pages of five, the last one short
-KEYS = {record["id"] for record in RECORDS}
 STAGED_API_ITEMS = "staged/api/items"
 RAW_API_STEP = "raw__api__items"
 PAGES = list(range(1, 7))
 """Pages requested by a full extraction: five with records, then the empty sixth that ends it."""
-MAX_ATTEMPTS = 3
-"""The REST connection's retry.max_attempts in these scenarios: a fault must outlast it to fail a step."""
 
 
 @pytest.fixture
@@ -52,33 +49,6 @@ def instance() -> Iterator[dg.DagsterInstance]:
 # ---- helpers ----
 
 
-def rest_source(base_url: str, **connection: Any) -> dict[str, Any]:
-    return {
-        "source": "api",
-        "connection": {
-            "kind": "rest",
-            "base_url": base_url,
-            "retry": {"max_attempts": MAX_ATTEMPTS, "backoff_seconds": 0.05, "max_backoff_seconds": 1},
-            **connection,
-        },
-        "entities": {
-            "items": {
-                "endpoint": {
-                    "path": "/items",
-                    "record_path": "data",
-                    "pagination": {"kind": "page_number", "page_param": "page", "start": 1},
-                },
-                "primary_key": ["id"],
-                "columns": {
-                    "id": {"type": "integer"},
-                    "name": {"type": "string"},
-                    "updated_at": {"type": "timestamp"},
-                },
-            }
-        },
-    }
-
-
 def page_of(request: Recorded) -> int:
     return int(request.query.get("page", "1"))
 
@@ -89,43 +59,6 @@ def pages_requested(server: ScriptedServer) -> list[int]:
 
 def run_log_messages(instance: dg.DagsterInstance, result: dg.ExecuteInProcessResult) -> list[str]:
     return [entry.user_message for entry in instance.all_logs(result.run_id)]
-
-
-def record(
-    scoreboard: list,
-    name: str,
-    healable: bool,
-    platform: HealingSlice,
-    keys: set[Any],
-    *,
-    in_step: tuple[str, str] | None = None,
-) -> ScoreboardRow:
-    """The scenario's scoreboard row: from the ledger's incident, or for a fault healed inside the step
-    (`in_step` = (category, action)), from what the caller observed; data from the staged table."""
-    incidents = platform.incidents()
-    first = incidents[0] if incidents else None
-    rows = platform.staged_rows("items", "id") if platform.results[-1].success else []
-    lost, duplicated = key_counts(rows, keys) if rows else (len(keys), 0)
-    if in_step is not None:
-        assert first is None, "a fault healed in-step opens no incident"
-        category, action = in_step
-        outcome = "healed in-step" if platform.results[-1].success else "open"
-    else:
-        assert first is not None
-        category, action = first.category, str(first.action)
-        outcome = {"resolved": "healed", "escalated": "escalated"}.get(first.status, "open")
-    row = ScoreboardRow(
-        scenario=name,
-        healable=healable,
-        category=category,
-        action=action,
-        outcome=outcome,
-        seconds_to_recover=first.time_to_recover_s if first else None,
-        rows_lost=lost if healable else 0,
-        rows_duplicated=duplicated,
-    )
-    scoreboard.append(row)
-    return row
 
 
 # ---- 1. flaky 5xx ----

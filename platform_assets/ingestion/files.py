@@ -1,11 +1,12 @@
 """Files: each delivered file is landed exactly once, as one Parquet file of its own.
 
-The processed-file ledger (path -> size, version, content hash) is the extraction state: a file whose size
-and version (mtime or GCS generation) are unchanged is skipped; one re-delivered with identical bytes (a
-`touch`, a re-upload) is recognised by its hash and skipped too; a changed file is landed again (its rows
-then replace the earlier ones by key, downstream). Entries for files that are gone are dropped, so the
-ledger is bounded by the listing. A landed file is named after its ledger key, so a run that crashed after
-landing but before Dagster recorded it is recognised, not landed twice.
+The processed-file ledger (path -> size, version, content hash, name of the landed copy) is the extraction
+state: a file whose size and version (mtime or GCS generation) are unchanged is skipped; one re-delivered
+with identical bytes (a `touch`, a re-upload) is recognised by its hash and skipped too; a changed file is
+landed again (its rows then replace the earlier ones by key, downstream); a file whose landed copy is gone
+is landed again. Entries for files that are gone are dropped, so the ledger is bounded by the listing. A
+landed file is named after its ledger key, so a run that crashed after landing but before Dagster recorded
+it is recognised, not landed twice.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ class FilesExtractor:
         store = _store(item)
         listed = store.list(file_entity.path)
         ledger: dict[str, dict[str, Any]] = context.previous_state.get("ledger", {})
-        to_land, unchanged, redelivered = _plan(store, listed, ledger)
+        still_landed = {path: entry for path, entry in ledger.items() if _is_landed(context, entry)}
+        to_land, unchanged, redelivered = _plan(store, listed, still_landed)
         context.log.info(
             f"{len(listed)} file(s) match {self.location(item)}: {len(to_land)} to land, {len(unchanged)} "
             f"already landed, {len(redelivered)} re-delivered unchanged"
@@ -66,7 +68,12 @@ class FilesExtractor:
         state_ledger.update(redelivered)
         state_ledger.update(
             {
-                file.path: {"size": file.size, "version": file.version, "hash": _content_hash(store, file)}
+                file.path: {
+                    "size": file.size,
+                    "version": file.version,
+                    "hash": _content_hash(store, file),
+                    "landed": _landed_name(file),
+                }
                 for file in to_land
             }
         )
@@ -136,6 +143,15 @@ def _plan(
         else:
             to_land.append(file)
     return to_land, unchanged, redelivered
+
+
+def _is_landed(context: ExtractionContext, entry: dict[str, Any]) -> bool:
+    """Whether the landed copy a ledger entry names is still committed: a file whose copy was deleted (a
+    cleaned-up landing zone) is landed again, though the ledger says it was processed. Entries written
+    before the ledger named the copy are trusted."""
+    name = entry.get("landed")
+    item = context.item
+    return name is None or context.landing.find_committed(item.source_name, item.name, name) is not None
 
 
 def _landed_name(file: FileFingerprint) -> str:

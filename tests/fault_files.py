@@ -1,0 +1,218 @@
+"""File-source fault injection: a `HealingSlice` over a CSV delivery directory, with the anomaly checks
+and the real `quality_events` sensor in the loop, and helpers to read what staging set aside.
+
+Why a subclass and not more fields on `HealingSlice`: the file scenarios need deliveries, the anomaly
+checks and quality events, which the REST scenarios do not; keeping them here leaves the shared harness
+small. Everything is real: deliveries are files on disk, checks run in the materializations, quality
+events are what the sensor appends when Dagster evaluates it against the instance.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from healing_harness import HealingSlice, ScoreboardRow, fast_policy
+
+from platform_assets.catalog_loader import CatalogEntity
+from platform_assets.catalog_model import Source
+from platform_assets.quality_checks import build_quality_checks
+from platform_assets.quarantine import QUARANTINE_SCHEMA, QUARANTINE_TABLE
+from resources.environment import PlatformSettings
+from resources.healing_store import Incident
+from sensors.quality_events import SENSOR_NAME, QualityEventStore, build_quality_events_sensor
+
+SOURCE = "drop"
+ENTITY = "orders"
+HEADER = "order_id,amount,note"
+
+
+def files_source(
+    root: Path,
+    *,
+    on_drift: str = "fail",
+    allow_string_widening: bool = False,
+    max_bad_fraction: float = 0.05,
+    on_malformed: str = "fail",
+    extra_columns: dict[str, dict[str, Any]] | None = None,
+    amount_type: str = "integer",
+) -> dict[str, Any]:
+    """One CSV entity `drop.orders` (`orders/*.csv` under `root`), keyed on `order_id`."""
+    return {
+        "source": SOURCE,
+        "connection": {"kind": "files", "root": str(root)},
+        "entities": {
+            ENTITY: {
+                "file": {"format": "csv", "path": "orders/*.csv"},
+                "on_malformed": on_malformed,
+                "primary_key": ["order_id"],
+                "max_bad_fraction": max_bad_fraction,
+                "schema_evolution": {
+                    "compatibility": "backward",
+                    "on_drift": on_drift,
+                    "allow_string_widening": allow_string_widening,
+                },
+                "columns": {
+                    "order_id": {"type": "integer"},
+                    "amount": {"type": amount_type},
+                    "note": {"type": "string"},
+                    **(extra_columns or {}),
+                },
+            }
+        },
+    }
+
+
+def csv_rows(keys: range | list[int], amount: str = "{i}0") -> list[str]:
+    return [f"{i},{amount.format(i=i)},n{i}" for i in keys]
+
+
+@dataclass
+class FileHealingSlice(HealingSlice):
+    """A `HealingSlice` over CSV deliveries, optionally with the anomaly checks and the quality-events
+    sensor (whose events the engine reads on every tick, as the `healing` sensor does in production)."""
+
+    deliveries: Path = Path()
+    with_quality_checks: bool = False
+    quality_cursor: str | None = None
+    quality_ticks: list[list[str]] = field(default_factory=list)
+
+    @property
+    def events_path(self) -> Path:
+        return self.data_dir / "ops" / "quality_events.jsonl"
+
+    @property
+    def definitions(self) -> dg.Definitions:
+        base = super().definitions
+        if not self.with_quality_checks:
+            return base
+        source = Source.model_validate(self.source)
+        items = [CatalogEntity(source, name, entity) for name, entity in source.entities.items()]
+        return dg.Definitions.merge(
+            base,
+            dg.Definitions(
+                asset_checks=build_quality_checks(items),
+                sensors=[build_quality_events_sensor(self.events_path)],
+            ),
+        )
+
+    def deliver(self, name: str, lines: list[str], header: str = HEADER) -> Path:
+        folder = self.deliveries / "orders"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / name
+        path.write_text("\n".join([header, *lines]) + "\n")
+        return path
+
+    def quality_events_tick(self) -> list[str]:
+        """Evaluates the real `quality_events` sensor against the instance (cursor kept); returns the
+        check names of the events it appended."""
+        if not self.with_quality_checks:
+            return []
+        definitions = self.definitions
+        sensor = definitions.resolve_sensor_def(SENSOR_NAME)
+        before = len(QualityEventStore(self.events_path).read())
+        context = dg.build_sensor_context(
+            instance=self.instance, cursor=self.quality_cursor, definitions=definitions
+        )
+        result = sensor.evaluate_tick(context)
+        self.quality_cursor = result.cursor
+        appended = QualityEventStore(self.events_path).read()[before:]
+        names = [event.check_name or event.kind for event in appended]
+        self.quality_ticks.append(names)
+        return names
+
+    def tick(self) -> list[dg.RunRequest]:
+        """As the `healing` sensor: the engine reads the failed runs AND the quality events file."""
+        self.quality_events_tick()
+        events = QualityEventStore(self.events_path).read()
+        requests, self.cursor = self.healer().tick(self.instance, self.cursor, events)
+        return requests
+
+    def staged_keys(self) -> list[int]:
+        return [row[0] for row in self.staged_rows(ENTITY, "order_id")]
+
+    def quarantined(self) -> list[tuple[str, dict[str, Any]]]:
+        """(rule, row) of every row of `ops.quarantine`."""
+        warehouse = self.warehouse
+        if QUARANTINE_TABLE not in warehouse.tables(QUARANTINE_SCHEMA):
+            return []
+        table = warehouse.table_ref(QUARANTINE_SCHEMA, QUARANTINE_TABLE)
+        rows = warehouse.query(f"SELECT rule, row_json FROM {table}")
+        return [(rule, json.loads(row)) for rule, row in rows]
+
+
+def file_slice(
+    tmp_path: Path, instance: dg.DagsterInstance, *, with_quality_checks: bool = False, **source: Any
+) -> FileHealingSlice:
+    data_dir = tmp_path / "data"
+    deliveries = tmp_path / "deliveries"
+    return FileHealingSlice(
+        files_source(deliveries, **source),
+        data_dir,
+        instance,
+        PlatformSettings.local(data_dir),
+        fast_policy(),
+        deliveries=deliveries,
+        with_quality_checks=with_quality_checks,
+    )
+
+
+def outcome_of(incident: Incident | None) -> str:
+    """The scoreboard outcome of an incident: `healed after approval` when a human approved the action
+    (it does not count as healed without a human), `healed` when resolved by the engine alone."""
+    if incident is None:
+        return "open"
+    if incident.status == "resolved":
+        return "healed after approval" if incident.approved_by else "healed"
+    if incident.status == "escalated":
+        return "escalated"
+    return incident.status
+
+
+def scoreboard_row(
+    scenario: str,
+    healable: bool,
+    incident: Incident | None,
+    *,
+    outcome: str | None = None,
+    category: str | None = None,
+    action: str | None = None,
+    seconds: float | None = None,
+    lost: int = 0,
+    duplicated: int = 0,
+) -> ScoreboardRow:
+    return ScoreboardRow(
+        scenario=scenario,
+        healable=healable,
+        category=category or (incident.category if incident else "-"),
+        action=action or (str(incident.action) if incident else "-"),
+        outcome=outcome or outcome_of(incident),
+        seconds_to_recover=seconds
+        if seconds is not None
+        else (incident.time_to_recover_s if incident else None),
+        rows_lost=lost,
+        rows_duplicated=duplicated,
+    )
+
+
+CHILD_RUN = """
+import json, sys
+sys.path.insert(0, {tests!r})
+import dagster as dg
+from fault_files import file_slice
+from platform_assets.keys import raw_key, staged_key
+
+instance = dg.DagsterInstance.from_config({home!r})
+platform = file_slice(__import__("pathlib").Path({tmp!r}), instance)
+platform.materialize([raw_key("drop", "orders"), staged_key("drop", "orders")])
+"""
+"""A materialization of the slice in a child process, on the persistent instance under `home`."""
+
+
+def child_run_command(tests_dir: Path, home: Path, tmp_path: Path) -> list[str]:
+    import sys
+
+    return [sys.executable, "-c", CHILD_RUN.format(tests=str(tests_dir), home=str(home), tmp=str(tmp_path))]

@@ -1,0 +1,495 @@
+"""Fault-injection scenarios on a file source (CSV deliveries on local disk): each injects one real fault
+(a malformed delivery, a drifted schema, a duplicate delivery, a volume spike, a missing upstream, an
+out-of-memory step, a run process killed with SIGKILL), materializes through Dagster, lets the healing
+engine diagnose and act, and asserts the category, the rule, the action, the outcome and the data (every
+delivered key staged exactly once, or quarantined with its reason). Each records a scoreboard row.
+
+"Healed in-step" means the staging step itself absorbed the fault (quarantine, evolve, dedup): no run
+failed, so the ledger has no incident, and that is the point: nothing needed healing. "Healed after
+approval" needed a human and does not count as healed without one."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from fault_files import (
+    ENTITY,
+    HEADER,
+    SOURCE,
+    child_run_command,
+    csv_rows,
+    file_slice,
+    scoreboard_row,
+)
+from healing_harness import incident_summary, key_counts
+
+from platform_assets.keys import raw_key, staged_key
+from sensors.healing import ACTION_TAG
+from sensors.healing_sensor import build_approval_job
+
+pytestmark = pytest.mark.faults
+
+RAW = raw_key(SOURCE, ENTITY)
+STAGED = staged_key(SOURCE, ENTITY)
+STAGED_STEP = f"staged__{SOURCE}__{ENTITY}"
+STEADY = "5"
+"""A constant amount: the spike changes the row count only, not the mean (mean_shift stays quiet)."""
+
+
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    with dg.instance_for_test() as instance:
+        yield instance
+
+
+def staged_metadata(result: dg.ExecuteInProcessResult) -> dict[str, object]:
+    (event,) = result.asset_materializations_for_node(STAGED_STEP)
+    return {name: value.value for name, value in event.metadata.items()}
+
+
+# 1. Malformed rows
+
+
+def test_malformed_rows_under_the_threshold_are_quarantined_in_step(
+    tmp_path: Path, instance: dg.DagsterInstance, scoreboard: list
+) -> None:
+    platform = file_slice(tmp_path, instance, max_bad_fraction=0.2, on_malformed="skip")
+    good = list(range(1, 19))
+    lines = csv_rows(good)
+    lines.insert(5, "901,not-a-number,bad typed")  # parses as CSV, fails the integer type
+    lines.insert(9, "902,12.5e,bad typed too")
+    lines.insert(12, "903,30,extra,fields,here")  # unparsable: the wrong number of fields
+    platform.deliver("1.csv", lines)
+
+    result = platform.materialize()
+    assert result.success
+    assert platform.heal() == [] and platform.incidents() == [], "nothing failed: nothing to heal"
+
+    staged = platform.staged_keys()
+    assert staged == good, "every good row staged exactly once, no bad one"
+    quarantined = platform.quarantined()
+    assert sorted(row["order_id"] for _, row in quarantined) == [901, 902]
+    assert {rule for rule, _ in quarantined} == {"type"}
+    metadata = staged_metadata(result)
+    assert metadata["rows_quarantined"] == 2
+    (raw_event,) = result.asset_materializations_for_node(f"raw__{SOURCE}__{ENTITY}")
+    landing_quarantine = list((platform.data_dir).rglob("_quarantine/**/*.parquet"))
+    assert landing_quarantine, "the unparsable line is set aside by the extractor, with its line number"
+    import pyarrow.parquet as pq
+
+    set_aside = pq.read_table(landing_quarantine[0]).to_pylist()
+    assert len(set_aside) == 1 and "903" in json.dumps(set_aside[0], default=str)
+    assert raw_event is not None
+
+    lost, duplicated = key_counts([(k,) for k in staged], set(good))
+    scoreboard.append(
+        scoreboard_row(
+            "files_malformed_rows",
+            True,
+            None,
+            category="data_quality",
+            action="quarantine rows",
+            outcome="healed in-step",
+            lost=lost,
+            duplicated=duplicated,
+        )
+    )
+    assert (lost, duplicated) == (0, 0)
+
+
+def test_malformed_rows_over_the_threshold_fail_and_are_escalated(
+    tmp_path: Path, instance: dg.DagsterInstance, scoreboard: list
+) -> None:
+    # Rows with the required `qty` missing (bad-TYPED values over the threshold would be read as a
+    # type drift of the column instead: schema inference tolerates only max_bad_fraction unparsable values).
+    platform = file_slice(
+        tmp_path,
+        instance,
+        max_bad_fraction=0.05,
+        extra_columns={"qty": {"type": "integer", "nullable": False}},
+    )
+    header = f"{HEADER},qty"
+    platform.deliver(
+        "1.csv",
+        [*(f"{r},1" for r in csv_rows(range(1, 9))), *(f"{r}," for r in csv_rows(range(901, 905)))],
+        header,
+    )
+
+    assert not platform.materialize().success
+    assert platform.heal() == [], "bad data is not retried: a human fixes the delivery or the catalog"
+
+    (incident,) = platform.incidents()
+    assert (incident.category, incident.rule_id, incident.action, incident.status) == (
+        "data_quality",
+        "bad_rows_over_threshold",
+        "escalate",
+        "escalated",
+    )
+    assert "BadRowsError" in incident.evidence_json
+    assert platform.quarantined() == [], "over the threshold nothing is written, not even the quarantine"
+    scoreboard.append(scoreboard_row("files_malformed_rows_over_threshold", False, incident))
+    assert [event.kind for event in platform.events] == ["escalation"]
+
+
+# 2. New column
+
+
+def test_new_column_in_a_later_file_is_evolved_in_step(
+    tmp_path: Path, instance: dg.DagsterInstance, scoreboard: list
+) -> None:
+    platform = file_slice(tmp_path, instance, on_drift="evolve")
+    platform.deliver("1.csv", csv_rows(range(1, 6)))
+    assert platform.materialize().success
+    platform.deliver("2.csv", [f"{i},{i}0,n{i},web" for i in range(6, 11)], header=f"{HEADER},channel")
+
+    second = platform.materialize()
+    assert second.success
+    assert platform.heal() == [] and platform.incidents() == []
+    metadata = staged_metadata(second)
+    assert metadata["schema/version"] == 2
+    assert "channel" in metadata["schema/diff"]["added"]  # type: ignore[operator]
+    rows = platform.staged_rows(ENTITY, "order_id, channel")
+    assert [row[1] for row in rows] == [None] * 5 + ["web"] * 5, "old rows NULL, new rows their value"
+    lost, duplicated = key_counts(rows, set(range(1, 11)))
+    scoreboard.append(
+        scoreboard_row(
+            "files_new_column",
+            True,
+            None,
+            category="schema_drift",
+            action="evolve in-step",
+            outcome="healed in-step",
+            lost=lost,
+            duplicated=duplicated,
+        )
+    )
+    assert (lost, duplicated) == (0, 0)
+
+
+# 3. Type change: handled in the step by the entity's drift policy, or (on_drift: fail) the approval path
+
+
+@pytest.mark.parametrize(
+    ("on_drift", "drifted", "expected"),
+    [
+        ("evolve", "{i}.5", "DOUBLE"),  # the staged column widens to double
+        ("quarantine", "A{i}", "BIGINT"),  # the column keeps its type, the drifted rows are quarantined
+    ],
+)
+def test_type_change_is_handled_in_step_by_the_drift_policy(
+    tmp_path: Path, instance: dg.DagsterInstance, scoreboard: list, on_drift: str, drifted: str, expected: str
+) -> None:
+    platform = file_slice(tmp_path, instance, on_drift=on_drift)
+    platform.deliver("1.csv", csv_rows(range(1, 21)))
+    assert platform.materialize().success
+    platform.deliver("2.csv", csv_rows(range(21, 23), amount=drifted))
+
+    assert platform.materialize().success
+    assert platform.heal() == [] and platform.incidents() == []
+    columns = dict(platform.warehouse.columns("staged", f"{SOURCE}__{ENTITY}"))
+    assert columns["amount"].upper() == expected
+    staged = set(platform.staged_keys())
+    quarantined = {row["order_id"] for _, row in platform.quarantined()}
+    assert quarantined == (set() if on_drift == "evolve" else {21, 22})
+    lost, duplicated = key_counts([(k,) for k in staged | quarantined], set(range(1, 23)))
+    row = scoreboard_row(
+        f"files_type_change_{on_drift}",
+        True,
+        None,
+        category="schema_drift",
+        action=f"{on_drift} in-step",
+        outcome="healed in-step",
+        lost=lost,
+        duplicated=duplicated,
+    )
+    scoreboard.append(row)
+    assert (lost, duplicated) == (0, 0), "every key is staged or quarantined, none twice"
+
+
+@pytest.mark.parametrize(
+    "widening",
+    [
+        "int_to_string",
+        "int_to_double",
+    ],
+)
+def test_type_change_with_on_drift_fail_is_proposed_approved_and_healed(
+    tmp_path: Path, instance: dg.DagsterInstance, scoreboard: list, widening: str
+) -> None:
+    platform = file_slice(tmp_path, instance, on_drift="fail", allow_string_widening=True)
+    platform.deliver("1.csv", csv_rows(range(1, 6)))
+    assert platform.materialize().success
+    drifted = "A{i}" if widening == "int_to_string" else "{i}.5"
+    platform.deliver("2.csv", csv_rows(range(6, 11), amount=drifted))
+
+    assert not platform.materialize().success
+    assert platform.heal() == [], "a medium-risk action waits for a human"
+    (incident,) = platform.incidents()
+    assert (incident.category, incident.rule_id, incident.action, incident.risk, incident.status) == (
+        "schema_drift",
+        "schema_drift_staging",
+        "evolve_schema",
+        "medium",
+        "proposed",
+    )
+    assert "SchemaDriftError" in incident.evidence_json
+    assert platform.staged_keys() == [1, 2, 3, 4, 5], "the refused delivery left the table as it was"
+
+    approval = build_approval_job(platform.store.path).execute_in_process(
+        run_config={"ops": {"approve_proposed_action": {"config": {"incident_id": incident.incident_id}}}},
+        instance=instance,
+        tags={"dagster/user": "data-steward@example.com"},
+    )
+    assert approval.success
+    approved = platform.store.incident(incident.incident_id)
+    assert approved is not None and approved.status == "approved"
+    assert approved.approved_by is not None and approved.approved_by.startswith("data-steward@example.com")
+    assert approved.approved_at is not None and approved.approved_at >= incident.opened_at
+
+    launched = platform.heal()
+    assert [request.tags[ACTION_TAG] for request in launched] == ["evolve_schema"]
+    assert launched[0].run_config["ops"][STAGED_STEP]["config"] == {"on_drift": "evolve"}
+    healed = platform.store.incident(incident.incident_id)
+    assert healed is not None
+    rows = platform.staged_rows(ENTITY, "order_id")
+    lost, duplicated = key_counts(rows, set(range(1, 11)))
+    scoreboard.append(
+        scoreboard_row(f"files_type_change_{widening}", True, healed, lost=lost, duplicated=duplicated)
+    )
+    assert platform.results[-1].success, list(incident_summary([healed]))
+    assert healed.status == "resolved"
+    expected_type = "VARCHAR" if widening == "int_to_string" else "DOUBLE"
+    columns = dict(platform.warehouse.columns("staged", f"{SOURCE}__{ENTITY}"))
+    assert columns["amount"].upper() == expected_type
+    assert (lost, duplicated) == (0, 0)
+    assert [event.kind for event in platform.events] == ["proposal", "resolution"]
+
+
+# 4. Dropped column
+
+
+def test_dropped_nullable_column_is_staged_as_null_in_step(
+    tmp_path: Path, instance: dg.DagsterInstance, scoreboard: list
+) -> None:
+    platform = file_slice(tmp_path, instance, on_drift="fail")
+    platform.deliver("1.csv", csv_rows(range(1, 6)))
+    assert platform.materialize().success
+    platform.deliver("2.csv", [f"{i},{i}0" for i in range(6, 11)], header="order_id,amount")
+
+    second = platform.materialize()
+    assert second.success, "a nullable column missing from a later file is not drift the policy refuses"
+    assert platform.heal() == [] and platform.incidents() == []
+    rows = platform.staged_rows(ENTITY, "order_id, note")
+    assert [row[1] for row in rows] == [f"n{i}" for i in range(1, 6)] + [None] * 5
+    lost, duplicated = key_counts(rows, set(range(1, 11)))
+    scoreboard.append(
+        scoreboard_row(
+            "files_dropped_nullable_column",
+            True,
+            None,
+            category="schema_drift",
+            action="stage NULL",
+            outcome="healed in-step",
+            lost=lost,
+            duplicated=duplicated,
+        )
+    )
+    assert (lost, duplicated) == (0, 0)
+
+
+# 5. Duplicate delivery
+
+
+def test_duplicate_file_delivery_stages_each_key_once(
+    tmp_path: Path, instance: dg.DagsterInstance, scoreboard: list
+) -> None:
+    platform = file_slice(tmp_path, instance)
+    original = platform.deliver("2026-01-01.csv", csv_rows(range(1, 11)))
+    assert platform.materialize().success
+
+    copy = platform.deliver("2026-01-01 (copy).csv", csv_rows(range(1, 11)))  # same bytes, another name
+    assert copy.read_bytes() == original.read_bytes()
+    second = platform.materialize()
+    os.utime(original, (time.time() + 5, time.time() + 5))  # the same name delivered again, same bytes
+    third = platform.materialize()
+    assert second.success and third.success
+    assert platform.heal() == [] and platform.incidents() == []
+
+    (third_raw,) = third.asset_materializations_for_node(f"raw__{SOURCE}__{ENTITY}")
+    landed_by_third = third_raw.metadata["landed_files"].value
+    assert landed_by_third == [], "the same name with the same bytes is recognised by its hash, not landed"
+    keys = platform.staged_keys()
+    lost, duplicated = key_counts([(k,) for k in keys], set(range(1, 11)))
+    scoreboard.append(
+        scoreboard_row(
+            "files_duplicate_delivery",
+            True,
+            None,
+            category="duplicate delivery",
+            action="dedup by key",
+            outcome="healed in-step",
+            lost=lost,
+            duplicated=duplicated,
+        )
+    )
+    assert (lost, duplicated) == (0, 0)
+
+
+# 6. Volume spike
+
+
+def test_volume_spike_fails_the_anomaly_check_and_is_escalated(
+    tmp_path: Path, instance: dg.DagsterInstance, scoreboard: list
+) -> None:
+    platform = file_slice(tmp_path, instance, with_quality_checks=True)
+    for day in range(1, 7):  # six normal deliveries of 10 rows: five earlier counts before the last
+        platform.deliver(f"{day}.csv", csv_rows(range(day * 10, day * 10 + 10), amount=STEADY))
+        assert platform.materialize().success
+        assert platform.heal() == []
+    assert platform.incidents() == [], "steady growth is not an anomaly"
+
+    spike = range(1000, 1000 + 600)
+    platform.deliver("7.csv", csv_rows(spike, amount=STEADY))
+    result = platform.materialize()
+    assert result.success, "a WARN check does not fail the run"
+    volume = [e for e in result.get_asset_check_evaluations() if e.check_name == "volume_anomaly"]
+    assert len(volume) == 1 and not volume[0].passed
+    assert volume[0].severity == dg.AssetCheckSeverity.WARN
+
+    assert platform.heal() == [], "a human judges whether a spike is real"
+    assert "volume_anomaly" in platform.quality_ticks[-1] or any(
+        "volume_anomaly" in tick for tick in platform.quality_ticks
+    )
+    (incident,) = platform.incidents()
+    assert (incident.category, incident.rule_id, incident.action, incident.status) == (
+        "volume_anomaly",
+        "volume_anomaly_check",
+        "escalate",
+        "escalated",
+    )
+    keys = platform.staged_keys()
+    expected = {k for day in range(1, 7) for k in range(day * 10, day * 10 + 10)} | set(spike)
+    lost, duplicated = key_counts([(k,) for k in keys], expected)
+    scoreboard.append(scoreboard_row("files_volume_spike", False, incident, lost=lost, duplicated=duplicated))
+    assert (lost, duplicated) == (0, 0)
+
+
+# 7. Upstream missing
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        "never_materialized",
+        "landed_files_gone",
+    ],
+)
+def test_missing_upstream_is_rematerialized(
+    tmp_path: Path, instance: dg.DagsterInstance, scoreboard: list, how: str
+) -> None:
+    platform = file_slice(tmp_path, instance)
+    platform.deliver("1.csv", csv_rows(range(1, 11)))
+    if how == "landed_files_gone":
+        assert platform.materialize().success
+        landed = [p for p in (platform.data_dir).rglob("*.parquet") if "_quarantine" not in p.parts]
+        assert landed
+        for path in landed:
+            path.unlink()
+    assert not platform.materialize([STAGED]).success
+
+    launched = platform.heal()
+    (incident,) = platform.incidents()
+    rows = platform.staged_rows(ENTITY, "order_id") if platform.results[-1].success else []
+    lost, duplicated = key_counts(rows, set(range(1, 11)))
+    scoreboard.append(
+        scoreboard_row(f"files_upstream_{how}", True, incident, lost=lost, duplicated=duplicated)
+    )
+    assert (incident.category, incident.rule_id, incident.action) == (
+        "stale_upstream",
+        "upstream_not_materialized",
+        "rematerialize_upstream",
+    ), incident.evidence_json
+    assert "UpstreamMissingError" in incident.evidence_json
+    assert incident.status == "resolved"
+    assert [sorted(k.to_user_string() for k in r.asset_selection or ()) for r in launched] == [
+        sorted([RAW.to_user_string(), STAGED.to_user_string()])
+    ]
+    assert (lost, duplicated) == (0, 0)
+
+
+# 9. Run process killed
+
+
+def test_run_process_killed_mid_load_is_healed_without_duplicates(tmp_path: Path, scoreboard: list) -> None:
+    from dagster._utils import get_run_crash_explanation
+
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with dg.DagsterInstance.local_temp(tempdir=str(home)) as instance:
+        platform = file_slice(tmp_path, instance)
+        keys = range(1, 400_001)
+        platform.deliver("big.csv", csv_rows(keys))
+        child = subprocess.Popen(
+            child_run_command(Path(__file__).parent, home, tmp_path),
+            cwd=Path(__file__).parent.parent,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            run = _wait_for_step_start(instance, STAGED_STEP, child)
+            time.sleep(0.3)  # into the staging and load
+            child.send_signal(signal.SIGKILL)
+            exit_code = child.wait(timeout=30)
+        finally:
+            if child.poll() is None:
+                child.kill()
+        assert exit_code == -signal.SIGKILL
+        run = instance.get_run_by_id(run.run_id)
+        assert run is not None and not run.is_finished, "a killed worker leaves its run STARTED"
+        # What Dagster's code server does when it finds its run worker dead (grpc/server.py).
+        instance.report_engine_event(
+            get_run_crash_explanation(prefix=f"Run execution process for {run.run_id}", exit_code=exit_code),
+            run,
+        )
+        instance.report_run_failed(run)
+
+        launched = platform.heal()
+        (incident,) = platform.incidents()
+        success = bool(platform.results) and platform.results[-1].success
+        rows = platform.staged_rows(ENTITY, "order_id") if success else []
+        lost, duplicated = key_counts(rows, set(keys))
+        scoreboard.append(
+            scoreboard_row("files_run_killed_sigkill", True, incident, lost=lost, duplicated=duplicated)
+        )
+        assert success and (lost, duplicated) == (0, 0), "the re-run after the kill stages every key once"
+        assert [request.tags[ACTION_TAG] for request in launched] == ["shrink_batch"]
+        scales = [op["config"].get("batch_scale") for op in launched[0].run_config["ops"].values()]
+        assert 0.5 in scales, "the re-run halves a batch size"
+        assert (incident.kind, incident.category, incident.rule_id) == (
+            "run_crash",
+            "resource_exhausted",
+            "process_oom_killed",
+        ), list(incident_summary([incident]))
+        assert incident.approved_by is None, "healed without a human"
+
+
+def _wait_for_step_start(
+    instance: dg.DagsterInstance, step_key: str, child: subprocess.Popen, timeout: float = 60
+) -> dg.DagsterRun:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert child.poll() is None, "the child run ended before it could be killed"
+        for record in instance.get_run_records():
+            starts = instance.all_logs(record.dagster_run.run_id, of_type=dg.DagsterEventType.STEP_START)
+            if any(entry.step_key == step_key for entry in starts):
+                return record.dagster_run
+        time.sleep(0.05)
+    raise AssertionError(f"{step_key} did not start within {timeout} s")
