@@ -1,0 +1,208 @@
+"""The metrics endpoint against real parts: a Dagster instance on disk with real materializations carrying
+the platform's metadata, a real healing ledger with incidents, outcomes and breakers, the HTTP server on a
+loopback port, and Prometheus' own text parser on what it serves. The entry point is also started as the
+process systemd runs, with DAGSTER_HOME and PLATFORM_DATA_DIR only."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from resources.healing_store import Breaker, HealingStore, Incident
+from sensors.metrics import metric_names
+from sensors.metrics_server import HEALING_STORE_FILE, build_registry, serve
+
+REPO = Path(__file__).resolve().parents[1]
+RAW_ROWS = 120
+STAGED_ROWS = 118
+QUALITY = {"quality/score": 92.5, "quality/completeness": 99.0, "quality/validity": 88.0}
+
+
+@dg.asset(key=["raw", "shop", "orders"])
+def raw_orders() -> dg.MaterializeResult:
+    return dg.MaterializeResult(metadata={"dagster/row_count": RAW_ROWS, "bytes": 4096})
+
+
+@dg.asset(key=["staged", "shop", "orders"], deps=[raw_orders])
+def staged_orders() -> dg.MaterializeResult:
+    time.sleep(0.05)  # a measurable step duration
+    return dg.MaterializeResult(
+        metadata={"rows_written": STAGED_ROWS, "dagster/row_count": STAGED_ROWS + 1000, **QUALITY}
+    )
+
+
+def _incident(
+    dedup: str, category: str, status: str, kind: str = "step_failure", **extra: object
+) -> Incident:
+    now = time.time()
+    return Incident(
+        incident_id=HealingStore.new_incident_id(), dedup_key=dedup, opened_at=now - 600, updated_at=now,
+        kind=kind, asset_key="raw/shop_api/products", source="shop_api", run_id=None, category=category,
+        confidence=0.9, rule_id="r", explanation="e", evidence_json="{}", status=status, **extra,
+    )  # fmt: skip
+
+
+@dataclass
+class World:
+    home: Path
+    data_dir: Path
+    instance: dg.DagsterInstance
+    materialized_at: float
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    root = tmp_path_factory.mktemp("metrics")
+    home, data_dir = root / "dagster_home", root / "data"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    store = HealingStore(data_dir.joinpath(*HEALING_STORE_FILE))
+    store.add_incident(_incident("a", "rate_limited", "resolved", time_to_recover_s=30.0))
+    store.add_incident(_incident("b", "rate_limited", "healing"))
+    store.add_incident(_incident("c", "schema_drift", "proposed", kind="check_failure"))
+    store.record_outcome("x", "rate_limited", "slow_down", True, time.time())
+    store.record_outcome("y", "rate_limited", "slow_down", False, time.time())
+    store.save_breaker(Breaker("shop_api", "open", 3, time.time()))
+    store.save_breaker(Breaker("shop_db", "closed", 0, time.time()))
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        before = time.time()
+        assert dg.materialize([raw_orders, staged_orders], instance=instance).success
+        yield World(home, data_dir, instance, before)
+
+
+def _scrape(url: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        assert response.status == 200
+        text = response.read().decode()
+    samples: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return samples
+
+
+def _value(samples: dict[str, list[tuple[dict[str, str], float]]], name: str, **labels: str) -> float:
+    matches = [value for found, value in samples.get(name, []) if found == labels]
+    assert len(matches) == 1, f"{name}{labels}: {samples.get(name)}"
+    return matches[0]
+
+
+def test_scrape_over_http_reports_instance_and_ledger(world: World) -> None:
+    server, thread = serve(
+        build_registry(world.instance, world.data_dir.joinpath(*HEALING_STORE_FILE)), "127.0.0.1", 0
+    )
+    try:
+        samples = _scrape(f"http://127.0.0.1:{server.server_port}/metrics")
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+
+    assert _value(samples, "dataplatform_metrics_source_up", source="instance") == 1
+    assert _value(samples, "dataplatform_metrics_source_up", source="ledger") == 1
+    # rows: rows_written wins over the table's row count; raw assets report their dagster/row_count
+    assert _value(samples, "dataplatform_rows_ingested", asset="raw/shop/orders", layer="raw") == RAW_ROWS
+    assert (
+        _value(samples, "dataplatform_rows_ingested", asset="staged/shop/orders", layer="staged")
+        == STAGED_ROWS
+    )
+    assert _value(samples, "dataplatform_quality_score", asset="staged/shop/orders") == 92.5
+    assert _value(samples, "dataplatform_quality_dimension_score", asset="staged/shop/orders",
+                  dimension="validity") == 88.0  # fmt: skip
+    assert "raw/shop/orders" not in {labels["asset"] for labels, _ in samples["dataplatform_quality_score"]}
+    lag = _value(samples, "dataplatform_asset_freshness_lag_seconds", asset="raw/shop/orders", layer="raw")
+    assert 0 <= lag <= time.time() - world.materialized_at + 1
+    stamp = _value(samples, "dataplatform_asset_last_materialization_timestamp_seconds",
+                   asset="staged/shop/orders", layer="staged")  # fmt: skip
+    assert world.materialized_at - 1 <= stamp <= time.time()
+    assert _value(samples, "dataplatform_runs", status="SUCCESS") == 1
+    assert _value(samples, "dataplatform_runs", status="FAILURE") == 0
+    durations = {labels["step"]: value for labels, value in samples["dataplatform_step_duration_seconds"]}
+    assert set(durations) == {"raw__shop__orders", "staged__shop__orders"}
+    assert durations["staged__shop__orders"] >= 0.05
+    jobs = {labels["job"] for labels, _ in samples["dataplatform_step_duration_seconds"]}
+    assert jobs == {run.job_name for run in world.instance.get_runs()}
+    # the ledger
+    assert (
+        _value(samples, "dataplatform_healing_incidents_total", category="rate_limited", kind="step_failure")
+        == 2
+    )
+    assert (
+        _value(samples, "dataplatform_healing_incidents_total", category="schema_drift", kind="check_failure")
+        == 1
+    )
+    assert _value(samples, "dataplatform_open_incidents") == 2
+    assert (
+        _value(samples, "dataplatform_healing_open_incidents", category="rate_limited", status="healing") == 1
+    )
+    assert (
+        _value(samples, "dataplatform_healing_open_incidents", category="schema_drift", status="proposed")
+        == 1
+    )
+    assert _value(samples, "dataplatform_healing_mean_time_to_recover_seconds", category="rate_limited") == 30
+    assert _value(samples, "dataplatform_healing_action_outcomes_total", category="rate_limited",
+                  action="slow_down", result="failure") == 1  # fmt: skip
+    assert _value(samples, "dataplatform_circuit_breaker_state", source="shop_api", state="open") == 1
+    assert _value(samples, "dataplatform_circuit_breaker_state", source="shop_api", state="closed") == 0
+    assert _value(samples, "dataplatform_circuit_breaker_state", source="shop_db", state="closed") == 1
+    assert _value(samples, "dataplatform_circuit_breaker_consecutive_failures", source="shop_api") == 3
+    # every declared family is served, and nothing undeclared
+    served = {name for name in samples if not name.endswith("_created")}
+    assert served <= metric_names()
+
+
+def test_missing_ledger_is_reported_not_fatal(world: World, tmp_path: Path) -> None:
+    server, thread = serve(
+        build_registry(world.instance, tmp_path / "absent" / "healing.sqlite"), "127.0.0.1", 0
+    )
+    try:
+        samples = _scrape(f"http://127.0.0.1:{server.server_port}/metrics")
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+    assert _value(samples, "dataplatform_open_incidents") == 0
+    assert _value(samples, "dataplatform_rows_ingested", asset="raw/shop/orders", layer="raw") == RAW_ROWS
+    assert not (tmp_path / "absent").exists()  # a reader creates nothing
+
+
+def test_entry_point_opens_dagster_home_and_data_dir(world: World) -> None:
+    """The command systemd starts: instance from DAGSTER_HOME, ledger from PLATFORM_DATA_DIR."""
+    port = _free_port()
+    env = {**os.environ, "DAGSTER_HOME": str(world.home), "PLATFORM_DATA_DIR": str(world.data_dir)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sensors.metrics_server", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                samples = _scrape(f"http://127.0.0.1:{port}/metrics")
+                break
+            except OSError:
+                assert process.poll() is None, process.communicate()[0]
+                assert time.monotonic() < deadline, "metrics server did not answer within 60 s"
+                time.sleep(0.3)
+        assert _value(samples, "dataplatform_open_incidents") == 2
+        assert _value(samples, "dataplatform_quality_score", asset="staged/shop/orders") == 92.5
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=30)[0]
+    assert process.returncode == 0, output
+
+
+def _free_port() -> int:
+    """A free loopback port (closed again before the server binds it)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
