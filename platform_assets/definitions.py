@@ -16,7 +16,17 @@ from platform_assets.quality_checks import build_quality_checks
 from platform_assets.raw_assets import build_raw_asset
 from platform_assets.schema_registry_asset import build_schema_registry_asset
 from platform_assets.staged_assets import build_contract_checks, build_staged_asset
+from platform_assets.triggers import (
+    DBT_SELECTION,
+    INGESTION_SELECTION,
+    build_change_sensors,
+    build_delivery_sensors,
+    build_schedules,
+    condition_for,
+    launch_status,
+)
 from resources.environment import PlatformSettings, build_executor, build_resources
+from sensors.automation import apply_automation_conditions, build_automation_sensors
 from sensors.healing_sensor import build_approval_job, build_healing_sensor
 from sensors.quality_events import build_quality_events_sensor
 
@@ -37,15 +47,25 @@ def build_definitions(settings: PlatformSettings) -> dg.Definitions:
         build_schema_registry_asset(catalog, settings.warehouse_kind),
         *build_healing_ops_assets(healing_store, settings.warehouse_kind),
     ]
+    schedule_status, sensor_status = launch_status(settings)
+    # Freshness policies and automation conditions from the catalog, applied here at the root, in one place
+    # each (platform_assets/freshness.py, platform_assets/triggers.py and sensors/automation.py).
+    assets = apply_automation_conditions(apply_freshness_policies(assets, catalog), condition_for)
     return dg.Definitions(
-        # Freshness policies from the catalog, applied here at the root (platform_assets/freshness.py).
-        assets=apply_freshness_policies(assets, catalog),
+        assets=assets,
         # Records failed checks and stale assets of this whole code location (sensors/quality_events.py).
         sensors=[
             build_quality_events_sensor(quality_events),
             # Classifies failures, heals what is safe, proposes or escalates the rest (sensors/healing.py).
             build_healing_sensor(healing_store, quality_events),
+            # Evaluate the automation conditions, split by kind (sensors/automation.py).
+            *build_automation_sensors(INGESTION_SELECTION, DBT_SELECTION),
+            # New files of file sources, changed incremental tables of database sources.
+            *build_delivery_sensors(catalog, healing_store, sensor_status),
+            *build_change_sensors(catalog, healing_store, sensor_status),
         ],
+        # The catalog's cron schedules, skipped while a source's circuit breaker is open.
+        schedules=build_schedules(catalog, healing_store, schedule_status),
         jobs=[build_approval_job(healing_store)],
         asset_checks=[
             *(c for item in catalog for c in build_contract_checks(item)),

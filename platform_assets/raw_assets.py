@@ -25,6 +25,13 @@ LANDED_FILES_METADATA = "landed_files"
 LOAD_KIND_METADATA = "load_kind"
 """`snapshot`: this run's files are the whole entity; `append`: they add to (or update, by key) the files
 landed before."""
+SOURCE_POOL_PREFIX = "source_"
+"""Raw assets of one source share the concurrency pool `source_<name>` (limit in `dagster.yaml`, one by
+default): however many runs are queued, one source's API or database serves one extraction at a time."""
+
+
+def source_pool(source: str) -> str:
+    return f"{SOURCE_POOL_PREFIX}{source}"
 
 
 class RawConfig(dg.Config):
@@ -48,6 +55,7 @@ def build_raw_asset(item: CatalogEntity) -> dg.AssetsDefinition:
         description=f"Landed copy of {item.source_name}.{item.name} as extracted from its {kind} source. "
         f"{item.entity.description or ''}".strip(),
         metadata={"source_location": extractor.location(item)},
+        pool=source_pool(item.source_name),
     )
     def raw_entity(
         context: dg.AssetExecutionContext, config: RawConfig, landing: LandingZone

@@ -1,0 +1,112 @@
+"""The delivery sensor of a file source, over a real directory: new files start one run per entity and
+batch (raw and downstream) with a de-duplicating run_key; files seen before start nothing; an open circuit
+breaker holds new files back."""
+
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from resources.healing_store import Breaker, HealingStore
+from sensors.automation import SOURCE_TAG, TRIGGER_TAG
+from sensors.delivery_sensor import WatchedEntity, build_delivery_sensor
+
+RAW = dg.AssetKey(["raw", "drops", "orders"])
+STAGED = dg.AssetKey(["staged", "drops", "orders"])
+OTHER_RAW = dg.AssetKey(["raw", "drops", "refunds"])
+
+
+@dg.asset(key=RAW)
+def raw() -> None: ...
+
+
+@dg.asset(key=STAGED, deps=[RAW])
+def staged() -> None: ...
+
+
+@dg.asset(key=OTHER_RAW)
+def other_raw() -> None: ...
+
+
+class Deliveries:
+    def __init__(self, root: Path, store: Path) -> None:
+        self.root = root
+        self.store = store
+        self.sensor = build_delivery_sensor(
+            "drops_deliveries",
+            source="drops",
+            root=str(root),
+            entities=[
+                WatchedEntity("orders", "orders/*.csv", dg.AssetSelection.assets(RAW).downstream()),
+                WatchedEntity("refunds", "refunds/*.csv", dg.AssetSelection.assets(OTHER_RAW).downstream()),
+            ],
+            healing_store=store,
+        )
+        self.definitions = dg.Definitions(assets=[raw, staged, other_raw], sensors=[self.sensor])
+        self.cursor: str | None = None
+
+    def deliver(self, name: str, text: str = "id\n1\n") -> None:
+        path = self.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+    def tick(self, instance: dg.DagsterInstance) -> list[dg.RunRequest]:
+        context = dg.build_sensor_context(instance, cursor=self.cursor, definitions=self.definitions)
+        result = self.sensor.evaluate_tick(context)
+        self.cursor = result.cursor
+        return list(result.run_requests or [])
+
+
+@pytest.fixture
+def deliveries(tmp_path: Path) -> Deliveries:
+    return Deliveries(tmp_path / "files", tmp_path / "ops" / "healing.sqlite")
+
+
+@pytest.fixture
+def instance() -> dg.DagsterInstance:
+    with dg.instance_for_test() as instance:
+        yield instance
+
+
+def test_new_files_start_one_run_per_entity_and_batch(
+    deliveries: Deliveries, instance: dg.DagsterInstance
+) -> None:
+    deliveries.deliver("orders/2026-01-01.csv")
+    deliveries.deliver("orders/2026-01-02.csv")
+    deliveries.deliver("orders/notes.txt")
+    [first] = deliveries.tick(instance)
+    assert set(first.asset_selection) == {RAW, STAGED}
+    assert first.run_key and first.run_key.startswith("drops.orders:")
+    assert first.tags[SOURCE_TAG] == "drops" and first.tags[TRIGGER_TAG] == "delivery"
+
+    assert deliveries.tick(instance) == [], "the same files again start nothing"
+
+    deliveries.deliver("orders/2026-01-03.csv")
+    deliveries.deliver("refunds/2026-01-03.csv")
+    requests = {tuple(r.asset_selection): r for r in deliveries.tick(instance)}
+    assert set(requests) == {(RAW, STAGED), (OTHER_RAW,)}
+    assert requests[(RAW, STAGED)].run_key != first.run_key
+
+    deliveries.deliver("orders/2026-01-03.csv", "id\n1\n2\n")  # re-delivered with new content
+    [rewritten] = deliveries.tick(instance)
+    assert rewritten.asset_selection == [RAW, STAGED]
+
+
+def test_breaker_open_holds_new_files_back(deliveries: Deliveries, instance: dg.DagsterInstance) -> None:
+    deliveries.tick(instance)
+    deliveries.deliver("orders/2026-01-01.csv")
+    HealingStore(deliveries.store).save_breaker(Breaker("drops", "open", 3, time.time()))
+    assert deliveries.tick(instance) == []
+    HealingStore(deliveries.store).save_breaker(Breaker("drops", "closed", 0, time.time()))
+    [request] = deliveries.tick(instance)
+    assert request.asset_selection == [RAW, STAGED]
+
+
+def test_same_batch_has_the_same_run_key(deliveries: Deliveries, instance: dg.DagsterInstance) -> None:
+    """A tick evaluated twice (cursor not stored) asks for the same run_key: Dagster launches it once."""
+    deliveries.deliver("orders/2026-01-01.csv")
+    [first] = deliveries.tick(instance)
+    deliveries.cursor = None
+    [again] = deliveries.tick(instance)
+    assert again.run_key == first.run_key

@@ -1,0 +1,108 @@
+"""Schedules from the catalog's cron and time zone, targeting a source's raw assets and what reads them;
+a tick of a source whose circuit breaker is open is skipped."""
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster._core.definitions.schedule_definition import ScheduleExecutionData
+
+from platform_assets.catalog_loader import CatalogEntity, load_catalog
+from platform_assets.catalog_model import Schedule
+from platform_assets.dbt_models import DBT_PROJECT_DIR
+from platform_assets.raw_assets import build_raw_asset
+from platform_assets.staged_assets import build_staged_asset
+from platform_assets.triggers import build_schedules
+from resources.environment import PlatformSettings, build_resources
+from resources.healing_store import Breaker, HealingStore
+from sensors.automation import SOURCE_TAG, TRIGGER_TAG
+
+
+@pytest.fixture
+def catalog(tmp_path: Path) -> list[CatalogEntity]:
+    return load_catalog(variables=PlatformSettings.local(tmp_path).catalog_vars())
+
+
+def with_entity_schedule(items: list[CatalogEntity], entity: str, schedule: Schedule) -> list[CatalogEntity]:
+    return [
+        CatalogEntity(i.source, i.name, i.entity.model_copy(update={"schedule": schedule}))
+        if i.name == entity
+        else i
+        for i in items
+    ]
+
+
+def definitions(
+    catalog: list[CatalogEntity], schedules: list[dg.ScheduleDefinition], settings: PlatformSettings
+) -> dg.Definitions:
+    """Raw and staged assets (the dbt project is left out: it only adds downstream keys)."""
+    assets = [*(build_raw_asset(i) for i in catalog), *(build_staged_asset(i, "duckdb") for i in catalog)]
+    return dg.Definitions(
+        assets=assets, schedules=schedules, resources=build_resources(settings, DBT_PROJECT_DIR)
+    )
+
+
+def test_one_schedule_per_source_schedule_with_cron_and_timezone(
+    catalog: list[CatalogEntity], tmp_path: Path
+) -> None:
+    berlin = Schedule(cron="30 6 * * 1-5", timezone="Europe/Berlin")
+    catalog = with_entity_schedule(catalog, "web_events", berlin)
+    schedules = {
+        s.name: s
+        for s in build_schedules(catalog, tmp_path / "healing.sqlite", dg.DefaultScheduleStatus.STOPPED)
+    }
+    assert {name: (s.cron_schedule, s.execution_timezone) for name, s in schedules.items()} == {
+        "shop_schedule": ("0 * * * *", "UTC"),
+        "shop_web_events_schedule": ("30 6 * * 1-5", "Europe/Berlin"),
+        "shop_db_schedule": ("15 * * * *", "UTC"),
+    }
+    assert all(s.default_status == dg.DefaultScheduleStatus.STOPPED for s in schedules.values())
+    repository = definitions(
+        catalog, list(schedules.values()), PlatformSettings.local(tmp_path)
+    ).get_repository_def()
+    targets = {
+        name: {key.to_user_string() for key in repository.get_job(s.job_name).asset_layer.selected_asset_keys}
+        for name, s in schedules.items()
+    }
+    assert targets["shop_schedule"] == {
+        "raw/shop/orders",
+        "raw/shop/order_items",
+        "staged/shop/orders",
+        "staged/shop/order_items",
+    }
+    assert targets["shop_web_events_schedule"] == {"raw/shop/web_events", "staged/shop/web_events"}
+
+
+def tick(schedule: dg.ScheduleDefinition, instance: dg.DagsterInstance) -> ScheduleExecutionData:
+    context = dg.build_schedule_context(
+        instance, scheduled_execution_time=datetime(2026, 1, 5, 6, tzinfo=UTC)
+    )
+    return schedule.evaluate_tick(context)
+
+
+def test_tick_requests_a_tagged_run(catalog: list[CatalogEntity], tmp_path: Path) -> None:
+    schedule = next(
+        s
+        for s in build_schedules(catalog, tmp_path / "h.sqlite", dg.DefaultScheduleStatus.STOPPED)
+        if s.name == "shop_schedule"
+    )
+    with dg.instance_for_test() as instance:
+        result = tick(schedule, instance)
+    [request] = result.run_requests
+    assert request.tags[SOURCE_TAG] == "shop"
+    assert request.tags[TRIGGER_TAG] == "schedule"
+    assert request.run_key == "shop_schedule:2026-01-05T06:00:00+00:00"
+
+
+def test_breaker_open_skips_the_tick(catalog: list[CatalogEntity], tmp_path: Path) -> None:
+    store_path = tmp_path / "ops" / "healing.sqlite"
+    schedules = {s.name: s for s in build_schedules(catalog, store_path, dg.DefaultScheduleStatus.STOPPED)}
+    HealingStore(store_path).save_breaker(Breaker("shop_db", "open", 3, time.time()))
+    with dg.instance_for_test() as instance:
+        skipped = tick(schedules["shop_db_schedule"], instance)
+        other = tick(schedules["shop_schedule"], instance)
+    assert not skipped.run_requests
+    assert "breaker" in (skipped.skip_message or "")
+    assert len(other.run_requests) == 1, "other sources are not held back"
