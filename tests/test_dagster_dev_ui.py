@@ -12,22 +12,14 @@ daemon and code server share one process group).
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import duckdb
 import pyarrow.parquet as pq
 import pytest
-import requests
+from dagster_processes import DagsterServer, dagster_dev
 
 from demo_shop import generate_demo_world
 from demo_shop.api_server import serve_products_api
@@ -36,18 +28,6 @@ from platform_assets.cli import DEMO_API_KEY
 
 pytestmark = pytest.mark.slow
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-LOCATION_NAME = "self_healing_platform"
-"""`location_name` in workspace.yaml."""
-
-STARTUP_DEADLINE_S = 180.0
-"""Webserver up and code location loaded (including one `dbt parse` by `prepare_if_dev`): ~35 s on an
-idle 2-CPU machine, 70 s seen under load."""
-STOP_GRACE_S = 15.0
-"""How long `dagster dev` gets to shut down on SIGTERM before its process group is killed."""
-POLL_INTERVAL_S = 0.5
-RUN_DEADLINE_S = 300.0
-"""Queue, launch and run raw -> staged -> check -> dbt build in subprocesses: ~40 s seen here."""
 DEMO_SCALE = 0.1
 
 RAW_ORDERS = "raw/shop/orders"
@@ -57,25 +37,6 @@ MART = "fct_daily_revenue"
 RAW_PRODUCTS = "raw/shop_api/products"
 ORDERS_CHAIN = [RAW_ORDERS, STAGED_ORDERS, STG_ORDERS, MART]
 CUSTOMERS_CHAIN = ["raw/shop_db/customers", "staged/shop_db/customers", "stg_shop_db__customers"]
-
-WORKSPACE_QUERY = """
-query LocationStatus {
-  workspaceOrError {
-    __typename
-    ... on PythonError { message }
-    ... on Workspace {
-      locationEntries {
-        name
-        loadStatus
-        locationOrLoadError {
-          __typename
-          ... on PythonError { message cause { message } }
-        }
-      }
-    }
-  }
-}
-"""
 
 ASSET_NODES_QUERY = """
 query AssetLineage {
@@ -92,30 +53,6 @@ query AssetLineage {
   }
 }
 """
-
-
-LAUNCH_MUTATION = """
-mutation Materialize($selector: JobOrPipelineSelector!) {
-  launchPipelineExecution(executionParams: {selector: $selector}) {
-    __typename
-    ... on LaunchRunSuccess { run { runId } }
-    ... on PythonError { message }
-    ... on InvalidSubsetError { message }
-    ... on RunConfigValidationInvalid { errors { message } }
-  }
-}
-"""
-
-RUN_STATUS_QUERY = """
-query RunStatus($runId: ID!) {
-  runOrError(runId: $runId) {
-    __typename
-    ... on Run { status }
-    ... on PythonError { message }
-  }
-}
-"""
-FINISHED_STATUSES = {"SUCCESS", "FAILURE", "CANCELED"}
 
 HISTORY_QUERY = """
 query History($path: [String!]!) {
@@ -148,169 +85,12 @@ class ServedAsset:
     checks: frozenset[str]
 
 
-@dataclass(frozen=True)
-class DagsterDev:
-    process: subprocess.Popen[bytes]
-    base_url: str
-    log_path: Path
-
-    def log_tail(self, lines: int = 60) -> str:
-        """The end of dagster dev's output: the only place a failed start or a broken code location shows."""
-        if not self.log_path.exists():
-            return "<no log written>"
-        text = self.log_path.read_text(errors="replace").splitlines()
-        return "\n".join(text[-lines:])
-
-    def fail(self, reason: str) -> NoReturn:
-        pytest.fail(f"{reason}\n--- dagster dev log (tail) ---\n{self.log_tail()}", pytrace=False)
-
-
-def _free_port() -> int:
-    """A port nobody listens on now, so parallel runs and a developer's own `dagster dev` don't collide."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _key(asset_key: dict[str, Any]) -> str:
     return "/".join(asset_key["path"])
 
 
-def _dagster_env(tmp: Path, data_dir: Path, api_url: str) -> dict[str, str]:
-    """The caller's environment with a throwaway instance and data directory, so the test neither reads
-    nor writes the developer's Dagster history or warehouse, and with the venv's bin first so that the
-    code location (and dbt's `prepare_if_dev`) find the `dbt` installed beside this Python. The instance
-    uses the repository's dagster.yaml, so runs go through the same pools as a developer's."""
-    dagster_home = tmp / "dagster_home"
-    dagster_home.mkdir()
-    (dagster_home / "dagster.yaml").write_text((REPO_ROOT / "dagster.yaml").read_text())
-    env = dict(os.environ)
-    env["DAGSTER_HOME"] = str(dagster_home)
-    env["PLATFORM_DATA_DIR"] = str(data_dir)
-    env["SHOP_API_URL"] = api_url
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    return env
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def _wait_group_gone(process: subprocess.Popen[bytes], pgid: int, timeout_s: float) -> bool:
-    """Reap the leader and wait until no process of the group is left: `dagster dev` may exit before its
-    webserver, daemon and code server children have."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        process.poll()
-        if process.returncode is not None and not _group_alive(pgid):
-            return True
-        time.sleep(0.2)
-    return False
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the whole process group, then SIGKILL it: backgrounded `dagster dev` is known to linger."""
-    pgid = process.pid  # start_new_session=True: the leader's pid is the group id
-    if not _group_alive(pgid):
-        process.wait()
-        return
-    os.killpg(pgid, signal.SIGTERM)
-    if _wait_group_gone(process, pgid, STOP_GRACE_S):
-        return
-    with suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGKILL)
-    process.wait(timeout=10)
-    _wait_group_gone(process, pgid, 10)
-
-
-@contextmanager
-def _dagster_dev(tmp: Path, data_dir: Path, api_url: str) -> Iterator[DagsterDev]:
-    """`dagster dev -w workspace.yaml` from the repository root on a free port, output to a log file (a
-    pipe nobody reads would fill up and block the server), in a session of its own so it can be stopped
-    as a whole."""
-    port = _free_port()
-    log_path = tmp / "dagster_dev.log"
-    dagster = Path(sys.executable).parent / "dagster"
-    command = [str(dagster), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command,
-            cwd=REPO_ROOT,
-            env=_dagster_env(tmp, data_dir, api_url),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        yield DagsterDev(process, f"http://127.0.0.1:{port}", log_path)
-    finally:
-        _stop(process)
-
-
-def _graphql(dev: DagsterDev, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-    payload = {"query": query, "variables": variables or {}}
-    response = requests.post(f"{dev.base_url}/graphql", json=payload, timeout=30)
-    response.raise_for_status()
-    body = response.json()
-    if body.get("errors"):
-        dev.fail(f"GraphQL errors: {body['errors']}")
-    return body["data"]
-
-
-def _error_chain(error: dict[str, Any] | None) -> str:
-    """The load error and its cause: the cause names the project's own exception (e.g. a bad setting)."""
-    if error is None:
-        return "no details reported"
-    messages = [error["message"].strip()]
-    if error.get("cause"):
-        messages.append(f"caused by: {error['cause']['message'].strip()}")
-    return "\n".join(messages)
-
-
-def _check_running(dev: DagsterDev, deadline: float, waiting_for: str) -> None:
-    """Fail fast if dagster dev died, and never wait past the deadline."""
-    if dev.process.poll() is not None:
-        dev.fail(f"dagster dev exited with code {dev.process.returncode} while waiting for {waiting_for}")
-    if time.monotonic() > deadline:
-        dev.fail(f"{waiting_for} not ready within {STARTUP_DEADLINE_S:.0f} s")
-
-
-def _wait_for_webserver(dev: DagsterDev, deadline: float) -> None:
-    while True:
-        _check_running(dev, deadline, "the webserver")
-        try:
-            if requests.get(f"{dev.base_url}/server_info", timeout=2).ok:
-                return
-        except (requests.ConnectionError, requests.Timeout):
-            pass
-        time.sleep(POLL_INTERVAL_S)
-
-
-def _wait_for_location(dev: DagsterDev, deadline: float) -> None:
-    """The webserver answers before the code location has loaded (assets come back empty meanwhile); a
-    code location that fails to import is reported here, not as an HTTP error."""
-    while True:
-        _check_running(dev, deadline, f"code location {LOCATION_NAME!r}")
-        workspace = _graphql(dev, WORKSPACE_QUERY)["workspaceOrError"]
-        if workspace["__typename"] == "PythonError":
-            dev.fail(f"workspace failed to load: {workspace['message']}")
-        entries = {entry["name"]: entry for entry in workspace["locationEntries"]}
-        entry = entries.get(LOCATION_NAME)
-        if entry is not None and entry["loadStatus"] == "LOADED":
-            location = entry["locationOrLoadError"]
-            if location is None or location["__typename"] == "PythonError":
-                dev.fail(f"code location {LOCATION_NAME!r} failed to load: {_error_chain(location)}")
-            return
-        time.sleep(POLL_INTERVAL_S)
-
-
-def _served_assets(dev: DagsterDev) -> dict[str, ServedAsset]:
-    nodes = _graphql(dev, ASSET_NODES_QUERY)["assetNodes"]
+def _served_assets(dev: DagsterServer) -> dict[str, ServedAsset]:
+    nodes = dev.graphql(ASSET_NODES_QUERY)["assetNodes"]
     assets = {}
     for node in nodes:
         checks = node["assetChecksOrError"]
@@ -327,34 +107,9 @@ def _served_assets(dev: DagsterDev) -> dict[str, ServedAsset]:
     return assets
 
 
-def _materialize(dev: DagsterDev, assets: list[str]) -> str:
-    """Launch one run of the selected assets (and their checks), as the UI's "Materialize selected" button
-    does, and follow it to its end; returns the final status. Each step of a UI run is a process of its
-    own that loads the code location, so the selection is kept small."""
-    selector = {
-        "repositoryLocationName": LOCATION_NAME,
-        "repositoryName": "__repository__",
-        "pipelineName": "__ASSET_JOB",
-        "assetSelection": [{"path": key.split("/")} for key in assets],
-    }
-    launched = _graphql(dev, LAUNCH_MUTATION, {"selector": selector})["launchPipelineExecution"]
-    if launched["__typename"] != "LaunchRunSuccess":
-        dev.fail(f"launching the materialization failed: {launched}")
-    run_id = launched["run"]["runId"]
-    deadline = time.monotonic() + RUN_DEADLINE_S
-    while True:
-        _check_running(dev, deadline, f"run {run_id}")
-        run = _graphql(dev, RUN_STATUS_QUERY, {"runId": run_id})["runOrError"]
-        if run["__typename"] != "Run":
-            dev.fail(f"run {run_id} not found: {run}")
-        if run["status"] in FINISHED_STATUSES:
-            return run["status"]
-        time.sleep(POLL_INTERVAL_S * 4)
-
-
-def _numeric_history(dev: DagsterDev, asset: str) -> list[dict[str, tuple[str, float]]]:
+def _numeric_history(dev: DagsterServer, asset: str) -> list[dict[str, tuple[str, float]]]:
     """Per materialization (newest first): label -> (GraphQL entry type, value) of its numeric entries."""
-    found = _graphql(dev, HISTORY_QUERY, {"path": asset.split("/")})["assetOrError"]
+    found = dev.graphql(HISTORY_QUERY, {"path": asset.split("/")})["assetOrError"]
     if found["__typename"] != "Asset":
         dev.fail(f"{asset} not found: {found}")
     return [
@@ -386,16 +141,14 @@ def served(tmp_path_factory: pytest.TempPathFactory, dbt_manifest: Path) -> Serv
     # The API key comes from the repository's .env file, which `dagster dev` loads like a user's would.
     with (
         serve_products_api(data_dir / "sources" / PRODUCTS_API, DEMO_API_KEY) as api_url,
-        _dagster_dev(tmp, data_dir, api_url) as dev,
+        dagster_dev(tmp, data_dir, api_url) as dev,
     ):
-        deadline = time.monotonic() + STARTUP_DEADLINE_S
-        _wait_for_webserver(dev, deadline)
-        _wait_for_location(dev, deadline)
+        dev.wait_until_loaded()
         assets = _served_assets(dev)
         # The orders chain, the customers chain its dbt relationships test needs, and the REST source.
-        status = _materialize(dev, [*ORDERS_CHAIN, *CUSTOMERS_CHAIN, RAW_PRODUCTS])
+        status = dev.materialize([*ORDERS_CHAIN, *CUSTOMERS_CHAIN, RAW_PRODUCTS])
         # Two more runs of the staged table alone (with its checks): three points on each plot.
-        reruns = [_materialize(dev, [STAGED_ORDERS]) for _ in range(2)]
+        reruns = [dev.materialize([STAGED_ORDERS]) for _ in range(2)]
         history = _numeric_history(dev, STAGED_ORDERS)
     return ServedPlatform(assets, status, data_dir / "warehouse.duckdb", reruns, history)
 
