@@ -17,7 +17,7 @@ DAGSTER_HOME_DIR="$STATE/dagster_home"
 DATA_DIR="$STATE/data"
 CONF_DIR=/etc/dataplatform
 ENV_FILE="$CONF_DIR/platform.env"
-UNITS=(dataplatform-webserver.service dataplatform-daemon.service dataplatform-metrics.service)
+UNITS=(dataplatform-code-server.service dataplatform-webserver.service dataplatform-daemon.service dataplatform-metrics.service)
 SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 log() { printf '==> %s\n' "$*"; }

@@ -90,7 +90,8 @@ def test_instance_config_opens_on_postgres_and_records_a_run(
 
 def test_units_start_existing_commands_and_bind_the_ui_to_loopback() -> None:
     assert {unit.name for unit in UNITS} == {
-        "dataplatform-webserver.service", "dataplatform-daemon.service", "dataplatform-metrics.service",
+        "dataplatform-code-server.service", "dataplatform-webserver.service", "dataplatform-daemon.service",
+        "dataplatform-metrics.service",
     }  # fmt: skip
     install = (DEPLOY / "install.sh").read_text()
     for unit in UNITS:
@@ -114,13 +115,23 @@ def test_units_start_existing_commands_and_bind_the_ui_to_loopback() -> None:
     assert webserver[webserver.index("--host") + 1] == "127.0.0.1"
 
 
-def test_workspace_loads_the_code_location_from_the_checkout() -> None:
+def test_workspace_reaches_the_code_server_unit_on_loopback() -> None:
+    """The webserver and the daemon load the code location from the code server's gRPC port, which is
+    the one its unit serves, with the module it serves from the checkout."""
     workspace = yaml.safe_load((DEPLOY / "workspace.yaml").read_text())
-    location = workspace["load_from"][0]["python_module"]
-    root = (DEPLOY / location["working_directory"]).resolve()
-    assert root == REPO
-    module = location["module_name"]
-    assert (root / (module.replace(".", "/") + ".py")).exists()
+    server = workspace["load_from"][0]["grpc_server"]
+    command = _unit(DEPLOY / "systemd" / "dataplatform-code-server.service")["Service.ExecStart"][0].split()
+    assert command[1:3] == ["code-server", "start"]
+    assert (
+        (command[command.index("-h") + 1], int(command[command.index("-p") + 1]))
+        == (
+            server["host"],
+            server["port"],
+        )
+        == ("127.0.0.1", 4266)
+    )
+    module = command[command.index("-m") + 1]
+    assert (REPO / (module.replace(".", "/") + ".py")).exists()
 
 
 def test_environment_template_names_every_variable() -> None:
