@@ -60,6 +60,7 @@ from platform_assets.schema_registry import (
     previous_version,
 )
 from platform_assets.staging_sql import DUCKDB_TYPES, staging_select
+from resources.file_query import scaled_memory_limit
 from resources.landing import LandingZone
 from resources.warehouse import Warehouse
 from resources.warehouse_io_manager import load_metadata
@@ -151,6 +152,7 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
             checks,
             landing.spill_dir() / f"staging-{context.run.run_id}-{table}.duckdb",
             batch_rows=scaled_batch_rows(config.batch_rows, config.batch_scale),
+            memory_limit=scaled_memory_limit(config.batch_scale),
         )
         try:
             summary = split.summary(decision.quarantine_rules())

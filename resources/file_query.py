@@ -15,7 +15,15 @@ import pyarrow as pa
 
 from resources.duckdb_warehouse import streamed_result
 
-DEFAULT_MEMORY_LIMIT = "1GB"
+DEFAULT_MEMORY_LIMIT_MB = 1024
+DEFAULT_MEMORY_LIMIT = f"{DEFAULT_MEMORY_LIMIT_MB}MB"
+
+
+def scaled_memory_limit(scale: float) -> str:
+    """The embedded DuckDB's memory limit scaled by a healing override (`batch_scale`): a step whose
+    process is held to less memory than the default assumes (a container or cgroup limit, a small VM) is
+    killed at the default and succeeds with a smaller limit, because DuckDB then spills to disk instead."""
+    return f"{max(64, int(DEFAULT_MEMORY_LIMIT_MB * scale))}MB"
 
 
 def stream_query(

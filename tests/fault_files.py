@@ -9,7 +9,10 @@ events are what the sensor appends when Dagster evaluates it against the instanc
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -213,6 +216,80 @@ platform.materialize([raw_key("drop", "orders"), staged_key("drop", "orders")])
 
 
 def child_run_command(tests_dir: Path, home: Path, tmp_path: Path) -> list[str]:
-    import sys
-
     return [sys.executable, "-c", CHILD_RUN.format(tests=str(tests_dir), home=str(home), tmp=str(tmp_path))]
+
+
+class MemoryCap:
+    """A memory cgroup of this machine (v2 `memory.max`, or v1 `memory.limit_in_bytes`) that a child
+    process joins: an RSS cap as a container or systemd's MemoryMax= imposes it, enforced by the kernel's
+    OOM killer. `available()` says whether this machine lets us create one (root, a writable hierarchy)."""
+
+    V2 = Path("/sys/fs/cgroup")
+    V1 = Path("/sys/fs/cgroup/memory")
+
+    def __init__(self, name: str, limit_mb: int) -> None:
+        self.limit = limit_mb * 1024 * 1024
+        if (self.V2 / "cgroup.controllers").exists():
+            self.path, self.limit_file = self.V2 / name, "memory.max"
+        else:
+            self.path, self.limit_file = self.V1 / name, "memory.limit_in_bytes"
+
+    @classmethod
+    def available(cls) -> bool:
+        probe = cls(f"platform_probe_{os.getpid()}", 64)
+        try:
+            probe.__enter__()
+        except OSError:
+            return False
+        probe.__exit__()
+        return True
+
+    def __enter__(self) -> MemoryCap:
+        self.path.mkdir()
+        (self.path / self.limit_file).write_text(str(self.limit))
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        with contextlib.suppress(OSError):
+            self.path.rmdir()
+
+    def join_command(self) -> str:
+        """Python that moves the running process into the cgroup (first thing a capped child does)."""
+        procs = str(self.path / "cgroup.procs")
+        return f"import os, pathlib; pathlib.Path({procs!r}).write_text(str(os.getpid()))"
+
+
+CAPPED_RUN = """
+{join}
+import json, sys
+sys.path.insert(0, {tests!r})
+import dagster as dg
+from fault_files import file_slice
+
+instance = dg.DagsterInstance.from_config({home!r})
+platform = file_slice(__import__("pathlib").Path({tmp!r}), instance)
+selection = [dg.AssetKey.from_user_string(key) for key in {selection!r}]
+platform.materialize(selection, run_config=json.loads({config!r}), tags={tags!r})
+"""
+"""A materialization of the slice in a child process inside a memory cgroup, on the instance under `home`."""
+
+
+def capped_run_command(
+    cap: MemoryCap,
+    tests_dir: Path,
+    home: Path,
+    tmp_path: Path,
+    selection: list[str],
+    run_config: dict[str, Any] | None = None,
+    tags: dict[str, str] | None = None,
+) -> list[str]:
+    script = CAPPED_RUN.format(
+        join=cap.join_command(),
+        tests=str(tests_dir),
+        home=str(home),
+        tmp=str(tmp_path),
+        selection=selection,
+        config=json.dumps(run_config or {}),
+        tags=dict(tags or {}),
+    )
+    return [sys.executable, "-c", script]

@@ -24,6 +24,8 @@ from fault_files import (
     ENTITY,
     HEADER,
     SOURCE,
+    MemoryCap,
+    capped_run_command,
     child_run_command,
     csv_rows,
     file_slice,
@@ -493,3 +495,77 @@ def _wait_for_step_start(
                 return record.dagster_run
         time.sleep(0.05)
     raise AssertionError(f"{step_key} did not start within {timeout} s")
+
+
+# 8. Memory exhausted
+
+
+MEMORY_CAP_MB = 650
+"""The child's memory cgroup: below what staging 3 million rows takes with DuckDB's default 1 GB working
+memory (about 890 MB measured, the kernel's OOM killer ends it), above what it takes with a quarter of it
+(about 690 MB uncapped, of which page cache the kernel reclaims)."""
+
+
+@pytest.mark.skipif(not MemoryCap.available(), reason="needs a writable memory cgroup (root) to cap the step")
+def test_memory_exhausted_on_a_large_batch_is_healed_with_a_smaller_one(
+    tmp_path: Path, scoreboard: list
+) -> None:
+    """The staging step runs in a child process whose memory a cgroup caps: at the default batch the OOM
+    killer ends it (SIGKILL, no Python traceback), the run is marked failed as Dagster's code server does,
+    the healing engine reads `terminated by signal 9` as resource_exhausted and shrinks the batch (its
+    `batch_scale` also scales staging's DuckDB memory limit) until a run fits; every key staged once."""
+    from dagster._utils import get_run_crash_explanation
+
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    tests = Path(__file__).parent
+    selection = [RAW.to_user_string(), STAGED.to_user_string()]
+    with (
+        dg.DagsterInstance.local_temp(tempdir=str(home)) as instance,
+        MemoryCap(f"platform_fault_{os.getpid()}", MEMORY_CAP_MB) as cap,
+    ):
+        platform = file_slice(tmp_path, instance)
+        keys = range(1, 3_000_001)
+        platform.deliver("big.csv", csv_rows(keys, amount="{i}"))
+
+        def run_capped(run_config: dict | None = None, tags: dict | None = None) -> int:
+            before = {record.dagster_run.run_id for record in instance.get_run_records()}
+            command = capped_run_command(cap, tests, home, tmp_path, selection, run_config, tags)
+            child = subprocess.run(command, cwd=tests.parent, capture_output=True, timeout=600)
+            (run,) = [r.dagster_run for r in instance.get_run_records() if r.dagster_run.run_id not in before]
+            if child.returncode == -signal.SIGKILL and not run.is_finished:
+                # What Dagster's code server does when it finds its run worker dead (grpc/server.py).
+                explanation = get_run_crash_explanation(
+                    prefix=f"Run execution process for {run.run_id}", exit_code=child.returncode
+                )
+                instance.report_engine_event(explanation, run)
+                instance.report_run_failed(run)
+            return child.returncode
+
+        assert run_capped() == -signal.SIGKILL, "the default batch does not fit under the cap"
+        launched: list[dg.RunRequest] = []
+        for _ in range(5):
+            time.sleep(0.06)
+            requests = platform.tick()
+            for request in requests:
+                launched.append(request)
+                run_capped(request.run_config, dict(request.tags))
+            if not requests and not platform.store.incidents(statuses=("healing", "running", "approved")):
+                break
+
+        (incident,) = platform.incidents()
+        rows = platform.staged_rows(ENTITY, "order_id")
+        lost, duplicated = key_counts(rows, set(keys))
+        row = scoreboard_row("files_memory_exhausted", True, incident, lost=lost, duplicated=duplicated)
+        scoreboard.append(row)
+        assert (incident.kind, incident.category, incident.rule_id, incident.action, incident.status) == (
+            "run_crash",
+            "resource_exhausted",
+            "process_oom_killed",
+            "shrink_batch",
+            "resolved",
+        ), list(incident_summary([incident]))
+        scales = [request.run_config["ops"][STAGED_STEP]["config"]["batch_scale"] for request in launched]
+        assert scales[0] == 0.5 and scales == sorted(scales, reverse=True), scales
+        assert incident.approved_by is None, "healed without a human"
+        assert (lost, duplicated) == (0, 0)
