@@ -212,3 +212,24 @@ def test_a_human_approves_a_proposal_with_the_job_and_the_sensor_acts(world: Sen
         )
     )
     assert not again.success, "a resolved incident has nothing to approve"
+
+
+def test_an_incident_open_past_its_deadline_is_escalated_and_alerted(
+    world: SensorWorld, webhook: list[dict]
+) -> None:
+    world.policy = fast_policy(
+        thresholds={"auto_confidence": 0.99, "propose_confidence": 0.5}, escalate_open_after_minutes=0.01
+    )
+    world.fault.touch()
+    assert not world.materialize()
+    assert world.tick() == []
+    (proposed,) = world.store.incidents()
+    assert proposed.status == "proposed", "waiting for a human"
+    time.sleep(0.7)  # past the 0.6 s deadline
+    assert world.tick() == []
+    (overdue,) = world.store.incidents()
+    assert (overdue.status, overdue.outcome) == ("escalated", "escalated: open past its deadline")
+    kinds = json.dumps(webhook)
+    assert '"proposal"' in kinds and '"escalation"' in kinds, (
+        "the proposal and then the escalation were alerted"
+    )
