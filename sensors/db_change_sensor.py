@@ -31,10 +31,9 @@ import sqlalchemy as sa
 from resources.database_config import DatabaseConnection
 from resources.database_engine import DatabaseEngine
 from resources.database_errors import DatabaseSourceError
-from resources.healing_store import HealingStore
 from resources.secrets import MissingSecretError
 from sensors.automation import SOURCE_TAG, TRIGGER_TAG
-from sensors.healing import breaker_is_open
+from sensors.healing import open_breaker_skip
 
 CHANGE_TRIGGER = "change"
 PROBE_TIMEOUT_SECONDS = 30.0
@@ -123,8 +122,8 @@ def build_db_change_sensor(
         f"when it advanced. Skipped while the source's circuit breaker is open.",
     )
     def db_change_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
-        if breaker_is_open(HealingStore(healing_store), source):
-            return dg.SkipReason(f"Circuit breaker of source {source} is open: not probing it.")
+        if (skip := open_breaker_skip(healing_store, source, "not probing it.")) is not None:
+            return skip
         seen: dict[str, list[Any]] = json.loads(context.cursor) if context.cursor else {}
         try:
             maxima = probe_maxima(connection, tables)

@@ -25,9 +25,8 @@ from pathlib import Path
 import dagster as dg
 
 from resources.file_store import FileStore, FileStoreError
-from resources.healing_store import HealingStore
 from sensors.automation import SOURCE_TAG, TRIGGER_TAG
-from sensors.healing import breaker_is_open
+from sensors.healing import open_breaker_skip
 
 DELIVERY_TRIGGER = "delivery"
 
@@ -73,10 +72,8 @@ def build_delivery_sensor(
         f"downstream); skipped while the source's circuit breaker is open.",
     )
     def delivery_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
-        if breaker_is_open(HealingStore(healing_store), source):
-            return dg.SkipReason(
-                f"Circuit breaker of source {source} is open: new files wait until it closes."
-            )
+        if (skip := open_breaker_skip(healing_store, source, "new files wait until it closes.")) is not None:
+            return skip
         store = FileStore(root=root)
         seen = parse_cursor(context.cursor)
         try:

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -369,9 +370,12 @@ class Healer:
         return False
 
 
-def breaker_is_open(store: HealingStore, source: str) -> bool:
-    """For schedules and automation: no new run against a source whose breaker is open."""
-    return store.breaker(source).state == "open"
+def open_breaker_skip(store_path: Path, source: str, meanwhile: str) -> dg.SkipReason | None:
+    """The skip of a schedule or sensor tick that would launch a run against `source` while its circuit
+    breaker is open (None when it is not); `meanwhile` says what waits."""
+    if HealingStore(store_path).breaker(source).state != "open":
+        return None
+    return dg.SkipReason(f"Circuit breaker of source {source} is open (repeated failures): {meanwhile}")
 
 
 def _finished_runs(instance: dg.DagsterInstance, after: float) -> Sequence[Any]:

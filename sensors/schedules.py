@@ -7,7 +7,7 @@ lands, stages and rebuilds. The downstream assets' eager conditions do not fire 
 `any_deps_updated` ignores updates made by a run that also targeted the asset. Raw assets carry no
 `on_cron` condition (see `sensors/automation.py`): the schedule is their one cron mechanism.
 
-A tick whose source has an open circuit breaker (`sensors.healing.breaker_is_open`) is skipped with the
+A tick whose source has an open circuit breaker (`sensors.healing.open_breaker_skip`) is skipped with the
 reason, so a source that keeps failing is not hit again until the breaker half-opens and the healing
 layer's probe run succeeds. The default status is chosen by the caller (`platform_assets/definitions.py`).
 """
@@ -16,9 +16,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from resources.healing_store import HealingStore
 from sensors.automation import SOURCE_TAG, TRIGGER_TAG
-from sensors.healing import breaker_is_open
+from sensors.healing import open_breaker_skip
 
 SCHEDULE_TRIGGER = "schedule"
 
@@ -45,11 +44,9 @@ def build_source_schedule(
         f"skipped while the source's circuit breaker is open.",
     )
     def source_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
-        if breaker_is_open(HealingStore(healing_store), source):
-            return dg.SkipReason(
-                f"Circuit breaker of source {source} is open (repeated failures): no scheduled run until the "
-                f"healing layer closes it (Dagster UI: ops.healing_incidents)."
-            )
+        meanwhile = "no scheduled run until the healing layer closes it (Dagster UI: ops.healing_incidents)."
+        if (skip := open_breaker_skip(healing_store, source, meanwhile)) is not None:
+            return skip
         scheduled = context.scheduled_execution_time
         return dg.RunRequest(
             run_key=f"{name}:{scheduled.isoformat()}" if scheduled else None,
