@@ -10,10 +10,17 @@ record).
 Staging already quarantines rows that break error-severity row rules, so the error-severity row rules
 normally find nothing here: they guard tables loaded some other way. Duplicates are never quarantined
 (which copy is wrong is unknowable): this check is where they fail.
+
+So that a clean table of millions of rows is not streamed through pandas to learn that, Pandera first
+validates one small batch (column-level failures: a missing column, a wrong dtype), then the warehouse
+counts the rows that may break a row rule (`contract_prefilter.suspect_condition`, an over-approximation).
+None: the table passes with every row counted as checked. Some, or a rule with no SQL form: Pandera
+validates every row, as the only judge of what fails.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -24,12 +31,15 @@ import pandera.pandas as pa
 from platform_assets import quality_rules as rules
 from platform_assets.catalog_loader import CatalogEntity
 from platform_assets.catalog_model import Severity
+from platform_assets.contract_prefilter import suspect_condition
 from platform_assets.keys import STAGED_SCHEMA, staged_table
 from platform_assets.pandera_schemas import CustomChecks, failure_label, has_rules, row_schema, to_pandas
 from platform_assets.staging_sql import CAST_ERRORS_COLUMN, LINEAGE_COLUMNS
 from resources.warehouse import Warehouse
 
 DEFAULT_BATCH_ROWS = 100_000
+FIRST_BATCH_ROWS = 1_000
+"""Rows Pandera validates before the warehouse is asked whether any row may break a rule."""
 MAX_REPORTED_VIOLATIONS = 20
 
 
@@ -79,9 +89,35 @@ def validate_staged_table(
         table = _table(warehouse, item)
         ((report.rows_checked,),) = warehouse.query(f"SELECT count(*) FROM {table}")
         return report
-    _validate_rows(warehouse, item, batch_rows, report, severity, checks, model)
+    if model is not None or not _no_suspect_rows(warehouse, item, severity, checks, report):
+        _validate_rows(warehouse, item, batch_rows, report, severity, checks, model)
     _validate_uniqueness(warehouse, item, report, severity)
     return report
+
+
+def _no_suspect_rows(
+    warehouse: Warehouse,
+    item: CatalogEntity,
+    severity: Severity,
+    checks: CustomChecks,
+    report: ContractReport,
+) -> bool:
+    """True (and `report.rows_checked` set) when the first batch passes Pandera and the warehouse finds no
+    row that may break a row rule; False, with `report` untouched, when Pandera must validate every row."""
+    condition = suspect_condition(item.entity, severity, warehouse.quote)
+    if condition is None:
+        return False
+    first = ContractReport()
+    _validate_rows(warehouse, item, FIRST_BATCH_ROWS, first, severity, checks, batches=1)
+    if not first.passed:
+        return False
+    ((total, suspects),) = warehouse.query(
+        f"SELECT count(*), SUM(CASE WHEN {condition} THEN 1 ELSE 0 END) FROM {_table(warehouse, item)}"
+    )
+    if suspects:
+        return False
+    report.rows_checked = total
+    return True
 
 
 def _table(warehouse: Warehouse, item: CatalogEntity) -> str:
@@ -96,22 +132,28 @@ def _validate_rows(
     severity: Severity,
     checks: CustomChecks,
     model: type | None = None,
+    batches: int | None = None,
 ) -> None:
     """`model` is the entity's hand-written Pandera `DataFrameModel`, run on each batch after the catalog's
-    schema (batches are pandas with nullable dtypes: Int64, Float64, string, boolean)."""
+    schema (batches are pandas with nullable dtypes: Int64, Float64, string, boolean); only the first
+    `batches` batches when given."""
     schemas = [row_schema(item.entity, severity, checks)]
     if model is not None:
         schemas.append(_model_schema(model, item))
     columns = [*item.entity.columns, CAST_ERRORS_COLUMN, *LINEAGE_COLUMNS]
     table = staged_table(item.source_name, item.name)
-    for batch in warehouse.stream_table(STAGED_SCHEMA, table, columns=columns, batch_rows=batch_rows):
-        frame = to_pandas(batch)
-        report.rows_checked += len(frame)
-        for schema in schemas:
-            try:
-                schema.validate(frame, lazy=True)
-            except pandera.errors.SchemaErrors as errors:
-                _record_failures(item, frame, errors.failure_cases, report)
+    stream = warehouse.stream_table(STAGED_SCHEMA, table, columns=columns, batch_rows=batch_rows)
+    try:
+        for batch in itertools.islice(stream, batches):
+            frame = to_pandas(batch)
+            report.rows_checked += len(frame)
+            for schema in schemas:
+                try:
+                    schema.validate(frame, lazy=True)
+                except pandera.errors.SchemaErrors as errors:
+                    _record_failures(item, frame, errors.failure_cases, report)
+    finally:
+        stream.close()
 
 
 def _model_schema(model: type, item: CatalogEntity) -> pa.DataFrameSchema:
