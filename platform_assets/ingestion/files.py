@@ -12,7 +12,9 @@ it is recognised, not landed twice.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 from platform_assets.catalog_loader import CatalogEntity
@@ -22,6 +24,8 @@ from resources.file_store import FileFingerprint, FileStore
 from resources.landing import QuarantineFile
 
 MAX_LISTED_IN_METADATA = 50
+LANDING_WORKERS = min(4, os.cpu_count() or 1)
+"""Files landed at once: each holds one file's read-ahead and one batch in memory."""
 
 
 class FilesExtractor:
@@ -54,7 +58,7 @@ class FilesExtractor:
             context.lineage,
         )
         try:
-            recovered = [file for file in to_land if _land(context, store, file, quarantine) == "recovered"]
+            outcomes = _land_all(context, store, to_land, quarantine)
         except BaseException:
             # Nothing of this attempt lands, and the next one sets the same records aside again: keep no
             # quarantine file of it (unclosed, it would also be a Parquet file without its footer).
@@ -62,6 +66,7 @@ class FilesExtractor:
             quarantine.path.unlink(missing_ok=True)
             raise
         quarantine.close()
+        recovered = [file for file in to_land if outcomes[file.path][0] == "recovered"]
         committed = context.inflight.commit(today(context))
         present = {file.path for file in listed}
         state_ledger = {path: entry for path, entry in ledger.items() if path in present}
@@ -71,7 +76,7 @@ class FilesExtractor:
                 file.path: {
                     "size": file.size,
                     "version": file.version,
-                    "hash": _content_hash(store, file),
+                    "hash": outcomes[file.path][1],
                     "landed": _landed_name(file),
                 }
                 for file in to_land
@@ -94,6 +99,25 @@ class FilesExtractor:
         return Extraction(
             files=committed, state={"ledger": state_ledger}, load_kind="append", details=details
         )
+
+
+def _land_all(
+    context: ExtractionContext, store: FileStore, files: list[FileFingerprint], quarantine: QuarantineFile
+) -> dict[str, tuple[Literal["landed", "recovered"], str]]:
+    """Land `files`, up to `LANDING_WORKERS` at a time (Arrow parses and Parquet compresses outside the
+    GIL), each with its content hash for the ledger: path -> (outcome, hash). The first failure is raised
+    once the files being landed have stopped; files not started are not landed."""
+
+    def land(file: FileFingerprint) -> tuple[Literal["landed", "recovered"], str]:
+        return _land(context, store, file, quarantine), _content_hash(store, file)
+
+    with ThreadPoolExecutor(max_workers=LANDING_WORKERS, thread_name_prefix="landing") as pool:
+        futures = {file.path: pool.submit(land, file) for file in files}
+        try:
+            return {path: future.result() for path, future in futures.items()}
+        except BaseException:
+            pool.shutdown(cancel_futures=True)
+            raise
 
 
 def _land(
