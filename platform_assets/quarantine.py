@@ -10,8 +10,8 @@ landing's spill directory (DuckDB spills there when the data outgrows `memory_li
    the caller refuses the whole step when the bad fraction is over the entity's `max_bad_fraction`;
 3. `quarantine_rows` streams one row per (bad row, broken rule) for `ops.quarantine` (upserted on
    `QUARANTINE_KEY`);
-4. `staged_rows` streams the good rows, without `_violations`; the scratch database is deleted once that
-   stream is exhausted (or closed).
+4. `staged_rows` hands the scratch database over, with the SELECT of the good rows (without `_violations`),
+   to the warehouse load; it is deleted once they are loaded.
 
 Memory stays bounded by the batch size and DuckDB's memory limit, never by the delivery.
 """
@@ -37,6 +37,7 @@ from platform_assets.staging_sql import (
     VIOLATIONS_COLUMN,
     sql_string,
 )
+from resources.duckdb_file_rows import DuckDBFileRows
 from resources.duckdb_warehouse import quote_identifier
 from resources.file_query import DEFAULT_MEMORY_LIMIT
 from resources.landing import EXTRACTED_AT_COLUMN, SOURCE_COLUMN
@@ -176,14 +177,19 @@ class StagingSplit:
         good = f"SELECT * EXCLUDE ({violations}) FROM final WHERE {violations} IS NULL"
         return self.con.sql(aggregate(good)).to_arrow_table().to_pylist()[0]
 
-    def staged_rows(self) -> pa.RecordBatchReader:
-        """The good rows, without `_violations`. Takes over the scratch database: it is closed and deleted
-        when the stream is exhausted or fails."""
+    def staged_rows(self) -> DuckDBFileRows:
+        """The good rows, without `_violations`: the scratch database is closed and handed over, to be
+        copied natively by a DuckDB warehouse or streamed as Arrow batches to any other, then deleted."""
+        with contextlib.suppress(duckdb.Error):
+            self.con.close()
         violations = quote_identifier(VIOLATIONS_COLUMN)
-        reader = self.con.sql(
-            f"SELECT * EXCLUDE ({violations}) FROM final WHERE {violations} IS NULL"
-        ).to_arrow_reader(self.batch_rows)
-        return pa.RecordBatchReader.from_batches(reader.schema, _closing(reader, self.close))
+        return DuckDBFileRows(
+            self.scratch,
+            "final",
+            where=f"{violations} IS NULL",
+            exclude=[VIOLATIONS_COLUMN],
+            batch_rows=self.batch_rows,
+        )
 
     def close(self) -> None:
         with contextlib.suppress(duckdb.Error):

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import dagster as dg
-import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import Field, field_validator
 
@@ -60,6 +59,7 @@ from platform_assets.schema_registry import (
     previous_version,
 )
 from platform_assets.staging_sql import DUCKDB_TYPES, staging_select
+from resources.duckdb_file_rows import DuckDBFileRows
 from resources.file_query import scaled_memory_limit
 from resources.landing import LandingZone
 from resources.warehouse import Warehouse
@@ -140,7 +140,7 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
     )
     def staged_entity(
         context: dg.AssetExecutionContext, config: StagingConfig, landing: LandingZone, warehouse: Warehouse
-    ) -> dg.Output[pa.RecordBatchReader]:
+    ) -> dg.Output[DuckDBFileRows]:
         landed = _landed_files(context, upstream, landing, item)
         previous, delivered, decision = _schema_decision(context, _with_drift_action(item, config), landed)
         staged = decision.staged_entity(entity)

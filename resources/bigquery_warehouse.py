@@ -130,7 +130,7 @@ class BigQueryWarehouse(Warehouse):
         started = time.monotonic()
         target = self.table_ref(schema, table)
         incoming = CountedBatches(batches)
-        check_load_request(mode, primary_key, partition, incoming.schema, target)
+        check_load_request(mode, primary_key, partition, incoming.schema.names, target)
         fields = [bigquery_field(field) for field in incoming.schema]
         duplicates = {name for name in incoming.schema.names if incoming.schema.names.count(name) > 1}
         if duplicates:

@@ -16,6 +16,7 @@ from typing import ClassVar
 import duckdb
 import pyarrow as pa
 
+from resources.duckdb_file_rows import DuckDBFileRows
 from resources.warehouse import Warehouse
 from resources.warehouse_load import (
     CountedBatches,
@@ -28,6 +29,7 @@ from resources.warehouse_load import (
 )
 
 LOCK_RETRY_INTERVAL_SECONDS = 0.2
+_ATTACHED = "__incoming_db"
 
 
 def quote_identifier(name: str) -> str:
@@ -124,43 +126,94 @@ class DuckDBWarehouse(Warehouse):
     ) -> LoadResult:
         """Load a stream of Arrow batches in one transaction: a failure anywhere (the stream included)
         leaves the table as it was. Upserts replace the rows whose key is in the stream. `layout` is
-        BigQuery's business: DuckDB needs no physical partitioning at this scale."""
-        started = time.monotonic()
-        incoming = CountedBatches(batches)
-        target = qualified_name(schema, table)
-        check_load_request(mode, primary_key, partition, incoming.schema, target)
-        with self.connection() as con:
-            con.execute("BEGIN TRANSACTION")
+        BigQuery's business: DuckDB needs no physical partitioning at this scale. Rows selected from another
+        DuckDB file (`DuckDBFileRows`) are copied natively, the file attached, not streamed."""
+        if isinstance(batches, DuckDBFileRows):
             try:
-                con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(schema)}")
+                return self._load(schema, table, batches, mode, primary_key, partition)
+            finally:
+                batches.close()
+        return self._load(schema, table, CountedBatches(batches), mode, primary_key, partition)
+
+    def _load(
+        self,
+        schema: str,
+        table: str,
+        incoming: CountedBatches | DuckDBFileRows,
+        mode: LoadMode,
+        primary_key: list[str] | None,
+        partition: PartitionSlice | None,
+    ) -> LoadResult:
+        started = time.monotonic()
+        target = qualified_name(schema, table)
+        with self.connection() as con:
+            if isinstance(incoming, DuckDBFileRows):
+                con.execute(incoming.attach_sql(_ATTACHED))
+                source = f"({incoming.select(_ATTACHED)})"
+                names = [row[0] for row in con.execute(f"DESCRIBE {incoming.select(_ATTACHED)}").fetchall()]
+            else:
                 con.register("__incoming", incoming.reader())
-                exists = bool(self._column_types(con, schema, table))
-                if mode == "replace" or not exists:
-                    con.execute(f"CREATE OR REPLACE TABLE {target} AS SELECT * FROM __incoming")
-                else:
-                    con.execute("CREATE TEMP TABLE __stage AS SELECT * FROM __incoming")
-                    self._evolve(con, schema, table)
-                    if mode == "upsert":
-                        assert primary_key is not None
-                        key = ", ".join(quote_identifier(name) for name in primary_key)
-                        con.execute(f"DELETE FROM {target} WHERE ({key}) IN (SELECT {key} FROM __stage)")
-                    if mode == "replace_partitions":
-                        assert partition is not None
-                        column = quote_identifier(partition.column)
-                        con.execute(
-                            f"DELETE FROM {target} WHERE CAST({column} AS VARCHAR) IN (SELECT unnest(?))",
-                            [[str(value) for value in partition.values]],
-                        )
-                    con.execute(f"INSERT INTO {target} BY NAME SELECT * FROM __stage")
-                    con.execute("DROP TABLE __stage")
-                con.unregister("__incoming")
-                con.execute("COMMIT")
+                source, names = "__incoming", incoming.schema.names
+            try:
+                check_load_request(mode, primary_key, partition, names, target)
+                rows = self._write(con, schema, table, source, mode, primary_key, partition)
             except BaseException as error:
-                con.execute("ROLLBACK")
-                incoming.reraise_source_failure(error)
+                if isinstance(incoming, CountedBatches):
+                    incoming.reraise_source_failure(error)
                 raise
+            finally:
+                if isinstance(incoming, DuckDBFileRows):
+                    con.execute(f"DETACH {_ATTACHED}")
+                else:
+                    con.unregister("__incoming")
             columns = list(self._column_types(con, schema, table).items())
-        return LoadResult(incoming.rows, incoming.bytes, time.monotonic() - started, columns)
+        if isinstance(incoming, CountedBatches):
+            rows, size = incoming.rows, incoming.bytes
+        else:
+            size = incoming.size_bytes()
+        return LoadResult(rows, size, time.monotonic() - started, columns)
+
+    def _write(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        schema: str,
+        table: str,
+        source: str,
+        mode: LoadMode,
+        primary_key: list[str] | None,
+        partition: PartitionSlice | None,
+    ) -> int:
+        """The load itself, in one transaction; the number of rows written."""
+        target = qualified_name(schema, table)
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(schema)}")
+            exists = bool(self._column_types(con, schema, table))
+            if mode == "replace" or not exists:
+                ((rows,),) = con.execute(
+                    f"CREATE OR REPLACE TABLE {target} AS SELECT * FROM {source}"
+                ).fetchall()
+            else:
+                ((rows,),) = con.execute(f"CREATE TEMP TABLE __stage AS SELECT * FROM {source}").fetchall()
+                self._evolve(con, schema, table)
+                if mode == "upsert":
+                    assert primary_key is not None
+                    key = ", ".join(quote_identifier(name) for name in primary_key)
+                    con.execute(f"DELETE FROM {target} WHERE ({key}) IN (SELECT {key} FROM __stage)")
+                if mode == "replace_partitions":
+                    assert partition is not None
+                    column = quote_identifier(partition.column)
+                    con.execute(
+                        f"DELETE FROM {target} WHERE CAST({column} AS VARCHAR) IN (SELECT unnest(?))",
+                        [[str(value) for value in partition.values]],
+                    )
+                con.execute(f"INSERT INTO {target} BY NAME SELECT * FROM __stage")
+                con.execute("DROP TABLE __stage")
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        return int(rows)
 
     @staticmethod
     def _column_types(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> dict[str, str]:

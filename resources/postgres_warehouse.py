@@ -96,7 +96,7 @@ class PostgresWarehouse(Warehouse):
         started = time.monotonic()
         arrow_schema, stream = with_first(batches)
         if arrow_schema is not None:
-            check_load_request(mode, primary_key, partition, arrow_schema, f"{schema}.{table}")
+            check_load_request(mode, primary_key, partition, arrow_schema.names, f"{schema}.{table}")
         location, connection = self._connect()
         try:
             with connection.cursor() as cursor:

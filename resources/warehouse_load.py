@@ -7,7 +7,7 @@ to the table (nullable); a column whose type changed is refused, never silently 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from typing import Literal
@@ -89,14 +89,15 @@ def check_load_request(
     mode: LoadMode,
     primary_key: list[str] | None,
     partition: PartitionSlice | None,
-    schema: pa.Schema,
+    names: Sequence[str],
     table: str,
 ) -> None:
-    """Refuse a load whose arguments do not fit its mode, before anything is written."""
+    """Refuse a load whose arguments do not fit its mode, before anything is written; `names` are the
+    columns of the data."""
     if mode == "upsert":
         if not primary_key:
             raise WarehouseLoadError(f"upsert into {table} needs a primary key; give primary_key=[...]")
-        missing = [name for name in primary_key if name not in schema.names]
+        missing = [name for name in primary_key if name not in names]
         if missing:
             raise WarehouseLoadError(
                 f"upsert into {table}: primary key column(s) {missing} are not in the data"
@@ -106,8 +107,8 @@ def check_load_request(
             raise WarehouseLoadError(
                 f"replace_partitions into {table} needs partition=PartitionSlice(column, values)"
             )
-        if partition.column not in schema.names:
+        if partition.column not in names:
             raise WarehouseLoadError(
                 f"replace_partitions into {table}: partition column {partition.column!r} is not in the data "
-                f"(columns: {schema.names})"
+                f"(columns: {list(names)})"
             )

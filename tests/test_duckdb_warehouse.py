@@ -12,6 +12,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 
+from resources.duckdb_file_rows import DuckDBFileRows
 from resources.duckdb_warehouse import DuckDBWarehouse, qualified_name, quote_identifier
 from resources.warehouse_load import PartitionSlice, WarehouseLoadError
 
@@ -145,3 +146,36 @@ def test_stream_table_reads_the_chosen_columns_in_batches(tmp_path: Path) -> Non
     batches = list(reader)
     assert reader.schema.names == ["name"]
     assert [b.num_rows for b in batches] == [3, 3, 3, 1]
+
+
+def _scratch(path: Path, rows: list[tuple[int, float, str | None]]) -> DuckDBFileRows:
+    """A scratch database as staging leaves it: a table with a rejection column, the good rows selected."""
+    with duckdb.connect(str(path)) as con:
+        con.execute("CREATE TABLE staged (order_id BIGINT, amount DOUBLE, _violations VARCHAR)")
+        con.executemany("INSERT INTO staged VALUES (?, ?, ?)", rows)
+    return DuckDBFileRows(path, "staged", where="_violations IS NULL", exclude=["_violations"], batch_rows=2)
+
+
+def test_rows_of_another_duckdb_file_are_copied_natively_and_the_file_deleted(tmp_path: Path) -> None:
+    warehouse = DuckDBWarehouse(path=str(tmp_path / "w.duckdb"))
+    first = _scratch(tmp_path / "s1.duckdb", [(1, 1.0, None), (2, -1.0, "amount: min"), (3, 3.0, None)])
+    loaded = warehouse.load("staged", "orders", first, mode="replace")
+    assert (loaded.rows, loaded.columns) == (2, [("order_id", "BIGINT"), ("amount", "DOUBLE")])
+    assert _table(warehouse) == [(1, 1.0), (3, 3.0)]
+    assert not first.path.exists()
+    second = _scratch(tmp_path / "s2.duckdb", [(3, 30.0, None), (4, 4.0, None)])
+    upserted = warehouse.load("staged", "orders", second, mode="upsert", primary_key=["order_id"])
+    assert upserted.rows == 2
+    assert _table(warehouse) == [(1, 1.0), (3, 30.0), (4, 4.0)]
+    refused = _scratch(tmp_path / "s3.duckdb", [(5, 5.0, None)])
+    with pytest.raises(WarehouseLoadError, match="primary key column"):
+        warehouse.load("staged", "orders", refused, mode="upsert", primary_key=["id"])
+    assert not refused.path.exists() and _table(warehouse) == [(1, 1.0), (3, 30.0), (4, 4.0)]
+
+
+def test_rows_of_another_duckdb_file_stream_as_arrow_batches_then_the_file_is_deleted(tmp_path: Path) -> None:
+    rows = _scratch(tmp_path / "s.duckdb", [(1, 1.0, None), (2, 2.0, "x"), (3, 3.0, None), (4, 4.0, None)])
+    batches = list(rows)
+    assert [batch.num_rows for batch in batches] == [2, 1]
+    assert pa.Table.from_batches(batches).column_names == ["order_id", "amount"]
+    assert not rows.path.exists()
