@@ -42,6 +42,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from platform_assets.catalog_model import ColumnType
+from resources.file_query import DEFAULT_MEMORY_LIMIT
 from resources.landing import EXTRACTED_AT_COLUMN, RUN_ID_COLUMN, SOURCE_COLUMN
 
 LINEAGE_COLUMNS = frozenset({SOURCE_COLUMN, EXTRACTED_AT_COLUMN, RUN_ID_COLUMN, "_file", "_record", "_page"})
@@ -191,7 +192,7 @@ def _parse_text_columns(
                 )
     paths = ", ".join("'" + str(path).replace("'", "''") + "'" for path in files)
     sql = f"SELECT {', '.join(selects)} FROM read_parquet([{paths}], union_by_name = true)"
-    with duckdb.connect(":memory:") as con:
+    with duckdb.connect(":memory:", config={"memory_limit": DEFAULT_MEMORY_LIMIT}) as con:
         cursor = con.execute(sql)
         row = cursor.fetchone()
         assert row is not None and cursor.description is not None

@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from resources.duckdb_warehouse import streamed_result
 
-DEFAULT_MEMORY_LIMIT_MB = 1024
+DEFAULT_MEMORY_LIMIT_MB = 256
 DEFAULT_MEMORY_LIMIT = f"{DEFAULT_MEMORY_LIMIT_MB}MB"
 
 

@@ -103,7 +103,7 @@ def test_every_error_rule_is_compiled_to_sql_and_custom_checks_run_batch_by_batc
     quarantined = split.quarantine_rows("staged/acme/users", "run-1").read_all()
     assert quarantined.num_rows == 8
     assert quarantined.column_names == list(QUARANTINE_COLUMNS)
-    staged = split.staged_rows().read_all()
+    staged = pa.Table.from_batches(list(split.staged_rows()))
     assert sorted(staged.column("user_id").to_pylist()) == [1, 9]
     assert "_violations" not in staged.column_names
     assert not (tmp_path / "scratch.duckdb").exists(), "the scratch database goes with the staged stream"
