@@ -46,7 +46,7 @@ def main() -> None:
     import dagster as dg
 
     from platform_assets.cli import QUIET_LOGS, demo_api, generate_demo
-    from platform_assets.dbt_models import DBT_PROJECT, prepare_manifest
+    from platform_assets.dbt_models import prepare_manifest
     from platform_assets.definitions import build_definitions
     from platform_assets.run_summary import all_green
     from resources.environment import PlatformSettings
@@ -56,8 +56,9 @@ def main() -> None:
         stdout, sys.stdout = sys.stdout, quiet
         try:
             generate_demo(settings, seed=42, scale=args.scale)
-            if not DBT_PROJECT.manifest_path.exists():
-                prepare_manifest()
+            prepare_manifest(
+                settings.dbt_target, settings.dbt_vars()
+            )  # as `dataplatform run` prepares before its run
         finally:
             sys.stdout = stdout
     imports_seconds = time.perf_counter() - imported

@@ -61,7 +61,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "generate":
         return generate_demo(settings, args.seed, args.scale)
     if args.command == "prepare":
-        prepare_dbt()
+        prepare_dbt(settings)
         return 0
     if args.command == "serve-api":
         return serve_demo_api(settings, args.port)
@@ -70,7 +70,7 @@ def _run(args: argparse.Namespace) -> int:
         generated = generate_demo(settings, args.seed, args.scale)
         if generated != 0:
             return generated
-    prepare_dbt()
+    prepare_dbt(settings)
     with demo_api(settings):
         return run_everything(settings)
 
@@ -123,10 +123,10 @@ def serve_demo_api(settings: PlatformSettings, port: int) -> int:
     return 0
 
 
-def prepare_dbt() -> None:
+def prepare_dbt(settings: PlatformSettings) -> None:
     from platform_assets.dbt_models import prepare_manifest
 
-    print(f"dbt manifest: {prepare_manifest()}")
+    print(f"dbt manifest: {prepare_manifest(settings.dbt_target, settings.dbt_vars())}")
 
 
 def run_everything(settings: PlatformSettings) -> int:

@@ -23,10 +23,17 @@ class ManifestMissingError(FileNotFoundError):
     pass
 
 
-def prepare_manifest() -> Path:
-    """`dbt parse` into the project's target directory, with the dbt installed beside this Python."""
-    dbt = DbtWarehouse(project_dir=DBT_PROJECT, dbt_executable=dbt_beside_python())
-    dbt.cli(["parse", "--quiet"], target_path=DBT_PROJECT.target_path).wait()
+def prepare_manifest(target: str | None = None, dbt_vars: Mapping[str, str] | None = None) -> Path:
+    """`dbt parse` into the project's target directory, with the dbt installed beside this Python, for
+    the dbt target and vars of the environment whose runs should reuse the parse
+    (`PlatformSettings.dbt_target`, `.dbt_vars()`): dbt parses again in full when either differs."""
+    dbt = DbtWarehouse(
+        project_dir=DBT_PROJECT,
+        target=target,
+        dbt_executable=dbt_beside_python(),
+        dbt_vars=dict(dbt_vars or {}),
+    )
+    dbt.parse(DBT_PROJECT.target_path).wait()
     return DBT_PROJECT.manifest_path
 
 
