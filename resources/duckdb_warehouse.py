@@ -151,6 +151,9 @@ class DuckDBWarehouse(Warehouse):
         target = qualified_name(schema, table)
         with self.connection() as con:
             if isinstance(incoming, DuckDBFileRows):
+                # Their order is arbitrary already (staging builds them in parallel); keeping it would
+                # cost the copy twice its time within the memory limit (17.6 s against 9.0 s, 10M rows).
+                con.execute("SET preserve_insertion_order = false")
                 con.execute(incoming.attach_sql(_ATTACHED))
                 source = f"({incoming.select(_ATTACHED)})"
                 names = [row[0] for row in con.execute(f"DESCRIBE {incoming.select(_ATTACHED)}").fetchall()]
