@@ -16,7 +16,7 @@ from platform_assets.cli import DEMO_API_KEY, DEMO_API_KEY_VAR, DEMO_API_URL_VAR
 from platform_assets.dbt_models import prepare_manifest
 from platform_assets.definitions import build_definitions
 from resources.duckdb_warehouse import DuckDBWarehouse
-from resources.environment import PlatformSettings
+from resources.environment import PG_PASSWORD_VAR, PlatformEnvironment, PlatformSettings
 
 pytest_plugins = ["fixtures.postgres_server", "fixtures.gcs_emulator", "fixtures.bigquery_emulator"]
 """Session-wide real servers (one PostgreSQL cluster, one GCS emulator), started on first use."""
@@ -29,6 +29,23 @@ TEST_SCALE = 0.2
 def demo_api_key(monkeypatch: pytest.MonkeyPatch) -> None:
     """The shipped catalog references ${SHOP_API_KEY}; `dagster dev` gets it from .env, tests from here."""
     monkeypatch.setenv(DEMO_API_KEY_VAR, DEMO_API_KEY)
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def warehouse_settings(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> PlatformSettings:
+    """Platform settings on `tmp_path / "data"`, once with the embedded DuckDB warehouse and once with a
+    fresh database of the session's PostgreSQL server: for tests that must hold on both."""
+    settings = PlatformSettings.local(tmp_path / "data")
+    if request.param == "duckdb":
+        return settings
+    # Imported here: a top-level import would load the plugin module before pytest can rewrite its asserts.
+    from fixtures.postgres_server import platform_pg_options
+
+    monkeypatch.setenv(PG_PASSWORD_VAR, "")
+    options = platform_pg_options(request.getfixturevalue("postgres_database"))
+    return PlatformSettings(PlatformEnvironment.POSTGRES, settings.data_dir, options)
 
 
 @pytest.fixture(scope="session")

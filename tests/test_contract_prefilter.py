@@ -3,12 +3,8 @@ PostgreSQL), and a violation it lets through to Pandera is reported exactly as b
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pyarrow as pa
 import pytest
-from fixtures.postgres_server import platform_pg_options
 
 from platform_assets.catalog_loader import CatalogEntity
 from platform_assets.catalog_model import Source
@@ -16,7 +12,7 @@ from platform_assets.contract_prefilter import suspect_condition
 from platform_assets.contract_validation import FIRST_BATCH_ROWS, validate_staged_table
 from platform_assets.dbt_models import DBT_PROJECT_DIR
 from platform_assets.keys import STAGED_SCHEMA, staged_table
-from resources.environment import PG_PASSWORD_VAR, PlatformEnvironment, PlatformSettings, build_resources
+from resources.environment import PlatformSettings, build_resources
 from resources.warehouse import Warehouse
 
 COLUMNS = {
@@ -87,16 +83,9 @@ SCHEMA = pa.schema(
 )
 
 
-@pytest.fixture(params=["duckdb", "postgres"])
-def warehouse(
-    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Warehouse]:
-    settings = PlatformSettings.local(tmp_path / "data")
-    if request.param == "postgres":
-        monkeypatch.setenv(PG_PASSWORD_VAR, "")
-        options = platform_pg_options(request.getfixturevalue("postgres_database"))
-        settings = PlatformSettings(PlatformEnvironment.POSTGRES, settings.data_dir, options)
-    yield build_resources(settings, DBT_PROJECT_DIR)["warehouse"]
+@pytest.fixture
+def warehouse(warehouse_settings: PlatformSettings) -> Warehouse:
+    return build_resources(warehouse_settings, DBT_PROJECT_DIR)["warehouse"]
 
 
 def _load(warehouse: Warehouse, rows: list[dict]) -> str:

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from fixtures.postgres_server import platform_pg_options
 
 from platform_assets.catalog_loader import CatalogEntity
 from platform_assets.catalog_model import Source
@@ -22,7 +21,7 @@ from platform_assets.keys import STAGED_SCHEMA, staged_key, staged_table
 from platform_assets.quarantine import QUARANTINE_COLUMNS, QUARANTINE_SCHEMA, QUARANTINE_TABLE
 from platform_assets.raw_assets import build_raw_asset
 from platform_assets.staged_assets import build_contract_checks, build_staged_asset
-from resources.environment import PG_PASSWORD_VAR, PlatformEnvironment, PlatformSettings, build_resources
+from resources.environment import PlatformSettings, build_resources
 from resources.warehouse import Warehouse
 
 HEADER = "order_id,email,code,status,amount,qty,note,nickname"
@@ -108,18 +107,11 @@ class MiniPlatform:
         return [dict(zip(names, row, strict=True)) for row in rows]
 
 
-@pytest.fixture(params=["duckdb", "postgres"])
-def platform(
-    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[MiniPlatform]:
-    settings = PlatformSettings.local(tmp_path / "data")
-    if request.param == "postgres":
-        monkeypatch.setenv(PG_PASSWORD_VAR, "")
-        options = platform_pg_options(request.getfixturevalue("postgres_database"))
-        settings = PlatformSettings(PlatformEnvironment.POSTGRES, settings.data_dir, options)
-    warehouse = build_resources(settings, DBT_PROJECT_DIR)["warehouse"]
+@pytest.fixture
+def platform(tmp_path: Path, warehouse_settings: PlatformSettings) -> Iterator[MiniPlatform]:
+    warehouse = build_resources(warehouse_settings, DBT_PROJECT_DIR)["warehouse"]
     with dg.instance_for_test() as instance:
-        yield MiniPlatform(tmp_path / "deliveries", settings, instance, warehouse, [])
+        yield MiniPlatform(tmp_path / "deliveries", warehouse_settings, instance, warehouse, [])
 
 
 def _check(result: dg.ExecuteInProcessResult, name: str) -> dg.AssetCheckEvaluation:

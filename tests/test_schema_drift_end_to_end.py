@@ -14,7 +14,6 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from fixtures.postgres_server import platform_pg_options
 
 from platform_assets.catalog_loader import CatalogEntity
 from platform_assets.catalog_model import Source
@@ -22,7 +21,7 @@ from platform_assets.dbt_models import DBT_PROJECT_DIR
 from platform_assets.keys import STAGED_SCHEMA, staged_table
 from platform_assets.raw_assets import build_raw_asset
 from platform_assets.staged_assets import build_contract_checks, build_staged_asset
-from resources.environment import PG_PASSWORD_VAR, PlatformEnvironment, PlatformSettings, build_resources
+from resources.environment import PlatformSettings, build_resources
 from resources.warehouse import Warehouse
 
 
@@ -111,17 +110,10 @@ class DriftPlatform:
         return {name: value.value for name, value in event.metadata.items()}
 
 
-@pytest.fixture(params=["duckdb", "postgres"])
-def drift(
-    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[DriftPlatform]:
-    settings = PlatformSettings.local(tmp_path / "data")
-    if request.param == "postgres":
-        monkeypatch.setenv(PG_PASSWORD_VAR, "")
-        options = platform_pg_options(request.getfixturevalue("postgres_database"))
-        settings = PlatformSettings(PlatformEnvironment.POSTGRES, tmp_path / "data", options)
+@pytest.fixture
+def drift(tmp_path: Path, warehouse_settings: PlatformSettings) -> Iterator[DriftPlatform]:
     with dg.instance_for_test() as instance:
-        yield DriftPlatform(tmp_path / "deliveries", settings, instance)
+        yield DriftPlatform(tmp_path / "deliveries", warehouse_settings, instance)
 
 
 FIRST = "order_id,amount,note\n1,10,a\n2,20,b\n"
