@@ -131,53 +131,25 @@ class DuckDBWarehouse(Warehouse):
         leaves the table as it was. Upserts replace the rows whose key is in the stream. `layout` is
         BigQuery's business: DuckDB needs no physical partitioning at this scale. Rows selected from another
         DuckDB file (`DuckDBFileRows`) are copied natively, the file attached, not streamed."""
+        started = time.monotonic()
         if isinstance(batches, DuckDBFileRows):
             try:
-                return self._load(schema, table, batches, mode, primary_key, partition)
+                size = batches.size_bytes()
+                with self.connection() as con, _attached(con, batches) as (source, names):
+                    rows, columns = self._write(
+                        con, schema, table, source, names, mode, primary_key, partition
+                    )
             finally:
                 batches.close()
-        return self._load(schema, table, CountedBatches(batches), mode, primary_key, partition)
-
-    def _load(
-        self,
-        schema: str,
-        table: str,
-        incoming: CountedBatches | DuckDBFileRows,
-        mode: LoadMode,
-        primary_key: list[str] | None,
-        partition: PartitionSlice | None,
-    ) -> LoadResult:
-        started = time.monotonic()
-        target = qualified_name(schema, table)
-        with self.connection() as con:
-            if isinstance(incoming, DuckDBFileRows):
-                # Their order is arbitrary already (staging builds them in parallel); keeping it would
-                # cost the copy twice its time within the memory limit (17.6 s against 9.0 s, 10M rows).
-                con.execute("SET preserve_insertion_order = false")
-                con.execute(incoming.attach_sql(_ATTACHED))
-                source = f"({incoming.select(_ATTACHED)})"
-                names = [row[0] for row in con.execute(f"DESCRIBE {incoming.select(_ATTACHED)}").fetchall()]
-            else:
-                con.register("__incoming", incoming.reader())
-                source, names = "__incoming", incoming.schema.names
+            return LoadResult(rows, size, time.monotonic() - started, columns)
+        incoming = CountedBatches(batches)
+        with self.connection() as con, _registered(con, incoming) as (source, names):
             try:
-                check_load_request(mode, primary_key, partition, names, target)
-                rows = self._write(con, schema, table, source, mode, primary_key, partition)
+                _, columns = self._write(con, schema, table, source, names, mode, primary_key, partition)
             except BaseException as error:
-                if isinstance(incoming, CountedBatches):
-                    incoming.reraise_source_failure(error)
+                incoming.reraise_source_failure(error)
                 raise
-            finally:
-                if isinstance(incoming, DuckDBFileRows):
-                    con.execute(f"DETACH {_ATTACHED}")
-                else:
-                    con.unregister("__incoming")
-            columns = list(self._column_types(con, schema, table).items())
-        if isinstance(incoming, CountedBatches):
-            rows, size = incoming.rows, incoming.bytes
-        else:
-            size = incoming.size_bytes()
-        return LoadResult(rows, size, time.monotonic() - started, columns)
+        return LoadResult(incoming.rows, incoming.bytes, time.monotonic() - started, columns)
 
     def _write(
         self,
@@ -185,12 +157,15 @@ class DuckDBWarehouse(Warehouse):
         schema: str,
         table: str,
         source: str,
+        names: list[str],
         mode: LoadMode,
         primary_key: list[str] | None,
         partition: PartitionSlice | None,
-    ) -> int:
-        """The load itself, in one transaction; the number of rows written."""
+    ) -> tuple[int, list[tuple[str, str]]]:
+        """The load of `source` (a relation with columns `names`) in one transaction: the number of rows
+        written, and the table's columns after it."""
         target = qualified_name(schema, table)
+        check_load_request(mode, primary_key, partition, names, target)
         con.execute("BEGIN TRANSACTION")
         try:
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(schema)}")
@@ -219,7 +194,7 @@ class DuckDBWarehouse(Warehouse):
         except BaseException:
             con.execute("ROLLBACK")
             raise
-        return int(rows)
+        return int(rows), list(self._column_types(con, schema, table).items())
 
     @staticmethod
     def _column_types(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> dict[str, str]:
@@ -243,6 +218,30 @@ class DuckDBWarehouse(Warehouse):
                     f"{target}.{name} is {existing[name]} but the data brings {sql_type}; widen the column "
                     f"(or reload the table with mode='replace') instead of letting values be cast."
                 )
+
+
+@contextmanager
+def _attached(con: duckdb.DuckDBPyConnection, rows: DuckDBFileRows) -> Iterator[tuple[str, list[str]]]:
+    """The rows' database file attached to `con`: (their SELECT as a relation, its column names)."""
+    # Their order is arbitrary already (staging builds them in parallel); keeping it would cost the copy
+    # twice its time within the memory limit (17.6 s against 9.0 s, 10M rows).
+    con.execute("SET preserve_insertion_order = false")
+    con.execute(rows.attach_sql(_ATTACHED))
+    try:
+        select = rows.select(_ATTACHED)
+        yield f"({select})", [row[0] for row in con.execute(f"DESCRIBE {select}").fetchall()]
+    finally:
+        con.execute(f"DETACH {_ATTACHED}")
+
+
+@contextmanager
+def _registered(con: duckdb.DuckDBPyConnection, incoming: CountedBatches) -> Iterator[tuple[str, list[str]]]:
+    """The stream registered on `con` as a relation: (its name, its column names)."""
+    con.register("__incoming", incoming.reader())
+    try:
+        yield "__incoming", incoming.schema.names
+    finally:
+        con.unregister("__incoming")
 
 
 def streamed_result(
