@@ -1,9 +1,10 @@
 """The profile of a staged table: what the quality score and the anomaly checks are computed from.
 
-One aggregate query over the staging SELECT, run by the embedded DuckDB over the landed Parquet files
-(whatever the warehouse is), gives: the row count; per declared column the null count; per measurement
-column (see `measure_columns`) the mean and the sample standard deviation; the rows whose primary key
-repeats (`count(*) - count(DISTINCT key)`); the rows with a cast error; and the latest `_extracted_at`.
+One aggregate query over the staged table, run by the warehouse once the rows are loaded (after an
+incremental run's upsert it must describe the whole table, not the run's rows), gives: the row count; per
+declared column the null count; per measurement column (see `measure_columns`) the mean and the sample
+standard deviation; the rows whose primary key repeats (`count(*) - count(DISTINCT key)`); the rows with a
+cast error; and the latest `_extracted_at`.
 
 `TableProfile.metadata()` is what the staged asset's materialization records: numeric entries the Dagster
 UI plots over time (`profile/null_rate/<column>`, `profile/mean/<column>`, ...) and one JSON `profile`
@@ -13,10 +14,9 @@ entry with everything. The anomaly checks read these entries back from the run h
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -24,8 +24,8 @@ import dagster as dg
 from platform_assets.catalog_model import ColumnType, Entity
 from platform_assets.staging_sql import CAST_ERRORS_COLUMN
 from resources.duckdb_warehouse import quote_identifier
-from resources.file_query import stream_query
 from resources.landing import EXTRACTED_AT_COLUMN
+from resources.warehouse import Warehouse
 
 NULL_RATE_PREFIX = "profile/null_rate/"
 MEAN_PREFIX = "profile/mean/"
@@ -112,25 +112,39 @@ def _alias(kind: str, index: int) -> str:
     return f"__{kind}_{index}"
 
 
-def profile_sql(select_sql: str, entity: Entity) -> str:
-    """One aggregate DuckDB query over `select_sql` (the staging SELECT): a single row, read by
-    `read_profile`. Columns are addressed by position-based aliases, so any column name is safe."""
-    q = quote_identifier
-    key = ", ".join(q(name) for name in entity.primary_key)
-    distinct_key = q(entity.primary_key[0]) if len(entity.primary_key) == 1 else f"({key})"
-    selected = [
-        "count(*) AS __rows",
-        f"count(*) - count(DISTINCT {distinct_key}) AS __duplicate_key_rows",
-        f"count({q(CAST_ERRORS_COLUMN)}) AS __cast_error_rows",
-        f"max({q(EXTRACTED_AT_COLUMN)}) AS __max_extracted_at",
+def profile_sql(select_sql: str, entity: Entity, quote: Callable[[str], str] = quote_identifier) -> str:
+    """One aggregate query over `select_sql` (the staged rows): a single row, read by `read_profile`.
+    Plain SQL that DuckDB, PostgreSQL and BigQuery all run, with identifiers quoted by `quote`; columns are
+    addressed by position-based aliases, so any column name is safe."""
+    rows = f"({select_sql}) AS __staged"
+    selected = ", ".join(f"{sql} AS {alias}" for alias, sql in _aggregates(entity, quote, rows))
+    return f"SELECT {selected} FROM {rows}"
+
+
+def profile_aliases(entity: Entity) -> list[str]:
+    """The names of `profile_sql`'s result columns, in order (for warehouses that return bare tuples)."""
+    return [alias for alias, _ in _aggregates(entity, quote_identifier, "")]
+
+
+def _aggregates(entity: Entity, quote: Callable[[str], str], rows: str) -> list[tuple[str, str]]:
+    key = [quote(name) for name in entity.primary_key]
+    distinct_keys = (
+        f"count(DISTINCT {key[0]})"
+        if len(key) == 1
+        else f"(SELECT count(*) FROM (SELECT DISTINCT {', '.join(key)} FROM {rows}) AS __keys)"
+    )
+    aggregates = [
+        ("__rows", "count(*)"),
+        ("__duplicate_key_rows", f"count(*) - {distinct_keys}"),
+        ("__cast_error_rows", f"count({quote(CAST_ERRORS_COLUMN)})"),
+        ("__max_extracted_at", f"max({quote(EXTRACTED_AT_COLUMN)})"),
     ]
     for index, name in enumerate(entity.columns):
-        selected.append(f"count(*) - count({q(name)}) AS {_alias('nulls', index)}")
+        aggregates.append((_alias("nulls", index), f"count(*) - count({quote(name)})"))
     for index, name in enumerate(measure_columns(entity)):
-        value = f"CAST({q(name)} AS DOUBLE)"
-        selected.append(f"avg({value}) AS {_alias('mean', index)}")
-        selected.append(f"stddev_samp({value}) AS {_alias('stddev', index)}")
-    return f"SELECT {', '.join(selected)} FROM ({select_sql}) AS __staged"
+        aggregates.append((_alias("mean", index), f"avg({quote(name)})"))
+        aggregates.append((_alias("stddev", index), f"stddev_samp({quote(name)})"))
+    return aggregates
 
 
 def read_profile(row: Mapping[str, Any], entity: Entity) -> TableProfile:
@@ -150,10 +164,11 @@ def read_profile(row: Mapping[str, Any], entity: Entity) -> TableProfile:
     )
 
 
-def compute_profile(select_sql: str, entity: Entity, *, spill_dir: Path) -> TableProfile:
-    """Run `profile_sql` in an embedded DuckDB (the same engine and memory bound as the staging query)."""
-    result = stream_query(profile_sql(select_sql, entity), batch_rows=1, spill_dir=spill_dir).read_all()
-    return read_profile(result.to_pylist()[0], entity)
+def profile_table(warehouse: Warehouse, schema: str, table: str, entity: Entity) -> TableProfile:
+    """The profile of a warehouse table of `entity`'s staged rows, computed by the warehouse."""
+    sql = profile_sql(f"SELECT * FROM {warehouse.table_ref(schema, table)}", entity, warehouse.quote)
+    (values,) = warehouse.query(sql)
+    return read_profile(dict(zip(profile_aliases(entity), values, strict=True)), entity)
 
 
 def _finite(value: Any) -> float | None:

@@ -6,11 +6,13 @@ landing's spill directory (DuckDB spills there when the data outgrows `memory_li
 
 1. custom checks (`check:`, Python, not compilable to SQL) run over that one column, batch by batch (pandas
    on that column only); the rows they reject are written back to the scratch database, batch by batch;
-2. one aggregate counts all rows, bad rows and failures per rule (`summary`), BEFORE anything is written:
+2. of the versions of a key landed by several extractions, those a later good version replaces are left
+   out (`_keep_current_versions`);
+3. one aggregate counts all rows, bad rows and failures per rule (`summary`), BEFORE anything is written:
    the caller refuses the whole step when the bad fraction is over the entity's `max_bad_fraction`;
-3. `quarantine_rows` streams one row per (bad row, broken rule) for `ops.quarantine` (upserted on
+4. `quarantine_rows` streams one row per (bad row, broken rule) for `ops.quarantine` (upserted on
    `QUARANTINE_KEY`);
-4. `staged_rows` hands the scratch database over, with the SELECT of the good rows (without `_violations`),
+5. `staged_rows` hands the scratch database over, with the SELECT of the good rows (without `_violations`),
    to the warehouse load; it is deleted once they are loaded.
 
 Memory stays bounded by the batch size and DuckDB's memory limit, never by the delivery.
@@ -50,7 +52,7 @@ file>#<record>`); `row_json` is the whole staged row as JSON text (typed values;
 is NULL there and kept verbatim in `_cast_errors`), with its lineage (`_origin`, `_record`, `_source`,
 `_extracted_at`)."""
 QUARANTINE_KEY = ["asset_key", "row_key", "rule", "column"]
-"""Staging rebuilds from every landed file, so a bad row is found again by every run: it is upserted on
+"""A full staging run rebuilds from every landed file, so a bad row is found again: it is upserted on
 this key (one row per landed row and broken rule, `run_id` and `quarantined_at` of the latest run that
 found it), never appended again."""
 
@@ -105,10 +107,40 @@ class StagingSplit:
                 if rules.column_severity(entity, name) == "error":
                     self._run_check(name, function)
             ((rejected,),) = self.con.execute("SELECT count(*) FROM custom_failures").fetchall()
-            self.con.execute(_final_view() if rejected else "CREATE VIEW final AS SELECT * FROM staged")
+            self.con.execute(_checked_view() if rejected else "CREATE VIEW checked AS SELECT * FROM staged")
+            self._keep_current_versions()
         except BaseException:
             self.close()
             raise
+
+    def _keep_current_versions(self) -> None:
+        """`final`: the rows of `checked` but the versions of a key that a later good version replaces.
+
+        A key's current version is its latest GOOD one: a correction that breaks a rule is quarantined and
+        the version before it stays staged, exactly as an upsert of only the good rows of each run leaves
+        it (`staging_plan`), so a rebuild and a chain of incremental runs stage the same rows. Two versions
+        of a key in ONE extraction both stay, for the schema contract to report as a duplicate instead of
+        one being dropped silently. A single extraction (a first or full load) needs no join at all.
+        """
+        extracted_at = quote_identifier(EXTRACTED_AT_COLUMN)
+        ((oldest, newest),) = self.con.execute(
+            f"SELECT min({extracted_at}), max({extracted_at}) FROM staged"
+        ).fetchall()
+        if not self.entity.primary_key or oldest == newest:
+            self.con.execute("CREATE VIEW final AS SELECT * FROM checked")
+            return
+        key = [quote_identifier(name) for name in self.entity.primary_key]
+        columns = ", ".join(key)
+        self.con.execute(
+            f"CREATE TABLE latest_good AS SELECT {columns}, max({extracted_at}) AS __latest FROM checked "
+            f"WHERE {quote_identifier(VIOLATIONS_COLUMN)} IS NULL AND {extracted_at} > ? GROUP BY {columns}",
+            [oldest],
+        )
+        matches = " AND ".join(f"row.{name} = later.{name}" for name in key)
+        self.con.execute(
+            f"CREATE VIEW final AS SELECT row.* FROM checked AS row ANTI JOIN latest_good AS later "
+            f"ON {matches} AND row.{extracted_at} < later.__latest"
+        )
 
     def _run_check(self, name: str, function: Callable[[Any], Any]) -> None:
         """Rows whose (non-null) value of `name` the custom check rejects, into `custom_failures`."""
@@ -201,13 +233,13 @@ class StagingSplit:
 _LINEAGE_IN_JSON = (CAST_ERRORS_COLUMN, ORIGIN_COLUMN, RECORD_COLUMN, SOURCE_COLUMN, EXTRACTED_AT_COLUMN)
 
 
-def _final_view() -> str:
+def _checked_view() -> str:
     """`staged` with the custom checks' rejections merged into `_violations` (NULL = a good row). Only
     when a custom check rejected a row: the join costs every later pass over `final` (the summary, the
     profile and the copy into the warehouse) about a fifth of its time."""
     violations = quote_identifier(VIOLATIONS_COLUMN)
     return (
-        f"CREATE VIEW final AS SELECT s.* EXCLUDE ({violations}), "
+        f"CREATE VIEW checked AS SELECT s.* EXCLUDE ({violations}), "
         f"CASE WHEN c.found IS NULL THEN s.{violations} "
         f"ELSE list_concat(coalesce(s.{violations}, []::VARCHAR[]), c.found) END AS {violations} "
         f"FROM staged AS s LEFT JOIN ("

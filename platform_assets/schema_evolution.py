@@ -98,6 +98,11 @@ class DriftDecision:
         return frozenset(rule_label(name, TYPE) for name in self.quarantine_columns)
 
     @property
+    def unchanged(self) -> bool:
+        """The delivery matches the last staged version: nothing to evolve, quarantine or report."""
+        return self.changes.empty and self.action == "none" and not self.violations
+
+    @property
     def widened(self) -> dict[str, ColumnType]:
         """Staged columns whose type differs from the declared one, with their staged type."""
         return {

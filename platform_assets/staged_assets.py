@@ -7,6 +7,7 @@ Which landed files make the table depends on how the raw asset loads: a `snapsho
 are the whole entity; `append` extractions (file deliveries, incremental tables and APIs) add up, each key
 taken from its latest extraction."""
 
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -26,7 +27,7 @@ from platform_assets.keys import (
     staged_key,
     staged_table,
 )
-from platform_assets.quality_profile import profile_sql, read_profile
+from platform_assets.quality_profile import profile_table
 from platform_assets.quality_rules import resolve_checks, resolve_model
 from platform_assets.quality_score import quality_metadata
 from platform_assets.quarantine import (
@@ -58,12 +59,12 @@ from platform_assets.schema_registry import (
     latest_materialization,
     previous_version,
 )
+from platform_assets.staging_plan import StagingPlan, plan_staging, staging_fingerprint
 from platform_assets.staging_sql import DUCKDB_TYPES, staging_select
-from resources.duckdb_file_rows import DuckDBFileRows
 from resources.file_query import scaled_memory_limit
 from resources.landing import LandingZone
 from resources.warehouse import Warehouse
-from resources.warehouse_io_manager import load_metadata
+from resources.warehouse_io_manager import TableUpdate, load_metadata
 
 if TYPE_CHECKING:
     from platform_assets.contract_validation import ContractReport
@@ -140,14 +141,32 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
     )
     def staged_entity(
         context: dg.AssetExecutionContext, config: StagingConfig, landing: LandingZone, warehouse: Warehouse
-    ) -> dg.Output[DuckDBFileRows]:
-        landed = _landed_files(context, upstream, landing, item)
-        previous, delivered, decision = _schema_decision(context, _with_drift_action(item, config), landed)
+    ) -> dg.Output[TableUpdate]:
+        landed, appends = _landed_files(context, upstream, landing, item)
+        declared = _with_drift_action(item, config)
+        plan = plan_staging(
+            landed,
+            appends=appends,
+            primary_key=entity.primary_key,
+            previous=_latest_metadata(context),
+            table_exists=bool(warehouse.columns(STAGED_SCHEMA, table)),
+        )
+        previous, delivered, decision = _schema_decision(context, declared, plan)
+        fingerprint = staging_fingerprint(decision.staged_entity(entity), list(checks))
+        rebuild = plan.incremental and plan.rebuild_reason(fingerprint, schema_changed=not decision.unchanged)
+        if rebuild:
+            plan = plan.rebuild(rebuild)
+            previous, delivered, decision = _schema_decision(context, declared, plan)
+            fingerprint = staging_fingerprint(decision.staged_entity(entity), list(checks))
+        _enforce(context, declared, plan, decision)
         staged = decision.staged_entity(entity)
-        columns = {name for path in landed for name in pq.read_schema(path).names}
-        context.log.info(f"Staging {STAGED_SCHEMA}.{table} from {len(landed)} landed file(s)")
+        columns = {name for path in plan.files for name in pq.read_schema(path).names}
+        context.log.info(
+            f"Staging {STAGED_SCHEMA}.{table} from {len(plan.files)} landed file(s), "
+            f"{'incremental' if plan.incremental else 'full'}: {plan.reason}"
+        )
         split = StagingSplit(
-            staging_select(staged, landed, columns, context.run.run_id),
+            staging_select(staged, plan.files, columns, context.run.run_id),
             staged,
             checks,
             landing.spill_dir() / f"staging-{context.run.run_id}-{table}.duckdb",
@@ -156,7 +175,7 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
         )
         try:
             summary = split.summary(decision.quarantine_rules())
-            if summary.total and summary.bad == summary.total:
+            if summary.total and summary.bad == summary.total and not plan.incremental:
                 raise BadRowsError(
                     f"{item.source_name}.{item.name}: every one of the {summary.total} delivered rows breaks "
                     f"a rule ({dict(summary.by_rule)}); staging none of them would empty "
@@ -186,26 +205,25 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
                     mode="upsert",
                     primary_key=QUARANTINE_KEY,
                 )
-            profile = read_profile(
-                split.aggregate_staged_rows(lambda rows: profile_sql(rows, staged)), staged
-            )
             rows = split.staged_rows()
         except BaseException:
             split.close()
             raise
-        quality = quality_metadata(
-            profile,
-            staged,
-            rows_quarantined=summary.bad,
-            orphan_rate=last_orphan_rate(context.instance, context.asset_key),
-        )
+        orphan_rate = last_orphan_rate(context.instance, context.asset_key)
+
+        def describe(loaded: Warehouse, schema: str, name: str) -> dict[str, dg.MetadataValue]:
+            """The profile and quality score of the whole table as loaded (after an upsert, too)."""
+            profile = profile_table(loaded, schema, name, staged)
+            quality = quality_metadata(profile, staged, rows_quarantined=summary.bad, orphan_rate=orphan_rate)
+            return {"dagster/row_count": dg.MetadataValue.int(profile.rows), **profile.metadata(), **quality}
+
         return dg.Output(
-            rows,
+            TableUpdate(rows, mode="upsert" if plan.incremental else None, describe=describe),
             metadata={
                 "landed_files": len(landed),
+                "staged_files": len(plan.files),
+                **plan.metadata(fingerprint),
                 **_quarantine_metadata(summary),
-                **profile.metadata(),
-                **quality,
                 **staging_metadata(previous, delivered, decision),
             },
         )
@@ -277,7 +295,9 @@ def build_contract_check(
 
 def _landed_files(
     context: dg.AssetExecutionContext, upstream: dg.AssetKey, landing: LandingZone, item: CatalogEntity
-) -> list[Path]:
+) -> tuple[list[Path], bool]:
+    """The entity's landed files, and whether they add up (`append`) rather than each extraction's being
+    the whole entity (`snapshot`)."""
     event = context.instance.get_latest_materialization_event(upstream)
     materialization = event.asset_materialization if event else None
     if materialization is None or LOAD_KIND_METADATA not in materialization.metadata:
@@ -294,7 +314,7 @@ def _landed_files(
                 f"{item.name} is left in {landing.root}. Re-materialize {upstream.to_user_string()}: it "
                 f"lands again every delivered file whose landed copy is gone."
             )
-        return committed
+        return committed, True
     paths = [Path(p) for p in materialization.metadata[LANDED_FILES_METADATA].value]
     gone = [p for p in paths if not p.exists()]
     if gone:
@@ -302,7 +322,12 @@ def _landed_files(
             f"Files landed by the latest {upstream.to_user_string()} run are gone: {gone[:3]}. "
             f"Re-materialize {upstream.to_user_string()}."
         )
-    return paths
+    return paths, False
+
+
+def _latest_metadata(context: dg.AssetExecutionContext) -> Mapping[str, object] | None:
+    latest = latest_materialization(context.instance, context.asset_key)
+    return latest[0].metadata if latest else None
 
 
 def _as_last_staged(instance: dg.DagsterInstance, item: CatalogEntity) -> CatalogEntity:
@@ -322,26 +347,36 @@ def _with_drift_action(item: CatalogEntity, config: StagingConfig) -> CatalogEnt
 
 
 def _schema_decision(
-    context: dg.AssetExecutionContext, item: CatalogEntity, landed: list[Path]
+    context: dg.AssetExecutionContext, item: CatalogEntity, plan: StagingPlan
 ) -> tuple[SchemaVersion | None, dict[str, ColumnType], DriftDecision]:
-    """The delivered schema against the last staged version and the entity's evolution policy: what to
-    stage, or a StagingError naming every incompatible change (action `fail`)."""
+    """The schema of the files the plan stages against the last staged version and the entity's evolution
+    policy: what to stage (`_enforce` refuses a `fail`). An incremental run with no new file delivers the
+    last staged version again."""
     entity = item.entity
+    landed = plan.files
     previous = previous_version(context.instance, context.asset_key)
     declared = {name: column.type for name, column in entity.columns.items()}
-    delivered = delivered_schema(
-        landed, expected_types(declared, previous), tolerance=entity.max_bad_fraction
-    )
-    decision = decide(entity, previous, delivered)
+    if plan.incremental and not landed and previous is not None:
+        delivered = previous.column_types()
+    else:
+        delivered = delivered_schema(
+            landed, expected_types(declared, previous), tolerance=entity.max_bad_fraction
+        )
+    return previous, delivered, decide(entity, previous, delivered)
+
+
+def _enforce(
+    context: dg.AssetExecutionContext, item: CatalogEntity, plan: StagingPlan, decision: DriftDecision
+) -> None:
+    """Log the decision's violations; a StagingError naming each when the policy says fail."""
     for message in decision.violations:
         context.log.warning(f"{item.source_name}.{item.name}: {message}")
     if decision.action == "fail":
         raise SchemaDriftError(
             f"{item.source_name}.{item.name}: the delivery's schema drifted and the policy says fail "
-            f"({len(landed)} landed file(s)): {'; '.join(decision.violations)}. Fix the delivery, or change "
-            f"the catalog (declare the change, or set schema_evolution.on_drift)."
+            f"({len(plan.files)} landed file(s)): {'; '.join(decision.violations)}. Fix the delivery, or "
+            f"change the catalog (declare the change, or set schema_evolution.on_drift)."
         )
-    return previous, delivered, decision
 
 
 def _report_metadata(item: CatalogEntity, report: "ContractReport") -> dict[str, dg.MetadataValue]:

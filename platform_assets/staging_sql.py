@@ -9,16 +9,13 @@ catalog to SQL here so that staging can split good rows from quarantined ones wi
 NULL when the row breaks none. Custom checks (`check:`, Python) cannot be compiled: staging applies them to
 the stream itself (`platform_assets/quarantine.py`).
 
-Rows are taken from each key's latest extraction: an updated row, landed again by a later incremental run,
-replaces its earlier version, while two rows with the same key in ONE extraction both stay, for the schema
-contract to report as a duplicate instead of one being dropped silently (`_latest_rows`).
+Every landed row is selected, every version of a key included: which version of a key is current depends
+on which versions are good, and is decided after the rules (`quarantine.StagingSplit`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-
-import pyarrow.parquet as pq
 
 from platform_assets import quality_rules as rules
 from platform_assets.catalog_model import Column, ColumnType, Entity
@@ -82,54 +79,11 @@ def staging_select(entity: Entity, landed_files: list[Path], landed_columns: set
     ]
     if not landed_files:
         return f"SELECT {', '.join(selected)} FROM ({_no_rows(entity)}) WHERE false"
-    return f"SELECT {', '.join(selected)} FROM ({_latest_rows(entity, landed_files)}) AS landed"
-
-
-def _latest_rows(entity: Entity, landed_files: list[Path]) -> str:
-    """Every landed row but those whose key a later extraction landed again.
-
-    Every row of a landed file shares one extraction time (`_extracted_at`), read from the files' Parquet
-    statistics. A key can only be superseded by a file of a later extraction than the oldest, so the
-    latest extraction per key is aggregated over those files alone (narrow: key and time), and the rows
-    it supersedes are anti-joined away: a first or full load (one extraction) reads its files once, and
-    an incremental run's cost grows with the changed keys, not with the table.
-    """
-    everything = _read(landed_files)
-    times = {path: _extraction_time(path) for path in landed_files}
-    known = [time for time in times.values() if time is not None]
-    oldest = min(known) if len(known) == len(times) else None
-    newer = [path for path, time in times.items() if oldest is None or time != oldest]
-    if not newer:
-        return f"SELECT * FROM {everything}"
-    key = [quote_identifier(name) for name in entity.primary_key]
-    extracted_at = quote_identifier(EXTRACTED_AT_COLUMN)
-    columns = ", ".join(key)
-    superseding = f"SELECT {columns}, max({extracted_at}) AS __latest FROM {_read(newer)} GROUP BY {columns}"
-    matches = " AND ".join(f"landed_row.{name} = later.{name}" for name in key)
-    return (
-        f"SELECT * FROM {everything} AS landed_row ANTI JOIN ({superseding}) AS later "
-        f"ON {matches} AND landed_row.{extracted_at} < later.__latest"
-    )
+    return f"SELECT {', '.join(selected)} FROM {_read(landed_files)} AS landed"
 
 
 def _read(files: list[Path]) -> str:
     return f"read_parquet([{', '.join(sql_string(str(path)) for path in files)}], union_by_name = true)"
-
-
-def _extraction_time(path: Path) -> object | None:
-    """The one `_extracted_at` of a landed file, from its Parquet statistics; None if they do not say."""
-    metadata = pq.read_metadata(path)
-    names = metadata.schema.to_arrow_schema().names
-    if EXTRACTED_AT_COLUMN not in names:
-        return None
-    index = names.index(EXTRACTED_AT_COLUMN)
-    values = set()
-    for group in range(metadata.num_row_groups):
-        statistics = metadata.row_group(group).column(index).statistics
-        if statistics is None or not statistics.has_min_max:
-            return None
-        values |= {statistics.min, statistics.max}
-    return values.pop() if len(values) == 1 else None
 
 
 def _violations(name: str, column: Column, entity: Entity, raw: str, cast: str) -> list[str]:

@@ -16,8 +16,8 @@ layout (partitioning and clustering) for warehouses that have one. The table is 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
-from dataclasses import asdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import dagster as dg
@@ -35,6 +35,19 @@ TABLE_NAME_KEY = "dagster/table_name"
 READ_BATCH_ROWS = 100_000
 
 Output = pa.Table | pa.RecordBatchReader | pd.DataFrame | Iterable[pa.RecordBatch]
+
+
+@dataclass(frozen=True)
+class TableUpdate:
+    """An asset output that decides its own load and describes the table once it is loaded.
+
+    `mode`, when given, replaces the definition's load mode for this run: an incremental run upserts where a
+    full run replaces. `describe` runs against the warehouse after the load committed, for metadata that
+    must be about the whole table rather than about this run's rows (a profile after an upsert)."""
+
+    rows: Output
+    mode: LoadMode | None = None
+    describe: Callable[[Warehouse, str, str], Mapping[str, dg.MetadataValue]] | None = None
 
 
 def load_metadata(
@@ -80,16 +93,19 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
     def handle_output(self, context: dg.OutputContext, obj: Output | None) -> None:
         if obj is None:
             return
+        update = obj if isinstance(obj, TableUpdate) else TableUpdate(obj)
         metadata = context.definition_metadata or {}
         schema, table = warehouse_table(context.asset_key, metadata)
         partition = self._partition(context, metadata)
-        mode: LoadMode = "replace_partitions" if partition else metadata.get(LOAD_MODE_KEY, "replace")
+        mode: LoadMode = (
+            "replace_partitions" if partition else update.mode or metadata.get(LOAD_MODE_KEY, "replace")
+        )
         layout = metadata.get(LAYOUT_KEY)
         context.log.info(f"Loading {context.asset_key.to_user_string()} into {schema}.{table} ({mode})")
         result = self.warehouse.load(
             schema,
             table,
-            _batches(obj, context.asset_key),
+            _batches(update.rows, context.asset_key),
             mode=mode,
             primary_key=metadata.get(PRIMARY_KEY_KEY),
             partition=partition,
@@ -99,7 +115,10 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
             f"Loaded {result.rows} rows ({result.bytes / 1e6:.1f} MB) into {schema}.{table} "
             f"in {result.seconds:.2f} s"
         )
-        context.add_output_metadata(_result_metadata(self.warehouse, schema, table, mode, result))
+        recorded = _result_metadata(self.warehouse, schema, table, mode, result)
+        if update.describe is not None:
+            recorded.update(update.describe(self.warehouse, schema, table))
+        context.add_output_metadata(recorded)
 
     def load_input(self, context: dg.InputContext) -> pa.Table | pa.RecordBatchReader | pd.DataFrame:
         upstream = context.upstream_output

@@ -8,15 +8,16 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from mini_platform import MiniPlatform
 
 from demo_shop import generate_demo_world
 from demo_shop.api_server import serve_products_api
 from demo_shop.world import PRODUCTS_API
 from platform_assets.cli import DEMO_API_KEY, DEMO_API_KEY_VAR, DEMO_API_URL_VAR
-from platform_assets.dbt_models import prepare_manifest
+from platform_assets.dbt_models import DBT_PROJECT_DIR, prepare_manifest
 from platform_assets.definitions import build_definitions
 from resources.duckdb_warehouse import DuckDBWarehouse
-from resources.environment import PG_PASSWORD_VAR, PlatformEnvironment, PlatformSettings
+from resources.environment import PG_PASSWORD_VAR, PlatformEnvironment, PlatformSettings, build_resources
 
 pytest_plugins = ["fixtures.postgres_server", "fixtures.gcs_emulator", "fixtures.bigquery_emulator"]
 """Session-wide real servers (one PostgreSQL cluster, one GCS emulator), started on first use."""
@@ -46,6 +47,14 @@ def warehouse_settings(
     monkeypatch.setenv(PG_PASSWORD_VAR, "")
     options = platform_pg_options(request.getfixturevalue("postgres_database"))
     return PlatformSettings(PlatformEnvironment.POSTGRES, settings.data_dir, options)
+
+
+@pytest.fixture
+def platform(tmp_path: Path, warehouse_settings: PlatformSettings) -> Iterator[MiniPlatform]:
+    """The one-entity platform of `mini_platform`, on DuckDB and on PostgreSQL."""
+    warehouse = build_resources(warehouse_settings, DBT_PROJECT_DIR)["warehouse"]
+    with dg.instance_for_test() as instance:
+        yield MiniPlatform(tmp_path / "deliveries", warehouse_settings, instance, warehouse, [])
 
 
 @pytest.fixture(scope="session")

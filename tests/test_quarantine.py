@@ -7,111 +7,12 @@ quarantined but fail the blocking check, which stops what is downstream; a deliv
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import dagster as dg
 import pytest
+from mini_platform import STAGED, MiniPlatform, good_row
 
-from platform_assets.catalog_loader import CatalogEntity
-from platform_assets.catalog_model import Source
-from platform_assets.dbt_models import DBT_PROJECT_DIR
-from platform_assets.keys import STAGED_SCHEMA, staged_key, staged_table
-from platform_assets.quarantine import QUARANTINE_COLUMNS, QUARANTINE_SCHEMA, QUARANTINE_TABLE
-from platform_assets.raw_assets import build_raw_asset
-from platform_assets.staged_assets import build_contract_checks, build_staged_asset
-from resources.environment import PlatformSettings, build_resources
-from resources.warehouse import Warehouse
-
-HEADER = "order_id,email,code,status,amount,qty,note,nickname"
-STAGED = staged_key("acme", "orders")
-DOWNSTREAM = dg.AssetKey(["downstream_of_orders"])
-
-
-def _source(root: Path, max_bad_fraction: float = 0.25) -> CatalogEntity:
-    source = Source.model_validate(
-        {
-            "source": "acme",
-            "connection": {"kind": "files", "root": str(root)},
-            "entities": {
-                "orders": {
-                    "file": {"format": "csv", "path": "orders/*.csv"},
-                    "primary_key": ["order_id"],
-                    "unique": [["email", "code"]],
-                    "max_bad_fraction": max_bad_fraction,
-                    "columns": {
-                        "order_id": {"type": "integer"},
-                        "email": {"type": "string", "regex": r"[^@\s]+@[^@\s]+\.[a-z]+", "max_length": 40},
-                        "code": {"type": "string", "min_length": 3, "max_length": 5},
-                        "status": {
-                            "type": "string",
-                            "nullable": False,
-                            "allowed_values": ["paid", "shipped"],
-                        },
-                        "amount": {"type": "double", "min": 0, "max": 1000},
-                        "qty": {"type": "integer"},
-                        "note": {"type": "string", "check": "quality_rule_checks.is_upper"},
-                        "nickname": {"type": "string", "min_length": 2, "severity": "warn"},
-                    },
-                }
-            },
-        }
-    )
-    return CatalogEntity(source, "orders", source.entities["orders"])
-
-
-def good_row(i: int) -> str:
-    return f"{i},user{i}@shop.example,C{i:02d},paid,{i}.5,{i},OK,nick{i}"
-
-
-@dataclass
-class MiniPlatform:
-    root: Path
-    settings: PlatformSettings
-    instance: dg.DagsterInstance
-    warehouse: Warehouse
-    downstream_runs: list[str]
-
-    def deliver(self, name: str, lines: list[str]) -> None:
-        orders = self.root / "orders"
-        orders.mkdir(parents=True, exist_ok=True)
-        (orders / name).write_text("\n".join([HEADER, *lines]) + "\n")
-
-    def materialize(self, max_bad_fraction: float = 0.25) -> dg.ExecuteInProcessResult:
-        item = _source(self.root, max_bad_fraction)
-
-        @dg.asset(key=DOWNSTREAM, deps=[STAGED])
-        def downstream(context) -> None:
-            self.downstream_runs.append(context.run.run_id)
-
-        definitions = dg.Definitions(
-            assets=[build_raw_asset(item), build_staged_asset(item, self.warehouse.kind), downstream],
-            asset_checks=build_contract_checks(item),
-            resources=build_resources(self.settings, DBT_PROJECT_DIR),
-        )
-        job = definitions.resolve_implicit_global_asset_job_def()
-        return job.execute_in_process(instance=self.instance, raise_on_error=False)
-
-    def staged(self, columns: str) -> list[tuple]:
-        table = self.warehouse.table_ref(STAGED_SCHEMA, staged_table("acme", "orders"))
-        return self.warehouse.query(f"SELECT {columns} FROM {table} ORDER BY order_id")
-
-    def quarantine(self) -> list[dict]:
-        if QUARANTINE_TABLE not in self.warehouse.tables(QUARANTINE_SCHEMA):
-            return []
-        table = self.warehouse.table_ref(QUARANTINE_SCHEMA, QUARANTINE_TABLE)
-        quote = self.warehouse.quote
-        names = list(QUARANTINE_COLUMNS)
-        rows = self.warehouse.query(f"SELECT {', '.join(quote(n) for n in names)} FROM {table}")
-        return [dict(zip(names, row, strict=True)) for row in rows]
-
-
-@pytest.fixture
-def platform(tmp_path: Path, warehouse_settings: PlatformSettings) -> Iterator[MiniPlatform]:
-    warehouse = build_resources(warehouse_settings, DBT_PROJECT_DIR)["warehouse"]
-    with dg.instance_for_test() as instance:
-        yield MiniPlatform(tmp_path / "deliveries", warehouse_settings, instance, warehouse, [])
+from platform_assets.keys import STAGED_SCHEMA, staged_table
 
 
 def _check(result: dg.ExecuteInProcessResult, name: str) -> dg.AssetCheckEvaluation:
@@ -191,17 +92,26 @@ def test_error_rules_quarantine_rows_warn_rules_report_and_no_row_is_lost(platfo
 
 
 def test_a_bad_row_found_again_by_later_runs_is_quarantined_once(platform: MiniPlatform) -> None:
-    """Staging rebuilds from every landed file, so each run finds the old bad rows again: they are upserted
-    (one row per landed row and rule, tagged with the latest run), and a new bad row is added beside them."""
+    """An incremental run stages only the new delivery, so an old bad row is not found again; a full
+    rebuild (here: the staged table was dropped) finds every bad row again and upserts it (one row per
+    landed row and rule, tagged with the latest run) instead of adding it twice."""
     platform.deliver("orders_1.csv", [*(good_row(i) for i in range(1, 21)), BAD_ROWS[46][0]])
     first = platform.materialize()
     platform.deliver("orders_2.csv", [*(good_row(i) for i in range(21, 41)), BAD_ROWS[43][0]])
     second = platform.materialize()
     assert first.success and second.success
+    assert sorted((q["rule"], q["run_id"]) for q in platform.quarantine()) == sorted(
+        [("min", first.run_id), ("regex", second.run_id)]
+    )
+    platform.warehouse.query(
+        f"DROP TABLE {platform.warehouse.table_ref(STAGED_SCHEMA, staged_table('acme', 'orders'))}"
+    )
+    third = platform.materialize()
+    assert third.success
     quarantined = platform.quarantine()
     assert sorted((q["rule"], q["run_id"]) for q in quarantined) == [
-        ("min", second.run_id),
-        ("regex", second.run_id),
+        ("min", third.run_id),
+        ("regex", third.run_id),
     ]
     assert sorted(q["row_key"] for q in quarantined) == ["orders/orders_1.csv#22", "orders/orders_2.csv#22"]
 
@@ -251,7 +161,7 @@ def test_too_many_bad_rows_fail_the_step_and_write_nothing(platform: MiniPlatfor
     (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     assert failure.step_key == "staged__acme__orders"
     message = failure.event_specific_data.error.cause.message  # type: ignore[union-attr]
-    assert "5 of 15 rows (33.3%)" in message
+    assert "5 of 5 rows (100.0%)" in message, "an incremental run's share is of the new delivery"
     assert "max_bad_fraction 25.0%" in message
     assert "amount: min 5" in message
     assert "Nothing was written" in message
@@ -261,5 +171,7 @@ def test_too_many_bad_rows_fail_the_step_and_write_nothing(platform: MiniPlatfor
 
     again = platform.materialize(max_bad_fraction=0.5)
     assert again.success, "raising the threshold lets the same delivery through, bad rows quarantined"
+    (staged,) = again.asset_materializations_for_node("staged__acme__orders")
+    assert staged.metadata["staging/mode"].value == "full", "a changed catalog entry rebuilds: 5 of 15 bad"
     assert len(platform.staged("order_id")) == 10
     assert {q["rule"] for q in platform.quarantine()} == {"min"}

@@ -112,15 +112,19 @@ def test_bad_orders_are_quarantined_and_duplicates_fail_the_blocking_check_leavi
     assert rows[("amount", "min")]["amount"] == -5.0
     assert rows[("order_id", "nullable")]["_record"] == 4
     assert all(row["_origin"] == "orders/orders_bad.csv" for row in rows.values())
-    # Each key is taken from its latest extraction: a bad correction is quarantined and its key is absent
-    # from the staged table until a valid correction arrives (never a silently stale version).
-    assert local_platform.warehouse.query("SELECT * FROM staged.shop__orders WHERE order_id IN (3, 4)") == []
+    # Each key is taken from its latest GOOD extraction: a bad correction is quarantined (recorded above,
+    # with its rule and value) and the version before it stays staged instead of the key vanishing.
+    kept = local_platform.warehouse.query(
+        "SELECT order_id, amount FROM staged.shop__orders WHERE order_id IN (3, 4) ORDER BY order_id"
+    )
+    assert [order_id for order_id, _ in kept] == [3, 4]
+    assert all(amount is not None and amount >= 0 for _, amount in kept)
 
     evaluation = _contract_evaluation(result)
     assert not evaluation.passed
     assert evaluation.severity == dg.AssetCheckSeverity.ERROR
     metadata = evaluation.metadata
-    assert metadata["rows_checked"].value == orders_before - 2 + 2, "orders 3, 4 out; 900001 twice in"
+    assert metadata["rows_checked"].value == orders_before + 2, "orders 3, 4 kept; 900001 twice in"
     assert metadata["violations_by_rule"].value == {"order_id: unique": 2}
     offending = [record.data for record in metadata["offending_rows"].value.records]
     assert sorted((r["order_id"], r["record"], r["origin"]) for r in offending) == [
