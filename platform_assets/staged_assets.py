@@ -5,7 +5,8 @@ row rules quarantined (`ops.quarantine`) instead of loaded, and two checks per t
 
 Which landed files make the table depends on how the raw asset loads: a `snapshot` extraction's own files
 are the whole entity; `append` extractions (file deliveries, incremental tables and APIs) add up, each key
-taken from its latest extraction."""
+taken from its latest good extraction, and are staged incrementally when nothing else changed
+(`staging_plan`)."""
 
 from collections.abc import Mapping
 from dataclasses import replace

@@ -11,6 +11,8 @@ How an asset is loaded is declared in its definition metadata (`load_metadata(..
 Dagster's name for it) of partitioned assets (each run rewrites its own partitions), and the physical
 layout (partitioning and clustering) for warehouses that have one. The table is `dagster/table_name`
 (`schema.table`) when given, else the asset key: `["staged", "shop", "orders"]` is `staged.shop__orders`.
+An asset whose load depends on the run returns a `TableUpdate`: its mode for this run, and what to record
+about the table once loaded.
 """
 
 from __future__ import annotations
