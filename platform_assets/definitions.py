@@ -61,7 +61,7 @@ def build_definitions(settings: PlatformSettings) -> dg.Definitions:
             # Evaluate the automation conditions, split by kind (sensors/automation.py).
             *build_automation_sensors(INGESTION_SELECTION, DBT_SELECTION),
             # New files of file sources, changed incremental tables of database sources.
-            *build_delivery_sensors(catalog, healing_store, sensor_status),
+            *build_delivery_sensors(catalog, healing_store, sensor_status, settings.delivery_poll_seconds),
             *build_change_sensors(catalog, healing_store, sensor_status),
         ],
         # The catalog's cron schedules, skipped while a source's circuit breaker is open.

@@ -1,10 +1,11 @@
 """The profile of a staged table: what the quality score and the anomaly checks are computed from.
 
-One aggregate query over the staged table, run by the warehouse once the rows are loaded (after an
-incremental run's upsert it must describe the whole table, not the run's rows), gives: the row count; per
-declared column the null count; per measurement column (see `measure_columns`) the mean and the sample
-standard deviation; the rows whose primary key repeats (`count(*) - count(DISTINCT key)`); the rows with a
-cast error; and the latest `_extracted_at`.
+One aggregate query over the staged rows gives: the row count; per declared column the null count; per
+measurement column (see `measure_columns`) the mean and the sample standard deviation; the rows whose
+primary key repeats (`count(*) - count(DISTINCT key)`); the rows with a cast error; and the latest
+`_extracted_at`. A full staging run profiles its rows in its scratch DuckDB database before the load
+(within staging's memory bound, which healing can shrink); an incremental run has the warehouse profile the
+whole table after its upsert (`profile_table`), since the run's own rows are not the table.
 
 `TableProfile.metadata()` is what the staged asset's materialization records: numeric entries the Dagster
 UI plots over time (`profile/null_rate/<column>`, `profile/mean/<column>`, ...) and one JSON `profile`

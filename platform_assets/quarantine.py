@@ -32,6 +32,7 @@ import pyarrow as pa
 
 from platform_assets import quality_rules as rules
 from platform_assets.catalog_model import Entity
+from platform_assets.quality_profile import TableProfile, profile_sql, read_profile
 from platform_assets.staging_sql import (
     CAST_ERRORS_COLUMN,
     ORIGIN_COLUMN,
@@ -203,12 +204,12 @@ class StagingSplit:
         reader = cursor.sql(sql).to_arrow_reader(self.batch_rows)
         return pa.RecordBatchReader.from_batches(reader.schema, _closing(reader, cursor.close))
 
-    def aggregate_staged_rows(self, aggregate: Callable[[str], str]) -> dict[str, Any]:
-        """One aggregate over the rows that will be staged (`aggregate` turns a SELECT of them into a
-        one-row query), without running the staging query again: e.g. the data profile."""
+    def profile(self, entity: Entity) -> TableProfile:
+        """The profile of the rows that will be staged, without running the staging query again."""
         violations = quote_identifier(VIOLATIONS_COLUMN)
         good = f"SELECT * EXCLUDE ({violations}) FROM final WHERE {violations} IS NULL"
-        return self.con.sql(aggregate(good)).to_arrow_table().to_pylist()[0]
+        (row,) = self.con.sql(profile_sql(good, entity)).to_arrow_table().to_pylist()
+        return read_profile(row, entity)
 
     def staged_rows(self) -> DuckDBFileRows:
         """The good rows, without `_violations`: the scratch database is closed and handed over, to be

@@ -28,7 +28,7 @@ from platform_assets.keys import (
     staged_key,
     staged_table,
 )
-from platform_assets.quality_profile import profile_table
+from platform_assets.quality_profile import TableProfile, profile_table
 from platform_assets.quality_rules import resolve_checks, resolve_model
 from platform_assets.quality_score import quality_metadata
 from platform_assets.quarantine import (
@@ -206,26 +206,33 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
                     mode="upsert",
                     primary_key=QUARANTINE_KEY,
                 )
+            # A full run profiles its rows in the scratch database, within staging's (healable) memory bound;
+            # an incremental one can only profile the whole table once its rows are upserted (`describe`).
+            profile = None if plan.incremental else split.profile(staged)
             rows = split.staged_rows()
         except BaseException:
             split.close()
             raise
         orphan_rate = last_orphan_rate(context.instance, context.asset_key)
 
+        def quality(profile: TableProfile) -> dict[str, dg.MetadataValue]:
+            score = quality_metadata(profile, staged, rows_quarantined=summary.bad, orphan_rate=orphan_rate)
+            return {**profile.metadata(), **score}
+
         def describe(loaded: Warehouse, schema: str, name: str) -> dict[str, dg.MetadataValue]:
-            """The profile and quality score of the whole table as loaded (after an upsert, too)."""
+            """After an upsert: the whole table's size, profile and quality score, from the warehouse."""
             profile = profile_table(loaded, schema, name, staged)
-            quality = quality_metadata(profile, staged, rows_quarantined=summary.bad, orphan_rate=orphan_rate)
-            return {"dagster/row_count": dg.MetadataValue.int(profile.rows), **profile.metadata(), **quality}
+            return {"dagster/row_count": dg.MetadataValue.int(profile.rows), **quality(profile)}
 
         return dg.Output(
-            TableUpdate(rows, mode="upsert" if plan.incremental else None, describe=describe),
+            TableUpdate(rows, mode="upsert", describe=describe) if profile is None else TableUpdate(rows),
             metadata={
                 "landed_files": len(landed),
                 "staged_files": len(plan.files),
                 **plan.metadata(fingerprint),
                 **_quarantine_metadata(summary),
                 **staging_metadata(previous, delivered, decision),
+                **(quality(profile) if profile is not None else {}),
             },
         )
 

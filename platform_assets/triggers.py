@@ -27,7 +27,7 @@ from platform_assets.catalog_model import FilesConnection, Schedule
 from platform_assets.healing_ops_assets import INCIDENTS_KEY
 from platform_assets.keys import RAW_GROUP, STAGED_GROUP, raw_key
 from platform_assets.schema_registry_asset import OPS_GROUP
-from resources.environment import PlatformEnvironment, PlatformSettings
+from resources.environment import DEFAULT_DELIVERY_POLL_SECONDS, PlatformEnvironment, PlatformSettings
 from sensors.automation import LEDGER_CRON, on_cron, on_upstream_update
 from sensors.db_change_sensor import ProbedTable, build_db_change_sensor
 from sensors.delivery_sensor import WatchedEntity, build_delivery_sensor
@@ -89,7 +89,10 @@ def build_schedules(
 
 
 def build_delivery_sensors(
-    catalog: Iterable[CatalogEntity], healing_store: Path, status: dg.DefaultSensorStatus
+    catalog: Iterable[CatalogEntity],
+    healing_store: Path,
+    status: dg.DefaultSensorStatus,
+    poll_seconds: int = DEFAULT_DELIVERY_POLL_SECONDS,
 ) -> list[dg.SensorDefinition]:
     by_source: dict[str, list[CatalogEntity]] = defaultdict(list)
     for item in catalog:
@@ -106,6 +109,7 @@ def build_delivery_sensors(
             ],
             healing_store=healing_store,
             default_status=status,
+            minimum_interval_seconds=poll_seconds,
         )
         for source, items in by_source.items()
     ]

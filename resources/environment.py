@@ -40,6 +40,8 @@ from resources.warehouse_io_manager import WarehouseIOManager
 
 ENV_VAR = "PLATFORM_ENV"
 DATA_DIR_VAR = "PLATFORM_DATA_DIR"
+DELIVERY_POLL_VAR = "PLATFORM_DELIVERY_POLL_SECONDS"
+DEFAULT_DELIVERY_POLL_SECONDS = 60
 DEFAULT_DATA_DIR = ".platform_data"
 CODE_LOCATION_MODULE = "platform_assets.definitions"
 
@@ -70,6 +72,8 @@ class PlatformSettings:
     data_dir: Path
     warehouse_options: Mapping[str, str] = field(default_factory=dict)
     """`PLATFORM_STAGING_URI` and the `PLATFORM_PG_*` / `PLATFORM_BQ_*` variables (no secret values)."""
+    delivery_poll_seconds: int = DEFAULT_DELIVERY_POLL_SECONDS
+    """How often the delivery sensors look for new files (their minimum interval between ticks)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> PlatformSettings:
@@ -98,7 +102,10 @@ class PlatformSettings:
                     f"gs://bucket/prefix where load files are staged); set them or choose another {ENV_VAR}."
                 )
         return cls(
-            environment=environment, data_dir=data_dir.expanduser().resolve(), warehouse_options=options
+            environment=environment,
+            data_dir=data_dir.expanduser().resolve(),
+            warehouse_options=options,
+            delivery_poll_seconds=_poll_seconds(env.get(DELIVERY_POLL_VAR)),
         )
 
     @classmethod
@@ -205,3 +212,19 @@ def build_resources(settings: PlatformSettings, dbt_project_dir: Path) -> dict[s
             dbt_vars=settings.dbt_vars(),
         ),
     }
+
+
+def _poll_seconds(raw: str | None) -> int:
+    if raw is None or not raw.strip():
+        return DEFAULT_DELIVERY_POLL_SECONDS
+    try:
+        seconds = int(raw)
+    except ValueError:
+        seconds = 0
+    if seconds < 1:
+        raise PlatformConfigError(
+            f"{DELIVERY_POLL_VAR}={raw!r} is not a whole number of seconds of at least 1; set it to how "
+            f"often the delivery sensors should look for new files, or unset it for "
+            f"{DEFAULT_DELIVERY_POLL_SECONDS}."
+        )
+    return seconds

@@ -202,4 +202,6 @@ def test_quality_score_and_profile_history_is_plottable_in_the_ui(served: Served
         for dimension in ("completeness", "validity", "uniqueness", "timeliness", "consistency"):
             assert entries[f"quality/{dimension}"][0] == "FloatMetadataEntry"
         assert entries["profile/null_rate/customer_id"][0] == "FloatMetadataEntry"
-        assert entries["rows_written"] == ("IntMetadataEntry", 1000)
+        assert entries["dagster/row_count"] == ("IntMetadataEntry", 1000)
+    # The reruns found no new delivery: incremental, they wrote nothing (newest first).
+    assert [entries["rows_written"][1] for entries in served.staged_history] == [0, 0, 1000]

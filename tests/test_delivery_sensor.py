@@ -110,3 +110,14 @@ def test_same_batch_has_the_same_run_key(deliveries: Deliveries, instance: dg.Da
     deliveries.cursor = None
     [again] = deliveries.tick(instance)
     assert again.run_key == first.run_key
+
+
+def test_the_delivery_sensors_poll_as_often_as_the_environment_says(tmp_path: Path) -> None:
+    from platform_assets.definitions import build_definitions
+    from resources.environment import PlatformSettings
+
+    settings = PlatformSettings.from_env(
+        {"PLATFORM_DATA_DIR": str(tmp_path), "PLATFORM_DELIVERY_POLL_SECONDS": "7"}
+    )
+    sensors = [s for s in build_definitions(settings).sensors or [] if s.name.endswith("_deliveries")]
+    assert sensors and {sensor.minimum_interval_seconds for sensor in sensors} == {7}

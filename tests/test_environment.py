@@ -36,6 +36,14 @@ def test_unknown_environment_names_the_variable_and_the_choices() -> None:
         PlatformSettings.from_env({"PLATFORM_ENV": "staging"})
 
 
+def test_delivery_poll_interval_is_read_and_a_bad_one_is_refused_with_the_fix() -> None:
+    assert PlatformSettings.from_env({}).delivery_poll_seconds == 60
+    assert PlatformSettings.from_env({"PLATFORM_DELIVERY_POLL_SECONDS": "5"}).delivery_poll_seconds == 5
+    for bad in ("0", "soon"):
+        with pytest.raises(PlatformConfigError, match=r"PLATFORM_DELIVERY_POLL_SECONDS=.* at least 1"):
+            PlatformSettings.from_env({"PLATFORM_DELIVERY_POLL_SECONDS": bad})
+
+
 def test_resources_point_at_the_settings_paths(tmp_path: Path) -> None:
     settings = PlatformSettings.local(tmp_path)
     resources = build_resources(settings, DBT_PROJECT_DIR)
