@@ -18,7 +18,8 @@ Scenarios (data: `bench_world.py`; each measurement a fresh child process, `inge
 3. `rest`: REST pages (1,000 rows each, cursor-paginated, served from another process on loopback) -> a
    DuckDB table. Baseline: dlt `rest_api_source`. At most `--rest-rows` rows (default 1M).
 4. `demo`: the whole demo graph (dbt included) on the demo world (`--demo-scale`, 1.0 = 10k orders), in
-   process; `--profile` adds a pyinstrument profile of it (and of the platform's scenario-1 run).
+   process; `--profile` adds a pyinstrument profile of it (and of the platform's scenario-1 run, and of
+   its scenario-2 incremental run: that one measured with the profiler on, a few % slower).
 
 Seconds: the load call only (`dg.materialize`, `pipeline.run`, the SQL), imports and set-up excluded. Peak
 RSS: the highest of the child's own `VmHWM` (reset when it starts, imports included) and the summed
@@ -254,7 +255,9 @@ def scenario_csv(world: Path, work: Path, profile: Path | None, dlt_default: boo
     return rows
 
 
-def scenario_pg(rows_count: int, work: Path, dlt_default: bool) -> tuple[list[dict[str, Any]], str]:
+def scenario_pg(
+    rows_count: int, work: Path, dlt_default: bool, profile: Path | None
+) -> tuple[list[dict[str, Any]], str]:
     rows: list[dict[str, Any]] = []
     print(f"scenario 2: PostgreSQL table ({rows_count:,} rows) -> staged DuckDB table", file=sys.stderr)
     with bench_world.postgres_world(rows_count) as (cluster, url):
@@ -287,7 +290,8 @@ def scenario_pg(rows_count: int, work: Path, dlt_default: bool) -> tuple[list[di
         bench_world.update_share(cluster)
         print(f"  updated {100 // bench_world.UPDATED_SHARE}% of the rows", file=sys.stderr)
         for tool, config, spec in incremental:
-            second = measure(works[tool].spec(incremental=True, **spec))
+            profiled = {"profile": str(profile)} if profile and tool == "platform" else {}
+            second = measure(works[tool].spec(incremental=True, **spec, **profiled))
             first = firsts[tool]
             rows.append(row("2 pg incremental: first", tool, config, first))
             rows.append(
@@ -593,7 +597,7 @@ def main() -> None:
     rest_rows = min(rows_count, args.rest_rows)
 
     def run_pg() -> list[dict[str, Any]]:
-        measured, server[0] = scenario_pg(pg_rows, work, not args.no_dlt_default)
+        measured, server[0] = scenario_pg(pg_rows, work, not args.no_dlt_default, profile("pg_incremental"))
         return measured
 
     scenarios = {
