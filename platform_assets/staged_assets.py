@@ -150,7 +150,7 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
             appends=appends,
             primary_key=entity.primary_key,
             previous=_latest_metadata(context),
-            table_exists=bool(warehouse.columns(STAGED_SCHEMA, table)),
+            table_exists=lambda: bool(warehouse.columns(STAGED_SCHEMA, table)),
         )
         previous, delivered, decision = _schema_decision(context, declared, plan)
         fingerprint = staging_fingerprint(decision.staged_entity(entity), list(checks))

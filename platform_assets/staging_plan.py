@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -88,7 +88,7 @@ def plan_staging(
     appends: bool,
     primary_key: list[str],
     previous: Mapping[str, object] | None,
-    table_exists: bool,
+    table_exists: Callable[[], bool],
 ) -> StagingPlan:
     """The plan of a run over `landed` (the entity's landed files); `previous` is the metadata of the
     staged table's latest materialization (None: never staged). An incremental plan still has to pass
@@ -108,7 +108,7 @@ def plan_staging(
         return full("no earlier staging run recorded which extractions it staged")
     if through is None and landed:
         return full("a landed file does not say when it was extracted")
-    if not table_exists:
+    if not table_exists():  # asked last: it opens the warehouse
         return full("the staged table is missing from the warehouse")
     staged_through = datetime.fromisoformat(str(_value(previous[THROUGH_METADATA])))
     new = [path for path, time in times.items() if time is not None and time > staged_through]
