@@ -58,14 +58,20 @@ class PlatformDbtTranslator(DagsterDbtTranslator):
 
 
 @functools.cache
-def _prepare_if_dev_once() -> None:
-    """Under `dagster dev`, re-parse the dbt project once per process so that SQL edits show up on reload;
-    the code server builds the definitions more than once while loading, and each parse costs seconds."""
-    DBT_PROJECT.prepare_if_dev()
+def _prepare_if_dev_once(target: str | None, dbt_vars: tuple[tuple[str, str], ...]) -> None:
+    """Under `dagster dev`, re-parse the dbt project once per process so that SQL edits show up on reload
+    (the code server builds the definitions more than once while loading, and each parse costs seconds),
+    with the environment's dbt target and vars: the runs' dbt steps then reuse the parse instead of
+    parsing again in full."""
+    if DBT_PROJECT.preparer.using_dagster_dev():
+        prepare_manifest(target, dict(dbt_vars))
 
 
-def build_dbt_models(warehouse_kind: str) -> dg.AssetsDefinition:
-    _prepare_if_dev_once()
+def build_dbt_models(
+    warehouse_kind: str, target: str | None = None, dbt_vars: Mapping[str, str] | None = None
+) -> dg.AssetsDefinition:
+    """The dbt models as assets; `target` and `dbt_vars` are the environment's (`PlatformSettings`)."""
+    _prepare_if_dev_once(target, tuple(sorted((dbt_vars or {}).items())))
     if not DBT_PROJECT.manifest_path.exists():
         raise ManifestMissingError(
             f"dbt manifest not found at {DBT_PROJECT.manifest_path}. Build it with `dataplatform prepare` "

@@ -43,7 +43,7 @@ def build_definitions(settings: PlatformSettings) -> dg.Definitions:
     assets = [
         *(build_raw_asset(item) for item in catalog),
         *(build_staged_asset(item, settings.warehouse_kind) for item in catalog),
-        build_dbt_models(warehouse_kind=settings.warehouse_kind),
+        build_dbt_models(settings.warehouse_kind, settings.dbt_target, settings.dbt_vars()),
         build_schema_registry_asset(catalog, settings.warehouse_kind),
         *build_healing_ops_assets(healing_store, settings.warehouse_kind),
     ]

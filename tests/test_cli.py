@@ -45,7 +45,9 @@ def test_demo_materializes_everything_then_run_lands_only_what_is_new(
     again = capsys.readouterr().out
     landed = dict(re.findall(r"^  (raw/\S+) +([\d,]+) rows", again, flags=re.MULTILINE))
     assert len(landed) == 6 and set(landed.values()) == {"0"}, "the run history kept every source's state"
-    assert "staged.shop__orders" in again and "500 rows" in again
+    tables = re.compile(r"^  ([a-z_]+\.[a-z_]+) +([\d,]+) rows$", flags=re.MULTILINE)
+    assert dict(tables.findall(again)) == dict(tables.findall(output)), "a rerun changes no table"
+    assert dict(tables.findall(again))["staged.shop__orders"] == "500"
 
 
 def test_demo_fails_with_exit_code_when_a_blocking_check_fails(
