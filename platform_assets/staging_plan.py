@@ -48,7 +48,7 @@ class StagingPlan:
     """Why the run is incremental or full, for the log and the materialization."""
     landed: list[Path]
     """Every landed file of the entity, which a rebuild reads."""
-    previous_fingerprint: str | None = None
+    previous_fingerprint: object = None
     """The staging definition the table's rows were staged by (incremental plans)."""
 
     def rebuild_reason(self, fingerprint: str, *, schema_changed: bool) -> str | None:
@@ -118,7 +118,7 @@ def plan_staging(
         max(through, staged_through) if through is not None else staged_through,
         f"{len(new)} of {len(landed)} landed file(s) were extracted after {staged_through.isoformat()}",
         landed,
-        str(_value(previous.get(FINGERPRINT_METADATA))),
+        _value(previous.get(FINGERPRINT_METADATA)),
     )
 
 

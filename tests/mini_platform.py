@@ -89,8 +89,14 @@ class MiniPlatform:
         return job.execute_in_process(instance=self.instance, raise_on_error=False)
 
     def staged(self, columns: str) -> list[tuple]:
-        table = self.warehouse.table_ref(STAGED_SCHEMA, staged_table("acme", "orders"))
-        return self.warehouse.query(f"SELECT {columns} FROM {table} ORDER BY order_id")
+        return self.warehouse.query(f"SELECT {columns} FROM {self._staged_table()} ORDER BY order_id")
+
+    def drop_staged(self) -> None:
+        """Drop the staged table: the next staging run must rebuild it in full."""
+        self.warehouse.query(f"DROP TABLE {self._staged_table()}")
+
+    def _staged_table(self) -> str:
+        return self.warehouse.table_ref(STAGED_SCHEMA, staged_table("acme", "orders"))
 
     def quarantine(self) -> list[dict]:
         if QUARANTINE_TABLE not in self.warehouse.tables(QUARANTINE_SCHEMA):

@@ -8,8 +8,6 @@ from __future__ import annotations
 import dagster as dg
 from mini_platform import STAGED, MiniPlatform, good_row
 
-from platform_assets.keys import STAGED_SCHEMA, staged_table
-
 COLUMNS = "order_id, email, code, status, amount, qty, note, nickname, _cast_errors, _origin, _record"
 
 
@@ -46,9 +44,7 @@ def test_a_new_delivery_is_upserted_and_the_table_equals_a_full_rebuild(platform
     assert incremental[2][4] == 3.5, "the bad correction of order 3 left its earlier version staged"
     assert [row[4] for row in incremental[14:20]] == [i + 0.75 for i in range(15, 21)]
 
-    platform.warehouse.query(
-        f"DROP TABLE {platform.warehouse.table_ref(STAGED_SCHEMA, staged_table('acme', 'orders'))}"
-    )
+    platform.drop_staged()
     rebuilt = platform.materialize()
     assert rebuilt.success
     assert _staged(rebuilt)["staging/mode"] == "full"

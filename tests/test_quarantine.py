@@ -103,9 +103,7 @@ def test_a_bad_row_found_again_by_later_runs_is_quarantined_once(platform: MiniP
     assert sorted((q["rule"], q["run_id"]) for q in platform.quarantine()) == sorted(
         [("min", first.run_id), ("regex", second.run_id)]
     )
-    platform.warehouse.query(
-        f"DROP TABLE {platform.warehouse.table_ref(STAGED_SCHEMA, staged_table('acme', 'orders'))}"
-    )
+    platform.drop_staged()
     third = platform.materialize()
     assert third.success
     quarantined = platform.quarantine()
