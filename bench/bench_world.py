@@ -67,7 +67,8 @@ def generate_files(rows: int, root: Path) -> Path:
         return world
     started = time.perf_counter()
     rng = np.random.default_rng(7)
-    con = duckdb.connect(config={"enable_progress_bar": False})
+    con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")  # DuckDB 2.0 refuses it in connect()'s config
     for kind in ("csv", "csv_small", "parquet", "jsonl"):
         (world / kind).mkdir(parents=True, exist_ok=True)
         for stale in (world / kind).iterdir():

@@ -174,7 +174,7 @@ class DagsterServer:
                 self.fail(f"run {run_id} not found: {run}")
             if run["status"] in FINISHED_STATUSES:
                 return run["status"]
-            time.sleep(POLL_INTERVAL_S * 4)
+            time.sleep(POLL_INTERVAL_S)
 
     def materialize(self, assets: list[str]) -> str:
         """Launch and follow one run; returns the final status. Each step of a UI run is a process of its

@@ -69,7 +69,7 @@ POLL_SECONDS = 5
 TICK_DEADLINE_S = 150.0
 RUN_DEADLINE_S = 300.0
 RECOVERY_DEADLINE_S = 240.0
-POLL_S = 2.0
+POLL_S = 0.5
 
 SELECTOR = {"repositoryLocationName": LOCATION, "repositoryName": "__repository__", "sensorName": SENSOR}
 START_SENSOR = """
