@@ -1,19 +1,22 @@
 """Splitting a staging run into the rows that go to the staged table and the rows that go to quarantine.
 
 The staging SELECT (`staging_sql.staging_select`) already marks, per row, the error-severity row rules it
-breaks (`_violations`, compiled to SQL). It is materialized ONCE into a scratch DuckDB file under the
-landing's spill directory (DuckDB spills there when the data outgrows `memory_limit`), then:
+breaks (`_violations`, compiled to SQL). It is materialized ONCE into a table beside the staged table
+(`<schema>.__staging_<table>`) of the warehouse's staging database (`Warehouse.staging_database`: the
+DuckDB warehouse's own file, else a scratch DuckDB file under the landing's spill directory, where DuckDB
+also spills when the data outgrows `memory_limit`), then settled there into exactly the rows of this run:
 
 1. custom checks (`check:`, Python, not compilable to SQL) run over that one column, batch by batch (pandas
-   on that column only); the rows they reject are written back to the scratch database, batch by batch;
-2. of the versions of a key landed by several extractions, those a later good version replaces are left
-   out (`_keep_current_versions`);
+   on that column only); the rows they reject get the check's label added to their `_violations`;
+2. of the versions of a key landed by several extractions, those a later good version replaces are
+   deleted (`_keep_current_versions`);
 3. one aggregate counts all rows, bad rows and failures per rule (`summary`), BEFORE anything is written:
    the caller refuses the whole step when the bad fraction is over the entity's `max_bad_fraction`;
-4. `quarantine_rows` streams one row per (bad row, broken rule) for `ops.quarantine` (upserted on
-   `QUARANTINE_KEY`);
-5. `staged_rows` hands the scratch database over, with the SELECT of the good rows (without `_violations`),
-   to the warehouse load; it is deleted once they are loaded.
+4. `quarantine_rows` gives one row per (bad row, broken rule) for `ops.quarantine` (upserted on
+   `QUARANTINE_KEY`), spilled to a Parquet file so that they can be loaded once the database is closed;
+5. `staged_rows` closes the database and hands the table over, with the filter of the good rows (and
+   without `_violations`), to the warehouse load: a DuckDB warehouse keeps the table in place, any other
+   reads it as Arrow batches; either way it is removed once loaded.
 
 Memory stays bounded by the batch size and DuckDB's memory limit, never by the delivery.
 """
@@ -29,6 +32,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from platform_assets import quality_rules as rules
 from platform_assets.catalog_model import Entity
@@ -40,8 +44,8 @@ from platform_assets.staging_sql import (
     VIOLATIONS_COLUMN,
     sql_string,
 )
-from resources.duckdb_file_rows import DuckDBFileRows
-from resources.duckdb_warehouse import quote_identifier
+from resources.duckdb_file_rows import DuckDBFileRows, StagingDatabase
+from resources.duckdb_warehouse import qualified_name, quote_identifier
 from resources.file_query import DEFAULT_MEMORY_LIMIT
 from resources.landing import EXTRACTED_AT_COLUMN, SOURCE_COLUMN
 
@@ -76,71 +80,73 @@ class SplitSummary:
 
 
 class StagingSplit:
-    """The staged rows of one run in a scratch DuckDB file, with each row's broken error-severity rules."""
+    """The staged rows of one run in a staging database, with each row's broken error-severity rules, in
+    the table `<schema>.__staging_<table>` until the warehouse load takes it over."""
 
     def __init__(
         self,
         select_sql: str,
         entity: Entity,
         checks: Mapping[str, Callable[[Any], Any]],
-        scratch: Path,
+        database: StagingDatabase,
+        target: tuple[str, str],
         *,
+        spill_dir: Path,
         batch_rows: int,
         memory_limit: str = DEFAULT_MEMORY_LIMIT,
     ) -> None:
         self.entity = entity
         self.batch_rows = batch_rows
-        self.scratch = scratch
-        scratch.parent.mkdir(parents=True, exist_ok=True)
-        _remove(scratch)
-        self.con = duckdb.connect(
-            str(scratch),
-            config={
-                "temp_directory": str(scratch.parent),
-                "memory_limit": memory_limit,
-                "preserve_insertion_order": False,
-            },
-        )
+        self.database = database
+        self.spill_dir = spill_dir
+        schema, table = target
+        self.schema, self.name = schema, f"__staging_{table}"
+        self.table = qualified_name(self.schema, self.name)
+        self.con = database.connect(memory_limit=memory_limit, spill_dir=spill_dir)
         try:
-            self.con.execute(f"CREATE TABLE staged AS {select_sql}")
-            self.con.execute(f"CREATE TABLE custom_failures ({_ROW} BIGINT, violation VARCHAR)")
+            self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(schema)}")
+            self.con.execute(f"CREATE OR REPLACE TABLE {self.table} AS {select_sql}")
+            self.con.execute(
+                f"CREATE OR REPLACE TEMP TABLE custom_failures ({_ROW} BIGINT, violation VARCHAR)"
+            )
             for name, function in checks.items():
                 if rules.column_severity(entity, name) == "error":
                     self._run_check(name, function)
             ((rejected,),) = self.con.execute("SELECT count(*) FROM custom_failures").fetchall()
-            self.con.execute(_checked_view() if rejected else "CREATE VIEW checked AS SELECT * FROM staged")
+            if rejected:
+                self.con.execute(_merge_custom_failures(self.table))
             self._keep_current_versions()
         except BaseException:
             self.close()
             raise
 
     def _keep_current_versions(self) -> None:
-        """`final`: the rows of `checked` but the versions of a key that a later good version replaces.
+        """Delete the versions of a key that a later good version replaces.
 
         A key's current version is its latest GOOD one: a correction that breaks a rule is quarantined and
         the version before it stays staged, exactly as an upsert of only the good rows of each run leaves
         it (`staging_plan`), so a rebuild and a chain of incremental runs stage the same rows. Two versions
         of a key in ONE extraction both stay, for the schema contract to report as a duplicate instead of
-        one being dropped silently. A single extraction (a first or full load) needs no join at all.
+        one being dropped silently. A single extraction (a first or full load) needs nothing.
         """
         extracted_at = quote_identifier(EXTRACTED_AT_COLUMN)
         ((oldest, newest),) = self.con.execute(
-            f"SELECT min({extracted_at}), max({extracted_at}) FROM staged"
+            f"SELECT min({extracted_at}), max({extracted_at}) FROM {self.table}"
         ).fetchall()
         if not self.entity.primary_key or oldest == newest:
-            self.con.execute("CREATE VIEW final AS SELECT * FROM checked")
             return
         key = [quote_identifier(name) for name in self.entity.primary_key]
         columns = ", ".join(key)
         self.con.execute(
-            f"CREATE TABLE latest_good AS SELECT {columns}, max({extracted_at}) AS __latest FROM checked "
-            f"WHERE {quote_identifier(VIOLATIONS_COLUMN)} IS NULL AND {extracted_at} > ? GROUP BY {columns}",
+            f"CREATE OR REPLACE TEMP TABLE latest_good AS SELECT {columns}, max({extracted_at}) AS __latest "
+            f"FROM {self.table} WHERE {quote_identifier(VIOLATIONS_COLUMN)} IS NULL AND {extracted_at} > ? "
+            f"GROUP BY {columns}",
             [oldest],
         )
-        matches = " AND ".join(f"row.{name} = later.{name}" for name in key)
+        matches = " AND ".join(f"{self.table}.{name} = later.{name}" for name in key)
         self.con.execute(
-            f"CREATE VIEW final AS SELECT row.* FROM checked AS row ANTI JOIN latest_good AS later "
-            f"ON {matches} AND row.{extracted_at} < later.__latest"
+            f"DELETE FROM {self.table} USING latest_good AS later "
+            f"WHERE {matches} AND {self.table}.{extracted_at} < later.__latest"
         )
 
     def _run_check(self, name: str, function: Callable[[Any], Any]) -> None:
@@ -149,11 +155,10 @@ class StagingSplit:
 
         column = quote_identifier(name)
         label = rules.rule_label(name, rules.CHECK)
-        reader = self.con.cursor()
-        writer = self.con.cursor()
+        reader = self.con.cursor()  # the rejections go through self.con: it alone sees its TEMP tables
         try:
             batches = reader.sql(
-                f"SELECT rowid AS {_ROW}, {column} FROM staged WHERE {column} IS NOT NULL"
+                f"SELECT rowid AS {_ROW}, {column} FROM {self.table} WHERE {column} IS NOT NULL"
             ).to_arrow_reader(self.batch_rows)
             for batch in batches:
                 frame = to_pandas(batch)
@@ -165,12 +170,11 @@ class StagingSplit:
                     }
                 )
                 if rejected.num_rows:
-                    writer.register("__rejected", rejected)
-                    writer.execute("INSERT INTO custom_failures SELECT * FROM __rejected")
-                    writer.unregister("__rejected")
+                    self.con.register("__rejected", rejected)
+                    self.con.execute("INSERT INTO custom_failures SELECT * FROM __rejected")
+                    self.con.unregister("__rejected")
         finally:
             reader.close()
-            writer.close()
 
     def summary(self, exempt: frozenset[str] = frozenset()) -> SplitSummary:
         """Counts of all rows, bad rows and failures per rule; rows whose every broken rule is in `exempt`
@@ -179,15 +183,18 @@ class StagingSplit:
         labels = "[" + ", ".join(sql_string(label) for label in sorted(exempt)) + "]::VARCHAR[]"
         ((total, bad, drifted),) = self.con.execute(
             f"SELECT count(*), count({violations}), "
-            f"count(*) FILTER (WHERE list_has_all({labels}, {violations})) FROM final"
+            f"count(*) FILTER (WHERE list_has_all({labels}, {violations})) FROM {self.table}"
         ).fetchall()
         by_rule = self.con.execute(
-            f"SELECT v, count(*) FROM (SELECT unnest({violations}) AS v FROM final) GROUP BY v ORDER BY v"
+            f"SELECT v, count(*) FROM (SELECT unnest({violations}) AS v FROM {self.table}) "
+            f"GROUP BY v ORDER BY v"
         ).fetchall()
         return SplitSummary(total, bad, Counter({rule: count for rule, count in by_rule}), drifted)
 
     def quarantine_rows(self, asset_key: str, run_id: str) -> pa.RecordBatchReader:
-        """One row per broken rule of each bad row, shaped as `ops.quarantine`."""
+        """One row per broken rule of each bad row, shaped as `ops.quarantine`: written to a Parquet file in
+        the spill directory now, read from it (and the file deleted) whenever the reader is consumed, so
+        that the staging database, which may be the warehouse's file, can be closed for their load."""
         row = ", ".join(
             f"{sql_string(name)}, {quote_identifier(name)}"
             for name in [*self.entity.columns, *_LINEAGE_IN_JSON]
@@ -198,67 +205,62 @@ class StagingSplit:
             f"split_part(v, ': ', 2) AS rule, split_part(v, ': ', 1) AS {quote_identifier('column')}, "
             f"{sql_string(run_id)} AS run_id, json_object({row})::VARCHAR AS row_json, "
             f"now()::TIMESTAMP AS quarantined_at "
-            f"FROM (SELECT *, unnest({quote_identifier(VIOLATIONS_COLUMN)}) AS v FROM final) AS broken"
+            f"FROM (SELECT *, unnest({quote_identifier(VIOLATIONS_COLUMN)}) AS v FROM {self.table}) AS broken"
         )
-        cursor = self.con.cursor()
-        reader = cursor.sql(sql).to_arrow_reader(self.batch_rows)
-        return pa.RecordBatchReader.from_batches(reader.schema, _closing(reader, cursor.close))
+        spilled = self.spill_dir / f"quarantine-{self.name}.parquet"
+        self.con.execute(f"COPY ({sql}) TO {sql_string(str(spilled))} (FORMAT parquet)")
+        parquet = pq.ParquetFile(spilled)
+        batches = parquet.iter_batches(self.batch_rows)
+        return pa.RecordBatchReader.from_batches(parquet.schema_arrow, _deleting(batches, spilled))
 
     def profile(self, entity: Entity) -> TableProfile:
         """The profile of the rows that will be staged, without running the staging query again."""
         violations = quote_identifier(VIOLATIONS_COLUMN)
-        good = f"SELECT * EXCLUDE ({violations}) FROM final WHERE {violations} IS NULL"
+        good = f"SELECT * EXCLUDE ({violations}) FROM {self.table} WHERE {violations} IS NULL"
         (row,) = self.con.sql(profile_sql(good, entity)).to_arrow_table().to_pylist()
         return read_profile(row, entity)
 
     def staged_rows(self) -> DuckDBFileRows:
-        """The good rows, without `_violations`: the scratch database is closed and handed over, to be
-        copied natively by a DuckDB warehouse or streamed as Arrow batches to any other, then deleted."""
+        """The good rows, without `_violations`: the database is closed and the table handed over, to be
+        kept in place by a DuckDB warehouse or streamed as Arrow batches to any other, then removed."""
         with contextlib.suppress(duckdb.Error):
             self.con.close()
         violations = quote_identifier(VIOLATIONS_COLUMN)
         return DuckDBFileRows(
-            self.scratch,
-            "final",
+            self.database,
+            self.schema,
+            self.name,
             where=f"{violations} IS NULL",
             exclude=[VIOLATIONS_COLUMN],
             batch_rows=self.batch_rows,
         )
 
     def close(self) -> None:
+        """Close the database and remove what this run built (a failed step leaves nothing behind)."""
         with contextlib.suppress(duckdb.Error):
             self.con.close()
-        _remove(self.scratch)
+        self.database.discard(self.table)
 
 
 _LINEAGE_IN_JSON = (CAST_ERRORS_COLUMN, ORIGIN_COLUMN, RECORD_COLUMN, SOURCE_COLUMN, EXTRACTED_AT_COLUMN)
 
 
-def _checked_view() -> str:
-    """`staged` with the custom checks' rejections merged into `_violations` (NULL = a good row). Only
-    when a custom check rejected a row: the join costs every later pass over `final` (the summary, the
-    profile and the copy into the warehouse) about a fifth of its time."""
+def _merge_custom_failures(table: str) -> str:
+    """The custom checks' rejections added to the rejected rows' `_violations` (NULL = a good row)."""
     violations = quote_identifier(VIOLATIONS_COLUMN)
     return (
-        f"CREATE VIEW checked AS SELECT s.* EXCLUDE ({violations}), "
-        f"CASE WHEN c.found IS NULL THEN s.{violations} "
-        f"ELSE list_concat(coalesce(s.{violations}, []::VARCHAR[]), c.found) END AS {violations} "
-        f"FROM staged AS s LEFT JOIN ("
-        f"SELECT {_ROW}, list(violation ORDER BY violation) AS found FROM custom_failures GROUP BY {_ROW}"
-        f") AS c ON s.rowid = c.{_ROW}"
+        f"UPDATE {table} SET {violations} = "
+        f"list_concat(coalesce({table}.{violations}, []::VARCHAR[]), c.found) "
+        f"FROM (SELECT {_ROW}, list(violation ORDER BY violation) AS found FROM custom_failures "
+        f"GROUP BY {_ROW}) AS c WHERE {table}.rowid = c.{_ROW}"
     )
 
 
-def _closing(reader: pa.RecordBatchReader, close: Callable[[], None]) -> Iterator[pa.RecordBatch]:
+def _deleting(batches: Iterator[pa.RecordBatch], path: Path) -> Iterator[pa.RecordBatch]:
     try:
-        yield from reader
+        yield from batches
     finally:
-        close()
-
-
-def _remove(path: Path) -> None:
-    for leftover in (path, path.with_name(path.name + ".wal")):
-        leftover.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
 
 
 def over_threshold_message(where: str, table: str, summary: SplitSummary, max_bad_fraction: float) -> str:

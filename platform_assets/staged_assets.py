@@ -170,7 +170,9 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
             staging_select(staged, plan.files, columns, context.run.run_id),
             staged,
             checks,
-            landing.spill_dir() / f"staging-{context.run.run_id}-{table}.duckdb",
+            warehouse.staging_database(landing.spill_dir() / f"staging-{context.run.run_id}-{table}.duckdb"),
+            (STAGED_SCHEMA, table),
+            spill_dir=landing.spill_dir(),
             batch_rows=scaled_batch_rows(config.batch_rows, config.batch_scale),
             memory_limit=scaled_memory_limit(config.batch_scale),
         )
@@ -191,28 +193,37 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
                         entity.max_bad_fraction,
                     )
                 )
-            if summary.bad:
-                # Written before the staged table (the IO manager loads it after this returns): should that
-                # load fail, these rows stay, tagged with this run's id, and the staged table keeps its
-                # previous contents; the retry finds them again and upserts them under its own run id.
-                context.log.warning(
-                    f"Quarantining {summary.bad} of {summary.total} row(s) of {STAGED_SCHEMA}.{table} into "
-                    f"{QUARANTINE_SCHEMA}.{QUARANTINE_TABLE}: {dict(summary.by_rule)}"
-                )
-                warehouse.load(
-                    QUARANTINE_SCHEMA,
-                    QUARANTINE_TABLE,
-                    split.quarantine_rows(context.asset_key.to_user_string(), context.run.run_id),
-                    mode="upsert",
-                    primary_key=QUARANTINE_KEY,
-                )
-            # A full run profiles its rows in the scratch database, within staging's (healable) memory bound;
+            quarantined = (
+                split.quarantine_rows(context.asset_key.to_user_string(), context.run.run_id)
+                if summary.bad
+                else None
+            )
+            # A full run profiles its rows in the staging database, within staging's (healable) memory bound;
             # an incremental one can only profile the whole table once its rows are upserted (`describe`).
             profile = None if plan.incremental else split.profile(staged)
             rows = split.staged_rows()
         except BaseException:
             split.close()
             raise
+        if quarantined is not None:
+            # Written before the staged table (the IO manager loads it after this returns): should that
+            # load fail, these rows stay, tagged with this run's id, and the staged table keeps its
+            # previous contents; the retry finds them again and upserts them under its own run id.
+            context.log.warning(
+                f"Quarantining {summary.bad} of {summary.total} row(s) of {STAGED_SCHEMA}.{table} into "
+                f"{QUARANTINE_SCHEMA}.{QUARANTINE_TABLE}: {dict(summary.by_rule)}"
+            )
+            try:
+                warehouse.load(
+                    QUARANTINE_SCHEMA,
+                    QUARANTINE_TABLE,
+                    quarantined,
+                    mode="upsert",
+                    primary_key=QUARANTINE_KEY,
+                )
+            except BaseException:
+                rows.close()
+                raise
         orphan_rate = last_orphan_rate(context.instance, context.asset_key)
 
         def quality(profile: TableProfile) -> dict[str, dg.MetadataValue]:

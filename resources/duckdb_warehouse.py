@@ -16,7 +16,7 @@ from typing import ClassVar
 import duckdb
 import pyarrow as pa
 
-from resources.duckdb_file_rows import DuckDBFileRows
+from resources.duckdb_file_rows import DuckDBFileRows, StagingDatabase, connect_when_free
 from resources.warehouse import Warehouse
 from resources.warehouse_load import (
     CountedBatches,
@@ -28,7 +28,6 @@ from resources.warehouse_load import (
     check_load_request,
 )
 
-LOCK_RETRY_INTERVAL_SECONDS = 0.2
 _ATTACHED = "__incoming_db"
 
 
@@ -60,15 +59,15 @@ class DuckDBWarehouse(Warehouse):
             con.close()
 
     def _open(self) -> duckdb.DuckDBPyConnection:
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        deadline = time.monotonic() + self.lock_timeout_seconds
-        while True:
-            try:
-                return duckdb.connect(self.path, config={"memory_limit": self.memory_limit})
-            except duckdb.IOException as exc:
-                if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
-                    raise
-                time.sleep(LOCK_RETRY_INTERVAL_SECONDS)
+        return connect_when_free(
+            Path(self.path), {"memory_limit": self.memory_limit}, self.lock_timeout_seconds
+        )
+
+    def staging_database(self, scratch: Path) -> StagingDatabase:
+        """Staging builds in this file itself: its rows are then kept in place, never copied."""
+        return StagingDatabase(
+            Path(self.path), in_warehouse=True, lock_timeout_seconds=self.lock_timeout_seconds
+        )
 
     def stream_table(
         self,
@@ -129,15 +128,17 @@ class DuckDBWarehouse(Warehouse):
     ) -> LoadResult:
         """Load a stream of Arrow batches in one transaction: a failure anywhere (the stream included)
         leaves the table as it was. Upserts replace the rows whose key is in the stream. `layout` is
-        BigQuery's business: DuckDB needs no physical partitioning at this scale. Rows selected from another
-        DuckDB file (`DuckDBFileRows`) are copied natively, the file attached, not streamed."""
+        BigQuery's business: DuckDB needs no physical partitioning at this scale. Rows staging built in this
+        very file (`DuckDBFileRows.in_warehouse`) are kept in place; rows of another DuckDB file are copied
+        natively, the file attached, not streamed."""
         started = time.monotonic()
         if isinstance(batches, DuckDBFileRows):
             try:
                 size = batches.size_bytes()
-                with self.connection() as con, _attached(con, batches) as (source, names):
+                with self.connection() as con, self._source(con, batches) as (source, names):
+                    in_place = batches if batches.in_warehouse and batches.schema == schema else None
                     rows, columns = self._write(
-                        con, schema, table, source, names, mode, primary_key, partition
+                        con, schema, table, source, names, mode, primary_key, partition, in_place
                     )
             finally:
                 batches.close()
@@ -161,16 +162,20 @@ class DuckDBWarehouse(Warehouse):
         mode: LoadMode,
         primary_key: list[str] | None,
         partition: PartitionSlice | None,
+        in_place: DuckDBFileRows | None = None,
     ) -> tuple[int, list[tuple[str, str]]]:
         """The load of `source` (a relation with columns `names`) in one transaction: the number of rows
-        written, and the table's columns after it."""
+        written, and the table's columns after it. A whole-table load of `in_place` rows keeps their table:
+        rows and columns left out are dropped from it and it is renamed to `table`."""
         target = qualified_name(schema, table)
         check_load_request(mode, primary_key, partition, names, target)
         con.execute("BEGIN TRANSACTION")
         try:
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(schema)}")
             exists = bool(self._column_types(con, schema, table))
-            if mode == "replace" or not exists:
+            if in_place is not None and (mode == "replace" or not exists):
+                rows = _rename_into_place(con, in_place, schema, table)
+            elif mode == "replace" or not exists:
                 ((rows,),) = con.execute(
                     f"CREATE OR REPLACE TABLE {target} AS SELECT * FROM {source}"
                 ).fetchall()
@@ -219,19 +224,37 @@ class DuckDBWarehouse(Warehouse):
                     f"(or reload the table with mode='replace') instead of letting values be cast."
                 )
 
+    @staticmethod
+    @contextmanager
+    def _source(con: duckdb.DuckDBPyConnection, rows: DuckDBFileRows) -> Iterator[tuple[str, list[str]]]:
+        """The rows as a relation of `con` (their file attached, unless it is this one): (their SELECT, its
+        column names)."""
+        # Their order is arbitrary already (staging builds them in parallel); keeping it would cost the copy
+        # twice its time within the memory limit (17.6 s against 9.0 s, 10M rows).
+        con.execute("SET preserve_insertion_order = false")
+        if rows.in_warehouse:
+            select = rows.select()
+            yield f"({select})", [row[0] for row in con.execute(f"DESCRIBE {select}").fetchall()]
+            return
+        con.execute(rows.attach_sql(_ATTACHED))
+        try:
+            select = rows.select(_ATTACHED)
+            yield f"({select})", [row[0] for row in con.execute(f"DESCRIBE {select}").fetchall()]
+        finally:
+            con.execute(f"DETACH {_ATTACHED}")
 
-@contextmanager
-def _attached(con: duckdb.DuckDBPyConnection, rows: DuckDBFileRows) -> Iterator[tuple[str, list[str]]]:
-    """The rows' database file attached to `con`: (their SELECT as a relation, its column names)."""
-    # Their order is arbitrary already (staging builds them in parallel); keeping it would cost the copy
-    # twice its time within the memory limit (17.6 s against 9.0 s, 10M rows).
-    con.execute("SET preserve_insertion_order = false")
-    con.execute(rows.attach_sql(_ATTACHED))
-    try:
-        select = rows.select(_ATTACHED)
-        yield f"({select})", [row[0] for row in con.execute(f"DESCRIBE {select}").fetchall()]
-    finally:
-        con.execute(f"DETACH {_ATTACHED}")
+
+def _rename_into_place(con: duckdb.DuckDBPyConnection, rows: DuckDBFileRows, schema: str, table: str) -> int:
+    """Within the caller's transaction: `rows`' table, less the rows and columns they leave out, becomes
+    `schema.table` (replacing it; both in one schema: DuckDB cannot move a table to another). Its number of
+    rows."""
+    con.execute(f"DELETE FROM {rows.table} WHERE ({rows.where}) IS NOT TRUE")
+    for name in rows.exclude:
+        con.execute(f"ALTER TABLE {rows.table} DROP COLUMN {quote_identifier(name)}")
+    con.execute(f"DROP TABLE IF EXISTS {qualified_name(schema, table)}")
+    con.execute(f"ALTER TABLE {rows.table} RENAME TO {quote_identifier(table)}")
+    ((count,),) = con.execute(f"SELECT count(*) FROM {qualified_name(schema, table)}").fetchall()
+    return int(count)
 
 
 @contextmanager

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import ClassVar
 
 import dagster as dg
 import pyarrow as pa
 
+from resources.duckdb_file_rows import StagingDatabase
 from resources.warehouse_load import LoadMode, LoadResult, PartitionSlice, TableLayout
 
 
@@ -35,6 +37,11 @@ class Warehouse(dg.ConfigurableResource):
         layout: TableLayout | None = None,
     ) -> LoadResult:
         """Load the batches atomically: a failure anywhere leaves the table as it was."""
+
+    def staging_database(self, scratch: Path) -> StagingDatabase:
+        """Where staging builds a run's rows before `load` takes them: the scratch DuckDB file `scratch`,
+        unless the warehouse can keep them where they are built (DuckDB)."""
+        return StagingDatabase(scratch)
 
     @abstractmethod
     def stream_table(

@@ -12,7 +12,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from resources.duckdb_file_rows import DuckDBFileRows
+from resources.duckdb_file_rows import DuckDBFileRows, StagingDatabase
 from resources.duckdb_warehouse import DuckDBWarehouse, qualified_name, quote_identifier
 from resources.warehouse_load import PartitionSlice, WarehouseLoadError
 
@@ -148,12 +148,26 @@ def test_stream_table_reads_the_chosen_columns_in_batches(tmp_path: Path) -> Non
     assert [b.num_rows for b in batches] == [3, 3, 3, 1]
 
 
+def _built(database: StagingDatabase, rows: list[tuple[int, float, str | None]]) -> DuckDBFileRows:
+    """A staging database as staging leaves it: a table with a rejection column, the good rows selected."""
+    with duckdb.connect(str(database.path)) as con:
+        con.execute("CREATE SCHEMA IF NOT EXISTS staged")
+        con.execute(
+            "CREATE TABLE staged.__staging_orders (order_id BIGINT, amount DOUBLE, _violations VARCHAR)"
+        )
+        con.executemany("INSERT INTO staged.__staging_orders VALUES (?, ?, ?)", rows)
+    return DuckDBFileRows(
+        database,
+        "staged",
+        "__staging_orders",
+        where="_violations IS NULL",
+        exclude=["_violations"],
+        batch_rows=2,
+    )
+
+
 def _scratch(path: Path, rows: list[tuple[int, float, str | None]]) -> DuckDBFileRows:
-    """A scratch database as staging leaves it: a table with a rejection column, the good rows selected."""
-    with duckdb.connect(str(path)) as con:
-        con.execute("CREATE TABLE staged (order_id BIGINT, amount DOUBLE, _violations VARCHAR)")
-        con.executemany("INSERT INTO staged VALUES (?, ?, ?)", rows)
-    return DuckDBFileRows(path, "staged", where="_violations IS NULL", exclude=["_violations"], batch_rows=2)
+    return _built(StagingDatabase(path), rows)
 
 
 def test_rows_of_another_duckdb_file_are_copied_natively_and_the_file_deleted(tmp_path: Path) -> None:
@@ -171,6 +185,26 @@ def test_rows_of_another_duckdb_file_are_copied_natively_and_the_file_deleted(tm
     with pytest.raises(WarehouseLoadError, match="primary key column"):
         warehouse.load("staged", "orders", refused, mode="upsert", primary_key=["id"])
     assert not refused.path.exists() and _table(warehouse) == [(1, 1.0), (3, 30.0), (4, 4.0)]
+
+
+def test_rows_staged_in_the_warehouse_file_are_kept_in_place_or_upserted_then_removed(tmp_path: Path) -> None:
+    warehouse = DuckDBWarehouse(path=str(tmp_path / "w.duckdb"))
+    database = warehouse.staging_database(tmp_path / "unused.duckdb")
+    assert database.in_warehouse and database.path == tmp_path / "w.duckdb"
+    first = _built(database, [(1, 1.0, None), (2, -1.0, "amount: min"), (3, 3.0, None)])
+    loaded = warehouse.load("staged", "orders", first, mode="replace")
+    assert (loaded.rows, loaded.columns) == (2, [("order_id", "BIGINT"), ("amount", "DOUBLE")])
+    assert _table(warehouse) == [(1, 1.0), (3, 3.0)]
+    assert warehouse.tables("staged") == ["orders"], "the staging table became the table: nothing is left"
+    second = _built(database, [(3, 30.0, None), (4, 4.0, None), (5, 5.0, "amount: min")])
+    upserted = warehouse.load("staged", "orders", second, mode="upsert", primary_key=["order_id"])
+    assert upserted.rows == 2
+    assert _table(warehouse) == [(1, 1.0), (3, 30.0), (4, 4.0)]
+    assert warehouse.tables("staged") == ["orders"]
+    refused = _built(database, [(6, 6.0, None)])
+    with pytest.raises(WarehouseLoadError, match="primary key column"):
+        warehouse.load("staged", "orders", refused, mode="upsert", primary_key=["id"])
+    assert warehouse.tables("staged") == ["orders"] and _table(warehouse) == [(1, 1.0), (3, 30.0), (4, 4.0)]
 
 
 def test_rows_of_another_duckdb_file_stream_as_arrow_batches_then_the_file_is_deleted(tmp_path: Path) -> None:

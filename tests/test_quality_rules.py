@@ -19,6 +19,7 @@ from platform_assets.quality_rules import CatalogRuleError, resolve_checks, uniq
 from platform_assets.quarantine import QUARANTINE_COLUMNS, StagingSplit
 from platform_assets.staged_assets import build_contract_checks
 from platform_assets.staging_sql import staging_select
+from resources.duckdb_file_rows import StagingDatabase
 from resources.duckdb_warehouse import DuckDBWarehouse
 from resources.landing import Lineage, write_parquet
 
@@ -91,7 +92,10 @@ def _split(tmp_path: Path, item: CatalogEntity, batch_rows: int = 2) -> StagingS
     landed = _land(tmp_path, ROWS)
     select = staging_select(item.entity, [landed], {*ROWS, "_file", "_record"}, "run-1")
     checks = resolve_checks("acme", "users", item.entity)
-    return StagingSplit(select, item.entity, checks, tmp_path / "scratch.duckdb", batch_rows=batch_rows)
+    database = StagingDatabase(tmp_path / "scratch.duckdb")
+    return StagingSplit(
+        select, item.entity, checks, database, ("staged", "users"), spill_dir=tmp_path, batch_rows=batch_rows
+    )
 
 
 def test_every_error_rule_is_compiled_to_sql_and_custom_checks_run_batch_by_batch(tmp_path: Path) -> None:

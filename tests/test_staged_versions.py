@@ -13,6 +13,7 @@ import pyarrow as pa
 from platform_assets.catalog_model import Source
 from platform_assets.quarantine import StagingSplit
 from platform_assets.staging_sql import staging_select
+from resources.duckdb_file_rows import StagingDatabase
 from resources.landing import Lineage, write_parquet
 
 ENTITY = Source.model_validate(
@@ -47,7 +48,15 @@ def _land(path: Path, day: int, rows: list[tuple[str | None, str]]) -> Path:
 def _split(files: list[Path], tmp_path: Path) -> tuple[list[tuple], list[tuple]]:
     """(staged rows, quarantined rows) as (order_id, status), sorted."""
     select = staging_select(ENTITY, files, {"order_id", "status"}, "run")
-    split = StagingSplit(select, ENTITY, {}, tmp_path / "scratch.duckdb", batch_rows=1000)
+    split = StagingSplit(
+        select,
+        ENTITY,
+        {},
+        StagingDatabase(tmp_path / "scratch.duckdb"),
+        ("staged", "orders"),
+        spill_dir=tmp_path,
+        batch_rows=1000,
+    )
     broken = [json.loads(text) for text in split.quarantine_rows("a", "r").read_all()["row_json"].to_pylist()]
     staged = pa.Table.from_batches(list(split.staged_rows())).to_pylist()
     return (
