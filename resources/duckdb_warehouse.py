@@ -46,9 +46,13 @@ class DuckDBWarehouse(Warehouse):
     kind: ClassVar[str] = "duckdb"
     path: str
     lock_timeout_seconds: float = 60.0
-    memory_limit: str = "256MB"
+    memory_limit: str = "192MB"
     """DuckDB's working memory in this process (it spills to disk beyond it). DuckDB's own default, 80% of
-    the machine's RAM, let one copy of 10 million staged rows take the step past 1.3 GB."""
+    the machine's RAM, let one copy of 10 million staged rows take the step past 1.3 GB. Below staging's
+    256 MB since staging stopped copying into the warehouse: what is left here (the contract check's key
+    uniqueness, upserts, an incremental run's profile) ran as fast at 192 MB (10 million rows, side by side:
+    contract check 0.85 s against 0.81 s) and the process's peak no longer rises after staging (684 MB
+    against 756 MB)."""
 
     @contextmanager
     def connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
