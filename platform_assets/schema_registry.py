@@ -176,40 +176,71 @@ def _parse_text_columns(
     files: list[Path], names: list[str], expected: Mapping[str, ColumnType], tolerance: float
 ) -> dict[str, ColumnType | None]:
     """For each text column: the first of its expected type and that type's widenings that its non-null
-    values parse as (all but `tolerance`); string without an expected type; None without any value."""
+    values parse as (all but `tolerance`); string without an expected type; None without any value.
+
+    One pass tries each column's expected type only (a delivery mostly keeps its types); a second pass, over
+    the columns that failed it, tries their widenings. Trying every candidate at once cost the first pass
+    twice its time (10 million rows, 6 typed text columns: 1.4 s against ~0.7 s)."""
     candidates = {
         name: [expected[name], *WIDENINGS[expected[name]]] if name in expected else [ColumnType.STRING]
         for name in names
     }
-    selects = []
-    for index, name in enumerate(names):
+    first = _parse_counts(files, {name: kinds[:1] for name, kinds in candidates.items()}, present=True)
+    result: dict[str, ColumnType | None] = {}
+    failed: dict[str, list[ColumnType]] = {}
+    for name in names:
+        present = first[(name, None)]
+        if present == 0:
+            result[name] = None
+        elif _parses(first, name, candidates[name][0], present, tolerance):
+            result[name] = candidates[name][0]
+        else:
+            failed[name] = candidates[name][1:]
+    widened = _parse_counts(files, failed, present=False) if failed else {}
+    for name, kinds in failed.items():
+        present = first[(name, None)]
+        result[name] = next(
+            (kind for kind in kinds if _parses(widened, name, kind, present, tolerance)), ColumnType.STRING
+        )
+    return result
+
+
+def _parses(
+    counts: Mapping[tuple[str, ColumnType | None], int],
+    name: str,
+    kind: ColumnType,
+    present: int,
+    tolerance: float,
+) -> bool:
+    """Whether all but `tolerance` of the column's `present` non-null values parse as `kind`."""
+    parsed = present if kind == ColumnType.STRING else counts[(name, kind)]
+    return present - parsed <= tolerance * present
+
+
+def _parse_counts(
+    files: list[Path], kinds: Mapping[str, list[ColumnType]], *, present: bool
+) -> dict[tuple[str, ColumnType | None], int]:
+    """One pass over the files: per column, the number of its non-null values (key `(name, None)`, when
+    `present`) and of those that parse losslessly as each of `kinds` (strings need no count)."""
+    selects: list[str] = []
+    keys: list[tuple[str, ColumnType | None]] = []
+    for name, column_kinds in kinds.items():
         value = f"CAST({_quote(name)} AS VARCHAR)"
-        selects.append(f"count({value}) AS n{index}")
-        for kind in candidates[name]:
+        if present:
+            selects.append(f"count({value})")
+            keys.append((name, None))
+        for kind in column_kinds:
             if kind != ColumnType.STRING:
-                selects.append(
-                    f"count(*) FILTER (WHERE {parses_losslessly(value, kind)}) AS n{index}_{kind.value}"
-                )
+                selects.append(f"count(*) FILTER (WHERE {parses_losslessly(value, kind)})")
+                keys.append((name, kind))
+    if not selects:
+        return {}
     paths = ", ".join("'" + str(path).replace("'", "''") + "'" for path in files)
     sql = f"SELECT {', '.join(selects)} FROM read_parquet([{paths}], union_by_name = true)"
     with duckdb.connect(":memory:", config={"memory_limit": DEFAULT_MEMORY_LIMIT}) as con:
-        cursor = con.execute(sql)
-        row = cursor.fetchone()
-        assert row is not None and cursor.description is not None
-        counts = dict(zip([column[0] for column in cursor.description], row, strict=True))
-    result: dict[str, ColumnType | None] = {}
-    for index, name in enumerate(names):
-        present = counts[f"n{index}"]
-        if present == 0:
-            result[name] = None
-            continue
-        result[name] = ColumnType.STRING
-        for kind in candidates[name]:
-            parsed = present if kind == ColumnType.STRING else counts[f"n{index}_{kind.value}"]
-            if present - parsed <= tolerance * present:
-                result[name] = kind
-                break
-    return result
+        row = con.execute(sql).fetchone()
+    assert row is not None
+    return dict(zip(keys, row, strict=True))
 
 
 def _quote(name: str) -> str:
