@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,6 +94,7 @@ class StagingSplit:
         spill_dir: Path,
         batch_rows: int,
         memory_limit: str = DEFAULT_MEMORY_LIMIT,
+        type_counted: Sequence[str] = (),
     ) -> None:
         self.entity = entity
         self.batch_rows = batch_rows
@@ -106,6 +107,7 @@ class StagingSplit:
         try:
             self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(schema)}")
             self.con.execute(f"CREATE OR REPLACE TABLE {self.table} AS {select_sql}")
+            self.type_counts = self._type_counts(type_counted)
             self.con.execute(
                 f"CREATE OR REPLACE TEMP TABLE custom_failures ({_ROW} BIGINT, violation VARCHAR)"
             )
@@ -119,6 +121,22 @@ class StagingSplit:
         except BaseException:
             self.close()
             raise
+
+    def _type_counts(self, names: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """Per column (error-severity, so that `_violations` marks its type failures): the numbers of its
+        landed non-null values that did and did not parse as its staged type, over every landed row."""
+        if not names:
+            return {}
+        violations = quote_identifier(VIOLATIONS_COLUMN)
+        selects = []
+        for name in names:
+            label = sql_string(rules.rule_label(name, rules.TYPE))
+            selects += [
+                f"count({quote_identifier(name)})",
+                f"count(*) FILTER (WHERE list_contains({violations}, {label}))",
+            ]
+        (row,) = self.con.execute(f"SELECT {', '.join(selects)} FROM {self.table}").fetchall()
+        return {name: (row[2 * index], row[2 * index + 1]) for index, name in enumerate(names)}
 
     def _keep_current_versions(self) -> None:
         """Delete the versions of a key that a later good version replaces.

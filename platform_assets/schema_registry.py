@@ -118,10 +118,13 @@ def delivered_schema(
     expected: Mapping[str, ColumnType | str] | None = None,
     *,
     tolerance: float = 0.0,
+    parse_text: bool = True,
 ) -> dict[str, ColumnType]:
     """The logical type of every delivered column over all `landed` files (see the module docstring);
     `expected` types text-landed columns, `tolerance` is the share of their non-null values that may fail
-    to parse without changing the type. Empty when no file was landed."""
+    to parse without changing the type. Empty when no file was landed. Without `parse_text`, no data is
+    read: text columns are taken to parse as their expected type, for a caller that verifies it while it
+    reads them anyway (`text_types_hold`)."""
     files = [Path(path) for path in landed]
     expected_types = {name: ColumnType(value) for name, value in (expected or {}).items()}
     typed: dict[str, ColumnType | None] = {}
@@ -138,7 +141,9 @@ def delivered_schema(
             kind = logical_type(arrow_field.type)
             current = typed.get(name)
             typed[name] = kind if current is None else current if kind is None else common_type(current, kind)
-    parsed = _parse_text_columns(files, sorted(text), expected_types, tolerance) if text else {}
+    parsed = (
+        _parse_text_columns(files, sorted(text), expected_types, tolerance) if text and parse_text else {}
+    )
     result: dict[str, ColumnType] = {}
     for name, kind in typed.items():
         text_kind = parsed.get(name)
@@ -146,6 +151,22 @@ def delivered_schema(
             kind = text_kind if kind is None else common_type(kind, text_kind)
         result[name] = kind if kind is not None else expected_types.get(name, ColumnType.STRING)
     return result
+
+
+def text_columns(landed: Iterable[Path]) -> set[str]:
+    """The delivered columns landed as text in any of the files (their schemas only; no data read)."""
+    return {
+        field.name
+        for path in landed
+        for field in pq.read_schema(path)
+        if field.name not in LINEAGE_COLUMNS and _is_text(field.type)
+    }
+
+
+def text_types_hold(counts: Mapping[str, tuple[int, int]], tolerance: float) -> bool:
+    """Whether `delivered_schema` would have typed each column as assumed: `counts` is, per column, the
+    (parsed, failed) numbers of its non-null values against its expected type."""
+    return all(failed <= tolerance * (parsed + failed) for parsed, failed in counts.values())
 
 
 def parses_losslessly(text: str, kind: ColumnType) -> str:
