@@ -165,6 +165,7 @@ def test_too_many_bad_rows_fail_the_step_and_write_nothing(platform: MiniPlatfor
     assert "Nothing was written" in message
     assert platform.staged("*") == before
     assert platform.quarantine() == []
+    assert platform.warehouse.tables("staged") == ["acme__orders"], "what the failed run built is gone"
     assert platform.downstream_runs[-1:] != [result.run_id]
 
     again = platform.materialize(max_bad_fraction=0.5)
