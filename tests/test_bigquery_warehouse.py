@@ -15,7 +15,9 @@ import datetime as dt
 import json
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pytest
 from fixtures.bigquery_emulator import BigQueryEmulator
@@ -23,6 +25,8 @@ from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery, storage
 
+from platform_assets.catalog_model import Source
+from platform_assets.quality_profile import profile_table
 from resources.bigquery_schema import (
     add_columns_sql,
     bigquery_field,
@@ -33,6 +37,7 @@ from resources.bigquery_schema import (
     sql_literal,
 )
 from resources.bigquery_warehouse import BigQueryWarehouse, BigQueryWarehouseError, load_job_config
+from resources.duckdb_file_rows import DuckDBFileRows, StagingDatabase
 from resources.warehouse import Warehouse
 from resources.warehouse_load import PartitionSlice, TableLayout, WarehouseLoadError
 
@@ -426,3 +431,70 @@ def test_a_partition_slice_is_streamed_back_alone_and_tables_are_listed(
     assert reader.read_all().to_pydict() == {"region": ["us"], "amount": [5.0]}
     assert warehouse.tables(dataset) == ["sales"]
     assert warehouse.tables("no_such_dataset") == []
+
+
+def test_an_incremental_staging_run_upserts_its_scratch_rows_and_profiles_the_table(
+    warehouse: BigQueryWarehouse, dataset: str, tmp_path: Path
+) -> None:
+    """What an incremental staging run does with BigQuery: its good rows, built in a scratch DuckDB file,
+    are merged into the staged table by key, then the warehouse profiles the whole table (the portable
+    profile SQL, its distinct keys counted by a subquery)."""
+    extracted = dt.datetime(2026, 11, 20, 6, 30, tzinfo=dt.UTC)
+    first = pa.RecordBatch.from_pydict(
+        {
+            "order_id": [1, 2, 3],
+            "amount": [1.0, 2.0, None],
+            "_cast_errors": [None, None, "amount=x"],
+            "_extracted_at": pa.array([extracted] * 3, pa.timestamp("us", tz="UTC")),
+        }
+    )
+    warehouse.load(dataset, "orders", [first], mode="replace")
+    scratch = StagingDatabase(tmp_path / "scratch.duckdb")
+    with duckdb.connect(str(scratch.path)) as con:
+        con.execute("CREATE SCHEMA staged")
+        con.execute(
+            "CREATE TABLE staged.__staging_orders (order_id BIGINT, amount DOUBLE, _cast_errors VARCHAR, "
+            "_extracted_at TIMESTAMPTZ, _violations VARCHAR[])"
+        )
+        con.execute(
+            "INSERT INTO staged.__staging_orders VALUES "
+            "(3, 30.0, NULL, '2026-11-21 06:30:00+00', NULL), "
+            "(4, 40.0, NULL, '2026-11-21 06:30:00+00', NULL), "
+            "(5, -1.0, NULL, '2026-11-21 06:30:00+00', ['amount: min'])"
+        )
+    rows = DuckDBFileRows(
+        scratch,
+        "staged",
+        "__staging_orders",
+        where="_violations IS NULL",
+        exclude=["_violations"],
+        batch_rows=2,
+    )
+    upserted = warehouse.load(dataset, "orders", rows, mode="upsert", primary_key=["order_id"])
+    assert upserted.rows == 2 and not scratch.path.exists()
+    ref = warehouse.table_ref(dataset, "orders")
+    assert warehouse.query(f"SELECT order_id, amount FROM {ref} ORDER BY order_id") == [
+        (1, 1.0),
+        (2, 2.0),
+        (3, 30.0),
+        (4, 40.0),
+    ]
+
+    entity = Source.model_validate(
+        {
+            "source": "shop",
+            "connection": {"kind": "files", "root": str(tmp_path)},
+            "entities": {
+                "orders": {
+                    "file": {"path": "*.csv", "format": "csv"},
+                    "primary_key": ["order_id"],
+                    "columns": {"order_id": {"type": "integer"}, "amount": {"type": "double"}},
+                }
+            },
+        }
+    ).entities["orders"]
+    profile = profile_table(warehouse, dataset, "orders", entity)
+    assert (profile.rows, profile.duplicate_key_rows, profile.cast_error_rows) == (4, 0, 0)
+    assert profile.null_counts == {"order_id": 0, "amount": 0}
+    assert profile.means["amount"] == pytest.approx(73 / 4)
+    assert profile.max_extracted_at == dt.datetime(2026, 11, 21, 6, 30, tzinfo=dt.UTC)
