@@ -140,7 +140,7 @@ class DuckDBWarehouse(Warehouse):
             try:
                 size = batches.size_bytes()
                 with self.connection() as con, self._source(con, batches) as (source, names):
-                    in_place = batches if batches.in_warehouse and batches.schema == schema else None
+                    in_place = batches if self._holds(batches) and batches.schema == schema else None
                     rows, columns = self._write(
                         con, schema, table, source, names, mode, primary_key, partition, in_place
                     )
@@ -228,24 +228,28 @@ class DuckDBWarehouse(Warehouse):
                     f"(or reload the table with mode='replace') instead of letting values be cast."
                 )
 
-    @staticmethod
+    def _holds(self, rows: DuckDBFileRows) -> bool:
+        """Whether `rows` were built in this very file (not merely in some DuckDB warehouse's file)."""
+        return rows.in_warehouse and rows.path.resolve() == Path(self.path).resolve()
+
     @contextmanager
-    def _source(con: duckdb.DuckDBPyConnection, rows: DuckDBFileRows) -> Iterator[tuple[str, list[str]]]:
+    def _source(
+        self, con: duckdb.DuckDBPyConnection, rows: DuckDBFileRows
+    ) -> Iterator[tuple[str, list[str]]]:
         """The rows as a relation of `con` (their file attached, unless it is this one): (their SELECT, its
         column names)."""
         # Their order is arbitrary already (staging builds them in parallel); keeping it would cost the copy
         # twice its time within the memory limit (17.6 s against 9.0 s, 10M rows).
         con.execute("SET preserve_insertion_order = false")
-        if rows.in_warehouse:
-            select = rows.select()
-            yield f"({select})", [row[0] for row in con.execute(f"DESCRIBE {select}").fetchall()]
-            return
-        con.execute(rows.attach_sql(_ATTACHED))
+        own = self._holds(rows)
+        if not own:
+            con.execute(rows.attach_sql(_ATTACHED))
         try:
-            select = rows.select(_ATTACHED)
+            select = rows.select() if own else rows.select(_ATTACHED)
             yield f"({select})", [row[0] for row in con.execute(f"DESCRIBE {select}").fetchall()]
         finally:
-            con.execute(f"DETACH {_ATTACHED}")
+            if not own:
+                con.execute(f"DETACH {_ATTACHED}")
 
 
 def _rename_into_place(con: duckdb.DuckDBPyConnection, rows: DuckDBFileRows, schema: str, table: str) -> int:

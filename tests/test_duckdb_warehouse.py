@@ -206,6 +206,12 @@ def test_rows_staged_in_the_warehouse_file_are_kept_in_place_or_upserted_then_re
         warehouse.load("staged", "orders", refused, mode="upsert", primary_key=["id"])
     assert warehouse.tables("staged") == ["orders"] and _table(warehouse) == [(1, 1.0), (3, 30.0), (4, 4.0)]
 
+    other = DuckDBWarehouse(path=str(tmp_path / "other.duckdb"))
+    elsewhere = _built(other.staging_database(tmp_path / "unused.duckdb"), [(7, 7.0, None)])
+    assert warehouse.load("staged", "orders", elsewhere, mode="replace").rows == 1
+    assert _table(warehouse) == [(7, 7.0)], "rows built in another warehouse's file are copied from it"
+    assert other.tables("staged") == [], "and removed there"
+
 
 def test_rows_of_another_duckdb_file_stream_as_arrow_batches_then_the_file_is_deleted(tmp_path: Path) -> None:
     rows = _scratch(tmp_path / "s.duckdb", [(1, 1.0, None), (2, 2.0, "x"), (3, 3.0, None), (4, 4.0, None)])
