@@ -202,21 +202,37 @@ def scoreboard_row(
 
 
 CHILD_RUN = """
-import json, sys
+import pathlib, sys, time
 sys.path.insert(0, {tests!r})
 import dagster as dg
+import resources.duckdb_warehouse as duckdb_warehouse
 from fault_files import file_slice
 from platform_assets.keys import raw_key, staged_key
 
+renamed_into_place = duckdb_warehouse._rename_into_place
+
+
+def rename_then_wait_to_be_killed(*args):
+    rows = renamed_into_place(*args)
+    pathlib.Path({mid_load!r}).touch()
+    time.sleep(600)
+    return rows
+
+
+duckdb_warehouse._rename_into_place = rename_then_wait_to_be_killed
 instance = dg.DagsterInstance.from_config({home!r})
-platform = file_slice(__import__("pathlib").Path({tmp!r}), instance)
+platform = file_slice(pathlib.Path({tmp!r}), instance)
 platform.materialize([raw_key("drop", "orders"), staged_key("drop", "orders")])
 """
-"""A materialization of the slice in a child process, on the persistent instance under `home`."""
+"""A materialization of the slice in a child process, on the persistent instance under `home`. It stops
+mid-load, inside the warehouse's load transaction (the staged rows renamed into place, not yet committed),
+and touches `mid_load` to say so: the parent kills it there, at the same point on a fast machine as on a
+slow one. The platform's own code runs up to that point; only the wait is added."""
 
 
-def child_run_command(tests_dir: Path, home: Path, tmp_path: Path) -> list[str]:
-    return [sys.executable, "-c", CHILD_RUN.format(tests=str(tests_dir), home=str(home), tmp=str(tmp_path))]
+def child_run_command(tests_dir: Path, home: Path, tmp_path: Path, mid_load: Path) -> list[str]:
+    script = CHILD_RUN.format(tests=str(tests_dir), home=str(home), tmp=str(tmp_path), mid_load=str(mid_load))
+    return [sys.executable, "-c", script]
 
 
 class MemoryCap:
