@@ -28,7 +28,7 @@ from platform_assets.keys import (
     staged_key,
     staged_table,
 )
-from platform_assets.quality_profile import TableProfile, profile_table
+from platform_assets.quality_profile import TableProfile, duplicate_key_rows_after_upsert, profile_table
 from platform_assets.quality_rules import column_severity, resolve_checks, resolve_model
 from platform_assets.quality_score import quality_metadata
 from platform_assets.quarantine import (
@@ -147,11 +147,12 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
     ) -> dg.Output[TableUpdate]:
         landed, appends = _landed_files(context, upstream, landing, item)
         declared = _with_drift_action(item, config)
+        previous_metadata = _latest_metadata(context)
         first_plan = plan_staging(
             landed,
             appends=appends,
             primary_key=entity.primary_key,
-            previous=_latest_metadata(context),
+            previous=previous_metadata,
             table_exists=lambda: bool(warehouse.columns(STAGED_SCHEMA, table)),
         )
 
@@ -223,6 +224,13 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
             # A full run profiles its rows in the staging database, within staging's (healable) memory bound;
             # an incremental one can only profile the whole table once its rows are upserted (`describe`).
             profile = None if plan.incremental else split.profile(staged)
+            known_duplicates = (
+                duplicate_key_rows_after_upsert(
+                    previous_metadata, lambda: split.profile(staged).duplicate_key_rows
+                )
+                if plan.incremental
+                else None
+            )
             rows = split.staged_rows()
         except BaseException:
             split.close()
@@ -254,7 +262,7 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
 
         def describe(loaded: Warehouse, schema: str, name: str) -> dict[str, dg.MetadataValue]:
             """After an upsert: the whole table's size, profile and quality score, from the warehouse."""
-            profile = profile_table(loaded, schema, name, staged)
+            profile = profile_table(loaded, schema, name, staged, duplicate_key_rows=known_duplicates)
             return {"dagster/row_count": dg.MetadataValue.int(profile.rows), **quality(profile)}
 
         return dg.Output(

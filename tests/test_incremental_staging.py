@@ -5,8 +5,15 @@ changed catalog entry, a missing table) rebuilds in full."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import dagster as dg
+import pytest
 from mini_platform import STAGED, MiniPlatform, good_row
+
+from platform_assets import quality_profile
+from platform_assets.catalog_model import Entity
+from resources.duckdb_warehouse import quote_identifier
 
 COLUMNS = "order_id, email, code, status, amount, qty, note, nickname, _cast_errors, _origin, _record"
 
@@ -75,3 +82,74 @@ def test_a_changed_catalog_entry_rebuilds_in_full(platform: MiniPlatform) -> Non
     assert metadata["staging/mode"] == "full"
     assert "staging definition" in str(metadata["staging/reason"])
     assert metadata["rows_written"] == 15
+
+
+@pytest.fixture
+def profiled_duplicates(monkeypatch: pytest.MonkeyPatch) -> list[int | None]:
+    """The duplicate key rows each whole-table profile was given (None: counted by the warehouse)."""
+    given: list[int | None] = []
+    profile_sql = quality_profile.profile_sql
+
+    def spy(
+        select_sql: str,
+        entity: Entity,
+        quote: Callable[[str], str] = quote_identifier,
+        duplicate_key_rows: int | None = None,
+    ) -> str:
+        given.append(duplicate_key_rows)
+        return profile_sql(select_sql, entity, quote, duplicate_key_rows)
+
+    monkeypatch.setattr(quality_profile, "profile_sql", spy)
+    return given
+
+
+def _duplicates_counted_by_the_warehouse(platform: MiniPlatform) -> int:
+    table = platform.warehouse.table_ref("staged", "acme__orders")
+    distinct = f"SELECT count(*) FROM (SELECT DISTINCT order_id FROM {table}) AS keys"
+    ((count,),) = platform.warehouse.query(f"SELECT count(*) - ({distinct}) FROM {table}")
+    return int(count)
+
+
+def test_an_upsert_onto_a_table_without_duplicate_keys_is_profiled_without_counting_them(
+    platform: MiniPlatform, profiled_duplicates: list[int | None]
+) -> None:
+    platform.deliver("orders_1.csv", [good_row(i) for i in range(1, 11)])
+    assert platform.materialize().success
+    assert profiled_duplicates == [], "a full run profiles its rows while staging them"
+    platform.deliver("orders_2.csv", [_corrected(5), good_row(11)])
+    after = _staged(platform.materialize())
+    assert after["staging/mode"] == "incremental"
+    assert profiled_duplicates == [0], "known from the delta, not counted over the table"
+    assert after["profile/duplicate_key_rows"] == 0 == _duplicates_counted_by_the_warehouse(platform)
+    assert after["dagster/row_count"] == 11
+
+
+@pytest.mark.parametrize("warehouse_settings", ["duckdb"], indirect=True)
+def test_the_warehouse_counts_duplicate_keys_while_the_previous_profile_recorded_some(
+    platform: MiniPlatform, profiled_duplicates: list[int | None]
+) -> None:
+    """On DuckDB only: PostgreSQL's primary key refuses a duplicate key, so no staged table there has one."""
+    twice = "11,other11@shop.example,C99,paid,11.5,11,OK,nick11"  # a second order 11 in one extraction
+    platform.deliver("orders_1.csv", [*(good_row(i) for i in range(1, 12)), twice])
+    first = platform.materialize()
+    assert not first.success, "the blocking schema contract fails the duplicate"
+    assert _staged(first)["profile/duplicate_key_rows"] == 1
+
+    platform.deliver("orders_2.csv", [good_row(12)])
+    still = _staged(platform.materialize())
+    assert (still["staging/mode"], profiled_duplicates) == ("incremental", [None])
+    assert still["profile/duplicate_key_rows"] == 1 == _duplicates_counted_by_the_warehouse(platform)
+
+    platform.deliver("orders_3.csv", [_corrected(11)])
+    corrected = platform.materialize()
+    assert corrected.success, "the upsert replaced both copies of order 11"
+    assert profiled_duplicates == [None, None]
+    assert (
+        _staged(corrected)["profile/duplicate_key_rows"]
+        == 0
+        == _duplicates_counted_by_the_warehouse(platform)
+    )
+
+    platform.deliver("orders_4.csv", [good_row(13)])
+    assert _staged(platform.materialize())["profile/duplicate_key_rows"] == 0
+    assert profiled_duplicates == [None, None, 0]

@@ -7,6 +7,7 @@ than taken from `staging_sql`, so that these tests pin the profile alone."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,7 +19,14 @@ from conftest import LocalPlatform
 
 from platform_assets.catalog_model import Source
 from platform_assets.definitions import DBT_PROJECT_DIR
-from platform_assets.quality_profile import TableProfile, measure_columns, profile_sql, profile_table
+from platform_assets.quality_profile import (
+    DUPLICATE_KEY_ROWS,
+    TableProfile,
+    duplicate_key_rows_after_upsert,
+    measure_columns,
+    profile_sql,
+    profile_table,
+)
 from platform_assets.quality_score import WEIGHTS
 from resources.duckdb_warehouse import quote_identifier
 from resources.environment import PlatformSettings, build_resources
@@ -157,6 +165,25 @@ def test_profile_sql_is_one_aggregate_with_a_portable_count_of_composite_keys() 
     assert sql.endswith("FROM (SELECT 1) AS __staged")
     assert "count(DISTINCT (" not in sql  # a row-value DISTINCT, which BigQuery does not have
     assert 'SELECT DISTINCT "order_id", "line_no" FROM (SELECT 1) AS __staged' in sql
+
+
+def test_profile_sql_takes_known_duplicate_key_rows_instead_of_counting_keys() -> None:
+    sql = profile_sql("SELECT 1", ENTITY, duplicate_key_rows=3)
+    assert "DISTINCT" not in sql
+    assert "3 AS __duplicate_key_rows" in sql
+
+
+def test_duplicate_key_rows_after_an_upsert_are_the_deltas_while_the_table_had_none() -> None:
+    def delta(count: int) -> Callable[[], int]:
+        return lambda: count
+
+    def never() -> int:
+        raise AssertionError("the delta's duplicates are not needed")
+
+    assert duplicate_key_rows_after_upsert({DUPLICATE_KEY_ROWS: dg.MetadataValue.int(0)}, delta(2)) == 2
+    assert duplicate_key_rows_after_upsert({DUPLICATE_KEY_ROWS: dg.MetadataValue.int(1)}, never) is None
+    assert duplicate_key_rows_after_upsert({}, never) is None
+    assert duplicate_key_rows_after_upsert(None, never) is None
 
 
 def test_each_staged_materialization_records_its_profile_and_quality_score(
