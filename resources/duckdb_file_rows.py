@@ -121,11 +121,9 @@ class DuckDBFileRows:
         return f"ATTACH '{str(self.path).replace(chr(39), chr(39) * 2)}' AS {quote(catalog)} (READ_ONLY)"
 
     def size_bytes(self) -> int:
-        """The scratch file's size on disk (compressed, rejected rows included): what a native copy reports as
-        loaded bytes, where an Arrow stream reports its batches' size. 0 for rows kept in place."""
-        if self.in_warehouse or not self.path.exists():
-            return 0
-        return self.path.stat().st_size
+        """The file's size on disk (compressed, rejected rows included): what a copy from it reports as loaded
+        bytes, where an Arrow stream reports its batches' size."""
+        return self.path.stat().st_size if self.path.exists() else 0
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
         con = duckdb.connect(":memory:")

@@ -138,7 +138,7 @@ class DuckDBWarehouse(Warehouse):
         started = time.monotonic()
         if isinstance(batches, DuckDBFileRows):
             try:
-                size = batches.size_bytes()
+                size = None if self._holds(batches) else batches.size_bytes()
                 with self.connection() as con, self._source(con, batches) as (source, names):
                     in_place = batches if self._holds(batches) and batches.schema == schema else None
                     rows, columns = self._write(

@@ -113,9 +113,9 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
             partition=partition,
             layout=TableLayout(**json.loads(layout)) if layout else None,
         )
+        sent = "built in the warehouse's file" if result.bytes is None else f"{result.bytes / 1e6:.1f} MB"
         context.log.info(
-            f"Loaded {result.rows} rows ({result.bytes / 1e6:.1f} MB) into {schema}.{table} "
-            f"in {result.seconds:.2f} s"
+            f"Loaded {result.rows} rows ({sent}) into {schema}.{table} in {result.seconds:.2f} s"
         )
         recorded = _result_metadata(self.warehouse, schema, table, mode, result)
         if update.describe is not None:
@@ -180,7 +180,7 @@ def _result_metadata(
     return {
         **whole_table,
         "rows_written": dg.MetadataValue.int(result.rows),
-        "bytes_written": dg.MetadataValue.int(result.bytes),
+        **({} if result.bytes is None else {"bytes_written": dg.MetadataValue.int(result.bytes)}),
         "load_seconds": dg.MetadataValue.float(round(result.seconds, 3)),
         "load_mode": dg.MetadataValue.text(mode),
         "warehouse": dg.MetadataValue.text(warehouse.kind),

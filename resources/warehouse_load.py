@@ -45,7 +45,10 @@ class TableLayout:
 @dataclass(frozen=True)
 class LoadResult:
     rows: int
-    bytes: int
+    bytes: int | None
+    """What was sent to the warehouse: the Arrow batches' in-memory size, or the size on disk of the DuckDB
+    file whose rows were copied; None when staging built the rows in the warehouse's own file, so that
+    nothing was sent."""
     seconds: float
     columns: list[tuple[str, str]]
     """(name, warehouse type) of the table after the load."""

@@ -194,11 +194,12 @@ def test_rows_staged_in_the_warehouse_file_are_kept_in_place_or_upserted_then_re
     first = _built(database, [(1, 1.0, None), (2, -1.0, "amount: min"), (3, 3.0, None)])
     loaded = warehouse.load("staged", "orders", first, mode="replace")
     assert (loaded.rows, loaded.columns) == (2, [("order_id", "BIGINT"), ("amount", "DOUBLE")])
+    assert loaded.bytes is None, "nothing was sent to the warehouse"
     assert _table(warehouse) == [(1, 1.0), (3, 3.0)]
     assert warehouse.tables("staged") == ["orders"], "the staging table became the table: nothing is left"
     second = _built(database, [(3, 30.0, None), (4, 4.0, None), (5, 5.0, "amount: min")])
     upserted = warehouse.load("staged", "orders", second, mode="upsert", primary_key=["order_id"])
-    assert upserted.rows == 2
+    assert (upserted.rows, upserted.bytes) == (2, None)
     assert _table(warehouse) == [(1, 1.0), (3, 30.0), (4, 4.0)]
     assert warehouse.tables("staged") == ["orders"]
     refused = _built(database, [(6, 6.0, None)])
@@ -208,7 +209,10 @@ def test_rows_staged_in_the_warehouse_file_are_kept_in_place_or_upserted_then_re
 
     other = DuckDBWarehouse(path=str(tmp_path / "other.duckdb"))
     elsewhere = _built(other.staging_database(tmp_path / "unused.duckdb"), [(7, 7.0, None)])
-    assert warehouse.load("staged", "orders", elsewhere, mode="replace").rows == 1
+    other_size = (tmp_path / "other.duckdb").stat().st_size
+    assert other_size > 0
+    copied = warehouse.load("staged", "orders", elsewhere, mode="replace")
+    assert copied.rows == 1 and copied.bytes == other_size
     assert _table(warehouse) == [(7, 7.0)], "rows built in another warehouse's file are copied from it"
     assert other.tables("staged") == [], "and removed there"
 
