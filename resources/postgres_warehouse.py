@@ -67,6 +67,10 @@ class SchemaChangeError(LoadConfigError):
     """The batches change the type of an existing column: a human decides (migrate or replace)."""
 
 
+class DuplicateKeyError(PostgresWarehouseError):
+    """The rows to upsert repeat a primary key value: which copy is right is unknowable, a human decides."""
+
+
 class PostgresWarehouse(Warehouse):
     """A PostgreSQL database to load Arrow batches into and read tables back from."""
 
@@ -461,10 +465,38 @@ class _Load:
             if updates
             else sql.SQL("DO NOTHING")
         )
-        self.execute(
-            sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT ({}) {}").format(
-                self.target, _names(names), _names(names), staging, _names(self.primary_key), action
+        # In a savepoint: when the rows repeat a key, PostgreSQL's own error names none of them; the rows
+        # it refused are still there to name them from.
+        self.execute(sql.SQL("SAVEPOINT upsert"))
+        try:
+            self.execute(
+                sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT ({}) {}").format(
+                    self.target, _names(names), _names(names), staging, _names(self.primary_key), action
+                )
             )
+        except psycopg2.errors.CardinalityViolation as error:
+            self.execute(sql.SQL("ROLLBACK TO SAVEPOINT upsert"))
+            raise self.repeated_keys(staging) from error
+
+    def repeated_keys(self, rows: sql.Identifier) -> DuplicateKeyError:
+        """The error for `rows` that repeat primary key values, naming the first few."""
+        key = _names(self.primary_key)
+        self.cursor.execute(
+            sql.SQL(
+                "SELECT {key}, count(*) FROM {rows} GROUP BY {key} HAVING count(*) > 1 "
+                "ORDER BY count(*) DESC, {key} LIMIT 3"
+            ).format(key=key, rows=rows)
+        )
+        examples = "; ".join(
+            ", ".join(f"{name}={value}" for name, value in zip(self.primary_key, row, strict=False))
+            + f" ({row[-1]} rows)"
+            for row in self.cursor.fetchall()
+        )
+        return DuplicateKeyError(
+            f"upsert of {self.schema}.{self.table} failed, nothing was changed: the rows repeat primary key "
+            f"values ({examples}), and an upsert takes one row per key (which copy is right is unknowable). "
+            f"Correct the delivery so that each key comes once.",
+            sqlstate="21000",
         )
 
     def create(self, target: sql.Composable, columns: list[tuple[str, str]], *, with_key: bool) -> None:

@@ -38,7 +38,12 @@ from resources.database_errors import DatabaseLocation, DatabaseSourceError, Sta
 from resources.environment import PlatformSettings
 from resources.file_read_context import ReadContext
 from resources.landing import LandingZone
-from resources.postgres_warehouse import LoadConfigError, PostgresWarehouseError, SchemaChangeError
+from resources.postgres_warehouse import (
+    DuplicateKeyError,
+    LoadConfigError,
+    PostgresWarehouseError,
+    SchemaChangeError,
+)
 from resources.rest_auth import build_auth
 from resources.rest_client import Clock, RestApiError, RestClient, RestResponseError
 from resources.rest_config import RestConnection, RetryPolicy
@@ -233,6 +238,11 @@ SAMPLES: dict[str, Callable[[Path], Evidence]] = {
         UpstreamMissingError("raw/shop/orders has never been materialized; materialize it first.")
     ),
     "bad_rows_over_threshold": lambda _: step(over_threshold()),
+    "duplicate_key_in_load": lambda _: step(
+        DuplicateKeyError(
+            "upsert of staged.orders failed: the rows repeat primary key values", sqlstate="21000"
+        )
+    ),
     "malformed_file": lambda _: step(malformed_file()),
     "statement_timeout": lambda _: step(
         raised_from(

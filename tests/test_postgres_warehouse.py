@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from fixtures.postgres_server import PostgresCluster
 
 from resources.postgres_warehouse import (
+    DuplicateKeyError,
     LoadConfigError,
     PostgresWarehouse,
     PostgresWarehouseError,
@@ -160,6 +161,23 @@ def test_upsert_updates_changed_rows_and_inserts_new(warehouse: PostgresWarehous
     expected = pa.concat_tables([generated(900), changed])
     assert warehouse.read_arrow("SELECT * FROM s.t ORDER BY id").equals(expected)
     assert warehouse.query("SELECT count(*) FROM s.t")[0][0] == 1050
+
+
+def test_upsert_of_rows_that_repeat_a_key_names_them_and_changes_nothing(
+    warehouse: PostgresWarehouse,
+) -> None:
+    warehouse.load("s", "t", batches(generated(10)), mode="upsert", primary_key=["id"])
+    before = checksum(warehouse)
+    repeated = pa.concat_tables([generated(3, start=8, version=1), generated(2, start=9, version=2)])
+    with pytest.raises(DuplicateKeyError) as raised:
+        warehouse.load("s", "t", batches(repeated), mode="upsert", primary_key=["id"])
+    assert "repeat primary key values (id=9 (2 rows); id=10 (2 rows))" in str(raised.value)
+    assert "nothing was changed" in str(raised.value) and raised.value.sqlstate == "21000"
+    assert checksum(warehouse) == before
+    with pytest.raises(PostgresWarehouseError) as replaced:  # a whole-table load: the index build refuses
+        warehouse.load("s", "t", batches(repeated), mode="replace", primary_key=["id"])
+    assert replaced.value.sqlstate == "23505" and "is duplicated" in str(replaced.value)
+    assert checksum(warehouse) == before
 
 
 def test_new_column_is_added_and_old_rows_are_null(warehouse: PostgresWarehouse) -> None:
