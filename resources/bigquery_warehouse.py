@@ -12,7 +12,9 @@ count. The staged files are deleted afterwards, whether the load worked or not. 
 - `append`: one load job, `WRITE_APPEND` with `ALLOW_FIELD_ADDITION`, into the table (created first from
   the data's columns and the layout if missing). BigQuery commits a load job whole or not at all.
 - `upsert`: load into a load table, add the columns the table lacks (`ALTER TABLE ADD COLUMN`), then one
-  `MERGE` on the primary key (matched rows get every column updated, the others are inserted).
+  `MERGE` on the primary key (matched rows get every column updated, the others are inserted). A query
+  over the load table first refuses rows that repeat a key, naming them (`DuplicateKeyError`): MERGE would
+  fail on a repeated existing key without naming it, and insert every copy of a repeated new one.
 - `replace_partitions`: load into a load table, then one transaction deletes the rows of the given
   partition values and inserts the loaded rows; rows outside those values are refused.
 
@@ -71,6 +73,8 @@ from resources.warehouse_load import (
     TableLayout,
     WarehouseLoadError,
     check_load_request,
+    repeated_keys_error,
+    repeated_keys_sql,
 )
 
 SCOPES = (
@@ -275,6 +279,13 @@ class BigQueryWarehouse(Warehouse):
                 self._execute(client, add_columns_sql(target, added))
             if mode == "upsert":
                 assert primary_key is not None
+                # MERGE would update a row from whichever copy of a repeated key, or insert every copy of a
+                # new one: refused, naming them, before the table is touched.
+                repeated = list(
+                    self._execute(client, repeated_keys_sql(source, primary_key, quote_identifier))
+                )
+                if repeated:
+                    raise repeated_keys_error(target, primary_key, [tuple(row.values()) for row in repeated])
                 self._execute(client, merge_sql(target, source, names, primary_key))
             else:
                 assert partition is not None

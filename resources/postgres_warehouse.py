@@ -43,7 +43,15 @@ from resources.postgres_copy import copy_batches
 from resources.postgres_load import CsvStream, loads_into, postgres_type, with_first
 from resources.secrets import env_references, resolve_env
 from resources.warehouse import Warehouse
-from resources.warehouse_load import LoadMode, LoadResult, PartitionSlice, TableLayout, check_load_request
+from resources.warehouse_load import (
+    LoadMode,
+    LoadResult,
+    PartitionSlice,
+    TableLayout,
+    check_load_request,
+    repeated_keys_error,
+    repeated_keys_sql,
+)
 
 MAX_IDENTIFIER_BYTES = 63
 COPY_READ_BYTES = 1 << 16
@@ -65,10 +73,6 @@ class LoadConfigError(PostgresWarehouseError, ValueError):
 
 class SchemaChangeError(LoadConfigError):
     """The batches change the type of an existing column: a human decides (migrate or replace)."""
-
-
-class DuplicateKeyError(PostgresWarehouseError):
-    """The rows to upsert repeat a primary key value: which copy is right is unknowable, a human decides."""
 
 
 class PostgresWarehouse(Warehouse):
@@ -476,28 +480,13 @@ class _Load:
             )
         except psycopg2.errors.CardinalityViolation as error:
             self.execute(sql.SQL("ROLLBACK TO SAVEPOINT upsert"))
-            raise self.repeated_keys(staging) from error
 
-    def repeated_keys(self, rows: sql.Identifier) -> DuplicateKeyError:
-        """The error for `rows` that repeat primary key values, naming the first few."""
-        key = _names(self.primary_key)
-        self.cursor.execute(
-            sql.SQL(
-                "SELECT {key}, count(*) FROM {rows} GROUP BY {key} HAVING count(*) > 1 "
-                "ORDER BY count(*) DESC, {key} LIMIT 3"
-            ).format(key=key, rows=rows)
-        )
-        examples = "; ".join(
-            ", ".join(f"{name}={value}" for name, value in zip(self.primary_key, row, strict=False))
-            + f" ({row[-1]} rows)"
-            for row in self.cursor.fetchall()
-        )
-        return DuplicateKeyError(
-            f"upsert of {self.schema}.{self.table} failed, nothing was changed: the rows repeat primary key "
-            f"values ({examples}), and an upsert takes one row per key (which copy is right is unknowable). "
-            f"Correct the delivery so that each key comes once.",
-            sqlstate="21000",
-        )
+            def quote(name: str) -> str:
+                return sql.Identifier(name).as_string(self.cursor)
+
+            self.cursor.execute(repeated_keys_sql(staging.as_string(self.cursor), self.primary_key, quote))
+            target = f"{self.schema}.{self.table}"
+            raise repeated_keys_error(target, self.primary_key, self.cursor.fetchall()) from error
 
     def create(self, target: sql.Composable, columns: list[tuple[str, str]], *, with_key: bool) -> None:
         key = sql.SQL(", PRIMARY KEY ({})").format(_names(self.primary_key)) if with_key else sql.SQL("")

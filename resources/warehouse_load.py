@@ -7,7 +7,7 @@ to the table (nullable); a column whose type changed is refused, never silently 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from typing import Literal
@@ -22,6 +22,36 @@ text columns."""
 
 class WarehouseLoadError(ValueError):
     """A load that cannot be done as asked: names the table, the column and what to change."""
+
+
+class DuplicateKeyError(WarehouseLoadError):
+    """The rows to upsert repeat a primary key value: which copy is right is unknowable, a human decides."""
+
+
+def repeated_keys_sql(rows: str, primary_key: Sequence[str], quote: Callable[[str], str]) -> str:
+    """The first few primary key values that `rows` (a table) repeats, each with its number of rows: portable
+    SQL, identifiers quoted by `quote`."""
+    key = ", ".join(quote(name) for name in primary_key)
+    return (
+        f"SELECT {key}, count(*) FROM {rows} GROUP BY {key} HAVING count(*) > 1 "
+        f"ORDER BY count(*) DESC, {key} LIMIT 3"
+    )
+
+
+def repeated_keys_error(
+    target: str, primary_key: Sequence[str], repeated: Iterable[Sequence[object]]
+) -> DuplicateKeyError:
+    """The refusal of an upsert into `target` whose rows repeat key values (`repeated_keys_sql`'s rows)."""
+    examples = "; ".join(
+        ", ".join(f"{name}={value}" for name, value in zip(primary_key, row, strict=False))
+        + f" ({row[-1]} rows)"
+        for row in repeated
+    )
+    return DuplicateKeyError(
+        f"upsert of {target} failed, nothing was changed: the rows repeat primary key values ({examples}), "
+        f"and an upsert takes one row per key (which copy is right is unknowable). Correct the delivery so "
+        f"that each key comes once."
+    )
 
 
 @dataclass(frozen=True)

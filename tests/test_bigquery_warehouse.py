@@ -39,7 +39,7 @@ from resources.bigquery_schema import (
 from resources.bigquery_warehouse import BigQueryWarehouse, BigQueryWarehouseError, load_job_config
 from resources.duckdb_file_rows import DuckDBFileRows, StagingDatabase
 from resources.warehouse import Warehouse
-from resources.warehouse_load import PartitionSlice, TableLayout, WarehouseLoadError
+from resources.warehouse_load import DuplicateKeyError, PartitionSlice, TableLayout, WarehouseLoadError
 
 
 @pytest.fixture
@@ -120,6 +120,21 @@ def test_upsert_merges_changed_rows_and_inserts_new_ones(warehouse: BigQueryWare
     rows = warehouse.query(f"SELECT * FROM {warehouse.table_ref(dataset, 'orders')} ORDER BY order_id")
     assert rows == [(1, 1.0), (2, 20.0), (3, 3.0), (4, 40.0)]
     assert _tables(warehouse, dataset) == ["orders"]
+
+
+def test_upsert_of_rows_that_repeat_a_key_names_them_and_changes_nothing(
+    warehouse: BigQueryWarehouse, dataset: str
+) -> None:
+    """MERGE would take either copy of a repeated existing key (the emulator takes one silently; BigQuery
+    refuses without naming it) and insert both copies of a repeated new one: refused first, by name."""
+    warehouse.load(dataset, "orders", [_orders([1, 2, 3], [1.0, 2.0, 3.0])], mode="replace")
+    repeated = _orders([3, 3, 4, 5, 5, 5], [30.0, 31.0, 4.0, 5.0, 5.1, 5.2])
+    with pytest.raises(DuplicateKeyError) as raised:
+        warehouse.load(dataset, "orders", [repeated], mode="upsert", primary_key=["order_id"])
+    assert "repeat primary key values (order_id=5 (3 rows); order_id=3 (2 rows))" in str(raised.value)
+    rows = warehouse.query(f"SELECT * FROM {warehouse.table_ref(dataset, 'orders')} ORDER BY order_id")
+    assert rows == [(1, 1.0), (2, 2.0), (3, 3.0)]
+    assert _tables(warehouse, dataset) == ["orders"], "the load table is dropped"
 
 
 def test_upsert_adds_new_columns_before_merging(warehouse: BigQueryWarehouse, dataset: str) -> None:

@@ -38,17 +38,13 @@ from resources.database_errors import DatabaseLocation, DatabaseSourceError, Sta
 from resources.environment import PlatformSettings
 from resources.file_read_context import ReadContext
 from resources.landing import LandingZone
-from resources.postgres_warehouse import (
-    DuplicateKeyError,
-    LoadConfigError,
-    PostgresWarehouseError,
-    SchemaChangeError,
-)
+from resources.postgres_warehouse import LoadConfigError, PostgresWarehouseError, SchemaChangeError
 from resources.rest_auth import build_auth
 from resources.rest_client import Clock, RestApiError, RestClient, RestResponseError
 from resources.rest_config import RestConnection, RetryPolicy
 from resources.rest_pagination import LoopGuard
 from resources.secrets import resolve_env
+from resources.warehouse_load import repeated_keys_error
 from sensors.failure_classifier import (
     Category,
     ErrorLink,
@@ -238,9 +234,10 @@ SAMPLES: dict[str, Callable[[Path], Evidence]] = {
         UpstreamMissingError("raw/shop/orders has never been materialized; materialize it first.")
     ),
     "bad_rows_over_threshold": lambda _: step(over_threshold()),
-    "duplicate_key_in_load": lambda _: step(
-        DuplicateKeyError(
-            "upsert of staged.orders failed: the rows repeat primary key values", sqlstate="21000"
+    "duplicate_key_in_load": lambda _: step(repeated_keys_error("staged.orders", ["order_id"], [(11, 2)])),
+    "unique_key_violated": lambda _: step(
+        PostgresWarehouseError(
+            "replace of staged.orders failed: Key (order_id)=(11) is duplicated", sqlstate="23505"
         )
     ),
     "malformed_file": lambda _: step(malformed_file()),

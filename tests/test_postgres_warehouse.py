@@ -23,12 +23,12 @@ import sqlalchemy as sa
 from fixtures.postgres_server import PostgresCluster
 
 from resources.postgres_warehouse import (
-    DuplicateKeyError,
     LoadConfigError,
     PostgresWarehouse,
     PostgresWarehouseError,
     SchemaChangeError,
 )
+from resources.warehouse_load import DuplicateKeyError
 
 REPO = Path(__file__).resolve().parents[1]
 TEXTS = [
@@ -172,7 +172,7 @@ def test_upsert_of_rows_that_repeat_a_key_names_them_and_changes_nothing(
     with pytest.raises(DuplicateKeyError) as raised:
         warehouse.load("s", "t", batches(repeated), mode="upsert", primary_key=["id"])
     assert "repeat primary key values (id=9 (2 rows); id=10 (2 rows))" in str(raised.value)
-    assert "nothing was changed" in str(raised.value) and raised.value.sqlstate == "21000"
+    assert "nothing was changed" in str(raised.value)
     assert checksum(warehouse) == before
     with pytest.raises(PostgresWarehouseError) as replaced:  # a whole-table load: the index build refuses
         warehouse.load("s", "t", batches(repeated), mode="replace", primary_key=["id"])
