@@ -148,15 +148,21 @@ class FileHealingSlice(HealingSlice):
 
 
 def file_slice(
-    tmp_path: Path, instance: dg.DagsterInstance, *, with_quality_checks: bool = False, **source: Any
+    tmp_path: Path,
+    instance: dg.DagsterInstance,
+    *,
+    with_quality_checks: bool = False,
+    settings: PlatformSettings | None = None,
+    **source: Any,
 ) -> FileHealingSlice:
+    """The slice on the embedded DuckDB warehouse, or on `settings`' (data under `tmp_path / "data"`)."""
     data_dir = tmp_path / "data"
     deliveries = tmp_path / "deliveries"
     return FileHealingSlice(
         files_source(deliveries, **source),
         data_dir,
         instance,
-        PlatformSettings.local(data_dir),
+        settings or PlatformSettings.local(data_dir),
         fast_policy(),
         deliveries=deliveries,
         with_quality_checks=with_quality_checks,

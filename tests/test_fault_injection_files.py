@@ -34,6 +34,7 @@ from fault_files import (
 from healing_harness import incident_summary, key_counts
 
 from platform_assets.keys import raw_key, staged_key
+from resources.environment import PG_PASSWORD_VAR, PlatformEnvironment, PlatformSettings
 from sensors.healing import ACTION_TAG
 from sensors.healing_sensor import build_approval_job
 
@@ -308,6 +309,42 @@ def test_dropped_nullable_column_is_staged_as_null_in_step(
 
 
 # 5. Duplicate delivery
+
+
+def test_a_delivery_that_repeats_a_key_is_refused_by_name_and_escalated(
+    tmp_path: Path,
+    instance: dg.DagsterInstance,
+    scoreboard: list,
+    postgres_database: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On PostgreSQL, whose staged table carries the primary key: an incremental run's upsert refuses a
+    delivery that repeats a key, naming it. Which copy is right is unknowable, so a human decides."""
+    from fixtures.postgres_server import platform_pg_options
+
+    monkeypatch.setenv(PG_PASSWORD_VAR, "")
+    options = platform_pg_options(postgres_database)
+    settings = PlatformSettings(PlatformEnvironment.POSTGRES, tmp_path / "data", options)
+    platform = file_slice(tmp_path, instance, settings=settings)
+    platform.deliver("1.csv", csv_rows(range(1, 11)))
+    assert platform.materialize().success
+    platform.deliver("2.csv", csv_rows([5, 11, 11]))
+    assert not platform.materialize().success
+    assert platform.heal() == [], "not retried: the same delivery would be refused again"
+
+    (incident,) = platform.incidents()
+    assert (incident.category, incident.rule_id, incident.action, incident.status) == (
+        "data_quality",
+        "duplicate_key_in_load",
+        "escalate",
+        "escalated",
+    )
+    assert "order_id=11 (2 rows)" in incident.evidence_json
+    lost, duplicated = key_counts([(k,) for k in platform.staged_keys()], set(range(1, 11)))
+    scoreboard.append(
+        scoreboard_row("postgres_delivery_repeats_a_key", False, incident, lost=lost, duplicated=duplicated)
+    )
+    assert (lost, duplicated) == (0, 0), "the table keeps what it had: nothing of the refused delivery"
 
 
 def test_duplicate_file_delivery_stages_each_key_once(
