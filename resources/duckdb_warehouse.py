@@ -138,9 +138,10 @@ class DuckDBWarehouse(Warehouse):
         started = time.monotonic()
         if isinstance(batches, DuckDBFileRows):
             try:
-                size = None if self._holds(batches) else batches.size_bytes()
-                with self.connection() as con, self._source(con, batches) as (source, names):
-                    in_place = batches if self._holds(batches) and batches.schema == schema else None
+                own = self._holds(batches)
+                size = None if own else batches.size_bytes()
+                with self.connection() as con, _source(con, batches, own) as (source, names):
+                    in_place = batches if own and batches.schema == schema else None
                     rows, columns = self._write(
                         con, schema, table, source, names, mode, primary_key, partition, in_place
                     )
@@ -232,24 +233,24 @@ class DuckDBWarehouse(Warehouse):
         """Whether `rows` were built in this very file (not merely in some DuckDB warehouse's file)."""
         return rows.in_warehouse and rows.path.resolve() == Path(self.path).resolve()
 
-    @contextmanager
-    def _source(
-        self, con: duckdb.DuckDBPyConnection, rows: DuckDBFileRows
-    ) -> Iterator[tuple[str, list[str]]]:
-        """The rows as a relation of `con` (their file attached, unless it is this one): (their SELECT, its
-        column names)."""
-        # Their order is arbitrary already (staging builds them in parallel); keeping it would cost the copy
-        # twice its time within the memory limit (17.6 s against 9.0 s, 10M rows).
-        con.execute("SET preserve_insertion_order = false")
-        own = self._holds(rows)
+
+@contextmanager
+def _source(
+    con: duckdb.DuckDBPyConnection, rows: DuckDBFileRows, own: bool
+) -> Iterator[tuple[str, list[str]]]:
+    """The rows as a relation of `con` (their file attached, unless they are in `con`'s own file, `own`):
+    (their SELECT, its column names)."""
+    # Their order is arbitrary already (staging builds them in parallel); keeping it would cost the copy
+    # twice its time within the memory limit (17.6 s against 9.0 s, 10M rows).
+    con.execute("SET preserve_insertion_order = false")
+    if not own:
+        con.execute(rows.attach_sql(_ATTACHED))
+    try:
+        select = rows.select() if own else rows.select(_ATTACHED)
+        yield f"({select})", [row[0] for row in con.execute(f"DESCRIBE {select}").fetchall()]
+    finally:
         if not own:
-            con.execute(rows.attach_sql(_ATTACHED))
-        try:
-            select = rows.select() if own else rows.select(_ATTACHED)
-            yield f"({select})", [row[0] for row in con.execute(f"DESCRIBE {select}").fetchall()]
-        finally:
-            if not own:
-                con.execute(f"DETACH {_ATTACHED}")
+            con.execute(f"DETACH {_ATTACHED}")
 
 
 def _rename_into_place(con: duckdb.DuckDBPyConnection, rows: DuckDBFileRows, schema: str, table: str) -> int:
