@@ -54,8 +54,8 @@ def child(mode: str, url: str, parquet_path: str, batch_rows: int) -> None:
     reset_peak()
     import pyarrow.parquet as pq
 
-    from resources.database_config import DatabaseConnection, TableExtraction
-    from resources.database_source import DatabaseSource
+    from resources.databases.config import DatabaseConnection, TableExtraction
+    from resources.databases.source import DatabaseSource
 
     source = DatabaseSource(DatabaseConnection(url=url), postgres_copy=mode != "cursor")
     extraction = TableExtraction(table=TABLE)

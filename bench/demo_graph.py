@@ -45,9 +45,10 @@ def main() -> None:
 
     import dagster as dg
 
-    from platform_assets.cli import QUIET_LOGS, demo_api, generate_demo
-    from platform_assets.dbt_models import prepare_manifest
+    from demo_shop.commands import demo_api, generate_demo
+    from platform_assets.cli import QUIET_LOGS
     from platform_assets.definitions import build_definitions
+    from platform_assets.factories.dbt_models import prepare_manifest
     from platform_assets.run_summary import all_green
     from resources.environment import PlatformSettings
 

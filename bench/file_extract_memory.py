@@ -74,9 +74,9 @@ def measure(mode: str, source: Path, out_dir: Path, batch_bytes: int) -> None:
     from peak_memory import peak_rss_mb, reset_peak
 
     reset_peak()
-    from resources.file_config import FileFormat
-    from resources.file_formats import read_batches
-    from resources.file_store import FileStore
+    from resources.files.config import FileFormat
+    from resources.files.formats.reader import read_batches
+    from resources.files.store import FileStore
 
     rows, started = 0, time.perf_counter()
     if mode == "landing":

@@ -95,13 +95,13 @@ def entity_spec(spec: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], d
 def run_platform(spec: dict[str, Any]) -> dict[str, Any]:
     import dagster as dg
 
-    from platform_assets.catalog_loader import CatalogEntity
-    from platform_assets.catalog_model import Source
-    from platform_assets.raw_assets import build_raw_asset
-    from platform_assets.staged_assets import build_contract_check, build_staged_asset
-    from resources.duckdb_warehouse import DuckDBWarehouse
-    from resources.landing import LandingZone
-    from resources.warehouse_io_manager import WarehouseIOManager
+    from platform_assets.catalog.loader import CatalogEntity
+    from platform_assets.catalog.model import Source
+    from platform_assets.factories.raw_assets import build_raw_asset
+    from platform_assets.factories.staged_assets import build_contract_check, build_staged_asset
+    from resources.landing.zone import LandingZone
+    from resources.warehouses.duckdb_warehouse import DuckDBWarehouse
+    from resources.warehouses.io_manager import WarehouseIOManager
 
     connection, block, columns = entity_spec(spec)
     source = Source.model_validate(

@@ -34,11 +34,11 @@ import duckdb  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 from ingest_children import entity_spec  # noqa: E402
 
-from platform_assets.catalog_loader import CatalogEntity  # noqa: E402
-from platform_assets.catalog_model import Source  # noqa: E402
-from platform_assets.staging_sql import CAST_ERRORS_COLUMN, VIOLATIONS_COLUMN, staging_select  # noqa: E402
-from resources.duckdb_warehouse import quote_identifier  # noqa: E402
-from resources.file_query import DEFAULT_MEMORY_LIMIT  # noqa: E402
+from platform_assets.catalog.loader import CatalogEntity  # noqa: E402
+from platform_assets.catalog.model import Source  # noqa: E402
+from platform_assets.staging.sql import CAST_ERRORS_COLUMN, VIOLATIONS_COLUMN, staging_select  # noqa: E402
+from resources.landing.query import DEFAULT_MEMORY_LIMIT  # noqa: E402
+from resources.warehouses.duckdb_warehouse import quote_identifier  # noqa: E402
 
 LINEAGE = ("_origin", "_record", "_source", "_extracted_at", "_run_id", "_loaded_at")
 
@@ -47,8 +47,8 @@ def landed_files(csv_dir: Path, landing_root: Path) -> tuple[CatalogEntity, list
     """The benchmark's CSV entity and its landed Parquet files, landed by the raw asset unless already."""
     import dagster as dg
 
-    from platform_assets.raw_assets import build_raw_asset
-    from resources.landing import LandingZone
+    from platform_assets.factories.raw_assets import build_raw_asset
+    from resources.landing.zone import LandingZone
 
     connection, block, columns = entity_spec({"source": "csv", "csv_dir": str(csv_dir)})
     source = Source.model_validate(

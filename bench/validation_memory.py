@@ -47,8 +47,8 @@ CATALOG = {
 
 
 def _item():
-    from platform_assets.catalog_loader import CatalogEntity
-    from platform_assets.catalog_model import Source
+    from platform_assets.catalog.loader import CatalogEntity
+    from platform_assets.catalog.model import Source
 
     source = Source.model_validate(CATALOG)
     return CatalogEntity(source, "orders", source.entities["orders"])
@@ -81,8 +81,8 @@ def stage(path: Path, rows: int) -> None:
 
 
 def run_platform(path: Path) -> dict[str, object]:
-    from platform_assets.contract_validation import validate_staged_table
-    from resources.duckdb_warehouse import DuckDBWarehouse
+    from platform_assets.quality.contract_validation import validate_staged_table
+    from resources.warehouses.duckdb_warehouse import DuckDBWarehouse
 
     report = validate_staged_table(DuckDBWarehouse(path=str(path)), _item())
     return {"rows": report.rows_checked, "violations": dict(report.counts)}
@@ -92,7 +92,7 @@ def run_pandas(path: Path) -> dict[str, object]:
     import duckdb
     import pandera.errors
 
-    from platform_assets.pandera_schemas import row_schema, to_pandas
+    from platform_assets.quality.pandera_schemas import row_schema, to_pandas
 
     con = duckdb.connect(str(path), read_only=True)
     frame = to_pandas(con.sql("SELECT * FROM staged.bench__orders").to_arrow_table())

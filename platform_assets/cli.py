@@ -1,8 +1,12 @@
-"""`dataplatform`: the commands a newcomer runs: generate the demo world, build the dbt manifest, and
-materialize every asset on the embedded default with a summary at the end.
+"""`dataplatform`: build the dbt manifest and materialize every asset with a summary at the end.
 
-Heavy modules (the definitions, dbt) are imported by the command that needs them, so that `--help` and
-`generate` answer at once.
+Commands from other installed packages join through the `dataplatform.commands` entry point group (the
+demo shop adds `generate`, `demo` and `serve-api` that way), and services a package must keep running for
+the length of `dataplatform run` (the demo's products API) through `dataplatform.run_services`. So the
+platform names no package beyond it, and a deployment without the demo has no demo commands.
+
+Heavy modules (the definitions, dbt) are imported by the command that needs them, so that `--help`
+answers at once.
 """
 
 from __future__ import annotations
@@ -10,121 +14,65 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import shutil
 import sys
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from importlib.metadata import entry_points
 
 import dagster as dg
 
-from platform_assets.catalog_loader import CatalogError
+from platform_assets.catalog.loader import CatalogError
 from resources.environment import PlatformConfigError, PlatformSettings
 
-DEMO_API_KEY_VAR = "SHOP_API_KEY"
-DEMO_API_URL_VAR = "SHOP_API_URL"
-DEMO_API_KEY = "demo-shop-key"
-"""The demo API's key (also in .env for `dagster dev`): guards a loopback demo server, nothing else."""
-DEMO_API_PORT = 8765
-DEFAULT_SEED = 42
-DEFAULT_SCALE = 1.0
+COMMANDS_GROUP = "dataplatform.commands"
+"""Entry points `register(commands)`: add subparsers, each with `handler=fn(args, settings) -> int`."""
+RUN_SERVICES_GROUP = "dataplatform.run_services"
+"""Entry points `service(settings)`: a context manager kept open for the length of `dataplatform run`."""
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
+Handler = Callable[[argparse.Namespace, PlatformSettings], int]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dataplatform", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    generate = commands.add_parser("generate", help="write the demo e-commerce world into the data directory")
-    demo = commands.add_parser(
-        "demo", help="start afresh: generate, prepare and materialize every asset, then summarize"
-    )
-    for sub in (generate, demo):
-        sub.add_argument("--seed", type=int, default=DEFAULT_SEED)
-        sub.add_argument("--scale", type=float, default=DEFAULT_SCALE)
-    commands.add_parser("prepare", help="build the dbt manifest (dbt parse)")
+    commands.add_parser("prepare", help="build the dbt manifest (dbt parse)").set_defaults(handler=_prepare)
     commands.add_parser(
         "run", help="prepare and materialize every asset on the current sources, then summarize"
-    )
-    serve = commands.add_parser(
-        "serve-api", help="serve the demo shop's products REST API on loopback (for `dagster dev`)"
-    )
-    serve.add_argument("--port", type=int, default=DEMO_API_PORT)
+    ).set_defaults(handler=_run)
+    for plugin in entry_points(group=COMMANDS_GROUP):
+        plugin.load()(commands)
     args = parser.parse_args(argv)
+    handler: Handler = args.handler
     try:
-        return _run(args)
+        return handler(args, PlatformSettings.from_env())
     except (PlatformConfigError, CatalogError) as error:
         print(f"dataplatform: error: {error}", file=sys.stderr)
         return 2
 
 
-def _run(args: argparse.Namespace) -> int:
-    settings = PlatformSettings.from_env()
-    if args.command == "generate":
-        return generate_demo(settings, args.seed, args.scale)
-    if args.command == "prepare":
-        prepare_dbt(settings)
-        return 0
-    if args.command == "serve-api":
-        return serve_demo_api(settings, args.port)
-    if args.command == "demo":
-        start_afresh(settings)
-        generated = generate_demo(settings, args.seed, args.scale)
-        if generated != 0:
-            return generated
+def _prepare(args: argparse.Namespace, settings: PlatformSettings) -> int:
     prepare_dbt(settings)
-    with demo_api(settings):
-        return run_everything(settings)
-
-
-def start_afresh(settings: PlatformSettings) -> None:
-    """The demo replaces the outside world, so what the platform remembers of the old one (landed files,
-    watermarks and ledgers in the run history, the warehouse) goes with it."""
-    stale = [settings.landing_dir, settings.dagster_home, settings.warehouse_path]
-    for path in stale:
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink(missing_ok=True)
-    print(f"demo: starting afresh in {settings.data_dir} (landing, run history and warehouse reset)")
-
-
-def generate_demo(settings: PlatformSettings, seed: int, scale: float) -> int:
-    from demo_shop.cli import main as demo_main
-
-    return demo_main(["--out", str(settings.sources_dir), "--seed", str(seed), "--scale", str(scale)])
-
-
-@contextlib.contextmanager
-def demo_api(settings: PlatformSettings) -> Iterator[None]:
-    """Serve the demo products API for the length of a run, unless SHOP_API_URL points at another one."""
-    if os.environ.get(DEMO_API_URL_VAR):
-        yield
-        return
-    from demo_shop.api_server import serve_products_api
-    from demo_shop.world import PRODUCTS_API
-
-    os.environ.setdefault(DEMO_API_KEY_VAR, DEMO_API_KEY)
-    with serve_products_api(settings.sources_dir / PRODUCTS_API, os.environ[DEMO_API_KEY_VAR]) as url:
-        os.environ[DEMO_API_URL_VAR] = url
-        try:
-            yield
-        finally:
-            del os.environ[DEMO_API_URL_VAR]
-
-
-def serve_demo_api(settings: PlatformSettings, port: int) -> int:
-    from demo_shop.api_server import serve_products_api
-    from demo_shop.world import PRODUCTS_API
-
-    key = os.environ.get(DEMO_API_KEY_VAR, DEMO_API_KEY)
-    with serve_products_api(settings.sources_dir / PRODUCTS_API, key, port=port) as url:
-        print(f"Demo shop API at {url} (header X-API-Key: ${DEMO_API_KEY_VAR}); Ctrl-C stops it.", flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            threading.Event().wait()
     return 0
 
 
+def _run(args: argparse.Namespace, settings: PlatformSettings) -> int:
+    prepare_dbt(settings)
+    with run_services(settings):
+        return run_everything(settings)
+
+
+@contextlib.contextmanager
+def run_services(settings: PlatformSettings) -> Iterator[None]:
+    """Every installed package's services for this run, opened in entry-point order, closed in reverse."""
+    with contextlib.ExitStack() as stack:
+        for plugin in entry_points(group=RUN_SERVICES_GROUP):
+            service: Callable[[PlatformSettings], contextlib.AbstractContextManager[None]] = plugin.load()
+            stack.enter_context(service(settings))
+        yield
+
+
 def prepare_dbt(settings: PlatformSettings) -> None:
-    from platform_assets.dbt_models import prepare_manifest
+    from platform_assets.factories.dbt_models import prepare_manifest
 
     print(f"dbt manifest: {prepare_manifest(settings.dbt_target, settings.dbt_vars())}")
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import dagster as dg
 
 from platform_assets.keys import RAW_GROUP
-from resources.warehouse import Warehouse
+from resources.warehouses.base import Warehouse
 
 REPORTED_SCHEMAS = ("staged", "analytics")
 

@@ -30,17 +30,18 @@ from typing import Any
 
 import dagster as dg
 
-from resources.dbt_warehouse import DbtWarehouse, dbt_beside_python
-from resources.duckdb_warehouse import DuckDBWarehouse
-from resources.landing import LandingZone
-from resources.parquet_io_manager import ParquetIOManager
-from resources.postgres_warehouse import PostgresWarehouse
-from resources.warehouse import Warehouse
-from resources.warehouse_io_manager import WarehouseIOManager
+from resources.landing.parquet_io_manager import ParquetIOManager
+from resources.landing.zone import LandingZone
+from resources.warehouses.base import Warehouse
+from resources.warehouses.dbt_warehouse import DbtWarehouse, dbt_beside_python
+from resources.warehouses.duckdb_warehouse import DuckDBWarehouse
+from resources.warehouses.io_manager import WarehouseIOManager
+from resources.warehouses.postgres_warehouse import PostgresWarehouse
 
 ENV_VAR = "PLATFORM_ENV"
 DATA_DIR_VAR = "PLATFORM_DATA_DIR"
 DELIVERY_POLL_VAR = "PLATFORM_DELIVERY_POLL_SECONDS"
+CATALOG_DIR_VAR = "PLATFORM_CATALOG_DIR"
 DEFAULT_DELIVERY_POLL_SECONDS = 60
 DEFAULT_DATA_DIR = ".platform_data"
 CODE_LOCATION_MODULE = "platform_assets.definitions"
@@ -74,6 +75,9 @@ class PlatformSettings:
     """`PLATFORM_STAGING_URI` and the `PLATFORM_PG_*` / `PLATFORM_BQ_*` variables (no secret values)."""
     delivery_poll_seconds: int = DEFAULT_DELIVERY_POLL_SECONDS
     """How often the delivery sensors look for new files (their minimum interval between ticks)."""
+    catalog_dir: Path | None = None
+    """`PLATFORM_CATALOG_DIR`: a directory of source YAML files kept elsewhere (a team's own repository);
+    None means the catalog shipped in `platform_assets/catalog/sources/`."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> PlatformSettings:
@@ -106,6 +110,7 @@ class PlatformSettings:
             data_dir=data_dir.expanduser().resolve(),
             warehouse_options=options,
             delivery_poll_seconds=_poll_seconds(env.get(DELIVERY_POLL_VAR)),
+            catalog_dir=_catalog_dir(env.get(CATALOG_DIR_VAR)),
         )
 
     @classmethod
@@ -170,7 +175,7 @@ def build_warehouse(settings: PlatformSettings) -> Warehouse:
     if settings.environment is PlatformEnvironment.BIGQUERY:
         # Imported here: the Google client libraries take a second to import, and only this environment
         # needs them (every code-location load and run worker would pay otherwise).
-        from resources.bigquery_warehouse import BigQueryWarehouse
+        from resources.warehouses.bigquery_warehouse import BigQueryWarehouse
 
         option = settings.warehouse_options.get
         return BigQueryWarehouse(
@@ -228,3 +233,15 @@ def _poll_seconds(raw: str | None) -> int:
             f"{DEFAULT_DELIVERY_POLL_SECONDS}."
         )
     return seconds
+
+
+def _catalog_dir(raw: str | None) -> Path | None:
+    if not raw:
+        return None
+    directory = Path(raw).expanduser().resolve()
+    if not directory.is_dir():
+        raise PlatformConfigError(
+            f"{CATALOG_DIR_VAR}={raw!r} is not a directory; point it at the directory that holds your "
+            f"source YAML files, or unset it to use the catalog shipped in platform_assets/catalog/sources/."
+        )
+    return directory

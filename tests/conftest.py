@@ -12,12 +12,12 @@ from mini_platform import MiniPlatform
 
 from demo_shop import generate_demo_world
 from demo_shop.api_server import serve_products_api
+from demo_shop.commands import DEMO_API_KEY, DEMO_API_KEY_VAR, DEMO_API_URL_VAR
 from demo_shop.world import PRODUCTS_API
-from platform_assets.cli import DEMO_API_KEY, DEMO_API_KEY_VAR, DEMO_API_URL_VAR
-from platform_assets.dbt_models import DBT_PROJECT_DIR, prepare_manifest
 from platform_assets.definitions import build_definitions
-from resources.duckdb_warehouse import DuckDBWarehouse
+from platform_assets.factories.dbt_models import DBT_PROJECT_DIR, prepare_manifest
 from resources.environment import PG_PASSWORD_VAR, PlatformEnvironment, PlatformSettings, build_resources
+from resources.warehouses.duckdb_warehouse import DuckDBWarehouse
 
 pytest_plugins = ["fixtures.postgres_server", "fixtures.gcs_emulator", "fixtures.bigquery_emulator"]
 """Session-wide real servers (one PostgreSQL cluster, one GCS emulator), started on first use."""

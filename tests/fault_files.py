@@ -20,13 +20,13 @@ from typing import Any
 import dagster as dg
 from healing_harness import HealingSlice, ScoreboardRow, fast_policy
 
-from platform_assets.catalog_loader import CatalogEntity
-from platform_assets.catalog_model import Source
-from platform_assets.quality_checks import build_quality_checks
-from platform_assets.quarantine import QUARANTINE_SCHEMA, QUARANTINE_TABLE
+from platform_assets.catalog.loader import CatalogEntity
+from platform_assets.catalog.model import Source
+from platform_assets.factories.quality_checks import build_quality_checks
+from platform_assets.quality.quarantine import QUARANTINE_SCHEMA, QUARANTINE_TABLE
 from resources.environment import PlatformSettings
-from resources.healing_store import Incident
-from sensors.quality_events import SENSOR_NAME, QualityEventStore, build_quality_events_sensor
+from resources.state.healing_store import Incident
+from sensors.healing.quality_events import SENSOR_NAME, QualityEventStore, build_quality_events_sensor
 
 SOURCE = "drop"
 ENTITY = "orders"
@@ -211,7 +211,7 @@ CHILD_RUN = """
 import pathlib, sys, time
 sys.path.insert(0, {tests!r})
 import dagster as dg
-import resources.duckdb_warehouse as duckdb_warehouse
+import resources.warehouses.duckdb_warehouse as duckdb_warehouse
 from fault_files import file_slice
 from platform_assets.keys import raw_key, staged_key
 

@@ -18,18 +18,18 @@ from typing import Any
 
 import dagster as dg
 
-from platform_assets.catalog_loader import CatalogEntity
-from platform_assets.catalog_model import Source
-from platform_assets.dbt_models import DBT_PROJECT_DIR
+from platform_assets.catalog.loader import CatalogEntity
+from platform_assets.catalog.model import Source
+from platform_assets.factories.dbt_models import DBT_PROJECT_DIR
+from platform_assets.factories.raw_assets import build_raw_asset
+from platform_assets.factories.staged_assets import build_contract_checks, build_staged_asset
 from platform_assets.keys import STAGED_SCHEMA, staged_table
-from platform_assets.raw_assets import build_raw_asset
-from platform_assets.staged_assets import build_contract_checks, build_staged_asset
 from resources.environment import PlatformSettings, build_resources
-from resources.healing_store import HealingStore, Incident
-from resources.warehouse import Warehouse
-from sensors.healing import Healer, HealingCursor, HealingEvent
-from sensors.healing_graph import HealingGraph
-from sensors.healing_policy import HealingPolicy, default_policy
+from resources.state.healing_store import HealingStore, Incident
+from resources.warehouses.base import Warehouse
+from sensors.healing.engine import Healer, HealingCursor, HealingEvent
+from sensors.healing.graph import HealingGraph
+from sensors.healing.policy import HealingPolicy, default_policy
 
 FAST_BACKOFF = {"base_seconds": 0.01, "max_seconds": 0.05, "jitter": 0.0}
 

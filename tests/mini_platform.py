@@ -9,15 +9,15 @@ from pathlib import Path
 
 import dagster as dg
 
-from platform_assets.catalog_loader import CatalogEntity
-from platform_assets.catalog_model import Source
-from platform_assets.dbt_models import DBT_PROJECT_DIR
+from platform_assets.catalog.loader import CatalogEntity
+from platform_assets.catalog.model import Source
+from platform_assets.factories.dbt_models import DBT_PROJECT_DIR
+from platform_assets.factories.raw_assets import build_raw_asset
+from platform_assets.factories.staged_assets import build_contract_checks, build_staged_asset
 from platform_assets.keys import STAGED_SCHEMA, staged_key, staged_table
-from platform_assets.quarantine import QUARANTINE_COLUMNS, QUARANTINE_SCHEMA, QUARANTINE_TABLE
-from platform_assets.raw_assets import build_raw_asset
-from platform_assets.staged_assets import build_contract_checks, build_staged_asset
+from platform_assets.quality.quarantine import QUARANTINE_COLUMNS, QUARANTINE_SCHEMA, QUARANTINE_TABLE
 from resources.environment import PlatformSettings, build_resources
-from resources.warehouse import Warehouse
+from resources.warehouses.base import Warehouse
 
 HEADER = "order_id,email,code,status,amount,qty,note,nickname"
 STAGED = staged_key("acme", "orders")

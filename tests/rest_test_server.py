@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from resources.rest_config import RestEndpoint
+from resources.rest.config import RestEndpoint
 
 
 @dataclass(frozen=True)

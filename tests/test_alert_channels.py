@@ -21,7 +21,7 @@ from aiosmtpd.smtp import SMTP as SMTPServer
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 from rest_test_server import Reply, ScriptedServer, unused_port
 
-from resources.alert_channels import (
+from resources.alerts.channels import (
     Alert,
     AlertDeliveryError,
     EmailChannel,
@@ -29,7 +29,7 @@ from resources.alert_channels import (
     SlackWebhookChannel,
     TeamsWebhookChannel,
 )
-from resources.alert_rendering import mask_credentials, render
+from resources.alerts.rendering import mask_credentials, render
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 WEBHOOK_TOKEN = "xoxb-T0001-B0002-webhooksecret42"

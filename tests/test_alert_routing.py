@@ -17,7 +17,7 @@ from rest_test_server import Reply, ScriptedServer
 from test_alert_channels import NOW, SECRETS, WEBHOOK_TOKEN, Inbox, assert_no_secret, make_alert, smtp_server
 
 from resources.secrets import MissingSecretError
-from sensors.alert_routing import (
+from sensors.alerting.routing import (
     AlertRouter,
     AlertRoutingConfig,
     AlertRoutingConfigError,

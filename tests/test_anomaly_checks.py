@@ -4,7 +4,10 @@ that records the same metadata the staged asset does (`dagster/row_count`, `prof
 import dagster as dg
 import pytest
 
-from platform_assets.anomaly_checks import (
+from platform_assets.catalog.loader import CatalogEntity
+from platform_assets.catalog.model import Source
+from platform_assets.keys import staged_key
+from platform_assets.quality.anomaly_checks import (
     MEAN_SHIFT_CHECK,
     NULL_RATE_CHECK,
     VOLUME_CHECK,
@@ -13,9 +16,6 @@ from platform_assets.anomaly_checks import (
     null_rate_drift,
     volume_anomaly,
 )
-from platform_assets.catalog_loader import CatalogEntity
-from platform_assets.catalog_model import Source
-from platform_assets.keys import staged_key
 
 STEADY = [1000.0, 1010.0, 990.0, 1005.0, 995.0]
 

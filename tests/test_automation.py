@@ -11,7 +11,7 @@ import pytest
 
 from platform_assets.definitions import build_definitions
 from resources.environment import PlatformSettings
-from sensors.automation import (
+from sensors.automation.conditions import (
     DBT_AUTOMATION_SENSOR,
     INGESTION_AUTOMATION_SENSOR,
     OPS_AUTOMATION_SENSOR,

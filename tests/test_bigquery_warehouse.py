@@ -25,9 +25,10 @@ from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery, storage
 
-from platform_assets.catalog_model import Source
-from platform_assets.quality_profile import profile_table
-from resources.bigquery_schema import (
+from platform_assets.catalog.model import Source
+from platform_assets.quality.profile import profile_table
+from resources.warehouses.base import Warehouse
+from resources.warehouses.bigquery_schema import (
     add_columns_sql,
     bigquery_field,
     create_table_sql,
@@ -36,10 +37,9 @@ from resources.bigquery_schema import (
     replace_table_sql,
     sql_literal,
 )
-from resources.bigquery_warehouse import BigQueryWarehouse, BigQueryWarehouseError, load_job_config
-from resources.duckdb_file_rows import DuckDBFileRows, StagingDatabase
-from resources.warehouse import Warehouse
-from resources.warehouse_load import DuplicateKeyError, PartitionSlice, TableLayout, WarehouseLoadError
+from resources.warehouses.bigquery_warehouse import BigQueryWarehouse, BigQueryWarehouseError, load_job_config
+from resources.warehouses.duckdb_file_rows import DuckDBFileRows, StagingDatabase
+from resources.warehouses.load import DuplicateKeyError, PartitionSlice, TableLayout, WarehouseLoadError
 
 
 @pytest.fixture

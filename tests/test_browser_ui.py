@@ -33,8 +33,8 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from demo_shop import generate_demo_world
 from demo_shop.api_server import serve_products_api
+from demo_shop.commands import DEMO_API_KEY, DEMO_API_KEY_VAR
 from demo_shop.world import PRODUCTS_API
-from platform_assets.cli import DEMO_API_KEY, DEMO_API_KEY_VAR
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from platform_assets.catalog_loader import CATALOG_DIR, CatalogError, load_catalog
+from platform_assets.catalog.loader import CATALOG_DIR, CatalogError, load_catalog
 
 FILES_SOURCE = """\
 source: shop

@@ -10,8 +10,8 @@ import pytest
 
 from platform_assets.cli import main
 from platform_assets.definitions import build_definitions
-from resources.duckdb_warehouse import DuckDBWarehouse
 from resources.environment import PlatformSettings
+from resources.warehouses.duckdb_warehouse import DuckDBWarehouse
 
 
 def _check_count(tmp_path: Path) -> int:
@@ -93,3 +93,23 @@ def test_unknown_environment_is_one_line_and_exit_code_2(
     monkeypatch.setenv("PLATFORM_ENV", "prod-eu")
     assert main(["generate"]) == 2
     assert capsys.readouterr().err.startswith("dataplatform: error: PLATFORM_ENV='prod-eu' is not a known")
+
+
+def test_the_demo_joins_the_cli_through_entry_points_and_the_platform_names_none(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`generate`, `demo` and `serve-api` come from the demo shop's entry point, not from an import in the
+    platform (the import contracts forbid that); `prepare` and `run` are the platform's own."""
+    from importlib.metadata import entry_points
+
+    from platform_assets.cli import COMMANDS_GROUP, RUN_SERVICES_GROUP
+
+    assert {e.value for e in entry_points(group=COMMANDS_GROUP)} == {"demo_shop.commands:register"}
+    assert {e.value for e in entry_points(group=RUN_SERVICES_GROUP)} == {"demo_shop.commands:demo_api"}
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    listed = capsys.readouterr().out
+    for command in ("prepare", "run", "generate", "demo", "serve-api"):
+        assert command in listed
+    source = (Path(__file__).parents[1] / "platform_assets" / "cli.py").read_text()
+    assert "demo_shop" not in source

@@ -6,14 +6,14 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from platform_assets.catalog_loader import CatalogEntity
-from platform_assets.catalog_model import Source
-from platform_assets.contract_prefilter import suspect_condition
-from platform_assets.contract_validation import FIRST_BATCH_ROWS, validate_staged_table
-from platform_assets.dbt_models import DBT_PROJECT_DIR
+from platform_assets.catalog.loader import CatalogEntity
+from platform_assets.catalog.model import Source
+from platform_assets.factories.dbt_models import DBT_PROJECT_DIR
 from platform_assets.keys import STAGED_SCHEMA, staged_table
+from platform_assets.quality.contract_prefilter import suspect_condition
+from platform_assets.quality.contract_validation import FIRST_BATCH_ROWS, validate_staged_table
 from resources.environment import PlatformSettings, build_resources
-from resources.warehouse import Warehouse
+from resources.warehouses.base import Warehouse
 
 COLUMNS = {
     "order_id": {"type": "integer", "nullable": False},

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from platform_assets.catalog_loader import CatalogEntity
-from platform_assets.catalog_model import Source
-from platform_assets.contract_validation import MAX_REPORTED_VIOLATIONS, validate_staged_table
+from platform_assets.catalog.loader import CatalogEntity
+from platform_assets.catalog.model import Source
 from platform_assets.keys import STAGED_SCHEMA, staged_table
-from platform_assets.staging_sql import staging_select
-from resources.duckdb_warehouse import DuckDBWarehouse
-from resources.landing import Lineage, write_parquet
+from platform_assets.quality.contract_validation import MAX_REPORTED_VIOLATIONS, validate_staged_table
+from platform_assets.staging.sql import staging_select
+from resources.landing.zone import Lineage, write_parquet
+from resources.warehouses.duckdb_warehouse import DuckDBWarehouse
 
 SOURCE = Source.model_validate(
     {

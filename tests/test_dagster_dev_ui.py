@@ -23,8 +23,8 @@ from dagster_processes import DagsterServer, dagster_dev
 
 from demo_shop import generate_demo_world
 from demo_shop.api_server import serve_products_api
+from demo_shop.commands import DEMO_API_KEY
 from demo_shop.world import PRODUCTS_API
-from platform_assets.cli import DEMO_API_KEY
 
 pytestmark = pytest.mark.slow
 

@@ -23,14 +23,14 @@ import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
-from resources.database_config import DatabaseConnection, Incremental, TableExtraction
-from resources.database_errors import (
+from resources.databases.config import DatabaseConnection, Incremental, TableExtraction
+from resources.databases.errors import (
     DatabaseSourceError,
     DatabaseUnavailableError,
     ExtractionConfigError,
     StatementTimeoutError,
 )
-from resources.database_source import DatabaseSource, Extraction
+from resources.databases.source import DatabaseSource, Extraction
 from resources.secrets import MissingSecretError
 
 READ_PATHS = ["copy", "cursor"]
@@ -422,7 +422,7 @@ WRITE_SECONDS = 2.0
 SLOW_COMMIT_SECONDS = 0.05
 RECOMMENDED_LOOKBACK_SECONDS = 1.0
 """Above the longest time between a row's `clock_timestamp()` and its commit in this test's writers
-(SLOW_COMMIT_SECONDS plus scheduling), with margin; production advice in `database_watermark`."""
+(SLOW_COMMIT_SECONDS plus scheduling), with margin; production advice in `databases/watermark.py`."""
 
 
 def test_concurrent_writers_lose_nothing_with_the_recommended_lookback(items_url: str) -> None:

@@ -10,9 +10,9 @@ import pyarrow as pa
 import pytest
 from test_database_source_postgres import landed, stored
 
-from resources.database_config import DatabaseConnection, Incremental, TableExtraction
-from resources.database_errors import DatabaseSourceError, ExtractionConfigError
-from resources.database_source import DatabaseSource
+from resources.databases.config import DatabaseConnection, Incremental, TableExtraction
+from resources.databases.errors import DatabaseSourceError, ExtractionConfigError
+from resources.databases.source import DatabaseSource
 
 BY_UPDATED_AT = Incremental(mode="timestamp", cursor_column="updated_at")
 CUSTOMERS = TableExtraction(table="customers", incremental=BY_UPDATED_AT)

@@ -8,10 +8,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from resources.database_config import DatabaseConnection
-from resources.healing_store import Breaker, HealingStore
-from sensors.automation import TRIGGER_TAG
-from sensors.db_change_sensor import ProbedTable, advanced, build_db_change_sensor, comparable
+from resources.databases.config import DatabaseConnection
+from resources.state.healing_store import Breaker, HealingStore
+from sensors.automation.conditions import TRIGGER_TAG
+from sensors.automation.db_change_sensor import ProbedTable, advanced, build_db_change_sensor, comparable
 
 RAW = dg.AssetKey(["raw", "crm", "customers"])
 STAGED = dg.AssetKey(["staged", "crm", "customers"])

@@ -7,8 +7,8 @@ import dagster_dbt.core.resource
 import pytest
 from packaging.version import Version
 
-from platform_assets.dbt_models import DBT_PROJECT_DIR
-from resources.dbt_warehouse import DbtWarehouse, dbt_beside_python
+from platform_assets.factories.dbt_models import DBT_PROJECT_DIR
+from resources.warehouses.dbt_warehouse import DbtWarehouse, dbt_beside_python
 
 
 def test_the_dbt_beside_python_is_versioned_without_running_it(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -22,7 +22,7 @@ import pytest
 import sqlalchemy as sa
 from conftest import LocalPlatform
 
-from resources.postgres_warehouse import PostgresWarehouse
+from resources.warehouses.postgres_warehouse import PostgresWarehouse
 
 pytestmark = pytest.mark.slow  # ingestion plus four dbt builds: about a minute
 

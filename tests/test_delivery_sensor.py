@@ -8,9 +8,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from resources.healing_store import Breaker, HealingStore
-from sensors.automation import SOURCE_TAG, TRIGGER_TAG
-from sensors.delivery_sensor import WatchedEntity, build_delivery_sensor
+from resources.state.healing_store import Breaker, HealingStore
+from sensors.automation.conditions import SOURCE_TAG, TRIGGER_TAG
+from sensors.automation.delivery_sensor import WatchedEntity, build_delivery_sensor
 
 RAW = dg.AssetKey(["raw", "drops", "orders"])
 STAGED = dg.AssetKey(["staged", "drops", "orders"])

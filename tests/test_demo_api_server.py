@@ -12,9 +12,9 @@ import requests
 from demo_shop.api_server import serve_products_api
 from demo_shop.catalog import build_catalog
 from demo_shop.world import PRODUCTS_API
-from resources.rest_client import RestStatusError
-from resources.rest_config import RestConnection, RestEndpoint
-from resources.rest_source import RestApiSource, max_cursor
+from resources.rest.client import RestStatusError
+from resources.rest.config import RestConnection, RestEndpoint
+from resources.rest.source import RestApiSource, max_cursor
 
 API_KEY = "demo-key"
 PRODUCTS = RestEndpoint.model_validate(

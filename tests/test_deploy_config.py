@@ -18,7 +18,7 @@ import pytest
 import yaml
 from sqlalchemy import make_url
 
-from sensors.metrics import metric_names
+from sensors.observability.metrics import metric_names
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
@@ -140,7 +140,7 @@ def test_environment_template_names_every_variable() -> None:
     platform = set(
         re.findall(r"\bPLATFORM_[A-Z0-9_]*[A-Z0-9]\b", (REPO / "resources" / "environment.py").read_text())
     )
-    routes = (REPO / "sensors" / "alert_routes.yaml").read_text()
+    routes = (REPO / "sensors" / "alerting" / "routes.yaml").read_text()
     alerts = {name for name in re.findall(r"\$\{(\w+)\}", routes) if name.startswith("PLATFORM_")}
     instance = set(re.findall(r"env: (\w+)", (DEPLOY / "dagster.yaml").read_text()))
     set_by_units = {"PLATFORM_DATA_DIR"}

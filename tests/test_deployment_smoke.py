@@ -39,9 +39,9 @@ from fixtures.postgres_server import PostgresCluster
 
 from demo_shop import generate_demo_world
 from demo_shop.api_server import serve_products_api
+from demo_shop.commands import DEMO_API_KEY, DEMO_API_KEY_VAR, DEMO_API_URL_VAR
 from demo_shop.world import PRODUCTS_API
-from platform_assets.cli import DEMO_API_KEY, DEMO_API_KEY_VAR, DEMO_API_URL_VAR
-from resources.file_store import FileStore
+from resources.files.store import FileStore
 
 pytestmark = pytest.mark.slow
 
@@ -51,8 +51,8 @@ LOCATION = "self_healing_platform"
 SENSOR = "shop_deliveries"
 ENTITY_PATTERNS = {"orders": "orders/*.csv", "web_events": "web_events/*.jsonl.gz",
                    "order_items": "order_items/*.parquet"}  # fmt: skip
-"""The shop source's entities as `platform_assets/catalog/shop.yaml` declares them (the sensor's cursor
-keys)."""
+"""The shop source's entities as `platform_assets/catalog/sources/shop.yaml` declares them (the sensor's
+cursor keys)."""
 FIRST_LOAD = [
     "raw/shop/orders", "staged/shop/orders", "stg_shop__orders",
     "raw/shop/order_items", "staged/shop/order_items", "stg_shop__order_items", "int_order_items_summary",
@@ -390,7 +390,7 @@ def deployment(
         state = deployment.sensor()
         if (
             state["status"] != "RUNNING"
-        ):  # STOPPED by default with PLATFORM_ENV=local (platform_assets/triggers.py)
+        ):  # STOPPED by default with PLATFORM_ENV=local (platform_assets/policies/triggers.py)
             cursor = server.graphql(SET_CURSOR, {"selector": SELECTOR, "cursor": _listing_cursor(data_dir)})
             if cursor["setSensorCursor"]["__typename"] != "Sensor":
                 server.fail(f"setting the cursor failed: {cursor}")

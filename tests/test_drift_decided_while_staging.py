@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from mini_platform import MiniPlatform, good_row
 
-from platform_assets import schema_registry
+from platform_assets.staging import schema_registry
 
 
 @pytest.fixture

@@ -12,9 +12,9 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from resources.duckdb_file_rows import DuckDBFileRows, StagingDatabase
-from resources.duckdb_warehouse import DuckDBWarehouse, qualified_name, quote_identifier
-from resources.warehouse_load import PartitionSlice, WarehouseLoadError
+from resources.warehouses.duckdb_file_rows import DuckDBFileRows, StagingDatabase
+from resources.warehouses.duckdb_warehouse import DuckDBWarehouse, qualified_name, quote_identifier
+from resources.warehouses.load import PartitionSlice, WarehouseLoadError
 
 HOLD_LOCK = """
 import sys, time, duckdb

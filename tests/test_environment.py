@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from platform_assets.dbt_models import DBT_PROJECT_DIR
+from platform_assets.factories.dbt_models import DBT_PROJECT_DIR
 from resources.environment import PlatformConfigError, PlatformEnvironment, PlatformSettings, build_resources
-from resources.postgres_warehouse import PostgresWarehouse
+from resources.warehouses.postgres_warehouse import PostgresWarehouse
 
 
 def test_defaults_to_the_embedded_local_environment_under_the_working_directory(
@@ -80,3 +80,25 @@ def test_postgres_environment_builds_a_postgres_warehouse_without_storing_the_pa
 def test_bigquery_environment_names_the_variables_it_misses() -> None:
     with pytest.raises(PlatformConfigError, match="PLATFORM_BQ_PROJECT, PLATFORM_BQ_STAGING_URI"):
         PlatformSettings.from_env({"PLATFORM_ENV": "bigquery"})
+
+
+def test_catalog_dir_points_the_code_location_at_a_teams_own_catalog(tmp_path: Path) -> None:
+    from platform_assets.catalog.loader import CATALOG_DIR
+    from platform_assets.definitions import build_definitions
+
+    own = tmp_path / "team_catalog"
+    own.mkdir()
+    (own / "shop_api.yaml").write_text((CATALOG_DIR / "shop_api.yaml").read_text())
+    environ = {"PLATFORM_CATALOG_DIR": str(own), "PLATFORM_DATA_DIR": str(tmp_path)}
+    settings = PlatformSettings.from_env(environ)
+    assert settings.catalog_dir == own.resolve()
+    graph = build_definitions(settings).resolve_asset_graph()
+    raw = {key.path[1] for key in graph.get_all_asset_keys() if key.path[0] == "raw"}
+    assert raw == {"shop_api"}, "only the team's catalog is loaded"
+    assert PlatformSettings.from_env({}).catalog_dir is None, "unset: the catalog shipped with the platform"
+
+
+def test_a_catalog_dir_that_is_not_a_directory_names_the_variable_and_the_fix(tmp_path: Path) -> None:
+    message = r"PLATFORM_CATALOG_DIR=.*missing.*is not a directory.*unset it"
+    with pytest.raises(PlatformConfigError, match=message):
+        PlatformSettings.from_env({"PLATFORM_CATALOG_DIR": str(tmp_path / "missing")})

@@ -1,6 +1,6 @@
-"""The failure classifier: every rule of `sensors/failure_rules.yaml` against a failure the platform really
-produces (real exceptions raised by our resources, real sockets on loopback, a real Dagster step failure),
-plus the rule file's validation, first-match-wins ordering and the fallback to `unknown`.
+"""The failure classifier: every rule of `sensors/healing/failure_rules.yaml` against a failure the platform
+really produces (real exceptions raised by our resources, real sockets on loopback, a real Dagster step
+failure), plus the rule file's validation, first-match-wins ordering and the fallback to `unknown`.
 
 Each rule id needs a sample below: a rule added to the YAML without one fails `test_every_rule_has_a_sample`.
 """
@@ -22,11 +22,8 @@ from dagster._utils import get_run_crash_explanation
 from dagster._utils.error import serializable_error_info_from_exc_info
 from rest_test_server import Reply, ScriptedServer, in_turn, json_reply, unused_port
 
-from platform_assets.anomaly_checks import MEAN_SHIFT_CHECK, NULL_RATE_CHECK, VOLUME_CHECK
-from platform_assets.catalog_loader import load_catalog
-from platform_assets.quarantine import SplitSummary, over_threshold_message
-from platform_assets.relationship_checks import RELATIONSHIP_CHECK, ForeignKey, Orphans, relationship_result
-from platform_assets.staged_assets import (
+from platform_assets.catalog.loader import load_catalog
+from platform_assets.factories.staged_assets import (
     CONTRACT_CHECK_NAME,
     WARNINGS_CHECK_NAME,
     BadRowsError,
@@ -34,18 +31,26 @@ from platform_assets.staged_assets import (
     StagingError,
     UpstreamMissingError,
 )
-from resources.database_errors import DatabaseLocation, DatabaseSourceError, StatementTimeoutError
+from platform_assets.quality.anomaly_checks import MEAN_SHIFT_CHECK, NULL_RATE_CHECK, VOLUME_CHECK
+from platform_assets.quality.quarantine import SplitSummary, over_threshold_message
+from platform_assets.quality.relationship_checks import (
+    RELATIONSHIP_CHECK,
+    ForeignKey,
+    Orphans,
+    relationship_result,
+)
+from resources.databases.errors import DatabaseLocation, DatabaseSourceError, StatementTimeoutError
 from resources.environment import PlatformSettings
-from resources.file_read_context import ReadContext
-from resources.landing import LandingZone
-from resources.postgres_warehouse import LoadConfigError, PostgresWarehouseError, SchemaChangeError
-from resources.rest_auth import build_auth
-from resources.rest_client import Clock, RestApiError, RestClient, RestResponseError
-from resources.rest_config import RestConnection, RetryPolicy
-from resources.rest_pagination import LoopGuard
+from resources.files.read_context import ReadContext
+from resources.landing.zone import LandingZone
+from resources.rest.auth import build_auth
+from resources.rest.client import Clock, RestApiError, RestClient, RestResponseError
+from resources.rest.config import RestConnection, RetryPolicy
+from resources.rest.pagination import LoopGuard
 from resources.secrets import resolve_env
-from resources.warehouse_load import repeated_keys_error
-from sensors.failure_classifier import (
+from resources.warehouses.load import repeated_keys_error
+from resources.warehouses.postgres_warehouse import LoadConfigError, PostgresWarehouseError, SchemaChangeError
+from sensors.healing.classifier import (
     Category,
     ErrorLink,
     Evidence,

@@ -15,7 +15,7 @@ from fault_api import KEYS, RECORDS, record, rest_source
 from healing_harness import slice_for
 from rest_test_server import PAGE_SIZE, Recorded, Reply, ScriptedServer, json_reply, paged_items
 
-from sensors.healing import ACTION_TAG
+from sensors.healing.engine import ACTION_TAG
 
 pytestmark = pytest.mark.faults
 

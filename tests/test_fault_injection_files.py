@@ -35,8 +35,8 @@ from healing_harness import incident_summary, key_counts
 
 from platform_assets.keys import raw_key, staged_key
 from resources.environment import PG_PASSWORD_VAR, PlatformEnvironment, PlatformSettings
-from sensors.healing import ACTION_TAG
-from sensors.healing_sensor import build_approval_job
+from sensors.healing.engine import ACTION_TAG
+from sensors.healing.sensor import build_approval_job
 
 pytestmark = pytest.mark.faults
 

@@ -26,9 +26,9 @@ from fixtures.postgres_server import PostgresCluster
 from healing_harness import slice_for
 from rest_test_server import PAGE_SIZE, Recorded, Reply, ScriptedServer, json_reply, paged_items
 
-from resources.database_engine import APPLICATION_NAME
-from sensors.failure_classifier import ErrorLink, Evidence, classify
-from sensors.healing import ACTION_TAG
+from resources.databases.engine import APPLICATION_NAME
+from sensors.healing.classifier import ErrorLink, Evidence, classify
+from sensors.healing.engine import ACTION_TAG
 
 pytestmark = pytest.mark.faults
 
@@ -41,7 +41,7 @@ PAGES = list(range(1, 7))
 @pytest.fixture
 def instance() -> Iterator[dg.DagsterInstance]:
     """A fresh instance whose run logs also capture the REST client's Python log (its retry warnings)."""
-    overrides = {"python_logs": {"managed_python_loggers": ["resources.rest_client"]}}
+    overrides = {"python_logs": {"managed_python_loggers": ["resources.rest.client"]}}
     with dg.instance_for_test(overrides=overrides) as instance:
         yield instance
 
@@ -182,7 +182,8 @@ def test_truncated_page_is_retried_and_the_next_run_resumes_from_the_checkpoint(
     tmp_path: Path, instance: dg.DagsterInstance, scoreboard: list
 ) -> None:
     """Page 3 is cut short six times: the client's three attempts, then the step's one retry in the run
-    (sensors/step_retry.py, resuming after page 2) with three more; the healing sensor's run resumes too."""
+    (sensors/healing/step_retry.py, resuming after page 2) with three more; the healing sensor's run resumes
+    too."""
     with ScriptedServer(PageCutShort(page=3, count=2 * MAX_ATTEMPTS)) as server:
         platform = slice_for(tmp_path, instance, rest_source(server.base_url))
         # One page per landed group, so that pages 1 and 2 are checkpointed before page 3 breaks.

@@ -20,9 +20,9 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from resources.file_config import FileFormat, MalformedPolicy
-from resources.file_formats import MalformedFileError, MalformedRecord, read_batches
-from resources.file_store import FileStore
+from resources.files.config import FileFormat, MalformedPolicy
+from resources.files.formats.reader import MalformedFileError, MalformedRecord, read_batches
+from resources.files.store import FileStore
 
 CSV = FileFormat(format="csv")
 JSONL = FileFormat(format="jsonl")

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from resources.file_compression import ArchiveContentError
-from resources.file_store import FileFingerprint, FileStore, FileStoreError
+from resources.files.compression import ArchiveContentError
+from resources.files.store import FileFingerprint, FileStore, FileStoreError
 
 CONTENT = b"id,name\n1,ann\n2,bob\n" * 100
 

@@ -13,9 +13,9 @@ import pytest
 from gcsfs.core import GCSFileSystem
 from google.cloud import storage
 
-from resources.file_config import FileFormat
-from resources.file_formats import MalformedRecord, read_batches
-from resources.file_store import FileStore, FileStoreError
+from resources.files.config import FileFormat
+from resources.files.formats.reader import MalformedRecord, read_batches
+from resources.files.store import FileStore, FileStoreError
 
 LISTING_PAGE = 1000
 """Objects per page of a GCS listing (gcsfs asks for at most this many)."""

@@ -9,15 +9,15 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from platform_assets.catalog_loader import load_catalog
+from platform_assets.catalog.loader import load_catalog
 from platform_assets.definitions import build_definitions
-from platform_assets.freshness import (
+from platform_assets.keys import staged_key
+from platform_assets.policies.freshness import (
     MART_MARGIN,
     WARN_FRACTION,
     mart_max_lags,
     time_window_policy,
 )
-from platform_assets.keys import staged_key
 from resources.environment import PlatformSettings
 
 

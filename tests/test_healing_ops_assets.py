@@ -10,10 +10,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from platform_assets.dbt_models import DBT_PROJECT_DIR
-from platform_assets.healing_ops_assets import build_healing_ops_assets
+from platform_assets.factories.dbt_models import DBT_PROJECT_DIR
+from platform_assets.factories.healing_ops_assets import build_healing_ops_assets
 from resources.environment import PlatformSettings, build_resources
-from resources.healing_store import HealingStore, Incident
+from resources.state.healing_store import HealingStore, Incident
 
 
 def incident(number: int, category: str, status: str, **fields: object) -> Incident:

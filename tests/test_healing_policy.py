@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from sensors.failure_classifier import Category
-from sensors.healing_policy import Backoff, Learning, default_policy, load_policy
+from sensors.healing.classifier import Category
+from sensors.healing.policy import Backoff, Learning, default_policy, load_policy
 
 POLICY = default_policy()
 

@@ -18,10 +18,10 @@ import requests
 from healing_harness import fast_policy
 from rest_test_server import Recorded, ScriptedServer, json_reply, unused_port
 
-from resources.healing_store import HealingStore
-from sensors.healing import ACTION_TAG, INCIDENT_TAG
-from sensors.healing_policy import HealingPolicy
-from sensors.healing_sensor import APPROVAL_JOB_NAME, build_approval_job, build_healing_sensor
+from resources.state.healing_store import HealingStore
+from sensors.healing.engine import ACTION_TAG, INCIDENT_TAG
+from sensors.healing.policy import HealingPolicy
+from sensors.healing.sensor import APPROVAL_JOB_NAME, build_approval_job, build_healing_sensor
 
 RAW = dg.AssetKey(["raw", "src", "thing"])
 STAGED = dg.AssetKey(["staged", "src", "thing"])

@@ -11,9 +11,9 @@ import dagster as dg
 import pytest
 from mini_platform import STAGED, MiniPlatform, good_row
 
-from platform_assets import quality_profile
-from platform_assets.catalog_model import Entity
-from resources.duckdb_warehouse import quote_identifier
+from platform_assets.catalog.model import Entity
+from platform_assets.quality import profile as quality_profile
+from resources.warehouses.duckdb_warehouse import quote_identifier
 
 COLUMNS = "order_id, email, code, status, amount, qty, note, nickname, _cast_errors, _origin, _record"
 

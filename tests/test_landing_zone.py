@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from resources.landing import LandingBusyError, LandingZone, Lineage, QuarantineFile
+from resources.landing.zone import LandingBusyError, LandingZone, Lineage, QuarantineFile
 
 LINEAGE = Lineage(
     source="shop.orders", extracted_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), run_id="run-1"

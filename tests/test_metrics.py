@@ -19,9 +19,9 @@ import dagster as dg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from resources.healing_store import Breaker, HealingStore, Incident
-from sensors.metrics import metric_names
-from sensors.metrics_server import HEALING_STORE_FILE, build_registry, serve
+from resources.state.healing_store import Breaker, HealingStore, Incident
+from sensors.observability.metrics import metric_names
+from sensors.observability.metrics_server import HEALING_STORE_FILE, build_registry, serve
 
 REPO = Path(__file__).resolve().parents[1]
 RAW_ROWS = 120
@@ -180,8 +180,8 @@ def test_entry_point_opens_dagster_home_and_data_dir(world: World) -> None:
     port = _free_port()
     env = {**os.environ, "DAGSTER_HOME": str(world.home), "PLATFORM_DATA_DIR": str(world.data_dir)}
     process = subprocess.Popen(
-        [sys.executable, "-m", "sensors.metrics_server", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [sys.executable, "-m", "sensors.observability.metrics_server", "--host", "127.0.0.1", "--port",
+        str(port)], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 60

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from upath import UPath
 
-from resources.parquet_io_manager import ParquetIOManager
+from resources.landing.parquet_io_manager import ParquetIOManager
 
 GCS_MIN_BLOCK_SIZE = 2**18
 """gcsfs's smallest upload chunk: set on the emulator so that uploads span chunks, as large ones do."""

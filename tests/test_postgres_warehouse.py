@@ -22,13 +22,13 @@ import pytest
 import sqlalchemy as sa
 from fixtures.postgres_server import PostgresCluster
 
-from resources.postgres_warehouse import (
+from resources.warehouses.load import DuplicateKeyError
+from resources.warehouses.postgres_warehouse import (
     LoadConfigError,
     PostgresWarehouse,
     PostgresWarehouseError,
     SchemaChangeError,
 )
-from resources.warehouse_load import DuplicateKeyError
 
 REPO = Path(__file__).resolve().parents[1]
 TEXTS = [
@@ -235,7 +235,7 @@ KILLED_LOAD = textwrap.dedent(
     import sys
     import numpy as np
     import pyarrow as pa
-    from resources.postgres_warehouse import PostgresWarehouse
+    from resources.warehouses.postgres_warehouse import PostgresWarehouse
 
     def endless():
         for number in range(100_000):

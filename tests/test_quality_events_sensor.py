@@ -16,7 +16,7 @@ from dagster._core.events import DagsterEvent, DagsterEventType, StepMaterializa
 
 from platform_assets.definitions import QUALITY_EVENTS_FILE, build_definitions
 from resources.environment import PlatformSettings
-from sensors.quality_events import (
+from sensors.healing.quality_events import (
     SENSOR_NAME,
     QualityEvent,
     QualityEventStore,

@@ -17,9 +17,9 @@ import pyarrow as pa
 import pytest
 from conftest import LocalPlatform
 
-from platform_assets.catalog_model import Source
+from platform_assets.catalog.model import Source
 from platform_assets.definitions import DBT_PROJECT_DIR
-from platform_assets.quality_profile import (
+from platform_assets.quality.profile import (
     DUPLICATE_KEY_ROWS,
     TableProfile,
     duplicate_key_rows_after_upsert,
@@ -27,11 +27,11 @@ from platform_assets.quality_profile import (
     profile_sql,
     profile_table,
 )
-from platform_assets.quality_score import WEIGHTS
-from resources.duckdb_warehouse import quote_identifier
+from platform_assets.quality.score import WEIGHTS
 from resources.environment import PlatformSettings, build_resources
-from resources.landing import Lineage, write_parquet
-from resources.warehouse import Warehouse
+from resources.landing.zone import Lineage, write_parquet
+from resources.warehouses.base import Warehouse
+from resources.warehouses.duckdb_warehouse import quote_identifier
 
 SOURCE = Source.model_validate(
     {

@@ -11,17 +11,17 @@ import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
-from platform_assets.catalog_loader import CatalogEntity
-from platform_assets.catalog_model import Column, Entity, Source
-from platform_assets.contract_validation import validate_staged_table
+from platform_assets.catalog.loader import CatalogEntity
+from platform_assets.catalog.model import Column, Entity, Source
+from platform_assets.catalog.rules import CatalogRuleError, resolve_checks, unique_keys
+from platform_assets.factories.staged_assets import build_contract_checks
 from platform_assets.keys import STAGED_SCHEMA, staged_table
-from platform_assets.quality_rules import CatalogRuleError, resolve_checks, unique_keys
-from platform_assets.quarantine import QUARANTINE_COLUMNS, StagingSplit
-from platform_assets.staged_assets import build_contract_checks
-from platform_assets.staging_sql import staging_select
-from resources.duckdb_file_rows import StagingDatabase
-from resources.duckdb_warehouse import DuckDBWarehouse
-from resources.landing import Lineage, write_parquet
+from platform_assets.quality.contract_validation import validate_staged_table
+from platform_assets.quality.quarantine import QUARANTINE_COLUMNS, StagingSplit
+from platform_assets.staging.sql import staging_select
+from resources.landing.zone import Lineage, write_parquet
+from resources.warehouses.duckdb_file_rows import StagingDatabase
+from resources.warehouses.duckdb_warehouse import DuckDBWarehouse
 
 LINEAGE = Lineage(source="acme.users", extracted_at=datetime(2026, 1, 2, tzinfo=UTC), run_id="extract-1")
 COLUMNS = {

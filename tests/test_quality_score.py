@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import pytest
 
-from platform_assets.catalog_model import Entity
-from platform_assets.quality_profile import TableProfile
-from platform_assets.quality_score import (
+from platform_assets.catalog.model import Entity
+from platform_assets.quality.profile import TableProfile
+from platform_assets.quality.score import (
     WEIGHTS,
     QualityScore,
     completeness,

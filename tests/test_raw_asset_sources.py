@@ -29,10 +29,10 @@ from rest_test_server import (
     requested_start,
 )
 
-from platform_assets.catalog_loader import CatalogEntity
-from platform_assets.catalog_model import Source
-from platform_assets.raw_assets import build_raw_asset
-from resources.landing import (
+from platform_assets.catalog.loader import CatalogEntity
+from platform_assets.catalog.model import Source
+from platform_assets.factories.raw_assets import build_raw_asset
+from resources.landing.zone import (
     CHECKPOINT_FILE,
     EXTRACTED_AT_COLUMN,
     INFLIGHT_DIR,

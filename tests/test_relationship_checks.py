@@ -9,10 +9,10 @@ import pyarrow as pa
 import pytest
 from dagster._core.execution.api import create_execution_plan
 
-from platform_assets.catalog_loader import CatalogEntity
-from platform_assets.catalog_model import Source
+from platform_assets.catalog.loader import CatalogEntity
+from platform_assets.catalog.model import Source
 from platform_assets.keys import STAGED_SCHEMA, staged_key, staged_table
-from platform_assets.relationship_checks import (
+from platform_assets.quality.relationship_checks import (
     MAX_ORPHAN_EXAMPLES,
     RELATIONSHIP_CHECK,
     build_relationship_check,
@@ -21,9 +21,9 @@ from platform_assets.relationship_checks import (
     last_orphan_rate,
     relationship_result,
 )
-from resources.duckdb_warehouse import DuckDBWarehouse
-from resources.postgres_warehouse import PostgresWarehouse
-from resources.warehouse import Warehouse
+from resources.warehouses.base import Warehouse
+from resources.warehouses.duckdb_warehouse import DuckDBWarehouse
+from resources.warehouses.postgres_warehouse import PostgresWarehouse
 
 
 def _source(name: str, entities: dict) -> Source:

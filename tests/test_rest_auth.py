@@ -20,9 +20,9 @@ from rest_test_server import (
     unused_port,
 )
 
-from resources.rest_client import Clock, RestApiError, RestRetriesExhaustedError, RestStatusError
-from resources.rest_config import RestConnection, RestEndpoint, RetryPolicy
-from resources.rest_source import RestApiSource
+from resources.rest.client import Clock, RestApiError, RestRetriesExhaustedError, RestStatusError
+from resources.rest.config import RestConnection, RestEndpoint, RetryPolicy
+from resources.rest.source import RestApiSource
 from resources.secrets import MissingSecretError
 
 API_KEY = "k3y+with/odd=chars&?"

@@ -18,9 +18,9 @@ from rest_test_server import (
     paged_items,
 )
 
-from resources.rest_config import RestConnection, RestEndpoint
-from resources.rest_pagination import RepeatingCursorError, parse_link_header
-from resources.rest_source import PageLimitError, RestApiSource
+from resources.rest.config import RestConnection, RestEndpoint
+from resources.rest.pagination import RepeatingCursorError, parse_link_header
+from resources.rest.source import PageLimitError, RestApiSource
 
 
 def source(server: ScriptedServer) -> RestApiSource:

@@ -9,9 +9,9 @@ import pyarrow as pa
 import pytest
 from rest_test_server import Reply, ScriptedServer, endpoint_for, items, json_reply, paged_items
 
-from resources.rest_client import RestResponseError
-from resources.rest_config import RestConnection, RestEndpoint
-from resources.rest_source import Page, RestApiSource, max_cursor
+from resources.rest.client import RestResponseError
+from resources.rest.config import RestConnection, RestEndpoint
+from resources.rest.source import Page, RestApiSource, max_cursor
 
 
 def source(server: ScriptedServer) -> RestApiSource:

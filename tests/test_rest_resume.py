@@ -20,9 +20,9 @@ from rest_test_server import (
     requested_start,
 )
 
-from resources.rest_client import RestStatusError
-from resources.rest_config import RestConnection
-from resources.rest_source import Page, RestApiSource
+from resources.rest.client import RestStatusError
+from resources.rest.config import RestConnection
+from resources.rest.source import Page, RestApiSource
 
 RECORDS = items(23)  # five pages of five, the last one short
 

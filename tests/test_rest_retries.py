@@ -15,15 +15,15 @@ import pytest
 import requests
 from rest_test_server import Recorded, Reply, ScriptedServer, in_turn, json_reply, unused_port
 
-from resources.rest_auth import build_auth
-from resources.rest_client import (
+from resources.rest.auth import build_auth
+from resources.rest.client import (
     Clock,
     RestClient,
     RestRetriesExhaustedError,
     RestStatusError,
     retry_after_seconds,
 )
-from resources.rest_config import RateLimit, RestConnection, RetryPolicy
+from resources.rest.config import RateLimit, RestConnection, RetryPolicy
 
 OK = json_reply([{"id": 1}])
 FAST_RETRY = RetryPolicy(max_attempts=3, backoff_seconds=0.01, max_backoff_seconds=5)

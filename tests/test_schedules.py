@@ -9,15 +9,15 @@ import dagster as dg
 import pytest
 from dagster._core.definitions.schedule_definition import ScheduleExecutionData
 
-from platform_assets.catalog_loader import CatalogEntity, load_catalog
-from platform_assets.catalog_model import Schedule
-from platform_assets.dbt_models import DBT_PROJECT_DIR
-from platform_assets.raw_assets import build_raw_asset
-from platform_assets.staged_assets import build_staged_asset
-from platform_assets.triggers import build_schedules
+from platform_assets.catalog.loader import CatalogEntity, load_catalog
+from platform_assets.catalog.model import Schedule
+from platform_assets.factories.dbt_models import DBT_PROJECT_DIR
+from platform_assets.factories.raw_assets import build_raw_asset
+from platform_assets.factories.staged_assets import build_staged_asset
+from platform_assets.policies.triggers import build_schedules
 from resources.environment import PlatformSettings, build_resources
-from resources.healing_store import Breaker, HealingStore
-from sensors.automation import SOURCE_TAG, TRIGGER_TAG
+from resources.state.healing_store import Breaker, HealingStore
+from sensors.automation.conditions import SOURCE_TAG, TRIGGER_TAG
 
 
 @pytest.fixture

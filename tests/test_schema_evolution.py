@@ -9,8 +9,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from platform_assets.catalog_model import ColumnType, Entity
-from platform_assets.schema_evolution import (
+from platform_assets.catalog.model import ColumnType, Entity
+from platform_assets.staging.schema_evolution import (
     ACTION_METADATA,
     COMPATIBLE_METADATA,
     VIOLATIONS_METADATA,
@@ -20,15 +20,15 @@ from platform_assets.schema_evolution import (
     staged_columns_from_metadata,
     staging_metadata,
 )
-from platform_assets.schema_registry import (
+from platform_assets.staging.schema_registry import (
     DIFF_METADATA,
     VERSION_METADATA,
     SchemaVersion,
     fingerprint,
     version_from_metadata,
 )
-from resources.duckdb_warehouse import DuckDBWarehouse
-from resources.postgres_warehouse import PostgresWarehouse
+from resources.warehouses.duckdb_warehouse import DuckDBWarehouse
+from resources.warehouses.postgres_warehouse import PostgresWarehouse
 
 INT, DBL, STR, DAY, TSTAMP = (
     ColumnType.INTEGER,

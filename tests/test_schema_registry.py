@@ -14,10 +14,16 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import LocalPlatform
 
-from platform_assets.catalog_loader import load_catalog
-from platform_assets.catalog_model import ColumnType
-from platform_assets.schema_evolution import decide
-from platform_assets.schema_registry import (
+from platform_assets.catalog.loader import load_catalog
+from platform_assets.catalog.model import ColumnType
+from platform_assets.factories.schema_registry_asset import (
+    REGISTRY_SCHEMA,
+    build_schema_registry_asset,
+    registry_rows,
+)
+from platform_assets.keys import SCHEMA_REGISTRY_KEY
+from platform_assets.staging.schema_evolution import decide
+from platform_assets.staging.schema_registry import (
     DIFF_METADATA,
     VERSION_METADATA,
     SchemaDiff,
@@ -33,15 +39,9 @@ from platform_assets.schema_registry import (
     strict_cast,
     version_from_metadata,
 )
-from platform_assets.schema_registry_asset import (
-    REGISTRY_SCHEMA,
-    SCHEMA_REGISTRY_KEY,
-    build_schema_registry_asset,
-    registry_rows,
-)
-from resources.duckdb_warehouse import DuckDBWarehouse
-from resources.landing import LandingZone
-from resources.warehouse_io_manager import LOAD_MODE_KEY, PRIMARY_KEY_KEY, WarehouseIOManager
+from resources.landing.zone import LandingZone
+from resources.warehouses.duckdb_warehouse import DuckDBWarehouse
+from resources.warehouses.io_manager import LOAD_MODE_KEY, PRIMARY_KEY_KEY, WarehouseIOManager
 
 INT, DBL, STR, DAY, TSTAMP, BOOL = (
     ColumnType.INTEGER,

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from platform_assets.catalog_model import Source
-from platform_assets.quarantine import StagingSplit
-from platform_assets.staging_sql import staging_select
-from resources.duckdb_file_rows import StagingDatabase
-from resources.landing import Lineage, write_parquet
+from platform_assets.catalog.model import Source
+from platform_assets.quality.quarantine import StagingSplit
+from platform_assets.staging.sql import staging_select
+from resources.landing.zone import Lineage, write_parquet
+from resources.warehouses.duckdb_file_rows import StagingDatabase
 
 ENTITY = Source.model_validate(
     {

@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from platform_assets.staging_plan import FINGERPRINT_METADATA, THROUGH_METADATA, plan_staging
-from resources.landing import Lineage, write_parquet
+from platform_assets.staging.plan import FINGERPRINT_METADATA, THROUGH_METADATA, plan_staging
+from resources.landing.zone import Lineage, write_parquet
 
 
 def _land(path: Path, day: int) -> Path:

@@ -17,12 +17,12 @@ from fixtures.postgres_server import platform_pg_options
 
 from demo_shop import generate_demo_world
 from demo_shop.api_server import serve_products_api
+from demo_shop.commands import DEMO_API_KEY, DEMO_API_URL_VAR
 from demo_shop.world import PRODUCTS_API
-from platform_assets.cli import DEMO_API_KEY, DEMO_API_URL_VAR
 from platform_assets.definitions import build_definitions
 from platform_assets.keys import STAGED_SCHEMA, staged_table
 from resources.environment import PlatformSettings, build_warehouse
-from resources.warehouse import Warehouse
+from resources.warehouses.base import Warehouse
 
 STAGED = [("shop", "orders"), ("shop", "order_items"), ("shop_db", "customers"), ("shop_api", "products")]
 MARTS = ("fct_orders", "dim_customers", "fct_customer_lifetime_value", "fct_daily_revenue", "fct_web_funnel")

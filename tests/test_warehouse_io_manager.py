@@ -10,12 +10,12 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from resources.bigquery_warehouse import BigQueryWarehouse
-from resources.duckdb_warehouse import DuckDBWarehouse
-from resources.postgres_warehouse import PostgresWarehouse
-from resources.warehouse import Warehouse
-from resources.warehouse_io_manager import WarehouseIOManager, load_metadata
-from resources.warehouse_load import WarehouseLoadError
+from resources.warehouses.base import Warehouse
+from resources.warehouses.bigquery_warehouse import BigQueryWarehouse
+from resources.warehouses.duckdb_warehouse import DuckDBWarehouse
+from resources.warehouses.io_manager import WarehouseIOManager, load_metadata
+from resources.warehouses.load import WarehouseLoadError
+from resources.warehouses.postgres_warehouse import PostgresWarehouse
 
 
 @pytest.fixture(params=["duckdb", "postgres", "bigquery"])

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import re
 
-from platform_assets.catalog_loader import CatalogEntity
-from platform_assets.catalog_model import DatabaseSourceConnection
+from platform_assets.catalog.loader import CatalogEntity
+from platform_assets.catalog.model import DatabaseSourceConnection
 from platform_assets.ingestion.extraction import Extraction, ExtractionContext, today
-from resources.database_source import DatabaseSource
+from resources.databases.source import DatabaseSource
 
 
 class DatabaseExtractor:

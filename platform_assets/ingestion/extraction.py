@@ -8,8 +8,8 @@ from typing import Any, Literal, Protocol
 import dagster as dg
 import pyarrow as pa
 
-from platform_assets.catalog_loader import CatalogEntity
-from resources.landing import InFlight, LandedFile, LandingZone, Lineage
+from platform_assets.catalog.loader import CatalogEntity
+from resources.landing.zone import InFlight, LandedFile, LandingZone, Lineage
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,11 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
-from platform_assets.catalog_loader import CatalogEntity
+from platform_assets.catalog.loader import CatalogEntity
 from platform_assets.ingestion.extraction import Extraction, ExtractionContext, today
-from resources.file_formats import read_batches
-from resources.file_store import FileFingerprint, FileStore
-from resources.landing import QuarantineFile
+from resources.files.formats.reader import read_batches
+from resources.files.store import FileFingerprint, FileStore
+from resources.landing.zone import QuarantineFile
 
 MAX_LISTED_IN_METADATA = 50
 LANDING_WORKERS = min(4, os.cpu_count() or 1)

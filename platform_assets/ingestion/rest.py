@@ -12,10 +12,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from platform_assets.catalog_loader import CatalogEntity
+from platform_assets.catalog.loader import CatalogEntity
 from platform_assets.ingestion.extraction import Extraction, ExtractionContext, today
-from resources.rest_config import RateLimit
-from resources.rest_source import Page, RestApiSource, max_cursor
+from resources.rest.config import RateLimit
+from resources.rest.source import Page, RestApiSource, max_cursor
 
 
 class RestExtractor:

@@ -1,0 +1,307 @@
+"""The shape of a source declaration in the catalog, validated strictly: an unknown key or a wrong type
+is an error, never ignored.
+
+One file declares one source system: how to reach it (`connection`, one of three kinds), and its
+entities. Each entity says where its records come from with the block of its source's kind (`file`,
+`table` or `endpoint`); the blocks themselves are the connectors' own configuration models, so the catalog
+and the connectors cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Literal
+from zoneinfo import available_timezones
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+
+from resources.databases.config import DatabaseConnection, TableExtraction
+from resources.files.config import FileFormat, MalformedPolicy
+from resources.rest.config import RestConnection, RestEndpoint
+from resources.warehouses.load import TableLayout
+
+SqlName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$", max_length=63)]
+ColumnName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=63)]
+Reference = Annotated[
+    str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$")
+]
+
+
+class ColumnType(StrEnum):
+    """Logical column types; each layer maps them to its own physical type."""
+
+    INTEGER = "integer"
+    DOUBLE = "double"
+    STRING = "string"
+    BOOLEAN = "boolean"
+    DATE = "date"
+    TIMESTAMP = "timestamp"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Severity = Literal["error", "warn"]
+"""`error`: a violation is quarantined (row rules) or fails the blocking check; `warn`: reported only."""
+DottedPath = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+$")]
+
+
+class Column(Strict):
+    type: ColumnType
+    nullable: bool = True
+    unique: bool = False
+    min: float | None = None
+    max: float | None = None
+    allowed_values: list[str] | None = None
+    regex: str | None = Field(default=None, description="Full-match regular expression for string values.")
+    min_length: int | None = Field(default=None, ge=0)
+    max_length: int | None = Field(default=None, ge=0)
+    check: DottedPath | None = Field(
+        default=None,
+        description="`package.module.function`: takes the column as a pandas Series, returns a boolean "
+        "Series (True = valid).",
+    )
+    severity: Severity = Field(default="error", description="Severity of this column's rules.")
+    references: Reference | None = Field(
+        default=None, description="`source.entity.column` this column points to (a foreign key)."
+    )
+    references_severity: Severity = Field(
+        default="warn", description="Severity of orphan rows (values not found in the referenced column)."
+    )
+    description: str | None = None
+
+    @field_validator("regex")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as error:
+                raise ValueError(f"regex {value!r} does not compile: {error}") from None
+            _compiles_in_duckdb(value)
+        return value
+
+    @model_validator(mode="after")
+    def _rules_fit_the_type(self) -> Column:
+        numeric = self.type in (ColumnType.INTEGER, ColumnType.DOUBLE)
+        misfits = [rule for rule in ("min", "max") if getattr(self, rule) is not None and not numeric]
+        misfits += [
+            rule
+            for rule in ("regex", "min_length", "max_length")
+            if getattr(self, rule) is not None and self.type != ColumnType.STRING
+        ]
+        if misfits:
+            raise ValueError(
+                f"{', '.join(misfits)} do(es) not apply to a {self.type.value} column (min/max: integer or "
+                f"double; regex, min_length, max_length: string)"
+            )
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is greater than max {self.max}")
+        if self.min_length is not None and self.max_length is not None and self.min_length > self.max_length:
+            raise ValueError(f"min_length {self.min_length} is greater than max_length {self.max_length}")
+        return self
+
+
+def _compiles_in_duckdb(pattern: str) -> None:
+    """Staging evaluates `regex` in DuckDB (RE2 syntax): refuse what RE2 does not know (lookarounds,
+    backreferences) when the catalog loads rather than when a delivery is staged."""
+    import duckdb
+
+    try:
+        duckdb.execute("SELECT regexp_full_match('', ?)", [pattern]).fetchall()
+    except duckdb.Error as error:
+        message = str(error).splitlines()[0]
+        raise ValueError(
+            f"regex {pattern!r} is not RE2 syntax, which staging uses ({message}); avoid lookarounds and "
+            f"backreferences"
+        ) from None
+
+
+class SchemaEvolution(Strict):
+    """What a delivery whose columns differ from the last staged version may do.
+
+    `compatibility` (as in schema registries): `backward` = the new schema reads old data (columns may be
+    removed, nullable columns added); `forward` = old readers read new data (columns may be added, nullable
+    columns removed); `full` = both (only nullable columns added or removed); `none` = anything goes.
+    `on_drift` when a type drifts or a column goes missing: `evolve` (add nullable columns; widen integer ->
+    double, date -> timestamp, anything -> string only with `allow_string_widening`; relax a missing
+    non-nullable column to nullable; widening and relaxing only under `backward` or `none`, whose readers
+    accept them, else the step fails), `quarantine` the drifting rows, or `fail` the step. The full table:
+    `schema_evolution.py`."""
+
+    compatibility: Literal["backward", "forward", "full", "none"] = "backward"
+    on_drift: Literal["evolve", "quarantine", "fail"] = "fail"
+    allow_string_widening: bool = False
+
+
+class VolumeAnomaly(Strict):
+    """Row-count anomaly: |z| of this run's row count against the last `history` materializations."""
+
+    sensitivity: float = Field(default=3.0, gt=0)
+    min_history: int = Field(default=5, ge=2)
+    history: int = Field(default=20, ge=2)
+    direction: Literal["spike", "drop", "both"] = "both"
+
+
+class Anomalies(Strict):
+    volume: VolumeAnomaly = Field(default_factory=VolumeAnomaly)
+    null_rate_max_increase: float = Field(
+        default=0.1, ge=0, le=1, description="Largest allowed rise of a column's null rate over its mean."
+    )
+    mean_shift_sensitivity: float = Field(
+        default=3.0, gt=0, description="Allowed shift of a numeric column's mean, in historical stddevs."
+    )
+
+
+CRON_FIELD = re.compile(
+    r"^(\*|\?|[0-9A-Za-z]+(-[0-9A-Za-z]+)?)(/[0-9]+)?(,(\*|[0-9A-Za-z]+(-[0-9A-Za-z]+)?)(/[0-9]+)?)*$"
+)
+CRON_ALIASES = {"@hourly", "@daily", "@weekly", "@monthly", "@yearly"}
+
+
+class Schedule(Strict):
+    cron: str
+    timezone: str = "UTC"
+
+    @field_validator("cron")
+    @classmethod
+    def _is_cron(cls, value: str) -> str:
+        fields = value.split()
+        if value not in CRON_ALIASES and (len(fields) != 5 or not all(map(CRON_FIELD.match, fields))):
+            raise ValueError(f"{value!r} is not a cron expression (five fields, e.g. '0 6 * * *', or @daily)")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _is_timezone(cls, value: str) -> str:
+        if value not in available_timezones():
+            raise ValueError(f"{value!r} is not an IANA time zone name (e.g. UTC, Europe/Berlin)")
+        return value
+
+
+class Freshness(Strict):
+    """The entity is stale when its last successful materialization is older than `max_lag_minutes`."""
+
+    max_lag_minutes: float = Field(gt=0)
+
+
+class FileEntity(FileFormat):
+    """A file entity: a glob under the source's root, and how its files are parsed."""
+
+    path: str = Field(min_length=1, description="Glob relative to the source's root, e.g. `orders/*.csv`.")
+
+
+class FilesConnection(Strict):
+    kind: Literal["files"]
+    root: str = Field(min_length=1, description="Local directory or `gs://bucket/prefix`.")
+
+
+class DatabaseSourceConnection(DatabaseConnection):
+    kind: Literal["database"]
+
+
+class RestSourceConnection(RestConnection):
+    kind: Literal["rest"]
+
+
+Connection = Annotated[
+    FilesConnection | DatabaseSourceConnection | RestSourceConnection, Field(discriminator="kind")
+]
+ENTITY_BLOCK = {"files": "file", "database": "table", "rest": "endpoint"}
+"""Which entity block each connection kind reads its records from (checked by the catalog loader, which
+can point at the entity's line)."""
+
+
+class Layout(Strict):
+    """Physical layout of the staged table where the warehouse has one natively (BigQuery partitioning and
+    clustering); DuckDB and PostgreSQL ignore it."""
+
+    partition_by: ColumnName | None = Field(default=None, description="A date or timestamp column.")
+    partition_granularity: Literal["DAY", "HOUR", "MONTH", "YEAR"] = "DAY"
+    cluster_by: list[ColumnName] = Field(default_factory=list, max_length=4)
+
+    def table_layout(self) -> TableLayout:
+        return TableLayout(self.partition_by, self.partition_granularity, tuple(self.cluster_by))
+
+
+class Entity(Strict):
+    description: str | None = None
+    file: FileEntity | None = None
+    table: TableExtraction | None = None
+    endpoint: RestEndpoint | None = None
+    on_malformed: MalformedPolicy = "fail"
+    primary_key: list[ColumnName] = Field(min_length=1)
+    columns: dict[ColumnName, Column] = Field(min_length=1)
+    schedule: Schedule | None = None
+    freshness: Freshness | None = None
+    layout: Layout | None = None
+    unique: list[list[ColumnName]] = Field(
+        default_factory=list, description="Composite unique keys, e.g. [[customer_id, email]]."
+    )
+    max_bad_fraction: float = Field(
+        default=0.05, ge=0, le=1, description="Share of rows that may be quarantined before the step fails."
+    )
+    schema_evolution: SchemaEvolution = Field(default_factory=SchemaEvolution)
+    anomalies: Anomalies = Field(default_factory=Anomalies)
+    pandera_model: DottedPath | None = Field(
+        default=None,
+        description="`package.module.Model`: a hand-written Pandera `DataFrameModel` the staged table must "
+        "also satisfy (checked by the blocking schema_contract, batch by batch; not quarantined).",
+    )
+
+    def table_layout(self) -> TableLayout | None:
+        return self.layout.table_layout() if self.layout else None
+
+    def is_nullable(self, column: str) -> bool:
+        """Primary-key columns never are, whatever their declaration says."""
+        return self.columns[column].nullable and column not in self.primary_key
+
+    def unique_keys(self) -> list[list[str]]:
+        """Column sets whose values must be unique: the primary key, each `unique` column, each composite
+        `unique` key."""
+        singles = [[name] for name, column in self.columns.items() if column.unique]
+        return [self.primary_key, *singles, *(list(key) for key in self.unique)]
+
+    @model_validator(mode="after")
+    def _primary_key_is_declared(self) -> Entity:
+        missing = [key for key in self.primary_key if key not in self.columns]
+        if missing:
+            raise ValueError(f"primary_key names undeclared column(s) {missing}; declare them under columns")
+        return self
+
+    @model_validator(mode="after")
+    def _unique_keys_are_declared(self) -> Entity:
+        missing = sorted({name for key in self.unique for name in key if name not in self.columns})
+        if missing:
+            raise ValueError(f"unique names undeclared column(s) {missing}; declare them under columns")
+        return self
+
+    @model_validator(mode="after")
+    def _layout_uses_declared_columns(self) -> Entity:
+        if self.layout is None:
+            return self
+        named = [self.layout.partition_by, *self.layout.cluster_by]
+        missing = [name for name in named if name is not None and name not in self.columns]
+        if missing:
+            raise ValueError(f"layout names undeclared column(s) {missing}; declare them under columns")
+        partition = self.layout.partition_by
+        if partition and self.columns[partition].type not in (ColumnType.DATE, ColumnType.TIMESTAMP):
+            raise ValueError(
+                f"layout.partition_by {partition!r} is {self.columns[partition].type.value}; partition by a "
+                f"date or timestamp column"
+            )
+        return self
+
+
+class Source(Strict):
+    source: SqlName
+    description: str | None = None
+    owners: list[str] = Field(default_factory=list)
+    vars: dict[str, str] = Field(
+        default_factory=dict, description="Values for `{{ name }}` placeholders in this file."
+    )
+    connection: Connection
+    schedule: Schedule | None = Field(default=None, description="Default schedule of every entity.")
+    entities: dict[SqlName, Entity] = Field(min_length=1)

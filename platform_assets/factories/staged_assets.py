@@ -1,0 +1,513 @@
+"""Staged layer: typed warehouse tables built from the landed files, with rows that break error-severity
+row rules quarantined (`ops.quarantine`) instead of loaded, and two checks per table: `schema_contract`
+(error-severity rules and key uniqueness; blocking: a failure stops everything downstream in the run) and
+`quality_warnings` (warn-severity rules; reported, never blocking).
+
+Which landed files make the table depends on how the raw asset loads: a `snapshot` extraction's own files
+are the whole entity; `append` extractions (file deliveries, incremental tables and APIs) add up, each key
+taken from its latest good extraction, and are staged incrementally when nothing else changed
+(`staging_plan`)."""
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import dagster as dg
+import pyarrow.parquet as pq
+from pydantic import Field, field_validator
+
+from platform_assets.catalog.loader import CatalogEntity
+from platform_assets.catalog.model import ColumnType, Entity
+from platform_assets.catalog.rules import column_severity, resolve_checks, resolve_model
+from platform_assets.factories.raw_assets import (
+    EXTRACTION_STATE_METADATA,
+    LANDED_FILES_METADATA,
+    LOAD_KIND_METADATA,
+    scaled_batch_rows,
+)
+from platform_assets.keys import (
+    STAGED_GROUP,
+    STAGED_SCHEMA,
+    WAREHOUSE_IO_MANAGER_KEY,
+    WAREHOUSE_POOL,
+    raw_key,
+    staged_key,
+    staged_table,
+)
+from platform_assets.quality.profile import TableProfile, duplicate_key_rows_after_upsert, profile_table
+from platform_assets.quality.quarantine import (
+    QUARANTINE_KEY,
+    QUARANTINE_SCHEMA,
+    QUARANTINE_TABLE,
+    SplitSummary,
+    StagingSplit,
+    over_threshold_message,
+)
+from platform_assets.quality.relationship_checks import last_orphan_rate
+from platform_assets.quality.score import quality_metadata
+from platform_assets.staging.plan import StagingPlan, plan_staging, staging_fingerprint
+from platform_assets.staging.schema_evolution import (
+    DriftDecision,
+    decide,
+    evolved_entity,
+    staged_columns_from_metadata,
+    staging_metadata,
+)
+from platform_assets.staging.schema_registry import (
+    SchemaVersion,
+    delivered_schema,
+    expected_types,
+    latest_materialization,
+    previous_version,
+    text_columns,
+    text_types_hold,
+)
+from platform_assets.staging.sql import DUCKDB_TYPES, staging_select
+from resources.landing.query import scaled_memory_limit
+from resources.landing.zone import LandingZone
+from resources.warehouses.base import Warehouse
+from resources.warehouses.io_manager import TableUpdate, load_metadata
+
+if TYPE_CHECKING:
+    from platform_assets.quality.contract_validation import ContractReport
+
+CONTRACT_CHECK_NAME = "schema_contract"
+WARNINGS_CHECK_NAME = "quality_warnings"
+
+
+class StagingConfig(dg.Config):
+    batch_rows: int = 100_000
+    """Rows per Arrow batch streamed into the warehouse: bounds the step's memory."""
+    batch_scale: float = Field(default=1.0, gt=0, le=1)
+    """Set by the healing layer after a memory failure: `batch_rows` is scaled by it."""
+    on_drift: str | None = None
+    """Set by an approved healing action: this run's drift action (evolve, quarantine or fail) instead
+    of the catalog's."""
+
+    @field_validator("on_drift")
+    @classmethod
+    def _drift_action(cls, value: str | None) -> str | None:
+        if value not in (None, "evolve", "quarantine", "fail"):
+            raise ValueError(f"on_drift must be evolve, quarantine or fail, not {value!r}")
+        return value
+
+
+class StagingError(RuntimeError):
+    """The landed data cannot be staged as declared: names the file and what to change."""
+
+
+class SchemaDriftError(StagingError):
+    """The delivery's schema changed in a way the entity's evolution policy refuses."""
+
+
+class BadRowsError(StagingError):
+    """Too many delivered rows break error-severity rules (over `max_bad_fraction`, or all of them)."""
+
+
+class UpstreamMissingError(StagingError):
+    """The raw asset to stage from was never materialized, or its landed files are gone."""
+
+
+def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDefinition:
+    entity = item.entity
+    upstream = raw_key(item.source_name, item.name)
+    table = staged_table(item.source_name, item.name)
+    checks = resolve_checks(item.source_name, item.name, entity)
+
+    @dg.asset(
+        key=staged_key(item.source_name, item.name),
+        deps=[upstream],
+        group_name=STAGED_GROUP,
+        kinds={warehouse_kind},
+        owners=item.source.owners,
+        pool=WAREHOUSE_POOL,
+        io_manager_key=WAREHOUSE_IO_MANAGER_KEY,
+        description=f"Typed table {STAGED_SCHEMA}.{table}. {entity.description or ''}".strip(),
+        metadata={
+            **load_metadata(mode="replace", primary_key=entity.primary_key, layout=entity.table_layout()),
+            "dagster/table_name": f"{STAGED_SCHEMA}.{table}",
+            "dagster/column_schema": dg.TableSchema(
+                columns=[
+                    dg.TableColumn(
+                        name,
+                        DUCKDB_TYPES[column.type],
+                        description=column.description,
+                        constraints=dg.TableColumnConstraints(
+                            nullable=entity.is_nullable(name), unique=[name] in entity.unique_keys()
+                        ),
+                    )
+                    for name, column in entity.columns.items()
+                ]
+            ),
+        },
+    )
+    def staged_entity(
+        context: dg.AssetExecutionContext, config: StagingConfig, landing: LandingZone, warehouse: Warehouse
+    ) -> dg.Output[TableUpdate]:
+        landed, appends = _landed_files(context, upstream, landing, item)
+        declared = _with_drift_action(item, config)
+        previous_metadata = _latest_metadata(context)
+        first_plan = plan_staging(
+            landed,
+            appends=appends,
+            primary_key=entity.primary_key,
+            previous=previous_metadata,
+            table_exists=lambda: bool(warehouse.columns(STAGED_SCHEMA, table)),
+        )
+
+        def decided(parse_text: bool) -> _Decided:
+            return _decide(context, item, declared, first_plan, list(checks), parse_text=parse_text)
+
+        def build(run: _Decided, type_counted: list[str]) -> StagingSplit:
+            _enforce(context, declared, run.plan, run.decision)
+            staged = run.decision.staged_entity(entity)
+            columns = {name for path in run.plan.files for name in pq.read_schema(path).names}
+            context.log.info(
+                f"Staging {STAGED_SCHEMA}.{table} from {len(run.plan.files)} landed file(s), "
+                f"{'incremental' if run.plan.incremental else 'full'}: {run.plan.reason}"
+            )
+            return StagingSplit(
+                staging_select(staged, run.plan.files, columns, context.run.run_id),
+                staged,
+                checks,
+                warehouse.staging_database(
+                    landing.spill_dir() / f"staging-{context.run.run_id}-{table}.duckdb"
+                ),
+                (STAGED_SCHEMA, table),
+                spill_dir=landing.spill_dir(),
+                batch_rows=scaled_batch_rows(config.batch_rows, config.batch_scale),
+                memory_limit=scaled_memory_limit(config.batch_scale),
+                type_counted=type_counted,
+            )
+
+        # Deciding the drift needs the types the landed text parses as: a pass over every value, which
+        # staging makes anyway. So the decision first assumes each text column parses as expected; staging
+        # counts what did not, and only when that breaks the assumption is the delivery scanned and staged
+        # again (10 million rows: the scan was 1.3 s of a 9 s step).
+        run = decided(parse_text=False)
+        counted = _type_counted_columns(run, entity)
+        if counted is None:
+            run = decided(parse_text=True)
+        split = build(run, counted or [])
+        if counted and not text_types_hold(split.type_counts, entity.max_bad_fraction):
+            split.close()
+            context.log.info(
+                f"{item.source_name}.{item.name}: the delivered text drifted; scanning it to decide"
+            )
+            run = decided(parse_text=True)
+            split = build(run, [])
+        plan, previous, delivered, decision = run.plan, run.previous, run.delivered, run.decision
+        staged = decision.staged_entity(entity)
+        try:
+            summary = split.summary(decision.quarantine_rules())
+            if summary.total and summary.bad == summary.total and not plan.incremental:
+                raise BadRowsError(
+                    f"{item.source_name}.{item.name}: every one of the {summary.total} delivered rows breaks "
+                    f"a rule ({dict(summary.by_rule)}); staging none of them would empty "
+                    f"{STAGED_SCHEMA}.{table}. Nothing was written. Fix the delivery, or the catalog."
+                )
+            if summary.bad_fraction > entity.max_bad_fraction:
+                raise BadRowsError(
+                    over_threshold_message(
+                        f"{item.source_name}.{item.name}",
+                        f"{STAGED_SCHEMA}.{table}",
+                        summary,
+                        entity.max_bad_fraction,
+                    )
+                )
+            quarantined = (
+                split.quarantine_rows(context.asset_key.to_user_string(), context.run.run_id)
+                if summary.bad
+                else None
+            )
+            # A full run profiles its rows in the staging database, within staging's (healable) memory bound;
+            # an incremental one can only profile the whole table once its rows are upserted (`describe`).
+            profile = None if plan.incremental else split.profile(staged)
+            known_duplicates = (
+                duplicate_key_rows_after_upsert(
+                    previous_metadata, lambda: split.profile(staged).duplicate_key_rows
+                )
+                if plan.incremental
+                else None
+            )
+            rows = split.staged_rows()
+        except BaseException:
+            split.close()
+            raise
+        if quarantined is not None:
+            # Written before the staged table (the IO manager loads it after this returns): should that
+            # load fail, these rows stay, tagged with this run's id, and the staged table keeps its
+            # previous contents; the retry finds them again and upserts them under its own run id.
+            context.log.warning(
+                f"Quarantining {summary.bad} of {summary.total} row(s) of {STAGED_SCHEMA}.{table} into "
+                f"{QUARANTINE_SCHEMA}.{QUARANTINE_TABLE}: {dict(summary.by_rule)}"
+            )
+            try:
+                warehouse.load(
+                    QUARANTINE_SCHEMA,
+                    QUARANTINE_TABLE,
+                    quarantined,
+                    mode="upsert",
+                    primary_key=QUARANTINE_KEY,
+                )
+            except BaseException:
+                rows.close()
+                raise
+        orphan_rate = last_orphan_rate(context.instance, context.asset_key)
+
+        def quality(profile: TableProfile) -> dict[str, dg.MetadataValue]:
+            score = quality_metadata(profile, staged, rows_quarantined=summary.bad, orphan_rate=orphan_rate)
+            return {**profile.metadata(), **score}
+
+        def describe(loaded: Warehouse, schema: str, name: str) -> dict[str, dg.MetadataValue]:
+            """After an upsert: the whole table's size, profile and quality score, from the warehouse."""
+            profile = profile_table(loaded, schema, name, staged, duplicate_key_rows=known_duplicates)
+            return {"dagster/row_count": dg.MetadataValue.int(profile.rows), **quality(profile)}
+
+        return dg.Output(
+            TableUpdate(rows, mode="upsert", describe=describe) if profile is None else TableUpdate(rows),
+            metadata={
+                "landed_files": len(landed),
+                "staged_files": len(plan.files),
+                **plan.metadata(run.fingerprint),
+                **_quarantine_metadata(summary),
+                **staging_metadata(previous, delivered, decision),
+                **(quality(profile) if profile is not None else {}),
+            },
+        )
+
+    return staged_entity
+
+
+def _quarantine_metadata(summary: SplitSummary) -> dict[str, dg.MetadataValue]:
+    """What staging set aside. (Other per-materialization metadata, e.g. a profile, belongs beside it.)"""
+    return {
+        "rows_quarantined": dg.MetadataValue.int(summary.bad),
+        "rows_quarantined_for_drift": dg.MetadataValue.int(summary.drifted),
+        "quarantined_by_rule": dg.MetadataValue.json(dict(summary.by_rule)),
+        "bad_fraction": dg.MetadataValue.float(round(summary.bad_fraction, 6)),
+    }
+
+
+def build_contract_checks(item: CatalogEntity) -> list[dg.AssetChecksDefinition]:
+    """Both checks of a staged table: `schema_contract` (blocking) and `quality_warnings`."""
+    return [build_contract_check(item, "error"), build_contract_check(item, "warn")]
+
+
+def build_contract_check(
+    item: CatalogEntity, severity: Literal["error", "warn"] = "error"
+) -> dg.AssetChecksDefinition:
+    error = severity == "error"
+    checks = resolve_checks(item.source_name, item.name, item.entity)
+    if error and item.entity.pandera_model is not None:  # fails the code location now, naming the entity
+        resolve_model(item.entity.pandera_model, f"{item.source_name}.{item.name}")
+    description = (
+        "Error-severity rules declared in the catalog (types, nullability, ranges, allowed values, regex, "
+        "lengths, custom checks; Pandera, batch by batch) and key uniqueness (primary key, unique columns "
+        "and composite keys, computed by the warehouse). Blocking: a failure stops downstream models in "
+        "the run."
+        if error
+        else "Rules declared with `severity: warn` in the catalog (Pandera, batch by batch; unique columns "
+        "computed by the warehouse). Reported, never blocking."
+    )
+
+    @dg.asset_check(
+        asset=staged_key(item.source_name, item.name),
+        name=CONTRACT_CHECK_NAME if error else WARNINGS_CHECK_NAME,
+        blocking=error,
+        pool=WAREHOUSE_POOL,
+        description=description,
+    )
+    def contract(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) -> dg.AssetCheckResult:
+        # Imported here, not at the top: pandas and Pandera take seconds to import, and loading the code
+        # location (every `dagster dev` reload, every run worker) should not pay for them.
+        from platform_assets.quality.contract_validation import validate_staged_table
+
+        report = validate_staged_table(
+            warehouse, _as_last_staged(context.instance, item), severity=severity, checks=checks
+        )
+        if not report.passed:
+            log = context.log.error if error else context.log.warning
+            log(
+                f"{item.source_name}.{item.name}: {report.violation_count} {severity}-severity "
+                f"violation(s): {dict(report.counts)}"
+            )
+        return dg.AssetCheckResult(
+            passed=report.passed,
+            severity=dg.AssetCheckSeverity.ERROR if error else dg.AssetCheckSeverity.WARN,
+            metadata=_report_metadata(item, report),
+        )
+
+    return contract
+
+
+def _landed_files(
+    context: dg.AssetExecutionContext, upstream: dg.AssetKey, landing: LandingZone, item: CatalogEntity
+) -> tuple[list[Path], bool]:
+    """The entity's landed files, and whether they add up (`append`) rather than each extraction's being
+    the whole entity (`snapshot`)."""
+    event = context.instance.get_latest_materialization_event(upstream)
+    materialization = event.asset_materialization if event else None
+    if materialization is None or LOAD_KIND_METADATA not in materialization.metadata:
+        raise UpstreamMissingError(
+            f"{upstream.to_user_string()} has never been materialized; materialize it first "
+            f"(or select it together with this asset)."
+        )
+    if materialization.metadata[LOAD_KIND_METADATA].value == "append":
+        committed = landing.committed_files(item.source_name, item.name)
+        state = materialization.metadata.get(EXTRACTION_STATE_METADATA)
+        if not committed and state is not None and state.value:  # it extracted before: files are gone
+            raise UpstreamMissingError(
+                f"{upstream.to_user_string()} landed rows, but no landed file of {item.source_name}."
+                f"{item.name} is left in {landing.root}. Re-materialize {upstream.to_user_string()}: it "
+                f"lands again every delivered file whose landed copy is gone."
+            )
+        return committed, True
+    paths = [Path(p) for p in materialization.metadata[LANDED_FILES_METADATA].value]
+    gone = [p for p in paths if not p.exists()]
+    if gone:
+        raise UpstreamMissingError(
+            f"Files landed by the latest {upstream.to_user_string()} run are gone: {gone[:3]}. "
+            f"Re-materialize {upstream.to_user_string()}."
+        )
+    return paths, False
+
+
+def _latest_metadata(context: dg.AssetExecutionContext) -> Mapping[str, object] | None:
+    latest = latest_materialization(context.instance, context.asset_key)
+    return latest[0].metadata if latest else None
+
+
+def _as_last_staged(instance: dg.DagsterInstance, item: CatalogEntity) -> CatalogEntity:
+    """The entity with the columns and types its latest materialization staged: after a schema evolution
+    the table has widened or added columns, and the contract is checked against what was staged."""
+    latest = latest_materialization(instance, staged_key(item.source_name, item.name))
+    staged = staged_columns_from_metadata(latest[0].metadata) if latest else None
+    return replace(item, entity=evolved_entity(item.entity, *staged)) if staged else item
+
+
+def _with_drift_action(item: CatalogEntity, config: StagingConfig) -> CatalogEntity:
+    """The entity with this run's `on_drift` (an approved healing action), else as declared."""
+    if config.on_drift is None:
+        return item
+    policy = item.entity.schema_evolution.model_copy(update={"on_drift": config.on_drift})
+    return replace(item, entity=item.entity.model_copy(update={"schema_evolution": policy}))
+
+
+@dataclass(frozen=True)
+class _Decided:
+    """What a staging run stages: the plan, the schema decision, and the fingerprint it records."""
+
+    plan: StagingPlan
+    previous: SchemaVersion | None
+    delivered: dict[str, ColumnType]
+    decision: DriftDecision
+    fingerprint: str
+
+
+def _decide(
+    context: dg.AssetExecutionContext,
+    item: CatalogEntity,
+    declared: CatalogEntity,
+    plan: StagingPlan,
+    check_names: list[str],
+    *,
+    parse_text: bool,
+) -> _Decided:
+    """The schema decision for `plan` (`declared`: the entity with this run's drift action), and the plan
+    rebuilt in full when the decision or the fingerprint (of the entity as catalogued) says so."""
+    previous, delivered, decision = _schema_decision(context, declared, plan, parse_text=parse_text)
+    fingerprint = staging_fingerprint(decision.staged_entity(item.entity), check_names)
+    rebuild = plan.incremental and plan.rebuild_reason(fingerprint, schema_changed=not decision.unchanged)
+    if rebuild:
+        plan = plan.rebuild(rebuild)
+        previous, delivered, decision = _schema_decision(context, declared, plan, parse_text=parse_text)
+        fingerprint = staging_fingerprint(decision.staged_entity(item.entity), check_names)
+    return _Decided(plan, previous, delivered, decision, fingerprint)
+
+
+def _type_counted_columns(run: _Decided, entity: Entity) -> list[str] | None:
+    """The text-landed columns whose assumed types staging verifies by counting their type failures; None
+    when the decision cannot rest on the assumption: the delivery changed otherwise (drift is then decided
+    on scanned types, as always), or a column's type failures are not marked (a warn-severity column)."""
+    if not run.decision.unchanged:
+        return None
+    staged = run.decision.staged_entity(entity)
+    text = text_columns(run.plan.files)
+    counted = [
+        name for name, column in staged.columns.items() if name in text and column.type != ColumnType.STRING
+    ]
+    if any(column_severity(staged, name) != "error" for name in counted):
+        return None
+    return counted
+
+
+def _schema_decision(
+    context: dg.AssetExecutionContext, item: CatalogEntity, plan: StagingPlan, *, parse_text: bool
+) -> tuple[SchemaVersion | None, dict[str, ColumnType], DriftDecision]:
+    """The schema of the files the plan stages against the last staged version and the entity's evolution
+    policy: what to stage (`_enforce` refuses a `fail`). An incremental run with no new file delivers the
+    last staged version again. Without `parse_text`, text columns are taken to parse as expected."""
+    entity = item.entity
+    landed = plan.files
+    previous = previous_version(context.instance, context.asset_key)
+    declared = {name: column.type for name, column in entity.columns.items()}
+    if plan.incremental and not landed and previous is not None:
+        delivered = previous.column_types()
+    else:
+        delivered = delivered_schema(
+            landed,
+            expected_types(declared, previous),
+            tolerance=entity.max_bad_fraction,
+            parse_text=parse_text,
+        )
+    return previous, delivered, decide(entity, previous, delivered)
+
+
+def _enforce(
+    context: dg.AssetExecutionContext, item: CatalogEntity, plan: StagingPlan, decision: DriftDecision
+) -> None:
+    """Log the decision's violations; a StagingError naming each when the policy says fail."""
+    for message in decision.violations:
+        context.log.warning(f"{item.source_name}.{item.name}: {message}")
+    if decision.action == "fail":
+        raise SchemaDriftError(
+            f"{item.source_name}.{item.name}: the delivery's schema drifted and the policy says fail "
+            f"({len(plan.files)} landed file(s)): {'; '.join(decision.violations)}. Fix the delivery, or "
+            f"change the catalog (declare the change, or set schema_evolution.on_drift)."
+        )
+
+
+def _report_metadata(item: CatalogEntity, report: "ContractReport") -> dict[str, dg.MetadataValue]:
+    key_columns = item.entity.primary_key
+    return {
+        "rows_checked": dg.MetadataValue.int(report.rows_checked),
+        "violations": dg.MetadataValue.int(report.violation_count),
+        "violations_by_rule": dg.MetadataValue.json(dict(report.counts)),
+        "offending_rows": dg.MetadataValue.table(
+            records=[
+                dg.TableRecord(
+                    {
+                        **{k: v.key.get(k, "") for k in key_columns},
+                        "column": v.column,
+                        "rule": v.rule,
+                        "value": v.value,
+                        "origin": v.source_file or "",
+                        "record": v.source_record if v.source_record is not None else -1,
+                    }
+                )
+                for v in report.examples
+            ],
+            schema=dg.TableSchema(
+                columns=[
+                    *(dg.TableColumn(k, "string") for k in key_columns),
+                    dg.TableColumn("column", "string"),
+                    dg.TableColumn("rule", "string"),
+                    dg.TableColumn("value", "string"),
+                    dg.TableColumn("origin", "string"),
+                    dg.TableColumn("record", "int"),
+                ]
+            ),
+        ),
+    }

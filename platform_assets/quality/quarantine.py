@@ -1,0 +1,293 @@
+"""Splitting a staging run into the rows that go to the staged table and the rows that go to quarantine.
+
+The staging SELECT (`staging_sql.staging_select`) already marks, per row, the error-severity row rules it
+breaks (`_violations`, compiled to SQL). It is materialized ONCE into a table beside the staged table
+(`<schema>.__staging_<table>`) of the warehouse's staging database (`Warehouse.staging_database`: the
+DuckDB warehouse's own file, else a scratch DuckDB file under the landing's spill directory, where DuckDB
+also spills when the data outgrows `memory_limit`), then settled there into exactly the rows of this run:
+
+1. custom checks (`check:`, Python, not compilable to SQL) run over that one column, batch by batch (pandas
+   on that column only); the rows they reject get the check's label added to their `_violations`;
+2. of the versions of a key landed by several extractions, those a later good version replaces are
+   deleted (`_keep_current_versions`);
+3. one aggregate counts all rows, bad rows and failures per rule (`summary`), BEFORE anything is written:
+   the caller refuses the whole step when the bad fraction is over the entity's `max_bad_fraction`;
+4. `quarantine_rows` gives one row per (bad row, broken rule) for `ops.quarantine` (upserted on
+   `QUARANTINE_KEY`), spilled to a Parquet file so that they can be loaded once the database is closed;
+5. `staged_rows` closes the database and hands the table over, with the filter of the good rows (and
+   without `_violations`), to the warehouse load: a DuckDB warehouse keeps the table in place, any other
+   reads it as Arrow batches; either way it is removed once loaded.
+
+Memory stays bounded by the batch size and DuckDB's memory limit, never by the delivery.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from platform_assets.catalog import rules
+from platform_assets.catalog.model import Entity
+from platform_assets.quality.profile import TableProfile, profile_sql, read_profile
+from platform_assets.staging.sql import (
+    CAST_ERRORS_COLUMN,
+    ORIGIN_COLUMN,
+    RECORD_COLUMN,
+    VIOLATIONS_COLUMN,
+    sql_string,
+)
+from resources.landing.query import DEFAULT_MEMORY_LIMIT
+from resources.landing.zone import EXTRACTED_AT_COLUMN, SOURCE_COLUMN
+from resources.warehouses.duckdb_file_rows import DuckDBFileRows, StagingDatabase
+from resources.warehouses.duckdb_warehouse import qualified_name, quote_identifier
+
+QUARANTINE_SCHEMA = "ops"
+QUARANTINE_TABLE = "quarantine"
+QUARANTINE_COLUMNS = ("asset_key", "row_key", "rule", "column", "run_id", "row_json", "quarantined_at")
+"""One row per broken rule of a quarantined row: `row_key` is where the row was landed (`<landed
+file>#<record>`); `row_json` is the whole staged row as JSON text (typed values; a value that did not parse
+is NULL there and kept verbatim in `_cast_errors`), with its lineage (`_origin`, `_record`, `_source`,
+`_extracted_at`)."""
+QUARANTINE_KEY = ["asset_key", "row_key", "rule", "column"]
+"""A full staging run rebuilds from every landed file, so a bad row is found again: it is upserted on
+this key (one row per landed row and broken rule, `run_id` and `quarantined_at` of the latest run that
+found it), never appended again."""
+
+_ROW = "__row"
+
+
+@dataclass
+class SplitSummary:
+    total: int = 0
+    bad: int = 0
+    by_rule: Counter[str] = field(default_factory=Counter)
+    drifted: int = 0
+    """Bad rows that break only exempt rules (`summary(exempt=...)`): quarantined, but outside
+    `bad_fraction`."""
+
+    @property
+    def bad_fraction(self) -> float:
+        """The share of rows quarantined for data quality, which `max_bad_fraction` bounds."""
+        return (self.bad - self.drifted) / self.total if self.total else 0.0
+
+
+class StagingSplit:
+    """The staged rows of one run in a staging database, with each row's broken error-severity rules, in
+    the table `<schema>.__staging_<table>` until the warehouse load takes it over."""
+
+    def __init__(
+        self,
+        select_sql: str,
+        entity: Entity,
+        checks: Mapping[str, Callable[[Any], Any]],
+        database: StagingDatabase,
+        target: tuple[str, str],
+        *,
+        spill_dir: Path,
+        batch_rows: int,
+        memory_limit: str = DEFAULT_MEMORY_LIMIT,
+        type_counted: Sequence[str] = (),
+    ) -> None:
+        self.entity = entity
+        self.batch_rows = batch_rows
+        self.database = database
+        self.spill_dir = spill_dir
+        schema, table = target
+        self.schema, self.name = schema, f"__staging_{table}"
+        self.table = qualified_name(self.schema, self.name)
+        self.con = database.connect(memory_limit=memory_limit, spill_dir=spill_dir)
+        try:
+            self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(schema)}")
+            self.con.execute(f"CREATE OR REPLACE TABLE {self.table} AS {select_sql}")
+            self.type_counts = self._type_counts(type_counted)
+            self.con.execute(
+                f"CREATE OR REPLACE TEMP TABLE custom_failures ({_ROW} BIGINT, violation VARCHAR)"
+            )
+            for name, function in checks.items():
+                if rules.column_severity(entity, name) == "error":
+                    self._run_check(name, function)
+            ((rejected,),) = self.con.execute("SELECT count(*) FROM custom_failures").fetchall()
+            if rejected:
+                self.con.execute(_merge_custom_failures(self.table))
+            self._keep_current_versions()
+        except BaseException:
+            self.close()
+            raise
+
+    def _type_counts(self, names: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """Per column (error-severity, so that `_violations` marks its type failures): the numbers of its
+        landed non-null values that did and did not parse as its staged type, over every landed row."""
+        if not names:
+            return {}
+        violations = quote_identifier(VIOLATIONS_COLUMN)
+        selects = []
+        for name in names:
+            label = sql_string(rules.rule_label(name, rules.TYPE))
+            selects += [
+                f"count({quote_identifier(name)})",
+                f"count(*) FILTER (WHERE list_contains({violations}, {label}))",
+            ]
+        (row,) = self.con.execute(f"SELECT {', '.join(selects)} FROM {self.table}").fetchall()
+        return {name: (row[2 * index], row[2 * index + 1]) for index, name in enumerate(names)}
+
+    def _keep_current_versions(self) -> None:
+        """Delete the versions of a key that a later good version replaces.
+
+        A key's current version is its latest GOOD one: a correction that breaks a rule is quarantined and
+        the version before it stays staged, exactly as an upsert of only the good rows of each run leaves
+        it (`staging_plan`), so a rebuild and a chain of incremental runs stage the same rows. Two versions
+        of a key in ONE extraction both stay, for the schema contract to report as a duplicate instead of
+        one being dropped silently. A single extraction (a first or full load) needs nothing.
+        """
+        extracted_at = quote_identifier(EXTRACTED_AT_COLUMN)
+        ((oldest, newest),) = self.con.execute(
+            f"SELECT min({extracted_at}), max({extracted_at}) FROM {self.table}"
+        ).fetchall()
+        if not self.entity.primary_key or oldest == newest:
+            return
+        key = [quote_identifier(name) for name in self.entity.primary_key]
+        columns = ", ".join(key)
+        self.con.execute(
+            f"CREATE OR REPLACE TEMP TABLE latest_good AS SELECT {columns}, max({extracted_at}) AS __latest "
+            f"FROM {self.table} WHERE {quote_identifier(VIOLATIONS_COLUMN)} IS NULL AND {extracted_at} > ? "
+            f"GROUP BY {columns}",
+            [oldest],
+        )
+        matches = " AND ".join(f"{self.table}.{name} = later.{name}" for name in key)
+        self.con.execute(
+            f"DELETE FROM {self.table} USING latest_good AS later "
+            f"WHERE {matches} AND {self.table}.{extracted_at} < later.__latest"
+        )
+
+    def _run_check(self, name: str, function: Callable[[Any], Any]) -> None:
+        """Rows whose (non-null) value of `name` the custom check rejects, into `custom_failures`."""
+        from platform_assets.quality.pandera_schemas import apply_check, to_pandas
+
+        column = quote_identifier(name)
+        label = rules.rule_label(name, rules.CHECK)
+        reader = self.con.cursor()  # the rejections go through self.con: it alone sees its TEMP tables
+        try:
+            batches = reader.sql(
+                f"SELECT rowid AS {_ROW}, {column} FROM {self.table} WHERE {column} IS NOT NULL"
+            ).to_arrow_reader(self.batch_rows)
+            for batch in batches:
+                frame = to_pandas(batch)
+                valid = apply_check(function, frame[name])
+                rejected = pa.table(
+                    {
+                        _ROW: pa.array(frame.loc[~valid.to_numpy(), _ROW].to_numpy(), pa.int64()),
+                        "violation": pa.array([label] * int((~valid).sum()), pa.string()),
+                    }
+                )
+                if rejected.num_rows:
+                    self.con.register("__rejected", rejected)
+                    self.con.execute("INSERT INTO custom_failures SELECT * FROM __rejected")
+                    self.con.unregister("__rejected")
+        finally:
+            reader.close()
+
+    def summary(self, exempt: frozenset[str] = frozenset()) -> SplitSummary:
+        """Counts of all rows, bad rows and failures per rule; rows whose every broken rule is in `exempt`
+        (rule labels, e.g. the type rule of a column quarantined for schema drift) are `drifted`."""
+        violations = quote_identifier(VIOLATIONS_COLUMN)
+        labels = "[" + ", ".join(sql_string(label) for label in sorted(exempt)) + "]::VARCHAR[]"
+        ((total, bad, drifted),) = self.con.execute(
+            f"SELECT count(*), count({violations}), "
+            f"count(*) FILTER (WHERE list_has_all({labels}, {violations})) FROM {self.table}"
+        ).fetchall()
+        by_rule = self.con.execute(
+            f"SELECT v, count(*) FROM (SELECT unnest({violations}) AS v FROM {self.table}) "
+            f"GROUP BY v ORDER BY v"
+        ).fetchall()
+        return SplitSummary(total, bad, Counter({rule: count for rule, count in by_rule}), drifted)
+
+    def quarantine_rows(self, asset_key: str, run_id: str) -> pa.RecordBatchReader:
+        """One row per broken rule of each bad row, shaped as `ops.quarantine`: written to a Parquet file in
+        the spill directory now, read from it (and the file deleted) whenever the reader is consumed, so
+        that the staging database, which may be the warehouse's file, can be closed for their load."""
+        row = ", ".join(
+            f"{sql_string(name)}, {quote_identifier(name)}"
+            for name in [*self.entity.columns, *_LINEAGE_IN_JSON]
+        )
+        sql = (
+            f"SELECT {sql_string(asset_key)} AS asset_key, "
+            f"concat({quote_identifier(ORIGIN_COLUMN)}, '#', {quote_identifier(RECORD_COLUMN)}) AS row_key, "
+            f"split_part(v, ': ', 2) AS rule, split_part(v, ': ', 1) AS {quote_identifier('column')}, "
+            f"{sql_string(run_id)} AS run_id, json_object({row})::VARCHAR AS row_json, "
+            f"now()::TIMESTAMP AS quarantined_at "
+            f"FROM (SELECT *, unnest({quote_identifier(VIOLATIONS_COLUMN)}) AS v FROM {self.table}) AS broken"
+        )
+        spilled = self.spill_dir / f"quarantine-{self.name}.parquet"
+        self.con.execute(f"COPY ({sql}) TO {sql_string(str(spilled))} (FORMAT parquet)")
+        parquet = pq.ParquetFile(spilled)
+        batches = parquet.iter_batches(self.batch_rows)
+        return pa.RecordBatchReader.from_batches(parquet.schema_arrow, _deleting(batches, spilled))
+
+    def profile(self, entity: Entity) -> TableProfile:
+        """The profile of the rows that will be staged, without running the staging query again."""
+        violations = quote_identifier(VIOLATIONS_COLUMN)
+        good = f"SELECT * EXCLUDE ({violations}) FROM {self.table} WHERE {violations} IS NULL"
+        (row,) = self.con.sql(profile_sql(good, entity)).to_arrow_table().to_pylist()
+        return read_profile(row, entity)
+
+    def staged_rows(self) -> DuckDBFileRows:
+        """The good rows, without `_violations`: the database is closed and the table handed over, to be
+        kept in place by a DuckDB warehouse or streamed as Arrow batches to any other, then removed."""
+        with contextlib.suppress(duckdb.Error):
+            self.con.close()
+        violations = quote_identifier(VIOLATIONS_COLUMN)
+        return DuckDBFileRows(
+            self.database,
+            self.schema,
+            self.name,
+            where=f"{violations} IS NULL",
+            exclude=[VIOLATIONS_COLUMN],
+            batch_rows=self.batch_rows,
+        )
+
+    def close(self) -> None:
+        """Close the database and remove what this run built (a failed step leaves nothing behind)."""
+        with contextlib.suppress(duckdb.Error):
+            self.con.close()
+        self.database.discard(self.table)
+
+
+_LINEAGE_IN_JSON = (CAST_ERRORS_COLUMN, ORIGIN_COLUMN, RECORD_COLUMN, SOURCE_COLUMN, EXTRACTED_AT_COLUMN)
+
+
+def _merge_custom_failures(table: str) -> str:
+    """The custom checks' rejections added to the rejected rows' `_violations` (NULL = a good row)."""
+    violations = quote_identifier(VIOLATIONS_COLUMN)
+    return (
+        f"UPDATE {table} SET {violations} = "
+        f"list_concat(coalesce({table}.{violations}, []::VARCHAR[]), c.found) "
+        f"FROM (SELECT {_ROW}, list(violation ORDER BY violation) AS found FROM custom_failures "
+        f"GROUP BY {_ROW}) AS c WHERE {table}.rowid = c.{_ROW}"
+    )
+
+
+def _deleting(batches: Iterator[pa.RecordBatch], path: Path) -> Iterator[pa.RecordBatch]:
+    try:
+        yield from batches
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def over_threshold_message(where: str, table: str, summary: SplitSummary, max_bad_fraction: float) -> str:
+    rules_text = ", ".join(f"{rule} {count}" for rule, count in summary.by_rule.most_common())
+    return (
+        f"{where}: {summary.bad} of {summary.total} rows ({summary.bad_fraction:.1%}) break error-severity "
+        f"rules, more than max_bad_fraction {max_bad_fraction:.1%} allows. Failures per rule: {rules_text}. "
+        f"Nothing was written (neither {table} nor {QUARANTINE_SCHEMA}.{QUARANTINE_TABLE}). Fix the "
+        f"delivery at the source (the rows are in the landed files), or, if this share of bad rows is "
+        f"acceptable, raise `max_bad_fraction` of {where} in the catalog, or lower the rules to "
+        f"`severity: warn`."
+    )

@@ -1,0 +1,144 @@
+"""Which landed files a staging run reads, and whether it rebuilds the staged table or adds to it.
+
+An `append` entity (file deliveries, incremental tables, APIs) lands one set of files per extraction, and
+they accumulate. Rebuilding the staged table from all of them costs in proportion to everything ever
+landed; a run after a 10% change should cost 10%. So a staging run reads only the files extracted after the
+newest extraction the previous run staged (`staging/through`), and upserts their good rows by primary key.
+
+That is only equivalent to a rebuild while nothing else changed. The run rebuilds in full when:
+- the entity has no primary key (nothing to upsert on), or loads `snapshot`s (each one is the whole entity);
+- no previous staging run recorded where it got to, or a landed file's extraction time is unknown;
+- the staging definition changed (the entity's columns, types, rules or checks: `staging/fingerprint`),
+  e.g. after a schema evolution or a catalog edit, since rows staged earlier might now be staged otherwise;
+- the staged table is gone from the warehouse.
+The schema-drift decision over the new files can force a rebuild too (see `staged_assets`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from platform_assets.catalog.model import Entity
+from resources.landing.zone import EXTRACTED_AT_COLUMN
+
+THROUGH_METADATA = "staging/through"
+"""The newest extraction time (ISO 8601) among the landed files the table holds after this run."""
+FINGERPRINT_METADATA = "staging/fingerprint"
+"""What the staged rows were computed by: the staged entity (columns, types, rules) and its checks."""
+MODE_METADATA = "staging/mode"
+REASON_METADATA = "staging/reason"
+
+
+@dataclass(frozen=True)
+class StagingPlan:
+    files: list[Path]
+    """The landed files this run stages."""
+    incremental: bool
+    """True: upsert these files' rows into the staged table; False: replace the table with them."""
+    through: datetime | None
+    """The newest extraction time the table holds after this run; None when a file's is unknown."""
+    reason: str
+    """Why the run is incremental or full, for the log and the materialization."""
+    landed: list[Path]
+    """Every landed file of the entity, which a rebuild reads."""
+    previous_fingerprint: object = None
+    """The staging definition the table's rows were staged by (incremental plans)."""
+
+    def rebuild_reason(self, fingerprint: str, *, schema_changed: bool) -> str | None:
+        """Why this incremental plan must rebuild after all, or None: the new files' schema differs from
+        the last staged version (`schema_changed`: added, removed or retyped columns, or any drift action),
+        or the staging definition does (`fingerprint`, of the entity as it will be staged and its checks)."""
+        if schema_changed:
+            return "the new files' schema differs from the last staged version"
+        if self.previous_fingerprint != fingerprint:
+            return "the staging definition (columns, types, rules or checks) changed since the last run"
+        return None
+
+    def rebuild(self, reason: str) -> StagingPlan:
+        """The full plan over every landed file, for `reason`."""
+        return StagingPlan(self.landed, False, self.through, reason, self.landed)
+
+    def metadata(self, fingerprint: str) -> dict[str, str]:
+        recorded = {
+            MODE_METADATA: "incremental" if self.incremental else "full",
+            REASON_METADATA: self.reason,
+            FINGERPRINT_METADATA: fingerprint,
+        }
+        if self.through is not None:
+            recorded[THROUGH_METADATA] = self.through.isoformat()
+        return recorded
+
+
+def staging_fingerprint(entity: Entity, check_names: list[str]) -> str:
+    """A digest of everything that decides how a landed row is staged."""
+    definition = {"entity": entity.model_dump(mode="json"), "checks": sorted(check_names)}
+    return hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def plan_staging(
+    landed: list[Path],
+    *,
+    appends: bool,
+    primary_key: list[str],
+    previous: Mapping[str, object] | None,
+    table_exists: Callable[[], bool],
+) -> StagingPlan:
+    """The plan of a run over `landed` (the entity's landed files); `previous` is the metadata of the
+    staged table's latest materialization (None: never staged). An incremental plan still has to pass
+    `StagingPlan.rebuild_reason` once the schema of its files is known."""
+    times = {path: extraction_time(path) for path in landed}
+    known = [time for time in times.values() if time is not None]
+    through = max(known, default=None) if len(known) == len(times) else None
+
+    def full(reason: str) -> StagingPlan:
+        return StagingPlan(landed, False, through, reason, landed)
+
+    if not appends:
+        return full("each extraction is a snapshot of the whole entity")
+    if not primary_key:
+        return full("the entity declares no primary key to upsert on")
+    if previous is None or THROUGH_METADATA not in previous:
+        return full("no earlier staging run recorded which extractions it staged")
+    if through is None and landed:
+        return full("a landed file does not say when it was extracted")
+    if not table_exists():  # asked last: it opens the warehouse
+        return full("the staged table is missing from the warehouse")
+    staged_through = datetime.fromisoformat(str(_value(previous[THROUGH_METADATA])))
+    new = [path for path, time in times.items() if time is not None and time > staged_through]
+    return StagingPlan(
+        new,
+        True,
+        max(through, staged_through) if through is not None else staged_through,
+        f"{len(new)} of {len(landed)} landed file(s) were extracted after {staged_through.isoformat()}",
+        landed,
+        _value(previous.get(FINGERPRINT_METADATA)),
+    )
+
+
+def extraction_time(path: Path) -> datetime | None:
+    """The one `_extracted_at` of a landed file, from its Parquet statistics; None if they do not say."""
+    metadata = pq.read_metadata(path)
+    names = metadata.schema.to_arrow_schema().names
+    if EXTRACTED_AT_COLUMN not in names:
+        return None
+    index = names.index(EXTRACTED_AT_COLUMN)
+    values = set()
+    for group in range(metadata.num_row_groups):
+        statistics = metadata.row_group(group).column(index).statistics
+        if statistics is None or not statistics.has_min_max:
+            return None
+        values |= {statistics.min, statistics.max}
+    only = values.pop() if len(values) == 1 else None
+    return only if isinstance(only, datetime) else None
+
+
+def _value(entry: object) -> object:
+    """A metadata entry's value, whether read back as a MetadataValue or given plain."""
+    return getattr(entry, "value", entry)

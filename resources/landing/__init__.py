@@ -1,0 +1,4 @@
+"""The landing zone (bronze): `zone` (`LandingZone`: where an entity's landed files go, written
+atomically), `query` (DuckDB over landed files), `parquet_io_manager` (Python assets' values as Parquet
+on local disk or GCS).
+"""

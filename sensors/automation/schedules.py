@@ -1,0 +1,56 @@
+"""Cron schedules from the catalog: one per source schedule (`schedule: {cron, timezone}` of a source, or of
+an entity that overrides it), evaluated in the catalog's time zone (`execution_timezone`, so that
+"06:00 Europe/Berlin" stays 06:00 across daylight-saving changes).
+
+A schedule targets its raw assets and what is downstream of them (staged tables, dbt models): one run
+lands, stages and rebuilds. The downstream assets' eager conditions do not fire again for it: Dagster's
+`any_deps_updated` ignores updates made by a run that also targeted the asset. Raw assets carry no
+`on_cron` condition (see `sensors/automation/conditions.py`): the schedule is their one cron mechanism.
+
+A tick whose source has an open circuit breaker (`sensors.healing.engine.open_breaker_skip`) is skipped with
+the reason, so a source that keeps failing is not hit again until the breaker half-opens and the healing
+layer's probe run succeeds. The default status is chosen by the caller (`platform_assets/definitions.py`).
+"""
+
+from pathlib import Path
+
+import dagster as dg
+
+from sensors.automation.conditions import SOURCE_TAG, TRIGGER_TAG
+from sensors.healing.engine import open_breaker_skip
+
+SCHEDULE_TRIGGER = "schedule"
+
+
+def build_source_schedule(
+    name: str,
+    *,
+    source: str,
+    cron: str,
+    timezone: str,
+    target: dg.AssetSelection,
+    healing_store: Path,
+    default_status: dg.DefaultScheduleStatus = dg.DefaultScheduleStatus.STOPPED,
+) -> dg.ScheduleDefinition:
+    """A schedule `name`: runs `target` on `cron` in `timezone` unless `source`'s breaker is open."""
+
+    @dg.schedule(
+        name=name,
+        cron_schedule=cron,
+        execution_timezone=timezone,
+        target=target,
+        default_status=default_status,
+        description=f"Extracts {source} on '{cron}' ({timezone}) and stages and rebuilds what reads it; "
+        f"skipped while the source's circuit breaker is open.",
+    )
+    def source_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+        meanwhile = "no scheduled run until the healing layer closes it (Dagster UI: ops.healing_incidents)."
+        if (skip := open_breaker_skip(healing_store, source, meanwhile)) is not None:
+            return skip
+        scheduled = context.scheduled_execution_time
+        return dg.RunRequest(
+            run_key=f"{name}:{scheduled.isoformat()}" if scheduled else None,
+            tags={SOURCE_TAG: source, TRIGGER_TAG: SCHEDULE_TRIGGER},
+        )
+
+    return source_schedule

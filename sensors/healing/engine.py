@@ -1,0 +1,466 @@
+"""The healing engine: one `tick` turns what failed since the last tick into incidents, decides what to do
+about each (`healing_policy`), and returns the runs to launch. The `healing` sensor calls it; tests call
+it directly between real materializations.
+
+A tick:
+1. **Runs** that finished since the cursor: every failed step (or the run itself, when it crashed without
+   a failed step) becomes evidence, classified and recorded as an incident (once: the step is the dedup
+   key). A failed run that was itself a healing attempt (`healing/incident_id` tag) updates its incident
+   instead: the attempt's outcome is recorded (what the policy learns from) and the next decision is
+   taken. A successful run resolves the incidents of the assets it materialized, closes its sources'
+   circuit breakers and lets their parameter overrides decay.
+2. **Quality events** (failed checks, stale assets: `sensors/healing/quality_events.py`) not read yet:
+   incidents too.
+3. **Due actions**: incidents healing automatically whose backoff has passed, and proposals a human
+   approved (`apply_healing_action`), become run requests (failed assets and what is downstream, or the
+   chain feeding a stale asset), with the action's run config, unless their source's breaker is open.
+4. **Overdue**: incidents open past their deadline are escalated.
+
+Every decision, attempt and outcome is written to the ledger (`resources/state/healing_store.py`) and alerted
+through `alert` (routing, grouping and channels live in `sensors/alerting/routing.py`).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from resources.state.healing_store import Breaker, HealingStore, Incident
+from sensors.healing.classifier import ErrorLink, Evidence, classify, evidence_from_error
+from sensors.healing.graph import HealingGraph
+from sensors.healing.policy import Decision, HealingPolicy
+from sensors.healing.quality_events import QualityEvent
+
+INCIDENT_TAG = "healing/incident_id"
+ATTEMPT_TAG = "healing/attempt"
+ACTION_TAG = "healing/action"
+BATCH_SCALE = "batch_scale"
+RATE_SCALE = "rate_scale"
+"""Parameter overrides, as factors of the asset's configured value: `batch_scale` of `batch_rows` (per
+asset), `rate_scale` of the source's requests per second (per source)."""
+MIN_SCALE = 1 / 64
+RERUN_ACTIONS = {"retry_with_backoff", "shrink_batch", "slow_down", "refresh_credentials"}
+OPEN_STATUSES = ("open", "healing", "running", "proposed", "approved", "escalated")
+
+
+@dataclass(frozen=True)
+class HealingEvent:
+    """What the engine tells the alert channels: an incident and what happened to it."""
+
+    kind: str
+    """incident | proposal | escalation | resolution"""
+    incident: Incident
+    decision: Decision | None = None
+
+
+@dataclass
+class HealingCursor:
+    runs_after: float = 0.0
+    """Update time of the last finished run handled."""
+    quality_events_read: int = 0
+
+    def dump(self) -> str:
+        return json.dumps({"runs_after": self.runs_after, "quality_events_read": self.quality_events_read})
+
+    @classmethod
+    def parse(cls, raw: str | None) -> HealingCursor:
+        return cls(**json.loads(raw)) if raw else cls()
+
+
+class Healer:
+    def __init__(
+        self,
+        store: HealingStore,
+        policy: HealingPolicy,
+        graph: HealingGraph,
+        *,
+        notify: Callable[[HealingEvent], None] = lambda event: None,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store, self.policy, self.graph = store, policy, graph
+        self.notify, self.clock, self.rng = notify, clock, rng or random.Random()
+
+    def tick(
+        self, instance: dg.DagsterInstance, cursor: HealingCursor, quality_events: Sequence[QualityEvent] = ()
+    ) -> tuple[list[dg.RunRequest], HealingCursor]:
+        now = self.clock()
+        runs_after = cursor.runs_after
+        for record in _finished_runs(instance, cursor.runs_after):
+            self._observe_run(instance, record.dagster_run, now)
+            runs_after = max(runs_after, record.update_timestamp.timestamp())
+        for event in quality_events[cursor.quality_events_read :]:
+            self._observe_quality_event(event, now)
+        self._escalate_overdue(now)
+        requests = self._due_requests(now)
+        return requests, HealingCursor(runs_after, max(cursor.quality_events_read, len(quality_events)))
+
+    # 1. Runs
+
+    def _observe_run(self, instance: dg.DagsterInstance, run: dg.DagsterRun, now: float) -> None:
+        attempt_of = self.store.incident(run.tags[INCIDENT_TAG]) if INCIDENT_TAG in run.tags else None
+        if run.status == dg.DagsterRunStatus.SUCCESS:
+            if attempt_of is not None:
+                self._resolve(attempt_of, now, f"healed by run {run.run_id}", learn=True)
+            self._healthy(instance, run, now)
+            return
+        evidence = list(_run_evidence(instance, run, self.graph))
+        for source in {self.graph.source_of(e.asset_key) for e in evidence} - {None}:
+            self._breaker_failure(str(source), now)
+        if attempt_of is not None:
+            self._attempt_failed(attempt_of, evidence[0], now)
+            return
+        for item in evidence:
+            if item.kind == "run_crash" and _retried_by_dagster(instance, run):
+                continue  # the daemon's run retry (dagster.yaml) relaunches it; its outcome is seen then
+            self._open(item, f"{item.kind}:{run.run_id}:{item.step_key or ''}", now)
+
+    def _healthy(self, instance: dg.DagsterInstance, run: dg.DagsterRun, now: float) -> None:
+        assets = {key.to_user_string() for key in _materialized(instance, run.run_id)}
+        for incident in self.store.incidents(statuses=OPEN_STATUSES):
+            if incident.asset_key in assets and incident.incident_id != run.tags.get(INCIDENT_TAG):
+                self._resolve(incident, now, f"materialized by run {run.run_id}", learn=False)
+        sources = {self.graph.source_of(key) for key in assets} - {None}
+        for source in sources:
+            self.store.save_breaker(Breaker(str(source), "closed", 0, now))
+        for scope in assets | {str(s) for s in sources}:
+            self._decay_overrides(scope)
+
+    def _attempt_failed(self, incident: Incident, evidence: Evidence, now: float) -> None:
+        assert incident.action is not None
+        self.store.record_outcome(incident.incident_id, incident.category, incident.action, False, now)
+        diagnosis = classify(evidence)
+        self.store.update_incident(
+            incident.incident_id,
+            category=diagnosis.category.value,
+            confidence=diagnosis.confidence,
+            rule_id=diagnosis.rule_id,
+            explanation=diagnosis.explanation,
+            evidence_json=json.dumps(evidence.as_dict(), default=str),
+            updated_at=now,
+        )
+        refreshed = self.store.incident(incident.incident_id)
+        assert refreshed is not None
+        self._decide(refreshed, now)
+
+    # 2. Quality events
+
+    def _observe_quality_event(self, event: QualityEvent, now: float) -> None:
+        if event.kind == "freshness":
+            if event.severity != "error":
+                return
+            evidence = Evidence(
+                kind="freshness", asset_key=event.asset_key, run_id=None, check_metadata=dict(event.details)
+            )
+        else:
+            if event.details.get("blocking") and event.severity == "error":
+                return  # a failed blocking check also fails its run's step: handled with the run
+            evidence = Evidence(
+                kind="check_failure",
+                asset_key=event.asset_key,
+                run_id=event.details.get("run_id"),
+                check_name=event.check_name,
+                check_metadata=dict(event.details.get("metadata") or {}),
+            )
+        self._open(evidence, f"quality:{event.event_id}", now)
+
+    # Incidents and decisions
+
+    def _open(self, evidence: Evidence, dedup_key: str, now: float) -> None:
+        diagnosis = classify(evidence)
+        incident = Incident(
+            incident_id=self.store.new_incident_id(),
+            dedup_key=dedup_key,
+            opened_at=now,
+            updated_at=now,
+            kind=evidence.kind,
+            asset_key=evidence.asset_key,
+            source=self.graph.source_of(evidence.asset_key),
+            run_id=evidence.run_id,
+            category=diagnosis.category.value,
+            confidence=diagnosis.confidence,
+            rule_id=diagnosis.rule_id,
+            explanation=diagnosis.explanation,
+            evidence_json=json.dumps(evidence.as_dict(), default=str),
+            deadline=now + self.policy.escalate_open_after_minutes * 60,
+        )
+        if self.store.add_incident(incident):
+            self._decide(incident, now)
+
+    def _decide(self, incident: Incident, now: float) -> None:
+        decision = self.policy.decide(
+            incident.category,
+            incident.confidence,
+            incident.rule_id,
+            incident.kind,
+            incident.attempts,
+            self.store.outcome_counts(incident.category),
+        )
+        common = {
+            "action": decision.action,
+            "risk": decision.risk,
+            "decision": decision.mode,
+            "decided_by": f"policy: {decision.reason}",
+            "updated_at": now,
+        }
+        if decision.mode == "auto":
+            delay = self.policy.backoff.delay(incident.attempts + 1, self.rng)
+            if decision.action == "rematerialize_upstream":
+                delay = 0.0
+            self.store.update_incident(
+                incident.incident_id, status="healing", next_attempt_at=now + delay, **common
+            )
+            kind = "incident"
+        elif decision.mode == "propose":
+            self.store.update_incident(incident.incident_id, status="proposed", **common)
+            kind = "proposal"
+        else:
+            self.store.update_incident(
+                incident.incident_id, status="escalated", outcome="escalated", **common
+            )
+            kind = "escalation"
+        updated = self.store.incident(incident.incident_id)
+        assert updated is not None
+        self.notify(HealingEvent(kind, updated, decision))
+
+    def _resolve(self, incident: Incident, now: float, outcome: str, *, learn: bool) -> None:
+        if learn and incident.action is not None:
+            self.store.record_outcome(incident.incident_id, incident.category, incident.action, True, now)
+        self.store.update_incident(
+            incident.incident_id,
+            status="resolved",
+            outcome=outcome,
+            resolved_at=now,
+            time_to_recover_s=round(now - incident.opened_at, 3),
+            updated_at=now,
+        )
+        resolved = self.store.incident(incident.incident_id)
+        assert resolved is not None
+        self.notify(HealingEvent("resolution", resolved))
+
+    def _escalate_overdue(self, now: float) -> None:
+        for incident in self.store.incidents(statuses=("open", "healing", "proposed")):
+            if incident.deadline is not None and now > incident.deadline:
+                self.store.update_incident(
+                    incident.incident_id,
+                    status="escalated",
+                    outcome="escalated: open past its deadline",
+                    updated_at=now,
+                )
+                escalated = self.store.incident(incident.incident_id)
+                assert escalated is not None
+                self.notify(HealingEvent("escalation", escalated))
+
+    # 3. Due actions
+
+    def _due_requests(self, now: float) -> list[dg.RunRequest]:
+        requests = []
+        for incident in self.store.incidents(statuses=("healing", "approved")):
+            if incident.status == "healing" and (incident.next_attempt_at or 0) > now:
+                continue
+            if incident.source is not None and not self._breaker_allows(incident.source, now):
+                continue
+            self._adjust_parameters(incident, now)
+            attempt = incident.attempts + 1
+            requests.append(self._run_request(incident, attempt))
+            self.store.update_incident(
+                incident.incident_id, status="running", attempts=attempt, updated_at=now
+            )
+        return requests
+
+    def _run_request(self, incident: Incident, attempt: int) -> dg.RunRequest:
+        key = dg.AssetKey.from_user_string(incident.asset_key or "")
+        if incident.action == "rematerialize_upstream":
+            targets = self.graph.upstream([key]) | self.graph.downstream([key])
+        else:
+            failed = self.graph.step_assets.get(self._failed_step(incident) or "", frozenset({key}))
+            targets = self.graph.downstream(failed)
+        return dg.RunRequest(
+            run_key=f"healing:{incident.incident_id}:{attempt}",
+            asset_selection=sorted(targets, key=lambda k: k.to_user_string()),
+            run_config=self._run_config(targets, incident.action),
+            tags={
+                INCIDENT_TAG: incident.incident_id,
+                ATTEMPT_TAG: str(attempt),
+                ACTION_TAG: str(incident.action),
+            },
+        )
+
+    @staticmethod
+    def _failed_step(incident: Incident) -> str | None:
+        return incident.evidence.get("step_key")
+
+    def _run_config(self, targets: Iterable[dg.AssetKey], action: str | None) -> dict[str, Any]:
+        ops: dict[str, Any] = {}
+        for key in targets:
+            layer = key.path[0]
+            if layer not in ("raw", "staged"):
+                continue
+            config: dict[str, Any] = {}
+            batch = self.store.overrides(key.to_user_string()).get(BATCH_SCALE)
+            if batch is not None:
+                config[BATCH_SCALE] = batch
+            rate = self.store.overrides(str(self.graph.source_of(key))).get(RATE_SCALE)
+            if layer == "raw" and rate is not None:
+                config[RATE_SCALE] = rate
+            if layer == "staged" and action in ("evolve_schema", "quarantine_drift"):
+                config["on_drift"] = "evolve" if action == "evolve_schema" else "quarantine"
+            if config:
+                ops[self.graph.asset_step[key]] = {"config": config}
+        return {"ops": ops} if ops else {}
+
+    def _adjust_parameters(self, incident: Incident, now: float) -> None:
+        """Before a `shrink_batch` / `slow_down` attempt: halve the override (floor MIN_SCALE)."""
+        if incident.action == "shrink_batch" and incident.asset_key is not None:
+            self._halve(incident.asset_key, BATCH_SCALE, now)
+        elif incident.action == "slow_down" and incident.source is not None:
+            self._halve(incident.source, RATE_SCALE, now)
+
+    def _halve(self, scope: str, name: str, now: float) -> None:
+        current = self.store.overrides(scope).get(name, 1.0)
+        self.store.set_override(scope, name, max(MIN_SCALE, current / 2), 1.0, now)
+
+    def _decay_overrides(self, scope: str) -> None:
+        """After a successful run: an override moves halfway back to 1 every `healthy_runs_to_decay` runs,
+        and is dropped once back above 0.95."""
+        for row in self.store.override_rows():
+            if row["scope"] != scope:
+                continue
+            healthy = row["healthy_runs"] + 1
+            if healthy < self.policy.overrides.healthy_runs_to_decay:
+                self.store.update_override(scope, row["name"], value=row["value"], healthy_runs=healthy)
+                continue
+            value = row["value"] + (1.0 - row["value"]) / 2
+            if value > 0.95:
+                self.store.delete_override(scope, row["name"])
+            else:
+                self.store.update_override(scope, row["name"], value=value, healthy_runs=0)
+
+    # Circuit breakers
+
+    def _breaker_failure(self, source: str, now: float) -> None:
+        breaker = self.store.breaker(source)
+        failures = breaker.consecutive_failures + 1
+        opens = breaker.state == "half_open" or failures >= self.policy.circuit_breaker.failures_to_open
+        state = "open" if opens else breaker.state
+        self.store.save_breaker(
+            Breaker(source, state, failures, now if state != breaker.state else breaker.changed_at)
+        )
+
+    def _breaker_allows(self, source: str, now: float) -> bool:
+        """Closed: yes. Open: no, until the cool-down has passed; then half-open: one attempt may run (a
+        failure opens it again, a success closes it)."""
+        breaker = self.store.breaker(source)
+        if breaker.state == "closed":
+            return True
+        if (
+            breaker.state == "open"
+            and now - breaker.changed_at >= self.policy.circuit_breaker.cooldown_seconds
+        ):
+            self.store.save_breaker(Breaker(source, "half_open", breaker.consecutive_failures, now))
+            return True
+        return False
+
+
+def open_breaker_skip(store_path: Path, source: str, meanwhile: str) -> dg.SkipReason | None:
+    """The skip of a schedule or sensor tick that would launch a run against `source` while its circuit
+    breaker is open (None when it is not); `meanwhile` says what waits."""
+    if HealingStore(store_path).breaker(source).state != "open":
+        return None
+    return dg.SkipReason(f"Circuit breaker of source {source} is open (repeated failures): {meanwhile}")
+
+
+def _finished_runs(instance: dg.DagsterInstance, after: float) -> Sequence[Any]:
+    return instance.get_run_records(
+        filters=dg.RunsFilter(
+            statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE],
+            updated_after=datetime.fromtimestamp(after, UTC) if after else None,
+        ),
+        order_by="update_timestamp",
+        ascending=True,
+        limit=500,
+    )
+
+
+def _retried_by_dagster(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool:
+    """Whether Dagster's own run retries (enabled for crashes only, `dagster.yaml`) will relaunch `run`."""
+    retried = int(run.tags.get("dagster/retry_number", "0"))
+    return instance.run_retries_enabled and retried < instance.run_retries_max_retries
+
+
+def _materialized(instance: dg.DagsterInstance, run_id: str) -> set[dg.AssetKey]:
+    entries = instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
+    return {
+        entry.dagster_event.asset_key
+        for entry in entries
+        if entry.dagster_event and entry.dagster_event.asset_key
+    }
+
+
+def _run_evidence(
+    instance: dg.DagsterInstance, run: dg.DagsterRun, graph: HealingGraph
+) -> Iterable[Evidence]:
+    """One piece of evidence per failed step; a run that failed without a failed step crashed."""
+    failures = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
+    for entry in failures:
+        event = entry.dagster_event
+        assert event is not None and event.step_failure_data is not None and event.step_key is not None
+        keys = sorted(graph.step_assets.get(event.step_key, ()), key=lambda k: k.to_user_string())
+        error = event.step_failure_data.error
+        if error is None:
+            continue
+        yield evidence_from_error(
+            error,
+            kind="step_failure",
+            asset_key=keys[0] if keys else None,
+            run_id=run.run_id,
+            step_key=event.step_key,
+        )
+    if not failures:
+        yield _crash_evidence(instance, run, graph)
+
+
+def _crash_evidence(instance: dg.DagsterInstance, run: dg.DagsterRun, graph: HealingGraph) -> Evidence:
+    """A dead run worker leaves no failed step: Dagster writes the cause ("terminated by signal 9") as an
+    engine event and fails the run. The step it was running is the last one started and never finished."""
+    wanted = {
+        dg.DagsterEventType.RUN_FAILURE,
+        dg.DagsterEventType.ENGINE_EVENT,
+        dg.DagsterEventType.STEP_START,
+        dg.DagsterEventType.STEP_SUCCESS,
+    }
+    events = [
+        entry.dagster_event for entry in instance.all_logs(run.run_id, of_type=wanted) if entry.dagster_event
+    ]
+    messages = [
+        event.message or ""
+        for event in events
+        if event.event_type in (dg.DagsterEventType.RUN_FAILURE, dg.DagsterEventType.ENGINE_EVENT)
+    ]
+    finished = {e.step_key for e in events if e.event_type == dg.DagsterEventType.STEP_SUCCESS}
+    unfinished = [
+        e.step_key
+        for e in events
+        if e.event_type == dg.DagsterEventType.STEP_START
+        and e.step_key not in finished
+        and e.step_key in graph.step_assets
+    ]
+    step = unfinished[-1] if unfinished else None
+    keys = sorted(
+        graph.step_assets[step] if step else run.asset_selection or (), key=lambda k: k.to_user_string()
+    )
+    return Evidence(
+        kind="run_crash",
+        asset_key=keys[0].to_user_string() if keys else None,
+        run_id=run.run_id,
+        step_key=step,
+        errors=tuple(ErrorLink("RunFailure", m) for m in messages or ["run failed without a failed step"]),
+    )

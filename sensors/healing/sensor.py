@@ -1,0 +1,110 @@
+"""The `healing` sensor (runs the healing engine every tick) and the `apply_healing_action` job (a human
+approves a proposed action).
+
+The sensor is RUNNING by default: healing that must be switched on by hand misses the failures it exists
+for, and everything it launches is bounded (attempts per incident, backoff, circuit breakers). It targets
+every asset; each run request selects the failed assets and what is downstream of them.
+
+Approval: a proposal's alert names its incident id; launching `apply_healing_action` from the UI with that
+id in its config records who approved it and when (the run's `dagster/user` tag, else "ui") and marks the
+incident approved; the sensor's next tick launches the action.
+"""
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+
+from resources.state.healing_store import HealingStore
+from sensors.alerting.routing import DEFAULT_ROUTES_PATH, AlertRouter, load_alert_routes
+from sensors.healing.alerts import router_notifier
+from sensors.healing.engine import Healer, HealingCursor
+from sensors.healing.graph import HealingGraph
+from sensors.healing.policy import HealingPolicy, default_policy
+from sensors.healing.quality_events import QualityEventStore
+
+SENSOR_NAME = "healing"
+APPROVAL_JOB_NAME = "apply_healing_action"
+
+
+def build_healing_sensor(
+    store_path: Path,
+    quality_events_path: Path,
+    *,
+    policy: HealingPolicy | None = None,
+    alert_routes: Path = DEFAULT_ROUTES_PATH,
+    minimum_interval_seconds: int = 30,
+) -> dg.SensorDefinition:
+    """`store_path`: the healing ledger; alerts go through the routes of `alert_routes` (delivery state in
+    `alerts.sqlite` beside the ledger)."""
+
+    @dg.sensor(
+        name=SENSOR_NAME,
+        target=dg.AssetSelection.all(),
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Classifies failed runs, failed checks and stale assets into incidents (ops ledger), "
+        "heals what is safe (retry, resume, smaller batches, slower requests, re-materialize), proposes or "
+        "escalates the rest.",
+    )
+    def healing(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        graph = HealingGraph.from_asset_graph(context.repository_def.asset_graph)
+        router = AlertRouter(load_alert_routes(alert_routes), store_path.with_name("alerts.sqlite"))
+        notify = router_notifier(router, graph, APPROVAL_JOB_NAME, context.log.warning)
+        healer = Healer(HealingStore(store_path), policy or default_policy(), graph, notify=notify)
+        events = QualityEventStore(quality_events_path).read()
+        requests, cursor = healer.tick(context.instance, HealingCursor.parse(context.cursor), events)
+        router.flush(datetime.now(UTC))
+        for request in requests:
+            context.log.info(
+                f"Healing: {request.tags} -> {[k.to_user_string() for k in request.asset_selection or ()]}"
+            )
+        return dg.SensorResult(run_requests=requests, cursor=cursor.dump())
+
+    return healing
+
+
+class ApprovalConfig(dg.Config):
+    incident_id: str
+    """The incident whose proposed action to apply (from the alert, or ops.healing_incidents)."""
+    note: str = ""
+
+
+class ApprovalError(ValueError):
+    """The incident does not exist or has no action waiting for approval."""
+
+
+def build_approval_job(store_path: Path) -> dg.JobDefinition:
+    @dg.op(name="approve_proposed_action")
+    def approve(context: dg.OpExecutionContext, config: ApprovalConfig) -> None:
+        store = HealingStore(store_path)
+        incident = store.incident(config.incident_id)
+        if incident is None:
+            raise ApprovalError(f"No incident {config.incident_id!r} in the healing ledger ({store_path}).")
+        if incident.status not in ("proposed", "escalated") or incident.action in (None, "escalate"):
+            raise ApprovalError(
+                f"Incident {config.incident_id} is {incident.status} with action {incident.action!r}: "
+                f"there is no proposed action to approve."
+            )
+        who = context.run.tags.get("dagster/user", "ui")
+        store.update_incident(
+            config.incident_id,
+            status="approved",
+            decision="approved",
+            approved_by=f"{who} (run {context.run.run_id}){': ' + config.note if config.note else ''}",
+            approved_at=time.time(),
+            updated_at=time.time(),
+        )
+        context.log.info(
+            f"Approved {incident.action} for incident {config.incident_id} ({incident.category} on "
+            f"{incident.asset_key}); the healing sensor launches it on its next tick."
+        )
+
+    @dg.job(
+        name=APPROVAL_JOB_NAME, description="Approve the action a healing incident proposes (by incident id)."
+    )
+    def apply_healing_action() -> None:
+        approve()
+
+    return apply_healing_action
