@@ -4,6 +4,10 @@ Asset code and the warehouse IO manager talk to this abstract resource only; the
 (`resources/environment.py`) decides which implementation is behind the `warehouse` resource. A table is
 named by `(schema, table)`: a DuckDB or PostgreSQL schema, a BigQuery dataset. It is a base class rather
 than a `Protocol` so that Dagster can nest it in the IO manager as a resource.
+
+Each engine repeats the signatures of `load`, `stream_table` and the rest word for word, on purpose: a
+reader of one engine sees the whole contract it fulfils without opening this file (`duplicates` lists
+these as twins; they are the protocol, not copy-paste).
 """
 
 from __future__ import annotations
