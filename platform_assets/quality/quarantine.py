@@ -9,12 +9,15 @@ also spills when the data outgrows `memory_limit`), then settled there into exac
 1. custom checks (`check:`, Python, not compilable to SQL) run over that one column, batch by batch (pandas
    on that column only); the rows they reject get the check's label added to their `_violations`;
 2. of the versions of a key landed by several extractions, those a later good version replaces are
-   deleted (`_keep_current_versions`);
+   deleted (`_keep_current_versions`), then the rows a later copy of a re-delivered file replaces
+   (`_withdraw_replaced_copies`);
 3. one aggregate counts all rows, bad rows and failures per rule (`summary`), BEFORE anything is written:
    the caller refuses the whole step when the bad fraction is over the entity's `max_bad_fraction`;
 4. `quarantine_rows` gives one row per (bad row, broken rule) for `ops.quarantine` (upserted on
    `QUARANTINE_KEY`), spilled to a Parquet file so that they can be loaded once the database is closed;
-5. `staged_rows` closes the database and hands the table over, with the filter of the good rows (and
+5. `resolved` gives the quarantine rows of earlier runs this run's good rows resolve (`superseded`,
+   `released`), for the caller to record once the staged load committed;
+6. `staged_rows` closes the database and hands the table over, with the filter of the good rows (and
    without `_violations`), to the warehouse load: a DuckDB warehouse keeps the table in place, any other
    reads it as Arrow batches; either way it is removed once loaded.
 
@@ -68,20 +71,17 @@ QUARANTINE_COLUMNS = (
 file>#<record>`); `row_json` is the whole staged row as JSON text (typed values; a value that did not parse
 is NULL there and kept verbatim in `_cast_errors`), with its lineage (`_origin`, `_record`, `_source`,
 `_extracted_at`); `key_json` its primary key as JSON text (NULL without one), to find later versions of the
-key by; `status` and `resolved_at` say whether it is still held back (`QUARANTINE_STATUSES`)."""
+key by; `status` and `resolved_at` say whether it is still held back (`HELD`)."""
 QUARANTINE_KEY = ["asset_key", "row_key", "rule", "column"]
 """A full staging run rebuilds from every landed file, so a bad row is found again: it is upserted on
 this key (one row per landed row and broken rule, `run_id` and `quarantined_at` of the latest run that
 found it), never appended again."""
 HELD, SUPERSEDED, RELEASED = "held", "superseded", "released"
-QUARANTINE_STATUSES = {
-    HELD: "held back: no good version of the row or its key is staged (NULL in rows written before statuses)",
-    SUPERSEDED: "a later good version of its key was staged (a correction delivered after it)",
-    RELEASED: "the row itself was staged after all (a relaxed rule or a fixed check, e.g. `dataplatform "
-    "replay`)",
-}
-"""A quarantined row leaves `held` once, when a staging run stages what resolves it (`resolved_at`, the end
-of that run's load): the staged table and the held rows never hold the same key's current version."""
+"""A quarantine row's `status`: `held` back (NULL in rows written before statuses); `superseded` once a later
+good version of its key is staged (a correction delivered after it); `released` once the row itself is
+staged after all (a relaxed rule, a fixed check: `dataplatform replay`). It leaves `held` when a staging
+run's load stages what resolves it (`resolved_at`), so the staged table and the held rows never hold the
+same key's current version."""
 QUARANTINE_ARROW = pa.schema(
     [
         *((name, pa.string()) for name in QUARANTINE_COLUMNS[:6]),
