@@ -1,4 +1,5 @@
-"""`dataplatform`: build the dbt manifest and materialize every asset with a summary at the end.
+"""`dataplatform`: build the dbt manifest and materialize every asset with a summary at the end; replay an
+entity's quarantine.
 
 Commands from other installed packages join through the `dataplatform.commands` entry point group (the
 demo shop adds `generate`, `demo` and `serve-api` that way), and services a package must keep running for
@@ -39,6 +40,13 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser(
         "run", help="prepare and materialize every asset on the current sources, then summarize"
     ).set_defaults(handler=_run)
+    replay_command = commands.add_parser(
+        "replay",
+        help="re-stage one entity in full after a rule was relaxed or a source or check fixed, releasing the "
+        "quarantined rows it now accepts",
+    )
+    replay_command.add_argument("entity", metavar="SOURCE.ENTITY", help="e.g. shop.orders")
+    replay_command.set_defaults(handler=_replay)
     for plugin in entry_points(group=COMMANDS_GROUP):
         plugin.load()(commands)
     args = parser.parse_args(argv)
@@ -61,6 +69,47 @@ def _run(args: argparse.Namespace, settings: PlatformSettings) -> int:
         return run_everything(settings)
 
 
+def _replay(args: argparse.Namespace, settings: PlatformSettings) -> int:
+    from platform_assets.definitions import build_definitions
+    from platform_assets.keys import staged_key
+    from platform_assets.quality.quarantine import RELEASED, SUPERSEDED
+
+    source, _, entity = str(args.entity).partition(".")
+    key = staged_key(source, entity)
+    prepare_dbt(settings)
+    definitions = build_definitions(settings)
+    if not entity or not definitions.resolve_asset_graph().has(key):
+        print(f"dataplatform: error: no staged entity {args.entity!r} in the catalog", file=sys.stderr)
+        return 2
+    with run_instance(settings) as instance:
+        result = replay(definitions, instance, key)
+    for event in result.get_asset_materialization_events():
+        metadata = event.materialization.metadata
+        released, superseded = (metadata.get(f"quarantine/{s}") for s in (RELEASED, SUPERSEDED))
+        print(
+            f"{key.to_user_string()}: {released.value if released else 0} quarantined row(s) released, "
+            f"{superseded.value if superseded else 0} superseded; "
+            f"{metadata['rows_quarantined'].value} still held back"
+        )
+    return 0 if result.success else 1
+
+
+def replay(
+    definitions: dg.Definitions, instance: dg.DagsterInstance, key: dg.AssetKey
+) -> dg.ExecuteInProcessResult:
+    """Materialize the staged asset `key` alone, rebuilt in full (`StagingConfig.replay`): every landed row
+    is judged again by the rules as they are now, and the quarantine marks what they now accept
+    `released`. Raw is not extracted again: a fixed source delivers anew, and its next run supersedes."""
+    job = definitions.resolve_implicit_global_asset_job_def()
+    op_name = definitions.resolve_assets_def(key).node_def.name
+    return job.execute_in_process(
+        instance=instance,
+        asset_selection=[key],
+        raise_on_error=False,
+        run_config={**QUIET_LOGS, "ops": {op_name: {"config": {"replay": True}}}},
+    )
+
+
 @contextlib.contextmanager
 def run_services(settings: PlatformSettings) -> Iterator[None]:
     """Every installed package's services for this run, opened in entry-point order, closed in reverse."""
@@ -78,25 +127,28 @@ def prepare_dbt(settings: PlatformSettings) -> None:
 
 
 def run_everything(settings: PlatformSettings) -> int:
-    """Materialize every asset and run every check in one run, recorded in DAGSTER_HOME when it is set
-    (so `dagster dev` on the same home shows it), else in an instance kept in the data directory. Either
-    way the run history persists between invocations: it holds each source's extraction state (ledger,
-    watermarks), so the next run lands only what is new."""
+    """Materialize every asset and run every check in one run, recorded in `run_instance`: its history
+    holds each source's extraction state (ledger, watermarks), so the next run lands only what is new."""
     from platform_assets.definitions import build_definitions
     from platform_assets.run_summary import all_green, format_summary
     from resources.environment import build_warehouse
 
     definitions = build_definitions(settings)
     job = definitions.resolve_implicit_global_asset_job_def()
-    if os.environ.get("DAGSTER_HOME"):
-        instance = dg.DagsterInstance.get()
-    else:
-        settings.dagster_home.mkdir(parents=True, exist_ok=True)
-        instance = dg.DagsterInstance.local_temp(tempdir=str(settings.dagster_home))
-    with instance:
+    with run_instance(settings) as instance:
         result = job.execute_in_process(instance=instance, raise_on_error=False, run_config=QUIET_LOGS)
     print(format_summary(result, build_warehouse(settings)))
     return 0 if all_green(result) else 1
+
+
+def run_instance(settings: PlatformSettings) -> dg.DagsterInstance:
+    """The instance runs are recorded in: DAGSTER_HOME's when it is set (so `dagster dev` on the same home
+    shows them), else one kept in the data directory; either way the run history persists between
+    invocations, and with it each source's extraction state and each entity's staging history."""
+    if os.environ.get("DAGSTER_HOME"):
+        return dg.DagsterInstance.get()
+    settings.dagster_home.mkdir(parents=True, exist_ok=True)
+    return dg.DagsterInstance.local_temp(tempdir=str(settings.dagster_home))
 
 
 if __name__ == "__main__":

@@ -74,19 +74,21 @@ class MiniPlatform:
         (orders / name).write_text("\n".join([HEADER, *lines]) + "\n")
 
     def materialize(self, max_bad_fraction: float = 0.25) -> dg.ExecuteInProcessResult:
+        job = self.definitions(max_bad_fraction).resolve_implicit_global_asset_job_def()
+        return job.execute_in_process(instance=self.instance, raise_on_error=False)
+
+    def definitions(self, max_bad_fraction: float = 0.25) -> dg.Definitions:
         item = _source(self.root, max_bad_fraction)
 
         @dg.asset(key=DOWNSTREAM, deps=[STAGED])
         def downstream(context) -> None:
             self.downstream_runs.append(context.run.run_id)
 
-        definitions = dg.Definitions(
+        return dg.Definitions(
             assets=[build_raw_asset(item), build_staged_asset(item, self.warehouse.kind), downstream],
             asset_checks=build_contract_checks(item),
             resources=build_resources(self.settings, DBT_PROJECT_DIR),
         )
-        job = definitions.resolve_implicit_global_asset_job_def()
-        return job.execute_in_process(instance=self.instance, raise_on_error=False)
 
     def staged(self, columns: str) -> list[tuple]:
         return self.warehouse.query(f"SELECT {columns} FROM {self._staged_table()} ORDER BY order_id")

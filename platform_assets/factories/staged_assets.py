@@ -42,11 +42,14 @@ from platform_assets.quality.quarantine import (
     QUARANTINE_TABLE,
     SplitSummary,
     StagingSplit,
+    held_rows,
     over_threshold_message,
+    record_resolved,
 )
 from platform_assets.quality.relationship_checks import last_orphan_rate
 from platform_assets.quality.score import quality_metadata
 from platform_assets.staging.plan import StagingPlan, plan_staging, staging_fingerprint
+from platform_assets.staging.redelivery import redelivered
 from platform_assets.staging.schema_evolution import (
     DriftDecision,
     decide,
@@ -84,6 +87,9 @@ class StagingConfig(dg.Config):
     on_drift: str | None = None
     """Set by an approved healing action: this run's drift action (evolve, quarantine or fail) instead
     of the catalog's."""
+    replay: bool = False
+    """Set by `dataplatform replay`: rebuild in full, so that the quarantined rows a relaxed rule or a fixed
+    source or check now accepts are staged, and the quarantine marks them released."""
 
     @field_validator("on_drift")
     @classmethod
@@ -148,12 +154,18 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
         landed, appends = _landed_files(context, upstream, landing, item)
         declared = _with_drift_action(item, config)
         previous_metadata = _latest_metadata(context)
-        first_plan = plan_staging(
-            landed,
-            appends=appends,
-            primary_key=entity.primary_key,
-            previous=previous_metadata,
-            table_exists=lambda: bool(warehouse.columns(STAGED_SCHEMA, table)),
+        # Read before this run writes anything (with the DuckDB warehouse, staging holds its file open).
+        held = held_rows(warehouse, context.asset_key.to_user_string())
+        first_plan = _replanned(
+            plan_staging(
+                landed,
+                appends=appends,
+                primary_key=entity.primary_key,
+                previous=previous_metadata,
+                table_exists=lambda: bool(warehouse.columns(STAGED_SCHEMA, table)),
+            ),
+            entity,
+            replay=config.replay,
         )
 
         def decided(parse_text: bool) -> _Decided:
@@ -179,6 +191,7 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
                 batch_rows=scaled_batch_rows(config.batch_rows, config.batch_scale),
                 memory_limit=scaled_memory_limit(config.batch_scale),
                 type_counted=type_counted,
+                redelivered=redelivered(run.plan.files, run.plan.files) if entity.file is not None else (),
             )
 
         # Deciding the drift needs the types the landed text parses as: a pass over every value, which
@@ -231,6 +244,7 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
                 if plan.incremental
                 else None
             )
+            resolved = split.resolved(held)
             rows = split.staged_rows()
         except BaseException:
             split.close()
@@ -261,12 +275,18 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
             return {**profile.metadata(), **score}
 
         def describe(loaded: Warehouse, schema: str, name: str) -> dict[str, dg.MetadataValue]:
-            """After an upsert: the whole table's size, profile and quality score, from the warehouse."""
-            profile = profile_table(loaded, schema, name, staged, duplicate_key_rows=known_duplicates)
-            return {"dagster/row_count": dg.MetadataValue.int(profile.rows), **quality(profile)}
+            """Once the load committed: the quarantine rows it resolves marked so (before, a failed load
+            would leave them resolved by rows never staged); after an upsert, the whole table's size,
+            profile and quality score, from the warehouse."""
+            counts = record_resolved(loaded, resolved)
+            recorded = {f"quarantine/{status}": dg.MetadataValue.int(n) for status, n in counts.items()}
+            if profile is None:
+                whole = profile_table(loaded, schema, name, staged, duplicate_key_rows=known_duplicates)
+                recorded.update({"dagster/row_count": dg.MetadataValue.int(whole.rows), **quality(whole)})
+            return recorded
 
         return dg.Output(
-            TableUpdate(rows, mode="upsert", describe=describe) if profile is None else TableUpdate(rows),
+            TableUpdate(rows, mode="upsert" if plan.incremental else None, describe=describe),
             metadata={
                 "landed_files": len(landed),
                 "staged_files": len(plan.files),
@@ -372,6 +392,17 @@ def _landed_files(
             f"Re-materialize {upstream.to_user_string()}."
         )
     return paths, False
+
+
+def _replanned(plan: StagingPlan, entity: Entity, *, replay: bool) -> StagingPlan:
+    """The plan, rebuilt in full for a replay, or when its new files re-deliver a file: withdrawing the
+    replaced rows takes the full set of landed files (`platform_assets/staging/redelivery.py`)."""
+    if replay:
+        return plan.rebuild("a replay of the quarantine was asked for (dataplatform replay)")
+    again = redelivered(plan.files, plan.landed) if plan.incremental and entity.file is not None else []
+    if again:
+        return plan.rebuild(f"re-delivered file(s) replace their earlier rows: {', '.join(again[:3])}")
+    return plan
 
 
 def _latest_metadata(context: dg.AssetExecutionContext) -> Mapping[str, object] | None:

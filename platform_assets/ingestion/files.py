@@ -3,10 +3,11 @@
 The processed-file ledger (path -> size, version, content hash, name of the landed copy) is the extraction
 state: a file whose size and version (mtime or GCS generation) are unchanged is skipped; one re-delivered
 with identical bytes (a `touch`, a re-upload) is recognised by its hash and skipped too; a changed file is
-landed again (its rows then replace the earlier ones by key, downstream); a file whose landed copy is gone
-is landed again. Entries for files that are gone are dropped, so the ledger is bounded by the listing. A
-landed file is named after its ledger key, so a run that crashed after landing but before Dagster recorded
-it is recognised, not landed twice.
+landed again, beside its earlier copy (staging then replaces that file's earlier rows with its rows:
+`platform_assets/staging/redelivery.py`); a file whose landed copy is gone is landed again. Entries for
+files that are gone are dropped, so the ledger is bounded by the listing. A landed file is named after its
+ledger key, so a run that crashed after landing but before Dagster recorded it is recognised, not landed
+twice.
 """
 
 from __future__ import annotations

@@ -9,12 +9,15 @@ also spills when the data outgrows `memory_limit`), then settled there into exac
 1. custom checks (`check:`, Python, not compilable to SQL) run over that one column, batch by batch (pandas
    on that column only); the rows they reject get the check's label added to their `_violations`;
 2. of the versions of a key landed by several extractions, those a later good version replaces are
-   deleted (`_keep_current_versions`);
+   deleted (`_keep_current_versions`), then the rows a later copy of a re-delivered file replaces
+   (`_withdraw_replaced_copies`);
 3. one aggregate counts all rows, bad rows and failures per rule (`summary`), BEFORE anything is written:
    the caller refuses the whole step when the bad fraction is over the entity's `max_bad_fraction`;
 4. `quarantine_rows` gives one row per (bad row, broken rule) for `ops.quarantine` (upserted on
    `QUARANTINE_KEY`), spilled to a Parquet file so that they can be loaded once the database is closed;
-5. `staged_rows` closes the database and hands the table over, with the filter of the good rows (and
+5. `resolved` gives the quarantine rows of earlier runs this run's good rows resolve (`superseded`,
+   `released`), for the caller to record once the staged load committed;
+6. `staged_rows` closes the database and hands the table over, with the filter of the good rows (and
    without `_violations`), to the warehouse load: a DuckDB warehouse keeps the table in place, any other
    reads it as Arrow batches; either way it is removed once loaded.
 
@@ -46,20 +49,48 @@ from platform_assets.staging.sql import (
 )
 from resources.landing.query import DEFAULT_MEMORY_LIMIT
 from resources.landing.zone import EXTRACTED_AT_COLUMN, SOURCE_COLUMN
+from resources.warehouses.base import Warehouse
 from resources.warehouses.duckdb_file_rows import DuckDBFileRows, StagingDatabase
 from resources.warehouses.duckdb_warehouse import qualified_name, quote_identifier
 
 QUARANTINE_SCHEMA = "ops"
 QUARANTINE_TABLE = "quarantine"
-QUARANTINE_COLUMNS = ("asset_key", "row_key", "rule", "column", "run_id", "row_json", "quarantined_at")
+QUARANTINE_COLUMNS = (
+    "asset_key",
+    "row_key",
+    "rule",
+    "column",
+    "run_id",
+    "row_json",
+    "quarantined_at",
+    "key_json",
+    "status",
+    "resolved_at",
+)
 """One row per broken rule of a quarantined row: `row_key` is where the row was landed (`<landed
 file>#<record>`); `row_json` is the whole staged row as JSON text (typed values; a value that did not parse
 is NULL there and kept verbatim in `_cast_errors`), with its lineage (`_origin`, `_record`, `_source`,
-`_extracted_at`)."""
+`_extracted_at`); `key_json` its primary key as JSON text (NULL without one), to find later versions of the
+key by; `status` and `resolved_at` say whether it is still held back (`HELD`)."""
 QUARANTINE_KEY = ["asset_key", "row_key", "rule", "column"]
 """A full staging run rebuilds from every landed file, so a bad row is found again: it is upserted on
 this key (one row per landed row and broken rule, `run_id` and `quarantined_at` of the latest run that
 found it), never appended again."""
+HELD, SUPERSEDED, RELEASED = "held", "superseded", "released"
+"""A quarantine row's `status`: `held` back (NULL in rows written before statuses); `superseded` once a later
+good version of its key is staged (a correction delivered after it); `released` once the row itself is
+staged after all (a relaxed rule, a fixed check: `dataplatform replay`). It leaves `held` when a staging
+run's load stages what resolves it (`resolved_at`), so the staged table and the held rows never hold the
+same key's current version."""
+QUARANTINE_ARROW = pa.schema(
+    [
+        *((name, pa.string()) for name in QUARANTINE_COLUMNS[:6]),
+        ("quarantined_at", pa.timestamp("us")),
+        ("key_json", pa.string()),
+        ("status", pa.string()),
+        ("resolved_at", pa.timestamp("us")),
+    ]
+)
 
 _ROW = "__row"
 
@@ -95,6 +126,7 @@ class StagingSplit:
         batch_rows: int,
         memory_limit: str = DEFAULT_MEMORY_LIMIT,
         type_counted: Sequence[str] = (),
+        redelivered: Sequence[str] = (),
     ) -> None:
         self.entity = entity
         self.batch_rows = batch_rows
@@ -118,6 +150,8 @@ class StagingSplit:
             if rejected:
                 self.con.execute(_merge_custom_failures(self.table))
             self._keep_current_versions()
+            if redelivered:
+                self._withdraw_replaced_copies(redelivered)
         except BaseException:
             self.close()
             raise
@@ -166,6 +200,38 @@ class StagingSplit:
             f"DELETE FROM {self.table} USING latest_good AS later "
             f"WHERE {matches} AND {self.table}.{extracted_at} < later.__latest"
         )
+
+    def _withdraw_replaced_copies(self, redelivered: Sequence[str]) -> None:
+        """Apply re-deliveries (`redelivered`: the delivered files this run holds several copies of,
+        `platform_assets/staging/redelivery.py`): a later copy of a file replaces the earlier copy's rows.
+
+        Runs after `_keep_current_versions`, so the good rows left are each key's current version: one that a
+        later copy of its own file no longer holds is withdrawn, and the key with it (an earlier version of
+        the key from another file does not come back, as in an incremental run it could not). The bad rows
+        of an earlier copy are dropped too: they were quarantined when that copy was staged, and the later
+        copy's bad rows (same file and record) take their place."""
+        origin, extracted_at = quote_identifier(ORIGIN_COLUMN), quote_identifier(EXTRACTED_AT_COLUMN)
+        key = [quote_identifier(name) for name in self.entity.primary_key]
+        files = "[" + ", ".join(sql_string(name) for name in redelivered) + "]::VARCHAR[]"
+        self.con.execute(
+            f"CREATE OR REPLACE TEMP TABLE copies AS SELECT DISTINCT {origin}, {extracted_at} "
+            f"FROM {self.table} WHERE list_contains({files}, {origin})"
+        )
+        later_copy = (
+            f"SELECT 1 FROM copies AS later WHERE later.{origin} = {self.table}.{origin} "
+            f"AND later.{extracted_at} > {self.table}.{extracted_at}"
+        )
+        if key:  # first, while every later copy still has all its rows to be looked up
+            same_key = " AND ".join(f"kept.{name} = {self.table}.{name}" for name in key)
+            self.con.execute(
+                f"DELETE FROM {self.table} WHERE EXISTS ({later_copy} AND NOT EXISTS (SELECT 1 FROM "
+                f"{self.table} AS kept WHERE kept.{origin} = later.{origin} AND kept.{extracted_at} = "
+                f"later.{extracted_at} AND {same_key}))"
+            )
+        # What is left of an earlier copy: its bad rows, and (without a key to follow) all of its rows.
+        violations = quote_identifier(VIOLATIONS_COLUMN)
+        unkeyed = "" if not key else f"{violations} IS NOT NULL AND "
+        self.con.execute(f"DELETE FROM {self.table} WHERE {unkeyed}EXISTS ({later_copy})")
 
     def _run_check(self, name: str, function: Callable[[Any], Any]) -> None:
         """Rows whose (non-null) value of `name` the custom check rejects, into `custom_failures`."""
@@ -222,7 +288,8 @@ class StagingSplit:
             f"concat({quote_identifier(ORIGIN_COLUMN)}, '#', {quote_identifier(RECORD_COLUMN)}) AS row_key, "
             f"split_part(v, ': ', 2) AS rule, split_part(v, ': ', 1) AS {quote_identifier('column')}, "
             f"{sql_string(run_id)} AS run_id, json_object({row})::VARCHAR AS row_json, "
-            f"now()::TIMESTAMP AS quarantined_at "
+            f"now()::TIMESTAMP AS quarantined_at, {self._key_json()} AS key_json, "
+            f"{sql_string(HELD)} AS status, NULL::TIMESTAMP AS resolved_at "
             f"FROM (SELECT *, unnest({quote_identifier(VIOLATIONS_COLUMN)}) AS v FROM {self.table}) AS broken"
         )
         spilled = self.spill_dir / f"quarantine-{self.name}.parquet"
@@ -230,6 +297,46 @@ class StagingSplit:
         parquet = pq.ParquetFile(spilled)
         batches = parquet.iter_batches(self.batch_rows)
         return pa.RecordBatchReader.from_batches(parquet.schema_arrow, _deleting(batches, spilled))
+
+    def _key_json(self) -> str:
+        """A row's primary key as JSON text, in one rendering for every run: how a quarantined row finds the
+        later versions of its key (`resolved`)."""
+        if not self.entity.primary_key:
+            return "NULL::VARCHAR"
+        pairs = ", ".join(f"{sql_string(name)}, {quote_identifier(name)}" for name in self.entity.primary_key)
+        return f"json_object({pairs})::VARCHAR"
+
+    def resolved(self, held: pa.Table) -> pa.Table:
+        """Of `held` (quarantine rows of earlier runs still held back, `QUARANTINE_ARROW`), those this run's
+        good rows resolve, with their new status: `released` when the very landed row (file, record and
+        extraction) is staged now, `superseded` when a later version of its key is."""
+        if not held.num_rows:
+            return held
+        origin, record = quote_identifier(ORIGIN_COLUMN), quote_identifier(RECORD_COLUMN)
+        extracted_at = quote_identifier(EXTRACTED_AT_COLUMN)
+        good = (
+            f"SELECT {self._key_json()} AS key_json, concat({origin}, '#', {record}) AS row_key, "
+            f"{extracted_at} AS extracted_at FROM {self.table} "
+            f"WHERE {quote_identifier(VIOLATIONS_COLUMN)} IS NULL"
+        )
+        held_at = "CAST(json_extract_string(h.row_json, '$._extracted_at') AS TIMESTAMPTZ)"
+        status = (
+            f"CASE WHEN EXISTS (SELECT 1 FROM good WHERE good.row_key = h.row_key "
+            f"AND good.extracted_at = {held_at}) THEN {sql_string(RELEASED)} "
+            f"WHEN EXISTS (SELECT 1 FROM good WHERE good.key_json = h.key_json "
+            f"AND good.extracted_at > {held_at}) THEN {sql_string(SUPERSEDED)} END"
+        )
+        kept = ", ".join(f"h.{quote_identifier(name)}" for name in QUARANTINE_COLUMNS[:-2])
+        self.con.register("__held", held)
+        try:
+            judged = self.con.sql(
+                f"WITH good AS ({good}) SELECT * EXCLUDE (__status), __status AS status, "
+                f"now()::TIMESTAMP AS resolved_at FROM (SELECT {kept}, {status} AS __status "
+                f"FROM __held AS h) WHERE __status IS NOT NULL"
+            ).to_arrow_table()
+        finally:
+            self.con.unregister("__held")
+        return judged.cast(QUARANTINE_ARROW)
 
     def profile(self, entity: Entity) -> TableProfile:
         """The profile of the rows that will be staged, without running the staging query again."""
@@ -279,6 +386,41 @@ def _deleting(batches: Iterator[pa.RecordBatch], path: Path) -> Iterator[pa.Reco
         yield from batches
     finally:
         path.unlink(missing_ok=True)
+
+
+def held_rows(warehouse: Warehouse, asset_key: str) -> pa.Table:
+    """The quarantine rows of `asset_key` still held back (`QUARANTINE_ARROW`), read before a staging run
+    builds its rows: what its good rows may resolve. A table written before statuses lacks their columns:
+    its rows are all held."""
+    existing = {name for name, _ in warehouse.columns(QUARANTINE_SCHEMA, QUARANTINE_TABLE)}
+    if not existing:
+        return QUARANTINE_ARROW.empty_table()
+    quote = warehouse.quote
+    selected = ", ".join(quote(name) if name in existing else "NULL" for name in QUARANTINE_COLUMNS)
+    status = quote("status")
+    held = f" AND ({status} IS NULL OR {status} = {sql_string(HELD)})" if "status" in existing else ""
+    rows = warehouse.query(
+        f"SELECT {selected} FROM {warehouse.table_ref(QUARANTINE_SCHEMA, QUARANTINE_TABLE)} "
+        f"WHERE {quote('asset_key')} = {sql_string(asset_key)}{held}"
+    )
+    return pa.Table.from_pylist(
+        [dict(zip(QUARANTINE_COLUMNS, row, strict=True)) for row in rows], schema=QUARANTINE_ARROW
+    )
+
+
+def record_resolved(warehouse: Warehouse, resolved: pa.Table) -> dict[str, int]:
+    """Upsert the quarantine rows a staging run resolved (`StagingSplit.resolved`) with their new status,
+    once the staged table holds what resolves them; how many of each status."""
+    if resolved.num_rows:
+        warehouse.load(
+            QUARANTINE_SCHEMA,
+            QUARANTINE_TABLE,
+            resolved.to_batches(),
+            mode="upsert",
+            primary_key=QUARANTINE_KEY,
+        )
+    counts = Counter(resolved.column("status").to_pylist())
+    return {status: counts[status] for status in (SUPERSEDED, RELEASED)}
 
 
 def over_threshold_message(where: str, table: str, summary: SplitSummary, max_bad_fraction: float) -> str:

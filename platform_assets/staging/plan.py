@@ -23,10 +23,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 from platform_assets.catalog.model import Entity
-from resources.landing.zone import EXTRACTED_AT_COLUMN
+from resources.landing.zone import EXTRACTED_AT_COLUMN, constant_value
 
 THROUGH_METADATA = "staging/through"
 """The newest extraction time (ISO 8601) among the landed files the table holds after this run."""
@@ -124,18 +122,7 @@ def plan_staging(
 
 def extraction_time(path: Path) -> datetime | None:
     """The one `_extracted_at` of a landed file, from its Parquet statistics; None if they do not say."""
-    metadata = pq.read_metadata(path)
-    names = metadata.schema.to_arrow_schema().names
-    if EXTRACTED_AT_COLUMN not in names:
-        return None
-    index = names.index(EXTRACTED_AT_COLUMN)
-    values = set()
-    for group in range(metadata.num_row_groups):
-        statistics = metadata.row_group(group).column(index).statistics
-        if statistics is None or not statistics.has_min_max:
-            return None
-        values |= {statistics.min, statistics.max}
-    only = values.pop() if len(values) == 1 else None
+    only = constant_value(path, EXTRACTED_AT_COLUMN)
     return only if isinstance(only, datetime) else None
 
 
