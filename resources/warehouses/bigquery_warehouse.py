@@ -66,6 +66,7 @@ from resources.warehouses.bigquery_schema import (
     staging_type,
 )
 from resources.warehouses.load import (
+    TOMBSTONE_COLUMN,
     CountedBatches,
     LoadMode,
     LoadResult,
@@ -135,6 +136,11 @@ class BigQueryWarehouse(Warehouse):
         target = self.table_ref(schema, table)
         incoming = CountedBatches(batches)
         check_load_request(mode, primary_key, partition, incoming.schema.names, target)
+        if TOMBSTONE_COLUMN in incoming.schema.names:
+            raise WarehouseLoadError(
+                f"upsert into {target}: deleting keys by tombstone ({TOMBSTONE_COLUMN}) is not implemented "
+                f"on BigQuery yet; stage entities with deletes on DuckDB or PostgreSQL"
+            )
         fields = [bigquery_field(field) for field in incoming.schema]
         duplicates = {name for name in incoming.schema.names if incoming.schema.names.count(name) > 1}
         if duplicates:

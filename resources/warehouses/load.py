@@ -3,6 +3,10 @@
 Loads take a stream of Arrow record batches (memory bounded by the batch, never the table) and one of three
 modes: `replace` the table, `append` to it, or `upsert` by primary key. New columns in the stream are added
 to the table (nullable); a column whose type changed is refused, never silently cast.
+
+An upsert whose rows carry the boolean column `_deleted` (`TOMBSTONE_COLUMN`) also deletes: every key of
+the stream is deleted from the table, and only the rows not marked are inserted, in the same transaction,
+so that deletes commit with the rows they come with. The column itself is never stored.
 """
 
 from __future__ import annotations
@@ -18,6 +22,10 @@ LoadMode = Literal["replace", "append", "upsert", "replace_partitions"]
 """`replace_partitions` deletes the rows of the given partitions, then inserts the stream, in one
 transaction. Partitions are matched on the column's text form: daily keys on DATE columns, static keys on
 text columns."""
+
+
+TOMBSTONE_COLUMN = "_deleted"
+"""A row of an upsert with this column true deletes its key instead of writing the row."""
 
 
 class WarehouseLoadError(ValueError):
@@ -135,6 +143,11 @@ def check_load_request(
             raise WarehouseLoadError(
                 f"upsert into {table}: primary key column(s) {missing} are not in the data"
             )
+    if TOMBSTONE_COLUMN in names and mode != "upsert":
+        raise WarehouseLoadError(
+            f"{mode} into {table}: rows marked {TOMBSTONE_COLUMN} delete their keys, which only an "
+            f"upsert does"
+        )
     if mode == "replace_partitions":
         if partition is None or not partition.values:
             raise WarehouseLoadError(

@@ -43,6 +43,7 @@ from resources.databases.postgres_copy import copy_batches
 from resources.secrets import env_references, resolve_env
 from resources.warehouses.base import Warehouse
 from resources.warehouses.load import (
+    TOMBSTONE_COLUMN,
     LoadMode,
     LoadResult,
     PartitionSlice,
@@ -297,10 +298,11 @@ class _Load:
         elif mode == "replace":
             self.replace(columns, stream)
         else:
+            stored = [column for column in columns if column[0] != TOMBSTONE_COLUMN]
             if existing is None:
-                self.create(self.target, columns, with_key=bool(self.primary_key))
+                self.create(self.target, stored, with_key=bool(self.primary_key))
             else:
-                self.evolve(existing, columns, arrow_schema)
+                self.evolve(existing, stored, arrow_schema)
                 if mode == "upsert":
                     self.check_unique_key()
             if mode == "replace_partitions":
@@ -457,7 +459,22 @@ class _Load:
             sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(staging, _definitions(columns))
         )
         self.copy(staging, columns, stream)
-        names = [name for name, _ in columns]
+        names = [name for name, _ in columns if name != TOMBSTONE_COLUMN]
+        live = sql.SQL("")
+        if len(names) < len(columns):  # tombstones: their keys are deleted, their rows not inserted
+            tombstone = sql.Identifier(TOMBSTONE_COLUMN)
+            matches = sql.SQL(" AND ").join(
+                sql.SQL("{}.{} = {}.{}").format(
+                    self.target, sql.Identifier(name), staging, sql.Identifier(name)
+                )
+                for name in self.primary_key
+            )
+            self.execute(
+                sql.SQL("DELETE FROM {} USING {} WHERE {} AND {}.{}").format(
+                    self.target, staging, matches, staging, tombstone
+                )
+            )
+            live = sql.SQL(" WHERE {} IS NOT TRUE").format(tombstone)
         updates = [name for name in names if name not in self.primary_key]
         action = (
             sql.SQL("DO UPDATE SET {}").format(
@@ -474,8 +491,8 @@ class _Load:
         self.execute(sql.SQL("SAVEPOINT upsert"))
         try:
             self.execute(
-                sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT ({}) {}").format(
-                    self.target, _names(names), _names(names), staging, _names(self.primary_key), action
+                sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}{} ON CONFLICT ({}) {}").format(
+                    self.target, _names(names), _names(names), staging, live, _names(self.primary_key), action
                 )
             )
         except psycopg2.errors.CardinalityViolation as error:
