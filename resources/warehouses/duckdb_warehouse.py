@@ -152,11 +152,11 @@ class DuckDBWarehouse(Warehouse):
         incoming = CountedBatches(batches)
         with self.connection() as con, _registered(con, incoming) as (source, names):
             try:
-                _, columns = self._write(con, schema, table, source, names, mode, primary_key, partition)
+                rows, columns = self._write(con, schema, table, source, names, mode, primary_key, partition)
             except BaseException as error:
                 incoming.reraise_source_failure(error)
                 raise
-        return LoadResult(incoming.rows, incoming.bytes, time.monotonic() - started, columns)
+        return LoadResult(rows, incoming.bytes, time.monotonic() - started, columns)
 
     def _write(
         self,
@@ -171,9 +171,10 @@ class DuckDBWarehouse(Warehouse):
         in_place: DuckDBFileRows | None = None,
     ) -> tuple[int, list[tuple[str, str]]]:
         """The load of `source` (a relation with columns `names`) in one transaction: the number of rows
-        written, and the table's columns after it. A whole-table load of `in_place` rows keeps their table:
-        rows and columns left out are dropped from it and it is renamed to `table`. Tombstones (an upsert's
-        rows marked `_deleted`) delete their keys; the upsert deletes every key it brings anyway."""
+        written (tombstones are not), and the table's columns after it. A whole-table load of `in_place`
+        rows keeps their table: rows and columns left out are dropped from it and it is renamed to `table`.
+        Tombstones (an upsert's rows marked `_deleted`) delete their keys; the upsert deletes every key it
+        brings anyway."""
         target = qualified_name(schema, table)
         check_load_request(mode, primary_key, partition, names, target)
         tombstones = TOMBSTONE_COLUMN in names

@@ -15,6 +15,8 @@ stays about one batch whatever the row count. Modes:
 - `append`: COPY into the table (created if missing).
 - `upsert`: COPY into a TEMP staging table, then `INSERT ... SELECT ... ON CONFLICT (pk) DO UPDATE`. A table
   created here gets the primary key; an existing one must have a unique index on the key columns.
+  Tombstones (rows with `_deleted` true) first delete their keys (`DELETE ... USING` the staging table) and
+  are not inserted; the column is never added to the table.
 
 Schema evolution (append/upsert): columns the batches carry and the table lacks are added (nullable) in the
 same transaction; a column whose type changed is refused with what to do. Identifiers are always quoted.
@@ -318,7 +320,7 @@ class _Load:
                 self.upsert(columns, stream)
             else:
                 self.copy(self.target, columns, stream)
-        return stream.rows, stream.bytes_sent
+        return stream.rows - stream.tombstones, stream.bytes_sent
 
     def has_dependent_views(self) -> bool:
         """Views (dbt's staging models) read the table: it cannot be swapped, only emptied and refilled in
