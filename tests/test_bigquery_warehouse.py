@@ -24,6 +24,16 @@ from fixtures.bigquery_emulator import BigQueryEmulator
 from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery, storage
+from tombstone_upserts import (
+    AFTER,
+    BEFORE,
+    KEY,
+    NEW_TABLE,
+    REPEATING,
+    UPSERT,
+    WRITTEN,
+    batches_of_two,
+)
 
 from platform_assets.catalog.model import Source
 from platform_assets.quality.profile import profile_table
@@ -135,6 +145,30 @@ def test_upsert_of_rows_that_repeat_a_key_names_them_and_changes_nothing(
     rows = warehouse.query(f"SELECT * FROM {warehouse.table_ref(dataset, 'orders')} ORDER BY order_id")
     assert rows == [(1, 1.0), (2, 2.0), (3, 3.0)]
     assert _tables(warehouse, dataset) == ["orders"], "the load table is dropped"
+
+
+def test_upsert_with_tombstones_deletes_their_keys_in_its_merge(
+    warehouse: BigQueryWarehouse, dataset: str
+) -> None:
+    """One MERGE deletes the tombstoned keys and upserts the other rows; `_deleted` stays in the load table.
+    A repeated key is refused before the MERGE, so the deletes do not happen either."""
+    warehouse.load(dataset, "t", batches_of_two(BEFORE), mode="replace")
+    result = warehouse.load(dataset, "t", batches_of_two(UPSERT), mode="upsert", primary_key=KEY)
+    assert result.rows == WRITTEN
+    assert result.columns == [("id", "INT64"), ("name", "STRING")]
+    ref = warehouse.table_ref(dataset, "t")
+    assert warehouse.query(f"SELECT id, name FROM {ref} ORDER BY id") == AFTER
+
+    with pytest.raises(DuplicateKeyError, match=r"id=7 \(2 rows\)"):
+        warehouse.load(dataset, "t", batches_of_two(REPEATING), mode="upsert", primary_key=KEY)
+    assert warehouse.query(f"SELECT id, name FROM {ref} ORDER BY id") == AFTER
+
+    fresh = warehouse.load(dataset, "fresh", batches_of_two(UPSERT), mode="upsert", primary_key=KEY)
+    assert fresh.rows == WRITTEN and fresh.columns == [("id", "INT64"), ("name", "STRING")]
+    assert warehouse.query(f"SELECT id, name FROM {warehouse.table_ref(dataset, 'fresh')} ORDER BY id") == (
+        NEW_TABLE
+    )
+    assert _tables(warehouse, dataset) == ["fresh", "t"], "the load tables are dropped"
 
 
 def test_upsert_adds_new_columns_before_merging(warehouse: BigQueryWarehouse, dataset: str) -> None:
@@ -401,6 +435,15 @@ def test_merge_and_partition_replacement_sql_text() -> None:
         "MERGE `p.d.t` AS T USING `p.d.s` AS S ON T.`id` = S.`id` WHEN MATCHED THEN UPDATE SET "
         "`Amount` = S.`Amount` WHEN NOT MATCHED THEN INSERT (`id`, `Amount`) VALUES (S.`id`, S.`Amount`)"
     )
+    # Tombstones: the marked rows delete their key's row and insert nothing (a null mark is a live row).
+    assert merge_sql("`p.d.t`", "`p.d.s`", ["id", "Amount"], ["id"], tombstones=True) == (
+        "MERGE `p.d.t` AS T USING `p.d.s` AS S ON T.`id` = S.`id` WHEN MATCHED AND S.`_deleted` THEN DELETE "
+        "WHEN MATCHED THEN UPDATE SET `Amount` = S.`Amount` WHEN NOT MATCHED AND S.`_deleted` IS NOT TRUE "
+        "THEN INSERT (`id`, `Amount`) VALUES (S.`id`, S.`Amount`)"
+    )
+    assert replace_table_sql(
+        "`p.d.t`", "`p.d.s`", [bigquery_field(pa.field("id", pa.int64()))], None, tombstones=True
+    ) == ("CREATE OR REPLACE TABLE `p.d.t` AS SELECT `id` FROM `p.d.s` WHERE `_deleted` IS NOT TRUE")
     assert replace_partitions_sql("`p.d.t`", "`p.d.s`", ["day", "n"], "day", [dt.date(2026, 1, 2)]) == (
         "BEGIN TRANSACTION; DELETE FROM `p.d.t` WHERE `day` IN (DATE '2026-01-02'); "
         "INSERT INTO `p.d.t` (`day`, `n`) SELECT `day`, `n` FROM `p.d.s`; COMMIT TRANSACTION;"

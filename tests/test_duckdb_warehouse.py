@@ -11,6 +11,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 import pytest
+from tombstone_upserts import AFTER, BEFORE, BEFORE_ROWS, KEY, NEW_TABLE, UPSERT, WRITTEN, batches_of_two
 
 from resources.warehouses.duckdb_file_rows import DuckDBFileRows, StagingDatabase
 from resources.warehouses.duckdb_warehouse import DuckDBWarehouse, qualified_name, quote_identifier
@@ -104,6 +105,25 @@ def test_a_load_that_fails_mid_stream_leaves_the_table_as_it_was(tmp_path: Path)
         with pytest.raises(ConnectionError):
             warehouse.load("staged", "orders", dies_half_way(), mode=mode, primary_key=["order_id"])
         assert _table(warehouse) == [(1, 1.0)], mode
+
+
+def test_upsert_with_tombstones_deletes_their_keys_and_counts_only_written_rows(tmp_path: Path) -> None:
+    warehouse = DuckDBWarehouse(path=str(tmp_path / "w.duckdb"))
+    warehouse.load("s", "t", batches_of_two(BEFORE), mode="replace")
+
+    def dies_after_the_tombstones() -> Iterator[pa.RecordBatch]:
+        yield next(batches_of_two(UPSERT))
+        raise ConnectionError("source went away")
+
+    with pytest.raises(ConnectionError):
+        warehouse.load("s", "t", dies_after_the_tombstones(), mode="upsert", primary_key=KEY)
+    assert warehouse.query("SELECT id, name FROM s.t ORDER BY id") == BEFORE_ROWS
+    result = warehouse.load("s", "t", batches_of_two(UPSERT), mode="upsert", primary_key=KEY)
+    assert result.rows == WRITTEN and result.columns == [("id", "BIGINT"), ("name", "VARCHAR")]
+    assert warehouse.query("SELECT id, name FROM s.t ORDER BY id") == AFTER
+    fresh = warehouse.load("s", "fresh", batches_of_two(UPSERT), mode="upsert", primary_key=KEY)
+    assert fresh.rows == WRITTEN and [name for name, _ in fresh.columns] == ["id", "name"]
+    assert warehouse.query("SELECT id, name FROM s.fresh ORDER BY id") == NEW_TABLE
 
 
 def test_upsert_without_a_primary_key_is_refused(tmp_path: Path) -> None:

@@ -39,6 +39,7 @@ from platform_assets.quality.relationship_checks import (
     Orphans,
     relationship_result,
 )
+from platform_assets.staging.deletes import DeleteGuardError
 from resources.databases.errors import DatabaseLocation, DatabaseSourceError, StatementTimeoutError
 from resources.environment import PlatformSettings
 from resources.files.read_context import ReadContext
@@ -237,6 +238,9 @@ SAMPLES: dict[str, Callable[[Path], Evidence]] = {
     "load_config_invalid": lambda _: step(LoadConfigError("cannot upsert into staged.orders on (id)")),
     "upstream_not_materialized": lambda _: step(
         UpstreamMissingError("raw/shop/orders has never been materialized; materialize it first.")
+    ),
+    "delete_guard_exceeded": lambda _: step(
+        DeleteGuardError("the latest key scan lacks 9 of 18 staged key(s), over max_delete_fraction 0.1")
     ),
     "bad_rows_over_threshold": lambda _: step(over_threshold()),
     "duplicate_key_in_load": lambda _: step(repeated_keys_error("staged.orders", ["order_id"], [(11, 2)])),

@@ -15,13 +15,25 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 import sqlalchemy as sa
 from fixtures.postgres_server import PostgresCluster
+from tombstone_upserts import (
+    AFTER,
+    BEFORE,
+    KEY,
+    NEW_TABLE,
+    REPEATING,
+    UPSERT,
+    WRITTEN,
+    batches_of_two,
+)
 
+from resources.warehouses.io_manager import WarehouseIOManager, load_metadata
 from resources.warehouses.load import DuplicateKeyError
 from resources.warehouses.postgres_warehouse import (
     LoadConfigError,
@@ -178,6 +190,32 @@ def test_upsert_of_rows_that_repeat_a_key_names_them_and_changes_nothing(
         warehouse.load("s", "t", batches(repeated), mode="replace", primary_key=["id"])
     assert replaced.value.sqlstate == "23505" and "is duplicated" in str(replaced.value)
     assert checksum(warehouse) == before
+
+
+def test_upsert_with_tombstones_deletes_their_keys_in_its_transaction(warehouse: PostgresWarehouse) -> None:
+    """Through the IO manager (its metadata): the tombstoned keys are deleted, the other rows upserted, the
+    `_deleted` column never stored nor counted. A failure after the delete (a repeated key) undoes it."""
+    warehouse.load("s", "t", batches_of_two(BEFORE), mode="upsert", primary_key=KEY)
+
+    @dg.asset(key=["s", "t"], metadata=load_metadata(mode="upsert", primary_key=KEY))
+    def upserted() -> pa.Table:
+        return UPSERT
+
+    result = dg.materialize([upserted], resources={"io_manager": WarehouseIOManager(warehouse=warehouse)})
+    (materialization,) = result.asset_materializations_for_node("s__t")
+    metadata = materialization.metadata
+    assert metadata["rows_written"].value == WRITTEN
+    assert [column.name for column in metadata["dagster/column_schema"].value.columns] == ["id", "name"]
+    assert warehouse.query("SELECT id, name FROM s.t ORDER BY id") == AFTER
+
+    before = checksum(warehouse)
+    with pytest.raises(DuplicateKeyError, match=r"id=7 \(2 rows\)"):
+        warehouse.load("s", "t", batches_of_two(REPEATING), mode="upsert", primary_key=KEY)
+    assert checksum(warehouse) == before
+
+    fresh = warehouse.load("s", "fresh", batches_of_two(UPSERT), mode="upsert", primary_key=KEY)
+    assert fresh.rows == WRITTEN and fresh.columns == [("id", "bigint"), ("name", "text")]
+    assert warehouse.query("SELECT id, name FROM s.fresh ORDER BY id") == NEW_TABLE
 
 
 def test_new_column_is_added_and_old_rows_are_null(warehouse: PostgresWarehouse) -> None:

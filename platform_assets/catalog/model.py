@@ -191,6 +191,11 @@ class FileEntity(FileFormat):
     """A file entity: a glob under the source's root, and how its files are parsed."""
 
     path: str = Field(min_length=1, description="Glob relative to the source's root, e.g. `orders/*.csv`.")
+    snapshot: bool = Field(
+        default=False,
+        description="Each delivery is the whole entity: keys absent from the latest one are removed from "
+        "the staged table (bounded by the entity's `max_delete_fraction`).",
+    )
 
 
 class FilesConnection(Strict):
@@ -226,6 +231,30 @@ class Layout(Strict):
         return TableLayout(self.partition_by, self.partition_granularity, tuple(self.cluster_by))
 
 
+class Deletes(Strict):
+    """How rows deleted at a database source leave the staged table (files: `file.snapshot`).
+
+    `soft`: the source keeps deleted rows and marks them in `column` (a boolean true, or any non-null
+    value, e.g. `deleted_at`); a key whose current version is so marked is removed from the staged table.
+    `reconcile`: the source forgets deleted rows, which an incremental extraction never sees; every
+    `every_minutes` the raw asset also lands the table's primary keys (only those columns, streamed) and
+    staging removes the staged keys absent from that scan."""
+
+    mode: Literal["soft", "reconcile"]
+    column: ColumnName | None = Field(default=None, description="`soft`: the column marking deletion.")
+    every_minutes: float = Field(
+        default=60, ge=0, description="`reconcile`: least time between two key scans (0: every run)."
+    )
+
+    @model_validator(mode="after")
+    def _column_fits_the_mode(self) -> Deletes:
+        if (self.mode == "soft") != (self.column is not None):
+            raise ValueError(
+                "deletes: mode soft needs `column` (the column marking deletion); mode reconcile takes none"
+            )
+        return self
+
+
 class Entity(Strict):
     description: str | None = None
     file: FileEntity | None = None
@@ -242,6 +271,14 @@ class Entity(Strict):
     )
     max_bad_fraction: float = Field(
         default=0.05, ge=0, le=1, description="Share of rows that may be quarantined before the step fails."
+    )
+    deletes: Deletes | None = None
+    max_delete_fraction: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description="Share of the staged rows a key scan (`deletes: reconcile`) or a snapshot delivery "
+        "(`file.snapshot`) may delete before the step fails instead: a bad read must not empty the table.",
     )
     schema_evolution: SchemaEvolution = Field(default_factory=SchemaEvolution)
     anomalies: Anomalies = Field(default_factory=Anomalies)
@@ -276,6 +313,26 @@ class Entity(Strict):
         missing = sorted({name for key in self.unique for name in key if name not in self.columns})
         if missing:
             raise ValueError(f"unique names undeclared column(s) {missing}; declare them under columns")
+        return self
+
+    @model_validator(mode="after")
+    def _deletes_fit_the_source(self) -> Entity:
+        deletes = self.deletes
+        if deletes is None:
+            return self
+        if self.table is None:
+            raise ValueError(
+                "deletes applies to database tables; a file entity whose deliveries are each the whole "
+                "entity declares `file: {snapshot: true}`"
+            )
+        if deletes.column is not None and deletes.column not in self.columns:
+            raise ValueError(f"deletes.column {deletes.column!r} is not declared; declare it under columns")
+        if deletes.mode == "reconcile" and (self.table.incremental is None or self.table.query is not None):
+            raise ValueError(
+                "deletes: reconcile scans the keys of an incremental `table:`; a table without `incremental` "
+                "is read whole every run (deleted rows leave with the next run), and a custom `query` "
+                "has no table to scan"
+            )
         return self
 
     @model_validator(mode="after")

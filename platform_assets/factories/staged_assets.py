@@ -48,6 +48,13 @@ from platform_assets.quality.quarantine import (
 )
 from platform_assets.quality.relationship_checks import last_orphan_rate
 from platform_assets.quality.score import quality_metadata
+from platform_assets.staging.deletes import (
+    Deleted,
+    latest_key_scan,
+    scan_is_new,
+    settle_deletes,
+    staged_keys,
+)
 from platform_assets.staging.plan import StagingPlan, plan_staging, staging_fingerprint
 from platform_assets.staging.redelivery import redelivered
 from platform_assets.staging.schema_evolution import (
@@ -229,6 +236,7 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
                         entity.max_bad_fraction,
                     )
                 )
+            deleted = _settle_deletes(split, plan, staged, item, landing, warehouse, previous_metadata)
             quarantined = (
                 split.quarantine_rows(context.asset_key.to_user_string(), context.run.run_id)
                 if summary.bad
@@ -292,6 +300,7 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
                 "staged_files": len(plan.files),
                 **plan.metadata(run.fingerprint),
                 **_quarantine_metadata(summary),
+                **deleted.metadata(),
                 **staging_metadata(previous, delivered, decision),
                 **(quality(profile) if profile is not None else {}),
             },
@@ -308,6 +317,36 @@ def _quarantine_metadata(summary: SplitSummary) -> dict[str, dg.MetadataValue]:
         "quarantined_by_rule": dg.MetadataValue.json(dict(summary.by_rule)),
         "bad_fraction": dg.MetadataValue.float(round(summary.bad_fraction, 6)),
     }
+
+
+def _settle_deletes(
+    split: StagingSplit,
+    plan: StagingPlan,
+    staged: Entity,
+    item: CatalogEntity,
+    landing: LandingZone,
+    warehouse: Warehouse,
+    previous: Mapping[str, object] | None,
+) -> Deleted:
+    """Remove from the run's rows, or mark as tombstones for the load, the keys deleted at the source
+    (`staging/deletes.py`). An incremental run judges the staged keys only against a scan newer than
+    what it staged before; a full run judges its rows against the latest scan."""
+    scan = latest_key_scan(staged, plan.landed, landing.key_scans_dir(item.source_name, item.name))
+    keys = None
+    if plan.incremental:
+        scan = scan if scan_is_new(scan, previous) else None
+        if scan is not None:
+            keys = staged_keys(
+                split.con,
+                warehouse,
+                (STAGED_SCHEMA, staged_table(item.source_name, item.name)),
+                staged.primary_key,
+                in_warehouse=split.database.in_warehouse,
+                batch_rows=split.batch_rows,
+            )
+    return settle_deletes(
+        split.con, split.table, staged, incremental=plan.incremental, scan=scan, staged=keys
+    )
 
 
 def build_contract_checks(item: CatalogEntity) -> list[dg.AssetChecksDefinition]:

@@ -3,16 +3,26 @@
 Incremental tables resume from the watermark of the previous materialization (the greatest cursor value,
 then tie-breaker, landed so far); the new watermark is recorded only with this run's committed landing.
 Tables without `incremental` are re-read whole: each run's file is then the entity's complete snapshot.
+
+An incremental extraction never sees a row deleted at the source. With `deletes: reconcile` a run also
+scans the table's primary keys (at most every `every_minutes`), AFTER its rows were read: a key absent
+from that later scan was deleted at the source, so staging removes it (a row inserted meanwhile is in the
+scan, never missing from it). Only the latest scan counts; the earlier ones are removed.
 """
 
 from __future__ import annotations
 
 import re
+from datetime import datetime, timedelta
 
 from platform_assets.catalog.loader import CatalogEntity
 from platform_assets.catalog.model import DatabaseSourceConnection
 from platform_assets.ingestion.extraction import Extraction, ExtractionContext, today
 from resources.databases.source import DatabaseSource
+from resources.landing.zone import write_parquet
+
+KEYS_SCANNED_AT_STATE = "keys_scanned_at"
+"""Extraction state: when the latest key scan (`deletes: reconcile`) ran, ISO 8601."""
 
 
 class DatabaseExtractor:
@@ -47,17 +57,58 @@ class DatabaseExtractor:
                 f"Extracting {self.location(item)} from watermark {watermark}: {rows.query_text}"
             )
             context.inflight.write(f"{context.lineage.run_id}.parquet", rows, context.lineage)
+            scanned_at = _scan_keys(context, source) if _keys_due(context) else None
             committed = context.inflight.commit(today(context))
             watermark_after = rows.watermark_after
         incremental = table.incremental is not None
+        state: dict[str, object] = (
+            {"watermark": watermark_after if watermark_after is not None else watermark}
+            if incremental
+            else {}
+        )
+        last_scan = scanned_at or context.previous_state.get(KEYS_SCANNED_AT_STATE)
+        if last_scan is not None:
+            state[KEYS_SCANNED_AT_STATE] = last_scan
         return Extraction(
             files=committed,
-            state={"watermark": watermark_after if watermark_after is not None else watermark}
-            if incremental
-            else {},
+            state=state,
             load_kind="append" if incremental else "snapshot",
             details={"query": rows.query_text},
         )
+
+
+def _keys_due(context: ExtractionContext) -> bool:
+    """Whether this run scans the keys: reconciled entities, once `every_minutes` passed since the last."""
+    deletes = context.item.entity.deletes
+    if deletes is None or deletes.mode != "reconcile":
+        return False
+    last = context.previous_state.get(KEYS_SCANNED_AT_STATE)
+    return last is None or context.lineage.extracted_at - datetime.fromisoformat(last) >= timedelta(
+        minutes=deletes.every_minutes
+    )
+
+
+def _scan_keys(context: ExtractionContext, source: DatabaseSource) -> str:
+    """Land the table's primary keys (only those columns, streamed in batches) beside the landed files,
+    stamped with this extraction's time; when it ran."""
+    item = context.item
+    table = item.entity.table
+    assert table is not None
+    keys = table.model_copy(update={"columns": list(item.entity.primary_key), "incremental": None})
+    directory = context.landing.key_scans_dir(item.source_name, item.name)
+    directory.mkdir(parents=True, exist_ok=True)
+    scan = directory / f"{context.lineage.run_id}.parquet"
+    with source.extract(
+        keys, primary_key=item.entity.primary_key, watermark=None, batch_rows=context.batch_rows
+    ) as batches:
+        landed = write_parquet(scan, batches, context.lineage)
+    for earlier in directory.glob("*.parquet"):
+        if earlier != scan:
+            earlier.unlink()
+    context.log.info(
+        f"Scanned the keys of {item.source_name}.{item.name}: {landed.rows if landed else 0} key(s) in {scan}"
+    )
+    return context.lineage.extracted_at.isoformat()
 
 
 def _connection(item: CatalogEntity) -> DatabaseSourceConnection:

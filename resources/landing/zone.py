@@ -30,6 +30,7 @@ RUN_ID_COLUMN = "_run_id"
 INFLIGHT_DIR = "_inflight"
 CHECKPOINT_FILE = "checkpoint.json"
 SPILL_DIR = "_spill"
+KEYS_DIR = "_keys"
 QUARANTINE_DIR = "_quarantine"
 
 
@@ -94,6 +95,11 @@ class LandingZone(dg.ConfigurableResource):
                     f"it to finish instead of extracting the same data twice."
                 ) from None
             yield InFlight(directory, self.entity_dir(source, entity))
+
+    def key_scans_dir(self, source: str, entity: str) -> Path:
+        """Where scans of an entity's primary keys land (deletes by reconciliation): beside its landed files,
+        never among them, so that staging does not read keys as rows."""
+        return self.entity_dir(source, entity) / KEYS_DIR
 
     def quarantine_dir(self, source: str, entity: str) -> Path:
         return Path(self.root) / QUARANTINE_DIR / source / entity

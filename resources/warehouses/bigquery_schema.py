@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import pyarrow as pa
 from google.cloud.bigquery import SchemaField
 
-from resources.warehouses.load import TableLayout, WarehouseLoadError
+from resources.warehouses.load import TOMBSTONE_COLUMN, TableLayout, WarehouseLoadError
 
 LEGACY_TYPE_NAMES = {
     "INTEGER": "INT64",
@@ -216,13 +216,20 @@ def create_table_sql(
 
 
 def replace_table_sql(
-    target: str, source: str, fields: Sequence[SchemaField], layout: TableLayout | None
+    target: str,
+    source: str,
+    fields: Sequence[SchemaField],
+    layout: TableLayout | None,
+    *,
+    tombstones: bool = False,
 ) -> str:
-    """One statement that swaps in the loaded rows: readers see the old table or the new one."""
+    """One statement that swaps in the loaded rows (the columns `fields`): readers see the old table or the
+    new one. With `tombstones`, the rows marked `_deleted` are left out."""
     columns = ", ".join(quote_identifier(field.name) for field in fields)
+    live = f" WHERE {_live('')}" if tombstones else ""
     return (
         f"CREATE OR REPLACE TABLE {target}{layout_clauses(target, fields, layout)} "
-        f"AS SELECT {columns} FROM {source}"
+        f"AS SELECT {columns} FROM {source}{live}"
     )
 
 
@@ -231,22 +238,34 @@ def add_columns_sql(target: str, fields: Sequence[SchemaField]) -> str:
     return f"ALTER TABLE {target} {additions}"
 
 
-def merge_sql(target: str, source: str, columns: Sequence[str], primary_key: Sequence[str]) -> str:
-    """Update the rows whose key is in `source` (every column), insert the others."""
+def merge_sql(
+    target: str, source: str, columns: Sequence[str], primary_key: Sequence[str], *, tombstones: bool = False
+) -> str:
+    """Update the rows whose key is in `source` (every column of `columns`), insert the others. With
+    `tombstones`, `source` also has the column `_deleted`: a row marked deletes its key's row and inserts
+    nothing (the column itself is not among `columns`, so never written)."""
     on = " AND ".join(f"T.{quote_identifier(key)} = S.{quote_identifier(key)}" for key in primary_key)
     updates = [name for name in columns if name not in primary_key]
     names = ", ".join(quote_identifier(name) for name in columns)
     values = ", ".join(f"S.{quote_identifier(name)}" for name in columns)
+    deleted = f" WHEN MATCHED AND S.{quote_identifier(TOMBSTONE_COLUMN)} THEN DELETE" if tombstones else ""
     matched = (
         " WHEN MATCHED THEN UPDATE SET "
         + ", ".join(f"{quote_identifier(name)} = S.{quote_identifier(name)}" for name in updates)
         if updates
         else ""
     )
+    live = f" AND {_live('S.')}" if tombstones else ""
     return (
-        f"MERGE {target} AS T USING {source} AS S ON {on}{matched} "
-        f"WHEN NOT MATCHED THEN INSERT ({names}) VALUES ({values})"
+        f"MERGE {target} AS T USING {source} AS S ON {on}{deleted}{matched} "
+        f"WHEN NOT MATCHED{live} THEN INSERT ({names}) VALUES ({values})"
     )
+
+
+def _live(alias: str) -> str:
+    """The condition of a row that is no tombstone (a null `_deleted` is a live row, as in DuckDB and
+    PostgreSQL)."""
+    return f"{alias}{quote_identifier(TOMBSTONE_COLUMN)} IS NOT TRUE"
 
 
 def replace_partitions_sql(

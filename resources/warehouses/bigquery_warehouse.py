@@ -15,6 +15,10 @@ count. The staged files are deleted afterwards, whether the load worked or not. 
   `MERGE` on the primary key (matched rows get every column updated, the others are inserted). A query
   over the load table first refuses rows that repeat a key, naming them (`DuplicateKeyError`): MERGE would
   fail on a repeated existing key without naming it, and insert every copy of a repeated new one.
+  Tombstones (rows with `_deleted` true, `load.TOMBSTONE_COLUMN`) are in the same MERGE: `WHEN MATCHED
+  AND S._deleted THEN DELETE`, and a tombstone of a key the table lacks inserts nothing; the `_deleted`
+  column stays in the load table, never added to the target. One statement, so deletes and writes commit
+  together.
 - `replace_partitions`: load into a load table, then one transaction deletes the rows of the given
   partition values and inserts the loaded rows; rows outside those values are refused.
 
@@ -66,6 +70,7 @@ from resources.warehouses.bigquery_schema import (
     staging_type,
 )
 from resources.warehouses.load import (
+    TOMBSTONE_COLUMN,
     CountedBatches,
     LoadMode,
     LoadResult,
@@ -163,7 +168,7 @@ class BigQueryWarehouse(Warehouse):
         finally:
             staging.delete()
         columns = self.columns(schema, table)
-        return LoadResult(incoming.rows, incoming.bytes, time.monotonic() - started, columns)
+        return LoadResult(incoming.written, incoming.bytes, time.monotonic() - started, columns)
 
     def stream_table(
         self,
@@ -267,26 +272,33 @@ class BigQueryWarehouse(Warehouse):
         self._execute(client, create_table_sql(source, fields, None, expires_hours=LOAD_TABLE_HOURS))
         try:
             self._load_job(client, schema, load_table, uris, fields, append=False)
-            names = [field.name for field in fields]
-            if mode == "replace" or existing is None:
-                statement = "CREATE OR REPLACE TABLE" if mode == "replace" else "CREATE TABLE"
-                ddl = replace_table_sql(target, source, fields, layout)
-                self._execute(client, ddl.replace("CREATE OR REPLACE TABLE", statement, 1))
-                return
-            known = {field.name for field in existing.schema}
-            added = [field for field in fields if field.name not in known]
-            if added:
-                self._execute(client, add_columns_sql(target, added))
+            # Tombstones (upserts only: `check_load_request`) stay in the load table; the target never
+            # gets their column.
+            tombstones = any(field.name == TOMBSTONE_COLUMN for field in fields)
+            stored = [field for field in fields if field.name != TOMBSTONE_COLUMN]
+            names = [field.name for field in stored]
             if mode == "upsert":
                 assert primary_key is not None
                 # MERGE would update a row from whichever copy of a repeated key, or insert every copy of a
-                # new one: refused, naming them, before the table is touched.
+                # new one (a new table would get them all): refused, naming them, before the table is
+                # touched.
                 repeated = list(
                     self._execute(client, repeated_keys_sql(source, primary_key, quote_identifier))
                 )
                 if repeated:
                     raise repeated_keys_error(target, primary_key, [tuple(row.values()) for row in repeated])
-                self._execute(client, merge_sql(target, source, names, primary_key))
+            if mode == "replace" or existing is None:
+                statement = "CREATE OR REPLACE TABLE" if mode == "replace" else "CREATE TABLE"
+                ddl = replace_table_sql(target, source, stored, layout, tombstones=tombstones)
+                self._execute(client, ddl.replace("CREATE OR REPLACE TABLE", statement, 1))
+                return
+            known = {field.name for field in existing.schema}
+            added = [field for field in stored if field.name not in known]
+            if added:
+                self._execute(client, add_columns_sql(target, added))
+            if mode == "upsert":
+                assert primary_key is not None
+                self._execute(client, merge_sql(target, source, names, primary_key, tombstones=tombstones))
             else:
                 assert partition is not None
                 self._check_partition_rows(client, target, source, partition)

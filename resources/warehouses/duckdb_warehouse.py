@@ -19,6 +19,7 @@ import pyarrow as pa
 from resources.warehouses.base import Warehouse
 from resources.warehouses.duckdb_file_rows import DuckDBFileRows, StagingDatabase, connect_when_free
 from resources.warehouses.load import (
+    TOMBSTONE_COLUMN,
     CountedBatches,
     LoadMode,
     LoadResult,
@@ -151,11 +152,11 @@ class DuckDBWarehouse(Warehouse):
         incoming = CountedBatches(batches)
         with self.connection() as con, _registered(con, incoming) as (source, names):
             try:
-                _, columns = self._write(con, schema, table, source, names, mode, primary_key, partition)
+                rows, columns = self._write(con, schema, table, source, names, mode, primary_key, partition)
             except BaseException as error:
                 incoming.reraise_source_failure(error)
                 raise
-        return LoadResult(incoming.rows, incoming.bytes, time.monotonic() - started, columns)
+        return LoadResult(rows, incoming.bytes, time.monotonic() - started, columns)
 
     def _write(
         self,
@@ -170,22 +171,28 @@ class DuckDBWarehouse(Warehouse):
         in_place: DuckDBFileRows | None = None,
     ) -> tuple[int, list[tuple[str, str]]]:
         """The load of `source` (a relation with columns `names`) in one transaction: the number of rows
-        written, and the table's columns after it. A whole-table load of `in_place` rows keeps their table:
-        rows and columns left out are dropped from it and it is renamed to `table`."""
+        written (tombstones are not), and the table's columns after it. A whole-table load of `in_place`
+        rows keeps their table: rows and columns left out are dropped from it and it is renamed to `table`.
+        Tombstones (an upsert's rows marked `_deleted`) delete their keys; the upsert deletes every key it
+        brings anyway."""
         target = qualified_name(schema, table)
         check_load_request(mode, primary_key, partition, names, target)
+        tombstones = TOMBSTONE_COLUMN in names
         con.execute("BEGIN TRANSACTION")
         try:
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(schema)}")
             exists = bool(self._column_types(con, schema, table))
-            if in_place is not None and (mode == "replace" or not exists):
+            if in_place is not None and not tombstones and (mode == "replace" or not exists):
                 rows = _rename_into_place(con, in_place, schema, table)
             elif mode == "replace" or not exists:
                 ((rows,),) = con.execute(
-                    f"CREATE OR REPLACE TABLE {target} AS SELECT * FROM {source}"
+                    f"CREATE OR REPLACE TABLE {target} AS {_live_rows(source, tombstones)}"
                 ).fetchall()
             else:
-                ((rows,),) = con.execute(f"CREATE TEMP TABLE __stage AS SELECT * FROM {source}").fetchall()
+                con.execute(f"CREATE TEMP TABLE __stage AS SELECT * FROM {source}")
+                ((rows,),) = con.execute(
+                    f"SELECT count(*) FROM ({_live_rows('__stage', tombstones)})"
+                ).fetchall()
                 self._evolve(con, schema, table)
                 if mode == "upsert":
                     assert primary_key is not None
@@ -198,7 +205,7 @@ class DuckDBWarehouse(Warehouse):
                         f"DELETE FROM {target} WHERE CAST({column} AS VARCHAR) IN (SELECT unnest(?))",
                         [[str(value) for value in partition.values]],
                     )
-                con.execute(f"INSERT INTO {target} BY NAME SELECT * FROM __stage")
+                con.execute(f"INSERT INTO {target} BY NAME {_live_rows('__stage', tombstones)}")
                 con.execute("DROP TABLE __stage")
             con.execute("COMMIT")
         except BaseException:
@@ -221,6 +228,8 @@ class DuckDBWarehouse(Warehouse):
         staged = dict(con.execute("SELECT column_name, column_type FROM (DESCRIBE __stage)").fetchall())
         target = qualified_name(schema, table)
         for name, sql_type in staged.items():
+            if name == TOMBSTONE_COLUMN:
+                continue
             if name not in existing:
                 con.execute(f"ALTER TABLE {target} ADD COLUMN {quote_identifier(name)} {sql_type}")
             elif existing[name] != sql_type:
@@ -251,6 +260,14 @@ def _source(
     finally:
         if not own:
             con.execute(f"DETACH {_ATTACHED}")
+
+
+def _live_rows(relation: str, tombstones: bool) -> str:
+    """The SELECT of `relation`'s rows to write: without the tombstones and their column, if any."""
+    if not tombstones:
+        return f"SELECT * FROM {relation}"
+    column = quote_identifier(TOMBSTONE_COLUMN)
+    return f"SELECT * EXCLUDE ({column}) FROM {relation} WHERE {column} IS NOT TRUE"
 
 
 def _rename_into_place(con: duckdb.DuckDBPyConnection, rows: DuckDBFileRows, schema: str, table: str) -> int:

@@ -3,6 +3,11 @@
 Loads take a stream of Arrow record batches (memory bounded by the batch, never the table) and one of three
 modes: `replace` the table, `append` to it, or `upsert` by primary key. New columns in the stream are added
 to the table (nullable); a column whose type changed is refused, never silently cast.
+
+An upsert whose rows carry the boolean column `_deleted` (`TOMBSTONE_COLUMN`) also deletes: every key of
+the stream is deleted from the table, and only the rows not marked are inserted, in the same transaction,
+so that deletes commit with the rows they come with. The column itself is never stored, and a load's
+`rows` counts the rows written, never the tombstones (`tombstones_in`).
 """
 
 from __future__ import annotations
@@ -13,11 +18,25 @@ from itertools import chain
 from typing import Literal
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 LoadMode = Literal["replace", "append", "upsert", "replace_partitions"]
 """`replace_partitions` deletes the rows of the given partitions, then inserts the stream, in one
 transaction. Partitions are matched on the column's text form: daily keys on DATE columns, static keys on
 text columns."""
+
+
+TOMBSTONE_COLUMN = "_deleted"
+"""A row of an upsert with this column true deletes its key instead of writing the row."""
+
+
+def tombstones_in(batch: pa.RecordBatch) -> int:
+    """How many rows of `batch` are tombstones (`TOMBSTONE_COLUMN` true; null marks a live row, as in the
+    warehouses' `IS NOT TRUE`): the rows a load received but did not write."""
+    index = batch.schema.get_field_index(TOMBSTONE_COLUMN)
+    if index < 0:
+        return 0
+    return int(pc.sum(batch.column(index).cast(pa.bool_())).as_py() or 0)
 
 
 class WarehouseLoadError(ValueError):
@@ -85,7 +104,8 @@ class LoadResult:
 
 
 class CountedBatches:
-    """A single-pass reader over batches that counts what went through it."""
+    """A single-pass reader over batches that counts what went through it: `rows` (tombstones included),
+    `tombstones`, `bytes`; `written` is the rows less the tombstones."""
 
     def __init__(self, batches: Iterable[pa.RecordBatch]) -> None:
         iterator = iter(batches)
@@ -94,6 +114,7 @@ class CountedBatches:
             raise WarehouseLoadError("nothing to load: the stream has no batch (not even an empty one)")
         self.schema = first.schema
         self.rows = 0
+        self.tombstones = 0
         self.bytes = 0
         self.failure: BaseException | None = None
         self._batches = chain([first], iterator)
@@ -102,11 +123,16 @@ class CountedBatches:
         try:
             for batch in self._batches:
                 self.rows += batch.num_rows
+                self.tombstones += tombstones_in(batch)
                 self.bytes += batch.nbytes
                 yield batch
         except BaseException as failure:
             self.failure = failure
             raise
+
+    @property
+    def written(self) -> int:
+        return self.rows - self.tombstones
 
     def reraise_source_failure(self, error: BaseException) -> None:
         """A warehouse client reading the stream wraps the source's exception in its own; raise the source's
@@ -135,6 +161,11 @@ def check_load_request(
             raise WarehouseLoadError(
                 f"upsert into {table}: primary key column(s) {missing} are not in the data"
             )
+    if TOMBSTONE_COLUMN in names and mode != "upsert":
+        raise WarehouseLoadError(
+            f"{mode} into {table}: rows marked {TOMBSTONE_COLUMN} delete their keys, which only an "
+            f"upsert does"
+        )
     if mode == "replace_partitions":
         if partition is None or not partition.values:
             raise WarehouseLoadError(

@@ -14,6 +14,8 @@ from collections.abc import Iterable, Iterator
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from resources.warehouses.load import tombstones_in
+
 _WRITE_OPTIONS = pacsv.WriteOptions(include_header=False, quoting_style="all_valid")
 
 WIDENINGS = {
@@ -89,13 +91,14 @@ def _hex(array: pa.Array) -> pa.Array:
 
 class CsvStream:
     """A read-only file over the CSV of `batches` (no header), for psycopg2's `copy_expert`. Counts the
-    rows and bytes it handed out. Every batch must have `schema`."""
+    rows (and the tombstones among them) and bytes it handed out. Every batch must have `schema`."""
 
     def __init__(self, batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> None:
         self._batches = iter(batches)
         self._schema = schema
         self._pending = memoryview(b"")
         self.rows = 0
+        self.tombstones = 0
         self.bytes_sent = 0
 
     def read(self, size: int = -1) -> bytes:
@@ -126,6 +129,7 @@ class CsvStream:
             sink = pa.BufferOutputStream()
             pacsv.write_csv(csv_ready(batch), sink, write_options=_WRITE_OPTIONS)
             self.rows += batch.num_rows
+            self.tombstones += tombstones_in(batch)
             return memoryview(sink.getvalue())
         return None
 

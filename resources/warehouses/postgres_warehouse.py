@@ -15,6 +15,8 @@ stays about one batch whatever the row count. Modes:
 - `append`: COPY into the table (created if missing).
 - `upsert`: COPY into a TEMP staging table, then `INSERT ... SELECT ... ON CONFLICT (pk) DO UPDATE`. A table
   created here gets the primary key; an existing one must have a unique index on the key columns.
+  Tombstones (rows with `_deleted` true) first delete their keys (`DELETE ... USING` the staging table) and
+  are not inserted; the column is never added to the table.
 
 Schema evolution (append/upsert): columns the batches carry and the table lacks are added (nullable) in the
 same transaction; a column whose type changed is refused with what to do. Identifiers are always quoted.
@@ -43,6 +45,7 @@ from resources.databases.postgres_copy import copy_batches
 from resources.secrets import env_references, resolve_env
 from resources.warehouses.base import Warehouse
 from resources.warehouses.load import (
+    TOMBSTONE_COLUMN,
     LoadMode,
     LoadResult,
     PartitionSlice,
@@ -297,10 +300,11 @@ class _Load:
         elif mode == "replace":
             self.replace(columns, stream)
         else:
+            stored = [column for column in columns if column[0] != TOMBSTONE_COLUMN]
             if existing is None:
-                self.create(self.target, columns, with_key=bool(self.primary_key))
+                self.create(self.target, stored, with_key=bool(self.primary_key))
             else:
-                self.evolve(existing, columns, arrow_schema)
+                self.evolve(existing, stored, arrow_schema)
                 if mode == "upsert":
                     self.check_unique_key()
             if mode == "replace_partitions":
@@ -316,7 +320,7 @@ class _Load:
                 self.upsert(columns, stream)
             else:
                 self.copy(self.target, columns, stream)
-        return stream.rows, stream.bytes_sent
+        return stream.rows - stream.tombstones, stream.bytes_sent
 
     def has_dependent_views(self) -> bool:
         """Views (dbt's staging models) read the table: it cannot be swapped, only emptied and refilled in
@@ -457,7 +461,22 @@ class _Load:
             sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(staging, _definitions(columns))
         )
         self.copy(staging, columns, stream)
-        names = [name for name, _ in columns]
+        names = [name for name, _ in columns if name != TOMBSTONE_COLUMN]
+        live = sql.SQL("")
+        if len(names) < len(columns):  # tombstones: their keys are deleted, their rows not inserted
+            tombstone = sql.Identifier(TOMBSTONE_COLUMN)
+            matches = sql.SQL(" AND ").join(
+                sql.SQL("{}.{} = {}.{}").format(
+                    self.target, sql.Identifier(name), staging, sql.Identifier(name)
+                )
+                for name in self.primary_key
+            )
+            self.execute(
+                sql.SQL("DELETE FROM {} USING {} WHERE {} AND {}.{}").format(
+                    self.target, staging, matches, staging, tombstone
+                )
+            )
+            live = sql.SQL(" WHERE {} IS NOT TRUE").format(tombstone)
         updates = [name for name in names if name not in self.primary_key]
         action = (
             sql.SQL("DO UPDATE SET {}").format(
@@ -474,8 +493,8 @@ class _Load:
         self.execute(sql.SQL("SAVEPOINT upsert"))
         try:
             self.execute(
-                sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT ({}) {}").format(
-                    self.target, _names(names), _names(names), staging, _names(self.primary_key), action
+                sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}{} ON CONFLICT ({}) {}").format(
+                    self.target, _names(names), _names(names), staging, live, _names(self.primary_key), action
                 )
             )
         except psycopg2.errors.CardinalityViolation as error:

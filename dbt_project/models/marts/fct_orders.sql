@@ -3,6 +3,7 @@
     within `fct_orders_lookback_days` (default 3) of the latest change already in the table, plus any order
     not in the table yet, and replaces those rows by order_id (delete+insert), so re-runs never duplicate.
     On BigQuery the same replacement is a MERGE on order_id (dbt-bigquery has no delete+insert).
+    An order deleted from the staged orders is deleted here too, by the post-hook (macros/deletes.sql).
     `dbt build --full-refresh` rebuilds it from scratch.
 -#}
 {{
@@ -11,6 +12,7 @@
         unique_key='order_id',
         incremental_strategy=('merge' if target.type == 'bigquery' else 'delete+insert'),
         on_schema_change='fail',
+        post_hook="{{ delete_rows_missing_from(ref('stg_shop__orders'), 'order_id') }}",
     )
 }}
 
