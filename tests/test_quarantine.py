@@ -148,6 +148,23 @@ def test_duplicates_are_not_quarantined_and_the_blocking_check_stops_downstream(
     assert _staged_materialization(result).metadata["rows_quarantined"].value == 0
 
 
+def test_a_full_rebuild_judges_each_delivery_on_its_own_bad_rows(platform: MiniPlatform) -> None:
+    """2 bad rows of a 5-row file are 40% of that delivery, and 2% of the 100 rows a rebuild stages: the
+    rebuild must refuse the delivery as the incremental run does, not let history dilute it."""
+    platform.deliver("orders_1.csv", [good_row(i) for i in range(1, 96)])
+    assert platform.materialize().success
+    bad = [f"{i},u{i}@shop.example,C{i},paid,-1,1,OK,nick" for i in (96, 97)]
+    platform.deliver("orders_2.csv", [*(good_row(i) for i in range(98, 101)), *bad])
+    platform.drop_staged()
+    result = platform.materialize(max_bad_fraction=0.25)
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert failure.step_key == "staged__acme__orders"
+    message = failure.event_specific_data.error.cause.message  # type: ignore[union-attr]
+    assert "2 of 5 rows (40.0%) of one delivery (orders/orders_2.csv, " in message
+    assert platform.quarantine() == []
+
+
 def test_too_many_bad_rows_fail_the_step_and_write_nothing(platform: MiniPlatform) -> None:
     platform.deliver("orders_1.csv", [good_row(i) for i in range(1, 11)])
     assert platform.materialize().success
@@ -168,9 +185,10 @@ def test_too_many_bad_rows_fail_the_step_and_write_nothing(platform: MiniPlatfor
     assert platform.warehouse.tables("staged") == ["acme__orders"], "what the failed run built is gone"
     assert platform.downstream_runs[-1:] != [result.run_id]
 
-    again = platform.materialize(max_bad_fraction=0.5)
+    again = platform.materialize(max_bad_fraction=1.0)
     assert again.success, "raising the threshold lets the same delivery through, bad rows quarantined"
     (staged,) = again.asset_materializations_for_node("staged__acme__orders")
-    assert staged.metadata["staging/mode"].value == "full", "a changed catalog entry rebuilds: 5 of 15 bad"
+    assert staged.metadata["staging/mode"].value == "full", "a changed catalog entry rebuilds"
+    assert staged.metadata["bad_fraction"].value == 1.0, "the rebuild judges the delivery, not 5 of 15 rows"
     assert len(platform.staged("order_id")) == 10
     assert {q["rule"] for q in platform.quarantine()} == {"min"}

@@ -7,12 +7,15 @@ Two sources: CSV files (later files add up: a retyped or new column) and a SQLit
 snapshot (each run is the whole entity: a column dropped at the source is gone from the delivery)."""
 
 import json
+import logging
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from platform_assets.catalog.loader import CatalogEntity
@@ -35,6 +38,10 @@ class DriftPlatform:
         (self.root / "orders").mkdir(parents=True, exist_ok=True)
         (self.root / "orders" / name).write_text(text)
 
+    def deliver_parquet(self, name: str, table: pa.Table) -> None:
+        (self.root / "orders").mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, self.root / "orders" / name)
+
     def database(self, create_sql: str, rows: list[tuple[object, ...]]) -> None:
         """Replaces the SQLite source table `orders` (the snapshot source's whole entity)."""
         self.root.mkdir(parents=True, exist_ok=True)
@@ -51,13 +58,14 @@ class DriftPlatform:
         *,
         snapshot: bool = False,
         max_bad_fraction: float = 0.05,
+        file_format: str = "csv",
     ) -> dg.ExecuteInProcessResult:
         if snapshot:
             connection = {"kind": "database", "url": f"sqlite:///{self.root / 'shop.sqlite'}"}
             extraction = {"table": {"table": "orders"}}
         else:
             connection = {"kind": "files", "root": str(self.root)}
-            extraction = {"file": {"format": "csv", "path": "orders/*.csv"}}
+            extraction = {"file": {"format": file_format, "path": f"orders/*.{file_format}"}}
         source = Source.model_validate(
             {
                 "source": "drift",
@@ -108,6 +116,11 @@ class DriftPlatform:
     def staged_metadata(self, result: dg.ExecuteInProcessResult) -> dict[str, object]:
         (event,) = result.asset_materializations_for_node("staged__drift__orders")
         return {name: value.value for name, value in event.metadata.items()}
+
+    def warnings(self, result: dg.ExecuteInProcessResult) -> list[str]:
+        """The warnings the run logged."""
+        logs = self.instance.all_logs(result.run_id)
+        return [entry.user_message for entry in logs if entry.level == logging.WARNING]
 
 
 @pytest.fixture
@@ -250,3 +263,105 @@ def test_non_nullable_column_dropped_at_the_source_per_mode_and_action(
             assert "amount: declared non-nullable integer column is missing" in failure
         assert drift.staged_rows("order_id, amount, note") == [(1, 10, "a"), (2, 20, "b")]
         assert drift.quarantined() == []
+
+
+LARGE_ROWS = 60_000
+"""The integer table a small drifted delivery lands in: 1,000 decimal rows are 1.6% of all, far under the
+5% `max_bad_fraction`, and 100% of their own delivery."""
+
+
+@pytest.mark.parametrize("rebuild", [False, True], ids=["incremental", "full-rebuild"])
+@pytest.mark.parametrize("on_drift", ["fail", "evolve"])
+def test_a_small_all_decimal_delivery_into_a_large_integer_table_is_drift_judged_on_its_own_rows(
+    drift: DriftPlatform, on_drift: str, rebuild: bool
+) -> None:
+    """The decimals were once typed over every landed row: 1.6% unparseable integers, within the tolerance,
+    so no drift, and the delivery's 1,000 rows quarantined as bad casts inside `max_bad_fraction`. A full
+    rebuild (here forced by a catalog edit) must judge the delivery as the incremental run does."""
+    drift.deliver("large.csv", "order_id,amount,note\n" + "".join(f"{i},{i},n\n" for i in range(LARGE_ROWS)))
+    assert drift.materialize(on_drift).success
+    small = range(LARGE_ROWS, LARGE_ROWS + 1_000)
+    drift.deliver("small.csv", "order_id,amount,note\n" + "".join(f"{i},46.5,n\n" for i in small))
+    result = drift.materialize(on_drift, max_bad_fraction=0.04 if rebuild else 0.05)
+
+    if on_drift == "fail":
+        assert not result.success
+        assert "amount: type changed from integer to double" in step_failure(result)
+        assert drift.staged_rows("count(*), max(order_id)") == [(LARGE_ROWS, LARGE_ROWS - 1)]
+        assert drift.quarantined() == []
+        return
+    assert result.success
+    metadata = drift.staged_metadata(result)
+    assert metadata["staging/mode"] == "full", "a widened column rebuilds the table"
+    assert metadata["schema/diff"]["type_changed"] == {"amount": ["integer", "double"]}
+    assert metadata["schema/version"] == 2 and metadata["rows_quarantined"] == 0
+    assert drift.staged_columns()["amount"].upper() in {"DOUBLE", "DOUBLE PRECISION"}
+    assert drift.staged_rows("count(*), sum(amount)") == [
+        (LARGE_ROWS + 1_000, sum(range(LARGE_ROWS)) + 46.5 * 1_000)
+    ]
+
+
+def _assert_incremental_and_quiet(
+    drift: DriftPlatform, result: dg.ExecuteInProcessResult, version: int
+) -> None:
+    """A run after an evolution that delivered no change: incremental, the same schema version, an empty
+    diff, and no drift warning repeated (nor quarantine rows upserted again)."""
+    assert result.success
+    metadata = drift.staged_metadata(result)
+    assert (metadata["staging/mode"], metadata["schema/version"]) == ("incremental", version), metadata
+    assert "extracted after" in str(metadata["staging/reason"]), metadata["staging/reason"]
+    assert metadata["schema/diff"] == {"added": {}, "removed": {}, "type_changed": {}}
+    assert metadata["rows_quarantined"] == 0
+    assert not [w for w in drift.warnings(result) if "type changed" in w or "Quarantining" in w]
+
+
+def test_csv_runs_after_a_widened_and_an_added_column_are_incremental(drift: DriftPlatform) -> None:
+    drift.deliver("1.csv", FIRST)
+    assert drift.materialize("evolve").success
+    drift.deliver("2.csv", "order_id,amount,note,channel\n3,30.5,c,web\n")
+    evolved = drift.materialize("evolve")
+    assert evolved.success
+    assert drift.staged_metadata(evolved)["schema/version"] == 2
+
+    drift.deliver("3.csv", "order_id,amount,note,channel\n4,40,d,app\n")  # integers: within double
+    _assert_incremental_and_quiet(drift, drift.materialize("evolve"), 2)
+    drift.deliver("4.csv", "order_id,amount,note,channel\n5,50.5,e,web\n")
+    _assert_incremental_and_quiet(drift, drift.materialize("evolve"), 2)
+    _assert_incremental_and_quiet(drift, drift.materialize("evolve"), 2)  # no new file
+    assert drift.staged_rows("order_id, amount, channel") == [
+        (1, 10.0, None),
+        (2, 20.0, None),
+        (3, 30.5, "web"),
+        (4, 40.0, "app"),
+        (5, 50.5, "web"),
+    ]
+
+
+def _amounts(first_id: int, amounts: pa.Array) -> pa.Table:
+    ids = pa.array(range(first_id, first_id + len(amounts)), pa.int64())
+    return pa.table({"order_id": ids, "amount": amounts, "note": pa.array(["n"] * len(amounts))})
+
+
+def test_parquet_runs_after_int32_int64_double_are_incremental(drift: DriftPlatform) -> None:
+    drift.deliver_parquet("1.parquet", _amounts(1, pa.array([10, 20], pa.int32())))
+    assert drift.materialize("evolve", file_format="parquet").success
+    drift.deliver_parquet("2.parquet", _amounts(3, pa.array([30], pa.int64())))
+    same = drift.materialize("evolve", file_format="parquet")
+    assert drift.staged_metadata(same)["staging/mode"] == "incremental", "int32 and int64 are integers"
+    drift.deliver_parquet("3.parquet", _amounts(4, pa.array([40.5], pa.float64())))
+    widened = drift.materialize("evolve", file_format="parquet")
+    assert widened.success
+    assert drift.staged_metadata(widened)["schema/diff"]["type_changed"] == {"amount": ["integer", "double"]}
+
+    for n in range(3):
+        drift.deliver_parquet(f"{4 + n}.parquet", _amounts(5 + n, pa.array([50.5 + n], pa.float64())))
+        _assert_incremental_and_quiet(drift, drift.materialize("evolve", file_format="parquet"), 2)
+    assert drift.staged_rows("order_id, amount") == [
+        (1, 10.0),
+        (2, 20.0),
+        (3, 30.0),
+        (4, 40.5),
+        (5, 50.5),
+        (6, 51.5),
+        (7, 52.5),
+    ]

@@ -79,7 +79,8 @@ def test_the_mart_matches_the_source_then_bad_orders_are_quarantined_and_duplica
     ((orders_before,),) = local_platform.warehouse.query("SELECT count(*) FROM staged.shop__orders")
 
     # A new delivery: orders 1, 3, 4 and 5 are corrections of delivered orders; the second row has no key;
-    # order 900001 is delivered twice in the same file.
+    # order 900001 is delivered twice in the same file; 60 corrections of orders 100-159 make the 3 bad rows
+    # 4.5% of the delivery, within the default max_bad_fraction of 5% (which bounds each delivery).
     header = "order_id,customer_id,order_ts,status,currency,amount,updated_at\n"
     good = (
         "1,10,2026-01-02 10:00:00,paid,EUR,12.50,2026-01-02 10:00:00\n"
@@ -95,7 +96,10 @@ def test_the_mart_matches_the_source_then_bad_orders_are_quarantined_and_duplica
         "900001,16,2026-01-03 11:00:00,paid,EUR,2.00,2026-01-03 11:00:00\n"
     )
     delivery = local_platform.orders_dir / "orders_bad.csv"
-    delivery.write_text(header + good + bad + duplicated)
+    corrections = "".join(
+        f"{i},10,2026-01-04 10:00:00,paid,EUR,3.00,2026-01-04 10:00:00\n" for i in range(100, 160)
+    )
+    delivery.write_text(header + good + bad + duplicated + corrections)
     result = local_platform.materialize_all()
 
     staged = next(e for e in result.get_asset_materialization_events() if e.asset_key == STAGED_ORDERS)

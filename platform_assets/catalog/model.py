@@ -270,7 +270,11 @@ class Entity(Strict):
         default_factory=list, description="Composite unique keys, e.g. [[customer_id, email]]."
     )
     max_bad_fraction: float = Field(
-        default=0.05, ge=0, le=1, description="Share of rows that may be quarantined before the step fails."
+        default=0.05,
+        ge=0,
+        le=1,
+        description="Share of one delivery's rows (a file, or an extraction) that may be quarantined before "
+        "the step fails.",
     )
     deletes: Deletes | None = None
     max_delete_fraction: float = Field(

@@ -67,13 +67,16 @@ from platform_assets.staging.schema_evolution import (
 from platform_assets.staging.schema_registry import (
     SchemaVersion,
     delivered_schema,
+    delivery_key,
     expected_types,
+    fingerprint,
     latest_materialization,
+    merged_schema,
     previous_version,
     text_columns,
     text_types_hold,
 )
-from platform_assets.staging.sql import DUCKDB_TYPES, staging_select
+from platform_assets.staging.sql import DUCKDB_TYPES, ORIGIN_COLUMN, staging_select
 from resources.landing.query import scaled_memory_limit
 from resources.landing.zone import LandingZone
 from resources.warehouses.base import Warehouse
@@ -179,7 +182,7 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
             return _decide(context, item, declared, first_plan, list(checks), parse_text=parse_text)
 
         def build(run: _Decided, type_counted: list[str]) -> StagingSplit:
-            _enforce(context, declared, run.plan, run.decision)
+            _enforce(context, declared, run)
             staged = run.decision.staged_entity(entity)
             columns = {name for path in run.plan.files for name in pq.read_schema(path).names}
             context.log.info(
@@ -199,6 +202,7 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
                 memory_limit=scaled_memory_limit(config.batch_scale),
                 type_counted=type_counted,
                 redelivered=redelivered(run.plan.files, run.plan.files) if entity.file is not None else (),
+                delivery=delivery_key(columns, file_column=ORIGIN_COLUMN),
             )
 
         # Deciding the drift needs the types the landed text parses as: a pass over every value, which
@@ -475,6 +479,15 @@ class _Decided:
     decision: DriftDecision
     fingerprint: str
 
+    @property
+    def schema_changed(self) -> bool:
+        """Whether the delivered schema differs from the last staged version (before the first one: from
+        the declared columns). Not whether it differs from the declaration: a column evolved before stays
+        evolved, and the runs after it are no drift."""
+        if self.previous is None:
+            return not self.decision.unchanged
+        return fingerprint(self.delivered) != self.previous.fingerprint
+
 
 def _decide(
     context: dg.AssetExecutionContext,
@@ -486,22 +499,23 @@ def _decide(
     parse_text: bool,
 ) -> _Decided:
     """The schema decision for `plan` (`declared`: the entity with this run's drift action), and the plan
-    rebuilt in full when the decision or the fingerprint (of the entity as catalogued) says so."""
-    previous, delivered, decision = _schema_decision(context, declared, plan, parse_text=parse_text)
-    fingerprint = staging_fingerprint(decision.staged_entity(item.entity), check_names)
-    rebuild = plan.incremental and plan.rebuild_reason(fingerprint, schema_changed=not decision.unchanged)
-    if rebuild:
-        plan = plan.rebuild(rebuild)
+    rebuilt in full when the schema or the fingerprint (of the entity as catalogued) says so."""
+
+    def decided(plan: StagingPlan) -> _Decided:
         previous, delivered, decision = _schema_decision(context, declared, plan, parse_text=parse_text)
         fingerprint = staging_fingerprint(decision.staged_entity(item.entity), check_names)
-    return _Decided(plan, previous, delivered, decision, fingerprint)
+        return _Decided(plan, previous, delivered, decision, fingerprint)
+
+    run = decided(plan)
+    rebuild = plan.incremental and plan.rebuild_reason(run.fingerprint, schema_changed=run.schema_changed)
+    return decided(plan.rebuild(rebuild)) if rebuild else run
 
 
 def _type_counted_columns(run: _Decided, entity: Entity) -> list[str] | None:
     """The text-landed columns whose assumed types staging verifies by counting their type failures; None
     when the decision cannot rest on the assumption: the delivery changed otherwise (drift is then decided
     on scanned types, as always), or a column's type failures are not marked (a warn-severity column)."""
-    if not run.decision.unchanged:
+    if run.schema_changed:
         return None
     staged = run.decision.staged_entity(entity)
     text = text_columns(run.plan.files)
@@ -517,30 +531,31 @@ def _schema_decision(
     context: dg.AssetExecutionContext, item: CatalogEntity, plan: StagingPlan, *, parse_text: bool
 ) -> tuple[SchemaVersion | None, dict[str, ColumnType], DriftDecision]:
     """The schema of the files the plan stages against the last staged version and the entity's evolution
-    policy: what to stage (`_enforce` refuses a `fail`). An incremental run with no new file delivers the
-    last staged version again. Without `parse_text`, text columns are taken to parse as expected."""
+    policy: what to stage (`_enforce` refuses a `fail`). An incremental run adds its files to the table, so
+    it delivers the last staged version merged with its new files' schema (the version itself when there
+    is no new file): what a full run over every file would find. Without `parse_text`, text columns are
+    taken to parse as expected."""
     entity = item.entity
-    landed = plan.files
     previous = previous_version(context.instance, context.asset_key)
     declared = {name: column.type for name, column in entity.columns.items()}
-    if plan.incremental and not landed and previous is not None:
-        delivered = previous.column_types()
-    else:
-        delivered = delivered_schema(
-            landed,
-            expected_types(declared, previous),
-            tolerance=entity.max_bad_fraction,
-            parse_text=parse_text,
-        )
+    delivered = delivered_schema(
+        plan.files,
+        expected_types(declared, previous),
+        tolerance=entity.max_bad_fraction,
+        parse_text=parse_text,
+    )
+    if plan.incremental and previous is not None:
+        delivered = merged_schema(previous.column_types(), delivered)
     return previous, delivered, decide(entity, previous, delivered)
 
 
-def _enforce(
-    context: dg.AssetExecutionContext, item: CatalogEntity, plan: StagingPlan, decision: DriftDecision
-) -> None:
-    """Log the decision's violations; a StagingError naming each when the policy says fail."""
+def _enforce(context: dg.AssetExecutionContext, item: CatalogEntity, run: _Decided) -> None:
+    """Log the decision's violations (a warning when this delivery brought them, else a reminder of a
+    drift staged before); a StagingError naming each when the policy says fail."""
+    plan, decision = run.plan, run.decision
+    log = context.log.warning if run.schema_changed else context.log.info
     for message in decision.violations:
-        context.log.warning(f"{item.source_name}.{item.name}: {message}")
+        log(f"{item.source_name}.{item.name}: {message}")
     if decision.action == "fail":
         raise SchemaDriftError(
             f"{item.source_name}.{item.name}: the delivery's schema drifted and the policy says fail "

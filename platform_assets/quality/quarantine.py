@@ -12,7 +12,8 @@ also spills when the data outgrows `memory_limit`), then settled there into exac
    deleted (`_keep_current_versions`), then the rows a later copy of a re-delivered file replaces
    (`_withdraw_replaced_copies`);
 3. one aggregate counts all rows, bad rows and failures per rule (`summary`), BEFORE anything is written:
-   the caller refuses the whole step when the bad fraction is over the entity's `max_bad_fraction`;
+   the caller refuses the whole step when the bad fraction of a delivery (a file, or an extraction; counted
+   as delivered, before step 2) is over the entity's `max_bad_fraction`;
 4. `quarantine_rows` gives one row per (bad row, broken rule) for `ops.quarantine` (upserted on
    `QUARANTINE_KEY`), spilled to a Parquet file so that they can be loaded once the database is closed;
 5. `resolved` gives the quarantine rows of earlier runs this run's good rows resolve (`superseded`,
@@ -95,6 +96,20 @@ QUARANTINE_ARROW = pa.schema(
 _ROW = "__row"
 
 
+@dataclass(frozen=True)
+class DeliveryShare:
+    """The rows one delivery brought to a run, and how many of them broke rules that are not exempt."""
+
+    delivery: str
+    """Which delivery: its file and extraction time (`file, time`), or its extraction time."""
+    rows: int
+    bad: int
+
+    @property
+    def fraction(self) -> float:
+        return self.bad / self.rows if self.rows else 0.0
+
+
 @dataclass
 class SplitSummary:
     total: int = 0
@@ -103,11 +118,14 @@ class SplitSummary:
     drifted: int = 0
     """Bad rows that break only exempt rules (`summary(exempt=...)`): quarantined, but outside
     `bad_fraction`."""
+    worst: DeliveryShare | None = None
+    """The delivery with the largest share of rows quarantined for data quality."""
 
     @property
     def bad_fraction(self) -> float:
-        """The share of rows quarantined for data quality, which `max_bad_fraction` bounds."""
-        return (self.bad - self.drifted) / self.total if self.total else 0.0
+        """The largest share of one delivery's rows quarantined for data quality: what `max_bad_fraction`
+        bounds. Per delivery, so that a bad new file is not diluted by the rows of every file before it."""
+        return self.worst.fraction if self.worst is not None else 0.0
 
 
 class StagingSplit:
@@ -127,8 +145,12 @@ class StagingSplit:
         memory_limit: str = DEFAULT_MEMORY_LIMIT,
         type_counted: Sequence[str] = (),
         redelivered: Sequence[str] = (),
+        delivery: Sequence[str] = (EXTRACTED_AT_COLUMN,),
     ) -> None:
+        """`delivery`: the staged columns that tell one delivery from another (`delivery_key`); type
+        failures and bad rows are counted per delivery."""
         self.entity = entity
+        self.delivery = ", ".join(f"{quote_identifier(name)}::VARCHAR" for name in delivery)
         self.batch_rows = batch_rows
         self.database = database
         self.spill_dir = spill_dir
@@ -149,6 +171,7 @@ class StagingSplit:
             ((rejected,),) = self.con.execute("SELECT count(*) FROM custom_failures").fetchall()
             if rejected:
                 self.con.execute(_merge_custom_failures(self.table))
+            self._count_deliveries()
             self._keep_current_versions()
             if redelivered:
                 self._withdraw_replaced_copies(redelivered)
@@ -156,9 +179,9 @@ class StagingSplit:
             self.close()
             raise
 
-    def _type_counts(self, names: Sequence[str]) -> dict[str, tuple[int, int]]:
+    def _type_counts(self, names: Sequence[str]) -> dict[str, list[tuple[int, int]]]:
         """Per column (error-severity, so that `_violations` marks its type failures): the numbers of its
-        landed non-null values that did and did not parse as its staged type, over every landed row."""
+        landed non-null values that did and did not parse as its staged type, one pair per delivery."""
         if not names:
             return {}
         violations = quote_identifier(VIOLATIONS_COLUMN)
@@ -169,8 +192,22 @@ class StagingSplit:
                 f"count({quote_identifier(name)})",
                 f"count(*) FILTER (WHERE list_contains({violations}, {label}))",
             ]
-        (row,) = self.con.execute(f"SELECT {', '.join(selects)} FROM {self.table}").fetchall()
-        return {name: (row[2 * index], row[2 * index + 1]) for index, name in enumerate(names)}
+        rows = self.con.execute(
+            f"SELECT {', '.join(selects)} FROM {self.table} GROUP BY {self.delivery}"
+        ).fetchall()
+        return {
+            name: [(row[2 * index], row[2 * index + 1]) for row in rows] for index, name in enumerate(names)
+        }
+
+    def _count_deliveries(self) -> None:
+        """The rows of each delivery per set of broken rules, as delivered: before later versions of a
+        key replace earlier ones, so that a delivery is judged on what it brought, whatever came after
+        (a full rebuild then judges each delivery as the incremental run that first staged it did)."""
+        self.con.execute(
+            f"CREATE OR REPLACE TEMP TABLE delivered AS SELECT concat_ws(', ', {self.delivery}) AS delivery, "
+            f"{quote_identifier(VIOLATIONS_COLUMN)} AS violations, count(*) AS n "
+            f"FROM {self.table} GROUP BY ALL"
+        )
 
     def _keep_current_versions(self) -> None:
         """Delete the versions of a key that a later good version replaces.
@@ -273,7 +310,18 @@ class StagingSplit:
             f"SELECT v, count(*) FROM (SELECT unnest({violations}) AS v FROM {self.table}) "
             f"GROUP BY v ORDER BY v"
         ).fetchall()
-        return SplitSummary(total, bad, Counter({rule: count for rule, count in by_rule}), drifted)
+        worst = self.con.execute(
+            f"SELECT delivery, sum(n), coalesce(sum(n) FILTER (WHERE violations IS NOT NULL AND NOT "
+            f"list_has_all({labels}, violations)), 0) AS bad FROM delivered GROUP BY delivery "
+            f"ORDER BY bad / sum(n) DESC, delivery LIMIT 1"
+        ).fetchall()
+        return SplitSummary(
+            total,
+            bad,
+            Counter({rule: count for rule, count in by_rule}),
+            drifted,
+            DeliveryShare(*worst[0]) if worst else None,
+        )
 
     def quarantine_rows(self, asset_key: str, run_id: str) -> pa.RecordBatchReader:
         """One row per broken rule of each bad row, shaped as `ops.quarantine`: written to a Parquet file in
@@ -425,9 +473,11 @@ def record_resolved(warehouse: Warehouse, resolved: pa.Table) -> dict[str, int]:
 
 def over_threshold_message(where: str, table: str, summary: SplitSummary, max_bad_fraction: float) -> str:
     rules_text = ", ".join(f"{rule} {count}" for rule, count in summary.by_rule.most_common())
+    worst = summary.worst or DeliveryShare("all rows", summary.total, summary.bad - summary.drifted)
     return (
-        f"{where}: {summary.bad} of {summary.total} rows ({summary.bad_fraction:.1%}) break error-severity "
-        f"rules, more than max_bad_fraction {max_bad_fraction:.1%} allows. Failures per rule: {rules_text}. "
+        f"{where}: {worst.bad} of {worst.rows} rows ({worst.fraction:.1%}) of one delivery "
+        f"({worst.delivery}) break error-severity rules, more than max_bad_fraction {max_bad_fraction:.1%} "
+        f"allows (it bounds each delivery). Failures per rule in this run: {rules_text}. "
         f"Nothing was written (neither {table} nor {QUARANTINE_SCHEMA}.{QUARANTINE_TABLE}). Fix the "
         f"delivery at the source (the rows are in the landed files), or, if this share of bad rows is "
         f"acceptable, raise `max_bad_fraction` of {where} in the catalog, or lower the rules to "

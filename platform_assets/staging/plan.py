@@ -10,8 +10,10 @@ That is only equivalent to a rebuild while nothing else changed. The run rebuild
 - no previous staging run recorded where it got to, or a landed file's extraction time is unknown;
 - the staging definition changed (the entity's columns, types, rules or checks: `staging/fingerprint`),
   e.g. after a schema evolution or a catalog edit, since rows staged earlier might now be staged otherwise;
-- the staged table is gone from the warehouse.
-The schema-drift decision over the new files can force a rebuild too (see `staged_assets`).
+- the staged table is gone from the warehouse;
+- the new files change the schema: the last staged version merged with their schema is a new version (see
+  `staged_assets`). Only a change counts: a column widened or added by an earlier evolution is in the last
+  version already, so the runs after an evolution are incremental again.
 """
 
 from __future__ import annotations
@@ -51,8 +53,9 @@ class StagingPlan:
 
     def rebuild_reason(self, fingerprint: str, *, schema_changed: bool) -> str | None:
         """Why this incremental plan must rebuild after all, or None: the new files' schema differs from
-        the last staged version (`schema_changed`: added, removed or retyped columns, or any drift action),
-        or the staging definition does (`fingerprint`, of the entity as it will be staged and its checks)."""
+        the last staged version (`schema_changed`: merged with it, they give a new version; not whether it
+        differs from the declaration, which an evolved entity's always does), or the staging definition
+        does (`fingerprint`, of the entity as it will be staged and its checks)."""
         if schema_changed:
             return "the new files' schema differs from the last staged version"
         if self.previous_fingerprint != fingerprint:

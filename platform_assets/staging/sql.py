@@ -19,7 +19,7 @@ from pathlib import Path
 
 from platform_assets.catalog import rules
 from platform_assets.catalog.model import Column, ColumnType, Entity
-from platform_assets.staging.schema_registry import strict_cast
+from platform_assets.staging.schema_registry import FILE_COLUMN, strict_cast
 from resources.landing.zone import EXTRACTED_AT_COLUMN, SOURCE_COLUMN
 from resources.warehouses.duckdb_warehouse import quote_identifier
 
@@ -32,7 +32,6 @@ RECORD_COLUMN = "_record"
 LOADED_AT_COLUMN = "_loaded_at"
 RUN_ID_COLUMN = "_run_id"
 LINEAGE_COLUMNS = (ORIGIN_COLUMN, RECORD_COLUMN)
-FILE_COLUMN = "_file"
 PAGE_COLUMN = "_page"
 
 DUCKDB_TYPES: dict[ColumnType, str] = {
