@@ -40,3 +40,21 @@ def test_a_shrunk_redelivery_with_a_changed_key_removes_the_rows_it_no_longer_ho
     after = platform.materialize()
     assert _staged_metadata(after)["staging/mode"] == "incremental", "staging is incremental again"
     assert [row[0] for row in platform.staged("order_id")] == [1, 2, 3, 4, 6, 9, 11, 12, 13, 50]
+
+
+def test_a_refused_delivery_redelivered_corrected_is_staged(platform: MiniPlatform) -> None:
+    """Seen with a public dataset: a delivery refused for its share of bad rows, then delivered again
+    corrected under the same name (what the refusal asks for), was refused again for the bad copy it
+    replaces. A replaced copy is no delivery of its own any more: only the later copy is judged."""
+    platform.deliver("orders_1.csv", [good_row(i) for i in range(1, 21)])
+    assert platform.materialize().success
+    bad_status = [good_row(i).replace(",paid,", ",lost,") for i in (21, 22)]
+    platform.deliver("orders_2.csv", [*bad_status, *(good_row(i) for i in range(23, 27))])
+    refused = platform.materialize()
+    assert not refused.success, "2 of 6 rows (33%) of one delivery break a rule: over max_bad_fraction 25%"
+
+    platform.deliver("orders_2.csv", [good_row(i) for i in range(21, 27)])
+    corrected = platform.materialize()
+    assert corrected.success, "the corrected copy replaces the refused one"
+    assert [row[0] for row in platform.staged("order_id")] == list(range(1, 27))
+    assert platform.quarantine() == [], "nothing of the refused copy is held back"

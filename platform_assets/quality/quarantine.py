@@ -171,10 +171,11 @@ class StagingSplit:
             ((rejected,),) = self.con.execute("SELECT count(*) FROM custom_failures").fetchall()
             if rejected:
                 self.con.execute(_merge_custom_failures(self.table))
+            self._find_copies(redelivered)
             self._count_deliveries()
             self._keep_current_versions()
             if redelivered:
-                self._withdraw_replaced_copies(redelivered)
+                self._withdraw_replaced_copies()
         except BaseException:
             self.close()
             raise
@@ -199,14 +200,35 @@ class StagingSplit:
             name: [(row[2 * index], row[2 * index + 1]) for row in rows] for index, name in enumerate(names)
         }
 
+    def _find_copies(self, redelivered: Sequence[str]) -> None:
+        """`copies`: each landed copy (file, extraction) of the delivered files this run holds several
+        copies of (`redelivered`, `platform_assets/staging/redelivery.py`); empty when there are none."""
+        origin, extracted_at = quote_identifier(ORIGIN_COLUMN), quote_identifier(EXTRACTED_AT_COLUMN)
+        files = "[" + ", ".join(sql_string(name) for name in redelivered) + "]::VARCHAR[]"
+        self.con.execute(
+            f"CREATE OR REPLACE TEMP TABLE copies AS SELECT DISTINCT {origin}, {extracted_at} "
+            f"FROM {self.table} WHERE list_contains({files}, {origin})"
+        )
+
+    def _later_copy(self) -> str:
+        """SQL: a later copy of the file the row of `self.table` came from exists (the row's copy is
+        replaced)."""
+        origin, extracted_at = quote_identifier(ORIGIN_COLUMN), quote_identifier(EXTRACTED_AT_COLUMN)
+        return (
+            f"SELECT 1 FROM copies AS later WHERE later.{origin} = {self.table}.{origin} "
+            f"AND later.{extracted_at} > {self.table}.{extracted_at}"
+        )
+
     def _count_deliveries(self) -> None:
         """The rows of each delivery per set of broken rules, as delivered: before later versions of a
         key replace earlier ones, so that a delivery is judged on what it brought, whatever came after
-        (a full rebuild then judges each delivery as the incremental run that first staged it did)."""
+        (a full rebuild then judges each delivery as the incremental run that first staged it did). A copy
+        of a file that a later copy replaces is no delivery any more: a delivery refused for its bad rows
+        and delivered again corrected is judged on the correction alone."""
         self.con.execute(
             f"CREATE OR REPLACE TEMP TABLE delivered AS SELECT concat_ws(', ', {self.delivery}) AS delivery, "
             f"{quote_identifier(VIOLATIONS_COLUMN)} AS violations, count(*) AS n "
-            f"FROM {self.table} GROUP BY ALL"
+            f"FROM {self.table} WHERE NOT EXISTS ({self._later_copy()}) GROUP BY ALL"
         )
 
     def _keep_current_versions(self) -> None:
@@ -238,9 +260,9 @@ class StagingSplit:
             f"WHERE {matches} AND {self.table}.{extracted_at} < later.__latest"
         )
 
-    def _withdraw_replaced_copies(self, redelivered: Sequence[str]) -> None:
-        """Apply re-deliveries (`redelivered`: the delivered files this run holds several copies of,
-        `platform_assets/staging/redelivery.py`): a later copy of a file replaces the earlier copy's rows.
+    def _withdraw_replaced_copies(self) -> None:
+        """Apply re-deliveries (the `copies` of `_find_copies`): a later copy of a file replaces the earlier
+        copy's rows.
 
         Runs after `_keep_current_versions`, so the good rows left are each key's current version: one that a
         later copy of its own file no longer holds is withdrawn, and the key with it (an earlier version of
@@ -249,15 +271,7 @@ class StagingSplit:
         copy's bad rows (same file and record) take their place."""
         origin, extracted_at = quote_identifier(ORIGIN_COLUMN), quote_identifier(EXTRACTED_AT_COLUMN)
         key = [quote_identifier(name) for name in self.entity.primary_key]
-        files = "[" + ", ".join(sql_string(name) for name in redelivered) + "]::VARCHAR[]"
-        self.con.execute(
-            f"CREATE OR REPLACE TEMP TABLE copies AS SELECT DISTINCT {origin}, {extracted_at} "
-            f"FROM {self.table} WHERE list_contains({files}, {origin})"
-        )
-        later_copy = (
-            f"SELECT 1 FROM copies AS later WHERE later.{origin} = {self.table}.{origin} "
-            f"AND later.{extracted_at} > {self.table}.{extracted_at}"
-        )
+        later_copy = self._later_copy()
         if key:  # first, while every later copy still has all its rows to be looked up
             same_key = " AND ".join(f"kept.{name} = {self.table}.{name}" for name in key)
             self.con.execute(
