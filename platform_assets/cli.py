@@ -1,5 +1,10 @@
 """`dataplatform`: build the dbt manifest and materialize every asset with a summary at the end.
 
+`run` validates the source catalog before dbt parses (seconds to tens of seconds), so a broken catalog
+is reported at once. Its exit code: 0 when every step succeeded and no error-severity check failed
+(warn-severity failures are listed in the summary; `--strict` makes them fail the run too), 1 otherwise,
+2 for a configuration error (environment, catalog).
+
 Commands from other installed packages join through the `dataplatform.commands` entry point group (the
 demo shop adds `generate`, `demo` and `serve-api` that way), and services a package must keep running for
 the length of `dataplatform run` (the demo's products API) through `dataplatform.run_services`. So the
@@ -36,9 +41,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dataplatform", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("prepare", help="build the dbt manifest (dbt parse)").set_defaults(handler=_prepare)
-    commands.add_parser(
+    run = commands.add_parser(
         "run", help="prepare and materialize every asset on the current sources, then summarize"
-    ).set_defaults(handler=_run)
+    )
+    run.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 1 when a warn-severity check fails, too (default: report it)",
+    )
+    run.set_defaults(handler=_run)
     for plugin in entry_points(group=COMMANDS_GROUP):
         plugin.load()(commands)
     args = parser.parse_args(argv)
@@ -56,9 +67,24 @@ def _prepare(args: argparse.Namespace, settings: PlatformSettings) -> int:
 
 
 def _run(args: argparse.Namespace, settings: PlatformSettings) -> int:
-    prepare_dbt(settings)
     with run_services(settings):
-        return run_everything(settings)
+        return prepare_and_run(settings, strict=args.strict)
+
+
+def prepare_and_run(settings: PlatformSettings, *, strict: bool = False) -> int:
+    """Check the catalog, build the dbt manifest, materialize everything. Called inside the run services:
+    they may set what the catalog's `${SECRET}` references need (the demo's API key)."""
+    check_catalog(settings)
+    prepare_dbt(settings)
+    return run_everything(settings, strict=strict)
+
+
+def check_catalog(settings: PlatformSettings) -> None:
+    """Raise the catalog's errors (`CatalogError`) before `dbt parse` is started, which takes from seconds
+    to half a minute: the definitions load the catalog again, a matter of milliseconds."""
+    from platform_assets.catalog.loader import CATALOG_DIR, load_catalog
+
+    load_catalog(settings.catalog_dir or CATALOG_DIR, variables=settings.catalog_vars())
 
 
 @contextlib.contextmanager
@@ -77,11 +103,11 @@ def prepare_dbt(settings: PlatformSettings) -> None:
     print(f"dbt manifest: {prepare_manifest(settings.dbt_target, settings.dbt_vars())}")
 
 
-def run_everything(settings: PlatformSettings) -> int:
+def run_everything(settings: PlatformSettings, *, strict: bool = False) -> int:
     """Materialize every asset and run every check in one run, recorded in DAGSTER_HOME when it is set
     (so `dagster dev` on the same home shows it), else in an instance kept in the data directory. Either
     way the run history persists between invocations: it holds each source's extraction state (ledger,
-    watermarks), so the next run lands only what is new."""
+    watermarks), so the next run lands only what is new. The exit code: `run_summary.all_green`."""
     from platform_assets.definitions import build_definitions
     from platform_assets.run_summary import all_green, format_summary
     from resources.environment import build_warehouse
@@ -95,8 +121,8 @@ def run_everything(settings: PlatformSettings) -> int:
         instance = dg.DagsterInstance.local_temp(tempdir=str(settings.dagster_home))
     with instance:
         result = job.execute_in_process(instance=instance, raise_on_error=False, run_config=QUIET_LOGS)
-    print(format_summary(result, build_warehouse(settings)))
-    return 0 if all_green(result) else 1
+    print(format_summary(result, build_warehouse(settings), strict=strict))
+    return 0 if all_green(result, strict=strict) else 1
 
 
 if __name__ == "__main__":
