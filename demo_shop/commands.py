@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from demo_shop.api_server import serve_products_api
 from demo_shop.cli import main as generate_main
 from demo_shop.world import PRODUCTS_API
-from platform_assets.cli import prepare_dbt, run_everything
+from platform_assets.cli import prepare_and_run
 from resources.environment import PlatformSettings
 
 DEMO_API_KEY_VAR = "SHOP_API_KEY"
@@ -60,9 +60,8 @@ def _demo(args: argparse.Namespace, settings: PlatformSettings) -> int:
     generated = generate_demo(settings, args.seed, args.scale)
     if generated != 0:
         return generated
-    prepare_dbt(settings)
     with demo_api(settings):
-        return run_everything(settings)
+        return prepare_and_run(settings)
 
 
 def _serve(args: argparse.Namespace, settings: PlatformSettings) -> int:

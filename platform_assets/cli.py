@@ -1,6 +1,11 @@
 """`dataplatform`: build the dbt manifest and materialize every asset with a summary at the end; replay an
 entity's quarantine.
 
+`run` validates the source catalog before dbt parses (seconds to tens of seconds), so a broken catalog
+is reported at once. Its exit code: 0 when every step succeeded and no error-severity check failed
+(warn-severity failures are listed in the summary; `--strict` makes them fail the run too), 1 otherwise,
+2 for a configuration error (environment, catalog).
+
 Commands from other installed packages join through the `dataplatform.commands` entry point group (the
 demo shop adds `generate`, `demo` and `serve-api` that way), and services a package must keep running for
 the length of `dataplatform run` (the demo's products API) through `dataplatform.run_services`. So the
@@ -37,9 +42,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dataplatform", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("prepare", help="build the dbt manifest (dbt parse)").set_defaults(handler=_prepare)
-    commands.add_parser(
+    run = commands.add_parser(
         "run", help="prepare and materialize every asset on the current sources, then summarize"
-    ).set_defaults(handler=_run)
+    )
+    run.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 1 when a warn-severity check fails, too (default: report it)",
+    )
+    run.set_defaults(handler=_run)
     replay_command = commands.add_parser(
         "replay",
         help="re-stage one entity in full after a rule was relaxed or a source or check fixed, releasing the "
@@ -64,9 +75,24 @@ def _prepare(args: argparse.Namespace, settings: PlatformSettings) -> int:
 
 
 def _run(args: argparse.Namespace, settings: PlatformSettings) -> int:
-    prepare_dbt(settings)
     with run_services(settings):
-        return run_everything(settings)
+        return prepare_and_run(settings, strict=args.strict)
+
+
+def prepare_and_run(settings: PlatformSettings, *, strict: bool = False) -> int:
+    """Check the catalog, build the dbt manifest, materialize everything. Called inside the run services:
+    they may set what the catalog's `${SECRET}` references need (the demo's API key)."""
+    check_catalog(settings)
+    prepare_dbt(settings)
+    return run_everything(settings, strict=strict)
+
+
+def check_catalog(settings: PlatformSettings) -> None:
+    """Raise the catalog's errors (`CatalogError`) before `dbt parse` is started, which takes from seconds
+    to half a minute: the definitions load the catalog again, a matter of milliseconds."""
+    from platform_assets.catalog.loader import CATALOG_DIR, load_catalog
+
+    load_catalog(settings.catalog_dir or CATALOG_DIR, variables=settings.catalog_vars())
 
 
 def _replay(args: argparse.Namespace, settings: PlatformSettings) -> int:
@@ -76,13 +102,15 @@ def _replay(args: argparse.Namespace, settings: PlatformSettings) -> int:
 
     source, _, entity = str(args.entity).partition(".")
     key = staged_key(source, entity)
-    prepare_dbt(settings)
-    definitions = build_definitions(settings)
-    if not entity or not definitions.resolve_asset_graph().has(key):
-        print(f"dataplatform: error: no staged entity {args.entity!r} in the catalog", file=sys.stderr)
-        return 2
-    with run_instance(settings) as instance:
-        result = replay(definitions, instance, key)
+    with run_services(settings):
+        check_catalog(settings)
+        prepare_dbt(settings)
+        definitions = build_definitions(settings)
+        if not entity or not definitions.resolve_asset_graph().has(key):
+            print(f"dataplatform: error: no staged entity {args.entity!r} in the catalog", file=sys.stderr)
+            return 2
+        with run_instance(settings) as instance:
+            result = replay(definitions, instance, key)
     for event in result.get_asset_materialization_events():
         metadata = event.materialization.metadata
         released, superseded = (metadata.get(f"quarantine/{s}") for s in (RELEASED, SUPERSEDED))
@@ -126,9 +154,10 @@ def prepare_dbt(settings: PlatformSettings) -> None:
     print(f"dbt manifest: {prepare_manifest(settings.dbt_target, settings.dbt_vars())}")
 
 
-def run_everything(settings: PlatformSettings) -> int:
+def run_everything(settings: PlatformSettings, *, strict: bool = False) -> int:
     """Materialize every asset and run every check in one run, recorded in `run_instance`: its history
-    holds each source's extraction state (ledger, watermarks), so the next run lands only what is new."""
+    holds each source's extraction state (ledger, watermarks), so the next run lands only what is new.
+    The exit code: `run_summary.all_green`."""
     from platform_assets.definitions import build_definitions
     from platform_assets.run_summary import all_green, format_summary
     from resources.environment import build_warehouse
@@ -137,8 +166,8 @@ def run_everything(settings: PlatformSettings) -> int:
     job = definitions.resolve_implicit_global_asset_job_def()
     with run_instance(settings) as instance:
         result = job.execute_in_process(instance=instance, raise_on_error=False, run_config=QUIET_LOGS)
-    print(format_summary(result, build_warehouse(settings)))
-    return 0 if all_green(result) else 1
+    print(format_summary(result, build_warehouse(settings), strict=strict))
+    return 0 if all_green(result, strict=strict) else 1
 
 
 def run_instance(settings: PlatformSettings) -> dg.DagsterInstance:

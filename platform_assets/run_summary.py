@@ -10,6 +10,7 @@ from platform_assets.keys import RAW_GROUP
 from resources.warehouses.base import Warehouse
 
 REPORTED_SCHEMAS = ("staged", "analytics")
+WARN = dg.AssetCheckSeverity.WARN.value
 
 
 @dataclass(frozen=True)
@@ -33,9 +34,13 @@ def check_outcomes(result: dg.ExecuteInProcessResult) -> list[CheckOutcome]:
     return sorted(outcomes, key=lambda o: (o.asset, o.check))
 
 
-def all_green(result: dg.ExecuteInProcessResult) -> bool:
-    """The run succeeded and no check failed, warnings included: what the demo's exit code reports."""
-    return result.success and all(outcome.passed for outcome in check_outcomes(result))
+def all_green(result: dg.ExecuteInProcessResult, *, strict: bool = False) -> bool:
+    """What `dataplatform run` reports in its exit code: the run succeeded and no error-severity check
+    failed. A failed warn-severity check (an orphan foreign key, a `severity: warn` rule) is reported, not
+    a failure: otherwise a source with a known, accepted warning would fail every run. `strict` counts
+    warnings as failures, for a deployment that wants them fixed before it goes green."""
+    failing = (o for o in check_outcomes(result) if not o.passed)
+    return result.success and not any(strict or o.severity != WARN for o in failing)
 
 
 def table_row_counts(warehouse: Warehouse) -> list[tuple[str, str, int]]:
@@ -63,7 +68,7 @@ def landed_rows(result: dg.ExecuteInProcessResult) -> list[tuple[str, int, str]]
     return sorted(landed)
 
 
-def format_summary(result: dg.ExecuteInProcessResult, warehouse: Warehouse) -> str:
+def format_summary(result: dg.ExecuteInProcessResult, warehouse: Warehouse, *, strict: bool = False) -> str:
     lines = [f"Run {result.run_id}: {'SUCCESS' if result.success else 'FAILURE'}", "", "Landed this run"]
     for asset, rows, location in landed_rows(result):
         lines.append(f"  {asset:<44} {rows:>12,} rows  from {location}")
@@ -71,12 +76,22 @@ def format_summary(result: dg.ExecuteInProcessResult, warehouse: Warehouse) -> s
     for schema, table, rows in table_row_counts(warehouse):
         lines.append(f"  {schema + '.' + table:<44} {rows:>12,} rows")
     outcomes = check_outcomes(result)
-    passed = sum(o.passed for o in outcomes)
-    lines += ["", f"Checks: {passed} passed, {len(outcomes) - passed} failed"]
-    lines += [f"  FAIL  {o.asset} :: {o.check} ({o.severity})" for o in outcomes if not o.passed]
-    failed = sorted(result.get_failed_step_keys())
-    if failed:
-        lines += ["", "Failed steps: " + ", ".join(failed)]
+    failed = [o for o in outcomes if not o.passed and o.severity != WARN]
+    warned = [o for o in outcomes if not o.passed and o.severity == WARN]
+    lines += [
+        "",
+        f"Checks: {len(outcomes) - len(failed) - len(warned)} passed, {len(failed)} failed, "
+        f"{len(warned)} warnings",
+    ]
+    lines += [f"  FAIL  {o.asset} :: {o.check} ({o.severity})" for o in failed]
+    lines += [f"  WARN  {o.asset} :: {o.check}" for o in warned]
+    if warned:
+        lines.append(
+            f"  (warnings {'fail the run: --strict' if strict else 'do not fail the run; --strict'})"
+        )
+    failed_steps = sorted(result.get_failed_step_keys())
+    if failed_steps:
+        lines += ["", "Failed steps: " + ", ".join(failed_steps)]
     materialized = {event.asset_key for event in result.get_asset_materialization_events()}
     not_built = sorted(
         key.to_user_string() for key in result.job_def.asset_layer.selected_asset_keys - materialized

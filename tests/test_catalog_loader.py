@@ -203,9 +203,62 @@ def test_an_entity_block_must_fit_its_source_kind(tmp_path: Path) -> None:
 
 
 def test_primary_key_must_name_a_declared_column(tmp_path: Path) -> None:
-    _write(tmp_path, "a.yaml", REST_SOURCE.replace("primary_key: [id]", "primary_key: [product_id]"))
-    with pytest.raises(CatalogError, match=r"primary_key names undeclared column\(s\) \['product_id'\]"):
-        _load(tmp_path)
+    path = _write(tmp_path, "a.yaml", REST_SOURCE.replace("primary_key: [id]", "primary_key: [product_id]"))
+    assert (
+        f"{path}:11: entities.products.primary_key.0: 'product_id' is not a declared column (columns: id)"
+        in _problems(tmp_path)
+    )
+
+
+def test_a_misspelled_unique_column_is_reported_at_the_unique_line(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        "a.yaml",
+        REST_SOURCE.replace("primary_key: [id]", "primary_key: [id]\n    unique:\n      - [id, skuu]")
+        + "      sku: {type: string}\n",
+    )
+    message = _problems(tmp_path)
+    assert f"{path}:13: entities.products.unique.0.1: 'skuu' is not a declared column (columns: id, sku)" in (
+        message
+    ), "line 13 holds the misspelled key, line 8 the entity"
+
+
+def test_a_composite_unique_without_primary_key_says_a_primary_key_is_needed(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        "a.yaml",
+        REST_SOURCE.replace("primary_key: [id]", "unique: [[id, sku]]") + "      sku: {type: string}\n",
+    )
+    message = _problems(tmp_path)
+    assert f"{path}:7: entities.products.primary_key: Field required (every entity needs `primary_key:" in (
+        message
+    )
+    assert "a composite `unique:` key is checked besides it and does not replace it" in message
+
+
+def test_a_bad_reference_is_reported_with_the_files_other_errors_in_one_pass(tmp_path: Path) -> None:
+    """The reference is checked although its file (and the file it points into) have other errors, and a
+    reference into a file with errors resolves against what that file declares."""
+    files = _write(tmp_path, "a.yaml", FILES_SOURCE.replace("type: double", "type: money"))
+    database = _write(
+        tmp_path,
+        "b.yaml",
+        DATABASE_SOURCE.replace("source: crm", "source: crm\nowner: nobody")
+        + "      order_id: {type: integer, references: shop.orders.order_idd}\n"
+        + "      shop_order: {type: integer, references: shop.orders.order_id}\n",
+    )
+    message = _problems(tmp_path)
+    assert f"{files}:14: entities.orders.columns.amount.type:" in message
+    assert f"{database}:2: owner: Extra inputs are not permitted" in message
+    assert f"{files}:13: entities.orders.columns.customer_id.references" not in message, (
+        "crm.customers.customer_id is declared, in a file with an error elsewhere"
+    )
+    assert (
+        f"{database}:14: entities.customers.columns.order_id.references: references column 'order_idd'"
+        in (message)
+    )
+    assert "shop_order.references" not in message
+    assert message.count("\n  - ") == 3
 
 
 def test_a_source_declared_twice_is_an_error(tmp_path: Path) -> None:

@@ -3,13 +3,18 @@ and reports success in its exit code; configuration errors are one clear line, n
 
 from __future__ import annotations
 
+import gzip
+import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
 
+from platform_assets.catalog.loader import CATALOG_DIR
 from platform_assets.cli import main
 from platform_assets.definitions import build_definitions
+from platform_assets.factories.dbt_models import DBT_PROJECT
 from resources.environment import PlatformSettings
 from resources.warehouses.duckdb_warehouse import DuckDBWarehouse
 
@@ -85,6 +90,53 @@ def test_demo_fails_with_exit_code_when_a_blocking_check_fails(
         "stg_shop_db__customers",
         "stg_shop_db__payments",
     } <= set(not_rebuilt.group(1).split(", ")), "the blocking check stops the whole dbt step"
+
+
+def test_a_warning_is_reported_and_fails_the_run_only_with_strict(
+    tmp_path: Path, dbt_manifest: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A web event whose `url` breaks its `severity: warn` rule (max_length 2048): the quality_warnings
+    check fails at WARN severity, on this run and on every later one while the row is staged."""
+    data_dir = tmp_path / "data"
+    monkeypatch.setenv("PLATFORM_DATA_DIR", str(data_dir))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    assert main(["generate", "--scale", "0.05"]) == 0
+    events = sorted((data_dir / "sources" / "files" / "shop" / "web_events").glob("*.jsonl.gz"))[0]
+    first, *rest = gzip.decompress(events.read_bytes()).decode().splitlines(keepends=True)
+    events.write_bytes(
+        gzip.compress(
+            json.dumps({**json.loads(first), "url": "/" + "x" * 3000}).encode()
+            + b"\n"
+            + "".join(rest).encode()
+        )
+    )
+    assert main(["run"]) == 0, "a warning does not fail the run"
+    output = capsys.readouterr().out
+    assert "SUCCESS" in output and re.search(r"Checks: \d+ passed, 0 failed, 1 warnings", output), output
+    assert "  WARN  staged/shop/web_events :: quality_warnings" in output
+    assert main(["run", "--strict"]) == 1, "--strict: the warning fails the run"
+    assert "  WARN  staged/shop/web_events :: quality_warnings" in capsys.readouterr().out
+
+
+def test_run_reports_a_broken_catalog_before_dbt_parses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The catalog is checked before `dbt parse` (seconds to half a minute) is started: the error comes at
+    once, and the dbt manifest is neither built nor rewritten."""
+    catalog = tmp_path / "catalog"
+    shutil.copytree(CATALOG_DIR, catalog)
+    shop = catalog / "shop.yaml"
+    shop.write_text(shop.read_text().replace("primary_key: [order_id]", "primary_kee: [order_id]", 1))
+    monkeypatch.setenv("PLATFORM_CATALOG_DIR", str(catalog))
+    monkeypatch.setenv("PLATFORM_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("SHOP_API_URL", "http://127.0.0.1:9")  # the demo API service is not needed
+    manifest = DBT_PROJECT.manifest_path
+    before = manifest.stat().st_mtime_ns if manifest.exists() else None
+    assert main(["run"]) == 2
+    captured = capsys.readouterr()
+    assert f"{shop}:" in captured.err and "entities.orders.primary_kee: Extra inputs" in captured.err
+    assert "dbt manifest" not in captured.out
+    assert (manifest.stat().st_mtime_ns if manifest.exists() else None) == before, "dbt did not parse"
 
 
 def test_unknown_environment_is_one_line_and_exit_code_2(

@@ -197,6 +197,9 @@ SAMPLES: dict[str, Callable[[Path], Evidence]] = {
     "schema_contract_failed": lambda _: failed_check(
         CONTRACT_CHECK_NAME, {"violations": 3, "violations_by_rule": dg.MetadataValue.json({"amount": 3})}
     ),
+    "undeclared_column_dropped": lambda _: failed_check(
+        WARNINGS_CHECK_NAME, {"violations": 0, "dropped_columns": dg.MetadataValue.json(["channel"])}
+    ),
     "quality_warnings_failed": lambda _: failed_check(WARNINGS_CHECK_NAME, {"violations": 1}),
     "orphan_foreign_keys": lambda _: orphans_check(),
     "dbt_test_failed": lambda _: failed_check(

@@ -26,6 +26,7 @@ from platform_assets.factories.staged_assets import build_contract_checks, build
 from platform_assets.keys import STAGED_SCHEMA, staged_table
 from resources.environment import PlatformSettings, build_resources
 from resources.warehouses.base import Warehouse
+from sensors.healing.quality_events import QualityEventStore, build_quality_events_sensor
 
 
 @dataclass
@@ -175,6 +176,37 @@ def test_a_later_file_without_a_nullable_column_stages_its_rows_with_null(drift:
     table = drift.warehouse.table_ref(STAGED_SCHEMA, staged_table("drift", "orders"))
     rows = drift.warehouse.query(f"SELECT order_id, note FROM {table} ORDER BY order_id")
     assert [tuple(row) for row in rows] == [(1, "a"), (2, "b"), (3, None)]
+
+
+def test_a_new_column_dropped_under_fail_is_logged_and_raises_a_quality_event(
+    drift: DriftPlatform, tmp_path: Path
+) -> None:
+    """`on_drift: fail` stages declared columns only: a new undeclared column is dropped, with a warning in
+    the run log and a failed `quality_warnings` check that the quality-events sensor records; once."""
+    drift.deliver("1.csv", FIRST)
+    assert drift.materialize("fail").success
+    drift.deliver("2.csv", "order_id,amount,note,channel\n3,30,c,web\n")
+    second = drift.materialize("fail")
+    assert second.success and "channel" not in drift.staged_columns()
+    warnings = [
+        entry.user_message
+        for entry in drift.instance.all_logs(second.run_id)
+        if entry.level == logging.WARNING and "dropped: channel" in entry.user_message
+    ]
+    assert warnings and "on_drift fail stages declared columns only" in warnings[0], warnings
+    (check,) = [e for e in second.get_asset_check_evaluations() if e.check_name == "quality_warnings"]
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    assert check.metadata["dropped_columns"].value == ["channel"]
+
+    events = QualityEventStore(tmp_path / "quality_events.jsonl")
+    sensor = build_quality_events_sensor(events.path, {}, [check.asset_check_key])
+    sensor.evaluate_tick(dg.build_sensor_context(instance=drift.instance))
+    (event,) = events.read()
+    assert (event.check_name, event.severity) == ("quality_warnings", "warn")
+    assert event.details["metadata"]["dropped_columns"] == ["channel"]
+
+    third = drift.materialize("fail")
+    assert all(e.passed for e in third.get_asset_check_evaluations()), "reported once, not on every run"
 
 
 def step_failure(result: dg.ExecuteInProcessResult) -> str:

@@ -1,9 +1,12 @@
 """Loads the source catalog: every `*.yaml` in the catalog directory, one source system per file.
 
-All problems in all files are reported together, each with its file, line and a hint, so a user fixes a
-broken catalog in one pass instead of one error per reload. Checks run in three passes: the YAML itself
-(syntax, duplicate keys, placeholders, secrets set), each file against the model, then the catalog as a
-whole (sources declared once, references that resolve, blocks that fit their connection).
+All problems in all files are reported together, each with its file, the line of the offending key and
+a hint, so a user fixes a broken catalog in one pass instead of one error per reload. Checks run in three
+passes: the YAML itself (syntax, duplicate keys, placeholders, secrets set), each file against the model,
+then the catalog as a whole (sources declared once, references that resolve, blocks that fit their
+connection). The third pass does not wait for the second to be clean: it checks every entity that is valid
+on its own, and resolves references against what each file declares as written, so a mistake elsewhere in
+a file neither hides an entity's bad reference nor makes references to that file look unresolved.
 """
 
 from __future__ import annotations
@@ -54,7 +57,12 @@ class CatalogEntity:
 class _Parsed:
     path: Path
     node: yaml.Node
-    source: Source
+    document: Mapping[str, Any]
+    """The file as written (placeholders filled): what the catalog pass reads names from."""
+    source: Source | None
+    """None when the file breaks the model (its problems are reported)."""
+    entities: Mapping[str, Entity]
+    """The entities that are valid on their own: all of `source`'s, or those of a file that is not."""
 
 
 def load_catalog(
@@ -80,6 +88,7 @@ def load_catalog(
     return [
         CatalogEntity(item.source, name, entity)
         for item in parsed
+        if item.source is not None
         for name, entity in item.source.entities.items()
     ]
 
@@ -103,19 +112,42 @@ def _parse_file(
         return None
     finally:
         loader.dispose()
+    if not isinstance(document, Mapping):
+        problems.append(
+            f"{path}:1: the file is not a mapping; declare `source:`, `connection:` and `entities:`"
+        )
+        return None
     try:
         source = Source.model_validate(document)
     except ValidationError as exc:
         problems.extend(_describe(path, node, exc))
-        return None
-    return _Parsed(path, node, source)
+        return _Parsed(path, node, document, None, _entities_valid_alone(document))
+    return _Parsed(path, node, document, source, source.entities)
+
+
+def _entities_valid_alone(document: Mapping[str, Any]) -> dict[str, Entity]:
+    """The entities of an invalid file that validate by themselves, for the catalog pass (their own
+    errors, if any, are already among the file's)."""
+    valid = {}
+    for name, raw in _mapping(document.get("entities")).items():
+        try:
+            valid[name] = Entity.model_validate(raw)
+        except ValidationError:
+            continue
+    return valid
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
 
 
 def _catalog_problems(parsed: list[_Parsed]) -> list[str]:
     problems: list[str] = []
     first_file: dict[str, Path] = {}
     for item in parsed:
-        name = item.source.source
+        name = item.document.get("source")
+        if not isinstance(name, str):
+            continue
         if name in first_file:
             problems.append(
                 f"{item.path}:1: source {name!r} is already declared in {first_file[name]}; "
@@ -123,15 +155,20 @@ def _catalog_problems(parsed: list[_Parsed]) -> list[str]:
             )
         first_file.setdefault(name, item.path)
     columns = {
-        (item.source.source, entity_name): set(entity.columns)
+        (item.document["source"], str(entity_name)): {
+            str(column) for column in _mapping(entity.get("columns"))
+        }
         for item in parsed
-        for entity_name, entity in item.source.entities.items()
+        if isinstance(item.document.get("source"), str)
+        for entity_name, entity in _mapping(item.document.get("entities")).items()
+        if isinstance(entity, Mapping)
     }
     for item in parsed:
-        for entity_name, entity in item.source.entities.items():
+        kind = _mapping(item.document.get("connection")).get("kind")
+        for entity_name, entity in item.entities.items():
             where = ("entities", entity_name)
             for message, location in [
-                *_block_problems(item.source, entity),
+                *_block_problems(kind, entity),
                 *_identifier_problems(entity),
                 *_reference_problems(entity, columns),
             ]:
@@ -140,14 +177,17 @@ def _catalog_problems(parsed: list[_Parsed]) -> list[str]:
     return problems
 
 
-def _block_problems(source: Source, entity: Entity) -> list[tuple[str, tuple[Any, ...]]]:
-    wanted = ENTITY_BLOCK[source.connection.kind]
+def _block_problems(kind: object, entity: Entity) -> list[tuple[str, tuple[Any, ...]]]:
+    """A connection kind the model refused (reported with the file's errors) has no block to check."""
+    if kind not in ENTITY_BLOCK:
+        return []
+    wanted = ENTITY_BLOCK[str(kind)]
     given = [block for block in ENTITY_BLOCK.values() if getattr(entity, block) is not None]
     if given == [wanted]:
         return []
     return [
         (
-            f"a {source.connection.kind} source reads each entity from a `{wanted}:` block "
+            f"a {kind} source reads each entity from a `{wanted}:` block "
             f"(found: {', '.join(given) or 'none'}); declare exactly that one",
             (),
         )
@@ -259,6 +299,18 @@ def _line_of(node: yaml.Node | None, location: tuple) -> int:
 
 
 def _hint(error: Mapping[str, Any]) -> str:
+    if error["type"] == "missing" and error["loc"][-1] == "primary_key":
+        given = error["input"] if isinstance(error["input"], Mapping) else {}
+        composite = (
+            "; a composite `unique:` key is checked besides it and does not replace it (if it identifies "
+            "a row, declare it as `primary_key:` instead)"
+            if "unique" in given
+            else ""
+        )
+        return (
+            f" (every entity needs `primary_key: [column, ...]`, the declared column(s) that identify a "
+            f"row: staging upserts and de-duplicates by it{composite})"
+        )
     if error["type"] == "extra_forbidden":
         return " (unknown key: check its spelling against the catalog reference in README.md)"
     if error["type"] == "string_pattern_mismatch":

@@ -14,7 +14,16 @@ from enum import StrEnum
 from typing import Annotated, Literal
 from zoneinfo import available_timezones
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from resources.databases.config import DatabaseConnection, TableExtraction
 from resources.files.config import FileFormat, MalformedPolicy
@@ -306,20 +315,6 @@ class Entity(Strict):
         return [self.primary_key, *singles, *(list(key) for key in self.unique)]
 
     @model_validator(mode="after")
-    def _primary_key_is_declared(self) -> Entity:
-        missing = [key for key in self.primary_key if key not in self.columns]
-        if missing:
-            raise ValueError(f"primary_key names undeclared column(s) {missing}; declare them under columns")
-        return self
-
-    @model_validator(mode="after")
-    def _unique_keys_are_declared(self) -> Entity:
-        missing = sorted({name for key in self.unique for name in key if name not in self.columns})
-        if missing:
-            raise ValueError(f"unique names undeclared column(s) {missing}; declare them under columns")
-        return self
-
-    @model_validator(mode="after")
     def _deletes_fit_the_source(self) -> Entity:
         deletes = self.deletes
         if deletes is None:
@@ -340,19 +335,45 @@ class Entity(Strict):
         return self
 
     @model_validator(mode="after")
-    def _layout_uses_declared_columns(self) -> Entity:
-        if self.layout is None:
-            return self
-        named = [self.layout.partition_by, *self.layout.cluster_by]
-        missing = [name for name in named if name is not None and name not in self.columns]
-        if missing:
-            raise ValueError(f"layout names undeclared column(s) {missing}; declare them under columns")
-        partition = self.layout.partition_by
-        if partition and self.columns[partition].type not in (ColumnType.DATE, ColumnType.TIMESTAMP):
-            raise ValueError(
-                f"layout.partition_by {partition!r} is {self.columns[partition].type.value}; partition by a "
-                f"date or timestamp column"
+    def _named_columns_are_declared(self) -> Entity:
+        """Every column `primary_key`, `unique` and `layout` name is declared, each misspelling reported at
+        its own place (`unique.0.1`, not the entity), all of them at once: raised as one ValidationError,
+        which pydantic nests under the entity's location like any field error."""
+        named = [(name, ("primary_key", i)) for i, name in enumerate(self.primary_key)]
+        named += [(name, ("unique", i, j)) for i, key in enumerate(self.unique) for j, name in enumerate(key)]
+        if self.layout is not None:
+            named += [(name, ("layout", "cluster_by", i)) for i, name in enumerate(self.layout.cluster_by)]
+            if self.layout.partition_by is not None:
+                named.append((self.layout.partition_by, ("layout", "partition_by")))
+        declared = ", ".join(self.columns)
+        problems = [
+            InitErrorDetails(
+                type=PydanticCustomError(
+                    "undeclared_column",
+                    f"{name!r} is not a declared column (columns: {declared}); declare it under columns or "
+                    f"fix its spelling",
+                ),
+                loc=location,
+                input=name,
             )
+            for name, location in named
+            if name not in self.columns
+        ]
+        partition = self.layout.partition_by if self.layout else None
+        kind = self.columns[partition].type if partition in self.columns else None
+        if kind is not None and kind not in (ColumnType.DATE, ColumnType.TIMESTAMP):
+            problems.append(
+                InitErrorDetails(
+                    type=PydanticCustomError(
+                        "partition_type",
+                        f"{partition!r} is {kind.value}; partition by a date or timestamp column",
+                    ),
+                    loc=("layout", "partition_by"),
+                    input=partition,
+                )
+            )
+        if problems:
+            raise ValidationError.from_exception_data(type(self).__name__, problems)
         return self
 
 

@@ -60,6 +60,7 @@ from platform_assets.staging.redelivery import redelivered
 from platform_assets.staging.schema_evolution import (
     DriftDecision,
     decide,
+    dropped_columns_from_metadata,
     evolved_entity,
     staged_columns_from_metadata,
     staging_metadata,
@@ -372,7 +373,8 @@ def build_contract_check(
         "the run."
         if error
         else "Rules declared with `severity: warn` in the catalog (Pandera, batch by batch; unique columns "
-        "computed by the warehouse). Reported, never blocking."
+        "computed by the warehouse), and new delivered columns the catalog does not declare, dropped by "
+        "staging (`on_drift` other than evolve). Reported, never blocking."
     )
 
     @dg.asset_check(
@@ -387,8 +389,10 @@ def build_contract_check(
         # location (every `dagster dev` reload, every run worker) should not pay for them.
         from platform_assets.quality.contract_validation import validate_staged_table
 
+        latest = latest_materialization(context.instance, staged_key(item.source_name, item.name))
+        metadata = latest[0].metadata if latest else {}
         report = validate_staged_table(
-            warehouse, _as_last_staged(context.instance, item), severity=severity, checks=checks
+            warehouse, _as_last_staged(metadata, item), severity=severity, checks=checks
         )
         if not report.passed:
             log = context.log.error if error else context.log.warning
@@ -396,10 +400,16 @@ def build_contract_check(
                 f"{item.source_name}.{item.name}: {report.violation_count} {severity}-severity "
                 f"violation(s): {dict(report.counts)}"
             )
+        # A dropped column is no row's fault, so no rule's: it is reported here, with the warnings, because
+        # a failed check is what the quality-events sensor records and the healing layer and alerts read.
+        dropped = [] if error else dropped_columns_from_metadata(metadata)
         return dg.AssetCheckResult(
-            passed=report.passed,
+            passed=report.passed and not dropped,
             severity=dg.AssetCheckSeverity.ERROR if error else dg.AssetCheckSeverity.WARN,
-            metadata=_report_metadata(item, report),
+            metadata={
+                **_report_metadata(item, report),
+                **({"dropped_columns": dg.MetadataValue.json(dropped)} if dropped else {}),
+            },
         )
 
     return contract
@@ -453,11 +463,11 @@ def _latest_metadata(context: dg.AssetExecutionContext) -> Mapping[str, object] 
     return latest[0].metadata if latest else None
 
 
-def _as_last_staged(instance: dg.DagsterInstance, item: CatalogEntity) -> CatalogEntity:
-    """The entity with the columns and types its latest materialization staged: after a schema evolution
-    the table has widened or added columns, and the contract is checked against what was staged."""
-    latest = latest_materialization(instance, staged_key(item.source_name, item.name))
-    staged = staged_columns_from_metadata(latest[0].metadata) if latest else None
+def _as_last_staged(metadata: Mapping[str, object], item: CatalogEntity) -> CatalogEntity:
+    """The entity with the columns and types its latest materialization (`metadata`) staged: after a
+    schema evolution the table has widened or added columns, and the contract is checked against what was
+    staged."""
+    staged = staged_columns_from_metadata(metadata)
     return replace(item, entity=evolved_entity(item.entity, *staged)) if staged else item
 
 
@@ -551,11 +561,19 @@ def _schema_decision(
 
 def _enforce(context: dg.AssetExecutionContext, item: CatalogEntity, run: _Decided) -> None:
     """Log the decision's violations (a warning when this delivery brought them, else a reminder of a
-    drift staged before); a StagingError naming each when the policy says fail."""
+    drift staged before) and the new columns it drops; a StagingError naming each violation when the
+    policy says fail."""
     plan, decision = run.plan, run.decision
     log = context.log.warning if run.schema_changed else context.log.info
     for message in decision.violations:
         log(f"{item.source_name}.{item.name}: {message}")
+    if decision.dropped_columns:
+        on_drift = item.entity.schema_evolution.on_drift
+        context.log.warning(
+            f"{item.source_name}.{item.name}: the delivery brings new column(s) the catalog does not "
+            f"declare, dropped: {', '.join(decision.dropped_columns)} (on_drift {on_drift} stages declared "
+            f"columns only). Declare them under columns, or set schema_evolution.on_drift: evolve."
+        )
     if decision.action == "fail":
         raise SchemaDriftError(
             f"{item.source_name}.{item.name}: the delivery's schema drifted and the policy says fail "

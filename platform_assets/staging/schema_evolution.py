@@ -4,7 +4,9 @@ I/O (`decide`), from the entity's `schema_evolution` policy (see `catalog_model.
 **Reference.** A delivery is compared with the *reference*: the declared columns (declared types and
 nullability; primary-key columns are never nullable) and, under `on_drift: evolve` only, the undeclared
 columns of the previous version (added by evolution before; nullable). Without `evolve`, undeclared
-columns are outside the contract: reported in `changes`, never staged, never a violation (as before).
+columns are outside the contract: reported in `changes`, never staged, never a violation. One that is new
+since the previous version is `dropped_columns`: staging warns about it and the `quality_warnings` check
+fails (a quality event), so a column the source started sending is not lost unnoticed.
 
 **Changes** against the reference: a column *added* (delivered, not in the reference), *removed* (in the
 reference, not delivered), *retyped* (delivered with a type the reference type cannot hold: integer ->
@@ -91,6 +93,9 @@ class DriftDecision:
     """Reference -> delivery (added, removed, retyped), for logs and metadata."""
     relaxed_columns: list[str] = field(default_factory=list)
     """Under `evolve`: declared non-nullable columns the delivery lacks, staged as nullable NULLs."""
+    dropped_columns: list[str] = field(default_factory=list)
+    """Without `evolve`: delivered columns the catalog does not declare, new since the previous version
+    (every undeclared one for the first): not staged."""
 
     def quarantine_rules(self) -> frozenset[str]:
         """Rule labels of the rows quarantined for drift (the type rule of each `quarantine_columns`):
@@ -127,6 +132,7 @@ class DriftDecision:
                 {name: kind.value for name, kind in self.stage_columns.items()}
             ),
             RELAXED_METADATA: dg.MetadataValue.json(list(self.relaxed_columns)),
+            DROPPED_METADATA: dg.MetadataValue.json(list(self.dropped_columns)),
         }
 
 
@@ -135,6 +141,7 @@ COMPATIBLE_METADATA = "schema/compatible"
 VIOLATIONS_METADATA = "schema/violations"
 STAGED_COLUMNS_METADATA = "schema/staged_columns"
 RELAXED_METADATA = "schema/relaxed_columns"
+DROPPED_METADATA = "schema/dropped_columns"
 
 
 def evolved_entity(
@@ -160,6 +167,12 @@ def evolved_entity(
             update["nullable"] = True
         columns[name] = declared.model_copy(update=update) if update else declared
     return entity.model_copy(update={"columns": columns})
+
+
+def dropped_columns_from_metadata(metadata: Mapping[str, object]) -> list[str]:
+    """The columns a materialization recorded as delivered and dropped (`DriftDecision.dropped_columns`)."""
+    value = metadata.get(DROPPED_METADATA)
+    return list(getattr(value, "value", value) or [])
 
 
 def staged_columns_from_metadata(
@@ -301,12 +314,21 @@ def decide(
             stage[name] = kind
         action: Action = "evolve" if stage != declared or relaxed else "none"
         return DriftDecision(compatible, violations, action, stage, [], absent, changes, relaxed)
+    before = previous.columns if previous is not None else {}
+    dropped = [name for name in added if name not in before]
     if on_drift == "quarantine" and (retyped or required_removed):
         quarantined = [name for name in retyped if name in declared]
         return DriftDecision(
-            compatible, violations, "quarantine", dict(declared), quarantined, absent, changes
+            compatible,
+            violations,
+            "quarantine",
+            dict(declared),
+            quarantined,
+            absent,
+            changes,
+            dropped_columns=dropped,
         )
-    return DriftDecision(compatible, violations, "none", stage, [], absent, changes)
+    return DriftDecision(compatible, violations, "none", stage, [], absent, changes, dropped_columns=dropped)
 
 
 def staging_metadata(
