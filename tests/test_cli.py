@@ -54,6 +54,15 @@ def test_demo_materializes_everything_then_run_lands_only_what_is_new(
     assert dict(tables.findall(again)) == dict(tables.findall(output)), "a rerun changes no table"
     assert dict(tables.findall(again))["staged.shop__orders"] == "500"
 
+    # The replay command re-stages one entity in full and says what its quarantine released (the release
+    # itself is pinned in test_quarantine_reconciles); an entity the catalog lacks is a usage error.
+    assert main(["replay", "shop.orders"]) == 0
+    assert "staged/shop/orders: 0 quarantined row(s) released, 0 superseded; 0 still held back" in (
+        capsys.readouterr().out
+    )
+    assert main(["replay", "shop.nope"]) == 2
+    assert "no staged entity 'shop.nope' in the catalog" in capsys.readouterr().err
+
 
 def test_demo_fails_with_exit_code_when_a_blocking_check_fails(
     tmp_path: Path, dbt_manifest: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
