@@ -3,8 +3,10 @@ per load (Dagster ships no Postgres IO manager; this is ours).
 
 Every load is one transaction, so a failure anywhere (bad batch, type conflict, killed process, lost
 connection) leaves the table exactly as it was; loads of the same table are serialized by an advisory
-lock. The bulk path is only ever COPY of a CSV stream written batch by batch (`postgres_load`), so memory
-stays about one batch whatever the row count. Modes:
+lock. The bulk path is only ever COPY of a stream encoded batch by batch in a thread of its own
+(`postgres_load.CopyStream`): PostgreSQL's binary format when every column has an encoding and the target
+columns have the batches' exact types (`postgres_binary`; the server parses it ~3x faster than CSV), CSV
+otherwise; memory stays a few batches whatever the row count. Modes:
 
 - `replace`: COPY into a new table, then DROP the old one and RENAME the new one in the same transaction:
   readers see the old table or the new one, never a partial one (they wait on the swap's lock briefly).
@@ -518,10 +520,19 @@ class _Load:
                 )
 
     def copy(self, target: sql.Composable, columns: list[tuple[str, str]], stream: CsvStream) -> None:
-        statement = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv, NULL '')").format(
-            target, _names([name for name, _ in columns])
+        """COPY the stream into `target`: binary when the target's columns have exactly the batches'
+        types (a table created by this load with `columns`, or an existing one that matches), which the
+        server parses ~3x faster than CSV; CSV otherwise (a widened column, a type without a binary
+        encoding here)."""
+        target_types = self.existing_columns() if target == self.target else columns
+        stream.use_binary(target_types or [])
+        statement = sql.SQL("COPY {} ({}) FROM STDIN WITH ({})").format(
+            target, _names([name for name, _ in columns]), sql.SQL(stream.copy_options)
         )
-        self.cursor.copy_expert(statement.as_string(self.cursor), stream, COPY_READ_BYTES)
+        try:
+            self.cursor.copy_expert(statement.as_string(self.cursor), stream, COPY_READ_BYTES)
+        finally:
+            stream.close()  # stops the stream's encoder if the COPY failed before reading it all
 
     def check_unique_key(self) -> None:
         """ON CONFLICT needs a unique index on exactly the key columns: say so before copying anything."""
