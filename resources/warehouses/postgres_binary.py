@@ -28,7 +28,6 @@ import pyarrow.compute as pc
 
 HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
 TRAILER = struct.pack("!h", -1)
-NULL_FIELD = pa.scalar(struct.pack("!i", -1), pa.binary())
 NO_SEPARATOR = pa.scalar(b"", pa.large_binary())
 POSTGRES_EPOCH_DAYS = 10_957
 """Days from 1970-01-01 (Arrow's epoch) to 2000-01-01 (PostgreSQL's)."""
@@ -60,68 +59,93 @@ def _encodable(arrow_type: pa.DataType) -> bool:
     types = pa.types
     return (
         any(matches(arrow_type) for matches, _, _ in _FIXED)  # type: ignore[operator]
-        or types.is_string(arrow_type)
-        or types.is_large_string(arrow_type)
-        or types.is_binary(arrow_type)
-        or types.is_large_binary(arrow_type)
+        or _is_text_or_bytes(arrow_type)
         or types.is_date32(arrow_type)
         or (types.is_timestamp(arrow_type) and arrow_type.unit in ("s", "ms", "us"))
     )
 
 
 def encode_batch(batch: pa.RecordBatch) -> memoryview:
-    """The batch's tuples in binary COPY format (no header or trailer)."""
-    if batch.num_rows == 0:
+    """The batch's tuples in binary COPY format (no header or trailer).
+
+    Each row is the concatenation of pieces, joined by one `binary_join_element_wise` that skips null
+    pieces: runs of fixed-width bytes built in numpy (the field count, every length word, the values of
+    fixed-width columns without nulls), alternating with the values of text/bytea columns and of
+    fixed-width columns with nulls (a null value is skipped, its length word says -1). Fewer, wider
+    pieces than one per field: joining 18 per-field arrays was 0.7 s of 1.2 s per 1M staged rows."""
+    rows = batch.num_rows
+    if rows == 0:
         return memoryview(b"")
-    count = _fixed_width(np.full(batch.num_rows, batch.num_columns, dtype=">i2").view("S2"), 2)
-    # large_binary throughout: one batch's tuples may pass 2 GiB (int32 offsets) with wide text.
-    fields = [_field_array(column).cast(pa.large_binary()) for column in batch.columns]
-    rows = pc.binary_join_element_wise(count.cast(pa.large_binary()), *fields, NO_SEPARATOR)
-    offsets = np.frombuffer(rows.buffers()[1], dtype=np.int64, count=len(rows) + 1, offset=rows.offset * 8)
-    return memoryview(rows.buffers()[2])[int(offsets[0]) : int(offsets[-1])]
+    pieces: list[pa.Array] = []
+    block: list[np.ndarray] = [np.full(rows, batch.num_columns, dtype=">i2").view(np.uint8).reshape(rows, 2)]
+    for column in batch.columns:
+        length, value = _field(column)
+        block.append(length.view(np.uint8).reshape(rows, 4))
+        if isinstance(value, np.ndarray):
+            block.append(value.view(np.uint8).reshape(rows, -1))
+            continue
+        pieces.append(_fixed_width(np.hstack(block)))
+        pieces.append(value)
+        block = []
+    if block:
+        pieces.append(_fixed_width(np.hstack(block)))
+    options = pc.JoinOptions(null_handling="skip")
+    joined = pc.binary_join_element_wise(*pieces, NO_SEPARATOR, options=options)
+    offsets = np.frombuffer(joined.buffers()[1], dtype=np.int64, count=rows + 1, offset=joined.offset * 8)
+    return memoryview(joined.buffers()[2])[int(offsets[0]) : int(offsets[-1])]
 
 
-def _field_array(array: pa.Array) -> pa.Array:
-    """Each value as its binary COPY field (length + bytes), NULL as the length -1 alone."""
+def _field(array: pa.Array) -> tuple[np.ndarray, np.ndarray | pa.Array]:
+    """(big-endian int32 length word of every row, -1 for NULL; the values): a numpy array of fixed-width
+    big-endian values when the column has no nulls, else a large_binary array, null where NULL."""
     arrow_type = array.type
     types = pa.types
-    if types.is_string(arrow_type) or types.is_large_string(arrow_type):
-        array = array.cast(pa.large_binary())  # the UTF-8 bytes, as text's binary form is
-        arrow_type = array.type
-    if types.is_binary(arrow_type) or types.is_large_binary(arrow_type):
-        array = array.cast(pa.large_binary())
-        lengths = pc.fill_null(pc.binary_length(array), 0).to_numpy(zero_copy_only=False).astype(">i4")
-        prefix = _fixed_width(lengths.view("S4"), 4).cast(pa.large_binary())
-        joined = pc.binary_join_element_wise(prefix, array, NO_SEPARATOR)
-        return pc.fill_null(joined, NULL_FIELD.cast(pa.large_binary()))
+    validity = None if array.null_count == 0 else array.is_valid()
+    if _is_text_or_bytes(arrow_type):
+        values = array.cast(pa.large_binary())  # text's binary form is its UTF-8 bytes
+        lengths = pc.fill_null(pc.binary_length(values), -1).to_numpy(zero_copy_only=False)
+        return lengths.astype(">i4"), values
     if types.is_date32(arrow_type):
-        values = pc.subtract(array.cast(pa.int32()), POSTGRES_EPOCH_DAYS)
-        return _fixed_field(values, ">i4")
-    if types.is_timestamp(arrow_type):
+        numbers, dtype = pc.subtract(array.cast(pa.int32()), POSTGRES_EPOCH_DAYS), ">i4"
+    elif types.is_timestamp(arrow_type):
         micros = array.cast(pa.timestamp("us", tz=arrow_type.tz)).cast(pa.int64())
-        return _fixed_field(pc.subtract(micros, POSTGRES_EPOCH_MICROS), ">i8")
+        numbers, dtype = pc.subtract(micros, POSTGRES_EPOCH_MICROS), ">i8"
+    else:
+        dtype, cast_to = _fixed_type(arrow_type)
+        numbers = array.cast(cast_to)
+    width = np.dtype(dtype).itemsize
+    values = pc.fill_null(numbers, 0).to_numpy(zero_copy_only=False).astype(dtype)
+    lengths = np.full(len(array), width, dtype=">i4")
+    if validity is None:
+        return lengths, values
+    lengths[~validity.to_numpy(zero_copy_only=False)] = -1
+    nullable = pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(width), len(array), [validity.buffers()[1], pa.py_buffer(values)], array.null_count
+    )
+    return lengths, nullable.cast(pa.large_binary())
+
+
+def _is_text_or_bytes(arrow_type: pa.DataType) -> bool:
+    types = pa.types
+    return (
+        types.is_string(arrow_type)
+        or types.is_large_string(arrow_type)
+        or types.is_binary(arrow_type)
+        or types.is_large_binary(arrow_type)
+    )
+
+
+def _fixed_type(arrow_type: pa.DataType) -> tuple[str, pa.DataType]:
+    """(big-endian numpy dtype, Arrow type to cast to) of a fixed-width number column."""
     for matches, dtype, cast_to in _FIXED:
         if matches(arrow_type):  # type: ignore[operator]
-            return _fixed_field(array.cast(cast_to), dtype)
+            return dtype, cast_to
     raise TypeError(f"no binary COPY encoding for Arrow type {arrow_type}")
 
 
-def _fixed_field(array: pa.Array, dtype: str) -> pa.Array:
-    """A fixed-width column's fields: the width as int32, then the big-endian value."""
-    width = np.dtype(dtype).itemsize
-    zero = False if pa.types.is_boolean(array.type) else 0
-    values = pc.fill_null(array, zero).to_numpy(zero_copy_only=False).astype(dtype)
-    record = np.empty((len(array), 4 + width), dtype=np.uint8)
-    record[:, :4] = np.frombuffer(struct.pack("!i", width), dtype=np.uint8)
-    record[:, 4:] = values.view(np.uint8).reshape(len(array), width)
-    fields = _fixed_width(record.reshape(-1).view(f"S{4 + width}"), 4 + width)
-    if array.null_count:
-        fields = pc.if_else(array.is_valid(), fields, NULL_FIELD)
-    return fields
-
-
-def _fixed_width(values: np.ndarray, width: int) -> pa.Array:
-    """A numpy array of `width`-byte records as an Arrow binary array (one value per record)."""
-    buffer = pa.py_buffer(np.ascontiguousarray(values).view(np.uint8))
-    fixed = pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(values), [None, buffer])
-    return fixed.cast(pa.binary())
+def _fixed_width(records: np.ndarray) -> pa.Array:
+    """A (rows, width) uint8 numpy array as a large_binary Arrow array, one row per value."""
+    rows, width = records.shape
+    buffer = pa.py_buffer(np.ascontiguousarray(records))
+    fixed = pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), rows, [None, buffer])
+    return fixed.cast(pa.large_binary())
