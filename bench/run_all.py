@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/run_all.py --scale 1m            # scenarios 1-4 at 1M order rows
     .venv/bin/python bench/run_all.py --scale 100k --scenarios 1 2
-    .venv/bin/python bench/run_all.py --summary-only        # rebuild summary.md and the chart
+    .venv/bin/python bench/run_all.py --summary-only        # rebuild the tables, summary.md and the chart
 
 Scenarios (data: `bench_world.py`; each measurement a fresh child process, `ingest_children.py`):
 
@@ -20,6 +20,19 @@ Scenarios (data: `bench_world.py`; each measurement a fresh child process, `inge
 4. `demo`: the whole demo graph (dbt included) on the demo world (`--demo-scale`, 1.0 = 10k orders), in
    process; `--profile` adds a pyinstrument profile of it (and of the platform's scenario-1 run, and of
    its scenario-2 incremental run: that one measured with the profiler on, a few % slower).
+5. `csv -> pg`: the CSV files -> the PostgreSQL warehouse (raw + staged + check, the `postgres`
+   environment's `PostgresWarehouse`), against plain psycopg2 `COPY ... FROM STDIN (FORMAT csv)` of the
+   same files into a typed table; each run in a fresh database of one throwaway cluster. Reported twice:
+   the whole materialization, and its load step alone (the staged asset's `load_seconds`: the IO
+   manager's `PostgresWarehouse.load`, staging's scratch file -> COPY -> primary key). DuckDB's
+   `postgres` extension would be a second baseline, but it does not install offline here (no download;
+   the PyPI packages shipping it are built for DuckDB 1.5, this is 2.0). `--profile` adds a profile.
+
+Rounds: every scenario runs `--rounds` times (default 3) in one script run, platform and baselines
+alternating within each round (scenarios 1, 3 and 5 also swap who goes first every other round); the
+tables give the median and the spread (min-max) of the seconds, and each ratio is the median (min-max)
+of the per-round ratios, platform against the baseline of the same round. The summary states each goal
+of issue 19 as met or missed, from those medians.
 
 Seconds: the load call only (`dg.materialize`, `pipeline.run`, the SQL), imports and set-up excluded. Peak
 RSS: the highest of the child's own `VmHWM` (reset when it starts, imports included) and the summed
@@ -34,12 +47,15 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -153,20 +169,66 @@ def one_run(work_root: Path, name: str, **spec: Any) -> dict[str, Any]:
         work.remove()
 
 
-def row(scenario: str, tool: str, config: str, result: dict[str, Any], **extra: Any) -> dict[str, Any]:
+def _ok(result: dict[str, Any]) -> bool:
+    return "error" not in result and result["seconds"] == result["seconds"] and result["rows"] > 0
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    """Median, min and max of the finite values (NaN when there are none)."""
+    finite = sorted(value for value in values if value == value)
+    if not finite:
+        return {"median": float("nan"), "min": float("nan"), "max": float("nan")}
+    return {"median": statistics.median(finite), "min": finite[0], "max": finite[-1]}
+
+
+def row(
+    scenario: str, tool: str, config: str, results: dict[str, Any] | list[dict[str, Any]], **extra: Any
+) -> dict[str, Any]:
+    """One table row over the rounds' results of one tool: the median seconds and the spread, rows/s of
+    each round (for per-round ratios), the highest peak RSS, and the steps of the median round."""
+    rounds = results if isinstance(results, list) else [results]
+    good = [result for result in rounds if _ok(result)]
+    seconds = spread([result["seconds"] if _ok(result) else float("nan") for result in rounds])
+    median_run = (
+        min(good, key=lambda result: abs(result["seconds"] - seconds["median"])) if good else rounds[0]
+    )
+    rows = median_run["rows"]
+    errors = [result["error"] for result in rounds if "error" in result]
     return {
         "scenario": scenario,
         "tool": tool,
         "config": config,
-        "rows": result["rows"],
-        "seconds": round(result["seconds"], 3),
-        "rows_per_s": result["rows"] / result["seconds"] if result["rows"] else float("nan"),
-        **({"error": result["error"]} if "error" in result else {}),
-        "peak_mb": round(result["tree_peak_mb"], 1),
-        "steps": result.get("steps", {}),
-        "step_peak_mb": result.get("step_peak_mb", {}),
+        "rows": rows,
+        "rounds": len(rounds),
+        "seconds": round(seconds["median"], 3),
+        "seconds_min": round(seconds["min"], 3),
+        "seconds_max": round(seconds["max"], 3),
+        "seconds_rounds": [round(result["seconds"], 3) for result in rounds],
+        "rows_per_s": rows / seconds["median"] if rows else float("nan"),
+        "rows_per_s_rounds": [
+            result["rows"] / result["seconds"] if _ok(result) else float("nan") for result in rounds
+        ],
+        **({"error": errors[-1], "failed_rounds": len(errors)} if errors else {}),
+        "peak_mb": round(max((result["tree_peak_mb"] for result in good), default=float("nan")), 1),
+        "steps": median_run.get("steps", {}),
+        "step_peak_mb": median_run.get("step_peak_mb", {}),
         **extra,
     }
+
+
+def _rounds_of(entry: dict[str, Any], key: str = "rows_per_s_rounds") -> list[float]:
+    """Per-round rows/s of a row; rows written before rounds existed count as one round."""
+    return entry.get(key) or [entry["rows_per_s"]]
+
+
+def per_round_ratio(platform_row: dict[str, Any], other: dict[str, Any]) -> dict[str, float]:
+    """Median and spread of platform rows/s / baseline rows/s, round by round (the same round's runs
+    were side by side); rows of different lengths fall back to the ratio of medians."""
+    mine, theirs = _rounds_of(platform_row), _rounds_of(other)
+    if len(mine) != len(theirs):
+        ratio = platform_row["rows_per_s"] / other["rows_per_s"]
+        return {"median": ratio, "min": ratio, "max": ratio}
+    return spread([a / b if b == b and b else float("nan") for a, b in zip(mine, theirs, strict=True)])
 
 
 def _git(*arguments: str) -> str:
@@ -219,35 +281,40 @@ def use_platform_source(revision: str, root: Path) -> str:
 # ------------------------------------------------------------------------------------------- scenarios
 
 
-def scenario_csv(world: Path, work: Path, profile: Path | None, dlt_default: bool) -> list[dict[str, Any]]:
+def alternating(
+    rounds: int, runs: list[tuple[str, Callable[[], dict[str, Any]]]], *, swap: bool = True
+) -> dict[str, list[dict[str, Any]]]:
+    """Each named run once per round, in the given order (reversed every other round when `swap`, so
+    neither side always runs first on a warm or busy machine); {name: [result of each round]}."""
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in runs}
+    for number in range(rounds):
+        print(f" round {number + 1}/{rounds}", file=sys.stderr)
+        ordered = runs[::-1] if swap and number % 2 else runs
+        for name, run in ordered:
+            results[name].append(run())
+    return results
+
+
+def scenario_csv(
+    world: Path, work: Path, profile: Path | None, dlt_default: bool, rounds: int
+) -> list[dict[str, Any]]:
     csv_dir, small = str(world / "csv"), str(world / "csv_small")
-    rows = []
     print("scenario 1: CSV files -> staged DuckDB table", file=sys.stderr)
-    rows.append(
-        row("1 csv", "duckdb", "read_csv CTAS", one_run(work, "duckdb", tool="duckdb_csv", csv_dir=csv_dir))
-    )
-    rows.append(
-        row(
-            "1 csv",
-            "platform",
-            "raw+staged+check",
-            one_run(work, "platform", tool="platform", source="csv", csv_dir=csv_dir),
-        )
-    )
-    rows.append(
-        row(
-            "1 csv", "dlt", "arrow batches", one_run(work, "dlt_arrow", tool="dlt_csv_arrow", csv_dir=csv_dir)
-        )
-    )
+    runs: list[tuple[str, Callable[[], dict[str, Any]]]] = [
+        ("duckdb", lambda: one_run(work, "duckdb", tool="duckdb_csv", csv_dir=csv_dir)),
+        ("platform", lambda: one_run(work, "platform", tool="platform", source="csv", csv_dir=csv_dir)),
+        ("dlt_arrow", lambda: one_run(work, "dlt_arrow", tool="dlt_csv_arrow", csv_dir=csv_dir)),
+    ]
     if dlt_default:
-        rows.append(
-            row(
-                "1 csv",
-                "dlt",
-                "dict rows (100k cap)",
-                one_run(work, "dlt_dicts", tool="dlt_csv_dicts", csv_dir=small),
-            )
-        )
+        runs.append(("dlt_dicts", lambda: one_run(work, "dlt_dicts", tool="dlt_csv_dicts", csv_dir=small)))
+    results = alternating(rounds, runs)
+    rows = [
+        row("1 csv", "duckdb", "read_csv CTAS", results["duckdb"]),
+        row("1 csv", "platform", "raw+staged+check", results["platform"]),
+        row("1 csv", "dlt", "arrow batches", results["dlt_arrow"]),
+    ]
+    if dlt_default:
+        rows.append(row("1 csv", "dlt", "dict rows (100k cap)", results["dlt_dicts"]))
     if profile:
         one_run(
             work, "platform_profiled", tool="platform", source="csv", csv_dir=csv_dir, profile=str(profile)
@@ -256,9 +323,10 @@ def scenario_csv(world: Path, work: Path, profile: Path | None, dlt_default: boo
 
 
 def scenario_pg(
-    rows_count: int, work: Path, dlt_default: bool, profile: Path | None
+    rows_count: int, work: Path, dlt_default: bool, profile: Path | None, rounds: int
 ) -> tuple[list[dict[str, Any]], str]:
-    rows: list[dict[str, Any]] = []
+    """Full loads, then incremental: every tool's first run, 10% of the rows updated, every tool's second
+    run; the table is re-created between rounds so every round's incremental starts alike."""
     print(f"scenario 2: PostgreSQL table ({rows_count:,} rows) -> staged DuckDB table", file=sys.stderr)
     with bench_world.postgres_world(rows_count) as (cluster, url):
         dsn = cluster.dsn("bench")
@@ -276,60 +344,87 @@ def scenario_pg(
         ]
         if not dlt_default:
             full.pop()
-        for tool, config, spec in full:
-            rows.append(row("2 pg full", tool, config, one_run(work, f"full_{tool}", **spec)))
         incremental = [
             ("duckdb", "COPY watermark + delete/insert", dict(tool="duckdb_pg", dsn=dsn, table=table)),
             ("platform", "raw+staged+check", dict(tool="platform", source="pg", url=url, table=table)),
             ("dlt", "sql_table pyarrow merge", dict(tool="dlt_sql", url=url, table=table, backend="pyarrow")),
         ]
-        works = {tool: Workdir(work, f"incremental_{tool}") for tool, _, _ in incremental}
-        firsts = {}
-        for tool, _, spec in incremental:
-            firsts[tool] = measure(works[tool].spec(incremental=True, **spec))
-        bench_world.update_share(cluster)
-        print(f"  updated {100 // bench_world.UPDATED_SHARE}% of the rows", file=sys.stderr)
-        for tool, config, spec in incremental:
-            profiled = {"profile": str(profile)} if profile and tool == "platform" else {}
-            second = measure(works[tool].spec(incremental=True, **spec, **profiled))
-            first = firsts[tool]
-            rows.append(row("2 pg incremental: first", tool, config, first))
+        fulls: dict[int, list[dict[str, Any]]] = {index: [] for index in range(len(full))}
+        firsts: dict[str, list[dict[str, Any]]] = {tool: [] for tool, _, _ in incremental}
+        seconds: dict[str, list[dict[str, Any]]] = {tool: [] for tool, _, _ in incremental}
+        for number in range(rounds):
+            print(f" round {number + 1}/{rounds}", file=sys.stderr)
+            if number:
+                bench_world.reset_table(cluster, rows_count)
+            for index, (tool, _, spec) in enumerate(full):
+                fulls[index].append(one_run(work, f"full_{tool}", **spec))
+            works = {tool: Workdir(work, f"incremental_{tool}") for tool, _, _ in incremental}
+            for tool, _, spec in incremental:
+                firsts[tool].append(_measured(works[tool].spec(incremental=True, **spec)))
+            bench_world.update_share(cluster)
+            print(f"  updated {100 // bench_world.UPDATED_SHARE}% of the rows", file=sys.stderr)
+            for tool, _, spec in incremental:
+                last = number == rounds - 1
+                profiled = {"profile": str(profile)} if profile and tool == "platform" and last else {}
+                seconds[tool].append(_measured(works[tool].spec(incremental=True, **spec, **profiled)))
+                works[tool].remove()
+        rows = [row("2 pg full", tool, config, fulls[index]) for index, (tool, config, _) in enumerate(full)]
+        for tool, config, _ in incremental:
+            costs = spread(
+                [
+                    second["seconds"] / first["seconds"] if _ok(first) and _ok(second) else float("nan")
+                    for first, second in zip(firsts[tool], seconds[tool], strict=True)
+                ]
+            )
+            rows.append(row("2 pg incremental: first", tool, config, firsts[tool]))
             rows.append(
                 row(
                     "2 pg incremental: 10% changed",
                     tool,
                     config,
-                    second,
-                    cost_vs_first=round(second["seconds"] / first["seconds"], 3),
-                    exact=second["rows"] == rows_count // bench_world.UPDATED_SHARE,
+                    seconds[tool],
+                    cost_vs_first=round(costs["median"], 3),
+                    cost_vs_first_min=round(costs["min"], 3),
+                    cost_vs_first_max=round(costs["max"], 3),
+                    exact=all(
+                        result["rows"] == rows_count // bench_world.UPDATED_SHARE
+                        for result in seconds[tool]
+                        if _ok(result)
+                    ),
                 )
             )
-            works[tool].remove()
     return rows, server
 
 
-def scenario_rest(world: Path, rows_count: int, work: Path) -> list[dict[str, Any]]:
+def _measured(spec: dict[str, Any]) -> dict[str, Any]:
+    """`measure`, a failed child recorded as failed (the incremental runs keep their work directory)."""
+    try:
+        return measure(spec)
+    except RuntimeError as error:
+        print(f"  FAILED {spec['tool']}: {str(error)[-1500:]}", file=sys.stderr)
+        return {**FAILED, "error": str(error)[-300:]}
+
+
+def scenario_rest(world: Path, rows_count: int, work: Path, rounds: int) -> list[dict[str, Any]]:
     print(f"scenario 3: REST pages ({rows_count:,} rows) -> staged DuckDB table", file=sys.stderr)
-    rows = []
     with bench_world.serve_orders(world / "csv", rows_count) as url:
-        rows.append(
-            row(
-                "3 rest",
-                "platform",
-                "raw+staged+check",
-                one_run(work, "platform", tool="platform", source="rest", url=url),
-            )
+        results = alternating(
+            rounds,
+            [
+                ("platform", lambda: one_run(work, "platform", tool="platform", source="rest", url=url)),
+                ("dlt", lambda: one_run(work, "dlt_rest", tool="dlt_rest", url=url)),
+            ],
         )
-        rows.append(
-            row("3 rest", "dlt", "rest_api_source", one_run(work, "dlt_rest", tool="dlt_rest", url=url))
-        )
-    return rows
+    return [
+        row("3 rest", "platform", "raw+staged+check", results["platform"]),
+        row("3 rest", "dlt", "rest_api_source", results["dlt"]),
+    ]
 
 
-def scenario_demo(work: Path, scale: float, profile: Path | None) -> list[dict[str, Any]]:
+def scenario_demo(work: Path, scale: float, profile: Path | None, rounds: int) -> list[dict[str, Any]]:
     print(f"scenario 4: the whole demo graph at demo scale {scale}", file=sys.stderr)
-    rows = []
-    for attempt, profiled in enumerate([None, profile] if profile else [None]):
+    results = []
+    for attempt, profiled in enumerate([None] * rounds + ([profile] if profile else [])):
         data_dir = work / f"demo{attempt}"
         shutil.rmtree(data_dir, ignore_errors=True)
         command = [sys.executable, str(DEMO_CHILD), "--data-dir", str(data_dir), "--scale", str(scale)]
@@ -347,17 +442,67 @@ def scenario_demo(work: Path, scale: float, profile: Path | None) -> list[dict[s
             file=sys.stderr,
         )
         if not profiled:
-            rows.append(
-                row(
-                    "4 demo graph",
-                    "platform",
-                    f"{result['assets']} assets, {result['checks']} checks",
-                    result,
-                    definitions_seconds=round(result["definitions_seconds"], 2),
-                    success=result["success"],
+            results.append(result)
+    last = results[-1]
+    return [
+        row(
+            "4 demo graph",
+            "platform",
+            f"{last['assets']} assets, {last['checks']} checks",
+            results,
+            definitions_seconds=round(statistics.median(r["definitions_seconds"] for r in results), 2),
+            success=all(r["success"] for r in results),
+        )
+    ]
+
+
+def scenario_pg_load(
+    world: Path, work: Path, profile: Path | None, rounds: int
+) -> tuple[list[dict[str, Any]], str]:
+    """The CSV files into the PostgreSQL warehouse against plain COPY of them, each run in a new database;
+    the platform's load step (its `load_seconds`) is a row of its own beside the same COPY runs."""
+    from fixtures.postgres_server import PostgresCluster
+
+    csv_dir = str(world / "csv")
+    print("scenario 5: CSV files -> PostgreSQL warehouse, against plain COPY FROM STDIN", file=sys.stderr)
+    with PostgresCluster() as cluster:
+        server = _server_version(cluster.dsn())
+
+        def in_new_database(name: str, **spec: Any) -> dict[str, Any]:
+            database = cluster.create_database()
+            try:
+                return one_run(
+                    work,
+                    name,
+                    csv_dir=csv_dir,
+                    dsn=cluster.dsn(database),
+                    pg_url=cluster.url(database),
+                    **spec,
                 )
-            )
-    return rows
+            finally:
+                cluster.execute("postgres", f'DROP DATABASE "{database}"')
+
+        platform = dict(tool="platform", source="csv", warehouse_kind="postgres")
+        results = alternating(
+            rounds,
+            [
+                ("copy", lambda: in_new_database("pg_copy", tool="pg_copy")),
+                ("platform", lambda: in_new_database("pg_platform", **platform)),
+            ],
+        )
+        if profile:
+            in_new_database("pg_platform_profiled", **platform, profile=str(profile))
+    loads = [
+        {**result, "seconds": result["load_seconds"]} if _ok(result) else result
+        for result in results["platform"]
+    ]
+    copy = "psycopg2 COPY FROM STDIN (csv)"
+    return [
+        row("5 csv -> pg", "pg", copy, results["copy"]),
+        row("5 csv -> pg", "platform", "raw+staged+check", results["platform"]),
+        row("5 csv -> pg: load step", "pg", copy, results["copy"]),
+        row("5 csv -> pg: load step", "platform", "staged load (load_seconds)", loads),
+    ], server
 
 
 # ------------------------------------------------------------------------------------------- reporting
@@ -400,12 +545,13 @@ def environment(server: str | None) -> dict[str, str]:
 
 
 def with_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each platform row gets its throughput ratio to each baseline row of the same scenario."""
+    """Each platform row gets its throughput ratio to each baseline row of the same scenario: the median
+    and spread of the per-round ratios."""
     for platform_row in rows:
         if platform_row["tool"] != "platform":
             continue
         platform_row["ratios"] = {
-            f"{other['tool']} {other['config']}": platform_row["rows_per_s"] / other["rows_per_s"]
+            f"{other['tool']} {other['config']}": per_round_ratio(platform_row, other)
             for other in rows
             if other["scenario"] == platform_row["scenario"] and other["tool"] != "platform"
         }
@@ -420,6 +566,138 @@ def _trees(run: dict[str, Any]) -> dict[str, str]:
     return {tree: ", ".join(sorted(numbers)) for tree, numbers in trees.items()}
 
 
+def _range(median: float, low: float, high: float, digits: int = 2, unit: str = "") -> str:
+    if median != median:
+        return "failed"
+    text = f"{median:.{digits}f}{unit}"
+    return text if low == high else f"{text} ({low:.{digits}f}-{high:.{digits}f})"
+
+
+def _seconds(entry: dict[str, Any]) -> str:
+    return _range(
+        entry["seconds"],
+        entry.get("seconds_min", entry["seconds"]),
+        entry.get("seconds_max", entry["seconds"]),
+    )
+
+
+def _versus(run_rows: list[dict[str, Any]], entry: dict[str, Any]) -> str:
+    platform_row = next(
+        (r for r in run_rows if r["scenario"] == entry["scenario"] and r["tool"] == "platform"), None
+    )
+    if entry["tool"] == "platform" or platform_row is None:
+        return "-"
+    ratio = per_round_ratio(platform_row, entry)
+    return _range(ratio["median"], ratio["min"], ratio["max"], unit="x")
+
+
+GOALS: list[dict[str, Any]] = [
+    {
+        "goal": "scenario 1 at 10M: >= 0.5x DuckDB alone",
+        "scale": "10m",
+        "scenario": "1 csv",
+        "baseline": "duckdb read_csv CTAS",
+        "at_least": 0.5,
+    },
+    {
+        "goal": "scenario 1 at 10M: >= 2x dlt best",
+        "scale": "10m",
+        "scenario": "1 csv",
+        "baseline": "dlt arrow batches",
+        "at_least": 2.0,
+    },
+    {
+        "goal": "scenario 1 at 1M: >= 0.4x DuckDB alone",
+        "scale": "1m",
+        "scenario": "1 csv",
+        "baseline": "duckdb read_csv CTAS",
+        "at_least": 0.4,
+    },
+    {
+        "goal": "scenario 1 at 1M: >= 1.5x dlt best",
+        "scale": "1m",
+        "scenario": "1 csv",
+        "baseline": "dlt arrow batches",
+        "at_least": 1.5,
+    },
+    {
+        "goal": "scenario 2 at 1M, 10% changed: <= 0.3x of its first run",
+        "scale": "1m",
+        "scenario": "2 pg incremental: 10% changed",
+        "cost_at_most": 0.3,
+    },
+    {
+        "goal": "scenario 2 at 1M, 10% changed: faster than dlt's incremental",
+        "scale": "1m",
+        "scenario": "2 pg incremental: 10% changed",
+        "baseline": "dlt sql_table pyarrow merge",
+        "at_least": 1.0,
+    },
+    {
+        "goal": "scenario 5: the platform's load >= 0.5x plain COPY",
+        "scale": None,
+        "scenario": "5 csv -> pg: load step",
+        "baseline": "pg psycopg2 COPY FROM STDIN (csv)",
+        "at_least": 0.5,
+    },
+]
+"""Issue 19's goals (`scale` None: at every scale measured), judged on the median of the rounds."""
+
+
+def goal_verdicts(run: dict[str, Any]) -> list[str]:
+    """One line per goal that applies to this run's scale: met / missed / not measured, with the
+    median and spread it was judged on."""
+    lines = []
+    for goal in GOALS:
+        if goal["scale"] not in (None, run["scale"]):
+            continue
+        platform_row = next(
+            (r for r in run["rows"] if r["scenario"] == goal["scenario"] and r["tool"] == "platform"), None
+        )
+        label = f"{goal['goal']} (scale {run['scale']})"
+        if platform_row is None or platform_row["seconds"] != platform_row["seconds"]:
+            lines.append(f"| {label} | not measured | - |")
+            continue
+        rounds = platform_row.get("rounds", 1)
+        if "cost_at_most" in goal:
+            value = {
+                "median": platform_row["cost_vs_first"],
+                "min": platform_row.get("cost_vs_first_min", platform_row["cost_vs_first"]),
+                "max": platform_row.get("cost_vs_first_max", platform_row["cost_vs_first"]),
+            }
+            met = value["median"] <= goal["cost_at_most"]
+            shown = _range(value["median"], value["min"], value["max"], unit="x of the first run")
+        else:
+            baseline = next(
+                (
+                    r
+                    for r in run["rows"]
+                    if r["scenario"] == goal["scenario"] and f"{r['tool']} {r['config']}" == goal["baseline"]
+                ),
+                None,
+            )
+            if baseline is None:
+                lines.append(f"| {label} | not measured (no baseline run) | - |")
+                continue
+            value = per_round_ratio(platform_row, baseline)
+            met = value["median"] >= goal["at_least"]
+            shown = _range(value["median"], value["min"], value["max"], unit="x")
+        verdict = "**met**" if met else "**missed**"
+        basis = (
+            f"median of {rounds} round(s)"
+            if "rounds" in platform_row
+            else f"one earlier run (on {_revision(platform_row.get('platform', ''))}), not in rounds"
+        )
+        lines.append(f"| {label} | {verdict} | {shown}, {basis} |")
+    return lines
+
+
+def _revision(tree: str) -> str:
+    """The commit a platform-code description names (`snapshot ... at 19:04 UTC: 2f7774b with ...`)."""
+    found = re.search(r"\b[0-9a-f]{7,40}\b", tree)
+    return found.group(0) if found else "earlier code"
+
+
 def markdown(run: dict[str, Any]) -> str:
     lines = [
         f"# Ingestion benchmark, scale {run['scale']} (`bench/run_all.py`)",
@@ -431,31 +709,46 @@ def markdown(run: dict[str, Any]) -> str:
         f"- data: {run['data']}",
         *(f"- platform code of scenario(s) {numbers}: {tree}" for tree, numbers in _trees(run).items()),
         "",
-        "| scenario | tool | configuration | rows | seconds | rows/s | peak RSS MB (tree) "
+        "Seconds: median (min-max) over the rounds; rows/s at the median; platform vs this: the median "
+        "(min-max) of the per-round throughput ratios, platform / this, side by side in the same round.",
+        "",
+        "| scenario | tool | configuration | rounds | rows | seconds | rows/s | peak RSS MB (tree) "
         "| platform vs this |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for entry in run["rows"]:
-        platform_row = next(
-            (r for r in run["rows"] if r["scenario"] == entry["scenario"] and r["tool"] == "platform"), None
-        )
-        if entry["tool"] == "platform" or platform_row is None:
-            versus = "-"
-        else:
-            versus = f"{platform_row['rows_per_s'] / entry['rows_per_s']:.2f}x"
         config = entry["config"]
         if "cost_vs_first" in entry:
-            config += f"; {entry['cost_vs_first']:.2f}x the first run's seconds"
+            cost = _range(
+                entry["cost_vs_first"],
+                entry.get("cost_vs_first_min", entry["cost_vs_first"]),
+                entry.get("cost_vs_first_max", entry["cost_vs_first"]),
+            )
+            config += f"; {cost}x the first run's seconds"
             config += "" if entry["exact"] else " (**row count differs from the 10% changed**)"
+        if entry.get("failed_rounds"):
+            config += f" (**{entry['failed_rounds']} round(s) failed**)"
         lines.append(
-            f"| {entry['scenario']} | {entry['tool']} | {config} | {entry['rows']:,.0f} | "
-            f"{entry['seconds']:.2f} | {entry['rows_per_s']:,.0f} | {entry['peak_mb']:.0f} | {versus} |"
+            f"| {entry['scenario']} | {entry['tool']} | {config} | {entry.get('rounds', 1)} | "
+            f"{entry['rows']:,.0f} | {_seconds(entry)} | {entry['rows_per_s']:,.0f} | "
+            f"{entry['peak_mb']:.0f} | {_versus(run['rows'], entry)} |"
         )
+    verdicts = goal_verdicts(run)
+    if verdicts:
+        lines += [
+            "",
+            "Goals of issue 19 at this scale:",
+            "",
+            "| goal | verdict | on |",
+            "|---|---|---|",
+            *verdicts,
+        ]
     steps = [r for r in run["rows"] if r["steps"]]
     if steps:
         lines += [
             "",
-            "Seconds of each Dagster step of the platform runs (highest tree RSS sampled during it):",
+            "Seconds of each Dagster step of the platform runs (the median round; highest tree RSS sampled "
+            "during it):",
             "",
         ]
         for entry in steps:
@@ -469,39 +762,43 @@ def markdown(run: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def summary() -> None:
-    """`summary.md` and `ingest.png` over every `ingest_<scale>.json` in bench/results."""
+def summary(rewrite_scales: bool = False) -> None:
+    """`summary.md` and `ingest.png` over every `ingest_<scale>.json` in bench/results (and, when
+    `rewrite_scales`, each scale's `ingest_<scale>.md` again from its JSON)."""
     runs = []
     for scale in bench_world.SCALES:
         path = RESULTS / f"ingest_{scale}.json"
         if path.exists():
             runs.append(json.loads(path.read_text()))
+            if rewrite_scales:
+                (RESULTS / f"ingest_{scale}.md").write_text(markdown(runs[-1]))
     if not runs:
         return
     lines = [
         "# Ingestion benchmarks: summary over scales",
         "",
-        "Throughput in rows/s (ratio platform / baseline in brackets); peak RSS of the process tree in MB.",
-        "Each scale's own file has its date, machine, versions and the seconds of every step.",
+        "Throughput in rows/s at the median of the rounds; platform vs this: the median (min-max) of the",
+        "per-round ratios platform / baseline; peak RSS of the process tree in MB. Each scale's own file has",
+        "its date, machine, versions, the seconds of every round and of every step.",
         "",
-        "| scale | date | scenario | tool | configuration | rows | rows/s | platform vs this | peak RSS MB |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "## Goals (issue 19)",
+        "",
+        "| goal | verdict | on |",
+        "|---|---|---|",
+        *(line for run in runs for line in goal_verdicts(run)),
+        "",
+        "## All rows",
+        "",
+        "| scale | date | scenario | tool | configuration | rounds | rows | rows/s | platform vs this "
+        "| peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in runs:
         for entry in run["rows"]:
-            platform_row = next(
-                (r for r in run["rows"] if r["scenario"] == entry["scenario"] and r["tool"] == "platform"),
-                None,
-            )
-            versus = (
-                "-"
-                if entry["tool"] == "platform" or platform_row is None
-                else f"{platform_row['rows_per_s'] / entry['rows_per_s']:.2f}x"
-            )
             lines.append(
                 f"| {run['scale']} | {run['env']['date'][:10]} | {entry['scenario']} | {entry['tool']} | "
-                f"{entry['config']} | {entry['rows']:,.0f} | {entry['rows_per_s']:,.0f} | {versus} | "
-                f"{entry['peak_mb']:.0f} |"
+                f"{entry['config']} | {entry.get('rounds', 1)} | {entry['rows']:,.0f} | "
+                f"{entry['rows_per_s']:,.0f} | {_versus(run['rows'], entry)} | {entry['peak_mb']:.0f} |"
             )
     (RESULTS / "summary.md").write_text("\n".join(lines) + "\n")
     chart(runs)
@@ -513,7 +810,7 @@ def chart(runs: list[dict[str, Any]]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    scenarios = ["1 csv", "2 pg full", "2 pg incremental: 10% changed", "3 rest"]
+    scenarios = ["1 csv", "2 pg full", "2 pg incremental: 10% changed", "3 rest", "5 csv -> pg: load step"]
     figure, axes = plt.subplots(2, len(scenarios), figsize=(5 * len(scenarios), 9), squeeze=False)
     for column, scenario in enumerate(scenarios):
         for line, (metric, label) in enumerate((("rows_per_s", "rows/s (log)"), ("peak_mb", "peak RSS MB"))):
@@ -551,7 +848,16 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--scale", choices=list(bench_world.SCALES), default="100k")
-    parser.add_argument("--scenarios", nargs="+", choices=["1", "2", "3", "4"], default=["1", "2", "3", "4"])
+    parser.add_argument(
+        "--scenarios", nargs="+", choices=["1", "2", "3", "4", "5"], default=["1", "2", "3", "4", "5"]
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="measure every scenario this many times, platform and baselines alternating in each round; "
+        "the tables give the median and the spread",
+    )
     parser.add_argument("--pg-rows", type=int, help="rows of the PostgreSQL table (default: the scale)")
     parser.add_argument(
         "--rest-rows",
@@ -578,7 +884,7 @@ def main() -> None:
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.summary_only:
-        summary()
+        summary(rewrite_scales=True)
         return
     started = time.perf_counter()
     platform_tree = use_platform_source(args.platform_src, args.dir)
@@ -596,21 +902,30 @@ def main() -> None:
     pg_rows = args.pg_rows or rows_count
     rest_rows = min(rows_count, args.rest_rows)
 
+    rounds = max(args.rounds, 1)
+
     def run_pg() -> list[dict[str, Any]]:
-        measured, server[0] = scenario_pg(pg_rows, work, not args.no_dlt_default, profile("pg_incremental"))
+        measured, server[0] = scenario_pg(
+            pg_rows, work, not args.no_dlt_default, profile("pg_incremental"), rounds
+        )
+        return measured
+
+    def run_pg_load() -> list[dict[str, Any]]:
+        measured, server[0] = scenario_pg_load(world, work, profile("csv_pg"), rounds)
         return measured
 
     scenarios = {
-        "1": (lambda: scenario_csv(world, work, profile("csv"), not args.no_dlt_default), None),
+        "1": (lambda: scenario_csv(world, work, profile("csv"), not args.no_dlt_default, rounds), None),
         "2": (run_pg, f"PostgreSQL table {pg_rows:,} rows"),
         "3": (
-            lambda: scenario_rest(world, rest_rows, work),
+            lambda: scenario_rest(world, rest_rows, work, rounds),
             f"REST {rest_rows:,} rows in pages of {bench_world.PAGE_ROWS:,}",
         ),
         "4": (
-            lambda: scenario_demo(work, args.demo_scale, profile("demo")),
+            lambda: scenario_demo(work, args.demo_scale, profile("demo"), rounds),
             f"demo world at scale {args.demo_scale} ({int(10_000 * args.demo_scale):,} orders)",
         ),
+        "5": (run_pg_load, "the CSV files into the PostgreSQL warehouse"),
     }
     previous = RESULTS / f"ingest_{args.scale}.json"
     kept = []

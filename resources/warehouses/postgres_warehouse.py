@@ -3,8 +3,10 @@ per load (Dagster ships no Postgres IO manager; this is ours).
 
 Every load is one transaction, so a failure anywhere (bad batch, type conflict, killed process, lost
 connection) leaves the table exactly as it was; loads of the same table are serialized by an advisory
-lock. The bulk path is only ever COPY of a CSV stream written batch by batch (`postgres_load`), so memory
-stays about one batch whatever the row count. Modes:
+lock. The bulk path is only ever COPY of a stream encoded batch by batch in a thread of its own
+(`postgres_load.CopyStream`): PostgreSQL's binary format when every column has an encoding and the target
+columns have the batches' exact types (`postgres_binary`; the server parses it ~3x faster than CSV), CSV
+otherwise; memory stays a few batches whatever the row count. Modes:
 
 - `replace`: COPY into a new table, then DROP the old one and RENAME the new one in the same transaction:
   readers see the old table or the new one, never a partial one (they wait on the swap's lock briefly).
@@ -54,7 +56,7 @@ from resources.warehouses.load import (
     repeated_keys_error,
     repeated_keys_sql,
 )
-from resources.warehouses.postgres_load import CsvStream, loads_into, postgres_type, with_first
+from resources.warehouses.postgres_load import CopyStream, loads_into, postgres_type, with_first
 
 MAX_IDENTIFIER_BYTES = 63
 COPY_READ_BYTES = 1 << 16
@@ -290,7 +292,7 @@ class _Load:
         missing_key = [name for name in self.primary_key if name not in arrow_schema.names]
         if missing_key:
             raise ValueError(f"primary key column(s) {missing_key} are not in the batches' columns")
-        stream = CsvStream(batches, arrow_schema)
+        stream = CopyStream(batches, arrow_schema)
         if mode == "replace" and existing is not None and self.has_dependent_views():
             if self.retype_under_views(existing, columns):
                 existing = self.existing_columns() or []
@@ -433,7 +435,7 @@ class _Load:
             )
         return views
 
-    def replace(self, columns: list[tuple[str, str]], stream: CsvStream) -> None:
+    def replace(self, columns: list[tuple[str, str]], stream: CopyStream) -> None:
         new_name = _unique_name(self.table, "load")
         new_table = sql.Identifier(self.schema, new_name)
         self.create(new_table, columns, with_key=False)
@@ -455,7 +457,7 @@ class _Load:
                 )
             )
 
-    def upsert(self, columns: list[tuple[str, str]], stream: CsvStream) -> None:
+    def upsert(self, columns: list[tuple[str, str]], stream: CopyStream) -> None:
         staging = sql.Identifier(_unique_name(self.table, "stage"))
         self.execute(
             sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(staging, _definitions(columns))
@@ -536,11 +538,20 @@ class _Load:
                     )
                 )
 
-    def copy(self, target: sql.Composable, columns: list[tuple[str, str]], stream: CsvStream) -> None:
-        statement = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv, NULL '')").format(
-            target, _names([name for name, _ in columns])
+    def copy(self, target: sql.Composable, columns: list[tuple[str, str]], stream: CopyStream) -> None:
+        """COPY the stream into `target`: binary when the target's columns have exactly the batches'
+        types (a table created by this load with `columns`, or an existing one that matches), which the
+        server parses ~3x faster than CSV; CSV otherwise (a widened column, a type without a binary
+        encoding here)."""
+        target_types = self.existing_columns() if target == self.target else columns
+        stream.use_binary(target_types or [])
+        statement = sql.SQL("COPY {} ({}) FROM STDIN WITH ({})").format(
+            target, _names([name for name, _ in columns]), sql.SQL(stream.copy_options)
         )
-        self.cursor.copy_expert(statement.as_string(self.cursor), stream, COPY_READ_BYTES)
+        try:
+            self.cursor.copy_expert(statement.as_string(self.cursor), stream, COPY_READ_BYTES)
+        finally:
+            stream.close()  # stops the stream's encoder if the COPY failed before reading it all
 
     def check_unique_key(self) -> None:
         """ON CONFLICT needs a unique index on exactly the key columns: say so before copying anything."""
