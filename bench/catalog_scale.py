@@ -78,6 +78,7 @@ defs = dg.Definitions(assets=[one])
 
 INSPECT = """
 import json, sys
+from collections import Counter
 import dagster as dg
 from dagster._core.remote_representation.external_data import RepositorySnap
 from dagster._serdes import serialize_value
