@@ -1,10 +1,15 @@
 """The code location: every asset, check and resource of the platform for one environment.
 
 `build_definitions(settings)` is pure (tests call it with a temporary data directory);
-`defs` reads the environment when Dagster loads the code location, not at import.
+`defs` reads the environment when Dagster loads the code location, not at import, and builds once per
+process for the same inputs (`definitions_inputs`).
 """
 
 from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Mapping
 
 import dagster as dg
 
@@ -79,6 +84,34 @@ def build_definitions(settings: PlatformSettings) -> dg.Definitions:
     )
 
 
+DefinitionsInputs = tuple[tuple[tuple[str, str], ...], tuple[tuple[str, int, int], ...]]
+"""The process environment, and (path, mtime in ns, size) of every catalog file."""
+
+
+def definitions_inputs(environ: Mapping[str, str]) -> DefinitionsInputs:
+    """Everything `build_definitions` depends on besides the code: the whole environment (the catalog's
+    `{{ env.X }}` placeholders and `${X}` secret checks may read any variable, not only `PLATFORM_*`) and
+    the catalog's files, by modification time and size. The dbt manifest is not in it: under `dagster dev`
+    the first build re-parses it (`build_dbt_models`), which would make the second load build again, and
+    a reload from the UI starts a new code-server process anyway."""
+    settings = PlatformSettings.from_env(environ)
+    stats = []
+    for path in sorted((settings.catalog_dir or CATALOG_DIR).glob("*.yaml")):
+        stat = path.stat()
+        stats.append((str(path), stat.st_mtime_ns, stat.st_size))
+    return tuple(sorted(environ.items())), tuple(stats)
+
+
+@functools.lru_cache(maxsize=1)
+def _definitions_for(inputs: DefinitionsInputs) -> dg.Definitions:
+    environ, _files = inputs
+    return build_definitions(PlatformSettings.from_env(dict(environ)))
+
+
 @dg.definitions
 def defs() -> dg.Definitions:
-    return build_definitions(PlatformSettings.from_env())
+    """Built once per process and inputs: Dagster calls this on every load of the code location, and one
+    run worker loads it several times (the CLI or launcher, the run, its job subset), which at hundreds of
+    entities cost seconds per load before the first step. A changed variable or catalog file builds anew;
+    one build is kept, so a long-lived process does not accumulate them."""
+    return _definitions_for(definitions_inputs(os.environ))

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from platform_assets.keys import RAW_GROUP
+from platform_assets.keys import RAW_LAYER
 from resources.warehouses.base import Warehouse
 
 REPORTED_SCHEMAS = ("staged", "analytics")
@@ -63,7 +63,7 @@ def landed_rows(result: dg.ExecuteInProcessResult) -> list[tuple[str, int, str]]
             str(event.materialization.metadata["source_location"].value),
         )
         for event in result.get_asset_materialization_events()
-        if event.asset_key.path[0] == RAW_GROUP
+        if event.asset_key.path[0] == RAW_LAYER
     ]
     return sorted(landed)
 

@@ -16,6 +16,7 @@ from demo_shop.commands import DEMO_API_KEY, DEMO_API_KEY_VAR, DEMO_API_URL_VAR
 from demo_shop.world import PRODUCTS_API
 from platform_assets.definitions import build_definitions
 from platform_assets.factories.dbt_models import DBT_PROJECT_DIR, prepare_manifest
+from platform_assets.keys import RAW_ASSETS, STAGED_ASSETS
 from resources.environment import PG_PASSWORD_VAR, PlatformEnvironment, PlatformSettings, build_resources
 from resources.warehouses.duckdb_warehouse import DuckDBWarehouse
 
@@ -82,7 +83,7 @@ class LocalPlatform:
 
     def materialize_ingestion(self) -> dg.ExecuteInProcessResult:
         """Raw and staged assets (and their checks) only: what ingestion tests need, without dbt."""
-        job = dg.define_asset_job("ingestion", selection=dg.AssetSelection.groups("raw", "staged"))
+        job = dg.define_asset_job("ingestion", selection=RAW_ASSETS | STAGED_ASSETS)
         definitions = dg.Definitions.merge(self.definitions, dg.Definitions(jobs=[job]))
         return definitions.resolve_job_def("ingestion").execute_in_process(
             instance=self.instance, raise_on_error=False

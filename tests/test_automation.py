@@ -47,7 +47,7 @@ def test_conditions_on_the_right_assets(platform: dg.Definitions) -> None:
     ]
     assert dbt and set(dbt) == {"on_upstream_update"}
     assert labels["ops/healing_incidents"].startswith("on_cron(")
-    assert labels["ops/schema_registry"] == "on_upstream_update"
+    assert labels["ops/schema_registry"].startswith("on_cron("), "not a dependent of every staged asset"
 
 
 def test_raw_assets_share_their_source_pool(platform: dg.Definitions) -> None:
@@ -177,3 +177,29 @@ def test_not_requested_while_a_blocking_check_upstream_failed(evaluator: Evaluat
     toggles.check_passes = True
     evaluator.materialize(STAGED)
     assert MART in evaluator.tick()
+
+
+def test_schedules_and_sensors_share_jobs_instead_of_one_implicit_job_each(platform: dg.Definitions) -> None:
+    """Every launching trigger runs a subset of the `ingestion` job; the healing sensor launches by asset
+    selection into Dagster's own asset job. No trigger adds a job of its own to the code location."""
+    repository = platform.get_repository_def()
+    assert {job.name for job in repository.get_all_jobs()} == {
+        "__ASSET_JOB",
+        "ingestion",
+        "apply_healing_action",
+    }
+    launching = [*repository.schedule_defs, *(s for s in repository.sensor_defs if s.targets)]
+    assert launching and {trigger.job_name for trigger in launching} == {"ingestion"}
+    healing = repository.get_sensor_def("healing")
+    assert not healing.targets and healing.asset_selection is not None
+
+
+def test_each_source_has_its_own_raw_and_staged_group(platform: dg.Definitions) -> None:
+    """The UI labels a node with its entity's name: one group per source and layer keeps the labels in a
+    group unique and says which source they belong to."""
+    graph = platform.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        if key.path[0] in ("raw", "staged"):
+            assert graph.get(key).group_name == f"{key.path[0]}_{key.path[1]}", key.to_user_string()
+    labels = [(graph.get(key).group_name, key.path[-1]) for key in graph.get_all_asset_keys()]
+    assert len(labels) == len(set(labels)), "no two nodes of a group share a label"

@@ -6,8 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from platform_assets.catalog.loader import CATALOG_DIR, CatalogError, load_catalog
+from platform_assets.catalog.template import DuplicateKeyLoader
 
 FILES_SOURCE = """\
 source: shop
@@ -155,6 +157,17 @@ def test_an_entity_declared_twice_is_an_error_not_a_silent_override(tmp_path: Pa
     path = _write(tmp_path, "a.yaml", twice + entity)
     message = _problems(tmp_path)
     assert f"{path}:14: key 'orders' is declared twice (first on line 8)" in message
+
+
+def test_the_catalog_is_parsed_by_libyaml_and_its_errors_keep_their_lines(tmp_path: Path) -> None:
+    """libyaml (C) parses the catalog; duplicate keys (above) and syntax errors still name their line."""
+    assert yaml.__with_libyaml__ and issubclass(DuplicateKeyLoader, yaml.CSafeLoader)
+    broken = FILES_SOURCE.replace("primary_key: [order_id]", "primary_key: [order_id")
+    path = _write(tmp_path, "a.yaml", broken)
+    line = broken[: broken.index("primary_key: [order_id")].count("\n") + 1
+    message = _problems(tmp_path)
+    assert f"{path}: not valid YAML:" in message
+    assert f"line {line}, column" in message
 
 
 def test_a_reference_to_an_undeclared_entity_or_column_is_an_error(tmp_path: Path) -> None:

@@ -17,6 +17,10 @@ RAW = dg.AssetKey(["raw", "crm", "customers"])
 STAGED = dg.AssetKey(["staged", "crm", "customers"])
 
 
+SHARED_JOB = dg.define_asset_job("ingestion", selection=dg.AssetSelection.all())
+"""The one job every trigger launches a subset of (`sensors/automation/targets.py`)."""
+
+
 @dg.asset(key=RAW)
 def raw() -> None: ...
 
@@ -40,6 +44,7 @@ class Probe:
                     "customers", "customers", "updated_at", dg.AssetSelection.assets(RAW).downstream()
                 )
             ],
+            job=SHARED_JOB,
             healing_store=self.store,
         )
         self.definitions = dg.Definitions(assets=[raw, staged], sensors=[self.sensor])
@@ -98,6 +103,7 @@ def test_unreachable_database_skips_the_tick(tmp_path: Path, instance: dg.Dagste
         source="gone",
         connection=DatabaseConnection(url=f"sqlite:///{tmp_path}/missing/dir/db.sqlite"),
         tables=[ProbedTable("customers", "customers", "updated_at", dg.AssetSelection.assets(RAW))],
+        job=SHARED_JOB,
         healing_store=tmp_path / "healing.sqlite",
     )
     result = sensor.evaluate_tick(dg.build_sensor_context(instance))

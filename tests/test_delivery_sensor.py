@@ -17,6 +17,10 @@ STAGED = dg.AssetKey(["staged", "drops", "orders"])
 OTHER_RAW = dg.AssetKey(["raw", "drops", "refunds"])
 
 
+SHARED_JOB = dg.define_asset_job("ingestion", selection=dg.AssetSelection.all())
+"""The one job every trigger launches a subset of (`sensors/automation/targets.py`)."""
+
+
 @dg.asset(key=RAW)
 def raw() -> None: ...
 
@@ -41,6 +45,7 @@ class Deliveries:
                 WatchedEntity("orders", "orders/*.csv", dg.AssetSelection.assets(RAW).downstream()),
                 WatchedEntity("refunds", "refunds/*.csv", dg.AssetSelection.assets(OTHER_RAW).downstream()),
             ],
+            job=SHARED_JOB,
             healing_store=store,
         )
         self.definitions = dg.Definitions(assets=[raw, staged, other_raw], sensors=[self.sensor])

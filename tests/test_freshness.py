@@ -11,7 +11,7 @@ import pytest
 
 from platform_assets.catalog.loader import load_catalog
 from platform_assets.definitions import build_definitions
-from platform_assets.keys import staged_key
+from platform_assets.keys import RAW_ASSETS, staged_key
 from platform_assets.policies.freshness import (
     MART_MARGIN,
     WARN_FRACTION,
@@ -120,5 +120,5 @@ def test_marts_carry_their_tightest_staged_ancestors_lag_plus_margin(platform_gr
 
 def test_raw_assets_and_dbt_views_carry_no_policy(platform_graph) -> None:
     _, graph = platform_graph
-    for key in dg.AssetSelection.groups("raw", "dbt_staging", "dbt_intermediate").resolve(graph):
+    for key in (RAW_ASSETS | dg.AssetSelection.groups("dbt_staging", "dbt_intermediate")).resolve(graph):
         assert graph.get(key).freshness_policy is None, key.to_user_string()

@@ -62,10 +62,10 @@ def test_one_schedule_per_source_schedule_with_cron_and_timezone(
     repository = definitions(
         catalog, list(schedules.values()), PlatformSettings.local(tmp_path)
     ).get_repository_def()
-    targets = {
-        name: {key.to_user_string() for key in repository.get_job(s.job_name).asset_layer.selected_asset_keys}
-        for name, s in schedules.items()
-    }
+    assert {s.job_name for s in schedules.values()} == {"ingestion"}, "one shared job, no implicit job each"
+    with dg.instance_for_test() as instance:
+        requests = {name: tick(s, instance, repository).run_requests[0] for name, s in schedules.items()}
+    targets = {name: {k.to_user_string() for k in r.asset_selection or ()} for name, r in requests.items()}
     assert targets["shop_schedule"] == {
         "raw/shop/orders",
         "raw/shop/order_items",
@@ -75,21 +75,21 @@ def test_one_schedule_per_source_schedule_with_cron_and_timezone(
     assert targets["shop_web_events_schedule"] == {"raw/shop/web_events", "staged/shop/web_events"}
 
 
-def tick(schedule: dg.ScheduleDefinition, instance: dg.DagsterInstance) -> ScheduleExecutionData:
+def tick(
+    schedule: dg.ScheduleDefinition, instance: dg.DagsterInstance, repository: dg.RepositoryDefinition
+) -> ScheduleExecutionData:
     context = dg.build_schedule_context(
-        instance, scheduled_execution_time=datetime(2026, 1, 5, 6, tzinfo=UTC)
+        instance, scheduled_execution_time=datetime(2026, 1, 5, 6, tzinfo=UTC), repository_def=repository
     )
     return schedule.evaluate_tick(context)
 
 
 def test_tick_requests_a_tagged_run(catalog: list[CatalogEntity], tmp_path: Path) -> None:
-    schedule = next(
-        s
-        for s in build_schedules(catalog, tmp_path / "h.sqlite", dg.DefaultScheduleStatus.STOPPED)
-        if s.name == "shop_schedule"
-    )
+    schedules = build_schedules(catalog, tmp_path / "h.sqlite", dg.DefaultScheduleStatus.STOPPED)
+    repository = definitions(catalog, schedules, PlatformSettings.local(tmp_path)).get_repository_def()
+    schedule = next(s for s in schedules if s.name == "shop_schedule")
     with dg.instance_for_test() as instance:
-        result = tick(schedule, instance)
+        result = tick(schedule, instance, repository)
     [request] = result.run_requests
     assert request.tags[SOURCE_TAG] == "shop"
     assert request.tags[TRIGGER_TAG] == "schedule"
@@ -99,10 +99,11 @@ def test_tick_requests_a_tagged_run(catalog: list[CatalogEntity], tmp_path: Path
 def test_breaker_open_skips_the_tick(catalog: list[CatalogEntity], tmp_path: Path) -> None:
     store_path = tmp_path / "ops" / "healing.sqlite"
     schedules = {s.name: s for s in build_schedules(catalog, store_path, dg.DefaultScheduleStatus.STOPPED)}
+    repository = definitions(catalog, list(schedules.values()), PlatformSettings.local(tmp_path))
     HealingStore(store_path).save_breaker(Breaker("shop_db", "open", 3, time.time()))
     with dg.instance_for_test() as instance:
-        skipped = tick(schedules["shop_db_schedule"], instance)
-        other = tick(schedules["shop_schedule"], instance)
+        skipped = tick(schedules["shop_db_schedule"], instance, repository.get_repository_def())
+        other = tick(schedules["shop_schedule"], instance, repository.get_repository_def())
     assert not skipped.run_requests
     assert "breaker" in (skipped.skip_message or "")
     assert len(other.run_requests) == 1, "other sources are not held back"

@@ -15,7 +15,7 @@ from pydantic import Field
 from platform_assets.catalog.loader import CatalogEntity
 from platform_assets.ingestion.extraction import Extraction, ExtractionContext
 from platform_assets.ingestion.registry import EXTRACTORS
-from platform_assets.keys import RAW_GROUP, raw_key
+from platform_assets.keys import RAW_LAYER, layer_group, raw_key
 from resources.landing.zone import LandingZone, Lineage
 from sensors.healing.step_retry import step_retry
 
@@ -49,7 +49,7 @@ def build_raw_asset(item: CatalogEntity) -> dg.AssetsDefinition:
 
     @dg.asset(
         key=raw_key(item.source_name, item.name),
-        group_name=RAW_GROUP,
+        group_name=layer_group(RAW_LAYER, item.source_name),
         kinds={"parquet", extractor.kind_tag(item)},
         owners=item.source.owners,
         description=f"Landed copy of {item.source_name}.{item.name} as extracted from its {kind} source. "

@@ -27,10 +27,11 @@ from platform_assets.factories.raw_assets import (
     scaled_batch_rows,
 )
 from platform_assets.keys import (
-    STAGED_GROUP,
+    STAGED_LAYER,
     STAGED_SCHEMA,
     WAREHOUSE_IO_MANAGER_KEY,
     WAREHOUSE_POOL,
+    layer_group,
     raw_key,
     staged_key,
     staged_table,
@@ -135,7 +136,7 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
     @dg.asset(
         key=staged_key(item.source_name, item.name),
         deps=[upstream],
-        group_name=STAGED_GROUP,
+        group_name=layer_group(STAGED_LAYER, item.source_name),
         kinds={warehouse_kind},
         owners=item.source.owners,
         pool=WAREHOUSE_POOL,

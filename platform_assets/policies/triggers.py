@@ -1,11 +1,14 @@
 """What starts runs, derived from the catalog: the arguments `sensors/` factories take, built here so that
 `sensors/` never reads the catalog.
 
-- **conditions** (`condition_for`): raw assets none (started by the triggers below), the healing ledger
-  table on an hourly cron, every other asset `on_upstream_update` (`sensors/automation/conditions.py`).
+- **conditions** (`condition_for`): raw assets none (started by the triggers below), the operations tables
+  (the healing ledger, the schema registry) on an hourly cron, every other asset `on_upstream_update`
+  (`sensors/automation/conditions.py`).
 - **schedules**: one per distinct `schedule` among a source's entities (the source's, or an entity's own),
-  targeting those raw assets and what is downstream of them (operations tables excepted: their own
+  running those raw assets and what is downstream of them (operations tables excepted: their own
   conditions follow).
+- every schedule, delivery and change sensor launches a subset of one job, `ingestion` (`INGESTION_JOB`),
+  rather than an implicit job of its own (`sensors/automation/targets.py`).
 - **delivery sensors**: one per file source; **change sensors**: one per database source with incremental
   tables.
 
@@ -24,22 +27,36 @@ import dagster as dg
 
 from platform_assets.catalog.loader import CatalogEntity
 from platform_assets.catalog.model import FilesConnection, Schedule
-from platform_assets.keys import INCIDENTS_KEY, OPS_GROUP, RAW_GROUP, STAGED_GROUP, raw_key
+from platform_assets.keys import (
+    INCIDENTS_KEY,
+    OPS_GROUP,
+    RAW_ASSETS,
+    RAW_LAYER,
+    SCHEMA_REGISTRY_KEY,
+    STAGED_ASSETS,
+    raw_key,
+)
 from resources.environment import DEFAULT_DELIVERY_POLL_SECONDS, PlatformEnvironment, PlatformSettings
-from sensors.automation.conditions import LEDGER_CRON, on_cron, on_upstream_update
+from sensors.automation.conditions import OPS_CRON, on_cron, on_upstream_update
 from sensors.automation.db_change_sensor import ProbedTable, build_db_change_sensor
 from sensors.automation.delivery_sensor import WatchedEntity, build_delivery_sensor
 from sensors.automation.schedules import build_source_schedule
 
-INGESTION_SELECTION = dg.AssetSelection.groups(RAW_GROUP, STAGED_GROUP)
+INGESTION_SELECTION = RAW_ASSETS | STAGED_ASSETS
 DBT_SELECTION = dg.AssetSelection.kind("dbt")
+INGESTION_JOB = dg.define_asset_job(
+    "ingestion",
+    selection=RAW_ASSETS.downstream() - dg.AssetSelection.groups(OPS_GROUP),
+    description="Raw assets and what reads them: every schedule, delivery and change sensor runs the part "
+    "of it that its source or entity feeds.",
+)
 
 
 def condition_for(spec: dg.AssetSpec) -> dg.AutomationCondition | None:
-    if spec.group_name == RAW_GROUP:
+    if spec.key.path[0] == RAW_LAYER:
         return None
-    if spec.key == INCIDENTS_KEY:
-        return on_cron(LEDGER_CRON)
+    if spec.key in (INCIDENTS_KEY, SCHEMA_REGISTRY_KEY):
+        return on_cron(OPS_CRON)
     return on_upstream_update()
 
 
@@ -78,6 +95,7 @@ def build_schedules(
                 source=source,
                 cron=schedule.cron,
                 timezone=schedule.timezone,
+                job=INGESTION_JOB,
                 target=entity_target(items),
                 healing_store=healing_store,
                 default_status=status,
@@ -105,6 +123,7 @@ def build_delivery_sensors(
                 WatchedEntity(item.name, item.entity.file.path, entity_target([item]))  # type: ignore[union-attr]
                 for item in items
             ],
+            job=INGESTION_JOB,
             healing_store=healing_store,
             default_status=status,
             minimum_interval_seconds=poll_seconds,
@@ -131,6 +150,7 @@ def build_change_sensors(
             source=source,
             connection=pairs[0][0].source.connection,  # type: ignore[arg-type]
             tables=[probed for _, probed in pairs],
+            job=INGESTION_JOB,
             healing_store=healing_store,
             default_status=status,
         )

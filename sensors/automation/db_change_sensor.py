@@ -16,12 +16,10 @@ database.
 """
 
 import json
-import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from functools import reduce
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +31,7 @@ from resources.databases.engine import DatabaseEngine
 from resources.databases.errors import DatabaseSourceError
 from resources.secrets import MissingSecretError
 from sensors.automation.conditions import SOURCE_TAG, TRIGGER_TAG
+from sensors.automation.targets import SharedJob, selected_keys
 from sensors.healing.engine import open_breaker_skip
 
 CHANGE_TRIGGER = "change"
@@ -107,15 +106,17 @@ def build_db_change_sensor(
     source: str,
     connection: DatabaseConnection,
     tables: Sequence[ProbedTable],
+    job: SharedJob,
     healing_store: Path,
     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.STOPPED,
     minimum_interval_seconds: int = 300,
 ) -> dg.SensorDefinition:
-    """A sensor named `name` probing the incremental `tables` of database `source`."""
+    """A sensor named `name` probing the incremental `tables` of database `source`; its runs are subsets of
+    `job` (`sensors/automation/targets.py`)."""
 
     @dg.sensor(
         name=name,
-        target=reduce(operator.or_, (probed.target for probed in tables)),
+        target=job,
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=default_status,
         description=f"Probes max(cursor column) of {source}'s incremental tables; a run (raw and downstream) "
@@ -129,7 +130,6 @@ def build_db_change_sensor(
             maxima = probe_maxima(connection, tables)
         except (DatabaseSourceError, MissingSecretError) as error:
             return dg.SkipReason(f"Cannot probe {source}: {error}")
-        graph = context.repository_def.asset_graph if context.repository_def else None
         requests = []
         cursor = dict(seen)
         for probed in tables:
@@ -142,7 +142,7 @@ def build_db_change_sensor(
             requests.append(
                 dg.RunRequest(
                     run_key=f"{source}.{probed.entity}:{current[1]}",
-                    asset_selection=sorted(probed.target.resolve(graph)) if graph else None,
+                    asset_selection=selected_keys(context.repository_def, probed.target, f"sensor {name}"),
                     tags={SOURCE_TAG: source, TRIGGER_TAG: CHANGE_TRIGGER, "platform/entity": probed.entity},
                 )
             )

@@ -2,11 +2,12 @@
 
 Every tick lists each entity's glob with `FileStore.list` (local disk and `gs://` alike) and compares the
 listing with the cursor, the files seen before, each as `path|size|version` (a rewritten file has a new
-version, so it counts as new). An entity with new files gets one run for the whole batch, targeting its
-raw asset and what is downstream of it; the run's `run_key` is a hash of that batch, so a tick evaluated
-twice (a daemon restart before the cursor was stored) cannot launch it twice. What a run lands is decided by
-the raw asset's own processed-file ledger, not by this sensor: a batch that arrives while the previous run
-is still going is landed by the next run, never twice.
+version, so it counts as new). An entity with new files gets one run for the whole batch, materializing
+its raw asset and what is downstream of it (a subset of the shared job, `sensors/automation/targets.py`);
+the run's `run_key` is a hash of that batch, so a tick evaluated twice (a daemon restart before the cursor
+was stored) cannot launch it twice. What a run lands is decided by the raw asset's own processed-file
+ledger, not by this sensor: a batch that arrives while the previous run is still going is landed by the
+next run, never twice.
 
 While the source's circuit breaker is open the tick is skipped and the cursor is not advanced, so the files
 delivered meanwhile start a run once the breaker closes. A listing error (bucket unreachable) skips the tick
@@ -16,16 +17,15 @@ stays as large as the delivery directory.
 
 import hashlib
 import json
-import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import reduce
 from pathlib import Path
 
 import dagster as dg
 
 from resources.files.store import FileStore, FileStoreError
 from sensors.automation.conditions import SOURCE_TAG, TRIGGER_TAG
+from sensors.automation.targets import SharedJob, selected_keys
 from sensors.healing.engine import open_breaker_skip
 
 DELIVERY_TRIGGER = "delivery"
@@ -56,16 +56,17 @@ def build_delivery_sensor(
     source: str,
     root: str,
     entities: Sequence[WatchedEntity],
+    job: SharedJob,
     healing_store: Path,
     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.STOPPED,
     minimum_interval_seconds: int = 60,
 ) -> dg.SensorDefinition:
-    """A sensor named `name` watching the files of `source` under `root` (a directory or gs://bucket/prefix)."""
-    target = reduce(operator.or_, (entity.target for entity in entities))
+    """A sensor named `name` watching the files of `source` under `root` (a directory or gs://bucket/prefix);
+    its runs are subsets of `job`."""
 
     @dg.sensor(
         name=name,
-        target=target,
+        target=job,
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=default_status,
         description=f"New files of {source} under {root}: one run per entity and batch of new files (raw and "
@@ -82,7 +83,6 @@ def build_delivery_sensor(
             }
         except FileStoreError as error:
             return dg.SkipReason(f"Cannot list the files of {source}: {error}")
-        graph = context.repository_def.asset_graph if context.repository_def else None
         requests = []
         for entity in entities:
             new = sorted(set(listed[entity.name]) - set(seen.get(entity.name, [])))
@@ -92,7 +92,7 @@ def build_delivery_sensor(
             requests.append(
                 dg.RunRequest(
                     run_key=batch_run_key(source, entity.name, new),
-                    asset_selection=sorted(entity.target.resolve(graph)) if graph else None,
+                    asset_selection=selected_keys(context.repository_def, entity.target, f"sensor {name}"),
                     tags={SOURCE_TAG: source, TRIGGER_TAG: DELIVERY_TRIGGER, "platform/entity": entity.name},
                 )
             )

@@ -2,8 +2,10 @@
 an entity that overrides it), evaluated in the catalog's time zone (`execution_timezone`, so that
 "06:00 Europe/Berlin" stays 06:00 across daylight-saving changes).
 
-A schedule targets its raw assets and what is downstream of them (staged tables, dbt models): one run
-lands, stages and rebuilds. The downstream assets' eager conditions do not fire again for it: Dagster's
+A schedule's run materializes its raw assets and what is downstream of them (staged tables, dbt models):
+one run lands, stages and rebuilds. It is a subset of the shared job the schedule is given, named at tick
+time (`sensors/automation/targets.py`: one job for every trigger instead of an implicit job each). The
+downstream assets' eager conditions do not fire again for it: Dagster's
 `any_deps_updated` ignores updates made by a run that also targeted the asset. Raw assets carry no
 `on_cron` condition (see `sensors/automation/conditions.py`): the schedule is their one cron mechanism.
 
@@ -17,6 +19,7 @@ from pathlib import Path
 import dagster as dg
 
 from sensors.automation.conditions import SOURCE_TAG, TRIGGER_TAG
+from sensors.automation.targets import SharedJob, selected_keys
 from sensors.healing.engine import open_breaker_skip
 
 SCHEDULE_TRIGGER = "schedule"
@@ -28,17 +31,19 @@ def build_source_schedule(
     source: str,
     cron: str,
     timezone: str,
+    job: SharedJob,
     target: dg.AssetSelection,
     healing_store: Path,
     default_status: dg.DefaultScheduleStatus = dg.DefaultScheduleStatus.STOPPED,
 ) -> dg.ScheduleDefinition:
-    """A schedule `name`: runs `target` on `cron` in `timezone` unless `source`'s breaker is open."""
+    """A schedule `name`: runs the `target` assets of `job` on `cron` in `timezone` unless `source`'s
+    breaker is open."""
 
     @dg.schedule(
         name=name,
         cron_schedule=cron,
         execution_timezone=timezone,
-        target=target,
+        target=job,
         default_status=default_status,
         description=f"Extracts {source} on '{cron}' ({timezone}) and stages and rebuilds what reads it; "
         f"skipped while the source's circuit breaker is open.",
@@ -50,6 +55,7 @@ def build_source_schedule(
         scheduled = context.scheduled_execution_time
         return dg.RunRequest(
             run_key=f"{name}:{scheduled.isoformat()}" if scheduled else None,
+            asset_selection=selected_keys(context.repository_def, target, f"schedule {name}"),
             tags={SOURCE_TAG: source, TRIGGER_TAG: SCHEDULE_TRIGGER},
         )
 

@@ -3,7 +3,10 @@ approves a proposed action).
 
 The sensor is RUNNING by default: healing that must be switched on by hand misses the failures it exists
 for, and everything it launches is bounded (attempts per incident, backoff, circuit breakers). It targets
-every asset; each run request selects the failed assets and what is downstream of them.
+every asset through an asset selection rather than a target: its runs go to Dagster's own asset job
+instead of an implicit job over every asset (which the code location's snapshot would carry, and a run
+looking up its job would resolve); each run request selects the failed assets and what is downstream of
+them.
 
 Approval: a proposal's alert names its incident id; launching `apply_healing_action` from the UI with that
 id in its config records who approved it and when (the run's `dagster/user` tag, else "ui") and marks the
@@ -41,7 +44,7 @@ def build_healing_sensor(
 
     @dg.sensor(
         name=SENSOR_NAME,
-        target=dg.AssetSelection.all(),
+        asset_selection=dg.AssetSelection.all(),
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Classifies failed runs, failed checks and stale assets into incidents (ops ledger), "
