@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,7 +98,14 @@ def local_platform(
     """The embedded default on a fresh data directory with a small demo world (its products API served on
     loopback), and a Dagster instance of its own (so that "latest materialization" lookups see only this
     test's runs)."""
-    settings = PlatformSettings.local(tmp_path / "data")
+    with demo_platform(PlatformSettings.local(tmp_path / "data"), monkeypatch) as platform:
+        yield platform
+
+
+@contextlib.contextmanager
+def demo_platform(settings: PlatformSettings, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalPlatform]:
+    """A small demo world generated under `settings`, its products API served on loopback, and a Dagster
+    instance of its own: what `local_platform` and its variants (another catalog) run on."""
     generate_demo_world(settings.sources_dir, seed=7, scale=TEST_SCALE)
     with (
         serve_products_api(settings.sources_dir / PRODUCTS_API, DEMO_API_KEY) as api_url,

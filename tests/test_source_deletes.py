@@ -15,15 +15,10 @@ from typing import Any
 import dagster as dg
 import psycopg2
 import pytest
-from conftest import TEST_SCALE, LocalPlatform
+from conftest import LocalPlatform, demo_platform
 
-from demo_shop import generate_demo_world
-from demo_shop.api_server import serve_products_api
-from demo_shop.commands import DEMO_API_KEY, DEMO_API_URL_VAR
-from demo_shop.world import PRODUCTS_API
 from platform_assets.catalog.loader import CATALOG_DIR, CatalogEntity
 from platform_assets.catalog.model import Source
-from platform_assets.definitions import build_definitions
 from platform_assets.factories.dbt_models import DBT_PROJECT_DIR
 from platform_assets.factories.raw_assets import build_raw_asset
 from platform_assets.factories.staged_assets import build_staged_asset
@@ -213,13 +208,8 @@ def snapshot_orders_platform(
             text = text.replace(declared, 'file: {path: "orders/*.csv", format: csv, snapshot: true}')
         (catalog / path.name).write_text(text)
     settings = replace(PlatformSettings.local(tmp_path / "data"), catalog_dir=catalog)
-    generate_demo_world(settings.sources_dir, seed=7, scale=TEST_SCALE)
-    with (
-        serve_products_api(settings.sources_dir / PRODUCTS_API, DEMO_API_KEY) as api_url,
-        dg.instance_for_test() as instance,
-    ):
-        monkeypatch.setenv(DEMO_API_URL_VAR, api_url)
-        yield LocalPlatform(settings, build_definitions(settings), instance)
+    with demo_platform(settings, monkeypatch) as platform:
+        yield platform
 
 
 def test_an_order_missing_from_a_snapshot_delivery_leaves_staged_and_the_incremental_fct_orders_mart(
