@@ -109,7 +109,7 @@ def _deliver_duplicated_order(orders_dir: Path) -> None:
 def _check_lineage(page: Page, server: DagsterServer) -> None:
     page.goto(f"{server.base_url}/asset-groups")
     _dismiss_community_modal(page)
-    for group in ("raw", "staged", "dbt_staging", "dbt_marts"):
+    for group in ("raw_shop", "staged_shop", "dbt_staging", "dbt_marts"):
         expect(page.get_by_role("button", name=group, exact=False).first).to_be_visible()
     _screenshot(page, "01-global-lineage")
 
@@ -120,7 +120,7 @@ def _check_lineage(page: Page, server: DagsterServer) -> None:
     page.keyboard.press("Enter")
     expect(page.get_by_role("button", name="dbt_marts")).to_have_count(0)
     collapsed = page.get_by_role("img", name="unfold_more")
-    expect(collapsed).to_have_count(3)  # raw, staged, dbt_staging
+    expect(collapsed).to_have_count(3)  # raw_shop, staged_shop, dbt_staging
     while collapsed.count():
         collapsed.first.click()
     expect(page.get_by_text(STG_ORDERS, exact=True).first).to_be_visible()

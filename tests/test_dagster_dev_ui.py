@@ -161,8 +161,8 @@ def test_ui_shows_lineage_raw_to_staged_to_dbt(served: ServedPlatform) -> None:
 
 
 def test_ui_shows_groups_and_kinds(served: ServedPlatform) -> None:
-    assert served.assets[RAW_ORDERS].group == "raw"
-    assert served.assets[STAGED_ORDERS].group == "staged"
+    assert served.assets[RAW_ORDERS].group == "raw_shop"
+    assert served.assets[STAGED_ORDERS].group == "staged_shop"
     assert "duckdb" in served.assets[STAGED_ORDERS].kinds
     assert served.assets[STG_ORDERS].group == "dbt_staging"
     assert served.assets[MART].group == "dbt_marts"
