@@ -84,9 +84,9 @@ class LocalPlatform:
 
     def materialize_ingestion(self) -> dg.ExecuteInProcessResult:
         """Raw and staged assets (and their checks) only: what ingestion tests need, without dbt."""
-        job = dg.define_asset_job("ingestion", selection=RAW_ASSETS | STAGED_ASSETS)
+        job = dg.define_asset_job("raw_and_staged", selection=RAW_ASSETS | STAGED_ASSETS)
         definitions = dg.Definitions.merge(self.definitions, dg.Definitions(jobs=[job]))
-        return definitions.resolve_job_def("ingestion").execute_in_process(
+        return definitions.resolve_job_def("raw_and_staged").execute_in_process(
             instance=self.instance, raise_on_error=False
         )
 

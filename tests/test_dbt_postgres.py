@@ -172,21 +172,20 @@ def test_postgres_marts_equal_the_duckdb_marts_across_incremental_runs(
     _assert_marts_agree(local_platform, postgres)
 
     # The second run takes the incremental path of fct_orders on both engines: a changed order is
-    # rebuilt, and a marker row far outside the lookback window survives (a full rebuild would drop it).
+    # rebuilt, and a marker far outside the lookback window survives (a full rebuild would undo it).
     changed = _change_an_order(postgres.query, "staged.shop__orders")
     assert _change_an_order(local_platform.warehouse.query, "staged.shop__orders") == changed
-    postgres.query(
-        "INSERT INTO analytics.fct_orders SELECT -1, customer_id, order_ts, order_date, status, currency, "
-        "amount, is_revenue, item_lines, items_quantity, items_amount, payment_status, payment_method, "
-        "paid_amount, refunded_amount, paid_at, TIMESTAMP '2000-01-01' FROM analytics.fct_orders "
-        "WHERE order_id = %s",
-        [changed],
+    # The marker: the oldest order's status changed in the mart. A made-up order would not do: the model's
+    # post-hook deletes orders that are no longer staged.
+    ((oldest, status),) = postgres.query(
+        "SELECT order_id, status FROM analytics.fct_orders ORDER BY source_updated_at, order_id LIMIT 1"
     )
+    postgres.query("UPDATE analytics.fct_orders SET status = 'marker' WHERE order_id = %s", [oldest])
 
     _dbt_builds(tmp_path, env, local_platform.settings.warehouse_path)
-    ((marker,),) = postgres.query("SELECT count(*) FROM analytics.fct_orders WHERE order_id = -1")
-    assert marker == 1, "fct_orders was rebuilt on Postgres instead of updated incrementally"
-    postgres.query("DELETE FROM analytics.fct_orders WHERE order_id = -1")
+    ((marked,),) = postgres.query("SELECT status FROM analytics.fct_orders WHERE order_id = %s", [oldest])
+    assert marked == "marker", "fct_orders was rebuilt on Postgres instead of updated incrementally"
+    postgres.query("UPDATE analytics.fct_orders SET status = %s WHERE order_id = %s", [status, oldest])
     ((status,),) = postgres.query("SELECT status FROM analytics.fct_orders WHERE order_id = %s", [changed])
     assert status == "delivered"
     _assert_marts_agree(local_platform, postgres)
