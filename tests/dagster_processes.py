@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
+import dagster as dg
 import pytest
 import requests
 
@@ -295,6 +296,11 @@ def webserver_and_daemon(
     dequeues the runs the UI launches and ticks the sensors. Stopped in reverse order of starting."""
     port = free_port()
     env = dagster_env(tmp, data_dir, api_url, extra_env)
+    # The instance's storage is created first, as `dagster instance migrate` does on a deployment: two
+    # processes creating a fresh SQLite schedule storage at once race, and the loser exits (seen on a
+    # loaded CI machine: the daemon died with code 1 while the webserver started).
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]):
+        pass
     commands = {
         "dagster-webserver": [
             _bin("dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)
