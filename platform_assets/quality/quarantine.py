@@ -171,8 +171,9 @@ class StagingSplit:
             ((rejected,),) = self.con.execute("SELECT count(*) FROM custom_failures").fetchall()
             if rejected:
                 self.con.execute(_merge_custom_failures(self.table))
-            self._find_copies(redelivered)
-            self._count_deliveries()
+            if redelivered:
+                self._find_copies(redelivered)
+            self._count_deliveries(replaced_copies=bool(redelivered))
             self._keep_current_versions()
             if redelivered:
                 self._withdraw_replaced_copies()
@@ -202,7 +203,8 @@ class StagingSplit:
 
     def _find_copies(self, redelivered: Sequence[str]) -> None:
         """`copies`: each landed copy (file, extraction) of the delivered files this run holds several
-        copies of (`redelivered`, `platform_assets/staging/redelivery.py`); empty when there are none."""
+        copies of (`redelivered`, `platform_assets/staging/redelivery.py`); made only in a run that has
+        some, so that a run without re-deliveries counts its deliveries without an anti-join."""
         origin, extracted_at = quote_identifier(ORIGIN_COLUMN), quote_identifier(EXTRACTED_AT_COLUMN)
         files = "[" + ", ".join(sql_string(name) for name in redelivered) + "]::VARCHAR[]"
         self.con.execute(
@@ -219,16 +221,17 @@ class StagingSplit:
             f"AND later.{extracted_at} > {self.table}.{extracted_at}"
         )
 
-    def _count_deliveries(self) -> None:
+    def _count_deliveries(self, *, replaced_copies: bool) -> None:
         """The rows of each delivery per set of broken rules, as delivered: before later versions of a
         key replace earlier ones, so that a delivery is judged on what it brought, whatever came after
         (a full rebuild then judges each delivery as the incremental run that first staged it did). A copy
         of a file that a later copy replaces is no delivery any more: a delivery refused for its bad rows
         and delivered again corrected is judged on the correction alone."""
+        current = f"WHERE NOT EXISTS ({self._later_copy()}) " if replaced_copies else ""
         self.con.execute(
             f"CREATE OR REPLACE TEMP TABLE delivered AS SELECT concat_ws(', ', {self.delivery}) AS delivery, "
             f"{quote_identifier(VIOLATIONS_COLUMN)} AS violations, count(*) AS n "
-            f"FROM {self.table} WHERE NOT EXISTS ({self._later_copy()}) GROUP BY ALL"
+            f"FROM {self.table} {current}GROUP BY ALL"
         )
 
     def _keep_current_versions(self) -> None:
