@@ -48,6 +48,7 @@ from platform_assets.staging.sql import (
     VIOLATIONS_COLUMN,
     sql_string,
 )
+from resources.landing.delivered import rejected_records
 from resources.landing.query import DEFAULT_MEMORY_LIMIT
 from resources.landing.zone import EXTRACTED_AT_COLUMN, SOURCE_COLUMN
 from resources.warehouses.base import Warehouse
@@ -161,6 +162,8 @@ class StagingSplit:
         try:
             self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(schema)}")
             self.con.execute(f"CREATE OR REPLACE TABLE {self.table} AS {select_sql}")
+            self.malformed = rejected_records(self.con)
+            """Records of the delivered copies too malformed to be rows, set aside by the scan."""
             self.type_counts = self._type_counts(type_counted)
             self.con.execute(
                 f"CREATE OR REPLACE TEMP TABLE custom_failures ({_ROW} BIGINT, violation VARCHAR)"

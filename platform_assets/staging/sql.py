@@ -20,6 +20,7 @@ from pathlib import Path
 from platform_assets.catalog import rules
 from platform_assets.catalog.model import Column, ColumnType, Entity
 from platform_assets.staging.schema_registry import FILE_COLUMN, strict_cast
+from resources.landing.delivered import landed_relation
 from resources.landing.zone import EXTRACTED_AT_COLUMN, SOURCE_COLUMN
 from resources.warehouses.duckdb_warehouse import quote_identifier
 
@@ -78,11 +79,7 @@ def staging_select(entity: Entity, landed_files: list[Path], landed_columns: set
     ]
     if not landed_files:
         return f"SELECT {', '.join(selected)} FROM ({_no_rows(entity)}) WHERE false"
-    return f"SELECT {', '.join(selected)} FROM {_read(landed_files)} AS landed"
-
-
-def _read(files: list[Path]) -> str:
-    return f"read_parquet([{', '.join(sql_string(str(path)) for path in files)}], union_by_name = true)"
+    return f"SELECT {', '.join(selected)} FROM {landed_relation(landed_files)} AS landed"
 
 
 def _violations(name: str, column: Column, entity: Entity, raw: str, cast: str) -> list[str]:
