@@ -90,6 +90,9 @@ def test_malformed_rows_under_the_threshold_are_quarantined_in_step(
 
     set_aside = pq.read_table(landing_quarantine[0]).to_pylist()
     assert len(set_aside) == 1 and "903" in json.dumps(set_aside[0], default=str)
+    assert set_aside[0]["line"] == 14, "the record's line, the header line 1"
+    lines = dict(platform.staged_rows(ENTITY, "order_id, _record"))
+    assert (lines[10], lines[11]) == (13, 15), "rows after a set-aside record keep their own lines"
     assert raw_event is not None
 
     lost, duplicated = key_counts([(k,) for k in staged], set(good))
