@@ -1,10 +1,10 @@
 """What building the staged table costs, part by part: the evidence behind scenario 1's analysis.
 
-Scenario 1's staged step builds the staged table from the landed Parquet files with `staging_select`
-(typed columns, the rule columns `_cast_errors` and `_violations`, six lineage columns). This script lands
-the benchmark world's CSV files once with the platform's raw asset (cached under `--dir`), then builds the
-table from them several ways, each in a fresh DuckDB file, alternating within each round so that every
-variant sees the same machine state:
+Scenario 1's staged step builds the staged table from the landed files (copies of the delivered CSV, parsed
+by this one scan) with `staging_select` (typed columns, the rule columns `_cast_errors` and `_violations`,
+six lineage columns). This script lands the benchmark world's CSV files once with the platform's raw asset
+(cached under `--dir`), then builds the table from them several ways, each in a fresh DuckDB file,
+alternating within each round so that every variant sees the same machine state:
 
 - `staged`: the platform's SELECT as it is, under staging's memory limit;
 - without the rule columns; without the lineage columns; the declared (typed) columns alone;
@@ -31,12 +31,12 @@ sys.path[:0] = [str(BENCH.parent), str(BENCH)]
 
 import bench_world  # noqa: E402
 import duckdb  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
 from ingest_children import entity_spec  # noqa: E402
 
 from platform_assets.catalog.loader import CatalogEntity  # noqa: E402
 from platform_assets.catalog.model import Source  # noqa: E402
 from platform_assets.staging.sql import CAST_ERRORS_COLUMN, VIOLATIONS_COLUMN, staging_select  # noqa: E402
+from resources.landing.delivered import landed_schema  # noqa: E402
 from resources.landing.query import DEFAULT_MEMORY_LIMIT  # noqa: E402
 from resources.warehouses.duckdb_warehouse import quote_identifier  # noqa: E402
 
@@ -44,7 +44,8 @@ LINEAGE = ("_origin", "_record", "_source", "_extracted_at", "_run_id", "_loaded
 
 
 def landed_files(csv_dir: Path, landing_root: Path) -> tuple[CatalogEntity, list[Path]]:
-    """The benchmark's CSV entity and its landed Parquet files, landed by the raw asset unless already."""
+    """The benchmark's CSV entity and its landed files (copies of the delivered CSV), landed by the raw asset
+    unless already."""
     import dagster as dg
 
     from platform_assets.factories.raw_assets import build_raw_asset
@@ -59,24 +60,25 @@ def landed_files(csv_dir: Path, landing_root: Path) -> tuple[CatalogEntity, list
         }
     )
     item = CatalogEntity(source, "orders", source.entities["orders"])
-    files = sorted(landing_root.rglob("*.parquet"))
+    landing = LandingZone(root=str(landing_root))
+    files = landing.committed_files("bench", "orders")
     if not files:
         started = time.perf_counter()
         with dg.DagsterInstance.ephemeral() as instance:
             result = dg.materialize(
                 [build_raw_asset(item)],
-                resources={"landing": LandingZone(root=str(landing_root))},
+                resources={"landing": landing},
                 instance=instance,
             )
         assert result.success, "landing the benchmark CSV failed"
-        files = sorted(landing_root.rglob("*.parquet"))
+        files = landing.committed_files("bench", "orders")
         print(f"landed {len(files)} file(s) in {time.perf_counter() - started:.1f} s", flush=True)
     return item, files
 
 
 def variants(item: CatalogEntity, files: list[Path]) -> dict[str, tuple[str, str]]:
     """Name -> (SELECT, memory limit)."""
-    columns = {name for path in files for name in pq.read_schema(path).names}
+    columns = {name for path in files for name in landed_schema(path).names}
     staged = staging_select(item.entity, files, columns, "bench-run")
     rules = ", ".join(quote_identifier(name) for name in (CAST_ERRORS_COLUMN, VIOLATIONS_COLUMN))
     lineage = ", ".join(quote_identifier(name) for name in LINEAGE)
@@ -119,7 +121,7 @@ def main() -> None:
     rows = bench_world.SCALES[args.scale]
     world = bench_world.generate_files(rows, args.dir / "world")
     work = args.dir / "parts" / str(rows)
-    item, files = landed_files(world / "csv", work / "landing")
+    item, files = landed_files(world / "csv", work / "landed-copies")
     built = variants(item, files)
     seconds: dict[str, list[float]] = {name: [] for name in built}
     for round_ in range(args.rounds):

@@ -208,36 +208,59 @@ def scoreboard_row(
 
 
 CHILD_RUN = """
-import pathlib, sys, time
+import importlib, pathlib, sys, time
 sys.path.insert(0, {tests!r})
 import dagster as dg
-import resources.warehouses.duckdb_warehouse as duckdb_warehouse
 from fault_files import file_slice
 from platform_assets.keys import raw_key, staged_key
 
-renamed_into_place = duckdb_warehouse._rename_into_place
+owner = importlib.import_module({module!r})
+for name in {attribute!r}.split(".")[:-1]:
+    owner = getattr(owner, name)
+stopped_at = getattr(owner, {attribute!r}.split(".")[-1])
 
 
-def rename_then_wait_to_be_killed(*args):
-    rows = renamed_into_place(*args)
-    pathlib.Path({mid_load!r}).touch()
+def run_then_wait_to_be_killed(*args, **kwargs):
+    result = stopped_at(*args, **kwargs)
+    pathlib.Path({marker!r}).touch()
     time.sleep(600)
-    return rows
+    return result
 
 
-duckdb_warehouse._rename_into_place = rename_then_wait_to_be_killed
+setattr(owner, {attribute!r}.split(".")[-1], run_then_wait_to_be_killed)
 instance = dg.DagsterInstance.from_config({home!r})
 platform = file_slice(pathlib.Path({tmp!r}), instance)
 platform.materialize([raw_key("drop", "orders"), staged_key("drop", "orders")])
 """
 """A materialization of the slice in a child process, on the persistent instance under `home`. It stops
-mid-load, inside the warehouse's load transaction (the staged rows renamed into place, not yet committed),
-and touches `mid_load` to say so: the parent kills it there, at the same point on a fast machine as on a
-slow one. The platform's own code runs up to that point; only the wait is added."""
+right after the platform function `STOP_POINTS[stop]` returns and touches `marker` to say so: the parent
+kills it there, at the same point on a fast machine as on a slow one. The platform's own code runs up to
+that point; only the wait is added."""
+
+STOP_POINTS = {
+    "load": ("resources.warehouses.duckdb_warehouse", "_rename_into_place"),
+    "landing_copied": ("resources.landing.zone", "copy_bytes"),
+    "landing_committed": ("resources.landing.zone", "InFlight.commit"),
+    "staging_scanned": ("platform_assets.quality.quarantine", "rejected_records"),
+}
+"""Where a child run is killed: mid-load, inside the warehouse's load transaction (the staged rows renamed
+into place, not yet committed); mid-landing, a delivery's bytes copied in flight, not committed; after the
+landing committed, before Dagster recorded the raw materialization; mid-staging, the delivery scanned into
+the staging table, nothing loaded."""
 
 
-def child_run_command(tests_dir: Path, home: Path, tmp_path: Path, mid_load: Path) -> list[str]:
-    script = CHILD_RUN.format(tests=str(tests_dir), home=str(home), tmp=str(tmp_path), mid_load=str(mid_load))
+def child_run_command(
+    tests_dir: Path, home: Path, tmp_path: Path, marker: Path, stop: str = "load"
+) -> list[str]:
+    module, attribute = STOP_POINTS[stop]
+    script = CHILD_RUN.format(
+        tests=str(tests_dir),
+        home=str(home),
+        tmp=str(tmp_path),
+        marker=str(marker),
+        module=module,
+        attribute=attribute,
+    )
     return [sys.executable, "-c", script]
 
 

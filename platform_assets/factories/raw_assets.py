@@ -90,8 +90,9 @@ def build_raw_asset(item: CatalogEntity) -> dg.AssetsDefinition:
                 f"{item.source_name}.{item.name}: {error!r}; retrying the step once in this run"
             )
             raise retry from error
+        rows = "" if extraction.rows is None else f"{extraction.rows} rows "
         context.log.info(
-            f"Landed {extraction.rows} rows ({extraction.bytes} bytes) of {item.source_name}.{item.name} "
+            f"Landed {rows}({extraction.bytes} bytes) of {item.source_name}.{item.name} "
             f"in {len(extraction.files)} file(s)"
         )
         metadata = _metadata(extraction, previous, time.monotonic() - started)
@@ -116,7 +117,6 @@ def _previous_state(context: dg.AssetExecutionContext, key: dg.AssetKey) -> dict
 def _metadata(extraction: Extraction, previous: dict[str, Any], seconds: float) -> dict[str, Any]:
     schema = extraction.schema
     metadata: dict[str, Any] = {
-        "dagster/row_count": extraction.rows,
         "bytes": extraction.bytes,
         "duration_seconds": round(seconds, 3),
         LOAD_KIND_METADATA: extraction.load_kind,
@@ -127,6 +127,8 @@ def _metadata(extraction: Extraction, previous: dict[str, Any], seconds: float) 
     if "watermark" in extraction.state or "watermark" in previous:
         metadata["watermark_before"] = dg.MetadataValue.json(previous.get("watermark"))
         metadata["watermark_after"] = dg.MetadataValue.json(extraction.state.get("watermark"))
+    if extraction.rows is not None:
+        metadata["dagster/row_count"] = extraction.rows
     if schema is not None:
         metadata["dagster/column_schema"] = dg.TableSchema(
             columns=[dg.TableColumn(field.name, str(field.type)) for field in schema]

@@ -8,13 +8,15 @@ are the whole entity; `append` extractions (file deliveries, incremental tables 
 taken from its latest good extraction, and are staged incrementally when nothing else changed
 (`staging_plan`)."""
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import dagster as dg
-import pyarrow.parquet as pq
+import duckdb
 from pydantic import Field, field_validator
 
 from platform_assets.catalog.loader import CatalogEntity
@@ -79,8 +81,10 @@ from platform_assets.staging.schema_registry import (
     text_types_hold,
 )
 from platform_assets.staging.sql import DUCKDB_TYPES, ORIGIN_COLUMN, staging_select
+from resources.files.read_context import MalformedFileError
+from resources.landing.delivered import landed_schema, malformed_copy_message
 from resources.landing.query import scaled_memory_limit
-from resources.landing.zone import LandingZone
+from resources.landing.zone import LandingZone, Lineage, QuarantineFile
 from resources.warehouses.base import Warehouse
 from resources.warehouses.io_manager import TableUpdate, load_metadata
 
@@ -181,31 +185,36 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
         )
 
         def decided(parse_text: bool) -> _Decided:
-            return _decide(context, item, declared, first_plan, list(checks), parse_text=parse_text)
+            with _malformed_copies_fail():
+                return _decide(context, item, declared, first_plan, list(checks), parse_text=parse_text)
 
         def build(run: _Decided, type_counted: list[str]) -> StagingSplit:
             _enforce(context, declared, run)
             staged = run.decision.staged_entity(entity)
-            columns = {name for path in run.plan.files for name in pq.read_schema(path).names}
+            columns = {name for path in run.plan.files for name in landed_schema(path).names}
             context.log.info(
                 f"Staging {STAGED_SCHEMA}.{table} from {len(run.plan.files)} landed file(s), "
                 f"{'incremental' if run.plan.incremental else 'full'}: {run.plan.reason}"
             )
-            return StagingSplit(
-                staging_select(staged, run.plan.files, columns, context.run.run_id),
-                staged,
-                checks,
-                warehouse.staging_database(
-                    landing.spill_dir() / f"staging-{context.run.run_id}-{table}.duckdb"
-                ),
-                (STAGED_SCHEMA, table),
-                spill_dir=landing.spill_dir(),
-                batch_rows=scaled_batch_rows(config.batch_rows, config.batch_scale),
-                memory_limit=scaled_memory_limit(config.batch_scale),
-                type_counted=type_counted,
-                redelivered=redelivered(run.plan.files, run.plan.files) if entity.file is not None else (),
-                delivery=delivery_key(columns, file_column=ORIGIN_COLUMN),
-            )
+            with _malformed_copies_fail():
+                return StagingSplit(
+                    staging_select(staged, run.plan.files, columns, context.run.run_id, parsed=True),
+                    staged,
+                    checks,
+                    warehouse.staging_database(
+                        landing.spill_dir() / f"staging-{context.run.run_id}-{table}.duckdb"
+                    ),
+                    (STAGED_SCHEMA, table),
+                    spill_dir=landing.spill_dir(),
+                    batch_rows=scaled_batch_rows(config.batch_rows, config.batch_scale),
+                    memory_limit=scaled_memory_limit(config.batch_scale),
+                    type_counted=type_counted,
+                    redelivered=redelivered(run.plan.files, run.plan.files)
+                    if entity.file is not None
+                    else (),
+                    delivery=delivery_key(columns, file_column=ORIGIN_COLUMN),
+                    parsed_copies=run.plan.files,
+                )
 
         # Deciding the drift needs the types the landed text parses as: a pass over every value, which
         # staging makes anyway. So the decision first assumes each text column parses as expected; staging
@@ -242,6 +251,7 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
                         entity.max_bad_fraction,
                     )
                 )
+            set_aside = _set_aside(context, item, landing, split.malformed)
             deleted = _settle_deletes(split, plan, staged, item, landing, warehouse, previous_metadata)
             quarantined = (
                 split.quarantine_rows(context.asset_key.to_user_string(), context.run.run_id)
@@ -306,6 +316,7 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
                 "staged_files": len(plan.files),
                 **plan.metadata(run.fingerprint),
                 **_quarantine_metadata(summary),
+                **set_aside,
                 **deleted.metadata(),
                 **staging_metadata(previous, delivered, decision),
                 **(quality(profile) if profile is not None else {}),
@@ -322,6 +333,47 @@ def _quarantine_metadata(summary: SplitSummary) -> dict[str, dg.MetadataValue]:
         "rows_quarantined_for_drift": dg.MetadataValue.int(summary.drifted),
         "quarantined_by_rule": dg.MetadataValue.json(dict(summary.by_rule)),
         "bad_fraction": dg.MetadataValue.float(round(summary.bad_fraction, 6)),
+    }
+
+
+@contextlib.contextmanager
+def _malformed_copies_fail() -> Iterator[None]:
+    """A delivered copy DuckDB cannot parse as declared fails the step as a malformed file (what landing
+    raised when it parsed the delivery: the healing layer's `malformed_file`), naming file and line."""
+    try:
+        yield
+    except duckdb.InvalidInputException as error:
+        message = malformed_copy_message(error)
+        if message is None:
+            raise
+        raise MalformedFileError(message) from error
+
+
+def _set_aside(
+    context: dg.AssetExecutionContext,
+    item: CatalogEntity,
+    landing: LandingZone,
+    malformed: list[dict[str, object]],
+) -> dict[str, dg.MetadataValue]:
+    """Write the malformed records the scan set aside (`on_malformed: skip`: a delivered copy is parsed
+    here, not at landing) to the entity's landing quarantine, as landing sets aside those of the formats it
+    parses; their count, and the file, for the materialization."""
+    if not malformed:
+        return {}
+    quarantine = QuarantineFile(
+        landing.quarantine_dir(item.source_name, item.name) / f"{context.run.run_id}.parquet",
+        Lineage(f"{item.source_name}.{item.name}", datetime.now(UTC), context.run.run_id),
+    )
+    for record in malformed:
+        quarantine.add(record)
+    quarantine.close()
+    context.log.warning(
+        f"{quarantine.count} malformed record(s) set aside in {quarantine.path}; first: "
+        f"{quarantine.examples[0]}"
+    )
+    return {
+        "malformed_records": dg.MetadataValue.int(quarantine.count),
+        "quarantine_file": dg.MetadataValue.path(str(quarantine.path)),
     }
 
 

@@ -35,8 +35,11 @@ class Extraction:
     details: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def rows(self) -> int:
-        return sum(f.rows for f in self.files)
+    def rows(self) -> int | None:
+        """None when a landed file is a copy of the delivered bytes: staging counts its records, as it
+        parses them (counting them here would parse the delivery twice)."""
+        counts = [f.rows for f in self.files]
+        return None if None in counts else sum(f for f in counts if f is not None)
 
     @property
     def bytes(self) -> int:

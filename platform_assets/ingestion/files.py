@@ -1,4 +1,9 @@
-"""Files: each delivered file is landed exactly once, as one Parquet file of its own.
+"""Files: each delivered file is landed exactly once, as one landed file of its own.
+
+CSV deliveries land as the bytes delivered (`resources/landing/delivered.py`): a streamed copy, hashed while
+copied, zstd-compressed unless delivered gzip or zstd, with a sidecar naming the DuckDB reader and options
+staging parses it with, once. Formats read record by record (JSON, JSON Lines, Parquet, Avro) land as one
+Parquet file of Arrow batches.
 
 The processed-file ledger (path -> size, version, content hash, name of the landed copy) is the extraction
 state: a file whose size and version (mtime or GCS generation) are unchanged is skipped; one re-delivered
@@ -20,13 +25,22 @@ from typing import Any, Literal
 
 from platform_assets.catalog.loader import CatalogEntity
 from platform_assets.ingestion.extraction import Extraction, ExtractionContext, today
-from resources.files.formats.reader import read_batches
+from resources.files.compression import codec_for
+from resources.files.config import FileFormat
+from resources.files.formats.csv import duckdb_options, read_header
+from resources.files.formats.reader import MalformedRecord, read_batches
+from resources.files.read_context import ReadContext
 from resources.files.store import FileFingerprint, FileStore
+from resources.landing.delivered import DeliveredCopy
 from resources.landing.zone import QuarantineFile
 
 MAX_LISTED_IN_METADATA = 50
 LANDING_WORKERS = min(4, os.cpu_count() or 1)
 """Files landed at once: each holds one file's read-ahead and one batch in memory."""
+COPIED_FORMATS = {"csv": "read_csv"}
+"""Formats landed as the bytes delivered, and the DuckDB function that parses them at staging."""
+NATIVE_CODECS = {"gzip": ".gz", "zstd": ".zst"}
+"""Compressions DuckDB reads itself: a copy keeps them; any other is landed zstd-compressed."""
 
 
 class FilesExtractor:
@@ -78,7 +92,7 @@ class FilesExtractor:
                     "size": file.size,
                     "version": file.version,
                     "hash": outcomes[file.path][1],
-                    "landed": _landed_name(file),
+                    "landed": _landed_name(file, file_entity),
                 }
                 for file in to_land
             }
@@ -110,7 +124,8 @@ def _land_all(
     once the files being landed have stopped; files not started are not landed."""
 
     def land(file: FileFingerprint) -> tuple[Literal["landed", "recovered"], str]:
-        return _land(context, store, file, quarantine), _content_hash(store, file)
+        outcome, copied_hash = _land(context, store, file, quarantine)
+        return outcome, file.checksum or copied_hash or _content_hash(store, file)
 
     with ThreadPoolExecutor(max_workers=LANDING_WORKERS, thread_name_prefix="landing") as pool:
         futures = {file.path: pool.submit(land, file) for file in files}
@@ -123,25 +138,66 @@ def _land_all(
 
 def _land(
     context: ExtractionContext, store: FileStore, file: FileFingerprint, quarantine: QuarantineFile
-) -> Literal["landed", "recovered"]:
-    """Land one file in flight; `recovered` when a crashed, unrecorded run already committed it."""
+) -> tuple[Literal["landed", "recovered"], str | None]:
+    """Land one file in flight; `recovered` when a crashed, unrecorded run already committed it. With the
+    hash of the delivered bytes when landing read them all as delivered (a copy of them)."""
     item = context.item
-    assert item.entity.file is not None
-    name = _landed_name(file)
+    fmt = item.entity.file
+    assert fmt is not None
+    name = _landed_name(file, fmt)
     if context.landing.find_committed(item.source_name, item.name, name) is not None:
         context.log.warning(f"{file.path} was landed by a run that was not recorded; not landing it again")
-        return "recovered"
+        return "recovered", None
     context.log.info(f"Landing {store.describe(file)} ({file.size} bytes)")
+
+    def set_aside(record: MalformedRecord) -> None:
+        quarantine.add(vars(record))
+
+    if fmt.format in COPIED_FORMATS:
+        read = ReadContext(file.path, store.describe(file), item.entity.on_malformed, set_aside)
+        return "landed", _copy(context, store, file, name, read)
     batches = read_batches(
         store,
         file,
-        item.entity.file,
+        fmt,
         batch_rows=context.batch_rows,
         on_malformed=item.entity.on_malformed,
-        quarantine=lambda record: quarantine.add(vars(record)),
+        quarantine=set_aside,
     )
     context.inflight.write(name, batches, context.lineage)
-    return "landed"
+    return "landed", None
+
+
+def _copy(
+    context: ExtractionContext, store: FileStore, file: FileFingerprint, name: str, read: ReadContext
+) -> str | None:
+    """Land the delivered bytes as the copy `name`, compressed unless DuckDB reads their codec; the hash of
+    the delivered bytes when they are what was copied (not a bz2 or zip archive's content). Only the
+    header is parsed here; an empty file lands nothing."""
+    item = context.item
+    fmt = item.entity.file
+    assert fmt is not None
+    with store.open_bytes(file, fmt.compression) as stream:
+        names = read_header(stream, fmt, read)
+    if names is None:
+        return None
+    codec = codec_for(file.path, fmt.compression)
+    native = codec in NATIVE_CODECS or codec == "none"
+    described = DeliveredCopy(
+        reader=COPIED_FORMATS[fmt.format],
+        options=duckdb_options(
+            fmt, names, item.entity.on_malformed, codec if codec in NATIVE_CODECS else "zstd"
+        ),
+        file=file.path,
+        source=context.lineage.source,
+        extracted_at=context.lineage.extracted_at.isoformat(),
+        run_id=context.lineage.run_id,
+        records_after=1 if fmt.header else 0,
+    )
+    opened = store.open_raw(file) if native else store.open_bytes(file, fmt.compression)
+    with opened as stream:
+        copied = context.inflight.copy(name, stream, described, compress=codec == "none" or not native)
+    return copied if native else None
 
 
 def _store(item: CatalogEntity) -> FileStore:
@@ -179,10 +235,15 @@ def _is_landed(context: ExtractionContext, entry: dict[str, Any]) -> bool:
     return name is None or context.landing.find_committed(item.source_name, item.name, name) is not None
 
 
-def _landed_name(file: FileFingerprint) -> str:
+def _landed_name(file: FileFingerprint, fmt: FileFormat) -> str:
+    """Named after the ledger key, so that a copy committed by a crashed run is found again; a copy ends
+    in its format and codec (what DuckDB reads it as)."""
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", file.path)[-80:]
     digest = hashlib.sha256(file.ledger_key().encode()).hexdigest()[:16]
-    return f"{stem}-{digest}.parquet"
+    if fmt.format not in COPIED_FORMATS:
+        return f"{stem}-{digest}.parquet"
+    codec = codec_for(file.path, fmt.compression)
+    return f"{stem}-{digest}.{fmt.format}{NATIVE_CODECS.get(codec, '.zst')}"
 
 
 def _content_hash(store: FileStore, file: FileFingerprint) -> str:

@@ -48,6 +48,7 @@ from platform_assets.staging.sql import (
     VIOLATIONS_COLUMN,
     sql_string,
 )
+from resources.landing.delivered import drop_parsed_copies, parse_copies, rejected_records
 from resources.landing.query import DEFAULT_MEMORY_LIMIT
 from resources.landing.zone import EXTRACTED_AT_COLUMN, SOURCE_COLUMN
 from resources.warehouses.base import Warehouse
@@ -146,9 +147,11 @@ class StagingSplit:
         type_counted: Sequence[str] = (),
         redelivered: Sequence[str] = (),
         delivery: Sequence[str] = (EXTRACTED_AT_COLUMN,),
+        parsed_copies: Sequence[Path] = (),
     ) -> None:
         """`delivery`: the staged columns that tell one delivery from another (`delivery_key`); type
-        failures and bad rows are counted per delivery."""
+        failures and bad rows are counted per delivery. `parsed_copies`: the landed files whose delivered
+        copies `select_sql` reads parsed (`staging_select(..., parsed=True)`), parsed here first."""
         self.entity = entity
         self.delivery = ", ".join(f"{quote_identifier(name)}::VARCHAR" for name in delivery)
         self.batch_rows = batch_rows
@@ -160,7 +163,12 @@ class StagingSplit:
         self.con = database.connect(memory_limit=memory_limit, spill_dir=spill_dir)
         try:
             self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(schema)}")
+            parse_copies(self.con, parsed_copies)
             self.con.execute(f"CREATE OR REPLACE TABLE {self.table} AS {select_sql}")
+            drop_parsed_copies(self.con, parsed_copies)
+            self.malformed = rejected_records(self.con)
+            """Records of the delivered copies too malformed to be rows, set aside by the scan."""
+            self._renumber_after(self.malformed)
             self.type_counts = self._type_counts(type_counted)
             self.con.execute(
                 f"CREATE OR REPLACE TEMP TABLE custom_failures ({_ROW} BIGINT, violation VARCHAR)"
@@ -180,6 +188,31 @@ class StagingSplit:
         except BaseException:
             self.close()
             raise
+
+    def _renumber_after(self, rejected: Sequence[Mapping[str, Any]]) -> None:
+        """`_record` of the rows after a record the scan set aside, plus one per such record before them:
+        the scan numbers the rows it keeps, so without this a row would take the number of the record
+        before it. A row numbered n follows the j-th rejected record (0-based, in file order) of its copy
+        when that record's number minus j is at most n."""
+        if not rejected:
+            return
+        self.con.execute(
+            "CREATE OR REPLACE TEMP TABLE __rejected (origin VARCHAR, extracted_at TIMESTAMPTZ, line BIGINT)"
+        )
+        self.con.executemany(
+            "INSERT INTO __rejected VALUES (?, ?, ?)",
+            [(record["file"], record["extracted_at"], record["line"]) for record in rejected],
+        )
+        origin, record = quote_identifier(ORIGIN_COLUMN), quote_identifier(RECORD_COLUMN)
+        extracted_at = quote_identifier(EXTRACTED_AT_COLUMN)
+        self.con.execute(
+            f"UPDATE {self.table} AS t SET {record} = t.{record} + shifted.n FROM ("
+            f"SELECT t.rowid AS id, count(*) AS n FROM {self.table} AS t JOIN ("
+            f"SELECT origin, extracted_at, line - row_number() OVER (PARTITION BY origin, extracted_at "
+            f"ORDER BY line) + 1 AS first_after FROM __rejected) AS r "
+            f"ON r.origin = t.{origin} AND r.extracted_at = t.{extracted_at} AND r.first_after <= t.{record} "
+            f"GROUP BY t.rowid) AS shifted WHERE t.rowid = shifted.id"
+        )
 
     def _type_counts(self, names: Sequence[str]) -> dict[str, list[tuple[int, int]]]:
         """Per column (error-severity, so that `_violations` marks its type failures): the numbers of its

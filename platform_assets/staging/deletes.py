@@ -37,7 +37,8 @@ import duckdb
 from platform_assets.catalog.model import ColumnType, Entity
 from platform_assets.staging.plan import THROUGH_METADATA, extraction_time
 from platform_assets.staging.schema_registry import strict_cast
-from platform_assets.staging.sql import VIOLATIONS_COLUMN, sql_string
+from platform_assets.staging.sql import VIOLATIONS_COLUMN
+from resources.landing.delivered import landed_relation
 from resources.landing.zone import EXTRACTED_AT_COLUMN
 from resources.warehouses.base import Warehouse
 from resources.warehouses.duckdb_warehouse import qualified_name, quote_identifier
@@ -163,10 +164,9 @@ def _absent_from(
         f"{strict_cast(quote_identifier(name), entity.columns[name].type)} AS {quote_identifier(name)}"
         for name in entity.primary_key
     )
-    files = ", ".join(sql_string(str(path)) for path in scan.files)
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE __present AS SELECT DISTINCT {present} "
-        f"FROM read_parquet([{files}], union_by_name = true)"
+        f"FROM {landed_relation(scan.files)}"
     )
     current = f"SELECT {keys}, {extracted_at} FROM {table} WHERE {good}"
     if staged is not None:

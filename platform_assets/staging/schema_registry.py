@@ -1,12 +1,12 @@
 """The schema registry of staged entities: the delivered schema of each staging run as logical types,
 versioned by fingerprint and recorded in the staged asset's materialization metadata.
 
-**Delivered schema.** Over all landed Parquet files of a run (`pq.read_schema`, no data read for typed
-columns): int*/uint* -> integer, float*/decimal -> double, bool -> boolean, date -> date, timestamp ->
-timestamp, string/large_string -> string (time, binary and anything else -> string). A column typed
-differently in different files takes the type that holds both (integer + double -> double, date +
-timestamp -> timestamp, anything else -> string). Lineage columns (`_source`, `_file`, ...) are not part
-of it.
+**Delivered schema.** Over all landed files of a run (`landed_schema`: a Parquet footer, or DuckDB's
+sniffing of a delivered copy's first rows; no data read for typed columns): int*/uint* -> integer,
+float*/decimal -> double, bool -> boolean, date -> date, timestamp -> timestamp, string/large_string ->
+string (time, binary and anything else -> string). A column typed differently in different files takes
+the type that holds both (integer + double -> double, date + timestamp -> timestamp, anything else ->
+string). Lineage columns (`_source`, `_file`, ...) are not part of it.
 
 **Text-landed columns.** CSV, JSON and API deliveries land every value as text, so an Arrow `string`
 says nothing about the delivery's type. Such a column is typed by what its values parse as, relative
@@ -42,9 +42,9 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from platform_assets.catalog.model import ColumnType
+from resources.landing.delivered import landed_relation, landed_schema
 from resources.landing.query import DEFAULT_MEMORY_LIMIT
 from resources.landing.zone import EXTRACTED_AT_COLUMN, RUN_ID_COLUMN, SOURCE_COLUMN
 
@@ -158,7 +158,7 @@ def delivered_schema(
     text: set[str] = set()
     landed_columns: set[str] = set()
     for path in files:
-        for arrow_field in pq.read_schema(path):
+        for arrow_field in landed_schema(path):
             name = arrow_field.name
             landed_columns.add(name)
             if name in LINEAGE_COLUMNS:
@@ -189,7 +189,7 @@ def text_columns(landed: Iterable[Path]) -> set[str]:
     return {
         field.name
         for path in landed
-        for field in pq.read_schema(path)
+        for field in landed_schema(path)
         if field.name not in LINEAGE_COLUMNS and _is_text(field.type)
     }
 
@@ -304,11 +304,7 @@ def _parse_counts(
     if not selects:
         return {}
     group = ", ".join(f"CAST({_quote(name)} AS VARCHAR)" for name in delivery)
-    paths = ", ".join("'" + str(path).replace("'", "''") + "'" for path in files)
-    sql = (
-        f"SELECT {group}, {', '.join(selects)} FROM read_parquet([{paths}], union_by_name = true) "
-        f"GROUP BY {group}"
-    )
+    sql = f"SELECT {group}, {', '.join(selects)} FROM {landed_relation(files)} GROUP BY {group}"
     with duckdb.connect(":memory:", config={"memory_limit": DEFAULT_MEMORY_LIMIT}) as con:
         rows = con.execute(sql).fetchall()
     width = len(delivery)

@@ -20,6 +20,7 @@ from pathlib import Path
 from platform_assets.catalog import rules
 from platform_assets.catalog.model import Column, ColumnType, Entity
 from platform_assets.staging.schema_registry import FILE_COLUMN, strict_cast
+from resources.landing.delivered import landed_relation
 from resources.landing.zone import EXTRACTED_AT_COLUMN, SOURCE_COLUMN
 from resources.warehouses.duckdb_warehouse import quote_identifier
 
@@ -48,8 +49,11 @@ def sql_string(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def staging_select(entity: Entity, landed_files: list[Path], landed_columns: set[str], run_id: str) -> str:
-    """SELECT of the staged table from `landed_files`, whose columns (over all files) are `landed_columns`."""
+def staging_select(
+    entity: Entity, landed_files: list[Path], landed_columns: set[str], run_id: str, *, parsed: bool = False
+) -> str:
+    """SELECT of the staged table from `landed_files`, whose columns (over all files) are `landed_columns`;
+    `parsed`: their delivered copies are read from the tables `parse_copies` filled on the connection."""
     typed = []
     cast_errors = []
     violations = []
@@ -78,11 +82,7 @@ def staging_select(entity: Entity, landed_files: list[Path], landed_columns: set
     ]
     if not landed_files:
         return f"SELECT {', '.join(selected)} FROM ({_no_rows(entity)}) WHERE false"
-    return f"SELECT {', '.join(selected)} FROM {_read(landed_files)} AS landed"
-
-
-def _read(files: list[Path]) -> str:
-    return f"read_parquet([{', '.join(sql_string(str(path)) for path in files)}], union_by_name = true)"
+    return f"SELECT {', '.join(selected)} FROM {landed_relation(landed_files, parsed=parsed)} AS landed"
 
 
 def _violations(name: str, column: Column, entity: Entity, raw: str, cast: str) -> list[str]:

@@ -52,16 +52,20 @@ class ReadContext:
 
     def with_lineage(self, batch: pa.RecordBatch, records: np.ndarray) -> pa.RecordBatch:
         """The batch with `_file` and `_record` (one int per row) appended."""
-        clash = {FILE_COLUMN, RECORD_COLUMN}.intersection(batch.schema.names)
+        self.check_names(batch.schema.names)
+        lineage = [_repeated(self.path, batch.num_rows), pa.array(records, pa.int64())]
+        return pa.RecordBatch.from_arrays(
+            [*batch.columns, *lineage], schema=pa.schema([*batch.schema, *LINEAGE_FIELDS])
+        )
+
+    def check_names(self, names: list[str]) -> None:
+        """Fails the file when a delivered column takes a name the lineage columns need."""
+        clash = {FILE_COLUMN, RECORD_COLUMN}.intersection(names)
         if clash:
             self.fail(
                 f"has a column named {sorted(clash)[0]!r}, a name the platform keeps for lineage. Rename the "
                 f"column in the delivery (or, for CSV, declare `column_names`)."
             )
-        lineage = [_repeated(self.path, batch.num_rows), pa.array(records, pa.int64())]
-        return pa.RecordBatch.from_arrays(
-            [*batch.columns, *lineage], schema=pa.schema([*batch.schema, *LINEAGE_FIELDS])
-        )
 
     def malformed(self, line: int | None, error: str, text: str) -> None:
         """A malformed record: raises under `fail`, quarantines it under `skip`."""

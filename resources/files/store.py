@@ -86,7 +86,7 @@ class FileStore(dg.ConfigurableResource):
         """`sha256:<hex>` of the raw (still compressed) bytes, read in 1 MiB chunks: tells a re-delivered
         identical file (new version, same content) from a changed one."""
         digest = hashlib.sha256()
-        with self._open_raw(file) as raw:
+        with self.open_raw(file) as raw:
             while chunk := raw.read(HASH_CHUNK_BYTES):
                 digest.update(chunk)
         return f"sha256:{digest.hexdigest()}"
@@ -96,7 +96,7 @@ class FileStore(dg.ConfigurableResource):
         """The file's content as a binary stream, decompressed by the declared codec or its suffix
         (.gz, .bz2, .zip with exactly one member, .zst / .zstd)."""
         with (
-            self._open_raw(file) as raw,
+            self.open_raw(file) as raw,
             decompressed(raw, codec_for(file.path, compression), self.describe(file)) as stream,
         ):
             yield stream
@@ -146,7 +146,8 @@ class FileStore(dg.ConfigurableResource):
         return FileFingerprint(path, int(info["size"]), str(info["generation"]), checksum)
 
     @contextmanager
-    def _open_raw(self, file: FileFingerprint) -> Iterator[BinaryIO]:
+    def open_raw(self, file: FileFingerprint) -> Iterator[BinaryIO]:
+        """The file's bytes as delivered (still compressed): what a copy of it lands."""
         try:
             raw = self._filesystem().open(self._location(file.path), "rb")
         except _STORAGE_ERRORS as exc:

@@ -1,4 +1,5 @@
 """The landing zone (bronze): `zone` (`LandingZone`: where an entity's landed files go, written
-atomically), `query` (DuckDB over landed files), `parquet_io_manager` (Python assets' values as Parquet
+atomically), `delivered` (deliveries landed as their bytes, and the DuckDB scan that parses them once),
+`query` (DuckDB over landed files), `parquet_io_manager` (Python assets' values as Parquet
 on local disk or GCS).
 """

@@ -1,4 +1,6 @@
-"""The landing zone: raw Parquet copies of what sources delivered, with lineage columns.
+"""The landing zone: what sources delivered, as Parquet parts with lineage columns (databases, APIs, and
+file formats read record by record) or as copies of the delivered bytes with a lineage sidecar (text files:
+`delivered.py`).
 
 Every extraction writes its parts into the entity's in-flight area first (each part under a temporary name,
 fsynced, renamed), then commits them by moving them into `load_date=<YYYY-MM-DD>/`. Readers only ever look
@@ -18,11 +20,22 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from resources.landing.delivered import (
+    DeliveredCopy,
+    atomic_write_bytes,
+    constant_lineage,
+    copy_bytes,
+    is_sidecar,
+    landed_schema,
+    sidecar_of,
+    write_sidecar,
+)
 
 SOURCE_COLUMN = "_source"
 EXTRACTED_AT_COLUMN = "_extracted_at"
@@ -41,7 +54,8 @@ class LandingBusyError(RuntimeError):
 @dataclass(frozen=True)
 class LandedFile:
     path: Path
-    rows: int
+    rows: int | None
+    """None for a copy of the delivered bytes: its records are counted when staging parses it."""
     bytes: int
     schema: pa.Schema
 
@@ -66,7 +80,7 @@ class Lineage:
 
 
 class LandingZone(dg.ConfigurableResource):
-    """Landed Parquet under `<root>/<source>/<entity>/load_date=<YYYY-MM-DD>/`."""
+    """Landed files under `<root>/<source>/<entity>/load_date=<YYYY-MM-DD>/`."""
 
     root: str
 
@@ -74,7 +88,9 @@ class LandingZone(dg.ConfigurableResource):
         return Path(self.root) / source / entity
 
     def committed_files(self, source: str, entity: str) -> list[Path]:
-        return sorted(self.entity_dir(source, entity).glob("load_date=*/*.parquet"))
+        return sorted(
+            path for path in self.entity_dir(source, entity).glob("load_date=*/*") if _is_landed_file(path)
+        )
 
     def find_committed(self, source: str, entity: str, name: str) -> Path | None:
         """A committed file of that name, whatever its load date: how an extraction that crashed after
@@ -121,32 +137,42 @@ class InFlight:
         return json.loads(path.read_text()) if path.exists() else None
 
     def save_checkpoint(self, state: Mapping[str, Any]) -> None:
-        _atomic_write_bytes(self.directory / CHECKPOINT_FILE, json.dumps(state, sort_keys=True).encode())
+        atomic_write_bytes(self.directory / CHECKPOINT_FILE, json.dumps(state, sort_keys=True).encode())
 
     def parts(self) -> list[Path]:
-        return sorted(self.directory.glob("*.parquet"))
+        return sorted(path for path in self.directory.iterdir() if _is_landed_file(path))
 
     def discard(self) -> None:
-        """Forget an abandoned extraction: its parts and checkpoint."""
-        for path in [*self.parts(), self.directory / CHECKPOINT_FILE]:
-            path.unlink(missing_ok=True)
+        """Forget an abandoned extraction: its parts, copies (with their sidecars), temporary files and
+        checkpoint."""
+        for path in self.directory.iterdir():
+            if path.name != ".lock":
+                path.unlink(missing_ok=True)
 
     def write(self, name: str, batches: Iterable[pa.RecordBatch], lineage: Lineage) -> LandedFile | None:
         """One part from a stream of batches sharing one schema; None when the stream is empty."""
         return write_parquet(self.directory / name, batches, lineage)
 
+    def copy(self, name: str, raw: BinaryIO, described: DeliveredCopy, *, compress: bool) -> str:
+        """Land the bytes of `raw` as the copy `name` (zstd-compressed when `compress`) with its sidecar;
+        the hash of the bytes read."""
+        content_hash = copy_bytes(raw, self.directory / name, compress=compress)
+        write_sidecar(self.directory / name, described)
+        return content_hash
+
     def commit(self, load_date: str) -> list[LandedFile]:
-        """Move every part into its load-date directory and drop the checkpoint."""
+        """Move every part and copy into its load-date directory and drop the checkpoint. A copy's sidecar
+        moves first: a committed copy is never without its lineage."""
         target = self.entity_dir / f"load_date={load_date}"
         target.mkdir(parents=True, exist_ok=True)
         committed = []
         for part in self.parts():
             final = target / part.name
+            if sidecar_of(part).exists():
+                os.replace(sidecar_of(part), sidecar_of(final))
             os.replace(part, final)
-            metadata = pq.read_metadata(final)
-            committed.append(
-                LandedFile(final, metadata.num_rows, final.stat().st_size, metadata.schema.to_arrow_schema())
-            )
+            rows = None if sidecar_of(final).exists() else pq.read_metadata(final).num_rows
+            committed.append(LandedFile(final, rows, final.stat().st_size, landed_schema(final)))
         _fsync_directory(target)
         (self.directory / CHECKPOINT_FILE).unlink(missing_ok=True)
         return committed
@@ -234,8 +260,11 @@ class QuarantineFile:
 
 def constant_value(landed: Path, column: str) -> object:
     """The one value `column` has in every row of a landed file (a lineage column: `_extracted_at`, `_file`),
-    read from its Parquet statistics without reading the rows; None when the file lacks the column, has no
-    rows, holds several values, or its statistics do not say."""
+    from a copy's sidecar or a part's Parquet statistics, without reading the rows; None when the file lacks
+    the column, has no rows, holds several values, or its statistics do not say."""
+    lineage = constant_lineage(landed)
+    if lineage is not None:
+        return lineage.get(column)
     metadata = pq.read_metadata(landed)
     names = metadata.schema.to_arrow_schema().names
     if column not in names or metadata.num_row_groups == 0:
@@ -250,13 +279,14 @@ def constant_value(landed: Path, column: str) -> object:
     return values.pop() if len(values) == 1 else None
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+def _is_landed_file(path: Path) -> bool:
+    """A committed or in-flight part or copy: not a sidecar, a temporary file, the lock or the checkpoint."""
+    return (
+        path.is_file()
+        and not path.name.startswith(".")
+        and not is_sidecar(path)
+        and (path.name != CHECKPOINT_FILE)
+    )
 
 
 def _fsync_directory(path: Path) -> None:

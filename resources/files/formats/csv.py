@@ -1,4 +1,6 @@
-"""CSV deliveries as a stream of all-text Arrow batches, each row with the line where its record starts.
+"""CSV deliveries: what landing needs to land one as its bytes (`read_header`, the DuckDB `read_csv` options
+staging parses it with, `duckdb_options`), and a stream of all-text Arrow batches (`read_csv`, through
+`read_batches`), each row with the line where its record starts.
 
 Every column lands as text (`string`), exactly as delivered: typing is the staging layer's job. An unquoted
 empty field is null, a quoted one (`""`) the empty string. A line with no value at all (blank, or only
@@ -15,18 +17,20 @@ blocks are small (`READ_BLOCK_BYTES`) and their batches are merged into batches 
 
 from __future__ import annotations
 
+import csv as pycsv
 import functools
+import io
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO, NoReturn
+from typing import Any, BinaryIO, NoReturn
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from resources.files.config import FileFormat
+from resources.files.config import FileFormat, MalformedPolicy
 from resources.files.read_context import RECORD_COLUMN, ReadContext
 
 MAX_COLUMNS = 10_000
@@ -144,7 +148,7 @@ def _block_batches(
                     context.fail(_BLANK_HEADER)
                 continue
             if names is None:
-                names = _header_names(batch, fmt, context)
+                names = _header_names([column[0].as_py() for column in batch.columns], fmt, context)
                 blank[0] = True  # the header is no record to land
             for line, row in invalid_rows:
                 context.malformed(line, f"expected {row.expected} fields, found {row.actual}", row.text)
@@ -219,8 +223,57 @@ def _parsed_batches(
         yield batch
 
 
-def _header_names(batch: pa.RecordBatch, fmt: FileFormat, context: ReadContext) -> list[str]:
-    header = [column[0].as_py() for column in batch.columns]
+def read_header(stream: BinaryIO, fmt: FileFormat, context: ReadContext) -> list[str] | None:
+    """The column names of a CSV file from its first record (or its declared `column_names`), validated;
+    None for an empty file. Reads only that record: what a delivery landed as its bytes is parsed later,
+    by DuckDB, with these names (so no dialect or header is guessed from a sample there)."""
+    if not fmt.header:
+        if not fmt.column_names:
+            context.fail(
+                "is declared without a header line (`header: false`) but with no `column_names`; declare "
+                "them."
+            )
+        context.check_names(fmt.column_names)
+        return list(fmt.column_names)
+    text = io.TextIOWrapper(stream, encoding=fmt.encoding, newline="")
+    try:
+        first = next(pycsv.reader(text, delimiter=fmt.delimiter, quotechar=fmt.quote_char), None)
+    except UnicodeDecodeError as exc:
+        context.fail_encoding(fmt.encoding, exc)
+    finally:
+        text.detach()
+    if first is None:
+        return None
+    if not any(first):
+        context.fail(_BLANK_HEADER)
+    names = _header_names([name or None for name in first], fmt, context)
+    context.check_names(names)
+    return names
+
+
+def duckdb_options(
+    fmt: FileFormat, names: list[str], on_malformed: MalformedPolicy, codec: str
+) -> dict[str, Any]:
+    """DuckDB's `read_csv` options for the catalog's: the columns named as landing read them, all text,
+    exactly as delivered (a quoted empty value is the empty string, an unquoted one null), nothing guessed
+    from a sample; a malformed record fails the scan, or is set aside under `on_malformed: skip`."""
+    options: dict[str, Any] = {
+        "header": fmt.header,
+        "columns": {column: "VARCHAR" for column in names},
+        "auto_detect": False,
+        "delim": fmt.delimiter,
+        "quote": fmt.quote_char,
+        "escape": fmt.quote_char,
+        "encoding": fmt.encoding,
+        "compression": codec,
+        "allow_quoted_nulls": False,
+    }
+    if on_malformed == "skip":
+        options["store_rejects"] = True
+    return options
+
+
+def _header_names(header: list[str | None], fmt: FileFormat, context: ReadContext) -> list[str]:
     if fmt.column_names:
         if len(fmt.column_names) != len(header):
             context.fail(

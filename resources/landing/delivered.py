@@ -1,0 +1,277 @@
+"""Delivered files landed as the bytes delivered, and the one DuckDB scan that reads them back.
+
+A text delivery (CSV) is not parsed when it lands: its bytes are copied as a stream, hashed while copied,
+compressed with zstd when they were not compressed (kept as they are when gzip or zstd, which DuckDB reads
+natively), and renamed into place like every landed part. Staging then parses it once, in DuckDB, with the
+reader function and options the landing recorded (`read_csv(..., delim = ';')`): those are DuckDB's own
+options, so a new parsing option is a catalog setting passed through, not code. Parsing once matters: the
+landing used to parse a CSV and rewrite it as Parquet, which cost what DuckDB needs for the whole load.
+
+The lineage every landed row carries (`_file`, `_record`, `_source`, `_extracted_at`, `_run_id`) is the same
+for a whole copy but `_record`, so it is kept beside the copy in a small sidecar (`<copy>.lineage.json`)
+and added by the scan as constants; `_record` is numbered by the scan. A copy's sidecar is moved into
+place before the copy, so a committed copy always has one.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import zstandard
+
+from resources.warehouses.duckdb_warehouse import quote_identifier
+
+SIDECAR_SUFFIX = ".lineage.json"
+COPY_CHUNK_BYTES = 1 << 20
+ZSTD_LEVEL = 1
+"""1M rows of the benchmark's CSV (100 MB, hashed too) copy in 0.36-0.41 s into 25 MB at level 1, 0.58-0.65 s
+into 26 MB at zstd's default 3 (DuckDB reads either as fast); gzip, from pyarrow, took 17 s."""
+_ANY_VALUE = "_any_value"
+
+
+@dataclass(frozen=True)
+class DeliveredCopy:
+    """What the sidecar of a landed copy says: how DuckDB reads it, and its rows' lineage."""
+
+    reader: str
+    """The DuckDB table function that parses the copy (`read_csv`)."""
+    options: dict[str, Any]
+    """Its named parameters, as DuckDB spells them (`delim`, `quote`, `header`, `names`...)."""
+    file: str
+    """The delivered file's path relative to its store's root: `_file` of every row."""
+    source: str
+    extracted_at: str
+    """ISO 8601, with its time zone."""
+    run_id: str
+    records_after: int = 0
+    """Added to the scan's record numbers: 1 when the first record is a header, so `_record` is the
+    record's number counting the header, which is the line where it starts unless a value before it spans
+    lines or an empty line precedes it (DuckDB skips those; records it sets aside are counted back in by
+    staging). DuckDB numbers the records it rejects the same way."""
+
+    def extraction_time(self) -> datetime:
+        return datetime.fromisoformat(self.extracted_at)
+
+
+def sidecar_of(copy: Path) -> Path:
+    return copy.with_name(copy.name + SIDECAR_SUFFIX)
+
+
+def is_sidecar(path: Path) -> bool:
+    return path.name.endswith(SIDECAR_SUFFIX)
+
+
+@functools.lru_cache(maxsize=4096)
+def delivered_copy(landed: Path) -> DeliveredCopy | None:
+    """The sidecar of a landed copy; None for a landed Parquet part (its lineage is in its columns). Cached:
+    a landed file is never rewritten (a changed delivery lands under a new name)."""
+    sidecar = sidecar_of(landed)
+    if not sidecar.exists():
+        return None
+    return DeliveredCopy(**json.loads(sidecar.read_text()))
+
+
+def write_sidecar(copy: Path, described: DeliveredCopy) -> None:
+    """Keys in their given order: a copy's `columns` are in the order of its fields."""
+    atomic_write_bytes(sidecar_of(copy), json.dumps(asdict(described)).encode())
+
+
+def copy_bytes(raw: BinaryIO, target: Path, *, compress: bool) -> str:
+    """Stream `raw` into `target` through a temporary file, zstd-compressed when `compress`, fsynced and
+    renamed; the `sha256:<hex>` of the bytes read (what `FileStore.content_hash` computes)."""
+    temporary = target.with_name(f".{target.name}.tmp")
+    digest = hashlib.sha256()
+    try:
+        with open(temporary, "wb") as out:
+            sink: BinaryIO = out
+            if compress:
+                sink = zstandard.ZstdCompressor(level=ZSTD_LEVEL).stream_writer(out, closefd=False)
+            while chunk := raw.read(COPY_CHUNK_BYTES):
+                digest.update(chunk)
+                sink.write(chunk)
+            if sink is not out:
+                sink.close()
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return f"sha256:{digest.hexdigest()}"
+
+
+def landed_relation(paths: Sequence[Path], *, parsed: bool = False) -> str:
+    """A relation (SQL, for a FROM clause) of the rows of landed files with their lineage columns: landed
+    Parquet parts in one `read_parquet`, each copy in its own scan, all by column name. `parsed`: the
+    copies are read from the tables `parse_copies` filled on the connection the relation is used on."""
+    parts = [path for path in paths if delivered_copy(path) is None]
+    scans = [_copy_scan(path, parsed=parsed) for path in paths if path not in set(parts)]
+    if parts:
+        files = ", ".join(_string(str(path)) for path in parts)
+        scans.insert(0, f"SELECT * FROM read_parquet([{files}], union_by_name = true)")
+    return "(" + " UNION ALL BY NAME ".join(f"({scan})" for scan in scans) + ")"
+
+
+@functools.lru_cache(maxsize=4096)
+def landed_schema(landed: Path) -> pa.Schema:
+    """The columns of a landed file, lineage included; for a copy, from DuckDB's sniffing of its first
+    rows (no full read)."""
+    if delivered_copy(landed) is None:
+        return pq.read_schema(landed)
+    with duckdb.connect(":memory:") as con:
+        return con.sql(f"SELECT * FROM {landed_relation([landed])} LIMIT 0").to_arrow_table().schema
+
+
+def read_landed(paths: Sequence[Path]) -> pa.Table:
+    """Every row of landed files, lineage included, as staging reads them (for inspection and tests)."""
+    with duckdb.connect(":memory:") as con:
+        return con.sql(f"SELECT * FROM {landed_relation(paths)}").to_arrow_table()
+
+
+def rejected_records(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    """The malformed records (`file`, `line`, `error`, `text`, and the copy's `extracted_at`) the copies
+    scanned on `con` with `store_rejects` set aside (`on_malformed: skip`), `file` as delivered; empty when
+    none was. `line` is DuckDB's record number, the header counted: what `_record` numbers."""
+    try:
+        rows = con.execute(
+            # One row per record: DuckDB reports a record once per surplus field, and once per scan of it.
+            "SELECT s.file_path, e.line, string_agg(DISTINCT e.error_type || ': ' || e.error_message, '; '), "
+            "any_value(e.csv_line) FROM reject_errors AS e JOIN reject_scans AS s USING (scan_id, file_id) "
+            "GROUP BY s.file_path, e.line ORDER BY ALL"
+        ).fetchall()
+    except duckdb.CatalogException:  # no scan stored rejects on this connection
+        return []
+    records = []
+    for path, line, error, text in rows:
+        described = delivered_copy(Path(path))
+        records.append(
+            {
+                "file": described.file if described else path,
+                "extracted_at": described.extraction_time() if described else None,
+                "line": line,
+                "error": error,
+                "text": text,
+            }
+        )
+    return records
+
+
+def malformed_copy_message(error: duckdb.Error) -> str | None:
+    """What to tell about DuckDB's refusal to parse a copy (a record with the wrong number of fields, text
+    not in the declared encoding), naming the delivered file and its line; None for any other error."""
+    text = str(error)
+    found = re.search(r"CSV Error on Line: (\d+)\n(?:Original Line: .*\n)?(.*)\n", text)
+    path = re.search(r"^\s*file = (.+)$", text, re.MULTILINE)
+    if found is None or path is None:
+        return None
+    described = delivered_copy(Path(path.group(1)))
+    delivered = described.file if described else path.group(1)
+    return (
+        f"{delivered} (landed as {path.group(1)}): line {found.group(1)}: {found.group(2)}. Fix the file and "
+        f"deliver it again, or set `on_malformed: skip` on the entity to set such records aside and stage "
+        f"the rest."
+    )
+
+
+def constant_lineage(landed: Path) -> Mapping[str, object] | None:
+    """`_file`, `_source`, `_extracted_at` and `_run_id` of every row of a copy; None for a Parquet part."""
+    described = delivered_copy(landed)
+    if described is None:
+        return None
+    return {
+        "_file": described.file,
+        "_source": described.source,
+        "_extracted_at": described.extraction_time(),
+        "_run_id": described.run_id,
+    }
+
+
+def parse_copies(con: duckdb.DuckDBPyConnection, paths: Sequence[Path]) -> None:
+    """Parse each delivered copy among `paths` once into a temporary table on `con`, which
+    `landed_relation(..., parsed=True)` then reads. Why a table: DuckDB's CSV reader has no record number,
+    and numbering rows in the scan (`row_number() OVER ()`) runs the whole parse on one thread; a parallel
+    insert keeps file order (`preserve_insertion_order`, DuckDB's default), so the table's `rowid` is the
+    record's position, free. The table spills to the connection's temporary directory beyond its memory
+    limit, so memory stays bounded."""
+    for copy in paths:
+        if delivered_copy(copy) is not None:
+            table = _parsed_table(copy)
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM {_reader(copy)}")
+
+
+def drop_parsed_copies(con: duckdb.DuckDBPyConnection, paths: Sequence[Path]) -> None:
+    """Free what `parse_copies` filled, once the relation over it has been materialized."""
+    for copy in paths:
+        if delivered_copy(copy) is not None:
+            con.execute(f"DROP TABLE IF EXISTS {_parsed_table(copy)}")
+
+
+def _parsed_table(copy: Path) -> str:
+    return quote_identifier("__parsed_" + hashlib.sha256(str(copy).encode()).hexdigest()[:16])
+
+
+def _reader(copy: Path) -> str:
+    """The DuckDB table function call that parses `copy` as its sidecar says."""
+    described = delivered_copy(copy)
+    assert described is not None
+    options = "".join(f", {name} = {_literal(value)}" for name, value in described.options.items())
+    # The landing's `load_date=` directories are no Hive partitions of the delivery.
+    return f"{described.reader}({_string(str(copy))}{options}, hive_partitioning = false)"
+
+
+def _copy_scan(copy: Path, *, parsed: bool) -> str:
+    """One copy's rows: numbered in file order (`parse_copies`'s `rowid`, or `row_number() OVER ()`, which
+    DuckDB streams without sorting, on one thread), records without any value dropped (a line of delimiters
+    only carries nothing), lineage added."""
+    described = delivered_copy(copy)
+    assert described is not None
+    if parsed:
+        numbered = f"SELECT *, rowid + {1 + int(described.records_after)} AS _record"
+        scan = _parsed_table(copy)
+    else:
+        numbered = f"SELECT *, row_number() OVER () + {int(described.records_after)} AS _record"
+        scan = _reader(copy)
+    return (
+        f"SELECT * EXCLUDE ({_ANY_VALUE}), {_string(described.file)} AS _file, "
+        f"{_string(described.source)} AS _source, "
+        f"{_string(described.extracted_at)}::TIMESTAMPTZ AS _extracted_at, "
+        f"{_string(described.run_id)} AS _run_id FROM ("
+        f"{numbered}, coalesce(*COLUMNS(*)) AS {quote_identifier(_ANY_VALUE)} FROM {scan}) "
+        f"WHERE {_ANY_VALUE} IS NOT NULL"
+    )
+
+
+def _literal(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_literal(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_string(str(k))}: {_literal(v)}" for k, v in value.items()) + "}"
+    return _string(str(value))
+
+
+def _string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
