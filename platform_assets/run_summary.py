@@ -53,25 +53,32 @@ def table_row_counts(warehouse: Warehouse) -> list[tuple[str, str, int]]:
     return counts
 
 
-def landed_rows(result: dg.ExecuteInProcessResult) -> list[tuple[str, int, str]]:
-    """(raw asset, rows landed by this run, where from) for every raw asset the run materialized: an
-    incremental source that had nothing new lands 0."""
-    landed = [
-        (
-            event.asset_key.to_user_string(),
-            int(event.materialization.metadata["dagster/row_count"].value),
-            str(event.materialization.metadata["source_location"].value),
+def landed_rows(result: dg.ExecuteInProcessResult) -> list[tuple[str, int | None, int, str]]:
+    """(raw asset, rows landed by this run, bytes landed, where from) for every raw asset the run
+    materialized: an incremental source that had nothing new lands 0. Rows are None for delivered files
+    landed as their bytes: staging counts their records as it parses them."""
+    landed = []
+    for event in result.get_asset_materialization_events():
+        if event.asset_key.path[0] != RAW_LAYER:
+            continue
+        metadata = event.materialization.metadata
+        rows = metadata.get("dagster/row_count")
+        landed.append(
+            (
+                event.asset_key.to_user_string(),
+                None if rows is None else int(rows.value),
+                int(metadata["bytes"].value),
+                str(metadata["source_location"].value),
+            )
         )
-        for event in result.get_asset_materialization_events()
-        if event.asset_key.path[0] == RAW_LAYER
-    ]
     return sorted(landed)
 
 
 def format_summary(result: dg.ExecuteInProcessResult, warehouse: Warehouse, *, strict: bool = False) -> str:
     lines = [f"Run {result.run_id}: {'SUCCESS' if result.success else 'FAILURE'}", "", "Landed this run"]
-    for asset, rows, location in landed_rows(result):
-        lines.append(f"  {asset:<44} {rows:>12,} rows  from {location}")
+    for asset, rows, size, location in landed_rows(result):
+        landed = f"{size:>12,} bytes (rows counted when staged)" if rows is None else f"{rows:>12,} rows"
+        lines.append(f"  {asset:<44} {landed}  from {location}")
     lines += ["", "Tables"]
     for schema, table, rows in table_row_counts(warehouse):
         lines.append(f"  {schema + '.' + table:<44} {rows:>12,} rows")

@@ -21,7 +21,10 @@ import hashlib
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from platform_assets.catalog.loader import CatalogEntity
 from platform_assets.ingestion.extraction import Extraction, ExtractionContext, today
@@ -31,13 +34,13 @@ from resources.files.formats.csv import duckdb_options, read_header
 from resources.files.formats.reader import MalformedRecord, read_batches
 from resources.files.read_context import ReadContext
 from resources.files.store import FileFingerprint, FileStore
-from resources.landing.delivered import DeliveredCopy
+from resources.landing.delivered import PARQUET_READER, DeliveredCopy
 from resources.landing.zone import QuarantineFile
 
 MAX_LISTED_IN_METADATA = 50
 LANDING_WORKERS = min(4, os.cpu_count() or 1)
 """Files landed at once: each holds one file's read-ahead and one batch in memory."""
-COPIED_FORMATS = {"csv": "read_csv"}
+COPIED_FORMATS = {"csv": "read_csv", "parquet": PARQUET_READER}
 """Formats landed as the bytes delivered, and the DuckDB function that parses them at staging."""
 NATIVE_CODECS = {"gzip": ".gz", "zstd": ".zst"}
 """Compressions DuckDB reads itself: a copy keeps them; any other is landed zstd-compressed."""
@@ -171,33 +174,57 @@ def _land(
 def _copy(
     context: ExtractionContext, store: FileStore, file: FileFingerprint, name: str, read: ReadContext
 ) -> str | None:
-    """Land the delivered bytes as the copy `name`, compressed unless DuckDB reads their codec; the hash of
-    the delivered bytes when they are what was copied (not a bz2 or zip archive's content). Only the
-    header is parsed here; an empty file lands nothing."""
+    """Land the delivered bytes as the copy `name`; the hash of the delivered bytes when they are what was
+    copied (not a bz2 or zip archive's content). Only what names the columns is parsed here (a CSV header,
+    a Parquet footer); an empty file lands nothing."""
     item = context.item
     fmt = item.entity.file
     assert fmt is not None
-    with store.open_bytes(file, fmt.compression) as stream:
-        names = read_header(stream, fmt, read)
-    if names is None:
-        return None
     codec = codec_for(file.path, fmt.compression)
-    native = codec in NATIVE_CODECS or codec == "none"
+    with store.open_bytes(file, fmt.compression) as stream:
+        if fmt.format == "parquet":
+            options, records_after = _parquet_options(stream, read)
+        else:
+            names = read_header(stream, fmt, read)
+            copy_codec = codec if codec in NATIVE_CODECS else "zstd"
+            options = (
+                None if names is None else duckdb_options(fmt, names, item.entity.on_malformed, copy_codec)
+            )
+            records_after = 1 if fmt.header else 0
+    if options is None:
+        return None
     described = DeliveredCopy(
         reader=COPIED_FORMATS[fmt.format],
-        options=duckdb_options(
-            fmt, names, item.entity.on_malformed, codec if codec in NATIVE_CODECS else "zstd"
-        ),
+        options=options,
         file=file.path,
         source=context.lineage.source,
         extracted_at=context.lineage.extracted_at.isoformat(),
         run_id=context.lineage.run_id,
-        records_after=1 if fmt.header else 0,
+        records_after=records_after,
     )
-    opened = store.open_raw(file) if native else store.open_bytes(file, fmt.compression)
+    kept = _kept_codec(fmt, codec)
+    opened = store.open_raw(file) if kept else store.open_bytes(file, fmt.compression)
     with opened as stream:
-        copied = context.inflight.copy(name, stream, described, compress=codec == "none" or not native)
-    return copied if native else None
+        copied = context.inflight.copy(name, stream, described, compress=fmt.format != "parquet" and not kept)
+    return copied if codec == "none" or kept else None
+
+
+def _kept_codec(fmt: FileFormat, codec: str) -> bool:
+    """Whether a copy keeps the delivered compression: DuckDB reads a gzip or zstd text file as it is; a
+    Parquet file is compressed inside, so one delivered compressed as a whole lands decompressed."""
+    return fmt.format != "parquet" and (codec in NATIVE_CODECS or codec == "none")
+
+
+def _parquet_options(stream: BinaryIO, read: ReadContext) -> tuple[dict[str, Any] | None, int]:
+    """`read_parquet`'s options for a delivered Parquet file (none: it says its own schema), after checking
+    from its footer that it is one and that its columns are named so they can be staged; None when it has
+    no row."""
+    try:
+        metadata = pq.ParquetFile(stream).metadata
+    except (pa.ArrowInvalid, OSError) as exc:
+        read.fail(f"is not a Parquet file ({exc}).")
+    read.check_names(metadata.schema.to_arrow_schema().names)
+    return ({} if metadata.num_rows else None), 0
 
 
 def _store(item: CatalogEntity) -> FileStore:
@@ -241,6 +268,8 @@ def _landed_name(file: FileFingerprint, fmt: FileFormat) -> str:
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", file.path)[-80:]
     digest = hashlib.sha256(file.ledger_key().encode()).hexdigest()[:16]
     if fmt.format not in COPIED_FORMATS:
+        return f"{stem}-{digest}.parquet"
+    if fmt.format == "parquet":
         return f"{stem}-{digest}.parquet"
     codec = codec_for(file.path, fmt.compression)
     return f"{stem}-{digest}.{fmt.format}{NATIVE_CODECS.get(codec, '.zst')}"

@@ -39,6 +39,9 @@ ZSTD_LEVEL = 1
 """1M rows of the benchmark's CSV (100 MB, hashed too) copy in 0.36-0.41 s into 25 MB at level 1, 0.58-0.65 s
 into 26 MB at zstd's default 3 (DuckDB reads either as fast); gzip, from pyarrow, took 17 s."""
 _ANY_VALUE = "_any_value"
+PARQUET_READER = "read_parquet"
+_ROW_NUMBER = "file_row_number"
+"""The column `read_parquet(..., file_row_number = true)` adds: the row's 0-based position in the file."""
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,15 @@ def landed_schema(landed: Path) -> pa.Schema:
         return con.sql(f"SELECT * FROM {landed_relation([landed])} LIMIT 0").to_arrow_table().schema
 
 
+def landed_rows(landed: Path) -> int | None:
+    """The rows of a landed file from its Parquet footer; None for a text copy, whose records are counted
+    when staging parses it."""
+    described = delivered_copy(landed)
+    if described is not None and described.reader != PARQUET_READER:
+        return None
+    return pq.read_metadata(landed).num_rows
+
+
 def read_landed(paths: Sequence[Path]) -> pa.Table:
     """Every row of landed files, lineage included, as staging reads them (for inspection and tests)."""
     with duckdb.connect(":memory:") as con:
@@ -198,44 +210,59 @@ def constant_lineage(landed: Path) -> Mapping[str, object] | None:
 
 
 def parse_copies(con: duckdb.DuckDBPyConnection, paths: Sequence[Path]) -> None:
-    """Parse each delivered copy among `paths` once into a temporary table on `con`, which
+    """Parse each delivered text copy among `paths` once into a temporary table on `con`, which
     `landed_relation(..., parsed=True)` then reads. Why a table: DuckDB's CSV reader has no record number,
     and numbering rows in the scan (`row_number() OVER ()`) runs the whole parse on one thread; a parallel
     insert keeps file order (`preserve_insertion_order`, DuckDB's default), so the table's `rowid` is the
     record's position, free. The table spills to the connection's temporary directory beyond its memory
-    limit, so memory stays bounded."""
-    for copy in paths:
-        if delivered_copy(copy) is not None:
-            table = _parsed_table(copy)
-            con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM {_reader(copy)}")
+    limit, so memory stays bounded. A Parquet copy needs none: its reader numbers its rows."""
+    for copy in _text_copies(paths):
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {_parsed_table(copy)} AS SELECT * FROM {_reader(copy)}")
 
 
 def drop_parsed_copies(con: duckdb.DuckDBPyConnection, paths: Sequence[Path]) -> None:
     """Free what `parse_copies` filled, once the relation over it has been materialized."""
-    for copy in paths:
-        if delivered_copy(copy) is not None:
-            con.execute(f"DROP TABLE IF EXISTS {_parsed_table(copy)}")
+    for copy in _text_copies(paths):
+        con.execute(f"DROP TABLE IF EXISTS {_parsed_table(copy)}")
+
+
+def _text_copies(paths: Sequence[Path]) -> list[Path]:
+    described = {path: delivered_copy(path) for path in paths}
+    return [path for path, copy in described.items() if copy is not None and copy.reader != PARQUET_READER]
 
 
 def _parsed_table(copy: Path) -> str:
     return quote_identifier("__parsed_" + hashlib.sha256(str(copy).encode()).hexdigest()[:16])
 
 
-def _reader(copy: Path) -> str:
-    """The DuckDB table function call that parses `copy` as its sidecar says."""
+def _reader(copy: Path, **extra: object) -> str:
+    """The DuckDB table function call that parses `copy` as its sidecar says (and `extra`)."""
     described = delivered_copy(copy)
     assert described is not None
-    options = "".join(f", {name} = {_literal(value)}" for name, value in described.options.items())
+    options = {**described.options, **extra}
+    named = "".join(f", {name} = {_literal(value)}" for name, value in options.items())
     # The landing's `load_date=` directories are no Hive partitions of the delivery.
-    return f"{described.reader}({_string(str(copy))}{options}, hive_partitioning = false)"
+    return f"{described.reader}({_string(str(copy))}{named}, hive_partitioning = false)"
 
 
 def _copy_scan(copy: Path, *, parsed: bool) -> str:
-    """One copy's rows: numbered in file order (`parse_copies`'s `rowid`, or `row_number() OVER ()`, which
-    DuckDB streams without sorting, on one thread), records without any value dropped (a line of delimiters
-    only carries nothing), lineage added."""
+    """One copy's rows with their lineage. A Parquet copy's rows are numbered by its reader; a text copy's
+    in file order (`parse_copies`'s `rowid`, or `row_number() OVER ()`, which DuckDB streams without
+    sorting, on one thread), its records without any value dropped (a line of delimiters only carries
+    nothing)."""
     described = delivered_copy(copy)
     assert described is not None
+    lineage = (
+        f"{_string(described.file)} AS _file, {_string(described.source)} AS _source, "
+        f"{_string(described.extracted_at)}::TIMESTAMPTZ AS _extracted_at, "
+        f"{_string(described.run_id)} AS _run_id"
+    )
+    if described.reader == PARQUET_READER:
+        row = quote_identifier(_ROW_NUMBER)
+        return (
+            f"SELECT * EXCLUDE ({row}), {row} + 1 AS _record, {lineage} "
+            f"FROM {_reader(copy, file_row_number=True)}"
+        )
     if parsed:
         numbered = f"SELECT *, rowid + {1 + int(described.records_after)} AS _record"
         scan = _parsed_table(copy)
@@ -243,10 +270,7 @@ def _copy_scan(copy: Path, *, parsed: bool) -> str:
         numbered = f"SELECT *, row_number() OVER () + {int(described.records_after)} AS _record"
         scan = _reader(copy)
     return (
-        f"SELECT * EXCLUDE ({_ANY_VALUE}), {_string(described.file)} AS _file, "
-        f"{_string(described.source)} AS _source, "
-        f"{_string(described.extracted_at)}::TIMESTAMPTZ AS _extracted_at, "
-        f"{_string(described.run_id)} AS _run_id FROM ("
+        f"SELECT * EXCLUDE ({_ANY_VALUE}), {lineage} FROM ("
         f"{numbered}, coalesce(*COLUMNS(*)) AS {quote_identifier(_ANY_VALUE)} FROM {scan}) "
         f"WHERE {_ANY_VALUE} IS NOT NULL"
     )

@@ -32,6 +32,7 @@ from resources.landing.delivered import (
     constant_lineage,
     copy_bytes,
     is_sidecar,
+    landed_rows,
     landed_schema,
     sidecar_of,
     write_sidecar,
@@ -171,7 +172,7 @@ class InFlight:
             if sidecar_of(part).exists():
                 os.replace(sidecar_of(part), sidecar_of(final))
             os.replace(part, final)
-            rows = None if sidecar_of(final).exists() else pq.read_metadata(final).num_rows
+            rows = landed_rows(final)
             committed.append(LandedFile(final, rows, final.stat().st_size, landed_schema(final)))
         _fsync_directory(target)
         (self.directory / CHECKPOINT_FILE).unlink(missing_ok=True)
