@@ -202,17 +202,14 @@ def _copy(
         run_id=context.lineage.run_id,
         records_after=records_after,
     )
-    kept = _kept_codec(fmt, codec)
-    opened = store.open_raw(file) if kept else store.open_bytes(file, fmt.compression)
+    # Copied as delivered when DuckDB reads it so (a plain file; gzip or zstd text), else decompressed; a
+    # text copy is zstd-compressed unless it keeps its codec (a Parquet file is compressed inside).
+    as_delivered = codec == "none" or (fmt.format != "parquet" and codec in NATIVE_CODECS)
+    compress = fmt.format != "parquet" and codec not in NATIVE_CODECS
+    opened = store.open_raw(file) if as_delivered else store.open_bytes(file, fmt.compression)
     with opened as stream:
-        copied = context.inflight.copy(name, stream, described, compress=fmt.format != "parquet" and not kept)
-    return copied if codec == "none" or kept else None
-
-
-def _kept_codec(fmt: FileFormat, codec: str) -> bool:
-    """Whether a copy keeps the delivered compression: DuckDB reads a gzip or zstd text file as it is; a
-    Parquet file is compressed inside, so one delivered compressed as a whole lands decompressed."""
-    return fmt.format != "parquet" and (codec in NATIVE_CODECS or codec == "none")
+        copied = context.inflight.copy(name, stream, described, compress=compress)
+    return copied if as_delivered else None
 
 
 def _parquet_options(stream: BinaryIO, read: ReadContext) -> tuple[dict[str, Any] | None, int]:
