@@ -59,16 +59,25 @@ def test_a_new_delivery_is_upserted_and_the_table_equals_a_full_rebuild(platform
     assert platform.staged(COLUMNS) == incremental
 
 
-def test_no_new_delivery_stages_nothing_and_keeps_the_table(platform: MiniPlatform) -> None:
+def test_no_new_delivery_stages_nothing_keeps_the_table_and_its_profile(
+    platform: MiniPlatform, monkeypatch: pytest.MonkeyPatch
+) -> None:
     platform.deliver("orders_1.csv", [good_row(i) for i in range(1, 11)])
-    assert platform.materialize().success
+    first = platform.materialize()
+    assert first.success
     before = platform.staged(COLUMNS)
+
+    def table_profiled(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a run that staged nothing profiled the whole table")
+
+    monkeypatch.setattr("platform_assets.factories.staged_assets.profile_table", table_profiled)
     again = platform.materialize()
     assert again.success
     metadata = _staged(again)
     assert (metadata["staging/mode"], metadata["staged_files"]) == ("incremental", 0)
     assert metadata["rows_written"] == 0
     assert metadata["dagster/row_count"] == 10
+    assert metadata["profile"] == _staged(first)["profile"], "the profile recorded last still holds"
     assert platform.staged(COLUMNS) == before
 
 
@@ -153,3 +162,34 @@ def test_the_warehouse_counts_duplicate_keys_while_the_previous_profile_recorded
     platform.deliver("orders_4.csv", [good_row(13)])
     assert _staged(platform.materialize())["profile/duplicate_key_rows"] == 0
     assert profiled_duplicates == [None, None, 0]
+
+
+def _contract(result: dg.ExecuteInProcessResult) -> tuple[bool, dict[str, object]]:
+    (evaluation,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "schema_contract"]
+    return evaluation.passed, {key: value.value for key, value in evaluation.metadata.items()}
+
+
+def test_the_contract_after_an_upsert_validates_its_rows_and_keys_and_the_whole_table_after_a_failure(
+    platform: MiniPlatform,
+) -> None:
+    platform.deliver("orders_1.csv", [good_row(i) for i in range(1, 21)])
+    passed, first = _contract(platform.materialize())
+    assert passed and first["scope"] == "whole table" and first["rows_checked"] == 20
+
+    platform.deliver("orders_2.csv", [good_row(i) for i in range(21, 26)])
+    second = platform.materialize()
+    passed, checked = _contract(second)
+    assert passed and checked["rows_checked"] == 5, "the delta, not the 25 rows of the table"
+    assert str(checked["scope"]).startswith(f"rows staged by run {second.run_id}")
+
+    # Order 30 brings the (email, code) of order 1, staged two runs ago: a key the delta brings repeats.
+    platform.deliver("orders_3.csv", [good_row(1).replace("1,", "30,", 1)])
+    passed, duplicated = _contract(platform.materialize())
+    assert not passed and duplicated["rows_checked"] == 1
+    assert duplicated["violations_by_rule"] == {"email, code: unique": 2}
+
+    # The table failed its contract: the next upsert's check reads it all, and the duplicate still fails it.
+    platform.deliver("orders_4.csv", [good_row(31)])
+    passed, whole = _contract(platform.materialize())
+    assert not passed and whole["scope"] == "whole table" and whole["rows_checked"] == 27
+    assert whole["violations_by_rule"] == {"email, code: unique": 2}

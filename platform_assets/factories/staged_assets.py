@@ -38,7 +38,13 @@ from platform_assets.keys import (
     staged_key,
     staged_table,
 )
-from platform_assets.quality.profile import TableProfile, duplicate_key_rows_after_upsert, profile_table
+from platform_assets.quality.contract_scope import delta_run, scope_metadata
+from platform_assets.quality.profile import (
+    TableProfile,
+    duplicate_key_rows_after_upsert,
+    profile_table,
+    recorded_profile,
+)
 from platform_assets.quality.quarantine import (
     QUARANTINE_KEY,
     QUARANTINE_SCHEMA,
@@ -260,7 +266,9 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
             )
             # A full run profiles its rows in the staging database, within staging's (healable) memory bound;
             # an incremental one can only profile the whole table once its rows are upserted (`describe`).
-            profile = None if plan.incremental else split.profile(staged)
+            # One that stages nothing leaves its table as it was: the profile recorded last still holds.
+            unchanged = recorded_profile(previous_metadata) if plan.incremental and not plan.files else None
+            profile = unchanged if plan.incremental else split.profile(staged)
             known_duplicates = (
                 duplicate_key_rows_after_upsert(
                     previous_metadata, lambda: split.profile(staged).duplicate_key_rows
@@ -304,7 +312,9 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
             profile and quality score, from the warehouse."""
             counts = record_resolved(loaded, resolved)
             recorded = {f"quarantine/{status}": dg.MetadataValue.int(n) for status, n in counts.items()}
-            if profile is None:
+            if unchanged is not None:
+                recorded["dagster/row_count"] = dg.MetadataValue.int(unchanged.rows)
+            elif profile is None:
                 whole = profile_table(loaded, schema, name, staged, duplicate_key_rows=known_duplicates)
                 recorded.update({"dagster/row_count": dg.MetadataValue.int(whole.rows), **quality(whole)})
             return recorded
@@ -444,8 +454,12 @@ def build_contract_check(
 
         latest = latest_materialization(context.instance, staged_key(item.source_name, item.name))
         metadata = latest[0].metadata if latest else {}
+        check_name = CONTRACT_CHECK_NAME if error else WARNINGS_CHECK_NAME
+        only_run = delta_run(
+            context.instance, dg.AssetCheckKey(staged_key(item.source_name, item.name), check_name)
+        )
         report = validate_staged_table(
-            warehouse, _as_last_staged(metadata, item), severity=severity, checks=checks
+            warehouse, _as_last_staged(metadata, item), severity=severity, checks=checks, only_run=only_run
         )
         if not report.passed:
             log = context.log.error if error else context.log.warning
@@ -461,6 +475,7 @@ def build_contract_check(
             severity=dg.AssetCheckSeverity.ERROR if error else dg.AssetCheckSeverity.WARN,
             metadata={
                 **_report_metadata(item, report),
+                **scope_metadata(latest, only_run),
                 **({"dropped_columns": dg.MetadataValue.json(dropped)} if dropped else {}),
             },
         )

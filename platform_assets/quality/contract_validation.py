@@ -16,11 +16,15 @@ validates one small batch (column-level failures: a missing column, a wrong dtyp
 counts the rows that may break a row rule (`contract_prefilter.suspect_condition`, an over-approximation).
 None: the table passes with every row counted as checked. Some, or a rule with no SQL form: Pandera
 validates every row, as the only judge of what fails.
+
+`only_run` narrows all of it to the rows one run staged and the keys they bring (`contract_scope.py` says
+when that is the whole table's verdict).
 """
 
 from __future__ import annotations
 
 import itertools
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -41,7 +45,9 @@ from platform_assets.quality.pandera_schemas import (
     to_pandas,
 )
 from platform_assets.staging.sql import CAST_ERRORS_COLUMN, LINEAGE_COLUMNS
+from resources.landing.zone import RUN_ID_COLUMN
 from resources.warehouses.base import Warehouse
+from resources.warehouses.load import PartitionSlice
 
 DEFAULT_BATCH_ROWS = 100_000
 FIRST_BATCH_ROWS = 20_000
@@ -83,10 +89,13 @@ def validate_staged_table(
     *,
     severity: Severity = "error",
     checks: CustomChecks | None = None,
+    only_run: str | None = None,
 ) -> ContractReport:
     """The staged table against the rules of `severity`; `checks` are the custom checks' functions (resolved
-    from the catalog when not given)."""
+    from the catalog when not given). `only_run`: validate only the rows that run staged, and the keys they
+    bring."""
     report = ContractReport()
+    scope = _Scope(only_run)
     if checks is None:
         checks = rules.resolve_checks(item.source_name, item.name, item.entity)
     model = None
@@ -95,12 +104,31 @@ def validate_staged_table(
         model = rules.resolve_model(item.entity.pandera_model, where)
     if not has_rules(item.entity, severity) and model is None:
         table = _table(warehouse, item)
-        ((report.rows_checked,),) = warehouse.query(f"SELECT count(*) FROM {table}")
+        ((report.rows_checked,),) = warehouse.query(f"SELECT count(*) FROM {table}{scope.where(warehouse)}")
         return report
-    if model is not None or not _no_suspect_rows(warehouse, item, severity, checks, report):
-        _validate_rows(warehouse, item, batch_rows, report, severity, checks, model)
-    _validate_uniqueness(warehouse, item, report, severity)
+    if model is not None or not _no_suspect_rows(warehouse, item, severity, checks, report, scope):
+        _validate_rows(warehouse, item, batch_rows, report, severity, checks, model, scope=scope)
+    _validate_uniqueness(warehouse, item, report, severity, scope)
     return report
+
+
+@dataclass(frozen=True)
+class _Scope:
+    """The rows a validation reads: the whole table, or those one run staged (`run_id`)."""
+
+    run_id: str | None
+
+    def __post_init__(self) -> None:
+        if self.run_id is not None and not re.fullmatch(r"[A-Za-z0-9_-]+", self.run_id):
+            raise ValueError(f"not a run id: {self.run_id!r}")
+
+    def where(self, warehouse: Warehouse, alias: str = "", conjunction: str = "WHERE") -> str:
+        if self.run_id is None:
+            return ""
+        return f" {conjunction} {alias}{warehouse.quote(RUN_ID_COLUMN)} = '{self.run_id}'"
+
+    def partition(self) -> PartitionSlice | None:
+        return None if self.run_id is None else PartitionSlice(RUN_ID_COLUMN, (self.run_id,))
 
 
 def _no_suspect_rows(
@@ -109,6 +137,7 @@ def _no_suspect_rows(
     severity: Severity,
     checks: CustomChecks,
     report: ContractReport,
+    scope: _Scope,
 ) -> bool:
     """True (and `report.rows_checked` set) when the first batch passes Pandera and the warehouse finds no
     row that may break a row rule; False, with `report` untouched, when Pandera must validate every row."""
@@ -116,14 +145,15 @@ def _no_suspect_rows(
     if condition is None:
         return False
     first = ContractReport()
-    _validate_rows(warehouse, item, FIRST_BATCH_ROWS, first, severity, checks, batches=1)
+    _validate_rows(warehouse, item, FIRST_BATCH_ROWS, first, severity, checks, batches=1, scope=scope)
     if not first.passed:
         return False
-    if first.rows_checked < FIRST_BATCH_ROWS:  # that batch was the whole table
+    if first.rows_checked < FIRST_BATCH_ROWS:  # that batch was all there is to check
         report.rows_checked = first.rows_checked
         return True
     ((total, suspects),) = warehouse.query(
         f"SELECT count(*), SUM(CASE WHEN {condition} THEN 1 ELSE 0 END) FROM {_table(warehouse, item)}"
+        f"{scope.where(warehouse)}"
     )
     if suspects:
         return False
@@ -144,6 +174,8 @@ def _validate_rows(
     checks: CustomChecks,
     model: type | None = None,
     batches: int | None = None,
+    *,
+    scope: _Scope,
 ) -> None:
     """`model` is the entity's hand-written Pandera `DataFrameModel`, run on each batch after the catalog's
     schema (batches are pandas with nullable dtypes: Int64, Float64, string, boolean); only the first
@@ -153,7 +185,9 @@ def _validate_rows(
         schemas.append(_model_schema(model, item))
     columns = [*item.entity.columns, CAST_ERRORS_COLUMN, *LINEAGE_COLUMNS]
     table = staged_table(item.source_name, item.name)
-    stream = warehouse.stream_table(STAGED_SCHEMA, table, columns=columns, batch_rows=batch_rows)
+    stream = warehouse.stream_table(
+        STAGED_SCHEMA, table, columns=columns, partition=scope.partition(), batch_rows=batch_rows
+    )
     try:
         for batch in itertools.islice(stream, batches):
             frame = to_pandas(batch)
@@ -204,20 +238,26 @@ def _violation(item: CatalogEntity, frame: pd.DataFrame, case: tuple) -> Violati
 
 
 def _validate_uniqueness(
-    warehouse: Warehouse, item: CatalogEntity, report: ContractReport, severity: Severity
+    warehouse: Warehouse, item: CatalogEntity, report: ContractReport, severity: Severity, scope: _Scope
 ) -> None:
     """Rows whose key (primary key, composite `unique` key, or a `unique` column) of `severity` appears more
-    than once: counted in full, the first few listed. NULLs are the nullability rule's business, not
-    duplicates."""
+    than once: counted in full, the first few listed; within `scope`, the rows with a key its rows bring.
+    NULLs are the nullability rule's business, not duplicates."""
     entity = item.entity
     reported = [*entity.primary_key, *LINEAGE_COLUMNS]
     quote = warehouse.quote
+    table = _table(warehouse, item)
     for columns in rules.unique_keys(entity, severity):
         partition = ", ".join(quote(c) for c in columns)
         not_null = " AND ".join(f"{quote(c)} IS NOT NULL" for c in columns)
-        counted = (
-            f"SELECT *, count(*) OVER (PARTITION BY {partition}) AS _copies FROM {_table(warehouse, item)}"
-        )
+        rows = table
+        if scope.run_id is not None:
+            same_key = " AND ".join(f"brought.{quote(c)} = kept.{quote(c)}" for c in columns)
+            rows = (
+                f"(SELECT * FROM {table} AS kept WHERE EXISTS (SELECT 1 FROM {table} AS brought WHERE "
+                f"{same_key}{scope.where(warehouse, 'brought.', 'AND')})) AS scoped"
+            )
+        counted = f"SELECT *, count(*) OVER (PARTITION BY {partition}) AS _copies FROM {rows}"
         duplicated = f"SELECT * FROM ({counted}) AS counted WHERE _copies > 1 AND {not_null}"
         ((count,),) = warehouse.query(f"SELECT count(*) FROM ({duplicated}) AS duplicated")
         if not count:

@@ -111,6 +111,26 @@ class TableProfile:
         }
 
 
+def recorded_profile(metadata: Mapping[str, object] | None) -> TableProfile | None:
+    """The profile a materialization recorded (its `profile` entry, `TableProfile.as_json`), None without
+    one: what a run that changed nothing in its table reports again instead of profiling it."""
+    entry = (metadata or {}).get(PROFILE_JSON)
+    data = entry.value if isinstance(entry, dg.MetadataValue) else entry
+    if not isinstance(data, Mapping) or "columns" not in data:
+        return None
+    columns: Mapping[str, Mapping[str, Any]] = data["columns"]
+    latest = data.get("max_extracted_at")
+    return TableProfile(
+        rows=int(data["rows"]),
+        null_counts={name: int(column["nulls"]) for name, column in columns.items()},
+        means={name: column["mean"] for name, column in columns.items() if "mean" in column},
+        stddevs={name: column.get("stddev") for name, column in columns.items() if "mean" in column},
+        duplicate_key_rows=int(data.get("duplicate_key_rows", 0)),
+        cast_error_rows=int(data.get("cast_error_rows", 0)),
+        max_extracted_at=datetime.fromisoformat(latest) if latest else None,
+    )
+
+
 def _alias(kind: str, index: int) -> str:
     return f"__{kind}_{index}"
 
