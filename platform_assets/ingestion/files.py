@@ -210,9 +210,10 @@ def _copy(
 
 
 def _kept_codec(fmt: FileFormat, codec: str) -> bool:
-    """Whether a copy keeps the delivered compression: DuckDB reads a gzip or zstd text file as it is; a
-    Parquet file is compressed inside, so one delivered compressed as a whole lands decompressed."""
-    return fmt.format != "parquet" and (codec in NATIVE_CODECS or codec == "none")
+    """Whether a copy keeps the delivered compression: DuckDB reads a gzip or zstd text file as it is (an
+    uncompressed one is compressed with zstd, what its sidecar then says); a Parquet file is compressed
+    inside, so one delivered compressed as a whole lands decompressed."""
+    return fmt.format != "parquet" and codec in NATIVE_CODECS
 
 
 def _parquet_options(stream: BinaryIO, read: ReadContext) -> tuple[dict[str, Any] | None, int]:
