@@ -225,8 +225,9 @@ def _parsed_batches(
 
 def read_header(stream: BinaryIO, fmt: FileFormat, context: ReadContext) -> list[str] | None:
     """The column names of a CSV file from its first record (or its declared `column_names`), validated;
-    None for an empty file. Reads only that record: what a delivery landed as its bytes is parsed later,
-    by DuckDB, with these names (so no dialect or header is guessed from a sample there)."""
+    None for an empty file (no byte, or blank lines only). Reads only that record (past blank lines, up to
+    the next record): what a delivery landed as its bytes is parsed later, by DuckDB, with these names (so
+    no dialect or header is guessed from a sample there)."""
     if not fmt.header:
         if not fmt.column_names:
             context.fail(
@@ -236,16 +237,20 @@ def read_header(stream: BinaryIO, fmt: FileFormat, context: ReadContext) -> list
         context.check_names(fmt.column_names)
         return list(fmt.column_names)
     text = io.TextIOWrapper(stream, encoding=fmt.encoding, newline="")
+    records = pycsv.reader(text, delimiter=fmt.delimiter, quotechar=fmt.quote_char)
     try:
-        first = next(pycsv.reader(text, delimiter=fmt.delimiter, quotechar=fmt.quote_char), None)
+        first = next(records, None)
+        if first is not None and not any(first):
+            # Blank lines only: an empty file. A record after them: a file without its header first.
+            if any(any(record) for record in records):
+                context.fail(_BLANK_HEADER)
+            first = None
     except UnicodeDecodeError as exc:
         context.fail_encoding(fmt.encoding, exc)
     finally:
         text.detach()
     if first is None:
         return None
-    if not any(first):
-        context.fail(_BLANK_HEADER)
     names = _header_names([name or None for name in first], fmt, context)
     context.check_names(names)
     return names
