@@ -23,6 +23,7 @@ import os
 import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
 import pyarrow as pa
@@ -30,7 +31,7 @@ import pyarrow.parquet as pq
 
 from platform_assets.catalog.loader import CatalogEntity
 from platform_assets.ingestion.extraction import Extraction, ExtractionContext, today
-from resources.files.compression import codec_for
+from resources.files.compression import DAMAGED_DATA_ERRORS, Codec, codec_for, damaged_reason, decompressed
 from resources.files.config import FileFormat, MalformedPolicy
 from resources.files.formats.csv import duckdb_options, read_header
 from resources.files.formats.reader import MalformedRecord, read_batches
@@ -46,6 +47,7 @@ COPIED_FORMATS = {"csv": "read_csv", "parquet": PARQUET_READER}
 """Formats landed as the bytes delivered, and the DuckDB function that parses them at staging."""
 NATIVE_CODECS = {"gzip": ".gz", "zstd": ".zst"}
 """Compressions DuckDB reads itself: a copy keeps them; any other is landed zstd-compressed."""
+_CHECK_CHUNK_BYTES = 1 << 20
 
 
 class FilesExtractor:
@@ -209,32 +211,48 @@ def _copy(
 ) -> str | None:
     """Land the delivered bytes as the copy `name`; the hash of the delivered bytes when they are what was
     copied (not a bz2 or zip archive's content). Only what names the columns is parsed here (a CSV header,
-    a Parquet footer); an empty file lands nothing."""
+    a Parquet footer); an empty file lands nothing. A compressed delivery that is truncated or damaged
+    fails, naming it."""
     codec = codec_for(file.path, fmt.compression)
-    with store.open_bytes(file, fmt.compression) as stream:
-        if fmt.format == "parquet":
-            options, records_after = _parquet_options(stream, read)
-        else:
-            names = read_header(stream, fmt, read)
-            copy_codec = codec if codec in NATIVE_CODECS else "zstd"
-            options = None if names is None else duckdb_options(fmt, names, read.on_malformed, copy_codec)
-            records_after = 1 if fmt.header else 0
-    if options is None:
-        return None
-    described = DeliveredCopy(
-        reader=COPIED_FORMATS[fmt.format],
-        options=options,
-        file=file.path,
-        source=lineage.source,
-        extracted_at=lineage.extracted_at.isoformat(),
-        run_id=lineage.run_id,
-        records_after=records_after,
-    )
-    kept = _kept_codec(fmt, codec)
-    opened = store.open_raw(file) if kept else store.open_bytes(file, fmt.compression)
-    with opened as stream:
-        copied = inflight.copy(name, stream, described, compress=fmt.format != "parquet" and not kept)
+    try:
+        with store.open_bytes(file, fmt.compression) as stream:
+            if fmt.format == "parquet":
+                options, records_after = _parquet_options(stream, read)
+            else:
+                names = read_header(stream, fmt, read)
+                copy_codec = codec if codec in NATIVE_CODECS else "zstd"
+                options = None if names is None else duckdb_options(fmt, names, read.on_malformed, copy_codec)
+                records_after = 1 if fmt.header else 0
+        if options is None:
+            return None
+        described = DeliveredCopy(
+            reader=COPIED_FORMATS[fmt.format],
+            options=options,
+            file=file.path,
+            source=lineage.source,
+            extracted_at=lineage.extracted_at.isoformat(),
+            run_id=lineage.run_id,
+            records_after=records_after,
+        )
+        kept = _kept_codec(fmt, codec)
+        opened = store.open_raw(file) if kept else store.open_bytes(file, fmt.compression)
+        with opened as stream:
+            copied = inflight.copy(name, stream, described, compress=fmt.format != "parquet" and not kept)
+        if kept:
+            _decompress_to_the_end(inflight.directory / name, codec)
+    except DAMAGED_DATA_ERRORS as exc:
+        read.fail(damaged_reason(codec, exc))
     return copied if codec == "none" or kept else None
+
+
+def _decompress_to_the_end(copy: Path, codec: Codec) -> None:
+    """Read a copy that keeps its delivered gzip or zstd compression through to its end (from local disk,
+    just written), discarding what it holds: the codec raises on a truncated or damaged stream. Staging's
+    DuckDB would not: it checks no gzip member's CRC (a damaged file would stage wrong rows), and names no
+    delivered file when a stream ends early."""
+    with open(copy, "rb") as raw, decompressed(raw, codec, str(copy)) as stream:
+        while stream.read(_CHECK_CHUNK_BYTES):
+            pass
 
 
 def _kept_codec(fmt: FileFormat, codec: str) -> bool:

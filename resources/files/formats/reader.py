@@ -15,7 +15,7 @@ from functools import partial
 
 import pyarrow as pa
 
-from resources.files.compression import DAMAGED_DATA_ERRORS, codec_for
+from resources.files.compression import DAMAGED_DATA_ERRORS, codec_for, damaged_reason
 from resources.files.config import FileFormat, MalformedPolicy
 from resources.files.formats.avro import read_avro
 from resources.files.formats.csv import read_csv
@@ -77,7 +77,4 @@ def read_batches(
                 yield from read_avro(stream, batch_rows, context)
         except DAMAGED_DATA_ERRORS as exc:
             codec = codec_for(file.path, fmt.compression)
-            raise MalformedFileError(
-                f"{described} cannot be decompressed as {codec} ({type(exc).__name__}: {exc}): the file is "
-                f"truncated or damaged. Deliver it again."
-            ) from exc
+            raise MalformedFileError(f"{described} {damaged_reason(codec, exc)}") from exc
