@@ -393,7 +393,9 @@ def test_csv_quote_never_closed_sets_the_rest_of_the_file_aside_under_skip(tmp_p
 
 
 def test_csv_records_keep_their_order_and_numbers_in_a_larger_file(tmp_path: Path) -> None:
-    """Staging parses a copy into a table in parallel; `_record` is the table's row position."""
+    """`_record` is the row's position in the table staging parses a copy into (in parallel, in file order).
+    A file this size fits one of DuckDB's scan buffers (32 MB): this pins the numbering of many records,
+    not the order across buffers."""
     rows = b"".join(b"%d,v%d\n" % (i, i) for i in range(100_000))
     table = Landed(tmp_path, "a.csv", b"id,value\n" + rows, CSV).scan()
     assert table.column("id").to_pylist() == [str(i) for i in range(100_000)]
