@@ -1,16 +1,19 @@
 """Peak memory of landing one big CSV file, against a process that only imports what landing imports.
 
-Landing must stay flat in memory whatever the file size: `read_batches` streams the file block by block and
-each batch goes straight into a Parquet file (what the landing zone does). The script writes a
-deterministic CSV of about `--size-gb` GB (10 mixed columns: ids, text with commas and quotes, decimals,
-timestamps, booleans), then runs two fresh child processes and reads their peak RSS (`ru_maxrss`):
+Landing must stay flat in memory whatever the file size. A CSV delivery lands as its bytes (`land_file`):
+its header is read, then the file is streamed into a zstd-compressed copy, hashed as it is copied, beside
+its sidecar; staging parses it later, once (its memory is bounded by DuckDB's limit: the memory-cap fault
+test). The script writes a deterministic CSV of about `--size-gb` GB (10 mixed columns: ids, text with
+commas and quotes, decimals, timestamps, booleans), then runs two fresh child processes and reads their
+peak RSS (`VmHWM`, `peak_memory.py`):
 
-- baseline: imports the file store, the format readers and Parquet, reads nothing;
-- landing: `read_batches` over the whole file, every batch written by `pyarrow.parquet.ParquetWriter`.
+- baseline: imports the file store and the landing code, lands nothing;
+- landing: `land_file` of the whole file into a landing zone, committed.
 
-Target: the landing child's peak RSS within 300 MB of the baseline's.
+Target: the landing child's peak RSS within 300 MB of the baseline's. (Until CSV deliveries landed as their
+bytes, this measured `read_batches` parsing the file into Arrow batches and a `ParquetWriter` writing them.)
 
-Usage: `.venv/bin/python bench/file_extract_memory.py [--size-gb 2] [--dir DIR] [--batch-mb 8]`.
+Usage: `.venv/bin/python bench/file_extract_memory.py [--size-gb 2] [--dir DIR]`.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -68,41 +70,45 @@ def _chunk(rng: np.random.Generator, first_id: int, count: int) -> pa.Table:
     )
 
 
-def measure(mode: str, source: Path, out_dir: Path, batch_bytes: int) -> None:
-    """Runs in the measured child process; prints rows, seconds and peak RSS as JSON."""
-    import pyarrow.parquet as pq
+def measure(mode: str, source: Path, out_dir: Path) -> None:
+    """Runs in the measured child process; prints the bytes read and landed, seconds and peak RSS as JSON."""
+    from datetime import UTC, datetime
+
     from peak_memory import peak_rss_mb, reset_peak
 
     reset_peak()
+    from platform_assets.ingestion.files import land_file
     from resources.files.config import FileFormat
-    from resources.files.formats.reader import read_batches
+    from resources.files.formats.reader import DEFAULT_BATCH_ROWS
     from resources.files.store import FileStore
+    from resources.landing.zone import LandingZone, Lineage
 
-    rows, started = 0, time.perf_counter()
+    read, landed, started = 0, 0, time.perf_counter()
     if mode == "landing":
         store = FileStore(root=str(source.parent))
         [file] = store.list(source.name)
-        batches = read_batches(
-            store,
-            file,
-            FileFormat(format="csv"),
-            on_malformed="fail",
-            quarantine=print,
-            batch_bytes=batch_bytes,
-        )
-        first = next(batches)
-        with pq.ParquetWriter(out_dir / "landed.parquet", first.schema, compression="zstd") as writer:
-            for batch in chain([first], batches):
-                writer.write_batch(batch)
-                rows += batch.num_rows
+        lineage = Lineage("bench.orders", datetime.now(UTC), "bench")
+        zone = LandingZone(root=str(out_dir / "landing"))
+        with zone.extraction("bench", "orders") as inflight:
+            land_file(
+                store,
+                file,
+                FileFormat(format="csv"),
+                on_malformed="fail",
+                inflight=inflight,
+                lineage=lineage,
+                batch_rows=DEFAULT_BATCH_ROWS,
+                quarantine=print,
+            )
+            (copy,) = inflight.commit(lineage.extracted_at.date().isoformat())
+        read, landed = file.size, copy.bytes
     seconds = time.perf_counter() - started
     peak_mb = peak_rss_mb()
-    print(json.dumps({"rows": rows, "seconds": seconds, "peak_mb": peak_mb}))
+    print(json.dumps({"read": read, "landed": landed, "seconds": seconds, "peak_mb": peak_mb}))
 
 
-def run_child(mode: str, source: Path, out_dir: Path, batch_bytes: int) -> dict[str, float]:
+def run_child(mode: str, source: Path, out_dir: Path) -> dict[str, float]:
     command = [sys.executable, __file__, "--child", mode, "--source", str(source), "--dir", str(out_dir)]
-    command += ["--batch-mb", str(batch_bytes / (1 << 20))]
     finished = subprocess.run(command, cwd=REPO_ROOT, check=True, capture_output=True, text=True)
     return json.loads(finished.stdout.strip().splitlines()[-1])
 
@@ -113,15 +119,13 @@ def main() -> None:
     )
     parser.add_argument("--size-gb", type=float, default=2.0)
     parser.add_argument(
-        "--dir", type=Path, help="where to write the CSV and the landed Parquet (default: temp)"
+        "--dir", type=Path, help="where to write the CSV and the landing zone (default: temp)"
     )
-    parser.add_argument("--batch-mb", type=float, default=8.0, help="CSV block size read per batch")
     parser.add_argument("--child", choices=["baseline", "landing"], help=argparse.SUPPRESS)
     parser.add_argument("--source", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    batch_bytes = int(args.batch_mb * (1 << 20))
     if args.child:
-        measure(args.child, args.source, args.dir, batch_bytes)
+        measure(args.child, args.source, args.dir)
         return
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="file-extract-bench-") as work:
         source = Path(work) / "orders.csv"
@@ -130,18 +134,17 @@ def main() -> None:
         size_gb = source.stat().st_size / 1e9
         took = time.perf_counter() - started
         print(f"generated {source.name}: {size_gb:.2f} GB, {generated:,} rows in {took:.0f} s")
-        baseline = run_child("baseline", source, Path(work), batch_bytes)
-        landing = run_child("landing", source, Path(work), batch_bytes)
-        landed_gb = (Path(work) / "landed.parquet").stat().st_size / 1e9
+        baseline = run_child("baseline", source, Path(work))
+        landing = run_child("landing", source, Path(work))
     delta = landing["peak_mb"] - baseline["peak_mb"]
-    print(f"\nCSV {size_gb:.2f} GB -> Parquet {landed_gb:.2f} GB, batches of {args.batch_mb:g} MiB\n")
-    print("| process | rows | seconds | rows/s | peak RSS MB | delta over baseline MB |")
+    print(f"\nCSV {size_gb:.2f} GB ({generated:,} rows) -> zstd copy {landing['landed'] / 1e9:.2f} GB\n")
+    print("| process | MB read | seconds | MB/s | peak RSS MB | delta over baseline MB |")
     print("|---|---|---|---|---|---|")
     print(f"| baseline (imports only) | 0 | - | - | {baseline['peak_mb']:.0f} | 0 |")
-    rate = landing["rows"] / landing["seconds"]
+    megabytes = landing["read"] / 1e6
     print(
-        f"| landing (read_batches + ParquetWriter) | {landing['rows']:,} | {landing['seconds']:.1f} | "
-        f"{rate:,.0f} | {landing['peak_mb']:.0f} | {delta:.0f} |"
+        f"| landing (land_file: header, zstd copy, sidecar) | {megabytes:,.0f} | {landing['seconds']:.1f} | "
+        f"{megabytes / landing['seconds']:,.0f} | {landing['peak_mb']:.0f} | {delta:.0f} |"
     )
     verdict = "PASS" if delta <= TARGET_DELTA_MB else "FAIL"
     print(f"\ntarget: peak within {TARGET_DELTA_MB} MB of baseline -> {verdict} ({delta:.0f} MB)")

@@ -6,6 +6,8 @@ import base64
 import gzip
 import hashlib
 import io
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -13,9 +15,12 @@ import pytest
 from gcsfs.core import GCSFileSystem
 from google.cloud import storage
 
+from platform_assets.ingestion.files import land_file
 from resources.files.config import FileFormat
-from resources.files.formats.reader import MalformedRecord, read_batches
+from resources.files.formats.reader import DEFAULT_BATCH_ROWS, MalformedRecord, read_batches
 from resources.files.store import FileStore, FileStoreError
+from resources.landing.delivered import read_landed
+from resources.landing.zone import LandingZone, Lineage
 
 LISTING_PAGE = 1000
 """Objects per page of a GCS listing (gcsfs asks for at most this many)."""
@@ -71,26 +76,66 @@ def test_fingerprint_carries_generation_and_md5_and_an_overwrite_changes_it(
     )
 
 
-def test_reads_gzipped_csv_and_parquet_from_the_bucket(gcs_client: storage.Client, gcs_bucket: str) -> None:
-    _upload(gcs_client, gcs_bucket, "in/orders.csv.gz", gzip.compress(b"id,amount\n1,12.50\n2,\n"))
+def test_lands_gzipped_csv_and_parquet_from_the_bucket_as_delivered(
+    gcs_client: storage.Client, gcs_bucket: str, tmp_path: Path
+) -> None:
+    """CSV and Parquet objects land as their bytes (`land_file`: the gzip kept, its content checked to the
+    end), read back as staging reads them."""
+    csv = gzip.compress(b"id,amount\n1,12.50\n2,\n")
+    _upload(gcs_client, gcs_bucket, "in/orders.csv.gz", csv)
     parquet = io.BytesIO()
     pq.write_table(pa.table({"id": [1, 2], "day": ["a", "b"]}), parquet)
     _upload(gcs_client, gcs_bucket, "in/items.parquet", parquet.getvalue())
     store = FileStore(root=f"gs://{gcs_bucket}/in")
-    quarantined: list[MalformedRecord] = []
+    lineage = Lineage("shop.orders", datetime.now(UTC), "run-1")
+    landing = LandingZone(root=str(tmp_path / "landing"))
 
-    def read(pattern: str, fmt: FileFormat) -> list[dict[str, object]]:
+    def land(pattern: str, fmt: FileFormat) -> list[dict[str, object]]:
         [file] = store.list(pattern)
-        batches = read_batches(store, file, fmt, on_malformed="fail", quarantine=quarantined.append)
-        return pa.Table.from_batches(list(batches)).to_pylist()
+        with landing.extraction("shop", fmt.format) as inflight:
+            copied_hash = land_file(
+                store,
+                file,
+                fmt,
+                on_malformed="fail",
+                inflight=inflight,
+                lineage=lineage,
+                batch_rows=DEFAULT_BATCH_ROWS,
+                quarantine=quarantined.append,
+            )
+            (landed,) = inflight.commit(lineage.extracted_at.date().isoformat())
+        assert copied_hash == store.content_hash(file), "the bytes copied are the object's"
+        rows = read_landed([landed.path]).to_pylist()
+        return [
+            {name: row[name] for name in row if name not in ("_source", "_extracted_at", "_run_id")}
+            for row in rows
+        ]
 
-    assert read("*.csv.gz", FileFormat(format="csv")) == [
-        {"id": "1", "amount": "12.50", "_file": "orders.csv.gz", "_record": 2},
-        {"id": "2", "amount": None, "_file": "orders.csv.gz", "_record": 3},
+    quarantined: list[MalformedRecord] = []
+    assert land("*.csv.gz", FileFormat(format="csv")) == [
+        {"id": "1", "amount": "12.50", "_record": 2, "_file": "orders.csv.gz"},
+        {"id": "2", "amount": None, "_record": 3, "_file": "orders.csv.gz"},
     ]
-    assert read("*.parquet", FileFormat(format="parquet")) == [
-        {"id": 1, "day": "a", "_file": "items.parquet", "_record": 1},
-        {"id": 2, "day": "b", "_file": "items.parquet", "_record": 2},
+    assert land("*.parquet", FileFormat(format="parquet")) == [
+        {"id": 1, "day": "a", "_record": 1, "_file": "items.parquet"},
+        {"id": 2, "day": "b", "_record": 2, "_file": "items.parquet"},
+    ]
+    assert quarantined == []
+
+
+def test_reads_gzipped_json_lines_from_the_bucket(gcs_client: storage.Client, gcs_bucket: str) -> None:
+    _upload(
+        gcs_client, gcs_bucket, "in/orders.jsonl.gz", gzip.compress(b'{"id": 1, "amount": 12.5}\n{"id": 2}\n')
+    )
+    store = FileStore(root=f"gs://{gcs_bucket}/in")
+    [file] = store.list("*.jsonl.gz")
+    quarantined: list[MalformedRecord] = []
+    batches = read_batches(
+        store, file, FileFormat(format="jsonl"), on_malformed="fail", quarantine=quarantined.append
+    )
+    assert pa.Table.from_batches(list(batches)).to_pylist() == [
+        {"id": "1", "amount": "12.5", "_file": "orders.jsonl.gz", "_record": 1},
+        {"id": "2", "amount": None, "_file": "orders.jsonl.gz", "_record": 2},
     ]
     assert quarantined == []
 

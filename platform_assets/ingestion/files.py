@@ -1,9 +1,10 @@
 """Files: each delivered file is landed exactly once, as one landed file of its own.
 
-CSV deliveries land as the bytes delivered (`resources/landing/delivered.py`): a streamed copy, hashed while
-copied, zstd-compressed unless delivered gzip or zstd, with a sidecar naming the DuckDB reader and options
-staging parses it with, once. Formats read record by record (JSON, JSON Lines, Parquet, Avro) land as one
-Parquet file of Arrow batches.
+CSV and Parquet deliveries land as the bytes delivered (`resources/landing/delivered.py`): a streamed copy,
+hashed while copied, with a sidecar naming the DuckDB reader and options staging parses it with, once (a
+CSV copy zstd-compressed unless delivered gzip or zstd; only a CSV header or a Parquet footer is read
+here). JSON, JSON Lines and Avro deliveries are read record by record (`read_batches`) and land as one
+Parquet file of Arrow batches. `land_file` lands one delivered file either way.
 
 The processed-file ledger (path -> size, version, content hash, name of the landed copy) is the extraction
 state: a file whose size and version (mtime or GCS generation) are unchanged is skipped; one re-delivered
@@ -20,7 +21,9 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
 import pyarrow as pa
@@ -28,14 +31,14 @@ import pyarrow.parquet as pq
 
 from platform_assets.catalog.loader import CatalogEntity
 from platform_assets.ingestion.extraction import Extraction, ExtractionContext, today
-from resources.files.compression import codec_for
-from resources.files.config import FileFormat
+from resources.files.compression import DAMAGED_DATA_ERRORS, Codec, codec_for, damaged_reason, decompressed
+from resources.files.config import FileFormat, MalformedPolicy
 from resources.files.formats.csv import duckdb_options, read_header
 from resources.files.formats.reader import MalformedRecord, read_batches
 from resources.files.read_context import ReadContext
 from resources.files.store import FileFingerprint, FileStore
 from resources.landing.delivered import PARQUET_READER, DeliveredCopy
-from resources.landing.zone import QuarantineFile
+from resources.landing.zone import InFlight, Lineage, QuarantineFile
 
 MAX_LISTED_IN_METADATA = 50
 LANDING_WORKERS = min(4, os.cpu_count() or 1)
@@ -44,6 +47,7 @@ COPIED_FORMATS = {"csv": "read_csv", "parquet": PARQUET_READER}
 """Formats landed as the bytes delivered, and the DuckDB function that parses them at staging."""
 NATIVE_CODECS = {"gzip": ".gz", "zstd": ".zst"}
 """Compressions DuckDB reads itself: a copy keeps them; any other is landed zstd-compressed."""
+_CHECK_CHUNK_BYTES = 1 << 20
 
 
 class FilesExtractor:
@@ -156,60 +160,106 @@ def _land(
     def set_aside(record: MalformedRecord) -> None:
         quarantine.add(vars(record))
 
-    if fmt.format in COPIED_FORMATS:
-        read = ReadContext(file.path, store.describe(file), item.entity.on_malformed, set_aside)
-        return "landed", _copy(context, store, file, name, read)
-    batches = read_batches(
+    copied_hash = land_file(
         store,
         file,
         fmt,
-        batch_rows=context.batch_rows,
         on_malformed=item.entity.on_malformed,
+        inflight=context.inflight,
+        lineage=context.lineage,
+        batch_rows=context.batch_rows,
         quarantine=set_aside,
     )
-    context.inflight.write(name, batches, context.lineage)
-    return "landed", None
+    return "landed", copied_hash
+
+
+def land_file(
+    store: FileStore,
+    file: FileFingerprint,
+    fmt: FileFormat,
+    *,
+    on_malformed: MalformedPolicy,
+    inflight: InFlight,
+    lineage: Lineage,
+    batch_rows: int,
+    quarantine: Callable[[MalformedRecord], None],
+) -> str | None:
+    """Land one delivered file in flight under its ledger-key name (`_landed_name`), whatever its format: a
+    copy of its bytes with its sidecar (`COPIED_FORMATS`), else one Parquet part of its records, the
+    malformed ones handed to `quarantine` under `on_malformed: skip`. The hash of the delivered bytes when
+    a copy of them is what landed (see `_copy`). Nothing of the ledger: what `FilesExtractor` runs per file
+    it lands, and what the format tests land a delivery with."""
+    name = _landed_name(file, fmt)
+    if fmt.format in COPIED_FORMATS:
+        read = ReadContext(file.path, store.describe(file), on_malformed, quarantine)
+        return _copy(store, file, fmt, name, read, inflight, lineage)
+    batches = read_batches(
+        store, file, fmt, batch_rows=batch_rows, on_malformed=on_malformed, quarantine=quarantine
+    )
+    inflight.write(name, batches, lineage)
+    return None
 
 
 def _copy(
-    context: ExtractionContext, store: FileStore, file: FileFingerprint, name: str, read: ReadContext
+    store: FileStore,
+    file: FileFingerprint,
+    fmt: FileFormat,
+    name: str,
+    read: ReadContext,
+    inflight: InFlight,
+    lineage: Lineage,
 ) -> str | None:
     """Land the delivered bytes as the copy `name`; the hash of the delivered bytes when they are what was
     copied (not a bz2 or zip archive's content). Only what names the columns is parsed here (a CSV header,
-    a Parquet footer); an empty file lands nothing."""
-    item = context.item
-    fmt = item.entity.file
-    assert fmt is not None
+    a Parquet footer); an empty file lands nothing. A compressed delivery that is truncated or damaged
+    fails, naming it."""
     codec = codec_for(file.path, fmt.compression)
-    with store.open_bytes(file, fmt.compression) as stream:
-        if fmt.format == "parquet":
-            options, records_after = _parquet_options(stream, read)
-        else:
-            names = read_header(stream, fmt, read)
-            copy_codec = codec if codec in NATIVE_CODECS else "zstd"
-            options = (
-                None if names is None else duckdb_options(fmt, names, item.entity.on_malformed, copy_codec)
-            )
-            records_after = 1 if fmt.header else 0
-    if options is None:
-        return None
-    described = DeliveredCopy(
-        reader=COPIED_FORMATS[fmt.format],
-        options=options,
-        file=file.path,
-        source=context.lineage.source,
-        extracted_at=context.lineage.extracted_at.isoformat(),
-        run_id=context.lineage.run_id,
-        records_after=records_after,
-    )
-    # Copied as delivered when DuckDB reads it so (a plain file; gzip or zstd text), else decompressed; a
-    # text copy is zstd-compressed unless it keeps its codec (a Parquet file is compressed inside).
-    as_delivered = codec == "none" or (fmt.format != "parquet" and codec in NATIVE_CODECS)
-    compress = fmt.format != "parquet" and codec not in NATIVE_CODECS
-    opened = store.open_raw(file) if as_delivered else store.open_bytes(file, fmt.compression)
-    with opened as stream:
-        copied = context.inflight.copy(name, stream, described, compress=compress)
-    return copied if as_delivered else None
+    try:
+        with store.open_bytes(file, fmt.compression) as stream:
+            if fmt.format == "parquet":
+                options, records_after = _parquet_options(stream, read)
+            else:
+                names = read_header(stream, fmt, read)
+                copy_codec = codec if codec in NATIVE_CODECS else "zstd"
+                options = None if names is None else duckdb_options(fmt, names, read.on_malformed, copy_codec)
+                records_after = 1 if fmt.header else 0
+        if options is None:
+            return None
+        described = DeliveredCopy(
+            reader=COPIED_FORMATS[fmt.format],
+            options=options,
+            file=file.path,
+            source=lineage.source,
+            extracted_at=lineage.extracted_at.isoformat(),
+            run_id=lineage.run_id,
+            records_after=records_after,
+        )
+        kept = _kept_codec(fmt, codec)
+        opened = store.open_raw(file) if kept else store.open_bytes(file, fmt.compression)
+        with opened as stream:
+            copied = inflight.copy(name, stream, described, compress=fmt.format != "parquet" and not kept)
+        if kept:
+            _decompress_to_the_end(inflight.directory / name, codec)
+    except DAMAGED_DATA_ERRORS as exc:
+        read.fail(damaged_reason(codec, exc))
+    return copied if codec == "none" or kept else None
+
+
+def _decompress_to_the_end(copy: Path, codec: Codec) -> None:
+    """Read a copy that keeps its delivered gzip or zstd compression through to its end (from local disk,
+    just written), discarding what it holds: the codec raises on a truncated or damaged stream. Staging's
+    DuckDB would not: it checks no gzip member's CRC (a damaged file would stage wrong rows), and names no
+    delivered file when a stream ends early."""
+    with open(copy, "rb") as raw, decompressed(raw, codec, str(copy)) as stream:
+        while stream.read(_CHECK_CHUNK_BYTES):
+            pass
+
+
+def _kept_codec(fmt: FileFormat, codec: str) -> bool:
+    """Whether a copy keeps the delivered compression: DuckDB reads a gzip or zstd text file as it is (an
+    uncompressed one is compressed with zstd, what its sidecar then says); a Parquet file is compressed
+    inside, so one delivered compressed as a whole lands decompressed."""
+    return fmt.format != "parquet" and codec in NATIVE_CODECS
 
 
 def _parquet_options(stream: BinaryIO, read: ReadContext) -> tuple[dict[str, Any] | None, int]:

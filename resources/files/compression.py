@@ -41,6 +41,14 @@ DAMAGED_DATA_ERRORS: tuple[type[Exception], ...] = (
 """What the codecs raise on truncated or corrupt data (bz2 raises a plain OSError, not listed: too broad)."""
 
 
+def damaged_reason(codec: Codec, exc: Exception) -> str:
+    """What to say, after the file's name, when `codec` raised one of `DAMAGED_DATA_ERRORS` reading it."""
+    return (
+        f"cannot be decompressed as {codec} ({type(exc).__name__}: {exc}): the file is truncated or damaged. "
+        f"Deliver it again."
+    )
+
+
 class ArchiveContentError(ValueError):
     """A zip archive that does not hold exactly one file: which member to read would be a guess."""
 

@@ -157,10 +157,15 @@ def rejected_records(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     none was. `line` is DuckDB's record number, the header counted: what `_record` numbers."""
     try:
         rows = con.execute(
-            # One row per record: DuckDB reports a record once per surplus field, and once per scan of it.
-            "SELECT s.file_path, e.line, string_agg(DISTINCT e.error_type || ': ' || e.error_message, '; '), "
-            "any_value(e.csv_line) FROM reject_errors AS e JOIN reject_scans AS s USING (scan_id, file_id) "
-            "GROUP BY s.file_path, e.line ORDER BY ALL"
+            # One row per record: DuckDB reports a record once per scan of it, and once per missing or
+            # surplus field, counting them up ("Found: 1", "Found: 2"... for a record of one field of
+            # three): the first missing field's report, or the last surplus one's, counts the record's.
+            "WITH errors AS (SELECT s.file_path, e.line, e.error_type, CASE WHEN e.error_type = "
+            "'TOO MANY COLUMNS' THEN arg_max(e.error_message, e.column_idx) ELSE arg_min(e.error_message, "
+            "e.column_idx) END AS message, any_value(e.csv_line) AS text FROM reject_errors AS e "
+            "JOIN reject_scans AS s USING (scan_id, file_id) GROUP BY s.file_path, e.line, e.error_type) "
+            "SELECT file_path, line, string_agg(error_type || ': ' || message, '; ' ORDER BY error_type), "
+            "any_value(text) FROM errors GROUP BY file_path, line ORDER BY ALL"
         ).fetchall()
     except duckdb.CatalogException:  # no scan stored rejects on this connection
         return []
@@ -183,14 +188,17 @@ def malformed_copy_message(error: duckdb.Error) -> str | None:
     """What to tell about DuckDB's refusal to parse a copy (a record with the wrong number of fields, text
     not in the declared encoding), naming the delivered file and its line; None for any other error."""
     text = str(error)
-    found = re.search(r"CSV Error on Line: (\d+)\n(?:Original Line: .*\n)?(.*)\n", text)
+    # The record's text ("Original Line: ...") may span lines (a quote left open): what went wrong is the
+    # last line before DuckDB's suggestions.
+    found = re.search(r"CSV Error on Line: (\d+)\n(.*?)\n+Possible (?:fixes|Solution)", text, re.DOTALL)
     path = re.search(r"^\s*file = (.+)$", text, re.MULTILINE)
     if found is None or path is None:
         return None
+    what = found.group(2).rsplit("\n", 1)[-1].rstrip(".")
     described = delivered_copy(Path(path.group(1)))
     delivered = described.file if described else path.group(1)
     return (
-        f"{delivered} (landed as {path.group(1)}): line {found.group(1)}: {found.group(2)}. Fix the file and "
+        f"{delivered} (landed as {path.group(1)}): line {found.group(1)}: {what}. Fix the file and "
         f"deliver it again, or set `on_malformed: skip` on the entity to set such records aside and stage "
         f"the rest."
     )

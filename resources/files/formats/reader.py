@@ -1,11 +1,14 @@
-"""Delivered files as streams of Arrow record batches, whatever their format and wherever they are.
+"""Delivered files read record by record, as streams of Arrow record batches: JSON, JSON Lines and Avro.
+
+(CSV and Parquet deliveries are not read here: they land as their bytes, and staging's DuckDB scan parses
+them once; see `resources/landing/delivered.py`.)
 
 One entry point for the extraction step: `read_batches` opens a file through the `FileStore` (local or
-GCS, decompressed on the fly) and hands it to the reader of its declared format. Text formats (CSV, JSON,
-JSON Lines) land as text, exactly as delivered; typed formats (Parquet, Avro) keep their types. Every batch
-carries the lineage columns `_file` and `_record`, and all batches of one file share one schema. Memory is
-bounded by the batch size, never by the file size (Parquet: by the file's row groups); a JSON file of more
-than one batch passes through a temporary spill file on local disk (see `schema_union`).
+GCS, decompressed on the fly) and hands it to the reader of its declared format. JSON and JSON Lines land
+as text, exactly as delivered; Avro keeps its types. Every batch carries the lineage columns `_file` and
+`_record`, and all batches of one file share one schema. Memory is bounded by the batch size, never by the
+file size; a JSON file of more than one batch passes through a temporary spill file on local disk (see
+`schema_union`).
 """
 
 from __future__ import annotations
@@ -15,12 +18,10 @@ from functools import partial
 
 import pyarrow as pa
 
-from resources.files.compression import DAMAGED_DATA_ERRORS, codec_for
+from resources.files.compression import DAMAGED_DATA_ERRORS, codec_for, damaged_reason
 from resources.files.config import FileFormat, MalformedPolicy
 from resources.files.formats.avro import read_avro
-from resources.files.formats.csv import read_csv
 from resources.files.formats.json import read_json_document, read_json_lines
-from resources.files.formats.parquet import read_parquet
 from resources.files.read_context import (
     FILE_COLUMN,
     RECORD_COLUMN,
@@ -41,9 +42,9 @@ __all__ = [
 ]
 
 DEFAULT_BATCH_ROWS = 65_536
-"""Records per batch for formats read record by record (JSON documents, Parquet, Avro)."""
+"""Records per batch of JSON documents and Avro."""
 DEFAULT_BATCH_BYTES = 8 << 20
-"""Size of a batch for formats read block by block: CSV (bytes of Arrow data), JSON Lines (bytes of input)."""
+"""Bytes of input per batch of JSON Lines, read block by block."""
 
 
 def read_batches(
@@ -64,20 +65,18 @@ def read_batches(
     context = ReadContext(file.path, described, on_malformed, quarantine)
     with store.open_bytes(file, fmt.compression) as stream:
         try:
-            if fmt.format == "csv":
-                yield from read_csv(stream, fmt, batch_bytes, context)
-            elif fmt.format == "jsonl":
+            if fmt.format == "jsonl":
                 yield from read_json_lines(stream, fmt, batch_bytes, context)
             elif fmt.format == "json":
                 reopen = partial(store.open_bytes, file, fmt.compression)
                 yield from read_json_document(stream, fmt, batch_rows, context, reopen)
-            elif fmt.format == "parquet":
-                yield from read_parquet(stream, batch_rows, context)
-            else:
+            elif fmt.format == "avro":
                 yield from read_avro(stream, batch_rows, context)
+            else:
+                raise ValueError(
+                    f"{fmt.format} deliveries land as their bytes (platform_assets/ingestion/files.py), "
+                    f"they are not read record by record"
+                )
         except DAMAGED_DATA_ERRORS as exc:
             codec = codec_for(file.path, fmt.compression)
-            raise MalformedFileError(
-                f"{described} cannot be decompressed as {codec} ({type(exc).__name__}: {exc}): the file is "
-                f"truncated or damaged. Deliver it again."
-            ) from exc
+            raise MalformedFileError(f"{described} {damaged_reason(codec, exc)}") from exc
