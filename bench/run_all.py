@@ -170,7 +170,8 @@ def one_run(work_root: Path, name: str, **spec: Any) -> dict[str, Any]:
 
 
 def _ok(result: dict[str, Any]) -> bool:
-    return "error" not in result and result["seconds"] == result["seconds"] and result["rows"] > 0
+    loaded = result["rows"] > 0 or result.get("expect_empty", False)
+    return "error" not in result and result["seconds"] == result["seconds"] and loaded
 
 
 def spread(values: list[float]) -> dict[str, float]:
@@ -369,7 +370,9 @@ def scenario_pg(
                 profiled = {"profile": str(profile)} if profile and tool == "platform" and last else {}
                 seconds[tool].append(_measured(works[tool].spec(incremental=True, **spec, **profiled)))
             for tool, _, spec in incremental:
-                empties[tool].append(_measured(works[tool].spec(incremental=True, **spec)))
+                empties[tool].append(
+                    {**_measured(works[tool].spec(incremental=True, **spec)), "expect_empty": True}
+                )
                 works[tool].remove()
         rows = [row("2 pg full", tool, config, fulls[index]) for index, (tool, config, _) in enumerate(full)]
         for tool, config, _ in incremental:
