@@ -222,12 +222,21 @@ def _rounds_of(entry: dict[str, Any], key: str = "rows_per_s_rounds") -> list[fl
     return entry.get(key) or [entry["rows_per_s"]]
 
 
+def _speeds(entry: dict[str, Any]) -> list[float]:
+    """Per-round speed of a row: rows/s, or runs/s for a run that loads nothing (an empty incremental
+    run), where only the seconds compare."""
+    if entry["rows"] == 0 and entry.get("seconds_rounds"):
+        return [1 / seconds if seconds else float("nan") for seconds in entry["seconds_rounds"]]
+    return _rounds_of(entry)
+
+
 def per_round_ratio(platform_row: dict[str, Any], other: dict[str, Any]) -> dict[str, float]:
-    """Median and spread of platform rows/s / baseline rows/s, round by round (the same round's runs
-    were side by side); rows of different lengths fall back to the ratio of medians."""
-    mine, theirs = _rounds_of(platform_row), _rounds_of(other)
+    """Median and spread of platform speed / baseline speed (rows/s; for empty runs, the inverse ratio of
+    seconds), round by round (the same round's runs were side by side); rows of different lengths fall
+    back to the ratio of medians."""
+    mine, theirs = _speeds(platform_row), _speeds(other)
     if len(mine) != len(theirs):
-        ratio = platform_row["rows_per_s"] / other["rows_per_s"]
+        ratio = statistics.median(mine) / statistics.median(theirs)
         return {"median": ratio, "min": ratio, "max": ratio}
     return spread([a / b if b == b and b else float("nan") for a, b in zip(mine, theirs, strict=True)])
 

@@ -224,8 +224,19 @@ def parse_copies(con: duckdb.DuckDBPyConnection, paths: Sequence[Path]) -> None:
     insert keeps file order (`preserve_insertion_order`, DuckDB's default), so the table's `rowid` is the
     record's position, free. The table spills to the connection's temporary directory beyond its memory
     limit, so memory stays bounded. A Parquet copy needs none: its reader numbers its rows."""
-    for copy in _text_copies(paths):
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {_parsed_table(copy)} AS SELECT * FROM {_reader(copy)}")
+    copies = _text_copies(paths)
+    if not copies:
+        return
+    # Staging's connections drop insertion order (it costs their copies twice the time), but a table
+    # filled without it is numbered out of file order once it spills: 7.7 of 8 million rows were, here.
+    ((kept,),) = con.execute("SELECT current_setting('preserve_insertion_order')").fetchall()
+    con.execute("SET preserve_insertion_order = true")
+    try:
+        for copy in copies:
+            table = _parsed_table(copy)
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM {_reader(copy)}")
+    finally:
+        con.execute(f"SET preserve_insertion_order = {'true' if kept else 'false'}")
 
 
 def drop_parsed_copies(con: duckdb.DuckDBPyConnection, paths: Sequence[Path]) -> None:
