@@ -24,7 +24,7 @@ from platform_assets.factories.dbt_models import DBT_PROJECT_DIR
 from platform_assets.factories.raw_assets import build_raw_asset
 from platform_assets.factories.staged_assets import build_contract_checks, build_staged_asset
 from platform_assets.keys import STAGED_SCHEMA, staged_key, staged_table
-from platform_assets.staging.null_markers import null_marker_hint
+from platform_assets.staging.null_markers import cast_error_values, null_marker_hint
 from platform_assets.staging.plan import staging_fingerprint
 from platform_assets.staging.schema_registry import delivered_schema, strict_cast, without_null_markers
 from resources.environment import PlatformSettings, build_resources
@@ -103,6 +103,7 @@ def test_the_null_marker_hint_names_what_to_declare() -> None:
     assert "Values like 'NA', '\\\\N' look like a null marker" in hint
     assert "declare `null_values: ['NA', '\\\\N']` on the entity" in hint
     assert null_marker_hint(["abc", "12x"]) == ""
+    assert cast_error_values("amount=NA; score=-; amount_2=x", "amount") == ["NA"]
 
 
 CATALOG = """\
@@ -263,6 +264,7 @@ R_EXPORT = {
         "amount": {"type": "double"},
         "shipped": {"type": "date"},
         "note": {"type": "string"},
+        "score": {"type": "integer", "severity": "warn"},
     },
 }
 
@@ -273,33 +275,41 @@ def test_declared_null_markers_stage_as_nulls_and_undeclared_ones_are_named_in_t
     """An R/database export writes missing values as `NA`, `NULL` and `\\N`. Undeclared, one `NA` among
     20 rows is a quarantined cast error and many are schema drift: both messages name the marker. Once
     declared, the same files stage the markers as NULL and nothing is quarantined."""
-    header = "order_id,amount,note,shipped"
-    good = [f"{i},{i}.5,n{i},2025-01-{i:02d}" for i in range(1, 20)]
-    exports.deliver("1.csv", [header, *good, "20,NA,n20,2025-01-20"])
+    header = "order_id,amount,note,shipped,score"
+    good = [f"{i},{i}.5,n{i},2025-01-{i:02d},{i}" for i in range(1, 20)]
+    exports.deliver("1.csv", [header, *good, "20,NA,n20,2025-01-20,1", "25,2.5,n25,2025-01-25,-"])
     first = exports.materialize(R_EXPORT)
     assert first.success
     assert exports.staged_metadata(first)["rows_quarantined"] == 1
     (warning,) = [w for w in exports.warnings(first) if w.startswith("Quarantining")]
     assert "Values like 'NA' look like a null marker; declare `null_values: ['NA']` on the entity" in warning
+    # A warn-severity column keeps its row; the quality_warnings check reports the value and the hint.
+    (warned,) = [e for e in first.get_asset_check_evaluations() if e.check_name == "quality_warnings"]
+    assert not warned.passed
+    assert "declare `null_values: ['-']`" in warned.metadata["hint"].value
 
-    exports.deliver("2.csv", [header, "21,NA,NULL,\\N", "22,NULL,NA,\\N", "23,\\N,x,NA", "24,1.5,y,NA"])
+    exports.deliver(
+        "2.csv", [header, "21,NA,NULL,\\N,1", "22,NULL,NA,\\N,2", "23,\\N,x,NA,3", "24,1.5,y,NA,4"]
+    )
     drifted = exports.materialize(R_EXPORT)
     assert not drifted.success
     failure = _step_failure(drifted)
     assert "amount: type changed from double to string" in failure
     assert "Values like 'NA', 'NULL', '\\\\N' look like a null marker" in failure
 
-    declared = exports.materialize({**R_EXPORT, "null_values": ["NA", "NULL", "\\N"]})
+    declared = exports.materialize({**R_EXPORT, "null_values": ["NA", "NULL", "\\N", "-"]})
     assert declared.success
+    assert all(check.passed for check in declared.get_asset_check_evaluations())
     metadata = exports.staged_metadata(declared)
     assert (metadata["rows_quarantined"], metadata["staging/mode"]) == (0, "full")
     assert metadata["quarantine/released"] == 1  # the row quarantined for its `NA` is staged now
-    assert exports.staged("order_id, amount, shipped, note")[19:] == [
-        (20, None, date(2025, 1, 20), "n20"),
-        (21, None, None, None),
-        (22, None, None, None),
-        (23, None, None, "x"),
-        (24, 1.5, None, "y"),
+    assert exports.staged("order_id, amount, shipped, note, score")[19:] == [
+        (20, None, date(2025, 1, 20), "n20", 1),
+        (21, None, None, None, 1),
+        (22, None, None, None, 2),
+        (23, None, None, "x", 3),
+        (24, 1.5, None, "y", 4),
+        (25, 2.5, date(2025, 1, 25), "n25", None),
     ]
 
 

@@ -70,7 +70,12 @@ from platform_assets.staging.deletes import (
     settle_deletes,
     staged_keys,
 )
-from platform_assets.staging.null_markers import LIKELY_NULL_MARKERS, null_marker_hint, null_markers_in
+from platform_assets.staging.null_markers import (
+    LIKELY_NULL_MARKERS,
+    cast_error_values,
+    null_marker_hint,
+    null_markers_in,
+)
 from platform_assets.staging.plan import StagingPlan, plan_staging, staging_fingerprint
 from platform_assets.staging.redelivery import redelivered
 from platform_assets.staging.schema_evolution import (
@@ -478,11 +483,17 @@ def build_contract_check(
         report = validate_staged_table(
             warehouse, _as_last_staged(metadata, item), severity=severity, checks=checks, only_run=only_run
         )
+        hint = null_marker_hint(
+            value
+            for violation in report.examples
+            if violation.rule == TYPE
+            for value in cast_error_values(violation.value, violation.column)
+        )
         if not report.passed:
             log = context.log.error if error else context.log.warning
             log(
                 f"{item.source_name}.{item.name}: {report.violation_count} {severity}-severity "
-                f"violation(s): {dict(report.counts)}"
+                f"violation(s): {dict(report.counts)}{hint}"
             )
         # A dropped column is no row's fault, so no rule's: it is reported here, with the warnings, because
         # a failed check is what the quality-events sensor records and the healing layer and alerts read.
@@ -494,6 +505,7 @@ def build_contract_check(
                 **_report_metadata(item, report),
                 **scope_metadata(latest, only_run),
                 **({"dropped_columns": dg.MetadataValue.json(dropped)} if dropped else {}),
+                **({"hint": dg.MetadataValue.text(hint.strip())} if hint else {}),
             },
         )
 

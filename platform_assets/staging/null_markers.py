@@ -38,6 +38,12 @@ def null_marker_hint(values: Iterable[str]) -> str:
     )
 
 
+def cast_error_values(cast_errors: str, column: str) -> list[str]:
+    """The values of `column` a row's `_cast_errors` text (`column=value; ...`, `staging/sql.py`) holds."""
+    prefix = f"{column}="
+    return [part[len(prefix) :] for part in cast_errors.split("; ") if part.startswith(prefix)]
+
+
 def null_markers_in(
     files: list[Path], columns: Collection[str], declared: Collection[str]
 ) -> dict[str, list[str]]:
