@@ -11,15 +11,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import dagster as dg
 import duckdb
+import pyarrow as pa
 import pytest
 
 from platform_assets.catalog.loader import CatalogEntity, CatalogError, load_catalog
-from platform_assets.catalog.model import ColumnType, Source, TextFormat
+from platform_assets.catalog.model import ColumnType, Entity, Source, TextFormat
 from platform_assets.factories.dbt_models import DBT_PROJECT_DIR
 from platform_assets.factories.raw_assets import build_raw_asset
 from platform_assets.factories.staged_assets import build_contract_checks, build_staged_asset
@@ -27,7 +28,9 @@ from platform_assets.keys import STAGED_SCHEMA, staged_key, staged_table
 from platform_assets.staging.null_markers import cast_error_values, null_marker_hint
 from platform_assets.staging.plan import staging_fingerprint
 from platform_assets.staging.schema_registry import delivered_schema, strict_cast, without_null_markers
+from platform_assets.staging.sql import staging_select
 from resources.environment import PlatformSettings, build_resources
+from resources.landing.zone import Lineage, write_parquet
 
 GERMAN = TextFormat(("NA",), ",", ".", "%d.%m.%Y", "%d.%m.%Y %H:%M")
 
@@ -96,6 +99,30 @@ def test_the_schema_registry_counts_parses_as_staging_reads(tmp_path: Path) -> N
     assert delivered_schema([path], expected, formats=lambda _: GERMAN) == expected
     plain = delivered_schema([path], expected)
     assert (plain["amount"], plain["day"]) == (ColumnType.STRING, ColumnType.STRING)
+
+
+def test_staging_reads_text_landed_columns_only_as_declared(tmp_path: Path) -> None:
+    """A JSON or API delivery lands text beside typed columns: `NA` in text is missing and `1.234,5` is
+    read with the entity's separators; a typed double (Parquet) keeps its value, which the decimal comma
+    of the entity does not concern."""
+    batch = pa.record_batch(
+        {"id": pa.array(["1", "2"]), "amount": pa.array(["1.234,5", "NA"]), "rate": pa.array([0.5, 1.25])}
+    )
+    lineage = Lineage(source="exports.sales", extracted_at=datetime(2026, 1, 1, tzinfo=UTC), run_id="r1")
+    landed = write_parquet(tmp_path / "landed.parquet", [batch], lineage)
+    assert landed is not None
+    entity = Entity.model_validate(
+        {
+            "primary_key": ["id"],
+            "null_values": ["NA"],
+            "decimal_separator": ",",
+            "thousands_separator": ".",
+            "columns": {"id": {"type": "integer"}, "amount": {"type": "double"}, "rate": {"type": "double"}},
+        }
+    )
+    select = staging_select(entity, [landed.path], {"id", "amount", "rate"}, "run")
+    rows = duckdb.execute(f"SELECT id, amount, rate, _cast_errors FROM ({select}) ORDER BY id").fetchall()
+    assert rows == [(1, 1234.5, 0.5, None), (2, None, 1.25, None)]
 
 
 def test_the_null_marker_hint_names_what_to_declare() -> None:

@@ -22,7 +22,9 @@ string, date -> timestamp -> string, others -> string) they parse as. A share of
 values are the rules' business (cast errors, quarantine), not schema drift. A text column with no
 expected type (a new, undeclared column) is `string`: guessing a type from one delivery's values would
 turn the next delivery's first non-numeric value into a type change. A column without a single non-null
-value keeps its expected type.
+value keeps its expected type. Values are read as staging reads them (`formats`: the entity's declared null
+markers are missing values, and numbers and dates are read with its separators and strptime formats:
+`without_null_markers`, `parses_losslessly`), so a drift decision and the staged values agree.
 
 **Versions.** The fingerprint is the sha256 of the sorted `name:type` lines; a delivery with the
 fingerprint of the previous version IS that version (same number, same `recorded_at`); any other gets the
