@@ -416,18 +416,13 @@ class Entity(Strict):
     def text_format(self, column: str) -> TextFormat:
         """How `column`'s text is read when it lands as text: its own separators and formats, else the
         entity's (an undeclared column, evolved or dropped: the entity's)."""
-        declared = self.columns.get(column)
-
-        def pick(key: str) -> object:
-            own = getattr(declared, key) if declared is not None else None
-            return own if own is not None else getattr(self, key)
-
+        own = self.columns.get(column) or Column(type=ColumnType.STRING)
         return TextFormat(
             tuple(self.null_values or ()),
-            pick("decimal_separator"),  # type: ignore[arg-type]
-            pick("thousands_separator"),  # type: ignore[arg-type]
-            pick("date_format"),  # type: ignore[arg-type]
-            pick("timestamp_format"),  # type: ignore[arg-type]
+            own.decimal_separator or self.decimal_separator,
+            own.thousands_separator or self.thousands_separator,
+            own.date_format or self.date_format,
+            own.timestamp_format or self.timestamp_format,
         )
 
     @model_validator(mode="after")
