@@ -10,6 +10,8 @@ and the connectors cannot drift apart.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Literal
 from zoneinfo import available_timezones
@@ -20,6 +22,7 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -52,6 +55,66 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+DecimalSeparator = Literal[".", ","]
+ThousandsSeparator = Literal[".", ",", " ", "'", "_", "\u00a0"]
+"""What groups digits in numbers as delivered (`1.234,75`, `1 234.75`, `1'234.75`)."""
+
+
+@dataclass(frozen=True)
+class TextFormat:
+    """How the text of one text-landed column (CSV, JSON, APIs) is read before it is typed: `null_values`
+    are the texts that mean a missing value, the separators and strptime formats those of the delivery's
+    locale. The defaults are DuckDB's own casts (ISO dates, a dot for decimals, no digit grouping), so a
+    column that declares nothing is typed exactly as before these options existed."""
+
+    null_values: tuple[str, ...] = ()
+    decimal_separator: DecimalSeparator = "."
+    thousands_separator: ThousandsSeparator | None = None
+    date_format: str | None = None
+    timestamp_format: str | None = None
+
+    @property
+    def locale_numbers(self) -> bool:
+        """Whether numbers need rewriting before DuckDB's cast reads them."""
+        return self.decimal_separator != "." or self.thousands_separator is not None
+
+
+PLAIN_TEXT = TextFormat()
+"""Text read as DuckDB's casts read it, with only the empty value missing."""
+
+_FORMAT_SAMPLES = {"date_format": "2025-12-31 00:00:00", "timestamp_format": "2025-12-31 13:14:00"}
+
+
+def _strptime_format(value: str | None, key: str) -> str | None:
+    """A `date_format` / `timestamp_format` DuckDB's strptime accepts and that reads back what it writes (a
+    format without a year, month or day, or a timestamp format without hours and minutes, would type values
+    wrongly or never); checked when the catalog loads rather than when a delivery is staged."""
+    if value is None:
+        return None
+    import duckdb
+
+    sample = _FORMAT_SAMPLES[key]
+    try:
+        (back,) = duckdb.execute(
+            "SELECT try_strptime(strftime(CAST(? AS TIMESTAMP), ?), ?) = CAST(? AS TIMESTAMP)",
+            [sample, value, value, sample],
+        ).fetchone() or (None,)
+    except duckdb.Error as error:
+        message = str(error).splitlines()[0]
+        raise ValueError(
+            f"{key} {value!r} is not a strptime format DuckDB accepts ({message}); write it with DuckDB's "
+            f"specifiers, e.g. '%d.%m.%Y' for 31.12.2025"
+        ) from None
+    if not back:
+        wanted = "year, month and day" + (", hours and minutes" if key == "timestamp_format" else "")
+        raise ValueError(
+            f"{key} {value!r} does not read back the {wanted} it must carry (e.g. "
+            f"{'%d.%m.%Y %H:%M:%S' if key == 'timestamp_format' else '%d.%m.%Y'}); use %d, %m, %Y"
+            f"{', %H, %M' if key == 'timestamp_format' else ''}"
+        )
+    return value
+
+
 Severity = Literal["error", "warn"]
 """`error`: a violation is quarantined (row rules) or fails the blocking check; `warn`: reported only."""
 DottedPath = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+$")]
@@ -80,6 +143,21 @@ class Column(Strict):
         default="warn", description="Severity of orphan rows (values not found in the referenced column)."
     )
     description: str | None = None
+    decimal_separator: DecimalSeparator | None = Field(
+        default=None, description="Text-landed integer/double column: overrides the entity's."
+    )
+    thousands_separator: ThousandsSeparator | None = Field(
+        default=None, description="Text-landed integer/double column: overrides the entity's."
+    )
+    date_format: str | None = Field(default=None, description="Text-landed date column: strptime format.")
+    timestamp_format: str | None = Field(
+        default=None, description="Text-landed timestamp column: strptime format."
+    )
+
+    @field_validator("date_format", "timestamp_format")
+    @classmethod
+    def _is_strptime_format(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return _strptime_format(value, str(info.field_name))
 
     @field_validator("regex")
     @classmethod
@@ -101,10 +179,22 @@ class Column(Strict):
             for rule in ("regex", "min_length", "max_length")
             if getattr(self, rule) is not None and self.type != ColumnType.STRING
         ]
+        misfits += [
+            rule
+            for rule in ("decimal_separator", "thousands_separator")
+            if getattr(self, rule) is not None and not numeric
+        ]
+        misfits += [rule for rule in ("date_format",) if self.date_format and self.type != ColumnType.DATE]
+        misfits += [
+            rule
+            for rule in ("timestamp_format",)
+            if self.timestamp_format and self.type != ColumnType.TIMESTAMP
+        ]
         if misfits:
             raise ValueError(
-                f"{', '.join(misfits)} do(es) not apply to a {self.type.value} column (min/max: integer or "
-                f"double; regex, min_length, max_length: string)"
+                f"{', '.join(misfits)} do(es) not apply to a {self.type.value} column (min/max, "
+                f"decimal_separator, thousands_separator: integer or double; regex, min_length, max_length: "
+                f"string; date_format: date; timestamp_format: timestamp)"
             )
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min {self.min} is greater than max {self.max}")
@@ -300,6 +390,73 @@ class Entity(Strict):
         description="`package.module.Model`: a hand-written Pandera `DataFrameModel` the staged table must "
         "also satisfy (checked by the blocking schema_contract, batch by batch; not quarantined).",
     )
+    null_values: list[str] | None = Field(
+        default=None,
+        description="Texts that mean a missing value in text-landed columns (e.g. ['NA', 'NULL', '\\N']); "
+        "the source's when not given; the empty value always is one.",
+    )
+    decimal_separator: DecimalSeparator = Field(
+        default=".", description="Text-landed integer and double columns: `,` for `12,50`."
+    )
+    thousands_separator: ThousandsSeparator | None = Field(
+        default=None, description="Text-landed integer and double columns: `.` for `1.234,75`."
+    )
+    date_format: str | None = Field(
+        default=None, description="Text-landed date columns: strptime format, e.g. '%d.%m.%Y'."
+    )
+    timestamp_format: str | None = Field(
+        default=None, description="Text-landed timestamp columns: strptime format, e.g. '%d.%m.%Y %H:%M'."
+    )
+
+    @field_validator("date_format", "timestamp_format")
+    @classmethod
+    def _is_strptime_format(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return _strptime_format(value, str(info.field_name))
+
+    def text_format(self, column: str) -> TextFormat:
+        """How `column`'s text is read when it lands as text: its own separators and formats, else the
+        entity's (an undeclared column, evolved or dropped: the entity's)."""
+        own = self.columns.get(column) or Column(type=ColumnType.STRING)
+        return TextFormat(
+            tuple(self.null_values or ()),
+            own.decimal_separator or self.decimal_separator,
+            own.thousands_separator or self.thousands_separator,
+            own.date_format or self.date_format,
+            own.timestamp_format or self.timestamp_format,
+        )
+
+    @model_validator(mode="after")
+    def _separators_differ(self) -> Entity:
+        """A number whose decimal and thousands separators are the same character cannot be read; reported
+        where the clash is declared (the column, else the entity)."""
+        clashes: list[tuple[tuple[str, ...], str]] = []
+        if self.thousands_separator == self.decimal_separator:
+            clashes.append((("thousands_separator",), self.decimal_separator))
+        for name, column in self.columns.items():
+            read = self.text_format(name)
+            own = column.decimal_separator is not None or column.thousands_separator is not None
+            if own and read.thousands_separator == read.decimal_separator:
+                key = "thousands_separator" if column.thousands_separator else "decimal_separator"
+                clashes.append((("columns", name, key), read.decimal_separator))
+        if clashes:
+            raise ValidationError.from_exception_data(
+                type(self).__name__,
+                [
+                    InitErrorDetails(
+                        type=PydanticCustomError(
+                            "separators_clash",
+                            "decimal_separator and thousands_separator are both '{separator}', so no number "
+                            "can be read; set thousands_separator to the character grouping the digits "
+                            "(e.g. '.' with decimal_separator ','), or remove it",
+                            {"separator": separator},
+                        ),
+                        loc=location,
+                        input=separator,
+                    )
+                    for location, separator in clashes
+                ],
+            )
+        return self
 
     def table_layout(self) -> TableLayout | None:
         return self.layout.table_layout() if self.layout else None
@@ -386,4 +543,26 @@ class Source(Strict):
     )
     connection: Connection
     schedule: Schedule | None = Field(default=None, description="Default schedule of every entity.")
+    null_values: list[str] = Field(
+        default_factory=list,
+        description="Default `null_values` of every entity (an entity's own replace them).",
+    )
     entities: dict[SqlName, Entity] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _entities_inherit_null_values(cls, data: object) -> object:
+        """Each entity without its own `null_values` takes the source's, written into the entity so that
+        staging (which sees only the entity) and its fingerprint read one value."""
+        if not isinstance(data, Mapping) or "null_values" not in data:
+            return data
+        entities = data.get("entities")
+        if not isinstance(entities, Mapping):
+            return data
+        inherited = {
+            name: {**entity, "null_values": data["null_values"]}
+            if isinstance(entity, Mapping) and entity.get("null_values") is None
+            else entity
+            for name, entity in entities.items()
+        }
+        return {**data, "entities": inherited}

@@ -21,7 +21,13 @@ from pydantic import Field, field_validator
 
 from platform_assets.catalog.loader import CatalogEntity
 from platform_assets.catalog.model import ColumnType, Entity
-from platform_assets.catalog.rules import column_severity, resolve_checks, resolve_model
+from platform_assets.catalog.rules import (
+    TYPE,
+    column_severity,
+    resolve_checks,
+    resolve_model,
+    split_label,
+)
 from platform_assets.factories.raw_assets import (
     EXTRACTION_STATE_METADATA,
     LANDED_FILES_METADATA,
@@ -63,6 +69,12 @@ from platform_assets.staging.deletes import (
     scan_is_new,
     settle_deletes,
     staged_keys,
+)
+from platform_assets.staging.null_markers import (
+    LIKELY_NULL_MARKERS,
+    cast_error_values,
+    null_marker_hint,
+    null_markers_in,
 )
 from platform_assets.staging.plan import StagingPlan, plan_staging, staging_fingerprint
 from platform_assets.staging.redelivery import redelivered
@@ -202,9 +214,12 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
                 f"Staging {STAGED_SCHEMA}.{table} from {len(run.plan.files)} landed file(s), "
                 f"{'incremental' if run.plan.incremental else 'full'}: {run.plan.reason}"
             )
+            text = text_columns(run.plan.files)
             with _malformed_copies_fail():
                 return StagingSplit(
-                    staging_select(staged, run.plan.files, columns, context.run.run_id, parsed=True),
+                    staging_select(
+                        staged, run.plan.files, columns, context.run.run_id, parsed=True, text=text
+                    ),
                     staged,
                     checks,
                     warehouse.staging_database(
@@ -242,11 +257,17 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
         staged = decision.staged_entity(entity)
         try:
             summary = split.summary(decision.quarantine_rules())
+            markers = (
+                null_marker_hint(split.cast_error_values(LIKELY_NULL_MARKERS))
+                if any(split_label(rule)[1] == TYPE for rule in summary.by_rule)
+                else ""
+            )
             if summary.total and summary.bad == summary.total and not plan.incremental:
                 raise BadRowsError(
                     f"{item.source_name}.{item.name}: every one of the {summary.total} delivered rows breaks "
                     f"a rule ({dict(summary.by_rule)}); staging none of them would empty "
                     f"{STAGED_SCHEMA}.{table}. Nothing was written. Fix the delivery, or the catalog."
+                    f"{markers}"
                 )
             if summary.bad_fraction > entity.max_bad_fraction:
                 raise BadRowsError(
@@ -256,6 +277,7 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
                         summary,
                         entity.max_bad_fraction,
                     )
+                    + markers
                 )
             set_aside = _set_aside(context, item, landing, split.malformed)
             deleted = _settle_deletes(split, plan, staged, item, landing, warehouse, previous_metadata)
@@ -287,7 +309,7 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
             # previous contents; the retry finds them again and upserts them under its own run id.
             context.log.warning(
                 f"Quarantining {summary.bad} of {summary.total} row(s) of {STAGED_SCHEMA}.{table} into "
-                f"{QUARANTINE_SCHEMA}.{QUARANTINE_TABLE}: {dict(summary.by_rule)}"
+                f"{QUARANTINE_SCHEMA}.{QUARANTINE_TABLE}: {dict(summary.by_rule)}.{markers}"
             )
             try:
                 warehouse.load(
@@ -461,11 +483,17 @@ def build_contract_check(
         report = validate_staged_table(
             warehouse, _as_last_staged(metadata, item), severity=severity, checks=checks, only_run=only_run
         )
+        hint = null_marker_hint(
+            value
+            for violation in report.examples
+            if violation.rule == TYPE
+            for value in cast_error_values(violation.value, violation.column)
+        )
         if not report.passed:
             log = context.log.error if error else context.log.warning
             log(
                 f"{item.source_name}.{item.name}: {report.violation_count} {severity}-severity "
-                f"violation(s): {dict(report.counts)}"
+                f"violation(s): {dict(report.counts)}{hint}"
             )
         # A dropped column is no row's fault, so no rule's: it is reported here, with the warnings, because
         # a failed check is what the quality-events sensor records and the healing layer and alerts read.
@@ -477,6 +505,7 @@ def build_contract_check(
                 **_report_metadata(item, report),
                 **scope_metadata(latest, only_run),
                 **({"dropped_columns": dg.MetadataValue.json(dropped)} if dropped else {}),
+                **({"hint": dg.MetadataValue.text(hint.strip())} if hint else {}),
             },
         )
 
@@ -621,6 +650,7 @@ def _schema_decision(
         expected_types(declared, previous),
         tolerance=entity.max_bad_fraction,
         parse_text=parse_text,
+        formats=entity.text_format,
     )
     if plan.incremental and previous is not None:
         delivered = merged_schema(previous.column_types(), delivered)
@@ -633,8 +663,11 @@ def _enforce(context: dg.AssetExecutionContext, item: CatalogEntity, run: _Decid
     policy says fail."""
     plan, decision = run.plan, run.decision
     log = context.log.warning if run.schema_changed else context.log.info
+    hint = _drift_null_marker_hint(item, run) if run.schema_changed or decision.action == "fail" else ""
     for message in decision.violations:
         log(f"{item.source_name}.{item.name}: {message}")
+    if hint:
+        log(f"{item.source_name}.{item.name}:{hint}")
     if decision.dropped_columns:
         on_drift = item.entity.schema_evolution.on_drift
         context.log.warning(
@@ -646,8 +679,19 @@ def _enforce(context: dg.AssetExecutionContext, item: CatalogEntity, run: _Decid
         raise SchemaDriftError(
             f"{item.source_name}.{item.name}: the delivery's schema drifted and the policy says fail "
             f"({len(plan.files)} landed file(s)): {'; '.join(decision.violations)}. Fix the delivery, or "
-            f"change the catalog (declare the change, or set schema_evolution.on_drift)."
+            f"change the catalog (declare the change, or set schema_evolution.on_drift).{hint}"
         )
+
+
+def _drift_null_marker_hint(item: CatalogEntity, run: _Decided) -> str:
+    """The null-marker hint for the text columns whose type drifted: a column of numbers with `NA` for the
+    missing ones does not parse as a number, and drifts to string, which says nothing of the marker."""
+    text = text_columns(run.plan.files)
+    drifted = [name for name in run.decision.changes.type_changed if name in text]
+    if not drifted:
+        return ""
+    found = null_markers_in(run.plan.files, drifted, item.entity.null_values or ())
+    return null_marker_hint(value for values in found.values() for value in values)
 
 
 def _report_metadata(item: CatalogEntity, report: "ContractReport") -> dict[str, dg.MetadataValue]:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -372,6 +372,22 @@ class StagingSplit:
             drifted,
             DeliveryShare(*worst[0]) if worst else None,
         )
+
+    def cast_error_values(self, among: Collection[str]) -> list[str]:
+        """The values of `among` that this run's bad rows hold as cast errors (`_cast_errors`,
+        `column=value`): for a message about the rows set aside that names what did not parse (e.g. a null
+        marker the entity does not declare)."""
+        if not among:
+            return []
+        errors = quote_identifier(CAST_ERRORS_COLUMN)
+        bad = f"{errors} IS NOT NULL AND {quote_identifier(VIOLATIONS_COLUMN)} IS NOT NULL"
+        listed = ", ".join(sql_string(value) for value in among)
+        rows = self.con.execute(
+            f"SELECT DISTINCT value FROM (SELECT substr(e, strpos(e, '=') + 1) AS value FROM (SELECT "
+            f"unnest(string_split({errors}, '; ')) AS e FROM {self.table} WHERE {bad})) "
+            f"WHERE value IN ({listed}) ORDER BY value"
+        ).fetchall()
+        return [value for (value,) in rows]
 
     def quarantine_rows(self, asset_key: str, run_id: str) -> pa.RecordBatchReader:
         """One row per broken rule of each bad row, shaped as `ops.quarantine`: written to a Parquet file in

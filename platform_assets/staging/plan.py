@@ -8,7 +8,8 @@ newest extraction the previous run staged (`staging/through`), and upserts their
 That is only equivalent to a rebuild while nothing else changed. The run rebuilds in full when:
 - the entity has no primary key (nothing to upsert on), or loads `snapshot`s (each one is the whole entity);
 - no previous staging run recorded where it got to, or a landed file's extraction time is unknown;
-- the staging definition changed (the entity's columns, types, rules or checks: `staging/fingerprint`),
+- the staging definition changed (the entity's columns, types, rules, checks, or how its text is read:
+  `null_values`, separators, date formats; `staging/fingerprint`),
   e.g. after a schema evolution or a catalog edit, since rows staged earlier might now be staged otherwise;
 - the staged table is gone from the warehouse;
 - the new files change the schema: the last staged version merged with their schema is a new version (see

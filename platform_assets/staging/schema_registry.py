@@ -22,7 +22,9 @@ string, date -> timestamp -> string, others -> string) they parse as. A share of
 values are the rules' business (cast errors, quarantine), not schema drift. A text column with no
 expected type (a new, undeclared column) is `string`: guessing a type from one delivery's values would
 turn the next delivery's first non-numeric value into a type change. A column without a single non-null
-value keeps its expected type.
+value keeps its expected type. Values are read as staging reads them (`formats`: the entity's declared null
+markers are missing values, and numbers and dates are read with its separators and strptime formats:
+`without_null_markers`, `parses_losslessly`), so a drift decision and the staged values agree.
 
 **Versions.** The fingerprint is the sha256 of the sorted `name:type` lines; a delivery with the
 fingerprint of the previous version IS that version (same number, same `recorded_at`); any other gets the
@@ -34,7 +36,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Collection, Iterable, Mapping
+import re
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,7 +46,7 @@ import dagster as dg
 import duckdb
 import pyarrow as pa
 
-from platform_assets.catalog.model import ColumnType
+from platform_assets.catalog.model import PLAIN_TEXT, ColumnType, TextFormat
 from resources.landing.delivered import landed_relation, landed_schema
 from resources.landing.query import DEFAULT_MEMORY_LIMIT
 from resources.landing.zone import EXTRACTED_AT_COLUMN, RUN_ID_COLUMN, SOURCE_COLUMN
@@ -146,12 +149,15 @@ def delivered_schema(
     *,
     tolerance: float = 0.0,
     parse_text: bool = True,
+    formats: Callable[[str], TextFormat] | None = None,
 ) -> dict[str, ColumnType]:
     """The logical type of every delivered column over all `landed` files (see the module docstring);
     `expected` types text-landed columns, `tolerance` is the share of their non-null values in one
     delivery that may fail to parse without changing the type. Empty when no file was landed. Without
     `parse_text`, no data is read: text columns are taken to parse as their expected type, for a caller
-    that verifies it while it reads them anyway (`text_types_hold`)."""
+    that verifies it while it reads them anyway (`text_types_hold`). `formats` says how each text column's
+    values are read (null markers, separators, strptime formats: `Entity.text_format`, as staging reads
+    them), DuckDB's plain casts without it."""
     files = [Path(path) for path in landed]
     expected_types = {name: ColumnType(value) for name, value in (expected or {}).items()}
     typed: dict[str, ColumnType | None] = {}
@@ -171,7 +177,9 @@ def delivered_schema(
             current = typed.get(name)
             typed[name] = kind if current is None else current if kind is None else common_type(current, kind)
     parsed = (
-        _parse_text_columns(files, delivery_key(landed_columns), sorted(text), expected_types, tolerance)
+        _parse_text_columns(
+            files, delivery_key(landed_columns), sorted(text), expected_types, tolerance, formats
+        )
         if text and parse_text
         else {}
     )
@@ -202,11 +210,59 @@ def text_types_hold(counts: Mapping[str, Iterable[tuple[int, int]]], tolerance: 
     )
 
 
-def parses_losslessly(text: str, kind: ColumnType) -> str:
+def without_null_markers(raw: str, read: TextFormat) -> str:
+    """DuckDB SQL: the text-landed column expression `raw`, NULL where its text is one of the entity's
+    `null_values` (`NA`, `\\N`, ...). Staging and the schema registry's parse counting both read text
+    columns through it, so a declared marker is a missing value to the rules and to drift alike."""
+    if not read.null_values:
+        return raw
+    markers = ", ".join(_sql_string(value) for value in read.null_values)
+    return f"CASE WHEN CAST({raw} AS VARCHAR) IN ({markers}) THEN NULL ELSE {raw} END"
+
+
+def _number_text(text: str, read: TextFormat) -> str:
+    """DuckDB SQL: the VARCHAR `text` of a number written with the locale's separators rewritten as DuckDB's
+    cast reads it (`1.234,75` -> `1234.75`), NULL when it is not such a number: a thousands separator
+    must group digits by three (`1.23,4` is no number), and a dot that is neither separator is refused
+    (with decimal comma, `1.5` is not one and a half)."""
+    if not read.locale_numbers:
+        return text
+    decimal = re.escape(read.decimal_separator)
+    digits = r"\d+"
+    if read.thousands_separator is not None:
+        digits = rf"(\d+|\d{{1,3}}({re.escape(read.thousands_separator)}\d{{3}})+)"
+    pattern = rf"[+-]?{digits}({decimal}\d+)?([eE][+-]?\d+)?"
+    trimmed = f"trim({text})"
+    rewritten = trimmed
+    if read.thousands_separator is not None:
+        rewritten = f"replace({rewritten}, {_sql_string(read.thousands_separator)}, '')"
+    rewritten = f"replace({rewritten}, {_sql_string(read.decimal_separator)}, '.')"
+    return f"CASE WHEN regexp_full_match({trimmed}, {_sql_string(pattern)}) THEN {rewritten} END"
+
+
+def _format_of(kind: ColumnType, read: TextFormat) -> str | None:
+    """The strptime format `kind`'s text is read with (None: DuckDB's ISO cast)."""
+    if kind == ColumnType.DATE:
+        return read.date_format
+    if kind == ColumnType.TIMESTAMP:
+        return read.timestamp_format
+    return None
+
+
+def parses_losslessly(text: str, kind: ColumnType, read: TextFormat = PLAIN_TEXT) -> str:
     """DuckDB SQL: whether the VARCHAR expression `text` parses as `kind` without loss (TRY_CAST alone
-    rounds '1.5' to the integer 2 and cuts '2024-01-01 10:00' to a date)."""
+    rounds '1.5' to the integer 2 and cuts '2024-01-01 10:00' to a date), read as `read` says (separators,
+    strptime formats)."""
     if kind == ColumnType.STRING:
         return "true"
+    strptime_format = _format_of(kind, read)
+    if strptime_format is not None:
+        parsed = f"try_strptime({text}, {_sql_string(strptime_format)})"
+        if kind == ColumnType.DATE:
+            return f"({parsed} IS NOT NULL AND {parsed} = {parsed}::DATE)"
+        return f"({parsed} IS NOT NULL)"
+    if kind in (ColumnType.INTEGER, ColumnType.DOUBLE):
+        text = _number_text(text, read)
     cast = f"TRY_CAST({text} AS {_DUCKDB[kind]})"
     if kind == ColumnType.INTEGER:
         return f"({cast} IS NOT NULL AND TRY_CAST({text} AS DOUBLE) = {cast})"
@@ -215,15 +271,24 @@ def parses_losslessly(text: str, kind: ColumnType) -> str:
     return f"({cast} IS NOT NULL)"
 
 
-def strict_cast(raw: str, kind: ColumnType) -> str:
+def strict_cast(raw: str, kind: ColumnType, read: TextFormat = PLAIN_TEXT) -> str:
     """DuckDB SQL: the column expression `raw` (any type) as `kind`, NULL when it does not convert
     without loss. Use it instead of `TRY_CAST(raw AS type)` in staging, so that a widened delivery
     (1.5 into an integer column, a time of day into a date column) is a cast error, not a silent
-    rounding."""
+    rounding. `read`: how a text-landed column's text is read (separators, strptime formats); null
+    markers are `without_null_markers`' business, before this."""
     if kind == ColumnType.STRING:
         return f"CAST({raw} AS VARCHAR)"
-    check = parses_losslessly(f"CAST({raw} AS VARCHAR)", kind)
-    return f"CASE WHEN {check} THEN TRY_CAST({raw} AS {_DUCKDB[kind]}) END"
+    text = f"CAST({raw} AS VARCHAR)"
+    check = parses_losslessly(text, kind, read)
+    strptime_format = _format_of(kind, read)
+    if strptime_format is not None:
+        value = f"try_strptime({text}, {_sql_string(strptime_format)})::{_DUCKDB[kind]}"
+    elif kind in (ColumnType.INTEGER, ColumnType.DOUBLE) and read.locale_numbers:
+        value = f"TRY_CAST({_number_text(text, read)} AS {_DUCKDB[kind]})"
+    else:
+        value = f"TRY_CAST({raw} AS {_DUCKDB[kind]})"
+    return f"CASE WHEN {check} THEN {value} END"
 
 
 def _parse_text_columns(
@@ -232,6 +297,7 @@ def _parse_text_columns(
     names: list[str],
     expected: Mapping[str, ColumnType],
     tolerance: float,
+    formats: Callable[[str], TextFormat] | None = None,
 ) -> dict[str, ColumnType | None]:
     """For each text column: the type holding each delivery's (rows grouped by the `delivery` columns),
     which is the first of its expected type and that type's widenings that the delivery's non-null values
@@ -244,8 +310,9 @@ def _parse_text_columns(
         name: [expected[name], *WIDENINGS[expected[name]]] if name in expected else [ColumnType.STRING]
         for name in names
     }
+    read = {name: formats(name) if formats is not None else PLAIN_TEXT for name in names}
     first = _parse_counts(
-        files, delivery, {name: kinds[:1] for name, kinds in candidates.items()}, present=True
+        files, delivery, {name: kinds[:1] for name, kinds in candidates.items()}, read, present=True
     )
     result: dict[str, ColumnType | None] = dict.fromkeys(names)
     failed: dict[str, list[ColumnType]] = {}
@@ -261,7 +328,7 @@ def _parse_text_columns(
                 include(name, candidates[name][0])
             elif present:
                 failed[name] = candidates[name][1:]
-    widened = _parse_counts(files, delivery, failed, present=False) if failed else {}
+    widened = _parse_counts(files, delivery, failed, read, present=False) if failed else {}
     for group, counts in first.items():
         tried = widened.get(group, {})  # none when every widening left is string, which needs no count
         for name, kinds in failed.items():
@@ -285,21 +352,26 @@ def _parses(
 
 
 def _parse_counts(
-    files: list[Path], delivery: list[str], kinds: Mapping[str, list[ColumnType]], *, present: bool
+    files: list[Path],
+    delivery: list[str],
+    kinds: Mapping[str, list[ColumnType]],
+    read: Mapping[str, TextFormat],
+    *,
+    present: bool,
 ) -> dict[tuple[object, ...], dict[tuple[str, ColumnType | None], int]]:
     """One pass over the files, per delivery (the values of the `delivery` columns): per column, the
     number of its non-null values (key `(name, None)`, when `present`) and of those that parse losslessly
-    as each of `kinds` (strings need no count)."""
+    as each of `kinds` (strings need no count), each column's text `read` as staging reads it."""
     selects: list[str] = []
     keys: list[tuple[str, ColumnType | None]] = []
     for name, column_kinds in kinds.items():
-        value = f"CAST({_quote(name)} AS VARCHAR)"
+        value = without_null_markers(f"CAST({_quote(name)} AS VARCHAR)", read[name])
         if present:
             selects.append(f"count({value})")
             keys.append((name, None))
         for kind in column_kinds:
             if kind != ColumnType.STRING:
-                selects.append(f"count(*) FILTER (WHERE {parses_losslessly(value, kind)})")
+                selects.append(f"count(*) FILTER (WHERE {parses_losslessly(value, kind, read[name])})")
                 keys.append((name, kind))
     if not selects:
         return {}
@@ -313,6 +385,10 @@ def _parse_counts(
 
 def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
 """The SQL that turns landed files into a typed staged table.
 
-Every declared column is cast with TRY_CAST, so one bad value does not abort the load; the values that
-did not parse are kept, verbatim, in `_cast_errors` (`column=value; ...`) where the schema check finds
+Every declared column is cast with TRY_CAST (`strict_cast`), so one bad value does not abort the load; a
+text-landed value is first read as the entity declares (`null_values` become NULL, then separators and
+date formats: `Entity.text_format`, the same reading the schema registry counts parses with); the values
+that did not parse are kept, verbatim, in `_cast_errors` (`column=value; ...`) where the schema check finds
 and reports them. Undeclared columns stay in the landed files and are not staged.
 
 `_violations` lists, per row, the error-severity row rules it breaks (`amount: min`), compiled from the
@@ -15,11 +17,17 @@ on which versions are good, and is decided after the rules (`quarantine.StagingS
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 
 from platform_assets.catalog import rules
-from platform_assets.catalog.model import Column, ColumnType, Entity
-from platform_assets.staging.schema_registry import FILE_COLUMN, strict_cast
+from platform_assets.catalog.model import PLAIN_TEXT, Column, ColumnType, Entity
+from platform_assets.staging.schema_registry import (
+    FILE_COLUMN,
+    strict_cast,
+    text_columns,
+    without_null_markers,
+)
 from resources.landing.delivered import landed_relation
 from resources.landing.zone import EXTRACTED_AT_COLUMN, SOURCE_COLUMN
 from resources.warehouses.duckdb_warehouse import quote_identifier
@@ -50,17 +58,28 @@ def sql_string(value: str) -> str:
 
 
 def staging_select(
-    entity: Entity, landed_files: list[Path], landed_columns: set[str], run_id: str, *, parsed: bool = False
+    entity: Entity,
+    landed_files: list[Path],
+    landed_columns: set[str],
+    run_id: str,
+    *,
+    parsed: bool = False,
+    text: Collection[str] | None = None,
 ) -> str:
     """SELECT of the staged table from `landed_files`, whose columns (over all files) are `landed_columns`;
-    `parsed`: their delivered copies are read from the tables `parse_copies` filled on the connection."""
+    `parsed`: their delivered copies are read from the tables `parse_copies` filled on the connection.
+    `text`: the columns landed as text (read from the files' schemas when not given), whose values are read
+    as the entity's `text_format` says (null markers, separators, date formats) before they are typed; a
+    typed column (Parquet, a database's) keeps its own values."""
+    text = text_columns(landed_files) if text is None else text
     typed = []
     cast_errors = []
     violations = []
     for name, column in entity.columns.items():
+        read = entity.text_format(name) if name in text else PLAIN_TEXT
         # A column the delivery no longer has (a nullable one the evolution policy let go) stages as NULL.
-        raw = quote_identifier(name) if name in landed_columns else "NULL"
-        cast = strict_cast(raw, column.type)
+        raw = without_null_markers(quote_identifier(name), read) if name in landed_columns else "NULL"
+        cast = strict_cast(raw, column.type, read)
         typed.append(f"{cast} AS {quote_identifier(name)}")
         label = sql_string(name + "=")
         cast_errors.append(
