@@ -365,15 +365,18 @@ def _plan(
     return to_land, unchanged, redelivered
 
 
-def _observations(recorded: dict[str, dict[str, Any]], by_sensor: dict[str, float]) -> Observations:
+def _observations(recorded: Observations, by_sensor: dict[str, float]) -> Observations:
     """The earliest listing of each file as it is now: the previous run's (its extraction state), or the
     delivery sensor's, whichever saw the same size and version first."""
     observed = {path: dict(seen) for path, seen in recorded.items()}
     for key, since in by_sensor.items():
         path, size, version = key.rsplit("|", 2)
         seen = observed.get(path)
-        same = seen is not None and (str(seen["size"]), str(seen["version"])) == (size, version)
-        if not same or since < float(seen["since"]):  # type: ignore[index]
+        if (
+            seen is None
+            or (str(seen["size"]), str(seen["version"])) != (size, version)
+            or since < seen["since"]
+        ):
             observed[path] = {"size": int(size), "version": version, "since": since}
     return observed
 

@@ -68,7 +68,7 @@ class DeliveryCursor:
 def parse_cursor(raw: str | None) -> DeliveryCursor:
     """The cursor as stored; one written before readiness was tracked is the `seen` mapping alone."""
     stored = json.loads(raw) if raw else {}
-    if "seen" not in stored:
+    if not isinstance(stored.get("seen"), dict):  # an old cursor's entity named `seen` holds a list
         return DeliveryCursor(stored, {})
     return DeliveryCursor(stored["seen"], stored.get("observed", {}))
 
