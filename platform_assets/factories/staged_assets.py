@@ -521,14 +521,15 @@ def _landed_files(
 
 def _no_rows_message(item: CatalogEntity, plan: StagingPlan, table: str) -> str:
     """Why a run staged no row, and what became of the table: no data today is normal, not a failure."""
+    entity = f"{item.source_name}.{item.name}"
+    kept = "is left as it was" if plan.incremental else "is staged empty, with the declared columns"
+    if plan.incremental and not plan.files:
+        return f"{entity}: no new rows to stage (nothing landed since the last run); {table} {kept}."
     if plan.files:
         what = f"its {len(plan.files)} landed file(s) hold no rows (a header only)"
-    elif plan.incremental:
-        what = "nothing was landed since the last staging run"
     else:
         what = "no file with rows was landed (none delivered yet, or only empty ones)"
-    kept = "is left as it was" if plan.incremental else "is staged empty, with the declared columns"
-    return f"{item.source_name}.{item.name}: the delivery had no rows: {what}; {table} {kept}."
+    return f"{entity}: the delivery had no rows: {what}; {table} {kept}."
 
 
 def _landed_a_copy(state: Mapping[str, object]) -> bool:

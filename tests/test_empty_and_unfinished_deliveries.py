@@ -81,6 +81,7 @@ def test_empty_and_header_only_first_deliveries_stage_an_empty_table_then_real_d
     (folder / "3-empty-again.csv").write_bytes(b"")
     again = platform.materialize()
     assert again.success
+    assert metadata_of(again, RAW_STEP)["files_empty"] == 1
     assert "is left as it was" in logged(instance, again, STAGED_STEP)
     assert platform.staged_keys() == [1, 2, 3]
 
