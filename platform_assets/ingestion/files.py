@@ -61,7 +61,7 @@ _CHECK_CHUNK_BYTES = 1 << 20
 OBSERVED_STATE = "observed"
 """Extraction state key: files not ready yet, as first listed unchanged (`resources/files/readiness.py`)."""
 EMPTY_ENTRY = "empty"
-"""Ledger flag of a delivery with no rows (a 0-byte file, a Parquet file of no row group): processed,
+"""Ledger flag of a delivery with no rows (a 0-byte file, a Parquet file with no row): processed,
 with no landed copy to look for, so staging can tell "no data yet" from landed copies that went missing."""
 
 
