@@ -208,3 +208,28 @@ def test_a_directory_marker_holds_back_every_file_beside_it_and_is_never_listed_
     listed = [file for file in store.list("day1/*") if not is_marker(file.path, readiness.ready_marker)]
     ready = sort_by_readiness(store, listed, readiness, {}, now=time.time())
     assert [file.path for file in ready.ready] == ["day1/a.csv", "day1/b.csv"]
+
+
+def test_a_file_stable_while_its_marker_is_missing_lands_as_soon_as_the_marker_appears(
+    tmp_path: Path,
+) -> None:
+    """Both conditions at once: stability is remembered while the marker is missing (the clock is handed
+    in, as the raw asset and the sensor hand in the wall clock), and a rewrite starts it again."""
+    store = FileStore(root=str(tmp_path))
+    delivered = tmp_path / "a.csv"
+    delivered.write_text(HEADER + "\n1,10,n1\n")
+    readiness = Readiness(stable_after_seconds=5, ready_marker="{stem}.ok")
+
+    first = sort_by_readiness(store, store.list("*.csv"), readiness, {}, now=100.0)
+    assert first.waiting == {"a.csv": "unchanged for 0.0 of 5 s (29 bytes); no ready marker a.ok"}
+    later = sort_by_readiness(store, store.list("*.csv"), readiness, first.observed, now=106.0)
+    assert later.waiting == {"a.csv": "no ready marker a.ok"}
+    assert later.observed["a.csv"]["since"] == 100.0
+
+    (tmp_path / "a.ok").write_text("")
+    ready = sort_by_readiness(store, store.list("*.csv"), readiness, later.observed, now=106.5)
+    assert [file.path for file in ready.ready] == ["a.csv"] and ready.observed == {}
+
+    delivered.write_text(HEADER + "\n1,10,n1\n2,20,n2\n")  # rewritten: observed afresh
+    rewritten = sort_by_readiness(store, store.list("*.csv"), readiness, later.observed, now=107.0)
+    assert rewritten.ready == [] and rewritten.observed["a.csv"]["since"] == 107.0
