@@ -124,6 +124,16 @@ class Sensor:
         self.instance = platform.instance
         self.cursor: str | None = None
 
+    def launch(self, request: dg.RunRequest) -> dg.ExecuteInProcessResult:
+        """The request run as the daemon would: its subset of the `ingestion` job, with its run config."""
+        job = self.definitions.resolve_job_def(INGESTION_JOB.name)
+        return job.execute_in_process(
+            instance=self.instance,
+            asset_selection=list(request.asset_selection or ()),
+            run_config=request.run_config,
+            tags=request.tags,
+        )
+
     def tick(self) -> list[dg.RunRequest]:
         context = dg.build_sensor_context(self.instance, cursor=self.cursor, definitions=self.definitions)
         result = self.sensor.evaluate_tick(context)
@@ -166,7 +176,7 @@ def test_files_still_being_written_wait_until_stable_or_marked_then_land_whole_e
     assert sensor.tick() == [], "a file the sensor launched a run for is not launched again"
 
     # The run counts the sensor's listing as its first one (its own saw half the file): it lands at once.
-    landed = platform.materialize(list(request.asset_selection or ()), run_config=request.run_config)
+    landed = sensor.launch(request)
     assert landed.success
     assert metadata_of(landed, RAW_STEP)["files_landed_names"] == ["orders/big.csv"]
     assert metadata_of(landed, RAW_STEP)["files_without_final_newline"] == []
@@ -175,7 +185,7 @@ def test_files_still_being_written_wait_until_stable_or_marked_then_land_whole_e
     (deliveries / "refunds" / "r.csv.done").write_text("")
     (marked,) = sensor.tick()
     assert marked.tags["platform/entity"] == "refunds"
-    done = platform.materialize(list(marked.asset_selection or ()), run_config=marked.run_config)
+    done = sensor.launch(marked)
     assert done.success
     refunds_raw = metadata_of(done, f"raw__{SOURCE}__refunds")
     assert refunds_raw["files_landed_names"] == ["refunds/r.csv"], "the marker itself is never landed"
