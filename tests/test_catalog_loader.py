@@ -297,3 +297,30 @@ def test_invalid_yaml_and_empty_directory_are_errors(tmp_path: Path) -> None:
     _write(tmp_path, "shop.yaml", "source: [unclosed\n")
     with pytest.raises(CatalogError, match="not valid YAML"):
         _load(tmp_path)
+
+
+def test_readiness_options_load_and_bad_ones_are_reported_at_their_lines(tmp_path: Path) -> None:
+    options = 'stable_after_seconds: 30, ready_marker: "{name}.done"'
+    ready = f'    file: {{path: "orders/*.csv", format: csv, {options}}}\n'
+    _write(tmp_path, "a.yaml", FILES_SOURCE.replace('    file: {path: "orders/*.csv", format: csv}\n', ready))
+    _write(tmp_path, "b.yaml", DATABASE_SOURCE)
+    file = _load(tmp_path)["shop.orders"].entity.file  # type: ignore[attr-defined]
+    assert (file.stable_after_seconds, file.ready_marker) == (30, "{name}.done")
+
+    for bad, expected in [
+        ("stable_after_seconds: -5", "greater than or equal to 0"),
+        ('ready_marker: "done/{name}"', "no directory part"),
+        ('ready_marker: "*.done"', "not a glob"),
+        ('ready_marker: "{file}.done"', "knows only the placeholders {name}"),
+        ('ready_marker: "{name}"', "must name a file other than the delivered one"),
+    ]:
+        path = _write(
+            tmp_path,
+            "a.yaml",
+            FILES_SOURCE.replace(
+                '    file: {path: "orders/*.csv", format: csv}\n',
+                f'    file: {{path: "orders/*.csv", format: csv, {bad}}}\n',
+            ),
+        )
+        message = _problems(tmp_path)
+        assert f"{path}:9: entities.orders.file." in message and expected in message, message

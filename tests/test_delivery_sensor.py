@@ -2,12 +2,14 @@
 batch (raw and downstream) with a de-duplicating run_key; files seen before start nothing; an open circuit
 breaker holds new files back."""
 
+import json
 import time
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
+from resources.files.store import FileStore
 from resources.state.healing_store import Breaker, HealingStore
 from sensors.automation.conditions import SOURCE_TAG, TRIGGER_TAG
 from sensors.automation.delivery_sensor import WatchedEntity, build_delivery_sensor
@@ -104,6 +106,20 @@ def test_breaker_open_holds_new_files_back(deliveries: Deliveries, instance: dg.
     HealingStore(deliveries.store).save_breaker(Breaker("drops", "open", 3, time.time()))
     assert deliveries.tick(instance) == []
     HealingStore(deliveries.store).save_breaker(Breaker("drops", "closed", 0, time.time()))
+    [request] = deliveries.tick(instance)
+    assert request.asset_selection == [RAW, STAGED]
+
+
+def test_a_cursor_stored_before_readiness_was_tracked_keeps_its_files_seen(
+    deliveries: Deliveries, instance: dg.DagsterInstance
+) -> None:
+    """After an upgrade the stored cursor is the old `{entity: [path|size|version]}`: its files start no
+    run again, and a new file still does."""
+    deliveries.deliver("orders/2026-01-01.csv")
+    [seen] = FileStore(root=str(deliveries.root)).list("orders/*.csv")
+    deliveries.cursor = json.dumps({"orders": [seen.ledger_key()], "refunds": []})
+    assert deliveries.tick(instance) == []
+    deliveries.deliver("orders/2026-01-02.csv")
     [request] = deliveries.tick(instance)
     assert request.asset_selection == [RAW, STAGED]
 

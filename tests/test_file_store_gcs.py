@@ -151,3 +151,18 @@ def test_a_missing_bucket_names_the_root_and_what_to_check(gcs_emulator: str) ->
         FileStoreError, match=r"cannot list gs://no-such-bucket-here/x: .*Check that the bucket exists"
     ):
         FileStore(root="gs://no-such-bucket-here/x").list("*.csv")
+
+
+def test_a_ready_marker_and_a_missing_final_newline_are_seen_in_the_bucket(
+    gcs_client: storage.Client, gcs_bucket: str
+) -> None:
+    """What readiness and the torn-line warning ask the store, on GCS: whether a marker object exists (its
+    name need not match the entity's glob), and an object's last byte."""
+    _upload(gcs_client, gcs_bucket, "drop/day1/a.csv", b"id\n1\n2")
+    store = FileStore(root=f"gs://{gcs_bucket}/drop")
+    [file] = store.list("day1/*.csv")
+    assert not store.exists("day1/_SUCCESS")
+    assert store.last_byte(file) == b"2"
+
+    _upload(gcs_client, gcs_bucket, "drop/day1/_SUCCESS", b"")
+    assert store.exists("day1/_SUCCESS")

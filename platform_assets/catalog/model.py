@@ -30,6 +30,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from resources.databases.config import DatabaseConnection, TableExtraction
 from resources.files.config import FileFormat, MalformedPolicy
+from resources.files.readiness import Readiness, marker_problem
 from resources.rest.config import RestConnection, RestEndpoint
 from resources.warehouses.load import TableLayout
 
@@ -295,6 +296,28 @@ class FileEntity(FileFormat):
         description="Each delivery is the whole entity: keys absent from the latest one are removed from "
         "the staged table (bounded by the entity's `max_delete_fraction`).",
     )
+    stable_after_seconds: float = Field(
+        default=0,
+        ge=0,
+        description="Land a file only once its size and version (mtime, GCS generation) were unchanged in "
+        "two listings at least this many seconds apart: a file still being written waits. 0: at once.",
+    )
+    ready_marker: str | None = Field(
+        default=None,
+        description="Land a file only once this file exists beside it: `_SUCCESS` (one for the directory), "
+        "`{name}.done` (one per file; `{stem}`: the name without its suffix). Markers are never landed.",
+    )
+
+    @field_validator("ready_marker")
+    @classmethod
+    def _usable_marker(cls, value: str | None) -> str | None:
+        if value is not None and (problem := marker_problem(value)) is not None:
+            raise ValueError(f"ready_marker {value!r} {problem}")
+        return value
+
+    def readiness(self) -> Readiness:
+        """When a listed file of this entity may land (`resources/files/readiness.py`)."""
+        return Readiness(self.stable_after_seconds, self.ready_marker)
 
 
 class FilesConnection(Strict):

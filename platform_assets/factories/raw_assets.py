@@ -41,6 +41,9 @@ class RawConfig(dg.Config):
     """Set by the healing layer after a memory or timeout failure: `batch_rows` is scaled by it."""
     rate_scale: float = Field(default=1.0, gt=0, le=1)
     """Set by the healing layer after rate limiting: the source's requests per second are scaled by it."""
+    observed_files: dict[str, float] = Field(default_factory=dict)
+    """Set by the delivery sensor (files): `path|size|version` -> when it first listed the file so, in epoch
+    seconds; the run counts that listing towards the entity's `stable_after_seconds`."""
 
 
 def build_raw_asset(item: CatalogEntity) -> dg.AssetsDefinition:
@@ -80,6 +83,7 @@ def build_raw_asset(item: CatalogEntity) -> dg.AssetsDefinition:
                         batch_rows=scaled_batch_rows(config.batch_rows, config.batch_scale),
                         log=context.log,
                         rate_scale=config.rate_scale,
+                        observed_files=dict(config.observed_files),
                     )
                 )
         except Exception as error:

@@ -34,6 +34,7 @@ from platform_assets.factories.raw_assets import (
     LOAD_KIND_METADATA,
     scaled_batch_rows,
 )
+from platform_assets.ingestion.files import EMPTY_ENTRY
 from platform_assets.keys import (
     STAGED_LAYER,
     STAGED_SCHEMA,
@@ -303,6 +304,8 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
         except BaseException:
             split.close()
             raise
+        if not summary.total:
+            context.log.info(_no_rows_message(item, plan, f"{STAGED_SCHEMA}.{table}"))
         if quarantined is not None:
             # Written before the staged table (the IO manager loads it after this returns): should that
             # load fail, these rows stay, tagged with this run's id, and the staged table keeps its
@@ -346,6 +349,7 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
             metadata={
                 "landed_files": len(landed),
                 "staged_files": len(plan.files),
+                "rows_delivered": summary.total,
                 **plan.metadata(run.fingerprint),
                 **_quarantine_metadata(summary),
                 **set_aside,
@@ -527,7 +531,7 @@ def _landed_files(
     if materialization.metadata[LOAD_KIND_METADATA].value == "append":
         committed = landing.committed_files(item.source_name, item.name)
         state = materialization.metadata.get(EXTRACTION_STATE_METADATA)
-        if not committed and state is not None and state.value:  # it extracted before: files are gone
+        if not committed and state is not None and _landed_a_copy(state.value):  # the copies are gone
             raise UpstreamMissingError(
                 f"{upstream.to_user_string()} landed rows, but no landed file of {item.source_name}."
                 f"{item.name} is left in {landing.root}. Re-materialize {upstream.to_user_string()}: it "
@@ -542,6 +546,29 @@ def _landed_files(
             f"Re-materialize {upstream.to_user_string()}."
         )
     return paths, False
+
+
+def _no_rows_message(item: CatalogEntity, plan: StagingPlan, table: str) -> str:
+    """Why a run staged no row, and what became of the table: no data today is normal, not a failure."""
+    entity = f"{item.source_name}.{item.name}"
+    kept = "is left as it was" if plan.incremental else "is staged empty, with the declared columns"
+    if plan.incremental and not plan.files:
+        return f"{entity}: no new rows to stage (nothing landed since the last run); {table} {kept}."
+    if plan.files:
+        what = f"its {len(plan.files)} landed file(s) hold no rows (a header only)"
+    else:
+        what = "no file with rows was landed (none delivered yet, or only empty ones)"
+    return f"{entity}: the delivery had no rows: {what}; {table} {kept}."
+
+
+def _landed_a_copy(state: Mapping[str, object]) -> bool:
+    """Whether an extraction state says something was landed: a watermark or cursor, or a file ledger
+    naming a copy. A ledger of only empty deliveries (a 0-byte file: no data today) landed nothing, so
+    staging them is staging no rows, not a missing upstream that re-materializing would bring back."""
+    ledger = state.get("ledger")
+    if not isinstance(ledger, Mapping):
+        return bool(state)
+    return any(not entry.get(EMPTY_ENTRY) for entry in ledger.values())
 
 
 def _replanned(plan: StagingPlan, entity: Entity, *, replay: bool) -> StagingPlan:

@@ -23,6 +23,10 @@ class ExtractionContext:
     log: dg.DagsterLogManager
     rate_scale: float = 1.0
     """The healing layer's slow-down factor of the source's request rate (APIs)."""
+    observed_files: dict[str, float] = field(default_factory=dict)
+    """Files: `path|size|version` -> when the delivery sensor first listed the file so (epoch seconds). The
+    sensor launches a run once a file was stable that long; the run counts the sensor's listing as its
+    first, so it lands the file instead of starting to watch it afresh."""
 
 
 @dataclass(frozen=True)

@@ -6,14 +6,22 @@ CSV copy zstd-compressed unless delivered gzip or zstd; only a CSV header or a P
 here). JSON, JSON Lines and Avro deliveries are read record by record (`read_batches`) and land as one
 Parquet file of Arrow batches. `land_file` lands one delivered file either way.
 
-The processed-file ledger (path -> size, version, content hash, name of the landed copy) is the extraction
-state: a file whose size and version (mtime or GCS generation) are unchanged is skipped; one re-delivered
-with identical bytes (a `touch`, a re-upload) is recognised by its hash and skipped too; a changed file is
-landed again, beside its earlier copy (staging then replaces that file's earlier rows with its rows:
-`platform_assets/staging/redelivery.py`); a file whose landed copy is gone is landed again. Entries for
-files that are gone are dropped, so the ledger is bounded by the listing. A landed file is named after its
-ledger key, so a run that crashed after landing but before Dagster recorded it is recognised, not landed
-twice.
+The processed-file ledger (path -> size, version, content hash, name of the landed copy, or `empty` for a
+delivery with no rows, which lands nothing) is the extraction state: a file whose size and version (mtime or
+GCS generation) are unchanged is skipped; one re-delivered with identical bytes (a `touch`, a re-upload) is
+recognised by its hash and skipped too; a changed file is landed again, beside its earlier copy (staging then
+replaces that file's earlier rows with its rows: `platform_assets/staging/redelivery.py`); a file whose
+landed copy is gone is landed again. Entries for files that are gone are dropped, so the ledger is bounded
+by the listing. A landed file is named after its ledger key, so a run that crashed after landing but before
+Dagster recorded it is recognised, not landed twice.
+
+A new or changed file lands only once it is ready (`resources/files/readiness.py`: unchanged for the
+entity's `stable_after_seconds`, its `ready_marker` present); the files still waiting are listed in the
+materialization (`files_waiting`), and their first observation is kept in the state beside the ledger, so a
+later run lands them. A landed CSV whose last line has no newline is landed with a warning
+(`files_without_final_newline`), not refused: many exporters omit the last newline, and DuckDB parses such a
+line. A torn record with fewer fields is malformed when staged anyway; one cut inside its last field is not,
+hence the warning.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -36,6 +45,7 @@ from resources.files.config import FileFormat, MalformedPolicy
 from resources.files.formats.csv import duckdb_options, read_header
 from resources.files.formats.reader import MalformedRecord, read_batches
 from resources.files.read_context import ReadContext
+from resources.files.readiness import Observations, is_marker, sort_by_readiness
 from resources.files.store import FileFingerprint, FileStore
 from resources.landing.delivered import PARQUET_READER, DeliveredCopy
 from resources.landing.zone import InFlight, Lineage, QuarantineFile
@@ -48,6 +58,11 @@ COPIED_FORMATS = {"csv": "read_csv", "parquet": PARQUET_READER}
 NATIVE_CODECS = {"gzip": ".gz", "zstd": ".zst"}
 """Compressions DuckDB reads itself: a copy keeps them; any other is landed zstd-compressed."""
 _CHECK_CHUNK_BYTES = 1 << 20
+OBSERVED_STATE = "observed"
+"""Extraction state key: files not ready yet, as first listed unchanged (`resources/files/readiness.py`)."""
+EMPTY_ENTRY = "empty"
+"""Ledger flag of a delivery with no rows (a 0-byte file, a Parquet file with no row): processed,
+with no landed copy to look for, so staging can tell "no data yet" from landed copies that went missing."""
 
 
 class FilesExtractor:
@@ -64,14 +79,32 @@ class FilesExtractor:
         file_entity = item.entity.file
         assert file_entity is not None
         store = _store(item)
-        listed = store.list(file_entity.path)
+        listed = [
+            file
+            for file in store.list(file_entity.path)
+            if not is_marker(file.path, file_entity.ready_marker)
+        ]
         ledger: dict[str, dict[str, Any]] = context.previous_state.get("ledger", {})
         still_landed = {path: entry for path, entry in ledger.items() if _is_landed(context, entry)}
-        to_land, unchanged, redelivered = _plan(store, listed, still_landed)
-        context.log.info(
-            f"{len(listed)} file(s) match {self.location(item)}: {len(to_land)} to land, {len(unchanged)} "
-            f"already landed, {len(redelivered)} re-delivered unchanged"
+        new, unchanged, redelivered = _plan(store, listed, still_landed)
+        ready = sort_by_readiness(
+            store,
+            new,
+            file_entity.readiness(),
+            _observations(context.previous_state.get(OBSERVED_STATE, {}), context.observed_files),
+            now=time.time(),
         )
+        to_land = ready.ready
+        context.log.info(
+            f"{len(listed)} file(s) match {self.location(item)}: {len(to_land)} to land, "
+            f"{len(ready.waiting)} not ready yet, {len(unchanged)} already landed, {len(redelivered)} "
+            f"re-delivered unchanged"
+        )
+        if ready.waiting:
+            context.log.info(
+                "Not landed yet (still being written, or waiting for their ready marker): "
+                + "; ".join(f"{path}: {why}" for path, why in sorted(ready.waiting.items())[:5])
+            )
         # Parts a failed attempt left in flight are not resumed: every file not in the ledger is read again,
         # and one withdrawn or rewritten since must not be committed with this run's parts.
         context.inflight.discard()
@@ -90,6 +123,30 @@ class FilesExtractor:
         quarantine.close()
         recovered = [file for file in to_land if outcomes[file.path][0] == "recovered"]
         committed = context.inflight.commit(today(context))
+        committed_names = {landed.path.name for landed in committed}
+        empty = {
+            file.path
+            for file in to_land
+            if outcomes[file.path][0] == "landed" and _landed_name(file, file_entity) not in committed_names
+        }
+        if empty:
+            context.log.info(
+                f"{len(empty)} delivered file(s) had no rows and landed nothing (no data is normal): "
+                f"{', '.join(sorted(empty)[:5])}"
+            )
+        unterminated = sorted(
+            file.path
+            for file in to_land
+            if outcomes[file.path][0] == "landed"
+            and file.path not in empty
+            and _unterminated(store, file, file_entity)
+        )
+        if unterminated:
+            context.log.warning(
+                f"{len(unterminated)} landed CSV file(s) do not end with a newline: their last record may be "
+                f"torn (a file still being written). Declare `stable_after_seconds` or `ready_marker` if the "
+                f"writer is still busy when files are listed: {', '.join(unterminated[:5])}"
+            )
         present = {file.path for file in listed}
         state_ledger = {path: entry for path, entry in ledger.items() if path in present}
         state_ledger.update(redelivered)
@@ -99,18 +156,25 @@ class FilesExtractor:
                     "size": file.size,
                     "version": file.version,
                     "hash": outcomes[file.path][1],
-                    "landed": _landed_name(file, file_entity),
+                    **(
+                        {EMPTY_ENTRY: True}
+                        if file.path in empty
+                        else {"landed": _landed_name(file, file_entity)}
+                    ),
                 }
                 for file in to_land
             }
         )
         details: dict[str, Any] = {
             "files_listed": len(listed),
-            "files_landed": len(to_land) - len(recovered),
+            "files_landed": len(to_land) - len(recovered) - len(empty),
+            "files_empty": len(empty),
             "files_recovered": len(recovered),
             "files_skipped": len(unchanged) + len(redelivered),
             "files_landed_names": sorted(f.path for f in to_land)[:MAX_LISTED_IN_METADATA],
             "malformed_records": quarantine.count,
+            "files_waiting": dict(sorted(ready.waiting.items())[:MAX_LISTED_IN_METADATA]),
+            "files_without_final_newline": unterminated[:MAX_LISTED_IN_METADATA],
         }
         if quarantine.count:
             context.log.warning(
@@ -118,9 +182,10 @@ class FilesExtractor:
                 f"{quarantine.examples[0]}"
             )
             details["quarantine_file"] = str(quarantine.path)
-        return Extraction(
-            files=committed, state={"ledger": state_ledger}, load_kind="append", details=details
-        )
+        state: dict[str, Any] = {"ledger": state_ledger}
+        if ready.observed:
+            state[OBSERVED_STATE] = ready.observed
+        return Extraction(files=committed, state=state, load_kind="append", details=details)
 
 
 def _land_all(
@@ -300,10 +365,35 @@ def _plan(
     return to_land, unchanged, redelivered
 
 
+def _observations(recorded: Observations, by_sensor: dict[str, float]) -> Observations:
+    """The earliest listing of each file as it is now: the previous run's (its extraction state), or the
+    delivery sensor's, whichever saw the same size and version first."""
+    observed = {path: dict(seen) for path, seen in recorded.items()}
+    for key, since in by_sensor.items():
+        path, size, version = key.rsplit("|", 2)
+        seen = observed.get(path)
+        if (
+            seen is None
+            or (str(seen["size"]), str(seen["version"])) != (size, version)
+            or since < seen["since"]
+        ):
+            observed[path] = {"size": int(size), "version": version, "since": since}
+    return observed
+
+
+def _unterminated(store: FileStore, file: FileFingerprint, fmt: FileFormat) -> bool:
+    """Whether an uncompressed CSV delivery's last line has no newline: the mark of a file landed while it
+    was written (its last record torn), though some writers just omit it. Compressed deliveries are not
+    checked: one cut short fails landing as truncated."""
+    if fmt.format != "csv" or codec_for(file.path, fmt.compression) != "none":
+        return False
+    return store.last_byte(file) not in (b"", b"\n")
+
+
 def _is_landed(context: ExtractionContext, entry: dict[str, Any]) -> bool:
     """Whether the landed copy a ledger entry names is still committed: a file whose copy was deleted (a
-    cleaned-up landing zone) is landed again, though the ledger says it was processed. Entries written
-    before the ledger named the copy are trusted."""
+    cleaned-up landing zone) is landed again, though the ledger says it was processed. Entries of empty
+    deliveries name no copy, nor do entries written before the ledger named the copy: both are trusted."""
     name = entry.get("landed")
     item = context.item
     return name is None or context.landing.find_committed(item.source_name, item.name, name) is not None

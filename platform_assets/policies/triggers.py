@@ -120,7 +120,13 @@ def build_delivery_sensors(
             source=source,
             root=items[0].source.connection.root,  # type: ignore[union-attr]
             entities=[
-                WatchedEntity(item.name, item.entity.file.path, entity_target([item]))  # type: ignore[union-attr]
+                WatchedEntity(
+                    item.name,
+                    item.entity.file.path,  # type: ignore[union-attr]
+                    entity_target([item]),
+                    readiness=item.entity.file.readiness(),  # type: ignore[union-attr]
+                    raw_key=raw_key(item.source_name, item.name),
+                )
                 for item in items
             ],
             job=INGESTION_JOB,

@@ -82,6 +82,23 @@ class FileStore(dg.ConfigurableResource):
         files = [self._fingerprint(name, info) for name, info in found.items() if info.get("type") == "file"]
         return sorted(files, key=lambda file: file.path)
 
+    def exists(self, path: str) -> bool:
+        """Whether a file is at `path` (relative to the root): a ready marker, which the entity's glob
+        need not match."""
+        try:
+            return bool(self._filesystem().isfile(self._location(path)))
+        except _STORAGE_ERRORS as exc:
+            raise FileStoreError(self._unreachable(f"cannot look for {path} under", exc)) from exc
+
+    def last_byte(self, file: FileFingerprint) -> bytes:
+        """The file's last byte as listed (empty for an empty file): whether a text delivery ends its last
+        line, read without reading the file."""
+        if file.size == 0:
+            return b""
+        with self.open_raw(file) as raw:
+            raw.seek(file.size - 1)
+            return raw.read(1)
+
     def content_hash(self, file: FileFingerprint) -> str:
         """`sha256:<hex>` of the raw (still compressed) bytes, read in 1 MiB chunks: tells a re-delivered
         identical file (new version, same content) from a changed one."""

@@ -9,6 +9,12 @@ was stored) cannot launch it twice. What a run lands is decided by the raw asset
 ledger, not by this sensor: a batch that arrives while the previous run is still going is landed by the
 next run, never twice.
 
+A file that is not ready yet (`resources/files/readiness.py`: still changing within the entity's
+`stable_after_seconds`, or without its `ready_marker`) starts no run and is not counted as seen, so a later
+tick starts one once it is ready. The first observation of each such file is kept in the cursor; the run
+launched for it is handed that observation (`RawConfig.observed_files`), so the raw asset counts the sensor's
+listing as its own first one and lands the file rather than starting to watch it afresh.
+
 While the source's circuit breaker is open the tick is skipped and the cursor is not advanced, so the files
 delivered meanwhile start a run once the breaker closes. A listing error (bucket unreachable) skips the tick
 with the error as its reason; the next tick tries again. The cursor keeps only files still listed, so it
@@ -17,13 +23,16 @@ stays as large as the delivery directory.
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
-from resources.files.store import FileStore, FileStoreError
+from resources.files.readiness import Observations, Readiness, is_marker, sort_by_readiness
+from resources.files.store import FileFingerprint, FileStore, FileStoreError
 from sensors.automation.conditions import SOURCE_TAG, TRIGGER_TAG
 from sensors.automation.targets import SharedJob, selected_keys
 from sensors.healing.engine import open_breaker_skip
@@ -33,16 +42,35 @@ DELIVERY_TRIGGER = "delivery"
 
 @dataclass(frozen=True)
 class WatchedEntity:
-    """One entity of a file source: its glob under the source's root, and what a run of it targets."""
+    """One entity of a file source: its glob under the source's root, what a run of it targets, when a
+    listed file is ready to land, and its raw asset (whose run is told what the sensor observed)."""
 
     name: str
     pattern: str
     target: dg.AssetSelection
+    readiness: Readiness = field(default_factory=Readiness)
+    raw_key: dg.AssetKey | None = None
 
 
-def parse_cursor(raw: str | None) -> dict[str, list[str]]:
-    """Files seen so far, per entity (`path|size|version`)."""
-    return json.loads(raw) if raw else {}
+@dataclass(frozen=True)
+class DeliveryCursor:
+    """Files seen so far, per entity (`path|size|version`), and the files waiting to be ready, as first
+    observed (`resources/files/readiness.py`)."""
+
+    seen: dict[str, list[str]]
+    observed: dict[str, Observations]
+
+    def dumps(self) -> str:
+        seen = {name: sorted(keys) for name, keys in self.seen.items()}
+        return json.dumps({"seen": seen, "observed": self.observed}, sort_keys=True)
+
+
+def parse_cursor(raw: str | None) -> DeliveryCursor:
+    """The cursor as stored; one written before readiness was tracked is the `seen` mapping alone."""
+    stored = json.loads(raw) if raw else {}
+    if not isinstance(stored.get("seen"), dict):  # an old cursor's entity named `seen` holds a list
+        return DeliveryCursor(stored, {})
+    return DeliveryCursor(stored["seen"], stored.get("observed", {}))
 
 
 def batch_run_key(source: str, entity: str, new_files: Sequence[str]) -> str:
@@ -76,33 +104,61 @@ def build_delivery_sensor(
         if (skip := open_breaker_skip(healing_store, source, "new files wait until it closes.")) is not None:
             return skip
         store = FileStore(root=root)
-        seen = parse_cursor(context.cursor)
-        try:
-            listed = {
-                entity.name: [f.ledger_key() for f in store.list(entity.pattern)] for entity in entities
-            }
-        except FileStoreError as error:
-            return dg.SkipReason(f"Cannot list the files of {source}: {error}")
+        cursor = parse_cursor(context.cursor)
+        now = time.time()
+        seen: dict[str, list[str]] = {}
+        observed: dict[str, Observations] = {}
         requests = []
         for entity in entities:
-            new = sorted(set(listed[entity.name]) - set(seen.get(entity.name, [])))
-            if not new:
+            marker = entity.readiness.ready_marker
+            try:
+                listed = [file for file in store.list(entity.pattern) if not is_marker(file.path, marker)]
+                before = set(cursor.seen.get(entity.name, []))
+                new = [file for file in listed if file.ledger_key() not in before]
+                ready = sort_by_readiness(
+                    store, new, entity.readiness, cursor.observed.get(entity.name, {}), now
+                )
+            except FileStoreError as error:
+                return dg.SkipReason(f"Cannot list the files of {source}: {error}")
+            # A waiting file stays unseen: a later tick finds it new again, and ready.
+            seen[entity.name] = [file.ledger_key() for file in listed if file.path not in ready.waiting]
+            if ready.observed:
+                observed[entity.name] = ready.observed
+            if ready.waiting:
+                first = min(ready.waiting)
+                context.log.info(
+                    f"{source}.{entity.name}: {len(ready.waiting)} file(s) not ready yet, e.g. {first}: "
+                    f"{ready.waiting[first]}"
+                )
+            if not ready.ready:
                 continue
-            context.log.info(f"{source}.{entity.name}: {len(new)} new file(s), e.g. {new[0].split('|')[0]}")
+            keys = sorted(file.ledger_key() for file in ready.ready)
+            context.log.info(f"{source}.{entity.name}: {len(keys)} new file(s), e.g. {keys[0].split('|')[0]}")
             requests.append(
                 dg.RunRequest(
-                    run_key=batch_run_key(source, entity.name, new),
+                    run_key=batch_run_key(source, entity.name, keys),
                     asset_selection=selected_keys(context.repository_def, entity.target, f"sensor {name}"),
+                    run_config=_observed_config(entity, ready.ready, cursor.observed.get(entity.name, {})),
                     tags={SOURCE_TAG: source, TRIGGER_TAG: DELIVERY_TRIGGER, "platform/entity": entity.name},
                 )
             )
-        cursor = json.dumps(_sorted(listed), sort_keys=True)
+        stored = DeliveryCursor(seen, observed).dumps()
         if not requests:
-            return dg.SensorResult(skip_reason=f"No new files of {source}.", cursor=cursor)
-        return dg.SensorResult(run_requests=requests, cursor=cursor)
+            return dg.SensorResult(skip_reason=f"No new files of {source} ready to land.", cursor=stored)
+        return dg.SensorResult(run_requests=requests, cursor=stored)
 
     return delivery_sensor
 
 
-def _sorted(listed: Mapping[str, list[str]]) -> dict[str, list[str]]:
-    return {name: sorted(keys) for name, keys in listed.items()}
+def _observed_config(
+    entity: WatchedEntity, ready: list[FileFingerprint], observed: Observations
+) -> dict[str, Any]:
+    """The raw step's config telling it when this sensor first listed each ready file as it is (only what
+    `stable_after_seconds` needs; nothing when the entity does not wait for stability)."""
+    if entity.raw_key is None or entity.readiness.stable_after_seconds <= 0:
+        return {}
+    since = {
+        file.ledger_key(): float(observed[file.path]["since"]) for file in ready if file.path in observed
+    }
+    op = entity.raw_key.to_python_identifier()
+    return {"ops": {op: {"config": {"observed_files": since}}}}
