@@ -42,6 +42,7 @@ from demo_shop.api_server import serve_products_api
 from demo_shop.commands import DEMO_API_KEY, DEMO_API_KEY_VAR, DEMO_API_URL_VAR
 from demo_shop.world import PRODUCTS_API
 from resources.files.store import FileStore
+from sensors.automation.delivery_sensor import parse_cursor
 
 pytestmark = pytest.mark.slow
 
@@ -470,8 +471,8 @@ def test_daemon_killed_mid_run_the_run_recovers_and_no_tick_is_lost_or_repeated(
         r for r in deployment.sensor_runs() if r["runId"] not in known and r not in launched_for_batch
     ]
     assert not new_runs, f"runs launched after the restart for no new file: {new_runs}"
-    cursor = json.loads(deployment.sensor()["typeSpecificData"]["lastCursor"])
-    assert any(key.split("|")[0].endswith("orders_90002.csv") for key in cursor["orders"]), cursor["orders"]
+    seen = parse_cursor(deployment.sensor()["typeSpecificData"]["lastCursor"]).seen["orders"]
+    assert any(key.split("|")[0].endswith("orders_90002.csv") for key in seen), seen
     assert _staged_counts(deployment.warehouse, new_ids) == dict.fromkeys(new_ids, 1)
     staged, mart_orders = _totals(deployment.warehouse)
     assert mart_orders == staged
