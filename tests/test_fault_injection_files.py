@@ -1,11 +1,12 @@
 """Fault-injection scenarios on a file source (CSV deliveries on local disk): each injects one real fault
-(a malformed delivery, a drifted schema, a duplicate delivery, a volume spike, a missing upstream, an
-out-of-memory step, a run process killed with SIGKILL), materializes through Dagster, lets the healing
-engine diagnose and act, and asserts the category, the rule, the action, the outcome and the data (every
-delivered key staged exactly once, or quarantined with its reason). Each records a scoreboard row.
+(a malformed delivery, a bad archive among good files, a drifted schema, a duplicate delivery, a volume
+spike, a missing upstream, an out-of-memory step, a run process killed with SIGKILL), materializes through
+Dagster, lets the healing engine diagnose and act, and asserts the category, the rule, the action, the
+outcome and the data (every delivered key staged exactly once, or quarantined with its reason). Each
+records a scoreboard row.
 
-"Healed in-step" means the staging step itself absorbed the fault (quarantine, evolve, dedup): no run
-failed, so the ledger has no incident, and that is the point: nothing needed healing. "Healed after
+"Healed in-step" means the step itself absorbed the fault (quarantine, evolve, dedup, a file set aside):
+no run failed, so the ledger has no incident, and that is the point: nothing needed healing. "Healed after
 approval" needed a human and does not count as healed without one."""
 
 from __future__ import annotations
@@ -204,6 +205,8 @@ def test_bad_archives_are_set_aside_under_on_bad_file_skip_and_the_other_files_l
     assert platform.staged_keys() == list(range(1, 16))
 
     (platform.deliveries / "orders" / "4.csv.gz").write_bytes(gzip.compress(_csv_bytes(range(101, 111))))
+    later = time.time() + 5
+    os.utime(platform.deliveries / "orders" / "5.zip", (later, later))  # touched, same bytes: still aside
     third = platform.materialize()
     assert third.success
     raw = _raw_metadata(third)
