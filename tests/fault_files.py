@@ -42,14 +42,17 @@ def files_source(
     on_malformed: str = "fail",
     extra_columns: dict[str, dict[str, Any]] | None = None,
     amount_type: str = "integer",
+    path: str = "orders/*.csv",
+    on_bad_file: str = "fail",
 ) -> dict[str, Any]:
-    """One CSV entity `drop.orders` (`orders/*.csv` under `root`), keyed on `order_id`."""
+    """One CSV entity `drop.orders` (`path`, `orders/*.csv` by default, under `root`), keyed on
+    `order_id`."""
     return {
         "source": SOURCE,
         "connection": {"kind": "files", "root": str(root)},
         "entities": {
             ENTITY: {
-                "file": {"format": "csv", "path": "orders/*.csv"},
+                "file": {"format": "csv", "path": path, "on_bad_file": on_bad_file},
                 "on_malformed": on_malformed,
                 "primary_key": ["order_id"],
                 "max_bad_fraction": max_bad_fraction,

@@ -1,24 +1,28 @@
 """Fault-injection scenarios on a file source (CSV deliveries on local disk): each injects one real fault
-(a malformed delivery, a drifted schema, a duplicate delivery, a volume spike, a missing upstream, an
-out-of-memory step, a run process killed with SIGKILL), materializes through Dagster, lets the healing
-engine diagnose and act, and asserts the category, the rule, the action, the outcome and the data (every
-delivered key staged exactly once, or quarantined with its reason). Each records a scoreboard row.
+(a malformed delivery, a bad archive among good files, a drifted schema, a duplicate delivery, a volume
+spike, a missing upstream, an out-of-memory step, a run process killed with SIGKILL), materializes through
+Dagster, lets the healing engine diagnose and act, and asserts the category, the rule, the action, the
+outcome and the data (every delivered key staged exactly once, or quarantined with its reason). Each
+records a scoreboard row.
 
-"Healed in-step" means the staging step itself absorbed the fault (quarantine, evolve, dedup): no run
-failed, so the ledger has no incident, and that is the point: nothing needed healing. "Healed after
+"Healed in-step" means the step itself absorbed the fault (quarantine, evolve, dedup, a file set aside):
+no run failed, so the ledger has no incident, and that is the point: nothing needed healing. "Healed after
 approval" needed a human and does not count as healed without one."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import signal
 import subprocess
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
+import pyarrow.parquet as pq
 import pytest
 from fault_files import (
     ENTITY,
@@ -86,8 +90,6 @@ def test_malformed_rows_under_the_threshold_are_quarantined_in_step(
     (raw_event,) = result.asset_materializations_for_node(f"raw__{SOURCE}__{ENTITY}")
     landing_quarantine = list((platform.data_dir).rglob("_quarantine/**/*.parquet"))
     assert landing_quarantine, "the unparsable line is set aside by the extractor, with its line number"
-    import pyarrow.parquet as pq
-
     set_aside = pq.read_table(landing_quarantine[0]).to_pylist()
     assert len(set_aside) == 1 and "903" in json.dumps(set_aside[0], default=str)
     assert set_aside[0]["line"] == 14, "the record's line, the header line 1"
@@ -143,6 +145,114 @@ def test_malformed_rows_over_the_threshold_fail_and_are_escalated(
     assert platform.quarantined() == [], "over the threshold nothing is written, not even the quarantine"
     scoreboard.append(scoreboard_row("files_malformed_rows_over_threshold", False, incident))
     assert [event.kind for event in platform.events] == ["escalation"]
+
+
+# 1b. A bad archive among good files
+
+
+def _csv_bytes(keys: range) -> bytes:
+    return ("\n".join([HEADER, *csv_rows(keys)]) + "\n").encode()
+
+
+def _raw_metadata(result: dg.ExecuteInProcessResult) -> dict[str, object]:
+    (event,) = result.asset_materializations_for_node(f"raw__{SOURCE}__{ENTITY}")
+    return {name: value.value for name, value in event.metadata.items()}
+
+
+def _deliver_good_and_bad(folder: Path) -> None:
+    """Three good CSV files (keys 1-15), a gzip file cut short and a zip archive of two files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for day, keys in enumerate((range(1, 6), range(6, 11), range(11, 16)), start=1):
+        (folder / f"{day}.csv").write_bytes(_csv_bytes(keys))
+    (folder / "4.csv.gz").write_bytes(gzip.compress(_csv_bytes(range(101, 3000)))[:-20])
+    with zipfile.ZipFile(folder / "5.zip", "w") as archive:
+        archive.writestr("a.csv", _csv_bytes(range(201, 206)))
+        archive.writestr("b.csv", _csv_bytes(range(206, 211)))
+
+
+def test_bad_archives_are_set_aside_under_on_bad_file_skip_and_the_other_files_land(
+    tmp_path: Path, instance: dg.DagsterInstance, scoreboard: list
+) -> None:
+    platform = file_slice(tmp_path, instance, path="orders/*", on_bad_file="skip")
+    _deliver_good_and_bad(platform.deliveries / "orders")
+
+    first = platform.materialize()
+    assert first.success, "two bad archives do not fail the step for the three good files"
+    assert platform.heal() == [] and platform.incidents() == [], "nothing failed: nothing to heal"
+    assert platform.staged_keys() == list(range(1, 16)), "the three good files landed and staged"
+    raw = _raw_metadata(first)
+    set_aside = raw["files_set_aside"]
+    assert isinstance(set_aside, dict) and sorted(set_aside) == ["orders/4.csv.gz", "orders/5.zip"]
+    assert "cannot be decompressed as gzip (EOFError" in set_aside["orders/4.csv.gz"]
+    assert "ArchiveContentError" in set_aside["orders/5.zip"]
+    assert "holding 2 files (a.csv, b.csv)" in set_aside["orders/5.zip"]
+    assert (raw["files_landed"], raw["files_set_aside_this_run"], raw["malformed_records"]) == (3, 2, 0)
+    landed = [Path(path).name for path in raw["landed_files"]]  # type: ignore[union-attr]
+    assert len(landed) == 3 and all(".csv.zst" in name for name in landed), landed
+    ledger = raw["extraction_state"]["ledger"]  # type: ignore[index]
+    assert ledger["orders/4.csv.gz"]["set_aside"] == set_aside["orders/4.csv.gz"]
+    assert "landed" not in ledger["orders/4.csv.gz"] and ledger["orders/4.csv.gz"]["hash"]
+    (quarantine,) = (platform.data_dir).rglob("_quarantine/**/*.parquet")
+    quarantined = pq.read_table(quarantine).to_pylist()
+    assert sorted(row["file"] for row in quarantined) == ["orders/4.csv.gz", "orders/5.zip"]
+    assert all(row["error"].startswith("file set aside: ") for row in quarantined)
+
+    second = platform.materialize()
+    assert second.success
+    raw = _raw_metadata(second)
+    assert raw["landed_files"] == [] and raw["files_set_aside_this_run"] == 0, "unchanged: not tried again"
+    assert sorted(raw["files_set_aside"]) == ["orders/4.csv.gz", "orders/5.zip"], "still listed, every run"
+    assert platform.staged_keys() == list(range(1, 16))
+
+    (platform.deliveries / "orders" / "4.csv.gz").write_bytes(gzip.compress(_csv_bytes(range(101, 111))))
+    later = time.time() + 5
+    os.utime(platform.deliveries / "orders" / "5.zip", (later, later))  # touched, same bytes: still aside
+    third = platform.materialize()
+    assert third.success
+    raw = _raw_metadata(third)
+    assert raw["files_landed_names"] == ["orders/4.csv.gz"], "the corrected re-delivery lands"
+    assert list(raw["files_set_aside"]) == ["orders/5.zip"]  # type: ignore[call-overload]
+    keys = platform.staged_keys()
+    assert keys == [*range(1, 16), *range(101, 111)]
+
+    lost, duplicated = key_counts([(k,) for k in keys], {*range(1, 16), *range(101, 111)})
+    scoreboard.append(
+        scoreboard_row(
+            "files_bad_archive_set_aside",
+            True,
+            None,
+            category="data_quality",
+            action="set file aside",
+            outcome="healed in-step",
+            lost=lost,
+            duplicated=duplicated,
+        )
+    )
+    assert (lost, duplicated) == (0, 0)
+
+
+def test_a_bad_archive_fails_the_step_naming_it_by_default(
+    tmp_path: Path, instance: dg.DagsterInstance, scoreboard: list
+) -> None:
+    platform = file_slice(tmp_path, instance, path="orders/*")
+    _deliver_good_and_bad(platform.deliveries / "orders")
+    (platform.deliveries / "orders" / "5.zip").unlink()  # the first bad file fails the step: only one here
+
+    result = platform.materialize()
+    assert not result.success
+    errors = [
+        event.step_failure_data.error.to_string() for event in result.all_events if event.is_step_failure
+    ]
+    assert any("4.csv.gz cannot be decompressed as gzip" in error for error in errors), errors
+    assert platform.heal() == [], "a damaged delivery is not retried: a human re-delivers it"
+    (incident,) = platform.incidents()
+    assert (incident.category, incident.rule_id, incident.status) == (
+        "data_quality",
+        "malformed_file",
+        "escalated",
+    )
+    assert list((platform.data_dir).rglob("load_date=*/*")) == [], "nothing of the run landed"
+    scoreboard.append(scoreboard_row("files_bad_archive_fail", False, incident))
 
 
 # 2. New column

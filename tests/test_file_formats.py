@@ -491,8 +491,14 @@ CSV_ROWS = b"id\n" + b"".join(b"%d\n" % i for i in range(20_000))
             "ZstdError",
         ),
         ("a.csv.bz2", bz2.compress(CSV_ROWS)[:-20], "bz2", "EOFError"),
+        (
+            "a.csv.bz2",
+            _flip_bytes_in_the_middle(bz2.compress(CSV_ROWS)),
+            "bz2",
+            "OSError: Invalid data stream",
+        ),
     ],
-    ids=["gzip-truncated", "gzip-damaged", "zstd-damaged", "bz2-truncated"],
+    ids=["gzip-truncated", "gzip-damaged", "zstd-damaged", "bz2-truncated", "bz2-damaged"],
 )
 def test_damaged_compressed_csv_fails_naming_it(
     tmp_path: Path, name: str, data: bytes, codec: str, error: str

@@ -29,7 +29,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from resources.databases.config import DatabaseConnection, TableExtraction
-from resources.files.config import FileFormat, MalformedPolicy
+from resources.files.config import BadFilePolicy, FileFormat, MalformedPolicy
 from resources.files.readiness import Readiness, marker_problem
 from resources.rest.config import RestConnection, RestEndpoint
 from resources.warehouses.load import TableLayout
@@ -301,6 +301,13 @@ class FileEntity(FileFormat):
         ge=0,
         description="Land a file only once its size and version (mtime, GCS generation) were unchanged in "
         "two listings at least this many seconds apart: a file still being written waits. 0: at once.",
+    )
+    on_bad_file: BadFilePolicy = Field(
+        default="fail",
+        description="A delivered file that cannot be read at all (truncated or damaged archive, a zip of "
+        "several files, not the declared format or encoding): `fail` fails the raw step naming it; `skip` "
+        "sets it aside with its error (materialization metadata `files_set_aside`) and lands the other "
+        "files. A set-aside file is not tried again until it is re-delivered changed.",
     )
     ready_marker: str | None = Field(
         default=None,

@@ -34,7 +34,7 @@ from platform_assets.factories.raw_assets import (
     LOAD_KIND_METADATA,
     scaled_batch_rows,
 )
-from platform_assets.ingestion.files import EMPTY_ENTRY
+from platform_assets.ingestion.files import EMPTY_ENTRY, SET_ASIDE_ENTRY
 from platform_assets.keys import (
     STAGED_LAYER,
     STAGED_SCHEMA,
@@ -563,12 +563,13 @@ def _no_rows_message(item: CatalogEntity, plan: StagingPlan, table: str) -> str:
 
 def _landed_a_copy(state: Mapping[str, object]) -> bool:
     """Whether an extraction state says something was landed: a watermark or cursor, or a file ledger
-    naming a copy. A ledger of only empty deliveries (a 0-byte file: no data today) landed nothing, so
-    staging them is staging no rows, not a missing upstream that re-materializing would bring back."""
+    naming a copy. A ledger of only empty deliveries (a 0-byte file: no data today) or of files set aside
+    (`on_bad_file: skip`) landed nothing, so staging them is staging no rows, not a missing upstream that
+    re-materializing would bring back."""
     ledger = state.get("ledger")
     if not isinstance(ledger, Mapping):
         return bool(state)
-    return any(not entry.get(EMPTY_ENTRY) for entry in ledger.values())
+    return any(not entry.get(EMPTY_ENTRY) and SET_ASIDE_ENTRY not in entry for entry in ledger.values())
 
 
 def _replanned(plan: StagingPlan, entity: Entity, *, replay: bool) -> StagingPlan:

@@ -22,6 +22,11 @@ later run lands them. A landed CSV whose last line has no newline is landed with
 (`files_without_final_newline`), not refused: many exporters omit the last newline, and DuckDB parses such a
 line. A torn record with fewer fields is malformed when staged anyway; one cut inside its last field is not,
 hence the warning.
+
+A file that cannot be read as declared (`BAD_FILE_ERRORS`: a damaged archive, a zip of several files, ...)
+fails the run under the entity's `file.on_bad_file: fail` (the default); under `skip` it is set aside: not
+landed, its ledger entry flagged `set_aside` with its error (so an unchanged file is not read again, and a
+changed re-delivery lands), listed in every materialization (`files_set_aside`) until then.
 """
 
 from __future__ import annotations
@@ -40,11 +45,19 @@ import pyarrow.parquet as pq
 
 from platform_assets.catalog.loader import CatalogEntity
 from platform_assets.ingestion.extraction import Extraction, ExtractionContext, today
-from resources.files.compression import DAMAGED_DATA_ERRORS, Codec, codec_for, damaged_reason, decompressed
-from resources.files.config import FileFormat, MalformedPolicy
+from resources.files.compression import (
+    DAMAGED_DATA_ERRORS,
+    ArchiveContentError,
+    Codec,
+    codec_for,
+    damaged_reason,
+    decompressed,
+    is_damaged_bz2,
+)
+from resources.files.config import BadFilePolicy, FileFormat, MalformedPolicy
 from resources.files.formats.csv import duckdb_options, read_header
 from resources.files.formats.reader import MalformedRecord, read_batches
-from resources.files.read_context import ReadContext
+from resources.files.read_context import MalformedFileError, ReadContext
 from resources.files.readiness import Observations, is_marker, sort_by_readiness
 from resources.files.store import FileFingerprint, FileStore
 from resources.landing.delivered import PARQUET_READER, DeliveredCopy
@@ -63,6 +76,13 @@ OBSERVED_STATE = "observed"
 EMPTY_ENTRY = "empty"
 """Ledger flag of a delivery with no rows (a 0-byte file, a Parquet file with no row): processed,
 with no landed copy to look for, so staging can tell "no data yet" from landed copies that went missing."""
+SET_ASIDE_ENTRY = "set_aside"
+"""Ledger field of a delivered file set aside under `file.on_bad_file: skip`: its error. Processed, with no
+landed copy: the same file (size and version, or bytes) is not tried again; a changed re-delivery lands."""
+BAD_FILE_ERRORS: tuple[type[Exception], ...] = (MalformedFileError, ArchiveContentError)
+"""What a delivered file that cannot be read as declared raises while landed: set aside under
+`on_bad_file: skip`. Any other error (the store unreachable, a full disk) fails the step under either."""
+Outcome = Literal["landed", "recovered", "set_aside"]
 
 
 class FilesExtractor:
@@ -113,7 +133,7 @@ class FilesExtractor:
             context.lineage,
         )
         try:
-            outcomes = _land_all(context, store, to_land, quarantine)
+            outcomes, set_aside_now = _land_all(context, store, to_land, quarantine, file_entity.on_bad_file)
         except BaseException:
             # Nothing of this attempt lands, and the next one sets the same records aside again: keep no
             # quarantine file of it (unclosed, it would also be a Parquet file without its footer).
@@ -122,11 +142,12 @@ class FilesExtractor:
             raise
         quarantine.close()
         recovered = [file for file in to_land if outcomes[file.path][0] == "recovered"]
+        landed_now = [file for file in to_land if file.path not in set_aside_now]
         committed = context.inflight.commit(today(context))
         committed_names = {landed.path.name for landed in committed}
         empty = {
             file.path
-            for file in to_land
+            for file in landed_now
             if outcomes[file.path][0] == "landed" and _landed_name(file, file_entity) not in committed_names
         }
         if empty:
@@ -136,7 +157,7 @@ class FilesExtractor:
             )
         unterminated = sorted(
             file.path
-            for file in to_land
+            for file in landed_now
             if outcomes[file.path][0] == "landed"
             and file.path not in empty
             and _unterminated(store, file, file_entity)
@@ -157,7 +178,9 @@ class FilesExtractor:
                     "version": file.version,
                     "hash": outcomes[file.path][1],
                     **(
-                        {EMPTY_ENTRY: True}
+                        {SET_ASIDE_ENTRY: set_aside_now[file.path]}
+                        if file.path in set_aside_now
+                        else {EMPTY_ENTRY: True}
                         if file.path in empty
                         else {"landed": _landed_name(file, file_entity)}
                     ),
@@ -165,22 +188,37 @@ class FilesExtractor:
                 for file in to_land
             }
         )
+        set_aside = {
+            path: entry[SET_ASIDE_ENTRY]
+            for path, entry in sorted(state_ledger.items())
+            if SET_ASIDE_ENTRY in entry
+        }
+        if set_aside:
+            context.log.warning(
+                f"{len(set_aside)} delivered file(s) set aside, not landed ({len(set_aside_now)} in this "
+                f"run; `on_bad_file: skip`), each until it is re-delivered changed: "
+                + "; ".join(f"{path}: {error}" for path, error in list(set_aside.items())[:5])
+            )
+        malformed_records = quarantine.count - len(set_aside_now)
         details: dict[str, Any] = {
             "files_listed": len(listed),
-            "files_landed": len(to_land) - len(recovered) - len(empty),
+            "files_landed": len(landed_now) - len(recovered) - len(empty),
             "files_empty": len(empty),
             "files_recovered": len(recovered),
             "files_skipped": len(unchanged) + len(redelivered),
-            "files_landed_names": sorted(f.path for f in to_land)[:MAX_LISTED_IN_METADATA],
-            "malformed_records": quarantine.count,
+            "files_landed_names": sorted(f.path for f in landed_now)[:MAX_LISTED_IN_METADATA],
+            "files_set_aside": dict(list(set_aside.items())[:MAX_LISTED_IN_METADATA]),
+            "files_set_aside_this_run": len(set_aside_now),
+            "malformed_records": malformed_records,
             "files_waiting": dict(sorted(ready.waiting.items())[:MAX_LISTED_IN_METADATA]),
             "files_without_final_newline": unterminated[:MAX_LISTED_IN_METADATA],
         }
-        if quarantine.count:
+        if malformed_records:
             context.log.warning(
-                f"{quarantine.count} malformed record(s) set aside in {quarantine.path}; first: "
-                f"{quarantine.examples[0]}"
+                f"{malformed_records} malformed record(s) set aside in {quarantine.path}; first: "
+                f"{next((row for row in quarantine.examples if row['file'] not in set_aside_now), '-')}"
             )
+        if quarantine.count:
             details["quarantine_file"] = str(quarantine.path)
         state: dict[str, Any] = {"ledger": state_ledger}
         if ready.observed:
@@ -189,20 +227,41 @@ class FilesExtractor:
 
 
 def _land_all(
-    context: ExtractionContext, store: FileStore, files: list[FileFingerprint], quarantine: QuarantineFile
-) -> dict[str, tuple[Literal["landed", "recovered"], str]]:
+    context: ExtractionContext,
+    store: FileStore,
+    files: list[FileFingerprint],
+    quarantine: QuarantineFile,
+    on_bad_file: BadFilePolicy,
+) -> tuple[dict[str, tuple[Outcome, str]], dict[str, str]]:
     """Land `files`, up to `LANDING_WORKERS` at a time (Arrow parses and Parquet compresses outside the
-    GIL), each with its content hash for the ledger: path -> (outcome, hash). The first failure is raised
-    once the files being landed have stopped; files not started are not landed."""
+    GIL), each with its content hash for the ledger: path -> (outcome, hash); and the files set aside, path
+    -> error. The first failure is raised once the files being landed have stopped; files not started are
+    not landed. Under `on_bad_file: skip`, a file that cannot be read as declared (`BAD_FILE_ERRORS`) is
+    no failure: what it left in flight is dropped, and it is set aside with its error (also a row of the
+    landing quarantine file, with no line)."""
+    set_aside: dict[str, str] = {}
 
-    def land(file: FileFingerprint) -> tuple[Literal["landed", "recovered"], str]:
-        outcome, copied_hash = _land(context, store, file, quarantine)
+    def land(file: FileFingerprint) -> tuple[Outcome, str]:
+        try:
+            outcome, copied_hash = _land(context, store, file, quarantine)
+        except BAD_FILE_ERRORS as exc:
+            if on_bad_file == "fail":
+                raise
+            fmt = context.item.entity.file
+            assert fmt is not None
+            context.inflight.drop(_landed_name(file, fmt))
+            error = f"{type(exc).__name__}: {exc}"
+            set_aside[file.path] = error
+            quarantine.add(
+                {"file": file.path, "line": None, "error": f"file set aside: {error}", "text": None}
+            )
+            return "set_aside", _content_hash(store, file)
         return outcome, file.checksum or copied_hash or _content_hash(store, file)
 
     with ThreadPoolExecutor(max_workers=LANDING_WORKERS, thread_name_prefix="landing") as pool:
         futures = {file.path: pool.submit(land, file) for file in files}
         try:
-            return {path: future.result() for path, future in futures.items()}
+            return {path: future.result() for path, future in futures.items()}, set_aside
         except BaseException:
             pool.shutdown(cancel_futures=True)
             raise
@@ -306,6 +365,10 @@ def _copy(
         if kept:
             _decompress_to_the_end(inflight.directory / name, codec)
     except DAMAGED_DATA_ERRORS as exc:
+        read.fail(damaged_reason(codec, exc))
+    except OSError as exc:
+        if not is_damaged_bz2(exc):
+            raise
         read.fail(damaged_reason(codec, exc))
     return copied if codec == "none" or kept else None
 

@@ -38,7 +38,13 @@ DAMAGED_DATA_ERRORS: tuple[type[Exception], ...] = (
     zipfile.BadZipFile,
     zstandard.ZstdError,
 )
-"""What the codecs raise on truncated or corrupt data (bz2 raises a plain OSError, not listed: too broad)."""
+"""What the codecs raise on truncated or corrupt data (bz2 raises a plain OSError, not listed: too broad;
+see `is_damaged_bz2`)."""
+
+
+def is_damaged_bz2(exc: OSError) -> bool:
+    """Whether an OSError is bz2's on corrupt data (`Invalid data stream`, no errno), not an I/O error."""
+    return exc.errno is None and exc.args == ("Invalid data stream",)
 
 
 def damaged_reason(codec: Codec, exc: Exception) -> str:

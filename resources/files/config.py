@@ -33,3 +33,9 @@ class FileFormat(BaseModel):
 MalformedPolicy = Literal["fail", "skip"]
 """`fail` stops the extraction at the first malformed record; `skip` sets it aside in quarantine (with file
 and line number) and goes on."""
+
+BadFilePolicy = Literal["fail", "skip"]
+"""What a delivered file that cannot be read at all does to the others of its entity (a truncated or damaged
+archive, a zip of several files, not the declared format or encoding): `fail` fails the raw step naming it,
+and nothing of the run lands; `skip` sets it aside (not landed, listed in the materialization's
+`files_set_aside` with its error, and in the landing quarantine) and lands the rest."""

@@ -150,6 +150,13 @@ class InFlight:
             if path.name != ".lock":
                 path.unlink(missing_ok=True)
 
+    def drop(self, name: str) -> None:
+        """Forget one part or copy (with its sidecar and temporary file): a delivered file set aside while
+        or after it was written (`file.on_bad_file: skip`), which must not be committed with the others."""
+        part = self.directory / name
+        for path in (part, sidecar_of(part), part.with_name(f".{name}.tmp")):
+            path.unlink(missing_ok=True)
+
     def write(self, name: str, batches: Iterable[pa.RecordBatch], lineage: Lineage) -> LandedFile | None:
         """One part from a stream of batches sharing one schema; None when the stream is empty."""
         return write_parquet(self.directory / name, batches, lineage)

@@ -18,7 +18,7 @@ from functools import partial
 
 import pyarrow as pa
 
-from resources.files.compression import DAMAGED_DATA_ERRORS, codec_for, damaged_reason
+from resources.files.compression import DAMAGED_DATA_ERRORS, codec_for, damaged_reason, is_damaged_bz2
 from resources.files.config import FileFormat, MalformedPolicy
 from resources.files.formats.avro import read_avro
 from resources.files.formats.json import read_json_document, read_json_lines
@@ -80,3 +80,7 @@ def read_batches(
         except DAMAGED_DATA_ERRORS as exc:
             codec = codec_for(file.path, fmt.compression)
             raise MalformedFileError(f"{described} {damaged_reason(codec, exc)}") from exc
+        except OSError as exc:
+            if not is_damaged_bz2(exc):
+                raise
+            raise MalformedFileError(f"{described} {damaged_reason('bz2', exc)}") from exc
