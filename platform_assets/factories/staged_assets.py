@@ -102,7 +102,7 @@ from platform_assets.staging.schema_registry import (
 from platform_assets.staging.sql import DUCKDB_TYPES, ORIGIN_COLUMN, staging_select
 from resources.files.read_context import MalformedFileError
 from resources.landing.delivered import landed_schema, malformed_copy_message
-from resources.landing.query import scaled_memory_limit
+from resources.landing.query import staging_memory
 from resources.landing.zone import LandingZone, Lineage, QuarantineFile
 from resources.warehouses.base import Warehouse
 from resources.warehouses.io_manager import TableUpdate, load_metadata
@@ -229,7 +229,7 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
                     (STAGED_SCHEMA, table),
                     spill_dir=landing.spill_dir(),
                     batch_rows=scaled_batch_rows(config.batch_rows, config.batch_scale),
-                    memory_limit=scaled_memory_limit(config.batch_scale),
+                    memory=staging_memory(config.batch_scale, len(columns)),
                     type_counted=type_counted,
                     redelivered=redelivered(run.plan.files, run.plan.files)
                     if entity.file is not None

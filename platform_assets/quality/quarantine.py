@@ -49,7 +49,7 @@ from platform_assets.staging.sql import (
     sql_string,
 )
 from resources.landing.delivered import drop_parsed_copies, parse_copies, rejected_records
-from resources.landing.query import DEFAULT_MEMORY_LIMIT
+from resources.landing.query import DEFAULT_STAGING_MEMORY, StagingMemory
 from resources.landing.zone import EXTRACTED_AT_COLUMN, SOURCE_COLUMN
 from resources.warehouses.base import Warehouse
 from resources.warehouses.duckdb_file_rows import DuckDBFileRows, StagingDatabase
@@ -143,7 +143,7 @@ class StagingSplit:
         *,
         spill_dir: Path,
         batch_rows: int,
-        memory_limit: str = DEFAULT_MEMORY_LIMIT,
+        memory: StagingMemory = DEFAULT_STAGING_MEMORY,
         type_counted: Sequence[str] = (),
         redelivered: Sequence[str] = (),
         delivery: Sequence[str] = (EXTRACTED_AT_COLUMN,),
@@ -151,7 +151,8 @@ class StagingSplit:
     ) -> None:
         """`delivery`: the staged columns that tell one delivery from another (`delivery_key`); type
         failures and bad rows are counted per delivery. `parsed_copies`: the landed files whose delivered
-        copies `select_sql` reads parsed (`staging_select(..., parsed=True)`), parsed here first."""
+        copies `select_sql` reads parsed (`staging_select(..., parsed=True)`), parsed here first. `memory`:
+        the database's memory limit and threads (`staging_memory`)."""
         self.entity = entity
         self.delivery = ", ".join(f"{quote_identifier(name)}::VARCHAR" for name in delivery)
         self.batch_rows = batch_rows
@@ -160,7 +161,9 @@ class StagingSplit:
         schema, table = target
         self.schema, self.name = schema, f"__staging_{table}"
         self.table = qualified_name(self.schema, self.name)
-        self.con = database.connect(memory_limit=memory_limit, spill_dir=spill_dir)
+        self.con = database.connect(
+            memory_limit=memory.memory_limit, spill_dir=spill_dir, threads=memory.threads
+        )
         try:
             self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(schema)}")
             parse_copies(self.con, parsed_copies)

@@ -54,9 +54,12 @@ class StagingDatabase:
     in_warehouse: bool = False
     lock_timeout_seconds: float = 60.0
 
-    def connect(self, *, memory_limit: str, spill_dir: Path) -> duckdb.DuckDBPyConnection:
-        """A connection within `memory_limit` (DuckDB spills to `spill_dir` beyond it). A scratch file
-        starts empty: a crashed run's leftover is deleted first."""
+    def connect(
+        self, *, memory_limit: str, spill_dir: Path, threads: int | None = None
+    ) -> duckdb.DuckDBPyConnection:
+        """A connection within `memory_limit` (DuckDB spills to `spill_dir` beyond it), on `threads`
+        threads (None: DuckDB's default). A scratch file starts empty: a crashed run's leftover is deleted
+        first."""
         if not self.in_warehouse:
             _remove(self.path)
         spill_dir.mkdir(parents=True, exist_ok=True)
@@ -65,6 +68,8 @@ class StagingDatabase:
             "memory_limit": memory_limit,
             "preserve_insertion_order": False,
         }
+        if threads is not None:
+            config["threads"] = threads
         return connect_when_free(self.path, config, self.lock_timeout_seconds)
 
     def discard(self, table: str) -> None:
