@@ -21,7 +21,12 @@ from platform_assets.keys import RAW_ASSETS, STAGED_ASSETS
 from resources.environment import PG_PASSWORD_VAR, PlatformEnvironment, PlatformSettings, build_resources
 from resources.warehouses.duckdb_warehouse import DuckDBWarehouse
 
-pytest_plugins = ["fixtures.postgres_server", "fixtures.gcs_emulator", "fixtures.bigquery_emulator"]
+pytest_plugins = [
+    "fixtures.postgres_server",
+    "fixtures.gcs_emulator",
+    "fixtures.bigquery_emulator",
+    "fixtures.exports_platform",
+]
 """Session-wide real servers (one PostgreSQL cluster, one GCS emulator), started on first use."""
 
 TEST_SCALE = 0.2

@@ -17,12 +17,11 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from fixtures.exports_platform import materialize_entity
 
 from platform_assets.catalog.loader import CatalogEntity
 from platform_assets.catalog.model import Source
 from platform_assets.factories.dbt_models import DBT_PROJECT_DIR
-from platform_assets.factories.raw_assets import build_raw_asset
-from platform_assets.factories.staged_assets import build_contract_checks, build_staged_asset
 from platform_assets.keys import STAGED_SCHEMA, staged_table
 from resources.environment import PlatformSettings, build_resources
 from resources.warehouses.base import Warehouse
@@ -86,14 +85,9 @@ class DriftPlatform:
                 },
             }
         )
-        item = CatalogEntity(source, "orders", source.entities["orders"])
-        definitions = dg.Definitions(
-            assets=[build_raw_asset(item), build_staged_asset(item, "test")],
-            asset_checks=build_contract_checks(item),
-            resources=build_resources(self.settings, DBT_PROJECT_DIR),
+        return materialize_entity(
+            CatalogEntity(source, "orders", source.entities["orders"]), self.settings, self.instance
         )
-        job = definitions.resolve_implicit_global_asset_job_def()
-        return job.execute_in_process(instance=self.instance, raise_on_error=False)
 
     @property
     def warehouse(self) -> Warehouse:

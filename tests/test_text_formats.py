@@ -8,28 +8,21 @@ Dagster on DuckDB and PostgreSQL."""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-import dagster as dg
 import duckdb
 import pyarrow as pa
 import pytest
+from fixtures.exports_platform import ExportsPlatform, step_failure
 
 from platform_assets.catalog.loader import CatalogEntity, CatalogError, load_catalog
-from platform_assets.catalog.model import ColumnType, Entity, Source, TextFormat
-from platform_assets.factories.dbt_models import DBT_PROJECT_DIR
-from platform_assets.factories.raw_assets import build_raw_asset
-from platform_assets.factories.staged_assets import build_contract_checks, build_staged_asset
-from platform_assets.keys import STAGED_SCHEMA, staged_key, staged_table
+from platform_assets.catalog.model import ColumnType, Entity, TextFormat
+from platform_assets.keys import staged_key
 from platform_assets.staging.null_markers import cast_error_values, null_marker_hint
 from platform_assets.staging.plan import staging_fingerprint
 from platform_assets.staging.schema_registry import delivered_schema, strict_cast, without_null_markers
 from platform_assets.staging.sql import staging_select
-from resources.environment import PlatformSettings, build_resources
 from resources.landing.zone import Lineage, write_parquet
 
 GERMAN = TextFormat(("NA",), ",", ".", "%d.%m.%Y", "%d.%m.%Y %H:%M")
@@ -231,58 +224,6 @@ def test_bad_format_settings_are_catalog_errors_at_their_line(
 ORDERS = staged_key("exports", "orders")
 
 
-@dataclass
-class ExportsPlatform:
-    root: Path
-    settings: PlatformSettings
-    instance: dg.DagsterInstance
-
-    def deliver(self, name: str, lines: list[str]) -> None:
-        (self.root / "orders").mkdir(parents=True, exist_ok=True)
-        (self.root / "orders" / name).write_text("\n".join(lines) + "\n")
-
-    def materialize(self, entity: dict[str, object]) -> dg.ExecuteInProcessResult:
-        source = Source.model_validate(
-            {
-                "source": "exports",
-                "connection": {"kind": "files", "root": str(self.root)},
-                "entities": {"orders": {"primary_key": ["order_id"], **entity}},
-            }
-        )
-        item = CatalogEntity(source, "orders", source.entities["orders"])
-        definitions = dg.Definitions(
-            assets=[build_raw_asset(item), build_staged_asset(item, "test")],
-            asset_checks=build_contract_checks(item),
-            resources=build_resources(self.settings, DBT_PROJECT_DIR),
-        )
-        job = definitions.resolve_implicit_global_asset_job_def()
-        return job.execute_in_process(instance=self.instance, raise_on_error=False)
-
-    def staged(self, columns: str) -> list[tuple[object, ...]]:
-        warehouse = build_resources(self.settings, DBT_PROJECT_DIR)["warehouse"]
-        table = warehouse.table_ref(STAGED_SCHEMA, staged_table("exports", "orders"))
-        return [tuple(row) for row in warehouse.query(f"SELECT {columns} FROM {table} ORDER BY 1")]
-
-    def staged_metadata(self, result: dg.ExecuteInProcessResult) -> dict[str, object]:
-        (event,) = result.asset_materializations_for_node("staged__exports__orders")
-        return {name: value.value for name, value in event.metadata.items()}
-
-    def warnings(self, result: dg.ExecuteInProcessResult) -> list[str]:
-        logs = self.instance.all_logs(result.run_id)
-        return [entry.user_message for entry in logs if entry.level == logging.WARNING]
-
-
-def _step_failure(result: dg.ExecuteInProcessResult) -> str:
-    event = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
-    return event.step_failure_data.error.to_string()
-
-
-@pytest.fixture
-def exports(tmp_path: Path, warehouse_settings: PlatformSettings) -> Iterator[ExportsPlatform]:
-    with dg.instance_for_test() as instance:
-        yield ExportsPlatform(tmp_path / "deliveries", warehouse_settings, instance)
-
-
 R_EXPORT = {
     "file": {"format": "csv", "path": "orders/*.csv"},
     "max_bad_fraction": 0.1,
@@ -320,7 +261,7 @@ def test_declared_null_markers_stage_as_nulls_and_undeclared_ones_are_named_in_t
     )
     drifted = exports.materialize(R_EXPORT)
     assert not drifted.success
-    failure = _step_failure(drifted)
+    failure = step_failure(drifted)
     assert "amount: type changed from double to string" in failure
     assert "Values like 'NA', 'NULL', '\\\\N' look like a null marker" in failure
 

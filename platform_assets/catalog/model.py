@@ -9,6 +9,7 @@ and the connectors cannot drift apart.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import Annotated, Literal
 from zoneinfo import available_timezones
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -30,12 +32,30 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from resources.databases.config import DatabaseConnection, TableExtraction
 from resources.files.config import BadFilePolicy, FileFormat, MalformedPolicy
+from resources.files.headers import MAX_NAME_LENGTH, normalized_names, snake_case
 from resources.files.readiness import Readiness, marker_problem
+from resources.landing.delivered import Renaming
 from resources.rest.config import RestConnection, RestEndpoint
 from resources.warehouses.load import TableLayout
 
 SqlName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$", max_length=63)]
-ColumnName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=63)]
+_PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _plain_column_name(value: str) -> str:
+    """A column name every warehouse takes unquoted; a delivered header that is not one (`Order ID`,
+    `Größe`) is declared under its snake_case name, which `normalize_headers` lands it as."""
+    if _PLAIN_NAME.fullmatch(value) and len(value) <= MAX_NAME_LENGTH:
+        return value
+    raise PydanticCustomError(
+        "column_name",
+        f"{value!r} is not a plain column name (letters, digits and _, not starting with a digit, at most 63 "
+        f"characters); declare it as {snake_case(value)!r} and set `normalize_headers: snake_case` in the "
+        f"entity's `file:` block, which lands a delivered {value!r} as {snake_case(value)!r}",
+    )
+
+
+ColumnName = Annotated[str, AfterValidator(_plain_column_name)]
 Reference = Annotated[
     str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$")
 ]
@@ -491,6 +511,13 @@ class Entity(Strict):
     def table_layout(self) -> TableLayout | None:
         return self.layout.table_layout() if self.layout else None
 
+    @property
+    def headers(self) -> Renaming | None:
+        """How delivered column names are staged (a file entity's `normalize_headers`); None: as delivered."""
+        if self.file is None or self.file.normalize_headers is None:
+            return None
+        return functools.partial(normalized_names, normalization=self.file.normalize_headers)
+
     def is_nullable(self, column: str) -> bool:
         """Primary-key columns never are, whatever their declaration says."""
         return self.columns[column].nullable and column not in self.primary_key
@@ -519,6 +546,29 @@ class Entity(Strict):
                 "is read whole every run (deleted rows leave with the next run), and a custom `query` "
                 "has no table to scan"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _columns_are_normalized_names(self) -> Entity:
+        """Under `normalize_headers: snake_case` every delivered column lands under a snake_case name: a
+        column declared otherwise could never be delivered."""
+        if self.file is None or self.file.normalize_headers is None:
+            return self
+        problems = [
+            InitErrorDetails(
+                type=PydanticCustomError(
+                    "not_normalized",
+                    f"{name!r} is not a snake_case name, and `normalize_headers: snake_case` lands every "
+                    f"delivered column under one: declare it as {snake_case(name)!r}",
+                ),
+                loc=("columns", name),
+                input=name,
+            )
+            for name in self.columns
+            if snake_case(name) != name
+        ]
+        if problems:
+            raise ValidationError.from_exception_data(type(self).__name__, problems)
         return self
 
     @model_validator(mode="after")

@@ -24,7 +24,11 @@ from platform_assets.keys import (
     WAREHOUSE_POOL,
     staged_key,
 )
-from platform_assets.staging.schema_registry import diff_from_metadata, version_from_metadata
+from platform_assets.staging.schema_registry import (
+    diff_from_metadata,
+    recorded_delivered_names,
+    version_from_metadata,
+)
 from resources.warehouses.io_manager import load_metadata
 
 SCHEMA_REGISTRY_TABLE = "ops.schema_registry"
@@ -38,6 +42,7 @@ REGISTRY_SCHEMA = pa.schema(
         pa.field("fingerprint", pa.string()),
         pa.field("columns_json", pa.string()),
         pa.field("diff_json", pa.string()),
+        pa.field("delivered_names_json", pa.string()),
         pa.field("recorded_at", pa.timestamp("us", tz="UTC")),
         pa.field("run_id", pa.string()),
     ]
@@ -60,6 +65,9 @@ def registry_rows(instance: dg.DagsterInstance, asset_keys: Sequence[dg.AssetKey
                 "fingerprint": version.fingerprint,
                 "columns_json": json.dumps(version.columns, sort_keys=True),
                 "diff_json": json.dumps(diff_from_metadata(materialization.metadata), sort_keys=True),
+                "delivered_names_json": json.dumps(
+                    recorded_delivered_names(materialization.metadata), sort_keys=True
+                ),
                 "recorded_at": version.recorded_at,
                 "run_id": record.run_id,
             }
@@ -79,7 +87,8 @@ def build_schema_registry_asset(
         io_manager_key=WAREHOUSE_IO_MANAGER_KEY,
         pool=WAREHOUSE_POOL,
         description=f"Schema versions of every staged entity ({SCHEMA_REGISTRY_TABLE}): one row per "
-        f"(asset_key, version) with its fingerprint, columns and diff against the previous version.",
+        f"(asset_key, version) with its fingerprint, columns, diff against the previous version and the "
+        f"delivered names of columns staged under normalized ones.",
         metadata={
             **load_metadata(mode="upsert", primary_key=["asset_key", "version"]),
             "dagster/table_name": SCHEMA_REGISTRY_TABLE,

@@ -64,6 +64,7 @@ from platform_assets.quality.quarantine import (
 )
 from platform_assets.quality.relationship_checks import last_orphan_rate
 from platform_assets.quality.score import quality_metadata
+from platform_assets.staging.column_hints import missing_column_hint, quoted_columns_hint
 from platform_assets.staging.deletes import (
     Deleted,
     latest_key_scan,
@@ -89,6 +90,7 @@ from platform_assets.staging.schema_evolution import (
 )
 from platform_assets.staging.schema_registry import (
     SchemaVersion,
+    delivered_names_metadata,
     delivered_schema,
     delivery_key,
     expected_types,
@@ -210,12 +212,12 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
         def build(run: _Decided, type_counted: list[str]) -> StagingSplit:
             _enforce(context, declared, run)
             staged = run.decision.staged_entity(entity)
-            columns = {name for path in run.plan.files for name in landed_schema(path).names}
+            columns = {name for path in run.plan.files for name in landed_schema(path, entity.headers).names}
             context.log.info(
                 f"Staging {STAGED_SCHEMA}.{table} from {len(run.plan.files)} landed file(s), "
                 f"{'incremental' if run.plan.incremental else 'full'}: {run.plan.reason}"
             )
-            text = text_columns(run.plan.files)
+            text = text_columns(run.plan.files, entity.headers)
             with _malformed_copies_fail():
                 return StagingSplit(
                     staging_select(
@@ -355,6 +357,9 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
                 **set_aside,
                 **deleted.metadata(),
                 **staging_metadata(previous, delivered, decision),
+                **delivered_names_metadata(
+                    plan.files, entity.headers, previous_metadata, incremental=plan.incremental
+                ),
                 **(quality(profile) if profile is not None else {}),
             },
         )
@@ -653,7 +658,7 @@ def _type_counted_columns(run: _Decided, entity: Entity) -> list[str] | None:
     if run.schema_changed:
         return None
     staged = run.decision.staged_entity(entity)
-    text = text_columns(run.plan.files)
+    text = text_columns(run.plan.files, entity.headers)
     counted = [
         name for name, column in staged.columns.items() if name in text and column.type != ColumnType.STRING
     ]
@@ -679,6 +684,7 @@ def _schema_decision(
         tolerance=entity.max_bad_fraction,
         parse_text=parse_text,
         formats=entity.text_format,
+        headers=entity.headers,
     )
     if plan.incremental and previous is not None:
         delivered = merged_schema(previous.column_types(), delivered)
@@ -696,6 +702,11 @@ def _enforce(context: dg.AssetExecutionContext, item: CatalogEntity, run: _Decid
         log(f"{item.source_name}.{item.name}: {message}")
     if hint:
         log(f"{item.source_name}.{item.name}:{hint}")
+    renamed = missing_column_hint(item.entity, decision.absent_columns, run.delivered)
+    if renamed:
+        context.log.warning(f"{item.source_name}.{item.name}:{renamed}")
+    if decision.action == "evolve" and (quoted := quoted_columns_hint(item.entity, decision.changes.added)):
+        log(f"{item.source_name}.{item.name}:{quoted}")
     if decision.dropped_columns:
         on_drift = item.entity.schema_evolution.on_drift
         context.log.warning(
@@ -707,18 +718,18 @@ def _enforce(context: dg.AssetExecutionContext, item: CatalogEntity, run: _Decid
         raise SchemaDriftError(
             f"{item.source_name}.{item.name}: the delivery's schema drifted and the policy says fail "
             f"({len(plan.files)} landed file(s)): {'; '.join(decision.violations)}. Fix the delivery, or "
-            f"change the catalog (declare the change, or set schema_evolution.on_drift).{hint}"
+            f"change the catalog (declare the change, or set schema_evolution.on_drift).{hint}{renamed}"
         )
 
 
 def _drift_null_marker_hint(item: CatalogEntity, run: _Decided) -> str:
     """The null-marker hint for the text columns whose type drifted: a column of numbers with `NA` for the
     missing ones does not parse as a number, and drifts to string, which says nothing of the marker."""
-    text = text_columns(run.plan.files)
+    text = text_columns(run.plan.files, item.entity.headers)
     drifted = [name for name in run.decision.changes.type_changed if name in text]
     if not drifted:
         return ""
-    found = null_markers_in(run.plan.files, drifted, item.entity.null_values or ())
+    found = null_markers_in(run.plan.files, drifted, item.entity.null_values or (), item.entity.headers)
     return null_marker_hint(value for values in found.values() for value in values)
 
 

@@ -57,11 +57,12 @@ from resources.files.compression import (
 from resources.files.config import BadFilePolicy, FileFormat, MalformedPolicy
 from resources.files.formats.csv import duckdb_options, read_header
 from resources.files.formats.reader import MalformedRecord, read_batches
+from resources.files.headers import HeaderCollisionError, normalized_names
 from resources.files.read_context import MalformedFileError, ReadContext
 from resources.files.readiness import Observations, is_marker, sort_by_readiness
 from resources.files.store import FileFingerprint, FileStore
-from resources.landing.delivered import PARQUET_READER, DeliveredCopy
-from resources.landing.zone import InFlight, Lineage, QuarantineFile
+from resources.landing.delivered import LINEAGE_NAMES, PARQUET_READER, DeliveredCopy
+from resources.landing.zone import InFlight, LandedFile, Lineage, QuarantineFile
 
 MAX_LISTED_IN_METADATA = 50
 LANDING_WORKERS = min(4, os.cpu_count() or 1)
@@ -213,6 +214,14 @@ class FilesExtractor:
             "files_waiting": dict(sorted(ready.waiting.items())[:MAX_LISTED_IN_METADATA]),
             "files_without_final_newline": unterminated[:MAX_LISTED_IN_METADATA],
         }
+        if file_entity.normalize_headers is not None:
+            renamed = _renamed_columns(committed, file_entity)
+            if renamed:
+                details["columns_renamed"] = renamed
+                context.log.info(
+                    f"Delivered column names staged as {file_entity.normalize_headers} (normalize_headers): "
+                    + ", ".join(f"{delivered!r} -> {name}" for delivered, name in list(renamed.items())[:20])
+                )
         if malformed_records:
             context.log.warning(
                 f"{malformed_records} malformed record(s) set aside in {quarantine.path}; first: "
@@ -324,6 +333,31 @@ def land_file(
     return None
 
 
+def _renamed_columns(landed: list[LandedFile], fmt: FileFormat) -> dict[str, str]:
+    """Delivered -> staged name of the columns of this run's landed files that `normalize_headers`
+    renames (landed files keep the delivered names: staging renames them)."""
+    renamed: dict[str, str] = {}
+    for file in landed:
+        delivered = [name for name in file.schema.names if name not in LINEAGE_NAMES]
+        renamed.update(
+            (name, normalized)
+            for name, normalized in _normalized(delivered, fmt).items()
+            if name != normalized
+        )
+    return dict(sorted(renamed.items()))
+
+
+def _normalized(names: list[str], fmt: FileFormat, read: ReadContext | None = None) -> dict[str, str]:
+    """Delivered -> staged name of each delivered column (`file.normalize_headers`); two columns that
+    would take one name fail the file (named by `read`)."""
+    try:
+        return normalized_names(names, fmt.normalize_headers)
+    except HeaderCollisionError as exc:
+        if read is None:
+            raise
+        read.fail(str(exc))
+
+
 def _copy(
     store: FileStore,
     file: FileFingerprint,
@@ -341,12 +375,13 @@ def _copy(
     try:
         with store.open_bytes(file, fmt.compression) as stream:
             if fmt.format == "parquet":
-                options, records_after = _parquet_options(stream, read)
+                options, records_after, names = _parquet_options(stream, read)
             else:
-                names = read_header(stream, fmt, read)
+                names = read_header(stream, fmt, read) or []
                 copy_codec = codec if codec in NATIVE_CODECS else "zstd"
-                options = None if names is None else duckdb_options(fmt, names, read.on_malformed, copy_codec)
+                options = duckdb_options(fmt, names, read.on_malformed, copy_codec) if names else None
                 records_after = 1 if fmt.header else 0
+            _normalized(names, fmt, read)  # names that staging cannot tell apart fail the file here
         if options is None:
             return None
         described = DeliveredCopy(
@@ -390,16 +425,17 @@ def _kept_codec(fmt: FileFormat, codec: str) -> bool:
     return fmt.format != "parquet" and codec in NATIVE_CODECS
 
 
-def _parquet_options(stream: BinaryIO, read: ReadContext) -> tuple[dict[str, Any] | None, int]:
+def _parquet_options(stream: BinaryIO, read: ReadContext) -> tuple[dict[str, Any] | None, int, list[str]]:
     """`read_parquet`'s options for a delivered Parquet file (none: it says its own schema), after checking
     from its footer that it is one and that its columns are named so they can be staged; None when it has
-    no row."""
+    no row. With its column names."""
     try:
         metadata = pq.ParquetFile(stream).metadata
     except (pa.ArrowInvalid, OSError) as exc:
         read.fail(f"is not a Parquet file ({exc}).")
-    read.check_names(metadata.schema.to_arrow_schema().names)
-    return ({} if metadata.num_rows else None), 0
+    names = metadata.schema.to_arrow_schema().names
+    read.check_names(names)
+    return ({} if metadata.num_rows else None), 0, names
 
 
 def _store(item: CatalogEntity) -> FileStore:

@@ -15,7 +15,7 @@ from pathlib import Path
 import duckdb
 
 from platform_assets.staging.sql import sql_string
-from resources.landing.delivered import landed_relation
+from resources.landing.delivered import Renaming, landed_relation
 from resources.landing.query import DEFAULT_MEMORY_LIMIT
 from resources.warehouses.duckdb_warehouse import quote_identifier
 
@@ -45,10 +45,14 @@ def cast_error_values(cast_errors: str, column: str) -> list[str]:
 
 
 def null_markers_in(
-    files: list[Path], columns: Collection[str], declared: Collection[str]
+    files: list[Path],
+    columns: Collection[str],
+    declared: Collection[str],
+    headers: Renaming | None = None,
 ) -> dict[str, list[str]]:
-    """Per text column of the landed `files` among `columns`: the likely null markers it holds that are
-    not `declared` null values (a pass over those columns only; for a message, not for every run)."""
+    """Per text column of the landed `files` among `columns` (named as `headers` stages them): the likely
+    null markers it holds that are not `declared` null values (a pass over those columns only; for a
+    message, not for every run)."""
     wanted = [marker for marker in LIKELY_NULL_MARKERS if marker not in declared]
     if not columns or not files or not wanted:
         return {}
@@ -59,6 +63,8 @@ def null_markers_in(
         for name in columns
     ]
     with duckdb.connect(":memory:", config={"memory_limit": DEFAULT_MEMORY_LIMIT}) as con:
-        row = con.execute(f"SELECT {', '.join(selects)} FROM {landed_relation(files)}").fetchone()
+        row = con.execute(
+            f"SELECT {', '.join(selects)} FROM {landed_relation(files, headers=headers)}"
+        ).fetchone()
     found: Mapping[str, list[str] | None] = dict(zip(columns, row or (), strict=False))
     return {name: list(values) for name, values in found.items() if values}

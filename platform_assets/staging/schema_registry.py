@@ -26,6 +26,11 @@ value keeps its expected type. Values are read as staging reads them (`formats`:
 markers are missing values, and numbers and dates are read with its separators and strptime formats:
 `without_null_markers`, `parses_losslessly`), so a drift decision and the staged values agree.
 
+**Delivered names.** Under `file.normalize_headers` a column is staged under a name its delivery did
+not give it (`Order ID` -> `order_id`); each staging run records which (`schema/delivered_names`), and
+`ops/schema_registry` keeps it with the version. The names are not part of the fingerprint: the staged
+schema is the same whatever the delivery's spelling.
+
 **Versions.** The fingerprint is the sha256 of the sorted `name:type` lines; a delivery with the
 fingerprint of the previous version IS that version (same number, same `recorded_at`); any other gets the
 next number. Versions live in the staged asset's materialization metadata (`schema/*`), read back with
@@ -47,7 +52,7 @@ import duckdb
 import pyarrow as pa
 
 from platform_assets.catalog.model import PLAIN_TEXT, ColumnType, TextFormat
-from resources.landing.delivered import landed_relation, landed_schema
+from resources.landing.delivered import Renaming, landed_relation, landed_schema, staged_names
 from resources.landing.query import DEFAULT_MEMORY_LIMIT
 from resources.landing.zone import EXTRACTED_AT_COLUMN, RUN_ID_COLUMN, SOURCE_COLUMN
 
@@ -63,6 +68,7 @@ FINGERPRINT_METADATA = "schema/fingerprint"
 COLUMNS_METADATA = "schema/columns"
 DIFF_METADATA = "schema/diff"
 RECORDED_AT_METADATA = "schema/recorded_at"
+DELIVERED_NAMES_METADATA = "schema/delivered_names"
 
 WIDENINGS: dict[ColumnType, tuple[ColumnType, ...]] = {
     ColumnType.INTEGER: (ColumnType.DOUBLE, ColumnType.STRING),
@@ -150,6 +156,7 @@ def delivered_schema(
     tolerance: float = 0.0,
     parse_text: bool = True,
     formats: Callable[[str], TextFormat] | None = None,
+    headers: Renaming | None = None,
 ) -> dict[str, ColumnType]:
     """The logical type of every delivered column over all `landed` files (see the module docstring);
     `expected` types text-landed columns, `tolerance` is the share of their non-null values in one
@@ -157,14 +164,15 @@ def delivered_schema(
     `parse_text`, no data is read: text columns are taken to parse as their expected type, for a caller
     that verifies it while it reads them anyway (`text_types_hold`). `formats` says how each text column's
     values are read (null markers, separators, strptime formats: `Entity.text_format`, as staging reads
-    them), DuckDB's plain casts without it."""
+    them), DuckDB's plain casts without it. `headers`: the entity's `file.normalize_headers`, under whose
+    names columns are typed."""
     files = [Path(path) for path in landed]
     expected_types = {name: ColumnType(value) for name, value in (expected or {}).items()}
     typed: dict[str, ColumnType | None] = {}
     text: set[str] = set()
     landed_columns: set[str] = set()
     for path in files:
-        for arrow_field in landed_schema(path):
+        for arrow_field in landed_schema(path, headers):
             name = arrow_field.name
             landed_columns.add(name)
             if name in LINEAGE_COLUMNS:
@@ -178,7 +186,7 @@ def delivered_schema(
             typed[name] = kind if current is None else current if kind is None else common_type(current, kind)
     parsed = (
         _parse_text_columns(
-            files, delivery_key(landed_columns), sorted(text), expected_types, tolerance, formats
+            files, delivery_key(landed_columns), sorted(text), expected_types, tolerance, formats, headers
         )
         if text and parse_text
         else {}
@@ -192,12 +200,13 @@ def delivered_schema(
     return result
 
 
-def text_columns(landed: Iterable[Path]) -> set[str]:
-    """The delivered columns landed as text in any of the files (their schemas only; no data read)."""
+def text_columns(landed: Iterable[Path], headers: Renaming | None = None) -> set[str]:
+    """The delivered columns landed as text in any of the files (their schemas only; no data read), named
+    as `headers` stages them."""
     return {
         field.name
         for path in landed
-        for field in landed_schema(path)
+        for field in landed_schema(path, headers)
         if field.name not in LINEAGE_COLUMNS and _is_text(field.type)
     }
 
@@ -298,6 +307,7 @@ def _parse_text_columns(
     expected: Mapping[str, ColumnType],
     tolerance: float,
     formats: Callable[[str], TextFormat] | None = None,
+    headers: Renaming | None = None,
 ) -> dict[str, ColumnType | None]:
     """For each text column: the type holding each delivery's (rows grouped by the `delivery` columns),
     which is the first of its expected type and that type's widenings that the delivery's non-null values
@@ -312,7 +322,12 @@ def _parse_text_columns(
     }
     read = {name: formats(name) if formats is not None else PLAIN_TEXT for name in names}
     first = _parse_counts(
-        files, delivery, {name: kinds[:1] for name, kinds in candidates.items()}, read, present=True
+        files,
+        delivery,
+        {name: kinds[:1] for name, kinds in candidates.items()},
+        read,
+        present=True,
+        headers=headers,
     )
     result: dict[str, ColumnType | None] = dict.fromkeys(names)
     failed: dict[str, list[ColumnType]] = {}
@@ -328,7 +343,7 @@ def _parse_text_columns(
                 include(name, candidates[name][0])
             elif present:
                 failed[name] = candidates[name][1:]
-    widened = _parse_counts(files, delivery, failed, read, present=False) if failed else {}
+    widened = _parse_counts(files, delivery, failed, read, present=False, headers=headers) if failed else {}
     for group, counts in first.items():
         tried = widened.get(group, {})  # none when every widening left is string, which needs no count
         for name, kinds in failed.items():
@@ -358,6 +373,7 @@ def _parse_counts(
     read: Mapping[str, TextFormat],
     *,
     present: bool,
+    headers: Renaming | None,
 ) -> dict[tuple[object, ...], dict[tuple[str, ColumnType | None], int]]:
     """One pass over the files, per delivery (the values of the `delivery` columns): per column, the
     number of its non-null values (key `(name, None)`, when `present`) and of those that parse losslessly
@@ -376,7 +392,8 @@ def _parse_counts(
     if not selects:
         return {}
     group = ", ".join(f"CAST({_quote(name)} AS VARCHAR)" for name in delivery)
-    sql = f"SELECT {group}, {', '.join(selects)} FROM {landed_relation(files)} GROUP BY {group}"
+    relation = landed_relation(files, headers=headers)
+    sql = f"SELECT {group}, {', '.join(selects)} FROM {relation} GROUP BY {group}"
     with duckdb.connect(":memory:", config={"memory_limit": DEFAULT_MEMORY_LIMIT}) as con:
         rows = con.execute(sql).fetchall()
     width = len(delivery)
@@ -528,6 +545,30 @@ def expected_types(
     type again after a drift returns to that type (a string drift would otherwise stick: nothing narrows
     back from string)."""
     return {**(previous.column_types() if previous else {}), **declared}
+
+
+def delivered_names_metadata(
+    files: Iterable[Path],
+    headers: Renaming | None,
+    previous_metadata: Mapping[str, object] | None,
+    *,
+    incremental: bool,
+) -> dict[str, dg.MetadataValue]:
+    """`schema/delivered_names`: staged column -> the name its delivery gave it, for the columns `headers`
+    (`file.normalize_headers`) renames (none recorded when none is): an incremental run's files merged over
+    what the previous materialization recorded, since its table holds both."""
+    if headers is None:
+        return {}
+    names = dict(recorded_delivered_names(previous_metadata or {})) if incremental else {}
+    for path in files:
+        names.update((staged, delivered) for delivered, staged in staged_names(path, headers).items())
+    return {DELIVERED_NAMES_METADATA: dg.MetadataValue.json(dict(sorted(names.items())))} if names else {}
+
+
+def recorded_delivered_names(metadata: Mapping[str, object]) -> dict[str, str]:
+    """The `schema/delivered_names` a materialization recorded (empty: none)."""
+    value = metadata.get(DELIVERED_NAMES_METADATA)
+    return dict(getattr(value, "value", value) or {})
 
 
 def columns_json(columns: Mapping[str, str]) -> str:

@@ -68,10 +68,11 @@ def staging_select(
 ) -> str:
     """SELECT of the staged table from `landed_files`, whose columns (over all files) are `landed_columns`;
     `parsed`: their delivered copies are read from the tables `parse_copies` filled on the connection.
+    Delivered columns are read under the names `entity.headers` gives them (`file.normalize_headers`).
     `text`: the columns landed as text (read from the files' schemas when not given), whose values are read
     as the entity's `text_format` says (null markers, separators, date formats) before they are typed; a
     typed column (Parquet, a database's) keeps its own values."""
-    text = text_columns(landed_files) if text is None else text
+    text = text_columns(landed_files, entity.headers) if text is None else text
     typed = []
     cast_errors = []
     violations = []
@@ -101,7 +102,8 @@ def staging_select(
     ]
     if not landed_files:
         return f"SELECT {', '.join(selected)} FROM ({_no_rows(entity)}) WHERE false"
-    return f"SELECT {', '.join(selected)} FROM {landed_relation(landed_files, parsed=parsed)} AS landed"
+    relation = landed_relation(landed_files, parsed=parsed, headers=entity.headers)
+    return f"SELECT {', '.join(selected)} FROM {relation} AS landed"
 
 
 def _violations(name: str, column: Column, entity: Entity, raw: str, cast: str) -> list[str]:

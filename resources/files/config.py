@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from resources.files.headers import HeaderNormalization
+
 Compression = Literal["infer", "none", "gzip", "bz2", "zip", "zstd"]
 """How a delivered file is compressed; `infer` goes by its suffix."""
 
@@ -25,6 +27,12 @@ class FileFormat(BaseModel):
     header: bool = Field(default=True, description="CSV: the first line names the columns.")
     column_names: list[str] | None = Field(default=None, description="CSV without a header: the names.")
     encoding: str = "utf-8"
+    normalize_headers: HeaderNormalization | None = Field(
+        default=None,
+        description="`snake_case`: stage every delivered column under its name in lower snake case "
+        "(`Order ID` -> `order_id`, `Größe` -> `grosse`), which the catalog then declares "
+        "(`resources/files/headers.py`).",
+    )
     record_path: str | None = Field(
         default=None, description="JSON documents: dotted path to the array of records, e.g. `data.items`."
     )

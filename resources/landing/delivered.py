@@ -20,7 +20,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -34,6 +34,11 @@ import zstandard
 from resources.warehouses.duckdb_warehouse import quote_identifier
 
 SIDECAR_SUFFIX = ".lineage.json"
+Renaming = Callable[[Sequence[str]], Mapping[str, str]]
+"""Delivered column names -> the staged name of each (an entity's `file.normalize_headers`); raises
+ValueError when two would take one name."""
+LINEAGE_NAMES = frozenset({"_file", "_record", "_source", "_extracted_at", "_run_id", "_page"})
+"""Columns the landing adds to delivered ones (`_page`: an API page's number): never renamed."""
 COPY_CHUNK_BYTES = 1 << 20
 ZSTD_LEVEL = 1
 """1M rows of the benchmark's CSV (100 MB, hashed too) copy in 0.36-0.41 s into 25 MB at level 1, 0.58-0.65 s
@@ -116,28 +121,67 @@ def copy_bytes(raw: BinaryIO, target: Path, *, compress: bool) -> str:
     return f"sha256:{digest.hexdigest()}"
 
 
-def landed_relation(paths: Sequence[Path], *, parsed: bool = False) -> str:
+def landed_relation(paths: Sequence[Path], *, parsed: bool = False, headers: Renaming | None = None) -> str:
     """A relation (SQL, for a FROM clause) of the rows of landed files with their lineage columns: landed
     Parquet parts in one `read_parquet`, each copy in its own scan, all by column name. `parsed`: the text
-    copies are read from the tables `parse_copies` filled on the connection the relation is used on."""
+    copies are read from the tables `parse_copies` filled on the connection the relation is used on.
+    `headers` (the entity's `file.normalize_headers`): each file's delivered columns under their normalized
+    names, so files that spell a column differently (`Order ID`, `order id`) stage it as one; a landed file
+    keeps what was delivered."""
     parts = [path for path in paths if delivered_copy(path) is None]
     grouped = _copy_groups(paths) if parsed else []
     in_groups = {copy for copies in grouped for copy in copies}
-    scans = [_copy_scan(path) for path in paths if path not in set(parts) and path not in in_groups]
-    scans += [_parsed_scan(copies) for copies in grouped]
-    if parts:
+    scans = [_copy_scan(path, headers) for path in paths if path not in set(parts) and path not in in_groups]
+    scans += [_parsed_scan(copies, headers) for copies in grouped]
+    if parts and headers is not None:
+        scans[:0] = [
+            f"SELECT *{_renaming(part, headers)} FROM read_parquet({_string(str(part))})" for part in parts
+        ]
+    elif parts:
         files = ", ".join(_string(str(path)) for path in parts)
         scans.insert(0, f"SELECT * FROM read_parquet([{files}], union_by_name = true)")
     return "(" + " UNION ALL BY NAME ".join(f"({scan})" for scan in scans) + ")"
 
 
-def landed_schema(landed: Path) -> pa.Schema:
-    """The columns of a landed file, lineage included; for a copy, from DuckDB's sniffing of its first
-    rows (no full read)."""
+def landed_schema(landed: Path, headers: Renaming | None = None) -> pa.Schema:
+    """The columns of a landed file, lineage included (the delivered ones renamed by `headers`); for a
+    copy, from DuckDB's sniffing of its first rows (no full read)."""
     if delivered_copy(landed) is None:
-        return pq.read_schema(landed)
+        schema = pq.read_schema(landed)
+        renamed = staged_names(landed, headers)
+        return pa.schema([column.with_name(renamed.get(column.name, column.name)) for column in schema])
     with duckdb.connect(":memory:") as con:
-        return con.sql(f"SELECT * FROM {landed_relation([landed])} LIMIT 0").to_arrow_table().schema
+        relation = landed_relation([landed], headers=headers)
+        return con.sql(f"SELECT * FROM {relation} LIMIT 0").to_arrow_table().schema
+
+
+def staged_names(landed: Path, headers: Renaming | None) -> dict[str, str]:
+    """Delivered -> staged name of the columns of a landed file that `headers` renames (empty: none)."""
+    if headers is None:
+        return {}
+    delivered = [name for name in _delivered_columns(landed) if name not in LINEAGE_NAMES]
+    return {name: new for name, new in headers(delivered).items() if name != new}
+
+
+def _delivered_columns(landed: Path) -> list[str]:
+    """The names of a landed file's columns as delivered, lineage included: a CSV copy's from its sidecar
+    (the names it is read with), a Parquet copy's or part's from its footer."""
+    described = delivered_copy(landed)
+    if described is not None and described.reader != PARQUET_READER:
+        return list(described.options["columns"])
+    return pq.read_schema(landed).names
+
+
+def _renaming(landed: Path, headers: Renaming | None) -> str:
+    """The ` RENAME (...)` of a `SELECT *` over a landed file's columns under `headers` (empty: none to
+    rename). Two columns that would take one name raise ValueError, naming the delivered file."""
+    try:
+        renamed = staged_names(landed, headers)
+    except ValueError as exc:
+        described = delivered_copy(landed)
+        raise ValueError(f"{described.file if described else landed} {exc}") from None
+    pairs = ", ".join(f"{quote_identifier(name)} AS {quote_identifier(new)}" for name, new in renamed.items())
+    return f" RENAME ({pairs})" if pairs else ""
 
 
 def landed_rows(landed: Path) -> int | None:
@@ -289,30 +333,33 @@ def _lineage(described: DeliveredCopy) -> str:
     )
 
 
-def _copy_scan(copy: Path) -> str:
+def _copy_scan(copy: Path, headers: Renaming | None) -> str:
     """One copy's rows with their lineage, read in the scan itself. A Parquet copy's rows are numbered by
     its reader; a text copy's in file order by `row_number() OVER ()` (DuckDB streams it without sorting, on
     one thread: for inspection and the schema registry's counts; staging reads `_parsed_scan`), records
-    without any value dropped (a line of delimiters only carries nothing)."""
+    without any value dropped (a line of delimiters only carries nothing). Delivered columns renamed by
+    `headers`."""
+    renaming = _renaming(copy, headers)
     described = delivered_copy(copy)
     assert described is not None
     if described.reader == PARQUET_READER:
         row = quote_identifier(_ROW_NUMBER)
         return (
-            f"SELECT * EXCLUDE ({row}), {row} + 1 AS _record, {_lineage(described)} "
+            f"SELECT * EXCLUDE ({row}){renaming}, {row} + 1 AS _record, {_lineage(described)} "
             f"FROM {_reader([copy], file_row_number=True)}"
         )
     return (
-        f"SELECT * EXCLUDE ({_ANY_VALUE}), {_lineage(described)} FROM ("
+        f"SELECT * EXCLUDE ({_ANY_VALUE}){renaming}, {_lineage(described)} FROM ("
         f"SELECT *, row_number() OVER () + {int(described.records_after)} AS _record, "
         f"coalesce(*COLUMNS(*)) AS {quote_identifier(_ANY_VALUE)} FROM {_reader([copy])}) "
         f"WHERE {_ANY_VALUE} IS NOT NULL"
     )
 
 
-def _parsed_scan(copies: Sequence[Path]) -> str:
+def _parsed_scan(copies: Sequence[Path], headers: Renaming | None) -> str:
     """The rows of copies `parse_copies` parsed together, with their lineage: each copy's from the table's
-    rows of its path, numbered from its first `rowid`; records without any value dropped."""
+    rows of its path, numbered from its first `rowid`; records without any value dropped; delivered columns
+    renamed by `headers` (copies read alike have the same names)."""
     table = _parsed_table(copies)
     path = quote_identifier(_COPY_PATH)
     lineage = ", ".join(
@@ -322,7 +369,7 @@ def _parsed_scan(copies: Sequence[Path]) -> str:
     )
     any_value = quote_identifier(_ANY_VALUE)
     return (
-        f"SELECT parsed.* EXCLUDE ({path}, __row, {any_value}), "
+        f"SELECT parsed.* EXCLUDE ({path}, __row, {any_value}){_renaming(copies[0], headers)}, "
         f"parsed.__row - copies.first_row + copies.first_record AS _record, "
         f"copies.* EXCLUDE ({path}, first_row, first_record) FROM ("
         f"SELECT *, rowid AS __row, coalesce(*COLUMNS(* EXCLUDE ({path}))) AS {any_value} FROM {table}"
