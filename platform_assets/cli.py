@@ -27,7 +27,7 @@ from importlib.metadata import entry_points
 import dagster as dg
 
 from platform_assets.catalog.loader import CatalogError
-from resources.environment import PlatformConfigError, PlatformSettings
+from resources.environment import PlatformConfigError, PlatformSettings, load_env_file
 
 COMMANDS_GROUP = "dataplatform.commands"
 """Entry points `register(commands)`: add subparsers, each with `handler=fn(args, settings) -> int`."""
@@ -50,6 +50,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="exit 1 when a warn-severity check fails, too (default: report it)",
     )
+    run.add_argument(
+        "--select",
+        action="append",
+        metavar="SELECTION",
+        help="materialize only these (repeatable): SOURCE, SOURCE.ENTITY (raw + staged), dbt:<dbt selection> "
+        "(marts, e.g. dbt:fct_orders+), or a Dagster asset selection (e.g. 'key:staged/shop/*+'); "
+        "their checks run with them",
+    )
     run.set_defaults(handler=_run)
     replay_command = commands.add_parser(
         "replay",
@@ -62,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         plugin.load()(commands)
     args = parser.parse_args(argv)
     handler: Handler = args.handler
+    load_env_file()
     try:
         return handler(args, PlatformSettings.from_env())
     except (PlatformConfigError, CatalogError) as error:
@@ -76,15 +85,18 @@ def _prepare(args: argparse.Namespace, settings: PlatformSettings) -> int:
 
 def _run(args: argparse.Namespace, settings: PlatformSettings) -> int:
     with run_services(settings):
-        return prepare_and_run(settings, strict=args.strict)
+        return prepare_and_run(settings, strict=args.strict, select=args.select)
 
 
-def prepare_and_run(settings: PlatformSettings, *, strict: bool = False) -> int:
-    """Check the catalog, build the dbt manifest, materialize everything. Called inside the run services:
-    they may set what the catalog's `${SECRET}` references need (the demo's API key)."""
+def prepare_and_run(
+    settings: PlatformSettings, *, strict: bool = False, select: list[str] | None = None
+) -> int:
+    """Check the catalog, build the dbt manifest, materialize everything (or what `select` says:
+    `platform_assets/selection.py`). Called inside the run services: they may set what the catalog's
+    `${SECRET}` references need (the demo's API key)."""
     check_catalog(settings)
     prepare_dbt(settings)
-    return run_everything(settings, strict=strict)
+    return run_everything(settings, strict=strict, select=select)
 
 
 def check_catalog(settings: PlatformSettings) -> None:
@@ -154,18 +166,28 @@ def prepare_dbt(settings: PlatformSettings) -> None:
     print(f"dbt manifest: {prepare_manifest(settings.dbt_target, settings.dbt_vars())}")
 
 
-def run_everything(settings: PlatformSettings, *, strict: bool = False) -> int:
-    """Materialize every asset and run every check in one run, recorded in `run_instance`: its history
-    holds each source's extraction state (ledger, watermarks), so the next run lands only what is new.
-    The exit code: `run_summary.all_green`."""
+def run_everything(
+    settings: PlatformSettings, *, strict: bool = False, select: list[str] | None = None
+) -> int:
+    """Materialize every asset (or those `select` names) and run their checks in one run, recorded in
+    `run_instance`: its history holds each source's extraction state (ledger, watermarks), so the next run
+    lands only what is new. The exit code: `run_summary.all_green`; 2 for a selection of nothing."""
     from platform_assets.definitions import build_definitions
     from platform_assets.run_summary import all_green, format_summary
+    from platform_assets.selection import SelectionError, selected_keys
     from resources.environment import build_warehouse
 
     definitions = build_definitions(settings)
+    try:
+        keys = sorted(selected_keys(definitions, select)) if select else None
+    except SelectionError as error:
+        print(f"dataplatform: error: {error}", file=sys.stderr)
+        return 2
     job = definitions.resolve_implicit_global_asset_job_def()
     with run_instance(settings) as instance:
-        result = job.execute_in_process(instance=instance, raise_on_error=False, run_config=QUIET_LOGS)
+        result = job.execute_in_process(
+            instance=instance, raise_on_error=False, run_config=QUIET_LOGS, asset_selection=keys
+        )
     print(format_summary(result, build_warehouse(settings), strict=strict))
     return 0 if all_green(result, strict=strict) else 1
 

@@ -30,7 +30,7 @@ from platform_assets.policies.triggers import (
     condition_for,
     launch_status,
 )
-from resources.environment import PlatformSettings, build_executor, build_resources
+from resources.environment import PlatformSettings, build_executor, build_resources, load_env_file
 from sensors.automation.conditions import apply_automation_conditions, build_automation_sensors
 from sensors.healing.quality_events import build_quality_events_sensor
 from sensors.healing.sensor import build_approval_job, build_healing_sensor
@@ -113,5 +113,6 @@ def defs() -> dg.Definitions:
     """Built once per process and inputs: Dagster calls this on every load of the code location, and one
     run worker loads it several times (the CLI or launcher, the run, its job subset), which at hundreds of
     entities cost seconds per load before the first step. A changed variable or catalog file builds anew;
-    one build is kept, so a long-lived process does not accumulate them."""
+    one build is kept, so a long-lived process does not accumulate them. The `.env` file is read first."""
+    load_env_file()
     return _definitions_for(definitions_inputs(os.environ))

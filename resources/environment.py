@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+from dotenv import find_dotenv, load_dotenv
 
 from resources.landing.parquet_io_manager import ParquetIOManager
 from resources.landing.zone import LandingZone
@@ -44,6 +45,7 @@ DELIVERY_POLL_VAR = "PLATFORM_DELIVERY_POLL_SECONDS"
 CATALOG_DIR_VAR = "PLATFORM_CATALOG_DIR"
 DEFAULT_DELIVERY_POLL_SECONDS = 60
 DEFAULT_DATA_DIR = ".platform_data"
+ENV_FILE = ".env"
 CODE_LOCATION_MODULE = "platform_assets.definitions"
 
 
@@ -245,3 +247,15 @@ def _catalog_dir(raw: str | None) -> Path | None:
             f"source YAML files, or unset it to use the catalog shipped in platform_assets/catalog/sources/."
         )
     return directory
+
+
+def load_env_file() -> Path | None:
+    """Read the `.env` file of the working directory (or its nearest parent) into the environment, never
+    over a variable that is already set; the file read, None when there is none. `dagster dev` reads it
+    for its code server, `dagster asset materialize` and `dg launch` did not: the code location calls this
+    when it loads, and `dataplatform` when it starts, so every command sees the same variables."""
+    found = find_dotenv(ENV_FILE, usecwd=True)
+    if not found:
+        return None
+    load_dotenv(found, override=False)
+    return Path(found)

@@ -126,6 +126,19 @@ def test_a_warning_is_reported_and_fails_the_run_only_with_strict(
     assert main(["run", "--strict"]) == 1, "--strict: the warning fails the run"
     assert "  WARN  staged/shop/web_events :: quality_warnings" in capsys.readouterr().out
 
+    # A selective run: one entity (raw + staged, with its checks) and one dbt model by dbt's syntax.
+    assert main(["run", "--select", "shop.web_events", "--select", "dbt:stg_shop__orders"]) == 0
+    selected = capsys.readouterr().out
+    assert "  WARN  staged/shop/web_events :: quality_warnings" in selected, "its checks ran with it"
+    landed = re.findall(r"^  (raw/\S+) +[\d,]+ rows", selected, flags=re.MULTILINE)
+    assert landed == ["raw/shop/web_events"], selected
+    assert "START sql view model analytics.stg_shop__orders" in selected, selected
+    assert "model analytics.fct_daily_revenue" not in selected, "dbt built the selected model only"
+    assert main(["run", "--select", "shop.nope"]) == 2
+    assert "--select 'shop.nope' selects no asset. Sources and entities: shop.order_items" in (
+        capsys.readouterr().err
+    )
+
 
 def test_run_reports_a_broken_catalog_before_dbt_parses(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]

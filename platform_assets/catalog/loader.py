@@ -2,15 +2,20 @@
 
 All problems in all files are reported together, each with its file, the line of the offending key and
 a hint, so a user fixes a broken catalog in one pass instead of one error per reload. Checks run in three
-passes: the YAML itself (syntax, duplicate keys, placeholders, secrets set), each file against the model,
+passes: the YAML itself (syntax, duplicate keys, placeholders), each file against the model,
 then the catalog as a whole (sources declared once, references that resolve, blocks that fit their
 connection). The third pass does not wait for the second to be clean: it checks every entity that is valid
 on its own, and resolves references against what each file declares as written, so a mistake elsewhere in
 a file neither hides an entity's bad reference nor makes references to that file look unresolved.
+
+A `${SECRET}` whose variable is not set is no catalog error: it is logged as a warning and resolved where it
+is used, so one source's missing secret fails that source's assets (naming the variable), not the code
+location and every other source with it.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -28,6 +33,8 @@ from platform_assets.catalog.template import (
     file_vars,
     fill_placeholders,
 )
+
+logger = logging.getLogger(__name__)
 
 CATALOG_DIR = Path(__file__).parent / "sources"
 """The catalog shipped with the platform; `PLATFORM_CATALOG_DIR` points a deployment at its own."""
@@ -105,7 +112,9 @@ def _parse_file(
         template_problems = duplicate_keys(node) + fill_placeholders(
             node, {**file_vars(node), **variables}, environ
         )
-        problems.extend(f"{path}:{p.line}: {p.message}" for p in template_problems)
+        problems.extend(f"{path}:{p.line}: {p.message}" for p in template_problems if not p.unset_secret)
+        for unset in (p for p in template_problems if p.unset_secret):
+            logger.warning(f"{path}:{unset.line}: {unset.message}")
         document = loader.construct_document(node)
     except yaml.YAMLError as exc:
         problems.append(f"{path}: not valid YAML: {exc}")

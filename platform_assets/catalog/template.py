@@ -27,6 +27,9 @@ LEFTOVER = re.compile(r"\{\{|\}\}")
 class TemplateProblem:
     line: int
     message: str
+    unset_secret: bool = False
+    """A `${VAR}` whose variable is not set: not an error of the catalog (the code location loads, and the
+    source's assets fail naming the variable when they run), reported as a warning."""
 
 
 _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -135,8 +138,10 @@ def fill_placeholders(
                 problems.append(
                     TemplateProblem(
                         line,
-                        f"secret ${{{name}}} refers to environment variable {name}, which is not set: set "
-                        f"it where Dagster runs (the shell, or the .env file next to workspace.yaml)",
+                        f"secret ${{{name}}} refers to environment variable {name}, which is not set: this "
+                        f"source's assets fail until it is set where Dagster runs (the shell, the service's "
+                        f"environment file, or the .env file next to workspace.yaml)",
+                        unset_secret=True,
                     )
                 )
     return problems
