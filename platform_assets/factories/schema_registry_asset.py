@@ -37,6 +37,7 @@ REGISTRY_SCHEMA = pa.schema(
         pa.field("version", pa.int64(), nullable=False),
         pa.field("fingerprint", pa.string()),
         pa.field("columns_json", pa.string()),
+        pa.field("timezones_json", pa.string()),
         pa.field("diff_json", pa.string()),
         pa.field("recorded_at", pa.timestamp("us", tz="UTC")),
         pa.field("run_id", pa.string()),
@@ -59,6 +60,7 @@ def registry_rows(instance: dg.DagsterInstance, asset_keys: Sequence[dg.AssetKey
                 "version": version.version,
                 "fingerprint": version.fingerprint,
                 "columns_json": json.dumps(version.columns, sort_keys=True),
+                "timezones_json": json.dumps(version.timezones, sort_keys=True),
                 "diff_json": json.dumps(diff_from_metadata(materialization.metadata), sort_keys=True),
                 "recorded_at": version.recorded_at,
                 "run_id": record.run_id,
@@ -79,7 +81,8 @@ def build_schema_registry_asset(
         io_manager_key=WAREHOUSE_IO_MANAGER_KEY,
         pool=WAREHOUSE_POOL,
         description=f"Schema versions of every staged entity ({SCHEMA_REGISTRY_TABLE}): one row per "
-        f"(asset_key, version) with its fingerprint, columns and diff against the previous version.",
+        f"(asset_key, version) with its fingerprint, columns, zoned timestamp columns and diff against the "
+        f"previous version.",
         metadata={
             **load_metadata(mode="upsert", primary_key=["asset_key", "version"]),
             "dagster/table_name": SCHEMA_REGISTRY_TABLE,

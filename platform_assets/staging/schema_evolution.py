@@ -332,14 +332,18 @@ def decide(
 
 
 def staging_metadata(
-    previous: SchemaVersion | None, delivered: Mapping[str, ColumnType | str], decision: DriftDecision
+    previous: SchemaVersion | None,
+    delivered: Mapping[str, ColumnType | str],
+    decision: DriftDecision,
+    timezones: Mapping[str, str] | None = None,
 ) -> dict[str, dg.MetadataValue]:
     """All `schema/*` metadata of a staging run: the delivery's version (the next one, or `previous`
     itself when the fingerprint is the same, or when nothing was landed: the latest materialization must
-    always carry the current version, or the next run would start over at 1) and the decision."""
+    always carry the current version, or the next run would start over at 1) and the decision.
+    `timezones`: the delivery's zoned timestamp columns, part of its version."""
     if delivered:
-        version = next_version(previous, delivered)
-        recorded = schema_metadata(version, diff(previous, delivered))
+        version = next_version(previous, delivered, timezones)
+        recorded = schema_metadata(version, diff(previous, delivered, timezones))
     else:
         recorded = schema_metadata(previous, SchemaDiff()) if previous is not None else {}
     return {**recorded, **decision.metadata()}
