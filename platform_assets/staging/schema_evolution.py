@@ -12,7 +12,10 @@ fails (a quality event), so a column the source started sending is not lost unno
 reference, not delivered), *retyped* (delivered with a type the reference type cannot hold: integer ->
 string, integer -> double, date -> timestamp, ...). A delivered type the reference type holds (integer
 delivered for a double column, date for a timestamp, anything for a string) is not a change: staging
-casts it without loss.
+casts it without loss. Nor is a timestamp column's time zone turning on, off or changing (Parquet
+`timestamp[tz=UTC]` after naive files): staging converts zoned values to their exact UTC instant and naive
+ones from the declared `timezone`, so the staged type and readers are unaffected under every policy; the
+change is a new schema version, recorded in its diff and logged (`schema_registry`), not drift.
 
 **Compatibility** (Confluent-style, per `compatibility`) says which changes of the *staged table* its
 readers (dbt models, analysts) must accept: `backward` = new readers read old data, `forward` = old readers
