@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -264,6 +267,18 @@ def test_a_columns_time_zone_overrides_the_entitys(tmp_path: Path) -> None:
     (item,) = load_catalog(tmp_path, {}, {})
     assert item.entity.text_format("a").timezone == "Europe/Berlin"
     assert item.entity.text_format("b").typed() == TextFormat(timezone="America/New_York")
+
+
+def test_a_timestamp_format_with_an_offset_is_accepted_on_a_machine_outside_utc() -> None:
+    """The catalog's read-back check of a `%z` format compared a TIMESTAMPTZ with the sample taken in the
+    machine's zone: on a Berlin machine (DuckDB's TimeZone follows `TZ`) every such format was refused."""
+    check = (
+        "from platform_assets.catalog.model import Column; "
+        "print(Column(type='timestamp', timestamp_format='%d.%m.%Y %H:%M %z').timestamp_format)"
+    )
+    environment = {**os.environ, "TZ": "Europe/Berlin"}
+    done = subprocess.run([sys.executable, "-c", check], env=environment, capture_output=True, text=True)
+    assert done.stdout.strip() == "%d.%m.%Y %H:%M %z", done.stderr
 
 
 # End to end: real CSV and Parquet deliveries through real Dagster materializations on DuckDB.
