@@ -115,9 +115,9 @@ _FORMAT_SAMPLES = {"date_format": "2025-12-31 00:00:00", "timestamp_format": "20
 def _strptime_format(value: str | None, key: str) -> str | None:
     """A `date_format` / `timestamp_format` DuckDB's strptime accepts and that reads back what it writes (a
     format without a year, month or day, or a timestamp format without hours and minutes, would type values
-    wrongly or never); checked when the catalog loads rather than when a delivery is staged. On a UTC
-    session: a format with `%z` reads back a TIMESTAMPTZ, which DuckDB compares with the sample taken as
-    local time of the session's zone, so a machine set to Berlin refused every such format."""
+    wrongly or never); checked when the catalog loads rather than when a delivery is staged. Checked on a
+    session set to UTC: a format with `%z` reads back a TIMESTAMPTZ, which DuckDB compares with the sample
+    taken as local time in the session's zone (a machine set to Berlin refused every such format)."""
     if value is None:
         return None
     import duckdb
