@@ -81,18 +81,44 @@ ThousandsSeparator = Literal[".", ",", " ", "'", "_", "\u00a0"]
 """What groups digits in numbers as delivered (`1.234,75`, `1 234.75`, `1'234.75`)."""
 
 
+def _iana_time_zone(value: str) -> str:
+    """`value` when it names an IANA time zone (`zoneinfo`'s, which DuckDB's ICU knows too); else a
+    ValueError saying what one looks like. Schedules and timestamp columns both take one. `localtime` is
+    refused: it is whatever zone the machine is set to, so the same catalog would mean another time
+    elsewhere (and DuckDB does not know it)."""
+    if value not in available_timezones() or value == "localtime":
+        raise ValueError(f"{value!r} is not an IANA time zone name (e.g. UTC, Europe/Berlin)")
+    return value
+
+
+def _optional_time_zone(value: str | None) -> str | None:
+    """`_iana_time_zone` of a declaration that may be absent (a column's or an entity's `timezone`)."""
+    return None if value is None else _iana_time_zone(value)
+
+
 @dataclass(frozen=True)
 class TextFormat:
     """How the text of one text-landed column (CSV, JSON, APIs) is read before it is typed: `null_values`
     are the texts that mean a missing value, the separators and strptime formats those of the delivery's
     locale. The defaults are DuckDB's own casts (ISO dates, a dot for decimals, no digit grouping), so a
-    column that declares nothing is typed exactly as before these options existed."""
+    column that declares nothing is typed exactly as before these options existed.
+
+    `timezone` is the one part that applies to typed values too (`typed`): the IANA zone a naive
+    timestamp (text without an offset, a Parquet timestamp without a zone) is local time in, converted to
+    UTC when staged; None reads it as UTC. A value that carries its own offset or zone is exact whatever
+    this says."""
 
     null_values: tuple[str, ...] = ()
     decimal_separator: DecimalSeparator = "."
     thousands_separator: ThousandsSeparator | None = None
     date_format: str | None = None
     timestamp_format: str | None = None
+    timezone: str | None = None
+
+    def typed(self) -> TextFormat:
+        """What of this reading applies to a typed value (Parquet, a database's): its time zone only;
+        markers, separators and formats are the business of text."""
+        return TextFormat(timezone=self.timezone)
 
     @property
     def locale_numbers(self) -> bool:
@@ -109,17 +135,21 @@ _FORMAT_SAMPLES = {"date_format": "2025-12-31 00:00:00", "timestamp_format": "20
 def _strptime_format(value: str | None, key: str) -> str | None:
     """A `date_format` / `timestamp_format` DuckDB's strptime accepts and that reads back what it writes (a
     format without a year, month or day, or a timestamp format without hours and minutes, would type values
-    wrongly or never); checked when the catalog loads rather than when a delivery is staged."""
+    wrongly or never); checked when the catalog loads rather than when a delivery is staged. Checked on a
+    session set to UTC: a format with `%z` reads back a TIMESTAMPTZ, which DuckDB compares with the sample
+    taken as local time in the session's zone (a machine set to Berlin refused every such format)."""
     if value is None:
         return None
     import duckdb
 
     sample = _FORMAT_SAMPLES[key]
     try:
-        (back,) = duckdb.execute(
-            "SELECT try_strptime(strftime(CAST(? AS TIMESTAMP), ?), ?) = CAST(? AS TIMESTAMP)",
-            [sample, value, value, sample],
-        ).fetchone() or (None,)
+        with duckdb.connect(":memory:") as con:
+            con.execute("SET TimeZone = 'UTC'")
+            (back,) = con.execute(
+                "SELECT try_strptime(strftime(CAST(? AS TIMESTAMP), ?), ?) = CAST(? AS TIMESTAMP)",
+                [sample, value, value, sample],
+            ).fetchone() or (None,)
     except duckdb.Error as error:
         message = str(error).splitlines()[0]
         raise ValueError(
@@ -174,11 +204,18 @@ class Column(Strict):
     timestamp_format: str | None = Field(
         default=None, description="Text-landed timestamp column: strptime format."
     )
+    timezone: str | None = Field(
+        default=None,
+        description="Timestamp column: the IANA zone its naive values are local time in (converted to UTC); "
+        "overrides the entity's.",
+    )
 
     @field_validator("date_format", "timestamp_format")
     @classmethod
     def _is_strptime_format(cls, value: str | None, info: ValidationInfo) -> str | None:
         return _strptime_format(value, str(info.field_name))
+
+    _is_timezone = field_validator("timezone")(_optional_time_zone)
 
     @field_validator("regex")
     @classmethod
@@ -208,14 +245,15 @@ class Column(Strict):
         misfits += [rule for rule in ("date_format",) if self.date_format and self.type != ColumnType.DATE]
         misfits += [
             rule
-            for rule in ("timestamp_format",)
-            if self.timestamp_format and self.type != ColumnType.TIMESTAMP
+            for rule in ("timestamp_format", "timezone")
+            if getattr(self, rule) and self.type != ColumnType.TIMESTAMP
         ]
         if misfits:
             raise ValueError(
                 f"{', '.join(misfits)} do(es) not apply to a {self.type.value} column (min/max, "
                 f"decimal_separator, thousands_separator: integer or double; regex, min_length, max_length: "
-                f"string; date_format: date; timestamp_format: timestamp)"
+                f"string; date_format: date; timestamp_format, timezone: timestamp); remove the option, or "
+                f"fix the column's type"
             )
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min {self.min} is greater than max {self.max}")
@@ -296,9 +334,7 @@ class Schedule(Strict):
     @field_validator("timezone")
     @classmethod
     def _is_timezone(cls, value: str) -> str:
-        if value not in available_timezones():
-            raise ValueError(f"{value!r} is not an IANA time zone name (e.g. UTC, Europe/Berlin)")
-        return value
+        return _iana_time_zone(value)
 
 
 class Freshness(Strict):
@@ -457,11 +493,18 @@ class Entity(Strict):
     timestamp_format: str | None = Field(
         default=None, description="Text-landed timestamp columns: strptime format, e.g. '%d.%m.%Y %H:%M'."
     )
+    timezone: str | None = Field(
+        default=None,
+        description="Timestamp columns: the IANA zone their naive values are local time in, e.g. "
+        "Europe/Berlin (converted to UTC); UTC when not given.",
+    )
 
     @field_validator("date_format", "timestamp_format")
     @classmethod
     def _is_strptime_format(cls, value: str | None, info: ValidationInfo) -> str | None:
         return _strptime_format(value, str(info.field_name))
+
+    _is_timezone = field_validator("timezone")(_optional_time_zone)
 
     def text_format(self, column: str) -> TextFormat:
         """How `column`'s text is read when it lands as text: its own separators and formats, else the
@@ -473,6 +516,7 @@ class Entity(Strict):
             own.thousands_separator or self.thousands_separator,
             own.date_format or self.date_format,
             own.timestamp_format or self.timestamp_format,
+            own.timezone or self.timezone,
         )
 
     @model_validator(mode="after")

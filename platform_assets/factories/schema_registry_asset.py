@@ -41,6 +41,7 @@ REGISTRY_SCHEMA = pa.schema(
         pa.field("version", pa.int64(), nullable=False),
         pa.field("fingerprint", pa.string()),
         pa.field("columns_json", pa.string()),
+        pa.field("timezones_json", pa.string()),
         pa.field("diff_json", pa.string()),
         pa.field("delivered_names_json", pa.string()),
         pa.field("recorded_at", pa.timestamp("us", tz="UTC")),
@@ -64,6 +65,7 @@ def registry_rows(instance: dg.DagsterInstance, asset_keys: Sequence[dg.AssetKey
                 "version": version.version,
                 "fingerprint": version.fingerprint,
                 "columns_json": json.dumps(version.columns, sort_keys=True),
+                "timezones_json": json.dumps(version.timezones, sort_keys=True),
                 "diff_json": json.dumps(diff_from_metadata(materialization.metadata), sort_keys=True),
                 "delivered_names_json": json.dumps(
                     recorded_delivered_names(materialization.metadata), sort_keys=True
@@ -87,8 +89,8 @@ def build_schema_registry_asset(
         io_manager_key=WAREHOUSE_IO_MANAGER_KEY,
         pool=WAREHOUSE_POOL,
         description=f"Schema versions of every staged entity ({SCHEMA_REGISTRY_TABLE}): one row per "
-        f"(asset_key, version) with its fingerprint, columns, diff against the previous version and the "
-        f"delivered names of columns staged under normalized ones.",
+        f"(asset_key, version) with its fingerprint, columns, zoned timestamp columns, diff against the "
+        f"previous version and the delivered names of columns staged under normalized ones.",
         metadata={
             **load_metadata(mode="upsert", primary_key=["asset_key", "version"]),
             "dagster/table_name": SCHEMA_REGISTRY_TABLE,

@@ -92,11 +92,14 @@ from platform_assets.staging.schema_registry import (
     SchemaVersion,
     delivered_names_metadata,
     delivered_schema,
+    delivered_time_zones,
     delivery_key,
+    diff,
     expected_types,
     fingerprint,
     latest_materialization,
     merged_schema,
+    merged_time_zones,
     previous_version,
     text_columns,
     text_types_hold,
@@ -356,7 +359,7 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
                 **_quarantine_metadata(summary),
                 **set_aside,
                 **deleted.metadata(),
-                **staging_metadata(previous, delivered, decision),
+                **staging_metadata(previous, delivered, decision, run.timezones),
                 **delivered_names_metadata(
                     plan.files, entity.headers, previous_metadata, incremental=plan.incremental
                 ),
@@ -616,6 +619,8 @@ class _Decided:
     plan: StagingPlan
     previous: SchemaVersion | None
     delivered: dict[str, ColumnType]
+    timezones: dict[str, str]
+    """The zoned timestamp columns of `delivered` (`delivered_time_zones`)."""
     decision: DriftDecision
     fingerprint: str
 
@@ -626,7 +631,7 @@ class _Decided:
         evolved, and the runs after it are no drift."""
         if self.previous is None:
             return not self.decision.unchanged
-        return fingerprint(self.delivered) != self.previous.fingerprint
+        return fingerprint(self.delivered, self.timezones) != self.previous.fingerprint
 
 
 def _decide(
@@ -644,7 +649,8 @@ def _decide(
     def decided(plan: StagingPlan) -> _Decided:
         previous, delivered, decision = _schema_decision(context, declared, plan, parse_text=parse_text)
         fingerprint = staging_fingerprint(decision.staged_entity(item.entity), check_names)
-        return _Decided(plan, previous, delivered, decision, fingerprint)
+        timezones = _time_zones(plan, previous, item.entity)
+        return _Decided(plan, previous, delivered, timezones, decision, fingerprint)
 
     run = decided(plan)
     rebuild = plan.incremental and plan.rebuild_reason(run.fingerprint, schema_changed=run.schema_changed)
@@ -691,6 +697,14 @@ def _schema_decision(
     return previous, delivered, decide(entity, previous, delivered)
 
 
+def _time_zones(plan: StagingPlan, previous: SchemaVersion | None, entity: Entity) -> dict[str, str]:
+    """The zoned timestamp columns of the files the plan stages; an incremental run's are the last
+    version's, updated by its new files' (as `_schema_decision` merges their types)."""
+    delivered = delivered_time_zones(plan.files, entity.headers)
+    before = previous.timezones if plan.incremental and previous is not None else {}
+    return merged_time_zones(before, delivered)
+
+
 def _enforce(context: dg.AssetExecutionContext, item: CatalogEntity, run: _Decided) -> None:
     """Log the decision's violations (a warning when this delivery brought them, else a reminder of a
     drift staged before) and the new columns it drops; a StagingError naming each violation when the
@@ -700,6 +714,12 @@ def _enforce(context: dg.AssetExecutionContext, item: CatalogEntity, run: _Decid
     hint = _drift_null_marker_hint(item, run) if run.schema_changed or decision.action == "fail" else ""
     for message in decision.violations:
         log(f"{item.source_name}.{item.name}: {message}")
+    for name, (old, new) in diff(run.previous, run.delivered, run.timezones).timezone_changed.items():
+        context.log.warning(
+            f"{item.source_name}.{item.name}: {name} is delivered {_zoned(new)}, was {_zoned(old)}: a new "
+            f"schema version, staged as before (every value converted to its exact UTC instant; a naive "
+            f"one read in the column's declared timezone, UTC when none)"
+        )
     if hint:
         log(f"{item.source_name}.{item.name}:{hint}")
     renamed = missing_column_hint(item.entity, decision.absent_columns, run.delivered)
@@ -720,6 +740,10 @@ def _enforce(context: dg.AssetExecutionContext, item: CatalogEntity, run: _Decid
             f"({len(plan.files)} landed file(s)): {'; '.join(decision.violations)}. Fix the delivery, or "
             f"change the catalog (declare the change, or set schema_evolution.on_drift).{hint}{renamed}"
         )
+
+
+def _zoned(zone: str | None) -> str:
+    return f"with time zone {zone}" if zone is not None else "without time zone (naive)"
 
 
 def _drift_null_marker_hint(item: CatalogEntity, run: _Decided) -> str:

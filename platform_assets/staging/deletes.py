@@ -157,16 +157,19 @@ def _absent_from(
 ) -> int:
     """How many current keys (the run's good rows, and the staged keys they do not replace) were staged
     from an extraction no later than `scan` and are absent from it: kept in the temporary table
-    `__absent`. Raises `DeleteGuardError` over `max_delete_fraction`."""
+    `__absent`. Raises `DeleteGuardError` over `max_delete_fraction`. The scanned keys (a database's typed
+    columns) are cast as staging casts them, a naive timestamp key in its column's declared zone, or a
+    staged key would look absent from the scan."""
     keys = ", ".join(quote_identifier(name) for name in entity.primary_key)
     extracted_at = quote_identifier(EXTRACTED_AT_COLUMN)
     present = ", ".join(
-        f"{strict_cast(quote_identifier(name), entity.columns[name].type)} AS {quote_identifier(name)}"
+        f"{strict_cast(quote_identifier(name), entity.columns[name].type, entity.text_format(name).typed())} "
+        f"AS {quote_identifier(name)}"
         for name in entity.primary_key
     )
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE __present AS SELECT DISTINCT {present} "
-        f"FROM {landed_relation(scan.files)}"
+        f"FROM {landed_relation(scan.files, naive_timestamps_as_text=True)}"
     )
     current = f"SELECT {keys}, {extracted_at} FROM {table} WHERE {good}"
     if staged is not None:

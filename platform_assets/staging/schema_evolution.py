@@ -12,7 +12,10 @@ fails (a quality event), so a column the source started sending is not lost unno
 reference, not delivered), *retyped* (delivered with a type the reference type cannot hold: integer ->
 string, integer -> double, date -> timestamp, ...). A delivered type the reference type holds (integer
 delivered for a double column, date for a timestamp, anything for a string) is not a change: staging
-casts it without loss.
+casts it without loss. Nor is a timestamp column's time zone turning on, off or changing (Parquet
+`timestamp[tz=UTC]` after naive files): staging converts zoned values to their exact UTC instant and naive
+ones from the declared `timezone`, so the staged type and readers are unaffected under every policy; the
+change is a new schema version, recorded in its diff and logged (`schema_registry`), not drift.
 
 **Compatibility** (Confluent-style, per `compatibility`) says which changes of the *staged table* its
 readers (dbt models, analysts) must accept: `backward` = new readers read old data, `forward` = old readers
@@ -332,14 +335,18 @@ def decide(
 
 
 def staging_metadata(
-    previous: SchemaVersion | None, delivered: Mapping[str, ColumnType | str], decision: DriftDecision
+    previous: SchemaVersion | None,
+    delivered: Mapping[str, ColumnType | str],
+    decision: DriftDecision,
+    timezones: Mapping[str, str] | None = None,
 ) -> dict[str, dg.MetadataValue]:
     """All `schema/*` metadata of a staging run: the delivery's version (the next one, or `previous`
     itself when the fingerprint is the same, or when nothing was landed: the latest materialization must
-    always carry the current version, or the next run would start over at 1) and the decision."""
+    always carry the current version, or the next run would start over at 1) and the decision.
+    `timezones`: the delivery's zoned timestamp columns, part of its version."""
     if delivered:
-        version = next_version(previous, delivered)
-        recorded = schema_metadata(version, diff(previous, delivered))
+        version = next_version(previous, delivered, timezones)
+        recorded = schema_metadata(version, diff(previous, delivered, timezones))
     else:
         recorded = schema_metadata(previous, SchemaDiff()) if previous is not None else {}
     return {**recorded, **decision.metadata()}

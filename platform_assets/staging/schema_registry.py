@@ -31,10 +31,23 @@ not give it (`Order ID` -> `order_id`); each staging run records which (`schema/
 `ops/schema_registry` keeps it with the version. The names are not part of the fingerprint: the staged
 schema is the same whatever the delivery's spelling.
 
-**Versions.** The fingerprint is the sha256 of the sorted `name:type` lines; a delivery with the
-fingerprint of the previous version IS that version (same number, same `recorded_at`); any other gets the
-next number. Versions live in the staged asset's materialization metadata (`schema/*`), read back with
-`previous_version(instance, asset_key)`; the `ops/schema_registry` asset collects them into a table.
+**Time zones.** A timestamp column typed with a zone (Parquet `timestamp[ms, tz=UTC]`, a database's
+timestamptz, which extraction lands as `tz=UTC`) has that zone in the delivered schema, a naive one none
+(`delivered_time_zones`: the zone of the column's latest delivery, from the Parquet footers, since DuckDB
+reads every zone as TIMESTAMPTZ in the session's). A column that turns zoned, naive, or changes zone
+changes the fingerprint, and the diff says so (`timezone_changed: {col: [null, "UTC"]}`). It is recorded
+and logged, not drift under `schema_evolution`: staging converts every value to the exact UTC instant
+either way (a zoned one exactly, a naive one from the column's declared `timezone`), so no reader sees
+a different type and no row is lost; what may need a look is a naive delivery of a column that used to
+carry its zone, whose declared `timezone` is then what places it. Text carries no zone in its schema: an
+offset in a text value is read per value. An entity whose timestamps never carry a zone fingerprints
+and records exactly what it did before zones were recorded.
+
+**Versions.** The fingerprint is the sha256 of the sorted `name:type` lines (`name:timestamp@zone` for a
+zoned column); a delivery with the fingerprint of the previous version IS that version (same number, same
+`recorded_at`); any other gets the next number. Versions live in the staged asset's materialization
+metadata (`schema/*`), read back with `previous_version(instance, asset_key)`; the `ops/schema_registry`
+asset collects them into a table.
 """
 
 from __future__ import annotations
@@ -52,9 +65,15 @@ import duckdb
 import pyarrow as pa
 
 from platform_assets.catalog.model import PLAIN_TEXT, ColumnType, TextFormat
-from resources.landing.delivered import Renaming, landed_relation, landed_schema, staged_names
+from resources.landing.delivered import (
+    Renaming,
+    landed_relation,
+    landed_schema,
+    staged_names,
+    timestamp_zones,
+)
 from resources.landing.query import DEFAULT_MEMORY_LIMIT
-from resources.landing.zone import EXTRACTED_AT_COLUMN, RUN_ID_COLUMN, SOURCE_COLUMN
+from resources.landing.zone import EXTRACTED_AT_COLUMN, RUN_ID_COLUMN, SOURCE_COLUMN, constant_value
 
 FILE_COLUMN = "_file"
 """The delivered file a landed row came from (file sources only)."""
@@ -66,6 +85,7 @@ LINEAGE_COLUMNS = frozenset(
 VERSION_METADATA = "schema/version"
 FINGERPRINT_METADATA = "schema/fingerprint"
 COLUMNS_METADATA = "schema/columns"
+TIME_ZONES_METADATA = "schema/timezones"
 DIFF_METADATA = "schema/diff"
 RECORDED_AT_METADATA = "schema/recorded_at"
 DELIVERED_NAMES_METADATA = "schema/delivered_names"
@@ -200,6 +220,39 @@ def delivered_schema(
     return result
 
 
+def delivered_time_zones(landed: Iterable[Path], headers: Renaming | None = None) -> dict[str, str | None]:
+    """The zone of each timestamp column typed in any of the `landed` files (None: naive), as its latest
+    delivery (extraction time, then path) has it: what the column is delivered as now, named as `headers`
+    stages it. Footers only."""
+    typed = [(path, _staged_zones(Path(path), headers)) for path in landed]
+    ordered = sorted(
+        ((path, zones) for path, zones in typed if zones),
+        key=lambda item: (_extraction_order(item[0]), str(item[0])),
+    )
+    delivered: dict[str, str | None] = {}
+    for _, zones in ordered:
+        delivered.update(zones)
+    return delivered
+
+
+def merged_time_zones(before: Mapping[str, str], after: Mapping[str, str | None]) -> dict[str, str]:
+    """The zoned columns of the deliveries of `before` (a version's) and then `after`
+    (`delivered_time_zones` of newer files): the newer files say what each column they type is now."""
+    merged: dict[str, str | None] = {**before, **after}
+    return {name: zone for name, zone in merged.items() if zone is not None}
+
+
+def _staged_zones(path: Path, headers: Renaming | None) -> dict[str, str | None]:
+    renamed = staged_names(path, headers)
+    return {renamed.get(name, name): zone for name, zone in timestamp_zones(path).items()}
+
+
+def _extraction_order(path: Path) -> str:
+    """A sortable form of the file's extraction time ('' when it does not say: first)."""
+    extracted = constant_value(path, EXTRACTED_AT_COLUMN)
+    return extracted.astimezone(UTC).isoformat() if isinstance(extracted, datetime) else ""
+
+
 def text_columns(landed: Iterable[Path], headers: Renaming | None = None) -> set[str]:
     """The delivered columns landed as text in any of the files (their schemas only; no data read), named
     as `headers` stages them."""
@@ -250,26 +303,52 @@ def _number_text(text: str, read: TextFormat) -> str:
 
 
 def _format_of(kind: ColumnType, read: TextFormat) -> str | None:
-    """The strptime format `kind`'s text is read with (None: DuckDB's ISO cast)."""
-    if kind == ColumnType.DATE:
-        return read.date_format
-    if kind == ColumnType.TIMESTAMP:
-        return read.timestamp_format
-    return None
+    """The strptime format a date column's text is read with (None: DuckDB's ISO cast; timestamps:
+    `utc_timestamp`)."""
+    return read.date_format if kind == ColumnType.DATE else None
+
+
+_ZONE_SUFFIX = r"\d:\d\d(:\d\d(\.\d*)?)?\s*([zZ]|[+-]\d\d?(:?\d\d){0,2}|[A-Za-z][A-Za-z0-9_+/-]*)\s*$"
+"""A timestamp text that carries its own offset or zone after the time of day: `Z`, `+02`, `+0200`,
+`+02:00`, `UTC`, `Europe/Paris` (as DuckDB's TIMESTAMPTZ cast reads them, and renders a TIMESTAMPTZ)."""
+
+
+def utc_timestamp(text: str, read: TextFormat = PLAIN_TEXT) -> str:
+    """DuckDB SQL: the VARCHAR `text` as a naive UTC TIMESTAMP, NULL when it does not parse. Text with an
+    offset or zone (`_ZONE_SUFFIX`, or a `timestamp_format` with `%z`/`%Z`) is that exact instant; naive
+    text is local time in `read.timezone` (UTC when None), DST included. Independent of the session's
+    TimeZone: DuckDB's own `CAST(text AS TIMESTAMP)` drops an offset (`10:00+02:00` becomes 10:00), and a
+    TIMESTAMPTZ cast to TIMESTAMP is its wall time in the session's zone, so each conversion here names its
+    zone (`timezone(zone, ...)`)."""
+    if read.timestamp_format is not None:
+        parsed = f"try_strptime({text}, {_sql_string(read.timestamp_format)})"
+        if "%z" in read.timestamp_format or "%Z" in read.timestamp_format:
+            return f"timezone('UTC', {parsed})"
+        return _naive_in_utc(parsed, read.timezone)
+    aware = f"timezone('UTC', TRY_CAST({text} AS TIMESTAMPTZ))"
+    naive = _naive_in_utc(f"TRY_CAST({text} AS TIMESTAMP)", read.timezone)
+    return f"CASE WHEN regexp_matches({text}, {_sql_string(_ZONE_SUFFIX)}) THEN {aware} ELSE {naive} END"
+
+
+def _naive_in_utc(naive: str, zone: str | None) -> str:
+    """DuckDB SQL: the naive TIMESTAMP `naive`, local time in `zone`, as naive UTC."""
+    if zone is None or zone == "UTC":
+        return naive
+    return f"timezone('UTC', timezone({_sql_string(zone)}, {naive}))"
 
 
 def parses_losslessly(text: str, kind: ColumnType, read: TextFormat = PLAIN_TEXT) -> str:
     """DuckDB SQL: whether the VARCHAR expression `text` parses as `kind` without loss (TRY_CAST alone
     rounds '1.5' to the integer 2 and cuts '2024-01-01 10:00' to a date), read as `read` says (separators,
-    strptime formats)."""
+    strptime formats, time zone)."""
     if kind == ColumnType.STRING:
         return "true"
+    if kind == ColumnType.TIMESTAMP:
+        return f"({utc_timestamp(text, read)} IS NOT NULL)"
     strptime_format = _format_of(kind, read)
     if strptime_format is not None:
         parsed = f"try_strptime({text}, {_sql_string(strptime_format)})"
-        if kind == ColumnType.DATE:
-            return f"({parsed} IS NOT NULL AND {parsed} = {parsed}::DATE)"
-        return f"({parsed} IS NOT NULL)"
+        return f"({parsed} IS NOT NULL AND {parsed} = {parsed}::DATE)"
     if kind in (ColumnType.INTEGER, ColumnType.DOUBLE):
         text = _number_text(text, read)
     cast = f"TRY_CAST({text} AS {_DUCKDB[kind]})"
@@ -285,10 +364,14 @@ def strict_cast(raw: str, kind: ColumnType, read: TextFormat = PLAIN_TEXT) -> st
     without loss. Use it instead of `TRY_CAST(raw AS type)` in staging, so that a widened delivery
     (1.5 into an integer column, a time of day into a date column) is a cast error, not a silent
     rounding. `read`: how a text-landed column's text is read (separators, strptime formats); null
-    markers are `without_null_markers`' business, before this."""
+    markers are `without_null_markers`' business, before this. A timestamp is naive UTC, read through its
+    text whatever `raw`'s type (`utc_timestamp`): a TIMESTAMPTZ's text carries its offset, a TIMESTAMP's
+    is local time in `read.timezone`."""
     if kind == ColumnType.STRING:
         return f"CAST({raw} AS VARCHAR)"
     text = f"CAST({raw} AS VARCHAR)"
+    if kind == ColumnType.TIMESTAMP:
+        return utc_timestamp(text, read)
     check = parses_losslessly(text, kind, read)
     strptime_format = _format_of(kind, read)
     if strptime_format is not None:
@@ -416,17 +499,26 @@ class SchemaDiff:
     """Columns delivered before and not now, with their former type."""
     type_changed: dict[str, tuple[str, str]] = field(default_factory=dict)
     """Columns whose type changed: (old, new)."""
+    timezone_changed: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
+    """Columns of both schemas whose zone changed: (old, new), None for naive."""
 
     @property
     def empty(self) -> bool:
-        return not (self.added or self.removed or self.type_changed)
+        return not (self.added or self.removed or self.type_changed or self.timezone_changed)
 
     def to_json(self) -> dict[str, object]:
-        return {
+        """The diff as recorded; `timezone_changed` only when a zone changed, so that the diff of an entity
+        whose timestamps carry no zone reads as it did before zones were recorded."""
+        recorded: dict[str, object] = {
             "added": dict(self.added),
             "removed": dict(self.removed),
             "type_changed": {name: list(change) for name, change in self.type_changed.items()},
         }
+        if self.timezone_changed:
+            recorded["timezone_changed"] = {
+                name: list(change) for name, change in self.timezone_changed.items()
+            }
+        return recorded
 
 
 @dataclass(frozen=True)
@@ -436,6 +528,8 @@ class SchemaVersion:
     columns: dict[str, str]
     """Column name -> logical type (ColumnType value), sorted by name."""
     recorded_at: datetime
+    timezones: dict[str, str] = field(default_factory=dict)
+    """Column name -> zone of the timestamp columns delivered zoned, sorted by name; naive ones absent."""
 
     def column_types(self) -> dict[str, ColumnType]:
         return {name: ColumnType(kind) for name, kind in self.columns.items()}
@@ -445,18 +539,38 @@ def _as_strings(columns: Mapping[str, ColumnType | str]) -> dict[str, str]:
     return {name: ColumnType(columns[name]).value for name in sorted(columns)}
 
 
-def fingerprint(columns: Mapping[str, ColumnType | str]) -> str:
-    """sha256 (hex) of the sorted `name:type` lines."""
-    lines = "\n".join(f"{name}:{kind}" for name, kind in _as_strings(columns).items())
+def _zones_of(columns: Mapping[str, ColumnType | str], timezones: Mapping[str, str] | None) -> dict[str, str]:
+    """The zones of `columns`' timestamp columns, sorted (a zone recorded for any other type is moot)."""
+    zones = timezones or {}
+    return {
+        name: zones[name]
+        for name in sorted(zones)
+        if name in columns and ColumnType(columns[name]) == ColumnType.TIMESTAMP
+    }
+
+
+def fingerprint(columns: Mapping[str, ColumnType | str], timezones: Mapping[str, str] | None = None) -> str:
+    """sha256 (hex) of the sorted `name:type` lines, `name:timestamp@zone` for a zoned column: a schema
+    without zones has the fingerprint it had before zones were recorded."""
+    zones = _zones_of(columns, timezones)
+    lines = "\n".join(
+        f"{name}:{kind}" + (f"@{zones[name]}" if name in zones else "")
+        for name, kind in _as_strings(columns).items()
+    )
     return hashlib.sha256(lines.encode()).hexdigest()
 
 
 def diff(
-    previous: SchemaVersion | Mapping[str, ColumnType | str] | None, current: Mapping[str, ColumnType | str]
+    previous: SchemaVersion | Mapping[str, ColumnType | str] | None,
+    current: Mapping[str, ColumnType | str],
+    timezones: Mapping[str, str] | None = None,
 ) -> SchemaDiff:
-    """What changed from `previous` (a version, or columns; None: nothing before) to `current`."""
+    """What changed from `previous` (a version, or columns without zones; None: nothing before) to
+    `current`, whose zoned columns are `timezones`."""
     before = _as_strings(previous.columns if isinstance(previous, SchemaVersion) else previous or {})
     after = _as_strings(current)
+    zones_before = previous.timezones if isinstance(previous, SchemaVersion) else {}
+    zones_after = _zones_of(current, timezones)
     return SchemaDiff(
         added={name: kind for name, kind in after.items() if name not in before},
         removed={name: kind for name, kind in before.items() if name not in after},
@@ -465,17 +579,24 @@ def diff(
             for name, kind in after.items()
             if name in before and before[name] != kind
         },
+        timezone_changed={
+            name: (zones_before.get(name), zones_after.get(name))
+            for name in after
+            if name in before and zones_before.get(name) != zones_after.get(name)
+        },
     )
 
 
 def next_version(
     previous: SchemaVersion | None,
     current: Mapping[str, ColumnType | str],
+    timezones: Mapping[str, str] | None = None,
     *,
     now: datetime | None = None,
 ) -> SchemaVersion:
-    """`previous` itself when `current` has its fingerprint, else the next version (1 for the first)."""
-    print_ = fingerprint(current)
+    """`previous` itself when `current` (with its zoned columns, `timezones`) has its fingerprint, else the
+    next version (1 for the first)."""
+    print_ = fingerprint(current, timezones)
     if previous is not None and previous.fingerprint == print_:
         return previous
     return SchemaVersion(
@@ -483,16 +604,20 @@ def next_version(
         fingerprint=print_,
         columns=_as_strings(current),
         recorded_at=now or datetime.now(UTC),
+        timezones=_zones_of(current, timezones),
     )
 
 
 def schema_metadata(version: SchemaVersion, changes: SchemaDiff) -> dict[str, dg.MetadataValue]:
     """Materialization metadata of a staging run: the version (an int, plotted by the UI), fingerprint,
-    columns, diff against the previous version and when the version was first recorded."""
+    columns, zoned columns (only when there are any), diff against the previous version and when the
+    version was first recorded."""
+    zones = {TIME_ZONES_METADATA: dg.MetadataValue.json(dict(version.timezones))} if version.timezones else {}
     return {
         VERSION_METADATA: dg.MetadataValue.int(version.version),
         FINGERPRINT_METADATA: dg.MetadataValue.text(version.fingerprint),
         COLUMNS_METADATA: dg.MetadataValue.json(dict(version.columns)),
+        **zones,
         DIFF_METADATA: dg.MetadataValue.json(changes.to_json()),
         RECORDED_AT_METADATA: dg.MetadataValue.text(version.recorded_at.isoformat()),
     }
@@ -506,11 +631,13 @@ def version_from_metadata(metadata: Mapping[str, object]) -> SchemaVersion | Non
     columns = value(COLUMNS_METADATA)
     recorded = value(RECORDED_AT_METADATA) if RECORDED_AT_METADATA in metadata else None
     recorded_print = value(FINGERPRINT_METADATA) if FINGERPRINT_METADATA in metadata else None
+    zones = dict(value(TIME_ZONES_METADATA)) if TIME_ZONES_METADATA in metadata else {}
     return SchemaVersion(
         version=int(value(VERSION_METADATA)),
-        fingerprint=str(recorded_print) if recorded_print else fingerprint(columns),
+        fingerprint=str(recorded_print) if recorded_print else fingerprint(columns, zones),
         columns=_as_strings(dict(columns)),
         recorded_at=datetime.fromisoformat(recorded) if recorded else datetime.fromtimestamp(0, UTC),
+        timezones=_zones_of(columns, zones),
     )
 
 

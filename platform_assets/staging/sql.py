@@ -1,10 +1,10 @@
 """The SQL that turns landed files into a typed staged table.
 
 Every declared column is cast with TRY_CAST (`strict_cast`), so one bad value does not abort the load; a
-text-landed value is first read as the entity declares (`null_values` become NULL, then separators and
-date formats: `Entity.text_format`, the same reading the schema registry counts parses with); the values
-that did not parse are kept, verbatim, in `_cast_errors` (`column=value; ...`) where the schema check finds
-and reports them. Undeclared columns stay in the landed files and are not staged.
+text-landed value is first read as the entity declares (`null_values` become NULL, then separators, date
+formats and time zones: `Entity.text_format`, the same reading the schema registry counts parses with); the
+values that did not parse are kept, verbatim, in `_cast_errors` (`column=value; ...`) where the schema check
+finds and reports them. Undeclared columns stay in the landed files and are not staged.
 
 `_violations` lists, per row, the error-severity row rules it breaks (`amount: min`), compiled from the
 catalog to SQL here so that staging can split good rows from quarantined ones without a pandas round trip;
@@ -21,7 +21,7 @@ from collections.abc import Collection
 from pathlib import Path
 
 from platform_assets.catalog import rules
-from platform_assets.catalog.model import PLAIN_TEXT, Column, ColumnType, Entity
+from platform_assets.catalog.model import Column, ColumnType, Entity
 from platform_assets.staging.schema_registry import (
     FILE_COLUMN,
     strict_cast,
@@ -71,13 +71,15 @@ def staging_select(
     Delivered columns are read under the names `entity.headers` gives them (`file.normalize_headers`).
     `text`: the columns landed as text (read from the files' schemas when not given), whose values are read
     as the entity's `text_format` says (null markers, separators, date formats) before they are typed; a
-    typed column (Parquet, a database's) keeps its own values."""
+    typed column (Parquet, a database's) keeps its own values, but for the time zone its naive timestamps
+    are local time in. Staged timestamps are naive UTC whatever the connection's TimeZone (`strict_cast`),
+    so the warehouses' TIMESTAMP columns and dbt see what they saw before zones were declared."""
     text = text_columns(landed_files, entity.headers) if text is None else text
     typed = []
     cast_errors = []
     violations = []
     for name, column in entity.columns.items():
-        read = entity.text_format(name) if name in text else PLAIN_TEXT
+        read = entity.text_format(name) if name in text else entity.text_format(name).typed()
         # A column the delivery no longer has (a nullable one the evolution policy let go) stages as NULL.
         raw = without_null_markers(quote_identifier(name), read) if name in landed_columns else "NULL"
         cast = strict_cast(raw, column.type, read)
@@ -102,8 +104,10 @@ def staging_select(
     ]
     if not landed_files:
         return f"SELECT {', '.join(selected)} FROM ({_no_rows(entity)}) WHERE false"
-    relation = landed_relation(landed_files, parsed=parsed, headers=entity.headers)
-    return f"SELECT {', '.join(selected)} FROM {relation} AS landed"
+    landed = landed_relation(
+        landed_files, parsed=parsed, headers=entity.headers, naive_timestamps_as_text=True
+    )
+    return f"SELECT {', '.join(selected)} FROM {landed} AS landed"
 
 
 def _violations(name: str, column: Column, entity: Entity, raw: str, cast: str) -> list[str]:

@@ -43,6 +43,8 @@ COPY_CHUNK_BYTES = 1 << 20
 ZSTD_LEVEL = 1
 """1M rows of the benchmark's CSV (100 MB, hashed too) copy in 0.36-0.41 s into 25 MB at level 1, 0.58-0.65 s
 into 26 MB at zstd's default 3 (DuckDB reads either as fast); gzip, from pyarrow, took 17 s."""
+_LINEAGE_TIMESTAMPS = frozenset({"_extracted_at"})
+"""The landing's own timestamp column: not a delivered one."""
 _ANY_VALUE = "_any_value"
 PARQUET_READER = "read_parquet"
 _ROW_NUMBER = "file_row_number"
@@ -121,26 +123,76 @@ def copy_bytes(raw: BinaryIO, target: Path, *, compress: bool) -> str:
     return f"sha256:{digest.hexdigest()}"
 
 
-def landed_relation(paths: Sequence[Path], *, parsed: bool = False, headers: Renaming | None = None) -> str:
+def landed_relation(
+    paths: Sequence[Path],
+    *,
+    parsed: bool = False,
+    headers: Renaming | None = None,
+    naive_timestamps_as_text: bool = False,
+) -> str:
     """A relation (SQL, for a FROM clause) of the rows of landed files with their lineage columns: landed
     Parquet parts in one `read_parquet`, each copy in its own scan, all by column name. `parsed`: the text
     copies are read from the tables `parse_copies` filled on the connection the relation is used on.
+
     `headers` (the entity's `file.normalize_headers`): each file's delivered columns under their normalized
-    names, so files that spell a column differently (`Order ID`, `order id`) stage it as one; a landed file
-    keeps what was delivered."""
+    names, so files that spell a column differently (`Order ID`, `order id`) stage it as one (each part is
+    then its own scan); a landed file keeps what was delivered.
+
+    `naive_timestamps_as_text`: every Parquet file's timestamp columns without a zone are read as their
+    text (`2025-06-01 10:00:00`). DuckDB unifies a column that is naive in one file and zoned in another
+    as TIMESTAMPTZ, taking the naive values as local time of the session's TimeZone: staging, which reads
+    naive values in the column's declared zone, could no longer tell them apart. As text they stay naive,
+    and the zoned values of the other files become text with their offset, so each reads exactly."""
     parts = [path for path in paths if delivered_copy(path) is None]
     grouped = _copy_groups(paths) if parsed else []
     in_groups = {copy for copies in grouped for copy in copies}
-    scans = [_copy_scan(path, headers) for path in paths if path not in set(parts) and path not in in_groups]
+    scans = [
+        _naive_as_text(_copy_scan(path, headers), [path], naive_timestamps_as_text, headers)
+        for path in paths
+        if path not in set(parts) and path not in in_groups
+    ]
     scans += [_parsed_scan(copies, headers) for copies in grouped]
-    if parts and headers is not None:
-        scans[:0] = [
-            f"SELECT *{_renaming(part, headers)} FROM read_parquet({_string(str(part))})" for part in parts
-        ]
-    elif parts:
-        files = ", ".join(_string(str(path)) for path in parts)
-        scans.insert(0, f"SELECT * FROM read_parquet([{files}], union_by_name = true)")
+    part_groups: dict[tuple[str, ...], list[Path]] = {}
+    for path in parts:
+        naive = tuple(_naive_timestamps(path)) if naive_timestamps_as_text else ()
+        part_groups.setdefault((*naive, str(path)) if headers is not None else naive, []).append(path)
+    for group in reversed(part_groups.values()):
+        files = ", ".join(_string(str(path)) for path in group)
+        scan = f"SELECT *{_renaming(group[0], headers)} FROM read_parquet([{files}], union_by_name = true)"
+        scans.insert(0, _naive_as_text(scan, group, naive_timestamps_as_text, headers))
     return "(" + " UNION ALL BY NAME ".join(f"({scan})" for scan in scans) + ")"
+
+
+def timestamp_zones(landed: Path) -> dict[str, str | None]:
+    """The timestamp columns of a landed Parquet file (a part, or a delivered Parquet copy), lineage
+    excluded, with the zone its footer gives them (None: naive); empty for a text copy. Only the footer
+    knows the zone a file was written with: DuckDB reads every zoned column as a TIMESTAMPTZ shown in the
+    session's zone."""
+    described = delivered_copy(landed)
+    if described is not None and described.reader != PARQUET_READER:
+        return {}
+    return {
+        field.name: field.type.tz
+        for field in pq.read_schema(landed)
+        if pa.types.is_timestamp(field.type) and field.name not in _LINEAGE_TIMESTAMPS
+    }
+
+
+def _naive_timestamps(landed: Path) -> list[str]:
+    return [name for name, zone in timestamp_zones(landed).items() if zone is None]
+
+
+def _naive_as_text(scan: str, files: Sequence[Path], enabled: bool, headers: Renaming | None) -> str:
+    """`scan` of `files` (alike: one copy, or parts with the same naive columns) with their naive
+    timestamp columns as text, when `enabled` (`landed_relation`); named as `headers` renames them."""
+    renamed = staged_names(files[0], headers) if enabled else {}
+    naive = [renamed.get(name, name) for name in _naive_timestamps(files[0])] if enabled else []
+    if not naive:
+        return scan
+    replaced = ", ".join(
+        f"CAST({quote_identifier(name)} AS VARCHAR) AS {quote_identifier(name)}" for name in naive
+    )
+    return f"SELECT * REPLACE ({replaced}) FROM ({scan})"
 
 
 def landed_schema(landed: Path, headers: Renaming | None = None) -> pa.Schema:
