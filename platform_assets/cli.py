@@ -1,5 +1,5 @@
-"""`dataplatform`: build the dbt manifest and materialize every asset with a summary at the end; replay an
-entity's quarantine.
+"""`dataplatform`: build the dbt manifest and materialize every asset (or a selection) with a summary at
+the end; replay an entity's quarantine; reset incremental entities' watermark.
 
 `run` validates the source catalog before dbt parses (seconds to tens of seconds), so a broken catalog
 is reported at once. Its exit code: 0 when every step succeeded and no error-severity check failed
@@ -66,6 +66,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     replay_command.add_argument("entity", metavar="SOURCE.ENTITY", help="e.g. shop.orders")
     replay_command.set_defaults(handler=_replay)
+    reset_command = commands.add_parser(
+        "reset",
+        help="move incremental entities' watermark back (or forget it), so their next run re-extracts the "
+        "range; recorded in each raw asset's history, undoable",
+    )
+    reset_command.add_argument(
+        "entities", nargs="+", metavar="SOURCE[.ENTITY]", help="e.g. shop_db.customers"
+    )
+    reset_command.add_argument(
+        "--since",
+        help="re-extract rows whose cursor is at or after this (ISO timestamp or key); default: all",
+    )
+    reset_command.add_argument(
+        "--undo", action="store_true", help="restore the state from before the last reset"
+    )
+    reset_command.add_argument("--by", required=True, help="who asks (kept in the history)")
+    reset_command.add_argument("--reason", required=True, help="why (kept in the history)")
+    reset_command.set_defaults(handler=_reset)
     for plugin in entry_points(group=COMMANDS_GROUP):
         plugin.load()(commands)
     args = parser.parse_args(argv)
@@ -132,6 +150,41 @@ def _replay(args: argparse.Namespace, settings: PlatformSettings) -> int:
             f"{metadata['rows_quarantined'].value} still held back"
         )
     return 0 if result.success else 1
+
+
+def _reset(args: argparse.Namespace, settings: PlatformSettings) -> int:
+    """Runs the `reset_extraction` job (`platform_assets/factories/reset_job.py`) in the run instance."""
+    from platform_assets.definitions import build_definitions
+    from platform_assets.factories.reset_job import RESET_JOB_NAME
+
+    check_catalog(settings)
+    job = build_definitions(settings).resolve_job_def(RESET_JOB_NAME)
+    config = {
+        "entities": list(args.entities),
+        "since": args.since,
+        "undo": bool(args.undo),
+        "requested_by": args.by,
+        "reason": args.reason,
+    }
+    with run_instance(settings) as instance:
+        result = job.execute_in_process(
+            instance=instance,
+            raise_on_error=False,
+            run_config={**QUIET_LOGS, "ops": {"reset_extraction_state": {"config": config}}},
+        )
+    if not result.success:
+        failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+        error = failure.step_failure_data.error
+        cause = error.cause if error is not None and error.cause is not None else error
+        print(f"dataplatform: error: {cause.message.strip() if cause else 'reset failed'}", file=sys.stderr)
+        return 2
+    for event in result.get_asset_materialization_events():
+        metadata = event.materialization.metadata
+        print(
+            f"{event.asset_key.to_user_string()}: watermark {metadata['watermark_before'].value} -> "
+            f"{metadata['watermark_after'].value}; its next run extracts from there"
+        )
+    return 0
 
 
 def replay(

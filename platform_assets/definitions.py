@@ -18,6 +18,7 @@ from platform_assets.factories.dbt_models import DBT_PROJECT_DIR, build_dbt_mode
 from platform_assets.factories.healing_ops_assets import build_healing_ops_assets
 from platform_assets.factories.quality_checks import build_quality_checks
 from platform_assets.factories.raw_assets import build_raw_asset
+from platform_assets.factories.reset_job import build_reset_job
 from platform_assets.factories.schema_registry_asset import build_schema_registry_asset
 from platform_assets.factories.staged_assets import build_contract_checks, build_staged_asset
 from platform_assets.policies.freshness import apply_freshness_policies
@@ -74,7 +75,7 @@ def build_definitions(settings: PlatformSettings) -> dg.Definitions:
         ],
         # The catalog's cron schedules, skipped while a source's circuit breaker is open.
         schedules=build_schedules(catalog, healing_store, schedule_status),
-        jobs=[build_approval_job(healing_store)],
+        jobs=[build_approval_job(healing_store), build_reset_job(catalog)],
         asset_checks=[
             *(c for item in catalog for c in build_contract_checks(item)),
             *build_quality_checks(catalog),
