@@ -6,7 +6,6 @@ from it, and the asset's history shows who reset what, when, why, and from which
 stages nothing: the next run does (the re-read rows are upserted by key, never duplicated).
 """
 
-
 from collections.abc import Sequence
 from typing import Any
 
