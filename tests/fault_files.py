@@ -133,7 +133,7 @@ class FileHealingSlice(HealingSlice):
     def tick(self) -> list[dg.RunRequest]:
         """As the `healing` sensor: the engine reads the failed runs AND the quality events file."""
         self.quality_events_tick()
-        events = QualityEventStore(self.events_path).read()
+        events = QualityEventStore(self.events_path)
         requests, self.cursor = self.healer().tick(self.instance, self.cursor, events)
         return requests
 

@@ -39,6 +39,7 @@ from healing_harness import incident_summary, key_counts
 
 from platform_assets.keys import raw_key, staged_key
 from resources.environment import PG_PASSWORD_VAR, PlatformEnvironment, PlatformSettings
+from resources.landing.ledger import LEDGER_FILE, FileLedger
 from sensors.healing.engine import ACTION_TAG
 from sensors.healing.sensor import build_approval_job
 
@@ -189,7 +190,8 @@ def test_bad_archives_are_set_aside_under_on_bad_file_skip_and_the_other_files_l
     assert (raw["files_landed"], raw["files_set_aside_this_run"], raw["malformed_records"]) == (3, 2, 0)
     landed = [Path(path).name for path in raw["landed_files"]]  # type: ignore[union-attr]
     assert len(landed) == 3 and all(".csv.zst" in name for name in landed), landed
-    ledger = raw["extraction_state"]["ledger"]  # type: ignore[index]
+    (ledger_file,) = platform.data_dir.rglob(f"_state/**/{LEDGER_FILE}")
+    ledger = FileLedger(ledger_file).entries()
     assert ledger["orders/4.csv.gz"]["set_aside"] == set_aside["orders/4.csv.gz"]
     assert "landed" not in ledger["orders/4.csv.gz"] and ledger["orders/4.csv.gz"]["hash"]
     (quarantine,) = (platform.data_dir).rglob("_quarantine/**/*.parquet")

@@ -16,6 +16,7 @@ from dagster._core.events import DagsterEvent, DagsterEventType, StepMaterializa
 
 from platform_assets.definitions import QUALITY_EVENTS_FILE, build_definitions
 from resources.environment import PlatformSettings
+from sensors.healing.engine import HealingCursor
 from sensors.healing.quality_events import (
     SENSOR_NAME,
     QualityEvent,
@@ -316,3 +317,61 @@ def test_on_the_platform_a_duplicated_key_delivery_becomes_a_schema_contract_eve
 
     tick(cursor)
     assert len(QualityEventStore(events_path).read()) == len(before) + len(new)
+
+
+def _events(*numbers: int) -> list[QualityEvent]:
+    return [
+        QualityEvent(f"check:a:c:{n}", "check", "a", "c", "error", "2026-11-23T00:00:00+00:00", {})
+        for n in numbers
+    ]
+
+
+def _ids(events: list[QualityEvent]) -> list[str]:
+    return [event.event_id.rsplit(":", 1)[1] for event in events]
+
+
+def test_readers_follow_the_events_file_by_offset_through_rotation_truncation_and_torn_lines(
+    tmp_path: Path,
+) -> None:
+    """The healing sensor reads only what was appended since its last tick (a byte offset, not a line
+    count: the file of a long-running platform is large, and a count would skip the first lines of a
+    rotated file). A file renamed away is read to its end, then the new one from its start; a file
+    truncated in place is read anew; a line still being written waits for its newline."""
+    path = tmp_path / "quality_events.jsonl"
+    store = QualityEventStore(path)
+    store.append(_events(1, 2, 3))
+    events, position = store.read_new(None)
+    assert _ids(events) == ["1", "2", "3"]
+    store.append(_events(4))
+    events, position = store.read_new(position)
+    assert _ids(events) == ["4"]
+
+    store.append(_events(5))
+    path.rename(tmp_path / "quality_events.jsonl.1")  # logrotate: the file moves, a new one starts
+    store.append(_events(6, 7))
+    events, position = store.read_new(position)
+    assert _ids(events) == ["5", "6", "7"], "the rotated file's tail first, then the new file"
+
+    with path.open("a") as file:
+        file.write(_events(8)[0].to_json()[:20])  # torn: no newline yet
+    events, position = store.read_new(position)
+    assert events == []
+    with path.open("a") as file:
+        file.write(_events(8)[0].to_json()[20:] + "\n")
+    events, position = store.read_new(position)
+    assert _ids(events) == ["8"]
+
+    path.write_text("")  # copytruncate
+    store.append(_events(9))
+    events, position = store.read_new(position)
+    assert _ids(events) == ["9"]
+    assert store.read_new(position)[0] == []
+
+
+def test_a_healing_cursor_that_counted_lines_goes_on_from_the_same_line(tmp_path: Path) -> None:
+    store = QualityEventStore(tmp_path / "quality_events.jsonl")
+    store.append(_events(1, 2, 3))
+    cursor = HealingCursor.parse('{"runs_after": 5.0, "quality_events_read": 2}')
+    events, _ = store.read_new(store.position_after(cursor.legacy_events_read))
+    assert _ids(events) == ["3"]
+    assert HealingCursor.parse(cursor.dump()).runs_after == 5.0

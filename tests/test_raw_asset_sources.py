@@ -33,6 +33,7 @@ from platform_assets.catalog.loader import CatalogEntity
 from platform_assets.catalog.model import Source
 from platform_assets.factories.raw_assets import build_raw_asset
 from resources.landing.delivered import read_landed
+from resources.landing.ledger import LEDGER_FILE, FileLedger
 from resources.landing.zone import (
     CHECKPOINT_FILE,
     EXTRACTED_AT_COLUMN,
@@ -107,6 +108,11 @@ class RawAsset:
 
     def committed(self) -> list[Path]:
         return self.landing.committed_files(self.item.source_name, self.item.name)
+
+    def ledger(self) -> dict[str, dict[str, Any]]:
+        """The processed-file ledger as the latest run left it (`resources/landing/ledger.py`)."""
+        state_dir = self.landing.state_dir(self.item.source_name, self.item.name)
+        return FileLedger(state_dir / LEDGER_FILE).entries()
 
     def inflight_dir(self) -> Path:
         return self.landing.entity_dir(self.item.source_name, self.item.name) / INFLIGHT_DIR
@@ -396,8 +402,10 @@ def test_gcs_objects_are_each_landed_once_and_again_only_when_their_bytes_change
         ("orders/a.csv", "2", "20.0"),
         ("orders/b.csv", "3", "30.0"),
     ]
-    ledger = first["extraction_state"]["ledger"]
+    ledger = raw.ledger()
     assert sorted(ledger) == ["orders/a.csv", "orders/b.csv"]
+    assert first["extraction_state"]["file_ledger"]["entries"] == 2, "the ledger is no longer in the event"
+    assert first["ledger_delta"]["written"] == 2
 
     unchanged = raw.succeed()
     assert unchanged["files_landed"] == unchanged["dagster/row_count"] == 0
@@ -414,7 +422,8 @@ def test_gcs_objects_are_each_landed_once_and_again_only_when_their_bytes_change
         ("orders/a.csv", "2", "22.0"),
         ("orders/c.csv", "4", "40.0"),
     ]
-    changed_ledger = changed["extraction_state"]["ledger"]
+    changed_ledger = raw.ledger()
+    assert changed["ledger_delta"]["written"] == 3, "the new file, the changed one, the new generation"
     assert changed_ledger["orders/b.csv"]["hash"] == ledger["orders/b.csv"]["hash"]
     assert changed_ledger["orders/b.csv"]["version"] != ledger["orders/b.csv"]["version"]
     assert changed_ledger["orders/a.csv"]["hash"] != ledger["orders/a.csv"]["hash"]
@@ -422,7 +431,8 @@ def test_gcs_objects_are_each_landed_once_and_again_only_when_their_bytes_change
     bucket.blob("drops/orders/c.csv").delete()
     after_delete = raw.succeed()
     assert after_delete["files_landed"] == 0
-    assert sorted(after_delete["extraction_state"]["ledger"]) == ["orders/a.csv", "orders/b.csv"]
+    assert sorted(raw.ledger()) == ["orders/a.csv", "orders/b.csv"]
+    assert after_delete["ledger_delta"] == {"written": 0, "dropped": 1, "paths": []}
     assert len(raw.committed()) == 4
 
 
@@ -455,7 +465,7 @@ def test_malformed_records_are_quarantined_with_file_and_line_and_the_valid_rows
         ("orders/a.jsonl", 2, '{"order_id": "2",'),
         ("orders/b.jsonl", 1, "[4"),
     ]
-    assert sorted(metadata["extraction_state"]["ledger"]) == ["orders/a.jsonl", "orders/b.jsonl"]
+    assert sorted(raw.ledger()) == ["orders/a.jsonl", "orders/b.jsonl"]
 
 
 def test_a_malformed_line_under_fail_commits_nothing_and_keeps_the_ledger_until_the_file_is_fixed(
@@ -512,7 +522,7 @@ def test_files_read_by_a_failed_run_land_next_time_only_as_they_are_then(
         ("orders/a.jsonl", "1", "11.0"),
         ("orders/c.jsonl", "3", "30.0"),
     ]
-    assert sorted(fixed["extraction_state"]["ledger"]) == ["orders/a.jsonl", "orders/c.jsonl"]
+    assert sorted(raw.ledger()) == ["orders/a.jsonl", "orders/c.jsonl"]
 
 
 def test_a_failed_run_under_skip_leaves_no_quarantine_and_the_next_run_quarantines_each_record_once(

@@ -34,7 +34,12 @@ from platform_assets.factories.raw_assets import (
     LOAD_KIND_METADATA,
     scaled_batch_rows,
 )
-from platform_assets.ingestion.files import EMPTY_ENTRY, SET_ASIDE_ENTRY
+from platform_assets.ingestion.files import (
+    EMPTY_ENTRY,
+    LEDGER_STATE,
+    LEGACY_LEDGER_STATE,
+    SET_ASIDE_ENTRY,
+)
 from platform_assets.keys import (
     STAGED_LAYER,
     STAGED_SCHEMA,
@@ -574,7 +579,10 @@ def _landed_a_copy(state: Mapping[str, object]) -> bool:
     naming a copy. A ledger of only empty deliveries (a 0-byte file: no data today) or of files set aside
     (`on_bad_file: skip`) landed nothing, so staging them is staging no rows, not a missing upstream that
     re-materializing would bring back."""
-    ledger = state.get("ledger")
+    summary = state.get(LEDGER_STATE)
+    if isinstance(summary, Mapping):
+        return bool(summary.get("with_copies"))
+    ledger = state.get(LEGACY_LEDGER_STATE)
     if not isinstance(ledger, Mapping):
         return bool(state)
     return any(not entry.get(EMPTY_ENTRY) and SET_ASIDE_ENTRY not in entry for entry in ledger.values())

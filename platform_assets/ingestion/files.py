@@ -7,7 +7,9 @@ here). JSON, JSON Lines and Avro deliveries are read record by record (`read_bat
 Parquet file of Arrow batches. `land_file` lands one delivered file either way.
 
 The processed-file ledger (path -> size, version, content hash, name of the landed copy, or `empty` for a
-delivery with no rows, which lands nothing) is the extraction state: a file whose size and version (mtime or
+delivery with no rows, which lands nothing) is the extraction state, kept in its own file
+(`resources/landing/ledger.py`: each run writes what changed; the materialization records the ledger's
+size, digest and the run's delta, not the ledger itself): a file whose size and version (mtime or
 GCS generation) are unchanged is skipped; one re-delivered with identical bytes (a `touch`, a re-upload) is
 recognised by its hash and skipped too; a changed file is landed again, beside its earlier copy (staging then
 replaces that file's earlier rows with its rows: `platform_assets/staging/redelivery.py`); a file whose
@@ -62,6 +64,7 @@ from resources.files.read_context import MalformedFileError, ReadContext
 from resources.files.readiness import Observations, is_marker, sort_by_readiness
 from resources.files.store import FileFingerprint, FileStore
 from resources.landing.delivered import LINEAGE_NAMES, PARQUET_READER, DeliveredCopy
+from resources.landing.ledger import LEDGER_FILE, FileLedger, ledger_digest
 from resources.landing.zone import InFlight, LandedFile, Lineage, QuarantineFile
 
 MAX_LISTED_IN_METADATA = 50
@@ -72,6 +75,10 @@ COPIED_FORMATS = {"csv": "read_csv", "parquet": PARQUET_READER}
 NATIVE_CODECS = {"gzip": ".gz", "zstd": ".zst"}
 """Compressions DuckDB reads itself: a copy keeps them; any other is landed zstd-compressed."""
 _CHECK_CHUNK_BYTES = 1 << 20
+LEDGER_STATE = "file_ledger"
+"""Extraction state key: size, digest and copies of the ledger a run left (`resources/landing/ledger.py`)."""
+LEGACY_LEDGER_STATE = "ledger"
+"""Extraction state key of the whole ledger, as runs recorded it before it had its own file."""
 OBSERVED_STATE = "observed"
 """Extraction state key: files not ready yet, as first listed unchanged (`resources/files/readiness.py`)."""
 EMPTY_ENTRY = "empty"
@@ -105,8 +112,17 @@ class FilesExtractor:
             for file in store.list(file_entity.path)
             if not is_marker(file.path, file_entity.ready_marker)
         ]
-        ledger: dict[str, dict[str, Any]] = context.previous_state.get("ledger", {})
-        still_landed = {path: entry for path, entry in ledger.items() if _is_landed(context, entry)}
+        ledger_file = FileLedger(context.landing.state_dir(item.source_name, item.name) / LEDGER_FILE)
+        # A ledger recorded in the materialization (before it moved to its own file) is taken over once.
+        # An entry whose landed copy is gone (a cleaned-up landing zone) is dropped, so the file lands
+        # again; entries of empty deliveries name no copy, nor do entries from before entries named it.
+        ledger = ledger_file.entries() or dict(context.previous_state.get(LEGACY_LEDGER_STATE, {}))
+        committed_names = {path.name for path in context.landing.committed_files(item.source_name, item.name)}
+        still_landed = {
+            path: entry
+            for path, entry in ledger.items()
+            if "landed" not in entry or entry["landed"] in committed_names
+        }
         new, unchanged, redelivered = _plan(store, listed, still_landed)
         ready = sort_by_readiness(
             store,
@@ -229,7 +245,19 @@ class FilesExtractor:
             )
         if quarantine.count:
             details["quarantine_file"] = str(quarantine.path)
-        state: dict[str, Any] = {"ledger": state_ledger}
+        delta = ledger_file.write(ledger, state_ledger)
+        details["ledger_delta"] = {
+            "written": len(delta.written),
+            "dropped": len(delta.dropped),
+            "paths": sorted(delta.written)[:MAX_LISTED_IN_METADATA],
+        }
+        state: dict[str, Any] = {
+            LEDGER_STATE: {
+                "entries": len(state_ledger),
+                "digest": ledger_digest(state_ledger),
+                "with_copies": sum(1 for entry in state_ledger.values() if _names_a_copy(entry)),
+            }
+        }
         if ready.observed:
             state[OBSERVED_STATE] = ready.observed
         return Extraction(files=committed, state=state, load_kind="append", details=details)
@@ -489,13 +517,9 @@ def _unterminated(store: FileStore, file: FileFingerprint, fmt: FileFormat) -> b
     return store.last_byte(file) not in (b"", b"\n")
 
 
-def _is_landed(context: ExtractionContext, entry: dict[str, Any]) -> bool:
-    """Whether the landed copy a ledger entry names is still committed: a file whose copy was deleted (a
-    cleaned-up landing zone) is landed again, though the ledger says it was processed. Entries of empty
-    deliveries name no copy, nor do entries written before the ledger named the copy: both are trusted."""
-    name = entry.get("landed")
-    item = context.item
-    return name is None or context.landing.find_committed(item.source_name, item.name, name) is not None
+def _names_a_copy(entry: dict[str, Any]) -> bool:
+    """Whether a ledger entry stands for rows landed: neither an empty delivery nor a file set aside."""
+    return not entry.get(EMPTY_ENTRY) and SET_ASIDE_ENTRY not in entry
 
 
 def _landed_name(file: FileFingerprint, fmt: FileFormat) -> str:

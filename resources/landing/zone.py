@@ -43,6 +43,7 @@ EXTRACTED_AT_COLUMN = "_extracted_at"
 RUN_ID_COLUMN = "_run_id"
 INFLIGHT_DIR = "_inflight"
 CHECKPOINT_FILE = "checkpoint.json"
+STATE_DIR = "_state"
 SPILL_DIR = "_spill"
 KEYS_DIR = "_keys"
 QUARANTINE_DIR = "_quarantine"
@@ -120,6 +121,11 @@ class LandingZone(dg.ConfigurableResource):
 
     def quarantine_dir(self, source: str, entity: str) -> Path:
         return Path(self.root) / QUARANTINE_DIR / source / entity
+
+    def state_dir(self, source: str, entity: str) -> Path:
+        """Where an entity's extraction keeps state too large for a materialization's metadata (the file
+        ledger: `resources/landing/ledger.py`)."""
+        return Path(self.root) / STATE_DIR / source / entity
 
     def spill_dir(self) -> Path:
         """Scratch space for queries over landed files that outgrow memory (sorts, windows)."""

@@ -9,8 +9,8 @@ A tick:
    instead: the attempt's outcome is recorded (what the policy learns from) and the next decision is
    taken. A successful run resolves the incidents of the assets it materialized, closes its sources'
    circuit breakers and lets their parameter overrides decay.
-2. **Quality events** (failed checks, stale assets: `sensors/healing/quality_events.py`) not read yet:
-   incidents too.
+2. **Quality events** (failed checks, stale assets: `sensors/healing/quality_events.py`) appended since
+   the last tick, read from the events file by byte offset (safe under rotation): incidents too.
 3. **Due actions**: incidents healing automatically whose backoff has passed, and proposals a human
    approved (`apply_healing_action`), become run requests (failed assets and what is downstream, or the
    chain feeding a stale asset), with the action's run config, unless their source's breaker is open.
@@ -37,7 +37,7 @@ from resources.state.healing_store import Breaker, HealingStore, Incident
 from sensors.healing.classifier import ErrorLink, Evidence, classify, evidence_from_error
 from sensors.healing.graph import HealingGraph
 from sensors.healing.policy import Decision, HealingPolicy
-from sensors.healing.quality_events import QualityEvent
+from sensors.healing.quality_events import EventsPosition, QualityEvent, QualityEventStore
 
 INCIDENT_TAG = "healing/incident_id"
 ATTEMPT_TAG = "healing/attempt"
@@ -65,14 +65,25 @@ class HealingEvent:
 class HealingCursor:
     runs_after: float = 0.0
     """Update time of the last finished run handled."""
-    quality_events_read: int = 0
+    events_position: EventsPosition | None = None
+    """How far the quality events file was read (`QualityEventStore.read_new`)."""
+    legacy_events_read: int = 0
+    """Lines of the events file read, as cursors counted before they kept a position: converted once."""
 
     def dump(self) -> str:
-        return json.dumps({"runs_after": self.runs_after, "quality_events_read": self.quality_events_read})
+        position = self.events_position.to_json() if self.events_position else None
+        return json.dumps({"runs_after": self.runs_after, "events_position": position})
 
     @classmethod
     def parse(cls, raw: str | None) -> HealingCursor:
-        return cls(**json.loads(raw)) if raw else cls()
+        if not raw:
+            return cls()
+        value = json.loads(raw)
+        return cls(
+            float(value.get("runs_after", 0.0)),
+            EventsPosition.from_json(value.get("events_position")),
+            int(value.get("quality_events_read", 0)),
+        )
 
 
 class Healer:
@@ -90,18 +101,28 @@ class Healer:
         self.notify, self.clock, self.rng = notify, clock, rng or random.Random()
 
     def tick(
-        self, instance: dg.DagsterInstance, cursor: HealingCursor, quality_events: Sequence[QualityEvent] = ()
+        self,
+        instance: dg.DagsterInstance,
+        cursor: HealingCursor,
+        quality_events: QualityEventStore | None = None,
     ) -> tuple[list[dg.RunRequest], HealingCursor]:
+        """One pass: the runs finished and the quality events appended since `cursor` (read from the
+        events file by offset), then the actions due."""
         now = self.clock()
         runs_after = cursor.runs_after
         for record in _finished_runs(instance, cursor.runs_after):
             self._observe_run(instance, record.dagster_run, now)
             runs_after = max(runs_after, record.update_timestamp.timestamp())
-        for event in quality_events[cursor.quality_events_read :]:
-            self._observe_quality_event(event, now)
+        position = cursor.events_position
+        if quality_events is not None:
+            if position is None and cursor.legacy_events_read:
+                position = quality_events.position_after(cursor.legacy_events_read)
+            events, position = quality_events.read_new(position)
+            for event in events:
+                self._observe_quality_event(event, now)
         self._escalate_overdue(now)
         requests = self._due_requests(now)
-        return requests, HealingCursor(runs_after, max(cursor.quality_events_read, len(quality_events)))
+        return requests, HealingCursor(runs_after, position)
 
     # 1. Runs
 

@@ -83,28 +83,82 @@ class QualityEvent:
         return cls(**json.loads(line))
 
 
+@dataclass(frozen=True)
+class EventsPosition:
+    """How far a reader got in the events file: an offset in one file, named by its identity (device and
+    inode), so a rotated file is told from the new one at the same path."""
+
+    file_id: str
+    offset: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"file_id": self.file_id, "offset": self.offset}
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any] | None) -> "EventsPosition | None":
+        return cls(str(value["file_id"]), int(value["offset"])) if value else None
+
+
+APPEND_DEDUP_BYTES = 1 << 20
+"""The tail of the file `append` reads for event ids already stored: a duplicate can only come from the
+tick before (its events written, its cursor not saved), never from months ago, and reading the whole file
+on every tick grew with its age."""
+ROTATED_SUFFIX = ".1"
+"""Where logrotate (and most rotators) move the file: `quality_events.jsonl.1`."""
+
+
 class QualityEventStore:
-    """Append-only JSON Lines file of quality events; an event whose id is already stored is skipped."""
+    """Append-only JSON Lines file of quality events; an event whose id was just stored is skipped.
+
+    Readers follow it by byte offset (`read_new`), so a tick reads only what was appended since the last
+    one, whatever the file's age; rotation is safe: a file renamed away (to `<name>.1`) is read to its end
+    before the new one from its start, and a file truncated in place is read from its start."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
 
     def read(self) -> list[QualityEvent]:
-        if not self.path.exists():
-            return []
-        events = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            try:
-                events.append(QualityEvent.from_json(line))
-            except (ValueError, TypeError):
-                continue  # a line cut short by a crash mid-append: skipped, never fatal
-        return events
+        """Every event of the current file (for tests and inspection)."""
+        return self.read_new(None)[0]
+
+    def read_new(self, position: EventsPosition | None) -> tuple[list[QualityEvent], EventsPosition | None]:
+        """The events appended since `position` (all of the current file when None), and the position
+        after the last whole line read: a line still being written is read next time."""
+        current = _file_id(self.path)
+        if current is None:
+            return [], position
+        events: list[QualityEvent] = []
+        start = 0
+        if position is not None and position.file_id == current:
+            start = position.offset if position.offset <= self.path.stat().st_size else 0  # truncated: anew
+        elif position is not None:
+            rotated = self.path.with_name(self.path.name + ROTATED_SUFFIX)
+            if _file_id(rotated) == position.file_id:
+                events, _ = _read_lines(rotated, position.offset)
+        more, end = _read_lines(self.path, start)
+        return events + more, EventsPosition(current, end)
+
+    def position_after(self, lines: int) -> EventsPosition | None:
+        """The position after the first `lines` lines: where a reader that counted lines (the healing
+        cursor before it kept offsets) goes on."""
+        current = _file_id(self.path)
+        if current is None:
+            return None
+        offset = 0
+        with self.path.open("rb") as file:
+            for _ in range(lines):
+                line = file.readline()
+                if not line.endswith(b"\n"):
+                    break
+                offset += len(line)
+        return EventsPosition(current, offset)
 
     def append(self, events: Sequence[QualityEvent]) -> list[QualityEvent]:
-        """Appends the events not stored yet; returns those appended."""
+        """Appends the events not stored yet (among the file's last `APPEND_DEDUP_BYTES`); returns those
+        appended."""
         if not events:
             return []
-        known = {event.event_id for event in self.read()}
+        known = {event.event_id for event in self._tail()}
         new = []
         for event in events:
             if event.event_id not in known:
@@ -123,6 +177,44 @@ class QualityEventStore:
             file.flush()
             os.fsync(file.fileno())
         return new
+
+    def _tail(self) -> list[QualityEvent]:
+        if not self.path.exists():
+            return []
+        size = self.path.stat().st_size
+        start = max(0, size - APPEND_DEDUP_BYTES)
+        with self.path.open("rb") as file:
+            file.seek(start)
+            if start:
+                file.readline()  # the first line read may start mid-line
+            return _parsed(file.read().decode("utf-8", errors="replace").splitlines())
+
+
+def _file_id(path: Path) -> str | None:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return f"{stat.st_dev}:{stat.st_ino}"
+
+
+def _read_lines(path: Path, offset: int) -> tuple[list[QualityEvent], int]:
+    """The events of the whole lines of `path` from `offset`, and the offset after the last of them."""
+    with path.open("rb") as file:
+        file.seek(offset)
+        data = file.read()
+    whole = data[: data.rfind(b"\n") + 1]
+    return _parsed(whole.decode("utf-8", errors="replace").splitlines()), offset + len(whole)
+
+
+def _parsed(lines: Iterable[str]) -> list[QualityEvent]:
+    events = []
+    for line in lines:
+        try:
+            events.append(QualityEvent.from_json(line))
+        except (ValueError, TypeError):
+            continue  # a line cut short by a crash mid-append: skipped, never fatal
+    return events
 
 
 @dataclass

@@ -56,7 +56,7 @@ def build_healing_sensor(
         router = AlertRouter(load_alert_routes(alert_routes), store_path.with_name("alerts.sqlite"))
         notify = router_notifier(router, graph, APPROVAL_JOB_NAME, context.log.warning)
         healer = Healer(HealingStore(store_path), policy or default_policy(), graph, notify=notify)
-        events = QualityEventStore(quality_events_path).read()
+        events = QualityEventStore(quality_events_path)
         requests, cursor = healer.tick(context.instance, HealingCursor.parse(context.cursor), events)
         router.flush(datetime.now(UTC))
         for request in requests:
