@@ -375,3 +375,20 @@ def test_a_healing_cursor_that_counted_lines_goes_on_from_the_same_line(tmp_path
     events, _ = store.read_new(store.position_after(cursor.legacy_events_read))
     assert _ids(events) == ["3"]
     assert HealingCursor.parse(cursor.dump()).runs_after == 5.0
+
+
+def test_events_older_than_the_retention_are_rotated_away_once_read(tmp_path: Path) -> None:
+    """The file is rotated to `.1` once its first event is older than the retention (the `.1` before it
+    goes): a reader still finishes the rotated file, and the file does not grow for ever."""
+    path = tmp_path / "quality_events.jsonl"
+    store = QualityEventStore(path)
+    store.append(_events(1, 2))
+    _, position = store.read_new(None)
+    store.append(_events(3))
+    observed = datetime.fromisoformat("2026-11-23T00:00:00+00:00")
+    assert not store.rotate_if_older_than(90, observed + timedelta(days=89))
+    assert store.rotate_if_older_than(90, observed + timedelta(days=91))
+    assert not path.exists() and (tmp_path / "quality_events.jsonl.1").exists()
+    store.append(_events(4))
+    events, _ = store.read_new(position)
+    assert _ids(events) == ["3", "4"], "nothing lost across the rotation"

@@ -40,7 +40,7 @@ import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -105,6 +105,9 @@ tick before (its events written, its cursor not saved), never from months ago, a
 on every tick grew with its age."""
 ROTATED_SUFFIX = ".1"
 """Where logrotate (and most rotators) move the file: `quality_events.jsonl.1`."""
+RETENTION_DAYS = 90.0
+"""How long quality events are kept: once the file's first event is older, the sensor rotates the file (the
+previous `.1` goes), so the events of the last one to two retention periods are kept."""
 
 
 class QualityEventStore:
@@ -178,6 +181,19 @@ class QualityEventStore:
             os.fsync(file.fileno())
         return new
 
+    def rotate_if_older_than(self, days: float, now: datetime) -> bool:
+        """Move the file to `<name>.1` (replacing the one before) when its first event was observed more
+        than `days` ago; whether it did. Readers finish the moved file first (`read_new`), and have a
+        whole retention period to do so before it is replaced."""
+        if not self.path.exists():
+            return False
+        with self.path.open("rb") as file:
+            first = _parsed([file.readline().decode("utf-8", errors="replace")])
+        if not first or datetime.fromisoformat(first[0].observed_at) > now - timedelta(days=days):
+            return False
+        os.replace(self.path, self.path.with_name(self.path.name + ROTATED_SUFFIX))
+        return True
+
     def _tail(self) -> list[QualityEvent]:
         if not self.path.exists():
             return []
@@ -243,8 +259,10 @@ def build_quality_events_sensor(
     name: str = SENSOR_NAME,
     minimum_interval_seconds: int = 60,
     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
+    retention_days: float = RETENTION_DAYS,
 ) -> dg.SensorDefinition:
-    """A sensor recording failed checks and stale assets into `events_path`.
+    """A sensor recording failed checks and stale assets into `events_path`, rotating it once its first
+    event is older than `retention_days`.
 
     `freshness_policies` / `check_keys`: what to watch; None = every policy / check of the code location
     the sensor is loaded in (read at each tick from the repository)."""
@@ -282,6 +300,8 @@ def build_quality_events_sensor(
             *_check_events(context.instance, checks, cursor, first_tick=previous is None),
             *_freshness_events(context.instance, policies, cursor, now),
         ]
+        if store.rotate_if_older_than(retention_days, datetime.now(UTC)):
+            context.log.info(f"Rotated {store.path}: its first event was older than {retention_days:g} days")
         appended = store.append(events)
         context.update_cursor(cursor.dump())
         for event in appended:
