@@ -5,11 +5,13 @@ process systemd runs, with DAGSTER_HOME and PLATFORM_DATA_DIR only."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,9 +19,11 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from dagster._daemon.types import DaemonHeartbeat
 from prometheus_client.parser import text_string_to_metric_families
 
 from resources.state.healing_store import Breaker, HealingStore, Incident
+from sensors.observability.health import CodeServer, HealthProbe, HealthThresholds, code_servers
 from sensors.observability.metrics import metric_names
 from sensors.observability.metrics_server import HEALING_STORE_FILE, build_registry, serve
 
@@ -199,6 +203,72 @@ def test_entry_point_opens_dagster_home_and_data_dir(world: World) -> None:
         process.terminate()
         output = process.communicate(timeout=30)[0]
     assert process.returncode == 0, output
+
+
+def _get(url: str) -> tuple[int, dict[str, object]]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_health_fails_on_a_dead_daemon_and_a_down_code_server_then_passes(
+    world: World, tmp_path: Path
+) -> None:
+    """What the probe reports from outside the daemon: nothing heartbeats and no code server listens (503,
+    each failed check says why, with its threshold), then heartbeats of every required daemon arrive (that
+    check passes), an escalated incident fails the incidents check, and the host gauges are exported."""
+    down = CodeServer("self_healing_platform", "127.0.0.1", _free_port())
+    ledger = tmp_path / "data" / "ops" / "healing.sqlite"
+    probe = HealthProbe(world.instance, ledger, tmp_path / "data", [down], thresholds=HealthThresholds())
+    server, thread = serve(build_registry(world.instance, ledger, servers=[down]), "127.0.0.1", 0, probe)
+    try:
+        status, report = _get(f"http://127.0.0.1:{server.server_port}/health")
+        assert status == 503 and report["healthy"] is False
+        checks = report["checks"]
+        assert checks["code_location"]["ok"] is False and "unreachable" in checks["code_location"]["detail"]
+        assert checks["code_location"]["value"] == {"self_healing_platform": False}
+        assert checks["daemon_heartbeats"]["ok"] is False
+        assert set(checks["daemon_heartbeats"]["value"]) >= {"SENSOR", "SCHEDULER", "QUEUED_RUN_COORDINATOR"}
+        assert checks["daemon_heartbeats"]["threshold"] == {"max_age_s": 120.0}
+        assert checks["incidents"] == {"ok": True, "value": {"open": 0, "escalated": 0},
+                                       "threshold": {"max_escalated": 0}, "detail": ""}  # fmt: skip
+        assert checks["disk"]["ok"] is True and checks["disk"]["value"]["total_bytes"] > 0
+        assert checks["sensor_ticks"] == {"ok": True, "value": {}, "threshold": {"max_age_s": 900.0,
+                                          "status_not": "FAILURE"}, "detail": ""}  # fmt: skip
+
+        samples = _scrape(f"http://127.0.0.1:{server.server_port}/metrics")
+        assert _value(samples, "dataplatform_code_location_up", location="self_healing_platform") == 0
+        assert _value(samples, "dataplatform_daemon_heartbeat_age_seconds", daemon="SENSOR") == float("inf")
+        assert _value(samples, "dataplatform_host_memory_total_bytes") > 0
+        assert _value(samples, "dataplatform_host_cpu_seconds_total", mode="idle") > 0
+        assert _value(samples, "dataplatform_host_disk_free_bytes", path=str(tmp_path / "data")) > 0
+        for source in ("instance", "ledger", "daemon", "host", "code_server"):
+            assert _value(samples, "dataplatform_metrics_source_up", source=source) == 1, source
+
+        now = time.time()
+        for daemon in world.instance.get_required_daemon_types():
+            world.instance.add_daemon_heartbeat(DaemonHeartbeat(now, daemon, "test", None))
+        HealingStore(ledger).add_incident(_incident("esc", "code_defect", "escalated"))
+        status, report = _get(f"http://127.0.0.1:{server.server_port}/health")
+        assert status == 503
+        assert report["checks"]["daemon_heartbeats"]["ok"] is True
+        assert report["checks"]["incidents"]["value"] == {"open": 1, "escalated": 1}
+        assert report["checks"]["incidents"]["ok"] is False
+        samples = _scrape(f"http://127.0.0.1:{server.server_port}/metrics")
+        assert _value(samples, "dataplatform_daemon_heartbeat_age_seconds", daemon="SENSOR") < 60
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+
+
+def test_workspace_servers_are_read_and_in_process_locations_refused() -> None:
+    assert code_servers(REPO / "deploy" / "workspace.yaml") == [
+        CodeServer("self_healing_platform", "127.0.0.1", 4266)
+    ]
+    with pytest.raises(ValueError, match="only grpc_server"):
+        code_servers(REPO / "workspace.yaml")
 
 
 def _free_port() -> int:
