@@ -1,6 +1,8 @@
 """Prometheus metrics of the platform, computed when Prometheus scrapes: what an on-call engineer looks at
 first (open incidents, failures by healing category, breakers, freshness lag, quality scores, rows ingested,
-step durations, runs by status).
+step durations, runs by status), and what an outside watcher needs when the daemon itself is the problem
+(daemon heartbeat age, last sensor ticks, code location loaded, host disk, memory and CPU: the probes of
+`sensors/observability/health.py`, shared with `/health`).
 
 Why a custom `Collector` computing on scrape, not counters incremented by the code that does the work: the
 work happens in many processes (run workers, the daemon's sensors, the webserver) that come and go, while
