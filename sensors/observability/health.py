@@ -16,6 +16,13 @@ alerts on (`deploy/prometheus/alerts.yml`).
   storage: a daemon can heartbeat while one sensor is stuck or failing on every tick.
 - **incidents**: open and escalated incidents of the healing ledger; an escalated one waits for a human.
 - **disk**: free space of the filesystem holding the data directory (landing zone, ledger, DuckDB).
+
+A sensor started in the UI and later removed from the code keeps its RUNNING state in the instance and
+never ticks again: it fails `sensor_ticks` until it is stopped (Automation -> unloadable sensors), which
+is what an operator should do anyway. The gRPC client, tick and instigator types are Dagster internals
+(no public API reads them outside a code location); `pyproject.toml` pins Dagster to 1.13.x, and
+`tests/test_metrics.py` and `tests/test_install_rehearsal.py` exercise them against real storage and a
+real code server.
 """
 
 from __future__ import annotations
