@@ -29,10 +29,9 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -117,21 +116,25 @@ def code_servers(workspace: Path) -> list[CodeServer]:
 
 
 def code_location_loaded(server: CodeServer, timeout_s: float = GRPC_TIMEOUT_S) -> tuple[bool, str]:
-    """(loaded, why not). The client's own deadline is a minute, so the call runs on a worker thread that
-    is abandoned after `timeout_s`."""
+    """(loaded, why not). The client's own deadline is a minute, so the call runs on a daemon thread that
+    is abandoned after `timeout_s` (a daemon thread, unlike an executor's, never holds up the process's
+    exit on SIGTERM)."""
+    answers: list[str | Exception] = []
 
-    def list_repositories() -> str:
-        return DagsterGrpcClient(port=server.port, host=server.host).list_repositories()
+    def list_repositories() -> None:
+        try:
+            answers.append(DagsterGrpcClient(port=server.port, host=server.host).list_repositories())
+        except Exception as error:  # unreachable: connection refused, DNS, TLS, the client's deadline
+            answers.append(error)
 
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="health-grpc")
-    try:
-        raw = pool.submit(list_repositories).result(timeout=timeout_s)
-    except FutureTimeout:
+    caller = threading.Thread(target=list_repositories, name="health-grpc", daemon=True)
+    caller.start()
+    caller.join(timeout_s)
+    if not answers:
         return False, f"{server.host}:{server.port} did not answer within {timeout_s:.0f} s"
-    except Exception as error:  # unreachable: connection refused, DNS, TLS
-        return False, f"{server.host}:{server.port} unreachable: {type(error).__name__}: {error}"
-    finally:
-        pool.shutdown(wait=False)
+    raw = answers[0]
+    if isinstance(raw, Exception):
+        return False, f"{server.host}:{server.port} unreachable: {type(raw).__name__}: {raw}"
     response = deserialize_value(raw)
     if not isinstance(response, ListRepositoriesResponse):
         message = getattr(response, "message", str(response)).strip().splitlines()
