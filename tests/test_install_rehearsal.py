@@ -22,6 +22,7 @@ options are left to the VM.
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import shlex
 import shutil
@@ -55,7 +56,9 @@ def _tool(name: str) -> str:
     """A Debian binary the test needs (`.ci/run` installs them): missing is a failure, never a skip."""
     found = shutil.which(name, path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
     if found is None:
-        pytest.fail(f"{name} not found: .ci/run installs it (apt-get install nginx apache2-utils rsync)")
+        pytest.fail(
+            f"{name} not found: .ci/run installs it (apt-get install nginx apache2-utils rsync openssl)"
+        )
     return found
 
 
@@ -170,7 +173,8 @@ def _nginx_conf(tmp: Path, site: str) -> Path:
     """A main nginx.conf around the site: foreground, every path under `tmp`, workers as this user."""
     for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (tmp / name).mkdir()
-    user = f"user {os.environ.get('USER') or 'root'};" if os.geteuid() == 0 else ""
+    # as root, nginx's workers would run as nobody and could not read this test's files
+    user = f"user {pwd.getpwuid(os.geteuid()).pw_name};" if os.geteuid() == 0 else ""
     conf = tmp / "nginx.conf"
     conf.write_text(f"""
 {user}
