@@ -210,7 +210,7 @@ def test_grafana_panels_ask_for_exported_metrics() -> None:
         expressions = [target["expr"] for target in panel["targets"]]
         assert expressions, panel["title"]
         for expression in expressions:
-            used = set(re.findall(r"\bdataplatform_[a-z_]+", expression))
+            used = set(re.findall(r"\bdataplatform_[a-z0-9_]+", expression))
             assert used and used <= exported, f"{panel['title']}: {used - exported}"
     for first_look in ("Open incidents", "Failures by healing category", "Freshness lag", "Quality score",
                        "Rows ingested", "Circuit breakers"):  # fmt: skip
