@@ -356,14 +356,16 @@ def _scrape_registry(registry: CollectorRegistry) -> dict[str, list[tuple[dict[s
 
 def test_a_hung_code_server_counts_as_not_loaded_within_the_timeout() -> None:
     """A port that accepts connections and never answers (a wedged code server): the probe gives up after
-    its own timeout instead of the gRPC client's minute."""
+    its own timeout instead of the gRPC client's minute, and does not pile up callers while it hangs."""
     with socket.socket() as hung:
         hung.bind(("127.0.0.1", 0))
         hung.listen()
         port = hung.getsockname()[1]
         started = time.monotonic()
         loaded, why = code_location_loaded(CodeServer("loc", "127.0.0.1", port), timeout_s=1)
+        again = code_location_loaded(CodeServer("loc", "127.0.0.1", port), timeout_s=1)
     assert (loaded, why) == (False, f"127.0.0.1:{port} did not answer within 1 s")
+    assert again == (False, f"127.0.0.1:{port} has not answered an earlier probe yet")
     assert time.monotonic() - started < 5
 
 

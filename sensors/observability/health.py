@@ -115,10 +115,16 @@ def code_servers(workspace: Path) -> list[CodeServer]:
     return servers
 
 
+_pending: dict[CodeServer, threading.Thread] = {}
+"""The probe still waiting on each code server: a server that never answers gets one caller thread, not
+one more per scrape."""
+_pending_lock = threading.Lock()
+
+
 def code_location_loaded(server: CodeServer, timeout_s: float = GRPC_TIMEOUT_S) -> tuple[bool, str]:
     """(loaded, why not). The client's own deadline is a minute, so the call runs on a daemon thread that
     is abandoned after `timeout_s` (a daemon thread, unlike an executor's, never holds up the process's
-    exit on SIGTERM)."""
+    exit on SIGTERM); while an abandoned call is still pending, the server counts as not answering."""
     answers: list[str | Exception] = []
 
     def list_repositories() -> None:
@@ -127,7 +133,12 @@ def code_location_loaded(server: CodeServer, timeout_s: float = GRPC_TIMEOUT_S) 
         except Exception as error:  # unreachable: connection refused, DNS, TLS, the client's deadline
             answers.append(error)
 
-    caller = threading.Thread(target=list_repositories, name="health-grpc", daemon=True)
+    with _pending_lock:
+        previous = _pending.get(server)
+        if previous is not None and previous.is_alive():
+            return False, f"{server.host}:{server.port} has not answered an earlier probe yet"
+        caller = threading.Thread(target=list_repositories, name="health-grpc", daemon=True)
+        _pending[server] = caller
     caller.start()
     caller.join(timeout_s)
     if not answers:
