@@ -11,6 +11,7 @@ import json
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
@@ -86,6 +87,48 @@ def test_instance_config_opens_on_postgres_and_records_a_run(
         assert dg.materialize([probe], instance=instance).success
         record = instance.get_asset_records([probe.key])[0]
         assert record.asset_entry.last_materialization_record is not None
+        limits = _readme_limits()
+        assert len(limits) == len(LIMIT_SETTINGS), "every Limits row is checked, and only those"
+        for setting, promised in limits.items():
+            assert setting in LIMIT_SETTINGS, f"deploy/README.md promises {setting}: add how to read it"
+            assert LIMIT_SETTINGS[setting](instance) == promised, f"deploy/README.md Limits: {setting}"
+
+
+def _tag_limit(key: str, value: object) -> Callable[[dg.DagsterInstance], int | None]:
+    def read(instance: dg.DagsterInstance) -> int | None:
+        limits = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
+        found = [rule["limit"] for rule in limits if rule["key"] == key and rule.get("value") == value]
+        return found[0] if len(found) == 1 else None
+
+    return read
+
+
+LIMIT_SETTINGS: dict[str, Callable[[dg.DagsterInstance], int | None]] = {
+    "concurrency.runs.max_concurrent_runs": lambda i: (
+        i.get_concurrency_config().run_queue_config.max_concurrent_runs
+    ),
+    "concurrency.runs.tag_concurrency_limits[platform/source]": _tag_limit(
+        "platform/source", {"applyLimitPerUniqueValue": True}
+    ),
+    "concurrency.runs.tag_concurrency_limits[healing/action]": _tag_limit("healing/action", None),
+    "concurrency.runs.tag_concurrency_limits[platform/trigger=automation]": _tag_limit(
+        "platform/trigger", "automation"
+    ),
+    "concurrency.pools.default_limit": lambda i: i.get_concurrency_config().pool_config.default_pool_limit,
+    "run_monitoring.max_runtime_seconds": lambda i: i.run_monitoring_max_runtime_seconds,
+    "run_monitoring.start_timeout_seconds": lambda i: i.run_monitoring_start_timeout_seconds,
+    "run_retries.max_retries": lambda i: i.run_retries_max_retries,
+}
+"""How each setting deploy/README.md's Limits table names is read from the opened instance (what the daemon
+enforces, not the YAML text)."""
+
+
+def _readme_limits() -> dict[str, int]:
+    """The Limits table of deploy/README.md: setting -> promised value."""
+    section = (DEPLOY / "README.md").read_text().split("\n## Limits\n", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\|[^|]+\| (\d+) \| `([^`]+)` \|$", section, flags=re.MULTILINE)
+    assert rows, "no Limits table in deploy/README.md"
+    return {setting: int(value) for value, setting in rows}
 
 
 def test_units_start_existing_commands_and_bind_the_ui_to_loopback() -> None:
@@ -167,7 +210,7 @@ def test_grafana_panels_ask_for_exported_metrics() -> None:
         expressions = [target["expr"] for target in panel["targets"]]
         assert expressions, panel["title"]
         for expression in expressions:
-            used = set(re.findall(r"\bdataplatform_[a-z_]+", expression))
+            used = set(re.findall(r"\bdataplatform_[a-z0-9_]+", expression))
             assert used and used <= exported, f"{panel['title']}: {used - exported}"
     for first_look in ("Open incidents", "Failures by healing category", "Freshness lag", "Quality score",
                        "Rows ingested", "Circuit breakers"):  # fmt: skip

@@ -90,9 +90,6 @@ mutation SetCursor($selector: SensorSelector!, $cursor: String) {
   }
 }
 """
-SET_POOL_LIMIT = """
-mutation Pool($key: String!, $limit: Int!) { setConcurrencyLimit(concurrencyKey: $key, limit: $limit) }
-"""
 SENSOR_STATE = """
 query Sensor($selector: SensorSelector!) {
   sensorOrError(sensorSelector: $selector) {
@@ -381,9 +378,6 @@ def deployment(
         deployment = Deployment(server, env, tmp, data_dir, stack)
         deployment.start_daemon()
         server.wait_until_loaded(SERVER_DEADLINE_S)
-        # deploy/README.md: with the local DuckDB warehouse the pool "warehouse" must admit one step (DuckDB
-        # has one writing process); set as an operator does (Deployment -> Concurrency), stored in Postgres.
-        assert server.graphql(SET_POOL_LIMIT, {"key": "warehouse", "limit": 1})["setConcurrencyLimit"] is True
         first_load = server.launch(FIRST_LOAD)
         status = deployment.wait_for_status(first_load, {"SUCCESS", "FAILURE", "CANCELED"})
         if status != "SUCCESS":

@@ -19,7 +19,8 @@ from healing_harness import fast_policy
 from rest_test_server import Recorded, ScriptedServer, json_reply, unused_port
 
 from resources.state.healing_store import HealingStore
-from sensors.healing.engine import ACTION_TAG, INCIDENT_TAG
+from sensors.automation.conditions import SOURCE_TAG as AUTOMATION_SOURCE_TAG
+from sensors.healing.engine import ACTION_TAG, INCIDENT_TAG, SOURCE_TAG
 from sensors.healing.policy import HealingPolicy
 from sensors.healing.sensor import APPROVAL_JOB_NAME, build_approval_job, build_healing_sensor
 
@@ -115,6 +116,8 @@ def test_a_failed_run_is_retried_after_backoff_resolved_and_alerted(
 
     (request,) = world.tick() or world.tick()
     assert request.tags[ACTION_TAG] == "retry_with_backoff"
+    assert request.tags[SOURCE_TAG] == "src", "held to one run per source like the source's own runs"
+    assert SOURCE_TAG == AUTOMATION_SOURCE_TAG
     assert set(request.asset_selection or ()) == {RAW, STAGED}, "the failed asset and what is downstream"
     assert world.run(request)
     assert world.tick() == []

@@ -5,11 +5,13 @@ process systemd runs, with DAGSTER_HOME and PLATFORM_DATA_DIR only."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,9 +19,33 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from dagster._core.remote_origin import (
+    InProcessCodeLocationOrigin,
+    RemoteInstigatorOrigin,
+    RemoteRepositoryOrigin,
+)
+from dagster._core.scheduler.instigation import (
+    InstigatorState,
+    InstigatorStatus,
+    InstigatorType,
+    SensorInstigatorData,
+    TickData,
+    TickStatus,
+)
+from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+from dagster._daemon.types import DaemonHeartbeat
+from dagster._utils.error import SerializableErrorInfo
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from resources.state.healing_store import Breaker, HealingStore, Incident
+from sensors.observability.health import (
+    CodeServer,
+    HealthProbe,
+    HealthThresholds,
+    code_location_loaded,
+    code_servers,
+)
 from sensors.observability.metrics import metric_names
 from sensors.observability.metrics_server import HEALING_STORE_FILE, build_registry, serve
 
@@ -175,13 +201,19 @@ def test_missing_ledger_is_reported_not_fatal(world: World, tmp_path: Path) -> N
     assert not (tmp_path / "absent").exists()  # a reader creates nothing
 
 
-def test_entry_point_opens_dagster_home_and_data_dir(world: World) -> None:
+def test_entry_point_opens_dagster_home_and_data_dir(world: World, tmp_path: Path) -> None:
     """The command systemd starts: instance from DAGSTER_HOME, ledger from PLATFORM_DATA_DIR."""
     port = _free_port()
     env = {**os.environ, "DAGSTER_HOME": str(world.home), "PLATFORM_DATA_DIR": str(world.data_dir)}
+    # deploy/workspace.yaml's code server port, 4266, may be another test's code server: a closed one here
+    workspace = tmp_path / "workspace.yaml"
+    workspace.write_text(
+        (REPO / "deploy" / "workspace.yaml").read_text().replace("port: 4266", f"port: {_free_port()}")
+    )
     process = subprocess.Popen(
         [sys.executable, "-m", "sensors.observability.metrics_server", "--host", "127.0.0.1", "--port",
-        str(port)], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        str(port), "--workspace", str(workspace)], cwd=REPO, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 60
@@ -195,10 +227,154 @@ def test_entry_point_opens_dagster_home_and_data_dir(world: World) -> None:
                 time.sleep(0.3)
         assert _value(samples, "dataplatform_open_incidents") == 2
         assert _value(samples, "dataplatform_quality_score", asset="staged/shop/orders") == 92.5
+        status, report = _get(f"http://127.0.0.1:{port}/health")
+        assert status == 503 and report["checks"]["code_location"]["value"] == {
+            "self_healing_platform": False
+        }
     finally:
         process.terminate()
         output = process.communicate(timeout=30)[0]
     assert process.returncode == 0, output
+
+
+def _get(url: str) -> tuple[int, dict[str, object]]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_health_fails_on_a_dead_daemon_and_a_down_code_server_then_passes(
+    world: World, tmp_path: Path
+) -> None:
+    """What the probe reports from outside the daemon: nothing heartbeats and no code server listens (503,
+    each failed check says why, with its threshold), then heartbeats of every required daemon arrive (that
+    check passes), an escalated incident fails the incidents check, and the host gauges are exported."""
+    down = CodeServer("self_healing_platform", "127.0.0.1", _free_port())
+    ledger = tmp_path / "data" / "ops" / "healing.sqlite"
+    probe = HealthProbe(world.instance, ledger, tmp_path / "data", [down], thresholds=HealthThresholds())
+    server, thread = serve(build_registry(world.instance, ledger, servers=[down]), "127.0.0.1", 0, probe)
+    try:
+        status, report = _get(f"http://127.0.0.1:{server.server_port}/health")
+        assert status == 503 and report["healthy"] is False
+        checks = report["checks"]
+        assert checks["code_location"]["ok"] is False and "unreachable" in checks["code_location"]["detail"]
+        assert checks["code_location"]["value"] == {"self_healing_platform": False}
+        assert checks["daemon_heartbeats"]["ok"] is False
+        assert set(checks["daemon_heartbeats"]["value"]) >= {"SENSOR", "SCHEDULER", "QUEUED_RUN_COORDINATOR"}
+        assert checks["daemon_heartbeats"]["threshold"] == {"max_age_s": 120.0}
+        assert checks["incidents"] == {"ok": True, "value": {"open": 0, "escalated": 0},
+                                       "threshold": {"max_escalated": 0}, "detail": ""}  # fmt: skip
+        assert checks["disk"]["ok"] is True and checks["disk"]["value"]["total_bytes"] > 0
+        assert checks["sensor_ticks"] == {"ok": True, "value": {}, "threshold": {"max_age_s": 900.0,
+                                          "status_not": "FAILURE"}, "detail": ""}  # fmt: skip
+
+        samples = _scrape(f"http://127.0.0.1:{server.server_port}/metrics")
+        assert _value(samples, "dataplatform_code_location_up", location="self_healing_platform") == 0
+        assert _value(samples, "dataplatform_daemon_heartbeat_age_seconds", daemon="SENSOR") == float("inf")
+        assert _value(samples, "dataplatform_host_memory_total_bytes") > 0
+        assert _value(samples, "dataplatform_host_cpu_seconds_total", mode="idle") > 0
+        assert _value(samples, "dataplatform_host_disk_free_bytes", path=str(tmp_path / "data")) > 0
+        for source in ("instance", "ledger", "daemon", "host", "code_server"):
+            assert _value(samples, "dataplatform_metrics_source_up", source=source) == 1, source
+
+        now = time.time()
+        for daemon in world.instance.get_required_daemon_types():
+            world.instance.add_daemon_heartbeat(DaemonHeartbeat(now, daemon, "test", None))
+        HealingStore(ledger).add_incident(_incident("esc", "code_defect", "escalated"))
+        status, report = _get(f"http://127.0.0.1:{server.server_port}/health")
+        assert status == 503
+        assert report["checks"]["daemon_heartbeats"]["ok"] is True
+        assert report["checks"]["incidents"]["value"] == {"open": 1, "escalated": 1}
+        assert report["checks"]["incidents"]["ok"] is False
+        samples = _scrape(f"http://127.0.0.1:{server.server_port}/metrics")
+        assert _value(samples, "dataplatform_daemon_heartbeat_age_seconds", daemon="SENSOR") < 60
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+
+
+SENSOR_TICKS: list[tuple[str, TickStatus | None, float | None]] = [
+    ("healing", TickStatus.SUCCESS, 10.0), ("stuck", TickStatus.SUCCESS, 2000.0),
+    ("broken", TickStatus.FAILURE, 5.0), ("never", None, None),
+]  # fmt: skip
+"""Sensor name, status and age of its last tick (None: it never ticked)."""
+
+
+def test_sensors_that_stopped_ticking_fail_or_never_ticked_fail_health(tmp_path: Path) -> None:
+    """Sensor states and ticks written to a real instance's storage as the daemon writes them: a sensor
+    that ticked recently passes; one whose last tick is too old, failed, or that never ticked does not."""
+    location = InProcessCodeLocationOrigin(
+        LoadableTargetOrigin(module_name="platform_assets.definitions"), location_name="self_healing_platform"
+    )
+    now = time.time()
+    with dg.instance_for_test() as instance:
+        for name, status, age in SENSOR_TICKS:
+            origin = RemoteInstigatorOrigin(RemoteRepositoryOrigin(location, "__repository__"), name)
+            state = InstigatorState(
+                origin, InstigatorType.SENSOR, InstigatorStatus.RUNNING, SensorInstigatorData(min_interval=30)
+            )
+            instance.add_instigator_state(state)
+            if status is not None and age is not None:
+                error = (
+                    SerializableErrorInfo("boom", [], "RuntimeError")
+                    if status == TickStatus.FAILURE
+                    else None
+                )
+                instance.create_tick(
+                    TickData(
+                        instigator_origin_id=origin.get_id(),
+                        instigator_name=name,
+                        status=status,
+                        instigator_type=InstigatorType.SENSOR,
+                        timestamp=now - age,
+                        selector_id=state.selector_id,
+                        run_ids=[],
+                        run_keys=[],
+                        error=error,
+                    )
+                )
+        probe = HealthProbe(instance, tmp_path / "healing.sqlite", tmp_path, [], clock=lambda: now)
+        (check,) = [c for c in probe.checks() if c.name == "sensor_ticks"]
+        samples = _scrape_registry(build_registry(instance, tmp_path / "healing.sqlite"))
+    assert check.ok is False
+    assert check.detail == "stale, never ticked or failing: broken, never, stuck"
+    assert check.value["healing"] == {"age_s": 10.0, "status": "SUCCESS"}
+    assert check.value["never"] == {"age_s": None, "status": None}
+    assert _value(samples, "dataplatform_sensor_last_tick_age_seconds", sensor="never") == float("inf")
+    assert 1990 < _value(samples, "dataplatform_sensor_last_tick_age_seconds", sensor="stuck") < 2100
+
+
+def _scrape_registry(registry: CollectorRegistry) -> dict[str, list[tuple[dict[str, str], float]]]:
+    samples: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(generate_latest(registry).decode()):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return samples
+
+
+def test_a_hung_code_server_counts_as_not_loaded_within_the_timeout() -> None:
+    """A port that accepts connections and never answers (a wedged code server): the probe gives up after
+    its own timeout instead of the gRPC client's minute, and does not pile up callers while it hangs."""
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen()
+        port = hung.getsockname()[1]
+        started = time.monotonic()
+        loaded, why = code_location_loaded(CodeServer("loc", "127.0.0.1", port), timeout_s=1)
+        again = code_location_loaded(CodeServer("loc", "127.0.0.1", port), timeout_s=1)
+    assert (loaded, why) == (False, f"127.0.0.1:{port} did not answer within 1 s")
+    assert again == (False, f"127.0.0.1:{port} has not answered an earlier probe yet")
+    assert time.monotonic() - started < 5
+
+
+def test_workspace_servers_are_read_and_in_process_locations_refused() -> None:
+    assert code_servers(REPO / "deploy" / "workspace.yaml") == [
+        CodeServer("self_healing_platform", "127.0.0.1", 4266)
+    ]
+    with pytest.raises(ValueError, match="only grpc_server"):
+        code_servers(REPO / "workspace.yaml")
 
 
 def _free_port() -> int:

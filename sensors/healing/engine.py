@@ -42,6 +42,10 @@ from sensors.healing.quality_events import EventsPosition, QualityEvent, Quality
 INCIDENT_TAG = "healing/incident_id"
 ATTEMPT_TAG = "healing/attempt"
 ACTION_TAG = "healing/action"
+SOURCE_TAG = "platform/source"
+"""The tag schedules and delivery/change sensors put on a source's runs (`sensors/automation/conditions.py`,
+which healing may not import): `dagster.yaml` admits one run per value, so a healing run of a source
+waits for the source's scheduled run instead of extracting beside it."""
 BATCH_SCALE = "batch_scale"
 RATE_SCALE = "rate_scale"
 """Parameter overrides, as factors of the asset's configured value: `batch_scale` of `batch_rows` (per
@@ -304,16 +308,29 @@ class Healer:
         else:
             failed = self.graph.step_assets.get(self._failed_step(incident) or "", frozenset({key}))
             targets = self.graph.downstream(failed)
+        tags = {
+            INCIDENT_TAG: incident.incident_id,
+            ATTEMPT_TAG: str(attempt),
+            ACTION_TAG: str(incident.action),
+        }
+        source = self._source_of_run(incident, targets)
+        if source is not None:
+            tags[SOURCE_TAG] = source
         return dg.RunRequest(
             run_key=f"healing:{incident.incident_id}:{attempt}",
             asset_selection=sorted(targets, key=lambda k: k.to_user_string()),
             run_config=self._run_config(targets, incident.action),
-            tags={
-                INCIDENT_TAG: incident.incident_id,
-                ATTEMPT_TAG: str(attempt),
-                ACTION_TAG: str(incident.action),
-            },
+            tags=tags,
         )
+
+    def _source_of_run(self, incident: Incident, targets: Iterable[dg.AssetKey]) -> str | None:
+        """The incident's source, else the one source the run extracts from. A run over several sources
+        (the upstream chain of a stale model) or none (models only) carries no tag: a tag holds one value,
+        and its raw steps are still held to one at a time per source by the source pools."""
+        if incident.source is not None:
+            return incident.source
+        sources = {source for key in targets if (source := self.graph.source_of(key)) is not None}
+        return sources.pop() if len(sources) == 1 else None
 
     @staticmethod
     def _failed_step(incident: Incident) -> str | None:

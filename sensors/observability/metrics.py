@@ -1,6 +1,8 @@
 """Prometheus metrics of the platform, computed when Prometheus scrapes: what an on-call engineer looks at
 first (open incidents, failures by healing category, breakers, freshness lag, quality scores, rows ingested,
-step durations, runs by status).
+step durations, runs by status), and what an outside watcher needs when the daemon itself is the problem
+(daemon heartbeat age, last sensor ticks, code location loaded, host disk, memory and CPU: the probes of
+`sensors/observability/health.py`, shared with `/health`).
 
 Why a custom `Collector` computing on scrape, not counters incremented by the code that does the work: the
 work happens in many processes (run workers, the daemon's sensors, the webserver) that come and go, while
@@ -21,6 +23,7 @@ dashboard tells "no incidents" from "ledger unreadable".
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import threading
 import time
@@ -33,6 +36,15 @@ from typing import Any
 import dagster as dg
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from sensors.observability.health import (
+    CodeServer,
+    code_location_loaded,
+    daemon_heartbeat_ages,
+    disk_usage,
+    host_stats,
+    sensor_last_ticks,
+)
 
 PREFIX = "dataplatform_"
 ROW_METADATA_KEYS = ("rows_written", "dagster/row_count")
@@ -100,8 +112,21 @@ def _declare(families: _Families) -> None:
       "half_open), 0 for the others.", ["source", "state"])  # fmt: skip
     g("circuit_breaker_consecutive_failures", "Consecutive failed runs counted by the source's breaker.",
       ["source"])  # fmt: skip
-    g("metrics_source_up", "1 when the source (instance, ledger) was read on this scrape, else 0.",
-      ["source"])  # fmt: skip
+    g("daemon_heartbeat_age_seconds", "Seconds since the daemon's last heartbeat (+Inf: none), for each "
+      "daemon the instance requires.", ["daemon"])  # fmt: skip
+    g("sensor_last_tick_age_seconds", "Seconds since the last tick of each running sensor (+Inf: none).",
+      ["sensor"])  # fmt: skip
+    g("code_location_up", "1 when the code server of the workspace answers with its loaded repositories, "
+      "else 0.", ["location"])  # fmt: skip
+    g("host_disk_total_bytes", "Size of the filesystem holding the data directory.", ["path"])
+    g("host_disk_free_bytes", "Free bytes of the filesystem holding the data directory.", ["path"])
+    g("host_memory_total_bytes", "Physical memory of the host.", [])
+    g("host_memory_available_bytes", "Memory available to new processes without swapping.", [])
+    c("host_cpu_seconds", "CPU time of the host by mode, summed over its CPUs.", ["mode"])
+    g("host_cpus", "Logical CPUs of the host.", [])
+    g("host_load1", "One-minute load average of the host.", [])
+    g("metrics_source_up", "1 when the source (instance, ledger, daemon, code_server, host) was read on "
+      "this scrape, else 0.", ["source"])  # fmt: skip
     g("metrics_collect_seconds", "Time this scrape took to compute every metric.", [])
 
 
@@ -113,11 +138,17 @@ class PlatformCollector(Collector):
         instance: dg.DagsterInstance,
         healing_store_path: Path | str,
         *,
+        data_dir: Path | None = None,
+        code_servers: list[CodeServer] | None = None,
         recent_runs: int = RECENT_RUNS,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.instance = instance
         self.healing_store_path = Path(healing_store_path)
+        self.data_dir = data_dir if data_dir is not None else self.healing_store_path.parent.parent
+        """Default: the data directory the ledger (`<data dir>/ops/healing.sqlite`) lives in."""
+        self.code_servers = code_servers
+        """None: no workspace to watch (`code_location_up` stays empty and is not counted as a source)."""
         self.recent_runs = recent_runs
         self.clock = clock
         self._lock = threading.Lock()
@@ -132,10 +163,15 @@ class PlatformCollector(Collector):
             families = _Families()
             _declare(families)
             now = self.clock()
-            for source, read in (
+            sources: list[tuple[str, Callable[[], None]]] = [
                 ("instance", lambda: self._instance_metrics(families, now)),
                 ("ledger", lambda: self._ledger_metrics(families)),
-            ):
+                ("daemon", lambda: self._daemon_metrics(families, now)),
+                ("host", lambda: self._host_metrics(families)),
+            ]
+            if self.code_servers is not None:
+                sources.append(("code_server", lambda: self._code_server_metrics(families)))
+            for source, read in sources:
                 try:
                     read()
                     up = 1.0
@@ -205,6 +241,34 @@ class PlatformCollector(Collector):
                     [run.job_name, stats.step_key, status],
                     max(stats.end_time - stats.start_time, 0.0),
                 )
+
+    # Liveness seen from outside the daemon (sensors/observability/health.py)
+
+    def _daemon_metrics(self, families: _Families, now: float) -> None:
+        for daemon, age in daemon_heartbeat_ages(self.instance, now).items():
+            families.set("daemon_heartbeat_age_seconds", [daemon], math.inf if age is None else age)
+        for tick in sensor_last_ticks(self.instance, now):
+            families.set(
+                "sensor_last_tick_age_seconds", [tick.sensor], math.inf if tick.age_s is None else tick.age_s
+            )
+
+    def _code_server_metrics(self, families: _Families) -> None:
+        for server in self.code_servers or []:
+            loaded, _ = code_location_loaded(server)
+            families.set("code_location_up", [server.location], float(loaded))
+
+    def _host_metrics(self, families: _Families) -> None:
+        path = str(self.data_dir)
+        total, free = disk_usage(self.data_dir)
+        families.set("host_disk_total_bytes", [path], total)
+        families.set("host_disk_free_bytes", [path], free)
+        host = host_stats()
+        families.set("host_memory_total_bytes", [], host.memory_total)
+        families.set("host_memory_available_bytes", [], host.memory_available)
+        for mode, seconds in host.cpu_seconds.items():
+            families.set("host_cpu_seconds", [mode], seconds)
+        families.set("host_cpus", [], host.cpus)
+        families.set("host_load1", [], host.load1)
 
     # The healing ledger
 
