@@ -37,6 +37,14 @@ SIDECAR_SUFFIX = ".lineage.json"
 Renaming = Callable[[Sequence[str]], Mapping[str, str]]
 """Delivered column names -> the staged name of each (an entity's `file.normalize_headers`); raises
 ValueError when two would take one name."""
+_TEXT_COPY_LINEAGE = (
+    pa.field("_record", pa.int64()),
+    pa.field("_file", pa.string()),
+    pa.field("_source", pa.string()),
+    pa.field("_extracted_at", pa.timestamp("us", tz="UTC")),
+    pa.field("_run_id", pa.string()),
+)
+"""The lineage columns a text copy's scan adds (`_copy_scan`), in its order."""
 LINEAGE_NAMES = frozenset({"_file", "_record", "_source", "_extracted_at", "_run_id", "_page"})
 """Columns the landing adds to delivered ones (`_page`: an API page's number): never renamed."""
 COPY_CHUNK_BYTES = 1 << 20
@@ -196,12 +204,18 @@ def _naive_as_text(scan: str, files: Sequence[Path], enabled: bool, headers: Ren
 
 
 def landed_schema(landed: Path, headers: Renaming | None = None) -> pa.Schema:
-    """The columns of a landed file, lineage included (the delivered ones renamed by `headers`); for a
-    copy, from DuckDB's sniffing of its first rows (no full read)."""
-    if delivered_copy(landed) is None:
+    """The columns of a landed file, lineage included (the delivered ones renamed by `headers`): a text
+    copy's from its sidecar (every column text, as its scan reads it: no file opened, which at thousands
+    of landed copies was most of a staging run), a Parquet file's from its footer, a Parquet copy's from
+    DuckDB (its scan adds the lineage)."""
+    described = delivered_copy(landed)
+    renamed = staged_names(landed, headers)
+    if described is None:
         schema = pq.read_schema(landed)
-        renamed = staged_names(landed, headers)
         return pa.schema([column.with_name(renamed.get(column.name, column.name)) for column in schema])
+    if described.reader != PARQUET_READER:
+        columns = [pa.field(renamed.get(name, name), pa.string()) for name in described.options["columns"]]
+        return pa.schema([*columns, *_TEXT_COPY_LINEAGE])
     with duckdb.connect(":memory:") as con:
         relation = landed_relation([landed], headers=headers)
         return con.sql(f"SELECT * FROM {relation} LIMIT 0").to_arrow_table().schema
