@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from resources.landing.zone import LandingBusyError, LandingZone, Lineage, QuarantineFile
+from resources.landing.zone import LandingBusyError, LandingZone, Lineage, QuarantineFile, write_parquet
 
 LINEAGE = Lineage(
     source="shop.orders", extracted_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), run_id="run-1"
@@ -89,3 +89,15 @@ def test_quarantine_streams_set_aside_records_and_keeps_examples(tmp_path: Path)
     assert quarantine.count == table.num_rows == 2500
     assert table.column("line").to_pylist()[-1] == 2500
     assert len(quarantine.examples) == QuarantineFile.EXAMPLES
+
+
+def test_small_batches_land_as_few_row_groups_in_order(tmp_path: Path) -> None:
+    """An API's pages (7 records each) are gathered into row groups, not one row group a page: 25,004 rows
+    used to land as 3,572 row groups and a 4 MB footer."""
+    pages = (pa.record_batch({"id": list(range(n * 7, n * 7 + 7))}) for n in range(3572))
+    lineage = Lineage("src.pages", datetime(2026, 1, 1, tzinfo=UTC), "run")
+    landed = write_parquet(tmp_path / "pages.parquet", pages, lineage, row_group_rows=10_000)
+    assert landed is not None and landed.rows == 25_004
+    metadata = pq.read_metadata(tmp_path / "pages.parquet")
+    assert metadata.num_row_groups == 3
+    assert pq.read_table(tmp_path / "pages.parquet").column("id").to_pylist() == list(range(25_004))

@@ -43,6 +43,8 @@ EXTRACTED_AT_COLUMN = "_extracted_at"
 RUN_ID_COLUMN = "_run_id"
 INFLIGHT_DIR = "_inflight"
 CHECKPOINT_FILE = "checkpoint.json"
+ROW_GROUP_ROWS = 65_536
+"""Rows gathered into one row group of a landed part (`write_parquet`)."""
 STATE_DIR = "_state"
 SPILL_DIR = "_spill"
 KEYS_DIR = "_keys"
@@ -192,22 +194,46 @@ class InFlight:
         return committed
 
 
-def write_parquet(final: Path, batches: Iterable[pa.RecordBatch], lineage: Lineage) -> LandedFile | None:
+def write_parquet(
+    final: Path,
+    batches: Iterable[pa.RecordBatch],
+    lineage: Lineage,
+    *,
+    row_group_rows: int = ROW_GROUP_ROWS,
+) -> LandedFile | None:
     """Stream batches, with the lineage columns appended, into `final` through a temporary file.
+
+    Small batches (an API's pages: 7 records each) are gathered into row groups of about `row_group_rows`
+    rows: written one row group per batch, a 25,000-row extraction landed 3,572 row groups and a 4 MB
+    footer, which every reader then parses. Memory holds at most one row group.
 
     zstd without dictionary encoding: landed columns are mostly text, often unique (ids, timestamps), where
     trying a dictionary first costs 1.6x the writing time for a larger file (measured on the benchmark's
     1M-row CSV: 0.85 s and 21 MB against 1.35 s and 23 MB)."""
     temporary = final.with_name(f".{final.name}.tmp")
     writer: pq.ParquetWriter | None = None
+    pending: list[pa.Table] = []
+    pending_rows = 0
     rows = 0
+
+    def flush() -> None:
+        nonlocal writer, pending, pending_rows
+        if not pending:
+            return
+        table = pa.concat_tables(pending)
+        if writer is None:
+            writer = pq.ParquetWriter(temporary, table.schema, compression="zstd", use_dictionary=False)
+        writer.write_table(table, row_group_size=max(table.num_rows, 1))
+        pending, pending_rows = [], 0
+
     try:
         for batch in batches:
-            table = lineage.attach(batch)
-            if writer is None:
-                writer = pq.ParquetWriter(temporary, table.schema, compression="zstd", use_dictionary=False)
-            writer.write_table(table)
+            pending.append(lineage.attach(batch))
+            pending_rows += batch.num_rows
             rows += batch.num_rows
+            if pending_rows >= row_group_rows:
+                flush()
+        flush()
         if writer is None:
             return None
         writer.close()
