@@ -360,9 +360,14 @@ def test_type_change_with_on_drift_fail_is_proposed_approved_and_healed(
     assert platform.staged_keys() == [1, 2, 3, 4, 5], "the refused delivery left the table as it was"
 
     approval = build_approval_job(platform.store.path).execute_in_process(
-        run_config={"ops": {"approve_proposed_action": {"config": {"incident_id": incident.incident_id}}}},
+        run_config={
+            "ops": {
+                "approve_proposed_action": {
+                    "config": {"incident_id": incident.incident_id, "approved_by": "data-steward@example.com"}
+                }
+            }
+        },
         instance=instance,
-        tags={"dagster/user": "data-steward@example.com"},
     )
     assert approval.success
     approved = platform.store.incident(incident.incident_id)

@@ -177,21 +177,27 @@ def test_a_human_approves_a_proposal_with_the_job_and_the_sensor_acts(world: Sen
     (incident,) = world.store.incidents()
     assert (incident.status, incident.decision) == ("proposed", "propose")
 
-    approval = (
-        world.definitions()
-        .resolve_job_def(APPROVAL_JOB_NAME)
-        .execute_in_process(
-            instance=world.instance,
-            run_config={
-                "ops": {"approve_proposed_action": {"config": {"incident_id": incident.incident_id}}}
-            },
-            tags={"dagster/user": "oncall@example.com"},
+    def approve(**config: str) -> dg.ExecuteInProcessResult:
+        return (
+            world.definitions()
+            .resolve_job_def(APPROVAL_JOB_NAME)
+            .execute_in_process(
+                instance=world.instance,
+                run_config={"ops": {"approve_proposed_action": {"config": config}}},
+                raise_on_error=False,
+            )
         )
-    )
+
+    with pytest.raises(dg.DagsterInvalidConfigError, match='Missing required config entry "approved_by"'):
+        approve(incident_id=incident.incident_id)
+    assert not approve(incident_id=incident.incident_id, approved_by="  ").success, "a blank name is refused"
+    assert world.store.incident(incident.incident_id).status == "proposed", "nobody approved it"
+
+    approval = approve(incident_id=incident.incident_id, approved_by="oncall@example.com")
     assert approval.success
     approved = world.store.incident(incident.incident_id)
     assert approved is not None and approved.status == "approved"
-    assert approved.approved_by.startswith(f"oncall@example.com (run {approval.run_id})")
+    assert approved.approved_by == f"oncall@example.com (run {approval.run_id})"
 
     (request,) = world.tick()
     assert request.tags[INCIDENT_TAG] == incident.incident_id
@@ -200,17 +206,7 @@ def test_a_human_approves_a_proposal_with_the_job_and_the_sensor_acts(world: Sen
     healed = world.store.incident(incident.incident_id)
     assert healed is not None and healed.status == "resolved"
 
-    again = (
-        world.definitions()
-        .resolve_job_def(APPROVAL_JOB_NAME)
-        .execute_in_process(
-            instance=world.instance,
-            run_config={
-                "ops": {"approve_proposed_action": {"config": {"incident_id": incident.incident_id}}}
-            },
-            raise_on_error=False,
-        )
-    )
+    again = approve(incident_id=incident.incident_id, approved_by="oncall@example.com")
     assert not again.success, "a resolved incident has nothing to approve"
 
 
