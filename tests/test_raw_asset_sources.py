@@ -151,7 +151,9 @@ def database_name(url: str) -> str:
 def customers_entity(url: str, *, incremental: bool = True, **connection: Any) -> CatalogEntity:
     table: dict[str, Any] = {"table": "customers"}
     if incremental:
-        table["incremental"] = {"mode": "timestamp", "cursor_column": "updated_at"}
+        # lookback 0: these tests pin the strict filter, each row version landed once (a lookback re-lands
+        # the window on purpose, and staging de-duplicates it)
+        table["incremental"] = {"mode": "timestamp", "cursor_column": "updated_at", "lookback_seconds": 0}
     return catalog_entity(
         {
             "source": "shop_db",
