@@ -128,6 +128,29 @@ def test_a_failed_run_is_retried_after_backoff_resolved_and_alerted(
     assert "secret-token-123" not in json.dumps(webhook)
 
 
+def test_time_to_recover_counts_from_the_failure_even_when_the_sensor_reads_it_with_its_repair(
+    world: SensorWorld,
+) -> None:
+    """The sensor was not ticking during the outage (a daemon restart): one tick reads the failed run and
+    the run that repaired it. The outage is the failure's timestamp to the repair's end, not 0 s."""
+    world.fault.touch()
+    assert not world.materialize()
+    time.sleep(1.0)  # the outage
+    world.fault.unlink()
+    assert world.materialize()
+    assert world.tick() == []
+
+    (incident,) = world.store.incidents()
+    (failed, repaired) = sorted(world.instance.get_run_records(), key=lambda r: r.create_timestamp)
+    (failure,) = world.instance.all_logs(failed.dagster_run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
+    assert (incident.status, incident.opened_at, incident.resolved_at) == (
+        "resolved",
+        failure.timestamp,
+        repaired.end_time,
+    )
+    assert incident.time_to_recover_s == round(repaired.end_time - failure.timestamp, 3) >= 1.0
+
+
 def test_the_breaker_opens_after_consecutive_failures_and_half_opens_after_the_cool_down(
     world: SensorWorld,
 ) -> None:
