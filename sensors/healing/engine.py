@@ -6,10 +6,11 @@ A tick:
 1. **Runs** that finished since the cursor: every failed step (or the run itself, when it crashed without
    a failed step) becomes evidence, classified and recorded as an incident (once: the step is the dedup
    key), opened at the failure event's own time. A step whose process was killed carries no error text;
-   the executor's engine event about it does, and is read into the evidence. A failed run that was itself a healing attempt (`healing/incident_id` tag) updates its incident
-   instead: the attempt's outcome is recorded (what the policy learns from) and the next decision is
-   taken. A successful run resolves the incidents of the assets it materialized, closes its sources'
-   circuit breakers and lets their parameter overrides decay.
+   the executor's engine event about it does, and is read into the evidence. A failed run that was itself
+   a healing attempt (`healing/incident_id` tag) updates its incident instead: the attempt's outcome is
+   recorded (what the policy learns from) and the next decision is taken. A successful run resolves the
+   incidents of the assets it materialized (recovered when it ended), closes its sources' circuit
+   breakers and lets their parameter overrides decay.
 2. **Quality events** (failed checks, stale assets: `sensors/healing/quality_events.py`) not read yet:
    incidents too.
 3. **Due actions**: incidents healing automatically whose backoff has passed, and proposals a human

@@ -74,7 +74,7 @@ def build_healing_sensor(
 class ApprovalConfig(dg.Config):
     incident_id: str
     """The incident whose proposed action to apply (from the alert, or ops.healing_incidents)."""
-    approved_by: str = Field(min_length=1, pattern=r"\S")
+    approved_by: str = Field(pattern=r"\S")
     """Who approves (a name or e-mail address), recorded in the ledger: required, since Dagster OSS sets
     no `dagster/user` tag on the run."""
     note: str = ""
