@@ -4,8 +4,9 @@
 
 - `local`: DuckDB at `<data dir>/warehouse.duckdb`; dbt target `duckdb`.
 - `postgres`: a PostgreSQL database from `PLATFORM_PG_HOST`, `PLATFORM_PG_PORT`, `PLATFORM_PG_USER`,
-  `PLATFORM_PG_DATABASE` and the secret `PLATFORM_PG_PASSWORD`; dbt target `postgres` reads the same
-  variables (dbt_project/profiles.yml).
+  `PLATFORM_PG_DATABASE` and the optional secret `PLATFORM_PG_PASSWORD` (unset or empty: no password, for
+  `.pgpass`, trust or peer authentication); dbt target `postgres` reads the same variables
+  (dbt_project/profiles.yml).
 - `bigquery`: project `PLATFORM_BQ_PROJECT` in `PLATFORM_BQ_LOCATION`, load files staged under
   `PLATFORM_BQ_STAGING_URI` (`gs://bucket/prefix`); credentials are application default credentials, or a
   service-account key JSON in the variable named by `PLATFORM_BQ_CREDENTIALS_ENV`; `PLATFORM_BQ_API_ENDPOINT`
@@ -14,6 +15,10 @@
 Python assets' values (the default `io_manager`) are Parquet files under `PLATFORM_STAGING_URI` (a
 directory or `gs://bucket/prefix`; default `<data dir>/staging`). Landing stays on local disk under
 `PLATFORM_DATA_DIR` (default `./.platform_data`) in every environment.
+Every setting of the chosen warehouse is validated by `PlatformSettings.from_env()`, when the code location
+loads: a port that is not a number or a staging URI that is not `gs://bucket` fails there, naming the
+variable, not in the first run after its raw step has landed. A variable an empty value is set to counts as
+unset (its default applies).
 Nothing here runs at import time: callers ask for `PlatformSettings.from_env()` when they build definitions,
 so tests build settings for a temporary directory without touching the process environment. Secrets are
 kept as `${NAME}` references and resolved by the client at connect time, never stored in settings.
@@ -60,6 +65,16 @@ class PlatformEnvironment(StrEnum):
 PG_PASSWORD_VAR = "PLATFORM_PG_PASSWORD"
 STAGING_URI_VAR = "PLATFORM_STAGING_URI"
 BQ_REQUIRED = ("PLATFORM_BQ_PROJECT", "PLATFORM_BQ_STAGING_URI")
+PG_OPTIONS = ("PLATFORM_PG_HOST", "PLATFORM_PG_PORT", "PLATFORM_PG_USER", "PLATFORM_PG_DATABASE")
+BQ_OPTIONS = (
+    *BQ_REQUIRED,
+    "PLATFORM_BQ_LOCATION",
+    "PLATFORM_BQ_CREDENTIALS_ENV",
+    "PLATFORM_BQ_API_ENDPOINT",
+    "PLATFORM_BQ_KEYFILE",
+)
+"""Every `PLATFORM_PG_*` / `PLATFORM_BQ_*` variable the platform reads (`PLATFORM_BQ_KEYFILE`: dbt's key
+file, dbt_project/profiles.yml); any other name of those families is a typo, refused at load."""
 
 
 class PlatformConfigError(ValueError):
@@ -95,18 +110,13 @@ class PlatformSettings:
             ) from None
         data_dir = Path(env.get(DATA_DIR_VAR) or DEFAULT_DATA_DIR)
         options = {
-            name: value
+            name: value.strip()
             for name, value in env.items()
             if (name.startswith(("PLATFORM_PG_", "PLATFORM_BQ_")) or name == STAGING_URI_VAR)
             and name != PG_PASSWORD_VAR
+            and value.strip()
         }
-        if environment is PlatformEnvironment.BIGQUERY:
-            missing = [name for name in BQ_REQUIRED if not options.get(name)]
-            if missing:
-                raise PlatformConfigError(
-                    f"{ENV_VAR}=bigquery needs {', '.join(missing)} (the GCP project, and a "
-                    f"gs://bucket/prefix where load files are staged); set them or choose another {ENV_VAR}."
-                )
+        _validate_warehouse_options(environment, options, env)
         return cls(
             environment=environment,
             data_dir=data_dir.expanduser().resolve(),
@@ -153,7 +163,8 @@ class PlatformSettings:
         return self.warehouse_kind
 
     def postgres_url(self) -> str:
-        """SQLAlchemy URL of the PostgreSQL warehouse; the password stays a reference until connect time."""
+        """SQLAlchemy URL of the PostgreSQL warehouse; the password stays a reference until connect time
+        (and may be unset: `build_warehouse` reads it as empty then)."""
         option = self.warehouse_options.get
         user = option("PLATFORM_PG_USER", "postgres")
         host = option("PLATFORM_PG_HOST", "127.0.0.1")
@@ -173,7 +184,7 @@ class PlatformSettings:
 def build_warehouse(settings: PlatformSettings) -> Warehouse:
     """The warehouse client of the environment."""
     if settings.environment is PlatformEnvironment.POSTGRES:
-        return PostgresWarehouse(url=settings.postgres_url())
+        return PostgresWarehouse(url=settings.postgres_url(), optional_env=[PG_PASSWORD_VAR])
     if settings.environment is PlatformEnvironment.BIGQUERY:
         # Imported here: the Google client libraries take a second to import, and only this environment
         # needs them (every code-location load and run worker would pay otherwise).
@@ -219,6 +230,70 @@ def build_resources(settings: PlatformSettings, dbt_project_dir: Path) -> dict[s
             dbt_vars=settings.dbt_vars(),
         ),
     }
+
+
+def _validate_warehouse_options(
+    environment: PlatformEnvironment, options: Mapping[str, str], env: Mapping[str, str]
+) -> None:
+    """Refuse, naming the variable and the fix, every setting the chosen warehouse could only fail on later
+    (at its first connection or load, after a run's raw step has landed): unknown variable names (typos),
+    a port that is not one, a staging URI that is neither a directory nor `gs://bucket[/prefix]`, a missing
+    BigQuery project or staging bucket, a credentials variable that is not set, a key file that is absent.
+    Secrets are checked for presence only, never read."""
+    known = {*PG_OPTIONS, *BQ_OPTIONS, STAGING_URI_VAR}
+    unknown = sorted(name for name in options if name not in known)
+    if unknown:
+        raise PlatformConfigError(
+            f"{', '.join(unknown)}: not a setting of the platform; the known ones are "
+            f"{', '.join(sorted(known))} (and the secret {PG_PASSWORD_VAR}). Fix the name or unset it."
+        )
+    staging = options.get(STAGING_URI_VAR)
+    if staging is not None and "://" in staging and not _is_gcs_uri(staging):
+        raise PlatformConfigError(
+            f"{STAGING_URI_VAR}={staging!r} is neither a local directory nor gs://bucket[/prefix]."
+        )
+    if environment is PlatformEnvironment.POSTGRES:
+        port = options.get("PLATFORM_PG_PORT", "5432")
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise PlatformConfigError(
+                f"PLATFORM_PG_PORT={port!r} is not a TCP port (1-65535); set the PostgreSQL warehouse's "
+                f"port, or unset it for 5432."
+            )
+    if environment is PlatformEnvironment.BIGQUERY:
+        missing = [name for name in BQ_REQUIRED if not options.get(name)]
+        if missing:
+            raise PlatformConfigError(
+                f"{ENV_VAR}=bigquery needs {', '.join(missing)} (the GCP project, and a "
+                f"gs://bucket/prefix where load files are staged); set them or choose another {ENV_VAR}."
+            )
+        bucket = options["PLATFORM_BQ_STAGING_URI"]
+        if not _is_gcs_uri(bucket):
+            raise PlatformConfigError(
+                f"PLATFORM_BQ_STAGING_URI={bucket!r} is not gs://bucket[/prefix]: BigQuery loads Parquet "
+                f"files staged on Cloud Storage."
+            )
+        credentials = options.get("PLATFORM_BQ_CREDENTIALS_ENV")
+        if credentials is not None and not env.get(credentials, "").strip():
+            raise PlatformConfigError(
+                f"PLATFORM_BQ_CREDENTIALS_ENV names {credentials}, which is not set or empty: put the "
+                f"service-account key JSON in {credentials}, or unset PLATFORM_BQ_CREDENTIALS_ENV for "
+                f"application default credentials."
+            )
+        keyfile = options.get("PLATFORM_BQ_KEYFILE")
+        if keyfile is not None and not Path(keyfile).expanduser().is_file():
+            raise PlatformConfigError(
+                f"PLATFORM_BQ_KEYFILE={keyfile!r} is not a file; point it at dbt's service-account key file, "
+                f"or unset it for application default credentials."
+            )
+        endpoint = options.get("PLATFORM_BQ_API_ENDPOINT")
+        if endpoint is not None and not endpoint.startswith(("http://", "https://")):
+            raise PlatformConfigError(
+                f"PLATFORM_BQ_API_ENDPOINT={endpoint!r} is not an http(s):// URL; unset it to use Google's."
+            )
+
+
+def _is_gcs_uri(uri: str) -> bool:
+    return uri.startswith("gs://") and bool(uri[len("gs://") :].partition("/")[0])
 
 
 def _poll_seconds(raw: str | None) -> int:

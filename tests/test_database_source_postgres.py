@@ -34,7 +34,8 @@ from resources.databases.source import DatabaseSource, Extraction
 from resources.secrets import MissingSecretError
 
 READ_PATHS = ["copy", "cursor"]
-BY_UPDATED_AT = Incremental(mode="timestamp", cursor_column="updated_at")
+BY_UPDATED_AT = Incremental(mode="timestamp", cursor_column="updated_at", lookback_seconds=0)
+"""The strict filter `(cursor, key) > watermark`, which these tests pin (the default re-reads a window)."""
 
 
 def connect(url: str) -> psycopg2.extensions.connection:
@@ -403,10 +404,8 @@ def test_late_commit_is_lost_without_lookback_and_recovered_with_it(items_url: s
     late.commit()
     late.close()
 
-    def next_run(lookback_seconds: float) -> list[int]:
-        incremental = Incremental(
-            mode="timestamp", cursor_column="updated_at", lookback_seconds=lookback_seconds
-        )
+    def next_run(**lookback: float) -> list[int]:
+        incremental = Incremental(mode="timestamp", cursor_column="updated_at", **lookback)
         extraction = source.extract(
             TableExtraction(table="items", incremental=incremental),
             primary_key=["id"],
@@ -416,6 +415,9 @@ def test_late_commit_is_lost_without_lookback_and_recovered_with_it(items_url: s
 
     assert next_run(lookback_seconds=0) == []
     assert next_run(lookback_seconds=60) == [1, 2]
+    assert Incremental(mode="timestamp", cursor_column="updated_at").lookback_seconds == 300
+    assert next_run() == [1, 2], "the default lookback (what the shipped catalog uses) recovers it too"
+    assert Incremental(mode="key", cursor_column="id").lookback_seconds == 0, "key mode has no lookback"
 
 
 WRITE_SECONDS = 2.0

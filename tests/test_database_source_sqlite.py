@@ -14,7 +14,8 @@ from resources.databases.config import DatabaseConnection, Incremental, TableExt
 from resources.databases.errors import DatabaseSourceError, ExtractionConfigError
 from resources.databases.source import DatabaseSource
 
-BY_UPDATED_AT = Incremental(mode="timestamp", cursor_column="updated_at")
+BY_UPDATED_AT = Incremental(mode="timestamp", cursor_column="updated_at", lookback_seconds=0)
+"""The strict filter `(cursor, key) > watermark`, which these tests pin (the default re-reads a window)."""
 CUSTOMERS = TableExtraction(table="customers", incremental=BY_UPDATED_AT)
 
 

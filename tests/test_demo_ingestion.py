@@ -7,9 +7,12 @@ from __future__ import annotations
 import gzip
 import json
 import sqlite3
+from pathlib import Path
 
 import dagster as dg
 from conftest import LocalPlatform
+
+from resources.databases.config import DEFAULT_LOOKBACK_SECONDS
 
 STAGED_TABLES = {
     "orders": "shop__orders",
@@ -36,6 +39,19 @@ def _raw_rows(result: dg.ExecuteInProcessResult) -> dict[str, int]:
     }
 
 
+def _in_lookback_window(database: Path, tables: tuple[str, ...]) -> dict[str, int]:
+    """Rows of each shop_db table that an incremental run reads again: those stamped within the default
+    lookback (300 s) before the table's greatest `updated_at`, the watermark."""
+    with sqlite3.connect(database) as db:
+        return {
+            table: db.execute(
+                f"SELECT count(*) FROM {table} WHERE updated_at >= "
+                f"(SELECT datetime(max(updated_at), '-{DEFAULT_LOOKBACK_SECONDS:.0f} seconds') FROM {table})"
+            ).fetchone()[0]
+            for table in tables
+        }
+
+
 def _assert_every_source_staged_all_its_rows(local_platform: LocalPlatform) -> None:
     manifest = json.loads((local_platform.settings.sources_dir / "manifest.json").read_text())
     assert _staged_counts(local_platform) == {
@@ -57,12 +73,15 @@ def test_every_source_stages_all_its_rows_then_a_second_run_lands_nothing_and_a_
     _assert_every_source_staged_all_its_rows(local_platform)
     counts = _staged_counts(local_platform)
 
+    sources = local_platform.settings.sources_dir
+    looked_back = _in_lookback_window(sources / "shop.sqlite", ("customers", "payments"))
     second = local_platform.materialize_ingestion()
     assert second.success
-    assert _raw_rows(second) == dict.fromkeys(STAGED_TABLES, 0)
-    assert _staged_counts(local_platform) == counts
+    assert _raw_rows(second) == {**dict.fromkeys(STAGED_TABLES, 0), **looked_back}, (
+        "nothing new: only shop_db's lookback window is read again"
+    )
+    assert _staged_counts(local_platform) == counts, "re-read rows are upserted by key, not added"
 
-    sources = local_platform.settings.sources_dir
     with sqlite3.connect(sources / "shop.sqlite") as db:
         db.execute(
             "UPDATE customers SET country = 'IE', updated_at = '2030-01-01 00:00:00' WHERE customer_id = 1"
@@ -82,7 +101,12 @@ def test_every_source_stages_all_its_rows_then_a_second_run_lands_nothing_and_a_
     third = local_platform.materialize_ingestion()
     assert third.success
     landed = _raw_rows(third)
-    assert landed == {**dict.fromkeys(STAGED_TABLES, 0), "customers": 2, "web_events": 1}
+    assert landed == {
+        **dict.fromkeys(STAGED_TABLES, 0),
+        **looked_back,
+        "customers": 2 + looked_back["customers"],
+        "web_events": 1,
+    }
     raw_events = next(
         e.materialization.metadata
         for e in third.get_asset_materialization_events()

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 from platform_assets.factories.dbt_models import DBT_PROJECT_DIR
-from resources.environment import PlatformConfigError, PlatformEnvironment, PlatformSettings, build_resources
+from resources.environment import (
+    PG_PASSWORD_VAR,
+    PlatformConfigError,
+    PlatformEnvironment,
+    PlatformSettings,
+    build_resources,
+)
 from resources.warehouses.postgres_warehouse import PostgresWarehouse
 
 
@@ -102,3 +109,88 @@ def test_a_catalog_dir_that_is_not_a_directory_names_the_variable_and_the_fix(tm
     message = r"PLATFORM_CATALOG_DIR=.*missing.*is not a directory.*unset it"
     with pytest.raises(PlatformConfigError, match=message):
         PlatformSettings.from_env({"PLATFORM_CATALOG_DIR": str(tmp_path / "missing")})
+
+
+@pytest.mark.parametrize("password", [None, ""], ids=["unset", "empty"])
+def test_the_postgres_password_is_optional_and_empty_means_none(
+    password: str | None, postgres_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The session's PostgreSQL server trusts local connections: no password must reach it as none, not
+    fail as a missing secret at the first write."""
+    from fixtures.postgres_server import platform_pg_options
+
+    if password is None:
+        monkeypatch.delenv(PG_PASSWORD_VAR, raising=False)
+    else:
+        monkeypatch.setenv(PG_PASSWORD_VAR, password)
+    environ = {"PLATFORM_ENV": "postgres", **platform_pg_options(postgres_database)}
+    settings = PlatformSettings.from_env(environ)
+    warehouse = build_resources(settings, DBT_PROJECT_DIR)["warehouse"]
+    assert warehouse.query("SELECT current_user") == [("postgres",)]
+
+
+BAD_WAREHOUSE_SETTINGS = {
+    "pg_port": ({"PLATFORM_ENV": "postgres", "PLATFORM_PG_PORT": "5432x"}, "PLATFORM_PG_PORT='5432x' is not"),
+    "typo": ({"PLATFORM_ENV": "postgres", "PLATFORM_PG_PASWORD": "s3cret"}, "PLATFORM_PG_PASWORD: not a"),
+    "staging_uri": ({"PLATFORM_STAGING_URI": "s3://bucket/values"}, "PLATFORM_STAGING_URI='s3://bucket/"),
+    "bq_bucket": (
+        {"PLATFORM_ENV": "bigquery", "PLATFORM_BQ_PROJECT": "p", "PLATFORM_BQ_STAGING_URI": "bucket/x"},
+        "PLATFORM_BQ_STAGING_URI='bucket/x' is not gs://",
+    ),
+    "bq_credentials": (
+        {
+            "PLATFORM_ENV": "bigquery",
+            "PLATFORM_BQ_PROJECT": "p",
+            "PLATFORM_BQ_STAGING_URI": "gs://b/x",
+            "PLATFORM_BQ_CREDENTIALS_ENV": "BQ_KEY_JSON_UNSET",
+        },
+        "PLATFORM_BQ_CREDENTIALS_ENV names BQ_KEY_JSON_UNSET, which is not set",
+    ),
+    "bq_keyfile": (
+        {
+            "PLATFORM_ENV": "bigquery",
+            "PLATFORM_BQ_PROJECT": "p",
+            "PLATFORM_BQ_STAGING_URI": "gs://b/x",
+            "PLATFORM_BQ_KEYFILE": "/nonexistent/key.json",
+        },
+        "PLATFORM_BQ_KEYFILE='/nonexistent/key.json' is not a file",
+    ),
+    "bq_endpoint": (
+        {
+            "PLATFORM_ENV": "bigquery",
+            "PLATFORM_BQ_PROJECT": "p",
+            "PLATFORM_BQ_STAGING_URI": "gs://b/x",
+            "PLATFORM_BQ_API_ENDPOINT": "localhost:9050",
+        },
+        "PLATFORM_BQ_API_ENDPOINT='localhost:9050' is not an http",
+    ),
+}
+
+
+@pytest.mark.parametrize(("environ", "message"), BAD_WAREHOUSE_SETTINGS.values(), ids=BAD_WAREHOUSE_SETTINGS)
+def test_every_warehouse_setting_is_validated_when_the_code_location_loads(
+    environ: dict[str, str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Loaded as a run worker loads it (its code pointer), the code location refuses the setting, naming
+    the variable, before any asset runs; the secret's value is never in the message."""
+    from dagster._core.definitions.reconstruct import ReconstructableRepository
+
+    monkeypatch.setenv("PLATFORM_DATA_DIR", str(tmp_path))
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    pointer = ReconstructableRepository.for_module(
+        "platform_assets.definitions", "defs", working_directory=str(Path(__file__).parent.parent)
+    )
+    with pytest.raises(PlatformConfigError, match=re.escape(message)) as raised:
+        pointer.get_definition()
+    assert "s3cret" not in str(raised.value)
+
+
+def test_empty_warehouse_variables_count_as_unset() -> None:
+    settings = PlatformSettings.from_env(
+        {"PLATFORM_ENV": "postgres", "PLATFORM_PG_PORT": " ", "PLATFORM_PG_HOST": ""}
+    )
+    assert (
+        settings.postgres_url()
+        == "postgresql+psycopg2://postgres:${PLATFORM_PG_PASSWORD}@127.0.0.1:5432/warehouse"
+    )

@@ -150,6 +150,22 @@ def run_crash(exit_code: int) -> Evidence:
     )
 
 
+def step_process_killed(exit_code: int) -> Evidence:
+    """A step of the multiprocess executor whose process died: its silent `ChildProcessCrashException`
+    given the executor's engine event for the step, as the engine reads them (`test_healing_step_killed.py`
+    kills a real step)."""
+    message = get_run_crash_explanation(
+        prefix="Multiprocess executor: child process for step s", exit_code=exit_code
+    )
+    return Evidence(
+        kind="step_failure",
+        asset_key=ASSET,
+        run_id="run-1",
+        step_key="s",
+        errors=(ErrorLink("ChildProcessCrashException", message),),
+    )
+
+
 def orphans_check() -> Evidence:
     key = ForeignKey("customer_id", "shop", "customers", "id", "error")
     result = relationship_result([Orphans(key, True, values=10, orphans=2, examples=("7", "9"))])
@@ -206,6 +222,7 @@ SAMPLES: dict[str, Callable[[Path], Evidence]] = {
         "not_null_fct_orders_order_id", {"dagster_dbt/failed_row_count": 4, "status": "fail"}
     ),
     "check_failed": lambda _: failed_check("custom_business_rule"),
+    "step_process_killed": lambda _: step_process_killed(-9),
     "process_oom_killed": lambda _: run_crash(-9),
     "oauth_token_expired": lambda _: step(
         rest_failure(json_reply({"error": "invalid_grant", "error_description": "expired"}, 400), post=True)
@@ -428,3 +445,8 @@ def _rules_file(directory: Path, rules: str) -> Path:
 
 def _exc_info(error: BaseException) -> tuple[type[BaseException], BaseException, object]:
     return type(error), error, error.__traceback__
+
+
+def test_a_step_process_ended_by_another_signal_is_not_read_as_out_of_memory() -> None:
+    """SIGTERM is someone stopping the run, not the out-of-memory killer: no retry with smaller batches."""
+    assert classify(step_process_killed(-15)).rule_id == "unknown"

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 import pyarrow.parquet as pq
 import pytest
 from fault_files import (
@@ -362,9 +363,14 @@ def test_type_change_with_on_drift_fail_is_proposed_approved_and_healed(
     assert platform.staged_keys() == [1, 2, 3, 4, 5], "the refused delivery left the table as it was"
 
     approval = build_approval_job(platform.store.path).execute_in_process(
-        run_config={"ops": {"approve_proposed_action": {"config": {"incident_id": incident.incident_id}}}},
+        run_config={
+            "ops": {
+                "approve_proposed_action": {
+                    "config": {"incident_id": incident.incident_id, "approved_by": "data-steward@example.com"}
+                }
+            }
+        },
         instance=instance,
-        tags={"dagster/user": "data-steward@example.com"},
     )
     assert approval.success
     approved = platform.store.incident(incident.incident_id)
@@ -699,6 +705,40 @@ def test_a_run_killed_while_landing_or_staging_keeps_the_old_state_and_lands_not
         (raw_event,) = result.asset_materializations_for_node("raw__drop__orders")
         recovered = raw_event.metadata["files_recovered"].value
         assert recovered == (1 if stop == "landing_committed" else 0)
+
+
+def test_scratch_files_of_killed_staging_runs_are_removed_by_the_next_run_of_the_asset(
+    tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """PostgreSQL and BigQuery stage in `landing/_spill/staging-<run id>-<table>.duckdb`, which a killed
+    step cannot remove. The next run of the asset removes its table's leftovers whatever their run id (a
+    failed run, a run the instance no longer knows), and keeps those of runs still in progress and of
+    other tables."""
+    platform = file_slice(tmp_path, instance)
+    platform.deliver("1.csv", csv_rows(range(1, 11)))
+    spill = platform.settings.landing_dir / "_spill"
+    spill.mkdir(parents=True)
+    table = f"{SOURCE}__{ENTITY}"
+    failed = instance.add_run(dg.DagsterRun(job_name="killed", status=dg.DagsterRunStatus.FAILURE))
+    running = instance.add_run(dg.DagsterRun(job_name="running", status=dg.DagsterRunStatus.STARTED))
+    forgotten = "0b7c1d2e-3f40-4a5b-8c6d-7e8f90a1b2c3"
+
+    def scratch(run_id: str, of_table: str = table) -> Path:
+        path = spill / f"staging-{run_id}-{of_table}.duckdb"
+        with duckdb.connect(str(path)) as con:  # a real staging database, as the killed run left it
+            con.execute("CREATE TABLE staged AS SELECT range AS order_id FROM range(1000)")
+        return path
+
+    leftovers = [scratch(failed.run_id), scratch(forgotten)]
+    wal = spill / f"staging-{failed.run_id}-{table}.duckdb.wal"
+    wal.write_bytes(b"\0" * 64)
+    kept = [scratch(running.run_id), scratch(failed.run_id, "drop__customers")]
+
+    result = platform.materialize()
+    assert result.success
+    assert [path.exists() for path in [*leftovers, wal]] == [False, False, False], "the leftovers are gone"
+    assert [path.exists() for path in kept] == [True, True], "a running run's and another table's are kept"
+    assert platform.staged_keys() == list(range(1, 11))
 
 
 def _wait_for(marker: Path, child: subprocess.Popen, timeout: float = 60) -> None:

@@ -131,6 +131,29 @@ def test_a_failed_run_is_retried_after_backoff_resolved_and_alerted(
     assert "secret-token-123" not in json.dumps(webhook)
 
 
+def test_time_to_recover_counts_from_the_failure_even_when_the_sensor_reads_it_with_its_repair(
+    world: SensorWorld,
+) -> None:
+    """The sensor was not ticking during the outage (a daemon restart): one tick reads the failed run and
+    the run that repaired it. The outage is the failure's timestamp to the repair's end, not 0 s."""
+    world.fault.touch()
+    assert not world.materialize()
+    time.sleep(1.0)  # the outage
+    world.fault.unlink()
+    assert world.materialize()
+    assert world.tick() == []
+
+    (incident,) = world.store.incidents()
+    (failed, repaired) = sorted(world.instance.get_run_records(), key=lambda r: r.create_timestamp)
+    (failure,) = world.instance.all_logs(failed.dagster_run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
+    assert (incident.status, incident.opened_at, incident.resolved_at) == (
+        "resolved",
+        failure.timestamp,
+        repaired.end_time,
+    )
+    assert incident.time_to_recover_s == round(repaired.end_time - failure.timestamp, 3) >= 1.0
+
+
 def test_the_breaker_opens_after_consecutive_failures_and_half_opens_after_the_cool_down(
     world: SensorWorld,
 ) -> None:
@@ -180,21 +203,27 @@ def test_a_human_approves_a_proposal_with_the_job_and_the_sensor_acts(world: Sen
     (incident,) = world.store.incidents()
     assert (incident.status, incident.decision) == ("proposed", "propose")
 
-    approval = (
-        world.definitions()
-        .resolve_job_def(APPROVAL_JOB_NAME)
-        .execute_in_process(
-            instance=world.instance,
-            run_config={
-                "ops": {"approve_proposed_action": {"config": {"incident_id": incident.incident_id}}}
-            },
-            tags={"dagster/user": "oncall@example.com"},
+    def approve(**config: str) -> dg.ExecuteInProcessResult:
+        return (
+            world.definitions()
+            .resolve_job_def(APPROVAL_JOB_NAME)
+            .execute_in_process(
+                instance=world.instance,
+                run_config={"ops": {"approve_proposed_action": {"config": config}}},
+                raise_on_error=False,
+            )
         )
-    )
+
+    with pytest.raises(dg.DagsterInvalidConfigError, match='Missing required config entry "approved_by"'):
+        approve(incident_id=incident.incident_id)
+    assert not approve(incident_id=incident.incident_id, approved_by="  ").success, "a blank name is refused"
+    assert world.store.incident(incident.incident_id).status == "proposed", "nobody approved it"
+
+    approval = approve(incident_id=incident.incident_id, approved_by="oncall@example.com")
     assert approval.success
     approved = world.store.incident(incident.incident_id)
     assert approved is not None and approved.status == "approved"
-    assert approved.approved_by.startswith(f"oncall@example.com (run {approval.run_id})")
+    assert approved.approved_by == f"oncall@example.com (run {approval.run_id})"
 
     (request,) = world.tick()
     assert request.tags[INCIDENT_TAG] == incident.incident_id
@@ -203,17 +232,7 @@ def test_a_human_approves_a_proposal_with_the_job_and_the_sensor_acts(world: Sen
     healed = world.store.incident(incident.incident_id)
     assert healed is not None and healed.status == "resolved"
 
-    again = (
-        world.definitions()
-        .resolve_job_def(APPROVAL_JOB_NAME)
-        .execute_in_process(
-            instance=world.instance,
-            run_config={
-                "ops": {"approve_proposed_action": {"config": {"incident_id": incident.incident_id}}}
-            },
-            raise_on_error=False,
-        )
-    )
+    again = approve(incident_id=incident.incident_id, approved_by="oncall@example.com")
     assert not again.success, "a resolved incident has nothing to approve"
 
 

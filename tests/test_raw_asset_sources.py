@@ -29,6 +29,7 @@ from rest_test_server import (
     requested_start,
 )
 
+import platform_assets.ingestion.rest as rest_ingestion
 from platform_assets.catalog.loader import CatalogEntity
 from platform_assets.catalog.model import Source
 from platform_assets.factories.raw_assets import build_raw_asset
@@ -157,7 +158,9 @@ def database_name(url: str) -> str:
 def customers_entity(url: str, *, incremental: bool = True, **connection: Any) -> CatalogEntity:
     table: dict[str, Any] = {"table": "customers"}
     if incremental:
-        table["incremental"] = {"mode": "timestamp", "cursor_column": "updated_at"}
+        # lookback 0: these tests pin the strict filter, each row version landed once (a lookback re-lands
+        # the window on purpose, and staging de-duplicates it)
+        table["incremental"] = {"mode": "timestamp", "cursor_column": "updated_at", "lookback_seconds": 0}
     return catalog_entity(
         {
             "source": "shop_db",
@@ -602,18 +605,20 @@ def page_of(request: Recorded) -> int:
 
 
 class FailsOnceAtPage:
-    """Serves the records newest first by cursor, except that the first request for `page` gets a 400 (not
-    retried)."""
+    """Serves the records (newest first by default) by cursor, except that the first request for `page`
+    gets `status` (a 400 is not retried; a 503 is, by the client)."""
 
-    def __init__(self, page: int) -> None:
-        self.serve = paged_items(NEWEST_FIRST, "cursor")
+    def __init__(self, page: int, records: list[dict[str, Any]] = NEWEST_FIRST, status: int = 400) -> None:
+        self.serve = paged_items(records, "cursor")
         self.page = page
+        self.status = status
         self.failed = False
 
     def __call__(self, request: Recorded) -> Reply:
         if page_of(request) == self.page and not self.failed:
             self.failed = True
-            return json_reply({"error": "bad request"}, 400)
+            headers = {"Retry-After": "0"} if self.status == 503 else {}
+            return json_reply({"error": "failing once"}, self.status, headers)
         return self.serve(request)
 
 
@@ -647,6 +652,61 @@ def test_a_failed_rest_extraction_resumes_after_its_last_landed_page(
     assert sorted((row["_page"], row["_record"]) for row in landed) == [
         (page, record) for page in range(1, 6) for record in range(1, 6 if page < 5 else 4)
     ]
+
+
+LONG_EXTRACTION_PAGES = 3_500
+FAILED_AFTER_PAGES = 590
+
+
+def test_a_rest_extraction_that_fails_after_590_of_3500_pages_resumes_at_page_591_whatever_batch_rows(
+    landing: LandingZone, instance: dg.DagsterInstance
+) -> None:
+    """`batch_rows` (100,000) is far above the 2,950 records of the 590 pages fetched before the failure:
+    the checkpoint must not wait for a full part. The pages are landed on the way out of the failed
+    attempt, and the next one resumes at page 591."""
+    records = items(LONG_EXTRACTION_PAGES * PAGE_SIZE)
+    with ScriptedServer(FailsOnceAtPage(FAILED_AFTER_PAGES + 1, records)) as server:
+        raw = RawAsset(rest_entity(server.base_url), landing, instance)
+        assert "400" in raw.fail(batch_rows=100_000)
+        checkpoint = json.loads((raw.inflight_dir() / CHECKPOINT_FILE).read_text())
+        first_attempt = len(server.requests)
+        resumed = raw.succeed(batch_rows=100_000)
+    resumed_pages = [page_of(request) for request in server.requests[first_attempt:]]
+    print(
+        f"REST resume: failed at page {FAILED_AFTER_PAGES + 1} of {LONG_EXTRACTION_PAGES} with batch_rows "
+        f"100000; checkpoint after page {checkpoint['pages']}; the next attempt fetched pages "
+        f"{resumed_pages[0]}-{resumed_pages[-1]} ({len(resumed_pages)} requests)"
+    )
+    assert checkpoint["pages"] == FAILED_AFTER_PAGES
+    assert resumed_pages == list(range(FAILED_AFTER_PAGES + 1, LONG_EXTRACTION_PAGES + 1))
+    assert resumed["pages"] == LONG_EXTRACTION_PAGES
+    assert resumed["dagster/row_count"] == len(records), "every record landed once"
+
+
+def test_a_checkpoint_is_due_after_checkpoint_seconds_however_few_records(
+    landing: LandingZone, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What bounds the loss of a killed extraction (no handler runs): with `CHECKPOINT_SECONDS` passed,
+    every page is checkpointed as it lands, although `batch_rows` would hold them all in one part."""
+    monkeypatch.setattr(rest_ingestion, "CHECKPOINT_SECONDS", 0.0)
+    with ScriptedServer(FailsOnceAtPage(FAILING_PAGE)) as server:
+        raw = RawAsset(rest_entity(server.base_url), landing, instance)
+        raw.fail(batch_rows=100_000)
+    parts = sorted(path.name.split("-pages-")[1] for path in raw.inflight_dir().glob("*.parquet"))
+    assert parts == ["000001-000001.parquet", "000002-000002.parquet"], "one part per page"
+
+
+def test_the_rest_clients_retries_are_in_the_run_log(
+    landing: LandingZone, instance: dg.DagsterInstance
+) -> None:
+    """Not only on stderr: the run that waited through a 503 says so where it is watched."""
+    with ScriptedServer(FailsOnceAtPage(2, status=503)) as server:
+        raw = RawAsset(rest_entity(server.base_url), landing, instance)
+        result = raw.materialize()
+    assert result.success
+    messages = [entry.user_message for entry in instance.all_logs(result.run_id)]
+    (retry,) = [message for message in messages if "retrying in" in message]
+    assert f"GET {server.base_url}/items" in retry and "HTTP 503" in retry and "(attempt 2 of 5)" in retry
 
 
 class UpdatedSince:

@@ -196,6 +196,7 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
     def staged_entity(
         context: dg.AssetExecutionContext, config: StagingConfig, landing: LandingZone, warehouse: Warehouse
     ) -> dg.Output[TableUpdate]:
+        _remove_killed_runs_scratch(context, landing, table)
         landed, appends = _landed_files(context, upstream, landing, item)
         declared = _with_drift_action(item, config)
         previous_metadata = _latest_metadata(context)
@@ -233,9 +234,7 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
                     ),
                     staged,
                     checks,
-                    warehouse.staging_database(
-                        landing.spill_dir() / f"staging-{context.run.run_id}-{table}.duckdb"
-                    ),
+                    warehouse.staging_database(landing.staging_scratch(context.run.run_id, table)),
                     (STAGED_SCHEMA, table),
                     spill_dir=landing.spill_dir(),
                     batch_rows=scaled_batch_rows(config.batch_rows, config.batch_scale),
@@ -527,6 +526,21 @@ def build_contract_check(
         )
 
     return contract
+
+
+def _remove_killed_runs_scratch(context: dg.AssetExecutionContext, landing: LandingZone, table: str) -> None:
+    """Remove the staging scratch files of `table` that killed runs left (PostgreSQL and BigQuery stage in
+    a scratch DuckDB file; a SIGKILLed step cannot remove its own). Kept: the files of runs Dagster still
+    has in progress (this one, and a concurrent run of the asset should the warehouse pool admit two). A
+    run whose whole worker was killed stays in progress until Dagster marks it failed; its file goes
+    with the first run of the asset after that."""
+
+    def in_progress(run_id: str) -> bool:
+        run = context.instance.get_run_by_id(run_id)
+        return run is not None and not run.is_finished
+
+    for path in landing.remove_staging_leftovers(table, in_progress):
+        context.log.info(f"Removed {path.name}, the staging scratch file a killed run left")
 
 
 def _landed_files(

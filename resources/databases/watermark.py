@@ -22,7 +22,7 @@ Filters, with `(cursor, tie-breakers...)` ordered ascending (tie-breakers defaul
   commits: a transaction stamps `updated_at` (`now()` is its start, `clock_timestamp()` the statement's)
   before it commits; an extraction in between sees later-stamped rows, moves the watermark past the late
   one, and `>` never reads it (tests/test_database_source_postgres.py shows it happen). Set the lookback
-  above the longest write transaction of the source; 300 s is a sane default on OLTP databases.
+  above the longest write transaction of the source; unset, it is 300 s (`DEFAULT_LOOKBACK_SECONDS`).
 - `key`: `key > :cursor`, for append-only tables. Sequences have the same late-commit gap (a smaller key
   can commit after a larger one is read): with concurrent writers prefer `timestamp` mode with a lookback.
 - first run: no filter, or `cursor >= initial_value` when one is configured.

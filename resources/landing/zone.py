@@ -15,8 +15,9 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -47,6 +48,12 @@ ROW_GROUP_ROWS = 65_536
 """Rows gathered into one row group of a landed part (`write_parquet`)."""
 STATE_DIR = "_state"
 SPILL_DIR = "_spill"
+STAGING_SCRATCH_PREFIX = "staging-"
+_STAGING_SCRATCH = re.compile(
+    rf"{STAGING_SCRATCH_PREFIX}(?P<run_id>[0-9a-f]{{8}}(?:-[0-9a-f]{{4}}){{3}}-[0-9a-f]{{12}})-(?P<table>.+)"
+    r"\.duckdb(?:\.wal)?"
+)
+"""`staging-<run id>-<table>.duckdb` (Dagster run ids are UUIDs), and DuckDB's write-ahead log beside it."""
 KEYS_DIR = "_keys"
 QUARANTINE_DIR = "_quarantine"
 
@@ -132,6 +139,27 @@ class LandingZone(dg.ConfigurableResource):
     def spill_dir(self) -> Path:
         """Scratch space for queries over landed files that outgrow memory (sorts, windows)."""
         return Path(self.root) / SPILL_DIR
+
+    def staging_scratch(self, run_id: str, table: str) -> Path:
+        """The DuckDB file in which a run stages `table` before the PostgreSQL or BigQuery warehouse loads
+        it; the run removes it when it is done, unless it is killed first."""
+        return self.spill_dir() / f"{STAGING_SCRATCH_PREFIX}{run_id}-{table}.duckdb"
+
+    def remove_staging_leftovers(self, table: str, in_progress: Callable[[str], bool]) -> list[Path]:
+        """Remove the scratch files (and their `.wal`) that killed runs left staging `table`, whatever their
+        run id, except those of the runs `in_progress` says are still going (the caller's own run, a
+        concurrent run of the same asset): a killed process cleans nothing up, and every retry after an
+        out-of-memory kill would otherwise leave another file of the table's size behind. Other tables'
+        files are never touched. Returns what was removed."""
+        removed = []
+        for path in sorted(self.spill_dir().glob(f"{STAGING_SCRATCH_PREFIX}*")):
+            found = _STAGING_SCRATCH.fullmatch(path.name)
+            if found is None or found["table"] != table or in_progress(found["run_id"]):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(path)
+        return removed
 
 
 class InFlight:

@@ -38,7 +38,7 @@ import requests
 from resources.rest.config import RateLimit, RetryPolicy
 from resources.secrets import env_references, redact, resolve_env
 
-log = logging.getLogger(__name__)
+_log = logging.getLogger(__name__)
 
 _TRANSPORT_ERRORS = (
     requests.ConnectionError,
@@ -219,7 +219,11 @@ class RestClient:
         rate_limit: RateLimit | None = None,
         headers: Mapping[str, str] | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        log: logging.Logger | None = None,
     ) -> None:
+        """`log`: where each retry is reported (a caller's run log, so that waits show where the run is
+        watched); this module's logger, hence stderr, if None."""
+        self._log = log or _log
         self._auth = auth
         self._timeout = (timeout_seconds, timeout_seconds)
         self._retry = retry
@@ -259,14 +263,9 @@ class RestClient:
         while isinstance(outcome := self._attempt(method, url, form), _TransientFailure):
             wait = self._wait_or_give_up(method, outcome, attempt)
             attempt += 1
-            log.warning(
-                "%s %s: %s; retrying in %.2f s (attempt %d of %d)",
-                method,
-                outcome.shown_url,
-                outcome.reason,
-                wait,
-                attempt,
-                self._retry.max_attempts,
+            self._log.warning(
+                f"{method} {outcome.shown_url}: {outcome.reason}; retrying in {wait:.2f} s "
+                f"(attempt {attempt} of {self._retry.max_attempts})"
             )
             self._clock.sleep(wait)
         return outcome

@@ -19,6 +19,7 @@ they were sent with), the raw layer's contract.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -86,7 +87,10 @@ class Page:
 class RestApiSource:
     """One REST connection: credentials, retries, rate limit and a session shared by its endpoints."""
 
-    def __init__(self, connection: RestConnection, *, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(
+        self, connection: RestConnection, *, clock: Clock = SYSTEM_CLOCK, log: logging.Logger | None = None
+    ) -> None:
+        """`log`: where the client reports its retries (the caller's run log); its module's logger if None."""
         self._base_url = connection.base_url.rstrip("/")
         self._client = RestClient(
             auth=build_auth(connection, clock),
@@ -95,6 +99,7 @@ class RestApiSource:
             rate_limit=connection.rate_limit,
             headers=connection.headers,
             clock=clock,
+            log=log,
         )
 
     def pages(

@@ -28,6 +28,7 @@ hidden and driver messages are redacted with the secret values (`database_errors
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -40,6 +41,7 @@ import pyarrow as pa
 import sqlalchemy as sa
 import sqlalchemy.exc as sa_exc
 from psycopg2 import sql
+from pydantic import Field
 
 from resources.databases.column_types import ColumnType
 from resources.databases.errors import DatabaseLocation, sqlstate_of
@@ -87,6 +89,9 @@ class PostgresWarehouse(Warehouse):
     url: str
     """SQLAlchemy URL, `postgresql+psycopg2://user:${PASSWORD_VAR}@host:port/database`."""
     connect_timeout_seconds: int = 10
+    optional_env: list[str] = Field(default_factory=list)
+    """Variables of `url` that may be unset, read as empty: an empty password is no password (libpq then
+    uses `PGPASSWORD`, `~/.pgpass`, or the server's trust or peer authentication)."""
 
     def load(
         self,
@@ -224,7 +229,8 @@ class PostgresWarehouse(Warehouse):
         return _parsed_url(self.url).render_as_string(hide_password=True)
 
     def _connect(self) -> tuple[DatabaseLocation, psycopg2.extensions.connection]:
-        url = _parsed_url(resolve_env(self.url, where="the Postgres warehouse url"))
+        environ = {**dict.fromkeys(self.optional_env, ""), **os.environ}
+        url = _parsed_url(resolve_env(self.url, environ, where="the Postgres warehouse url"))
         secrets = [url.password] if url.password else []
         location = DatabaseLocation(url, [str(secret) for secret in secrets])
         if url.get_backend_name() != "postgresql":

@@ -46,7 +46,8 @@ def alert_for(event: HealingEvent, graph: HealingGraph, approval_job: str) -> Al
         evidence=incident.evidence,
         action=action,
         approve_hint=(
-            f"Launch the job `{approval_job}` with config incident_id: {incident.incident_id}"
+            f"Launch the job `{approval_job}` with config incident_id: {incident.incident_id} and "
+            f"approved_by: <your name>"
             if event.kind == "proposal"
             else None
         ),

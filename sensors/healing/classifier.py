@@ -80,6 +80,9 @@ class Evidence:
     check_metadata: Mapping[str, object] = field(default_factory=dict)
     """A failed check's metadata values (unwrapped), or a stale asset's lag and policy."""
     step_key: str | None = None
+    occurred_at: float | None = None
+    """When the failure happened (Unix seconds: the failure event's own timestamp), so that an incident's
+    time to recover counts from the failure, not from when the sensor got round to reading it."""
 
     def as_dict(self) -> dict[str, Any]:
         """A `json.dumps`-able form for the ledger and alerts; values JSON cannot hold become text."""
@@ -93,6 +96,7 @@ class Evidence:
             "sqlstate": self.sqlstate,
             "check_name": self.check_name,
             "check_metadata": {str(k): _jsonable(v) for k, v in self.check_metadata.items()},
+            "occurred_at": self.occurred_at,
         }
 
 
@@ -260,6 +264,7 @@ def evidence_from_error(
     asset_key: str | dg.AssetKey | None = None,
     run_id: str | None = None,
     step_key: str | None = None,
+    occurred_at: float | None = None,
 ) -> Evidence:
     """Evidence of a failed step or crashed run from a live exception or one Dagster recorded."""
     chain = list(_chain(error))
@@ -274,6 +279,7 @@ def evidence_from_error(
         http_status=next((s for s in statuses if s is not None), None),
         sqlstate=next((s for s in sqlstates if s is not None), None),
         step_key=step_key,
+        occurred_at=occurred_at,
     )
 
 

@@ -5,10 +5,12 @@ it directly between real materializations.
 A tick:
 1. **Runs** that finished since the cursor: every failed step (or the run itself, when it crashed without
    a failed step) becomes evidence, classified and recorded as an incident (once: the step is the dedup
-   key). A failed run that was itself a healing attempt (`healing/incident_id` tag) updates its incident
-   instead: the attempt's outcome is recorded (what the policy learns from) and the next decision is
-   taken. A successful run resolves the incidents of the assets it materialized, closes its sources'
-   circuit breakers and lets their parameter overrides decay.
+   key), opened at the failure event's own time. A step whose process was killed carries no error text;
+   the executor's engine event about it does, and is read into the evidence. A failed run that was itself
+   a healing attempt (`healing/incident_id` tag) updates its incident instead: the attempt's outcome is
+   recorded (what the policy learns from) and the next decision is taken. A successful run resolves the
+   incidents of the assets it materialized (recovered when it ended), closes its sources' circuit
+   breakers and lets their parameter overrides decay.
 2. **Quality events** (failed checks, stale assets: `sensors/healing/quality_events.py`) appended since
    the last tick, read from the events file by byte offset (safe under rotation): incidents too.
 3. **Due actions**: incidents healing automatically whose backoff has passed, and proposals a human
@@ -26,7 +28,7 @@ import json
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -115,7 +117,8 @@ class Healer:
         now = self.clock()
         runs_after = cursor.runs_after
         for record in _finished_runs(instance, cursor.runs_after):
-            self._observe_run(instance, record.dagster_run, now)
+            finished_at = min(now, record.end_time or now)
+            self._observe_run(instance, record.dagster_run, now, finished_at)
             runs_after = max(runs_after, record.update_timestamp.timestamp())
         position = cursor.events_position
         if quality_events is not None:
@@ -130,12 +133,15 @@ class Healer:
 
     # 1. Runs
 
-    def _observe_run(self, instance: dg.DagsterInstance, run: dg.DagsterRun, now: float) -> None:
+    def _observe_run(
+        self, instance: dg.DagsterInstance, run: dg.DagsterRun, now: float, finished_at: float
+    ) -> None:
+        """`finished_at`: when the run ended, the moment of recovery for the incidents a success resolves."""
         attempt_of = self.store.incident(run.tags[INCIDENT_TAG]) if INCIDENT_TAG in run.tags else None
         if run.status == dg.DagsterRunStatus.SUCCESS:
             if attempt_of is not None:
-                self._resolve(attempt_of, now, f"healed by run {run.run_id}", learn=True)
-            self._healthy(instance, run, now)
+                self._resolve(attempt_of, now, finished_at, f"healed by run {run.run_id}", learn=True)
+            self._healthy(instance, run, now, finished_at)
             return
         evidence = list(_run_evidence(instance, run, self.graph))
         for source in {self.graph.source_of(e.asset_key) for e in evidence} - {None}:
@@ -148,11 +154,13 @@ class Healer:
                 continue  # the daemon's run retry (dagster.yaml) relaunches it; its outcome is seen then
             self._open(item, f"{item.kind}:{run.run_id}:{item.step_key or ''}", now)
 
-    def _healthy(self, instance: dg.DagsterInstance, run: dg.DagsterRun, now: float) -> None:
+    def _healthy(
+        self, instance: dg.DagsterInstance, run: dg.DagsterRun, now: float, finished_at: float
+    ) -> None:
         assets = {key.to_user_string() for key in _materialized(instance, run.run_id)}
         for incident in self.store.incidents(statuses=OPEN_STATUSES):
             if incident.asset_key in assets and incident.incident_id != run.tags.get(INCIDENT_TAG):
-                self._resolve(incident, now, f"materialized by run {run.run_id}", learn=False)
+                self._resolve(incident, now, finished_at, f"materialized by run {run.run_id}", learn=False)
         sources = {self.graph.source_of(key) for key in assets} - {None}
         for source in sources:
             self.store.save_breaker(Breaker(str(source), "closed", 0, now))
@@ -179,11 +187,16 @@ class Healer:
     # 2. Quality events
 
     def _observe_quality_event(self, event: QualityEvent, now: float) -> None:
+        occurred_at = _timestamp(event.observed_at)
         if event.kind == "freshness":
             if event.severity != "error":
                 return
             evidence = Evidence(
-                kind="freshness", asset_key=event.asset_key, run_id=None, check_metadata=dict(event.details)
+                kind="freshness",
+                asset_key=event.asset_key,
+                run_id=None,
+                check_metadata=dict(event.details),
+                occurred_at=occurred_at,
             )
         else:
             if event.details.get("blocking") and event.severity == "error":
@@ -194,17 +207,22 @@ class Healer:
                 run_id=event.details.get("run_id"),
                 check_name=event.check_name,
                 check_metadata=dict(event.details.get("metadata") or {}),
+                occurred_at=occurred_at,
             )
         self._open(evidence, f"quality:{event.event_id}", now)
 
     # Incidents and decisions
 
     def _open(self, evidence: Evidence, dedup_key: str, now: float) -> None:
+        """The incident is opened at the failure's own time (its evidence's `occurred_at`), so that a failure
+        the sensor reads minutes late, or together with the run that already repaired it, still counts
+        those minutes in its time to recover. Its deadline counts from now: the escalation deadline is the
+        time the platform gets to heal, which starts when it learns of the failure."""
         diagnosis = classify(evidence)
         incident = Incident(
             incident_id=self.store.new_incident_id(),
             dedup_key=dedup_key,
-            opened_at=now,
+            opened_at=min(now, evidence.occurred_at or now),
             updated_at=now,
             kind=evidence.kind,
             asset_key=evidence.asset_key,
@@ -256,15 +274,19 @@ class Healer:
         assert updated is not None
         self.notify(HealingEvent(kind, updated, decision))
 
-    def _resolve(self, incident: Incident, now: float, outcome: str, *, learn: bool) -> None:
+    def _resolve(
+        self, incident: Incident, now: float, recovered_at: float, outcome: str, *, learn: bool
+    ) -> None:
+        """`recovered_at`: when the run that repaired it ended; the time to recover runs from the failure's
+        timestamp (`opened_at`) to then."""
         if learn and incident.action is not None:
             self.store.record_outcome(incident.incident_id, incident.category, incident.action, True, now)
         self.store.update_incident(
             incident.incident_id,
             status="resolved",
             outcome=outcome,
-            resolved_at=now,
-            time_to_recover_s=round(now - incident.opened_at, 3),
+            resolved_at=recovered_at,
+            time_to_recover_s=round(max(0.0, recovered_at - incident.opened_at), 3),
             updated_at=now,
         )
         resolved = self.store.incident(incident.incident_id)
@@ -447,7 +469,10 @@ def _run_evidence(
     instance: dg.DagsterInstance, run: dg.DagsterRun, graph: HealingGraph
 ) -> Iterable[Evidence]:
     """One piece of evidence per failed step; a run that failed without a failed step crashed."""
-    failures = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
+    entries = instance.all_logs(
+        run.run_id, of_type={dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.ENGINE_EVENT}
+    )
+    failures = [e for e in entries if e.dagster_event_type == dg.DagsterEventType.STEP_FAILURE]
     for entry in failures:
         event = entry.dagster_event
         assert event is not None and event.step_failure_data is not None and event.step_key is not None
@@ -455,13 +480,15 @@ def _run_evidence(
         error = event.step_failure_data.error
         if error is None:
             continue
-        yield evidence_from_error(
+        evidence = evidence_from_error(
             error,
             kind="step_failure",
             asset_key=keys[0] if keys else None,
             run_id=run.run_id,
             step_key=event.step_key,
+            occurred_at=entry.timestamp,
         )
+        yield _with_executor_explanation(evidence, _engine_messages(entries, event.step_key))
     if not failures:
         yield _crash_evidence(instance, run, graph)
 
@@ -475,9 +502,8 @@ def _crash_evidence(instance: dg.DagsterInstance, run: dg.DagsterRun, graph: Hea
         dg.DagsterEventType.STEP_START,
         dg.DagsterEventType.STEP_SUCCESS,
     }
-    events = [
-        entry.dagster_event for entry in instance.all_logs(run.run_id, of_type=wanted) if entry.dagster_event
-    ]
+    entries = instance.all_logs(run.run_id, of_type=wanted)
+    events = [entry.dagster_event for entry in entries if entry.dagster_event]
     messages = [
         event.message or ""
         for event in events
@@ -495,10 +521,53 @@ def _crash_evidence(instance: dg.DagsterInstance, run: dg.DagsterRun, graph: Hea
     keys = sorted(
         graph.step_assets[step] if step else run.asset_selection or (), key=lambda k: k.to_user_string()
     )
+    failed_at = [e.timestamp for e in entries if e.dagster_event_type == dg.DagsterEventType.RUN_FAILURE]
     return Evidence(
         kind="run_crash",
         asset_key=keys[0].to_user_string() if keys else None,
         run_id=run.run_id,
         step_key=step,
         errors=tuple(ErrorLink("RunFailure", m) for m in messages or ["run failed without a failed step"]),
+        occurred_at=min(failed_at) if failed_at else None,
     )
+
+
+STEP_PROCESS_CRASH = "ChildProcessCrashException"
+"""What Dagster's multiprocess executor records as the error of a step whose process died without a Python
+traceback: no message at all. Its cause ("child process for step X was terminated by signal 9 (SIGKILL)",
+the out-of-memory killer's signature) is only in the executor's engine event for that step."""
+
+
+def _engine_messages(entries: Sequence[Any], step_key: str) -> list[str]:
+    return [
+        entry.dagster_event.message or ""
+        for entry in entries
+        if entry.dagster_event_type == dg.DagsterEventType.ENGINE_EVENT
+        and entry.dagster_event is not None
+        and entry.dagster_event.step_key == step_key
+    ]
+
+
+def _with_executor_explanation(evidence: Evidence, engine_messages: Sequence[str]) -> Evidence:
+    """A step whose process crashed, its silent `ChildProcessCrashException` given the words of the
+    executor's engine events about that step, so the rules can read why it died (rule `step_process_killed`
+    in failure_rules.yaml); other evidence as is."""
+    explanation = " ".join(message for message in engine_messages if message)
+    if not explanation:
+        return evidence
+    errors = tuple(
+        ErrorLink(link.class_name, explanation)
+        if link.class_name == STEP_PROCESS_CRASH and not link.message
+        else link
+        for link in evidence.errors
+    )
+    return replace(evidence, errors=errors)
+
+
+def _timestamp(iso: str) -> float | None:
+    """An ISO-8601 time as Unix seconds (a naive one read as UTC); None when it cannot be read."""
+    try:
+        moment = datetime.fromisoformat(iso)
+    except ValueError:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()

@@ -9,8 +9,10 @@ looking up its job would resolve); each run request selects the failed assets an
 them.
 
 Approval: a proposal's alert names its incident id; launching `apply_healing_action` from the UI with that
-id in its config records who approved it and when (the run's `dagster/user` tag, else "ui") and marks the
-incident approved; the sensor's next tick launches the action.
+id and `approved_by` (who approves) in its config records who approved it and when, and marks the incident
+approved; the sensor's next tick launches the action. `approved_by` is a required config field because
+Dagster OSS knows no users: its runs carry no `dagster/user` tag, so without the field every approval would
+be anonymous in the ledger.
 """
 
 import time
@@ -18,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
+from pydantic import Field
 
 from resources.state.healing_store import HealingStore
 from sensors.alerting.routing import DEFAULT_ROUTES_PATH, AlertRouter, load_alert_routes
@@ -71,6 +74,9 @@ def build_healing_sensor(
 class ApprovalConfig(dg.Config):
     incident_id: str
     """The incident whose proposed action to apply (from the alert, or ops.healing_incidents)."""
+    approved_by: str = Field(pattern=r"\S")
+    """Who approves (a name or e-mail address), recorded in the ledger: required, since Dagster OSS sets
+    no `dagster/user` tag on the run."""
     note: str = ""
 
 
@@ -90,7 +96,7 @@ def build_approval_job(store_path: Path) -> dg.JobDefinition:
                 f"Incident {config.incident_id} is {incident.status} with action {incident.action!r}: "
                 f"there is no proposed action to approve."
             )
-        who = context.run.tags.get("dagster/user", "ui")
+        who = config.approved_by.strip()
         store.update_incident(
             config.incident_id,
             status="approved",
@@ -100,7 +106,7 @@ def build_approval_job(store_path: Path) -> dg.JobDefinition:
             updated_at=time.time(),
         )
         context.log.info(
-            f"Approved {incident.action} for incident {config.incident_id} ({incident.category} on "
+            f"{who} approved {incident.action} for incident {config.incident_id} ({incident.category} on "
             f"{incident.asset_key}); the healing sensor launches it on its next tick."
         )
 
