@@ -37,6 +37,7 @@ from resources.files.formats.reader import (
     read_batches,
 )
 from resources.files.store import FileStore
+from resources.landing import delivered as delivered_module
 from resources.landing.delivered import (
     landed_relation,
     malformed_copy_message,
@@ -798,3 +799,44 @@ def test_empty_avro_yields_no_batches_and_a_non_avro_file_fails(tmp_path: Path) 
     assert Delivery(tmp_path, "a.avro", buffer.getvalue()).batches(FileFormat(format="avro")) == []
     with pytest.raises(MalformedFileError, match=r"b\.avro is not an Avro container file"):
         Delivery(tmp_path, "b.avro", b"id,name\n").batches(FileFormat(format="avro"))
+
+
+def test_copies_parsed_in_several_scans_read_as_in_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Thousands of copies are parsed 1,000 per scan into one table (one scan of 30,000 ran out of
+    memory): parsed 2 per scan, five copies give the same rows, record numbers and set-aside records as in
+    one scan."""
+    deliveries = tmp_path / "deliveries"
+    deliveries.mkdir()
+    for n in range(5):
+        bad = "9,too,many,fields\n" if n == 3 else ""
+        (deliveries / f"{n}.csv").write_text(f"order_id,amount\n{n}1,1.0\n{bad}{n}2,2.0\n")
+    store = FileStore(root=str(deliveries))
+    landing = LandingZone(root=str(tmp_path / "landing"))
+    with landing.extraction("shop", "orders") as inflight:
+        for file in store.list("*.csv"):
+            land_file(
+                store,
+                file,
+                FileFormat(format="csv"),
+                on_malformed="skip",
+                inflight=inflight,
+                lineage=LINEAGE,
+                batch_rows=DEFAULT_BATCH_ROWS,
+                quarantine=lambda record: None,
+            )
+        files = [landed.path for landed in inflight.commit(LINEAGE.extracted_at.date().isoformat())]
+
+    def scanned(per_scan: int) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+        monkeypatch.setattr(delivered_module, "PARSE_FILES_PER_SCAN", per_scan)
+        with duckdb.connect(":memory:") as con:
+            parse_copies(con, files)
+            relation = landed_relation(files, parsed=True)
+            rows = con.sql(f"SELECT _file, _record, order_id FROM {relation} ORDER BY ALL").fetchall()
+            rejected = [(record["file"], record["line"], record["text"]) for record in rejected_records(con)]
+        return rows, rejected
+
+    in_one = scanned(1000)
+    assert len(in_one[0]) == 10 and [file for file, _, _ in in_one[1]] == ["3.csv"]
+    assert scanned(2) == in_one

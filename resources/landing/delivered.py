@@ -56,6 +56,10 @@ _LINEAGE_TIMESTAMPS = frozenset({"_extracted_at"})
 _ANY_VALUE = "_any_value"
 PARQUET_READER = "read_parquet"
 _ROW_NUMBER = "file_row_number"
+PARSE_FILES_PER_SCAN = 1000
+"""Copies parsed by one `read_csv` scan (`parse_copies`): the reader holds a state per file it is given,
+and 30,000 one-row copies in one scan ran out of staging's 256 MB; in scans of 1,000 they parse in order
+into the same table."""
 _COPY_PATH = "__copy_path"
 """The column `parse_copies` records each row's copy in (DuckDB's `filename` option)."""
 """The column `read_parquet(..., file_row_number = true)` adds: the row's 0-based position in the file."""
@@ -351,8 +355,11 @@ def parse_copies(con: duckdb.DuckDBPyConnection, paths: Sequence[Path]) -> None:
     con.execute("SET preserve_insertion_order = true")
     try:
         for copies in groups:
-            reader = _reader(copies, filename=_COPY_PATH)
-            con.execute(f"CREATE OR REPLACE TEMP TABLE {_parsed_table(copies)} AS SELECT * FROM {reader}")
+            table = _parsed_table(copies)
+            for start in range(0, len(copies), PARSE_FILES_PER_SCAN):
+                reader = _reader(copies[start : start + PARSE_FILES_PER_SCAN], filename=_COPY_PATH)
+                fill = f"CREATE OR REPLACE TEMP TABLE {table} AS" if start == 0 else f"INSERT INTO {table}"
+                con.execute(f"{fill} SELECT * FROM {reader}")
     finally:
         con.execute(f"SET preserve_insertion_order = {'true' if kept else 'false'}")
 
