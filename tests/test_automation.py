@@ -181,12 +181,14 @@ def test_not_requested_while_a_blocking_check_upstream_failed(evaluator: Evaluat
 
 def test_schedules_and_sensors_share_jobs_instead_of_one_implicit_job_each(platform: dg.Definitions) -> None:
     """Every launching trigger runs a subset of the `ingestion` job; the healing sensor launches by asset
-    selection into Dagster's own asset job. No trigger adds a job of its own to the code location."""
+    selection into Dagster's own asset job. No trigger adds a job of its own to the code location (the two
+    operator jobs, approving a healing action and resetting a watermark, are launched by people)."""
     repository = platform.get_repository_def()
     assert {job.name for job in repository.get_all_jobs()} == {
         "__ASSET_JOB",
         "ingestion",
         "apply_healing_action",
+        "reset_extraction",
     }
     launching = [*repository.schedule_defs, *(s for s in repository.sensor_defs if s.targets)]
     assert launching and {trigger.job_name for trigger in launching} == {"ingestion"}

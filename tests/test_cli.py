@@ -49,7 +49,11 @@ def test_demo_materializes_everything_then_run_lands_only_what_is_new(
     assert main(["run"]) == 0, "a second run on unchanged sources"
     again = capsys.readouterr().out
     landed = dict(re.findall(r"^  (raw/\S+) +([\d,]+) rows", again, flags=re.MULTILINE))
-    assert len(landed) == 6 and set(landed.values()) == {"0"}, "the run history kept every source's state"
+    assert len(landed) == 6, again
+    # shop_db's tables re-read their 300 s lookback window (rows changed within it), upserted by key.
+    assert {key: rows for key, rows in landed.items() if not key.startswith("raw/shop_db/")} == dict.fromkeys(
+        ["raw/shop/order_items", "raw/shop/orders", "raw/shop/web_events", "raw/shop_api/products"], "0"
+    ), "the run history kept every source's state"
     tables = re.compile(r"^  ([a-z_]+\.[a-z_]+) +([\d,]+) rows$", flags=re.MULTILINE)
     assert dict(tables.findall(again)) == dict(tables.findall(output)), "a rerun changes no table"
     assert dict(tables.findall(again))["staged.shop__orders"] == "500"
