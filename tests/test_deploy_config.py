@@ -18,6 +18,7 @@ import dagster as dg
 import pytest
 import yaml
 from sqlalchemy import make_url
+from systemd_units import unit_entries
 
 from sensors.observability.metrics import metric_names
 
@@ -26,20 +27,6 @@ DEPLOY = REPO / "deploy"
 UNITS = sorted((DEPLOY / "systemd").glob("*.service"))
 VM_PATHS = {"/opt/dataplatform/app": REPO, "/opt/dataplatform/venv": REPO / ".venv"}
 """Where install.sh puts things on the VM, and where the same things are in this checkout."""
-
-
-def _unit(path: Path) -> dict[str, list[str]]:
-    """`Section.Key` -> values (a key may repeat, as Environment= does)."""
-    entries: dict[str, list[str]] = {}
-    section = ""
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line.startswith("[") and line.endswith("]"):
-            section = line[1:-1]
-        elif "=" in line and not line.startswith("#"):
-            key, value = line.split("=", 1)
-            entries.setdefault(f"{section}.{key}", []).append(value)
-    return entries
 
 
 def _on_checkout(vm_path: str) -> Path:
@@ -138,7 +125,7 @@ def test_units_start_existing_commands_and_bind_the_ui_to_loopback() -> None:
     }  # fmt: skip
     install = (DEPLOY / "install.sh").read_text()
     for unit in UNITS:
-        entries = _unit(unit)
+        entries = unit_entries(unit)
         command = entries["Service.ExecStart"][0].split()
         assert _on_checkout(command[0]).exists(), f"{unit.name}: {command[0]}"
         assert _on_checkout(entries["Service.WorkingDirectory"][0]).is_dir()
@@ -153,7 +140,9 @@ def test_units_start_existing_commands_and_bind_the_ui_to_loopback() -> None:
             assert importlib.util.find_spec(command[command.index("-m") + 1]) is not None
         assert "0.0.0.0" not in " ".join(command)
 
-    webserver = _unit(DEPLOY / "systemd" / "dataplatform-webserver.service")["Service.ExecStart"][0].split()
+    webserver = unit_entries(DEPLOY / "systemd" / "dataplatform-webserver.service")["Service.ExecStart"][
+        0
+    ].split()
     assert webserver[0].endswith("/dagster-webserver")
     assert webserver[webserver.index("--host") + 1] == "127.0.0.1"
 
@@ -163,7 +152,9 @@ def test_workspace_reaches_the_code_server_unit_on_loopback() -> None:
     the one its unit serves, with the module it serves from the checkout."""
     workspace = yaml.safe_load((DEPLOY / "workspace.yaml").read_text())
     server = workspace["load_from"][0]["grpc_server"]
-    command = _unit(DEPLOY / "systemd" / "dataplatform-code-server.service")["Service.ExecStart"][0].split()
+    command = unit_entries(DEPLOY / "systemd" / "dataplatform-code-server.service")["Service.ExecStart"][
+        0
+    ].split()
     assert command[1:3] == ["code-server", "start"]
     assert (
         (command[command.index("-h") + 1], int(command[command.index("-p") + 1]))

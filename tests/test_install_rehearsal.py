@@ -38,6 +38,7 @@ import pytest
 import requests
 from dagster_processes import REPO_ROOT, DagsterServer, free_port, stop_group
 from fixtures.postgres_server import PostgresCluster
+from systemd_units import service_entries
 from urllib3.exceptions import InsecureRequestWarning
 
 pytestmark = pytest.mark.slow
@@ -74,20 +75,6 @@ def _install(root: Path) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
     assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-4000:]
     return completed
-
-
-def _unit(path: Path) -> dict[str, list[str]]:
-    """`Key` -> values of the [Service] section (a key may repeat, as Environment= does)."""
-    entries: dict[str, list[str]] = {}
-    section = ""
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line.startswith("[") and line.endswith("]"):
-            section = line[1:-1]
-        elif section == "Service" and "=" in line and not line.startswith("#"):
-            key, value = line.split("=", 1)
-            entries.setdefault(key, []).append(value)
-    return entries
 
 
 def _env_file(path: Path) -> dict[str, str]:
@@ -223,7 +210,7 @@ def test_installed_units_serve_the_ui_behind_nginx_basic_auth_and_report_healthy
         logs: dict[str, Path] = {}
         server = DagsterServer(processes, f"http://127.0.0.1:{ports['webserver']}", logs)
         for name in UNITS:
-            unit = _unit(unit_dir / f"{name}.service")
+            unit = service_entries(unit_dir / f"{name}.service")
             assert unit["Type"] == ["simple"]
             env = {"PATH": SYSTEMD_PATH, "LANG": "C.UTF-8", "HOME": str(tmp_path / "home")}
             for path in unit["EnvironmentFile"]:
