@@ -210,6 +210,20 @@ def scoreboard_row(
     )
 
 
+def healed_in_step(scenario: str, category: str, action: str, lost: int, duplicated: int) -> ScoreboardRow:
+    """The row of a fault the step absorbs itself (no incident, nothing for the healing layer to do)."""
+    return scoreboard_row(
+        scenario,
+        True,
+        None,
+        category=category,
+        action=action,
+        outcome="healed in-step",
+        lost=lost,
+        duplicated=duplicated,
+    )
+
+
 CHILD_RUN = """
 import importlib, pathlib, sys, time
 sys.path.insert(0, {tests!r})

@@ -34,6 +34,7 @@ from fault_files import (
     child_run_command,
     csv_rows,
     file_slice,
+    healed_in_step,
     scoreboard_row,
 )
 from healing_harness import incident_summary, key_counts
@@ -101,16 +102,7 @@ def test_malformed_rows_under_the_threshold_are_quarantined_in_step(
 
     lost, duplicated = key_counts([(k,) for k in staged], set(good))
     scoreboard.append(
-        scoreboard_row(
-            "files_malformed_rows",
-            True,
-            None,
-            category="data_quality",
-            action="quarantine rows",
-            outcome="healed in-step",
-            lost=lost,
-            duplicated=duplicated,
-        )
+        healed_in_step("files_malformed_rows", "data_quality", "quarantine rows", lost, duplicated)
     )
     assert (lost, duplicated) == (0, 0)
 
@@ -220,16 +212,7 @@ def test_bad_archives_are_set_aside_under_on_bad_file_skip_and_the_other_files_l
 
     lost, duplicated = key_counts([(k,) for k in keys], {*range(1, 16), *range(101, 111)})
     scoreboard.append(
-        scoreboard_row(
-            "files_bad_archive_set_aside",
-            True,
-            None,
-            category="data_quality",
-            action="set file aside",
-            outcome="healed in-step",
-            lost=lost,
-            duplicated=duplicated,
-        )
+        healed_in_step("files_bad_archive_set_aside", "data_quality", "set file aside", lost, duplicated)
     )
     assert (lost, duplicated) == (0, 0)
 
@@ -278,18 +261,7 @@ def test_new_column_in_a_later_file_is_evolved_in_step(
     rows = platform.staged_rows(ENTITY, "order_id, channel")
     assert [row[1] for row in rows] == [None] * 5 + ["web"] * 5, "old rows NULL, new rows their value"
     lost, duplicated = key_counts(rows, set(range(1, 11)))
-    scoreboard.append(
-        scoreboard_row(
-            "files_new_column",
-            True,
-            None,
-            category="schema_drift",
-            action="evolve in-step",
-            outcome="healed in-step",
-            lost=lost,
-            duplicated=duplicated,
-        )
-    )
+    scoreboard.append(healed_in_step("files_new_column", "schema_drift", "evolve in-step", lost, duplicated))
     assert (lost, duplicated) == (0, 0)
 
 
@@ -319,15 +291,8 @@ def test_type_change_is_handled_in_step_by_the_drift_policy(
     quarantined = {row["order_id"] for _, row in platform.quarantined()}
     assert quarantined == (set() if on_drift == "evolve" else {21, 22})
     lost, duplicated = key_counts([(k,) for k in staged | quarantined], set(range(1, 23)))
-    row = scoreboard_row(
-        f"files_type_change_{on_drift}",
-        True,
-        None,
-        category="schema_drift",
-        action=f"{on_drift} in-step",
-        outcome="healed in-step",
-        lost=lost,
-        duplicated=duplicated,
+    row = healed_in_step(
+        f"files_type_change_{on_drift}", "schema_drift", f"{on_drift} in-step", lost, duplicated
     )
     scoreboard.append(row)
     assert (lost, duplicated) == (0, 0), "every key is staged or quarantined, none twice"
@@ -415,16 +380,7 @@ def test_dropped_nullable_column_is_staged_as_null_in_step(
     assert [row[1] for row in rows] == [f"n{i}" for i in range(1, 6)] + [None] * 5
     lost, duplicated = key_counts(rows, set(range(1, 11)))
     scoreboard.append(
-        scoreboard_row(
-            "files_dropped_nullable_column",
-            True,
-            None,
-            category="schema_drift",
-            action="stage NULL",
-            outcome="healed in-step",
-            lost=lost,
-            duplicated=duplicated,
-        )
+        healed_in_step("files_dropped_nullable_column", "schema_drift", "stage NULL", lost, duplicated)
     )
     assert (lost, duplicated) == (0, 0)
 
@@ -489,16 +445,7 @@ def test_duplicate_file_delivery_stages_each_key_once(
     keys = platform.staged_keys()
     lost, duplicated = key_counts([(k,) for k in keys], set(range(1, 11)))
     scoreboard.append(
-        scoreboard_row(
-            "files_duplicate_delivery",
-            True,
-            None,
-            category="duplicate delivery",
-            action="dedup by key",
-            outcome="healed in-step",
-            lost=lost,
-            duplicated=duplicated,
-        )
+        healed_in_step("files_duplicate_delivery", "duplicate delivery", "dedup by key", lost, duplicated)
     )
     assert (lost, duplicated) == (0, 0)
 

@@ -37,14 +37,14 @@ class ResetError(ValueError):
 def reset_state(item: CatalogEntity, state: Mapping[str, Any], since: str | None) -> dict[str, Any]:
     """The extraction state that makes the next run of `item` read again from `since` (a timestamp or a
     key, as the cursor holds it: rows whose cursor is at or after it), or from the start when None."""
-    incremental = _incremental(item)
+    _refuse_without_watermark(item)
     kept = {name: value for name, value in state.items() if name != "watermark"}
     if since is None:
         return kept
-    if item.entity.table is not None:
-        cursor = item.entity.table.incremental
-        assert cursor is not None
-        watermark = {"cursor_column": cursor.cursor_column, "cursor": _just_before(since, incremental)}
+    table = item.entity.table
+    if table is not None and table.incremental is not None:
+        cursor = table.incremental
+        watermark = {"cursor_column": cursor.cursor_column, "cursor": _just_before(since, cursor.mode)}
         return {**kept, "watermark": watermark}
     return {**kept, "watermark": since}
 
@@ -57,13 +57,11 @@ def has_watermark(item: CatalogEntity) -> bool:
     )
 
 
-def _incremental(item: CatalogEntity) -> str:
-    """The incremental mode of the entity (`timestamp`, `key`); a ResetError for one without a watermark."""
+def _refuse_without_watermark(item: CatalogEntity) -> None:
+    """A ResetError, saying what to do instead, for an entity whose extraction has no watermark."""
+    if has_watermark(item):
+        return
     where = f"{item.source_name}.{item.name}"
-    if item.entity.table is not None and item.entity.table.incremental is not None:
-        return item.entity.table.incremental.mode
-    if item.entity.endpoint is not None and item.entity.endpoint.incremental is not None:
-        return "timestamp"
     if item.entity.file is not None:
         raise ResetError(
             f"{where} is a file entity: each delivered file lands once per content. To land a file again, "
