@@ -1,5 +1,5 @@
 """`dataplatform`: build the dbt manifest and materialize every asset (or a selection) with a summary at
-the end; replay an entity's quarantine; reset incremental entities' watermark.
+the end; replay an entity's quarantine; reset incremental entities' watermark, or backfill a range of them.
 
 `run` validates the source catalog before dbt parses (seconds to tens of seconds), so a broken catalog
 is reported at once. Its exit code: 0 when every step succeeded and no error-severity check failed
@@ -21,8 +21,9 @@ import argparse
 import contextlib
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from importlib.metadata import entry_points
+from typing import Any
 
 import dagster as dg
 
@@ -84,6 +85,17 @@ def main(argv: list[str] | None = None) -> int:
     reset_command.add_argument("--by", required=True, help="who asks (kept in the history)")
     reset_command.add_argument("--reason", required=True, help="why (kept in the history)")
     reset_command.set_defaults(handler=_reset)
+    backfill_command = commands.add_parser(
+        "backfill",
+        help="re-extract a range of incremental entities (cursor from --since up to --until) without moving "
+        "their watermark, and rebuild what depends on them; the range is upserted, never duplicated",
+    )
+    backfill_command.add_argument(
+        "entities", nargs="+", metavar="SOURCE[.ENTITY]", help="e.g. shop_db.customers"
+    )
+    backfill_command.add_argument("--since", help="ISO timestamp or key, included; default: the start")
+    backfill_command.add_argument("--until", help="ISO timestamp or key, included; default: now")
+    backfill_command.set_defaults(handler=_backfill)
     for plugin in entry_points(group=COMMANDS_GROUP):
         plugin.load()(commands)
     args = parser.parse_args(argv)
@@ -187,6 +199,33 @@ def _reset(args: argparse.Namespace, settings: PlatformSettings) -> int:
     return 0
 
 
+def _backfill(args: argparse.Namespace, settings: PlatformSettings) -> int:
+    """One run of the entities' raw assets, each with the range as its config (`RawConfig.backfill_*`),
+    and of everything downstream of them: staged upserts the range, the marts are rebuilt."""
+    from platform_assets.catalog.loader import CATALOG_DIR, load_catalog
+    from platform_assets.ingestion.backfill import backfill_range
+    from platform_assets.ingestion.reset import ResetError, entities_named
+    from platform_assets.keys import raw_key
+
+    catalog = load_catalog(settings.catalog_dir or CATALOG_DIR, variables=settings.catalog_vars())
+    try:
+        items = entities_named(catalog, args.entities)
+        for item in items:
+            backfill_range(item, args.since, args.until)
+    except ResetError as error:
+        print(f"dataplatform: error: {error}", file=sys.stderr)
+        return 2
+    config = {"backfill_since": args.since, "backfill_until": args.until}
+    keys = [raw_key(item.source_name, item.name) for item in items]
+    with run_services(settings):
+        prepare_dbt(settings)
+        return run_everything(
+            settings,
+            select=[f"key:{key.to_user_string()}+" for key in keys],
+            asset_config={key: config for key in keys},
+        )
+
+
 def replay(
     definitions: dg.Definitions, instance: dg.DagsterInstance, key: dg.AssetKey
 ) -> dg.ExecuteInProcessResult:
@@ -220,11 +259,16 @@ def prepare_dbt(settings: PlatformSettings) -> None:
 
 
 def run_everything(
-    settings: PlatformSettings, *, strict: bool = False, select: list[str] | None = None
+    settings: PlatformSettings,
+    *,
+    strict: bool = False,
+    select: list[str] | None = None,
+    asset_config: Mapping[dg.AssetKey, Mapping[str, Any]] | None = None,
 ) -> int:
     """Materialize every asset (or those `select` names) and run their checks in one run, recorded in
     `run_instance`: its history holds each source's extraction state (ledger, watermarks), so the next run
-    lands only what is new. The exit code: `run_summary.all_green`; 2 for a selection of nothing."""
+    lands only what is new. `asset_config`: the run config of some assets (a backfill's range). The exit
+    code: `run_summary.all_green`; 2 for a selection of nothing."""
     from platform_assets.definitions import build_definitions
     from platform_assets.run_summary import all_green, format_summary
     from platform_assets.selection import SelectionError, selected_keys
@@ -237,9 +281,16 @@ def run_everything(
         print(f"dataplatform: error: {error}", file=sys.stderr)
         return 2
     job = definitions.resolve_implicit_global_asset_job_def()
+    ops = {
+        definitions.resolve_assets_def(key).node_def.name: {"config": dict(config)}
+        for key, config in (asset_config or {}).items()
+    }
     with run_instance(settings) as instance:
         result = job.execute_in_process(
-            instance=instance, raise_on_error=False, run_config=QUIET_LOGS, asset_selection=keys
+            instance=instance,
+            raise_on_error=False,
+            run_config={**QUIET_LOGS, "ops": ops},
+            asset_selection=keys,
         )
     print(format_summary(result, build_warehouse(settings), strict=strict))
     return 0 if all_green(result, strict=strict) else 1

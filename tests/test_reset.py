@@ -1,6 +1,7 @@
 """`dataplatform reset` (the `reset_extraction` job): an incremental table's watermark moved back lands the
 range again once, staged without a duplicate; the reset is a materialization of the raw asset with who,
-why and the state before, and `--undo` restores that state."""
+why and the state before, and `--undo` restores that state. `dataplatform backfill` re-reads a bounded
+range, upserted, and leaves the watermark as it was."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def _landed(output: str) -> int:
     return int(found.group(1).replace(",", ""))
 
 
-def test_a_reset_watermark_lands_its_range_once_and_undo_restores_it(
+def test_a_reset_or_a_backfill_lands_its_range_once_and_undo_restores_the_watermark(
     tmp_path: Path, dbt_manifest: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     db = tmp_path / "tiny.sqlite"
@@ -105,3 +106,37 @@ def test_a_reset_watermark_lands_its_range_once_and_undo_restores_it(
 
     assert main(["reset", "tiny_db.nope", "--by", "x", "--reason", "y"]) == 2
     assert "'tiny_db.nope' is no entity or source with incremental entities" in capsys.readouterr().err
+
+    # A backfill re-reads a bounded range (rows 3..5 fixed in place, their cursor unchanged) and leaves the
+    # watermark where it was: row 6, fixed too but outside the range, is not read; the next run lands nothing.
+    with sqlite3.connect(db) as connection:
+        connection.execute(
+            "UPDATE customers SET email = 'fixed' || customer_id WHERE customer_id BETWEEN 3 AND 6"
+        )
+    connection.close()
+    assert main(["backfill", "tiny_db.customers", "--since", "2026-01-05", "--until", "2026-01-03"]) == 2
+    assert "since '2026-01-05' is after until '2026-01-03': an empty range" in capsys.readouterr().err
+    assert (
+        main(["backfill", "tiny_db", "--since", "2026-01-03 12:00:00", "--until", "2026-01-05 12:00:00"]) == 0
+    )
+    assert _landed(capsys.readouterr().out) == 3
+    fixed = warehouse.query(
+        "SELECT customer_id FROM staged.tiny_db__customers WHERE email LIKE 'fixed%' ORDER BY customer_id"
+    )
+    assert [row[0] for row in fixed] == [3, 4, 5]
+    ((rows, keys),) = warehouse.query(
+        "SELECT count(*), count(DISTINCT customer_id) FROM staged.tiny_db__customers"
+    )
+    assert (rows, keys) == (10, 10)
+    with dg.DagsterInstance.local_temp(tempdir=str(tmp_path / "data" / "dagster_home")) as instance:
+        latest = instance.get_latest_materialization_event(raw_key("tiny_db", "customers"))
+    assert latest is not None and latest.asset_materialization is not None
+    backfill = latest.asset_materialization.metadata
+    assert (backfill["backfill/since"].value, backfill["backfill/until"].value) == (
+        "2026-01-03 12:00:00",
+        "2026-01-05 12:00:00",
+    )
+    assert backfill["watermark_after"].value == backfill["watermark_before"].value
+    assert backfill["watermark_after"].value["cursor"] == "2026-01-10 12:00:00"
+    assert main(["run", "--select", "tiny_db"]) == 0
+    assert _landed(capsys.readouterr().out) == 0, "the backfill left the watermark where it was"

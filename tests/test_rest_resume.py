@@ -93,18 +93,33 @@ def test_the_resume_state_is_plain_json_naming_endpoint_position_and_watermark()
         "pages_done": 1,
         "watermark": "2025-12-31 00:00:00",
         "next": {"cursor": first.resume_after["next"]["cursor"]},
+        "until": None,
     }
     assert isinstance(first.resume_after["next"]["cursor"], str)
 
 
-def test_a_resumed_extraction_keeps_the_watermark_it_started_with() -> None:
-    endpoint = endpoint_for("cursor", incremental={"param": "since", "cursor_field": "updated_at"})
+def test_a_resumed_extraction_keeps_the_watermark_and_upper_bound_it_started_with() -> None:
+    incremental = {"param": "since", "cursor_field": "updated_at", "until_param": "before"}
+    endpoint = endpoint_for("cursor", incremental=incremental)
     with ScriptedServer(paged_items(RECORDS, "cursor")) as server:
-        first = next(source(server).pages(endpoint, watermark="2025-12-31 00:00:00"))
+        started = source(server).pages(endpoint, watermark="2025-12-31 00:00:00", until="2026-01-31 00:00:00")
+        first = next(started)
         list(source(server).pages(endpoint, resume=first.resume_after))
         with pytest.raises(ValueError, match="pass the watermark the extraction started with"):
             list(source(server).pages(endpoint, resume=first.resume_after, watermark="2026-06-01 00:00:00"))
-    assert {request.query.get("since") for request in server.requests} == {"2025-12-31 00:00:00"}
+    sent = {(request.query.get("since"), request.query.get("before")) for request in server.requests}
+    assert sent == {("2025-12-31 00:00:00", "2026-01-31 00:00:00")}
+    assert len(server.requests) == 5
+
+
+def test_an_upper_bound_is_refused_before_any_request_by_an_endpoint_without_until_param() -> None:
+    endpoint = endpoint_for("cursor", incremental={"param": "since", "cursor_field": "updated_at"})
+    with (
+        ScriptedServer(paged_items(RECORDS, "cursor")) as server,
+        pytest.raises(ValueError, match="until_param"),
+    ):
+        list(source(server).pages(endpoint, watermark="2025-12-31", until="2026-01-31"))
+    assert server.requests == []
 
 
 def test_a_resume_state_of_another_endpoint_is_refused() -> None:

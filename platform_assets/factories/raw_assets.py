@@ -6,6 +6,7 @@ materialization event is written after the step returns, and the step returns af
 """
 
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,6 +14,14 @@ import dagster as dg
 from pydantic import Field
 
 from platform_assets.catalog.loader import CatalogEntity
+from platform_assets.ingestion.backfill import (
+    BACKFILL_SINCE,
+    BACKFILL_UNTIL,
+    BackfillRange,
+    backfill_range,
+    starting_state,
+    state_after,
+)
 from platform_assets.ingestion.extraction import Extraction, ExtractionContext
 from platform_assets.ingestion.registry import EXTRACTORS
 from platform_assets.keys import RAW_LAYER, layer_group, raw_key
@@ -44,6 +53,21 @@ class RawConfig(dg.Config):
     observed_files: dict[str, float] = Field(default_factory=dict)
     """Set by the delivery sensor (files): `path|size|version` -> when it first listed the file so, in epoch
     seconds; the run counts that listing towards the entity's `stable_after_seconds`."""
+    backfill_since: str | None = Field(
+        default=None,
+        description="Backfill (incremental tables and APIs): re-extract rows whose cursor is at or after "
+        "this (ISO timestamp, or key) without moving the watermark; see `backfill_until`.",
+    )
+    backfill_until: str | None = Field(
+        default=None,
+        description="Backfill: re-extract rows whose cursor is at most this; alone, from the start up to it.",
+    )
+
+    def backfill(self, item: CatalogEntity) -> BackfillRange | None:
+        """The range this run re-extracts, checked against the entity; None for a regular run."""
+        if self.backfill_since is None and self.backfill_until is None:
+            return None
+        return backfill_range(item, self.backfill_since, self.backfill_until)
 
 
 def build_raw_asset(item: CatalogEntity) -> dg.AssetsDefinition:
@@ -66,6 +90,9 @@ def build_raw_asset(item: CatalogEntity) -> dg.AssetsDefinition:
         started = time.monotonic()
         key = raw_key(item.source_name, item.name)
         previous = _previous_state(context, key)
+        backfill = config.backfill(item)
+        if backfill is not None:
+            context.log.info(f"Backfill of {item.source_name}.{item.name} {backfill.describe()}")
         lineage = Lineage(
             source=f"{item.source_name}.{item.name}",
             extracted_at=datetime.now(UTC),
@@ -79,11 +106,14 @@ def build_raw_asset(item: CatalogEntity) -> dg.AssetsDefinition:
                         landing=landing,
                         inflight=inflight,
                         lineage=lineage,
-                        previous_state=previous,
+                        previous_state=previous
+                        if backfill is None
+                        else starting_state(item, previous, backfill),
                         batch_rows=scaled_batch_rows(config.batch_rows, config.batch_scale),
                         log=context.log,
                         rate_scale=config.rate_scale,
                         observed_files=dict(config.observed_files),
+                        until=None if backfill is None else backfill.until,
                     )
                 )
         except Exception as error:
@@ -99,7 +129,9 @@ def build_raw_asset(item: CatalogEntity) -> dg.AssetsDefinition:
             f"Landed {rows}({extraction.bytes} bytes) of {item.source_name}.{item.name} "
             f"in {len(extraction.files)} file(s)"
         )
-        metadata = _metadata(extraction, previous, time.monotonic() - started)
+        if backfill is not None:
+            extraction = replace(extraction, state=state_after(previous, extraction.state))
+        metadata = _metadata(extraction, previous, time.monotonic() - started, backfill)
         return dg.MaterializeResult(metadata={**metadata, "source_location": extractor.location(item)})
 
     return raw_entity
@@ -118,7 +150,9 @@ def _previous_state(context: dg.AssetExecutionContext, key: dg.AssetKey) -> dict
     return dict(materialization.metadata[EXTRACTION_STATE_METADATA].value)
 
 
-def _metadata(extraction: Extraction, previous: dict[str, Any], seconds: float) -> dict[str, Any]:
+def _metadata(
+    extraction: Extraction, previous: dict[str, Any], seconds: float, backfill: BackfillRange | None
+) -> dict[str, Any]:
     schema = extraction.schema
     metadata: dict[str, Any] = {
         "bytes": extraction.bytes,
@@ -131,6 +165,9 @@ def _metadata(extraction: Extraction, previous: dict[str, Any], seconds: float) 
     if "watermark" in extraction.state or "watermark" in previous:
         metadata["watermark_before"] = dg.MetadataValue.json(previous.get("watermark"))
         metadata["watermark_after"] = dg.MetadataValue.json(extraction.state.get("watermark"))
+    if backfill is not None:
+        metadata[BACKFILL_SINCE] = dg.MetadataValue.text(backfill.since or "the start")
+        metadata[BACKFILL_UNTIL] = dg.MetadataValue.text(backfill.until or "now")
     if extraction.rows is not None:
         metadata["dagster/row_count"] = extraction.rows
     if schema is not None:

@@ -25,7 +25,7 @@ from platform_assets.ingestion.reset import (
     RESET_SINCE,
     RESET_UNDONE,
     ResetError,
-    has_watermark,
+    entities_named,
     reset_state,
 )
 from platform_assets.keys import raw_key
@@ -48,11 +48,9 @@ class ResetConfig(dg.Config):
 
 
 def build_reset_job(catalog: Sequence[CatalogEntity]) -> dg.JobDefinition:
-    by_name = {f"{item.source_name}.{item.name}": item for item in catalog}
-
     @dg.op(name="reset_extraction_state")
     def reset_extraction_state(context: dg.OpExecutionContext, config: ResetConfig) -> None:
-        items = _selected(by_name, config.entities)
+        items = entities_named(catalog, config.entities)
         for item in items:
             key = raw_key(item.source_name, item.name)
             latest = _latest_metadata(context.instance, key)
@@ -100,26 +98,6 @@ def build_reset_job(catalog: Sequence[CatalogEntity]) -> dg.JobDefinition:
         reset_extraction_state()
 
     return reset_extraction
-
-
-def _selected(by_name: dict[str, CatalogEntity], names: list[str]) -> list[CatalogEntity]:
-    """The entities `names` (`source.entity`, or `source`: its incremental ones) name; a ResetError for a
-    name the catalog lacks."""
-    selected: list[CatalogEntity] = []
-    for name in names:
-        if name in by_name:
-            selected.append(by_name[name])
-            continue
-        of_source = [
-            item for full, item in by_name.items() if full.split(".")[0] == name and has_watermark(item)
-        ]
-        if not of_source:
-            raise ResetError(
-                f"{name!r} is no entity or source with incremental entities in the catalog (entities: "
-                f"{', '.join(sorted(by_name)[:20])})"
-            )
-        selected.extend(of_source)
-    return selected
 
 
 def _latest_metadata(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict[str, Any]:

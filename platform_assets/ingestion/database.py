@@ -50,11 +50,16 @@ class DatabaseExtractor:
         with (
             DatabaseSource(_connection(item)) as source,
             source.extract(
-                table, primary_key=item.entity.primary_key, watermark=watermark, batch_rows=context.batch_rows
+                table,
+                primary_key=item.entity.primary_key,
+                watermark=watermark,
+                batch_rows=context.batch_rows,
+                until=context.until,
             ) as rows,
         ):
+            up_to = "" if context.until is None else f" up to {context.until}"
             context.log.info(
-                f"Extracting {self.location(item)} from watermark {watermark}: {rows.query_text}"
+                f"Extracting {self.location(item)} from watermark {watermark}{up_to}: {rows.query_text}"
             )
             context.inflight.write(f"{context.lineage.run_id}.parquet", rows, context.lineage)
             scanned_at = _scan_keys(context, source) if _keys_due(context) else None

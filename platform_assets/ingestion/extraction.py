@@ -23,6 +23,9 @@ class ExtractionContext:
     log: dg.DagsterLogManager
     rate_scale: float = 1.0
     """The healing layer's slow-down factor of the source's request rate (APIs)."""
+    until: str | None = None
+    """A backfill's upper bound (`platform_assets/ingestion/backfill.py`): rows whose cursor is at most it;
+    its lower bound is the watermark of `previous_state`."""
     observed_files: dict[str, float] = field(default_factory=dict)
     """Files: `path|size|version` -> when the delivery sensor first listed the file so (epoch seconds). The
     sensor launches a run once a file was stable that long; the run counts the sensor's listing as its

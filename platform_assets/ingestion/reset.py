@@ -16,7 +16,7 @@ landed copy is removed lands again at the next run; re-delivering a changed file
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -37,7 +37,7 @@ class ResetError(ValueError):
 def reset_state(item: CatalogEntity, state: Mapping[str, Any], since: str | None) -> dict[str, Any]:
     """The extraction state that makes the next run of `item` read again from `since` (a timestamp or a
     key, as the cursor holds it: rows whose cursor is at or after it), or from the start when None."""
-    _refuse_without_watermark(item)
+    refuse_without_watermark(item)
     kept = {name: value for name, value in state.items() if name != "watermark"}
     if since is None:
         return kept
@@ -49,6 +49,27 @@ def reset_state(item: CatalogEntity, state: Mapping[str, Any], since: str | None
     return {**kept, "watermark": since}
 
 
+def entities_named(catalog: Sequence[CatalogEntity], names: Sequence[str]) -> list[CatalogEntity]:
+    """The entities `names` name: `source.entity`, or `source` for its incremental ones; a ResetError
+    listing what exists for a name the catalog lacks."""
+    by_name = {f"{item.source_name}.{item.name}": item for item in catalog}
+    selected: list[CatalogEntity] = []
+    for name in names:
+        if name in by_name:
+            selected.append(by_name[name])
+            continue
+        of_source = [
+            item for full, item in by_name.items() if full.split(".")[0] == name and has_watermark(item)
+        ]
+        if not of_source:
+            raise ResetError(
+                f"{name!r} is no entity or source with incremental entities in the catalog (entities: "
+                f"{', '.join(sorted(by_name)[:20])})"
+            )
+        selected.extend(of_source)
+    return selected
+
+
 def has_watermark(item: CatalogEntity) -> bool:
     """Whether the entity's extraction resumes from a watermark (an incremental table or API)."""
     table, endpoint = item.entity.table, item.entity.endpoint
@@ -57,7 +78,7 @@ def has_watermark(item: CatalogEntity) -> bool:
     )
 
 
-def _refuse_without_watermark(item: CatalogEntity) -> None:
+def refuse_without_watermark(item: CatalogEntity) -> None:
     """A ResetError, saying what to do instead, for an entity whose extraction has no watermark."""
     if has_watermark(item):
         return

@@ -40,13 +40,14 @@ class RestExtractor:
         item = context.item
         endpoint = item.entity.endpoint
         assert endpoint is not None
-        checkpoint = context.inflight.checkpoint()
+        checkpoint = _resumable(context, context.inflight.checkpoint())
         if checkpoint is None:
             context.inflight.discard()
             checkpoint = {
                 "resume_after": None,
                 "watermark_before": context.previous_state.get("watermark"),
                 "watermark_seen": context.previous_state.get("watermark"),
+                "until": context.until,
                 "pages": 0,
             }
         else:
@@ -58,7 +59,10 @@ class RestExtractor:
             group: list[Page] = []
             records_in_group, checkpointed_at = 0, time.monotonic()
             pages = source.pages(
-                endpoint, resume=checkpoint["resume_after"], watermark=checkpoint["watermark_before"]
+                endpoint,
+                resume=checkpoint["resume_after"],
+                watermark=checkpoint["watermark_before"],
+                until=context.until,
             )
             try:
                 for page in pages:
@@ -86,6 +90,24 @@ class RestExtractor:
             load_kind="append" if endpoint.incremental else "snapshot",
             details={"pages": checkpoint["pages"]},
         )
+
+
+def _resumable(context: ExtractionContext, checkpoint: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The checkpoint, if it continues the extraction this run asks for: the same watermark and upper bound.
+    One left by an attempt that read another range (a backfill, or a run before a reset) is dropped with its
+    parts, never committed nor staged: that range is read again by the next run that asks for it."""
+    if checkpoint is None:
+        return None
+    wanted = (context.previous_state.get("watermark"), context.until)
+    if (checkpoint["watermark_before"], checkpoint.get("until")) == wanted:
+        return checkpoint
+    item = context.item
+    context.log.warning(
+        f"Not resuming the checkpoint of an earlier attempt of {item.source_name}.{item.name}: it read "
+        f"from {checkpoint['watermark_before']} up to {checkpoint.get('until') or 'now'}, this run "
+        f"reads from {wanted[0]} up to {wanted[1] or 'now'}; its pages are fetched again"
+    )
+    return None
 
 
 def _land_group(

@@ -28,6 +28,7 @@ from resources.databases.watermark import (
     WatermarkTracker,
     custom_query_parameter,
     incremental_filter,
+    python_value,
 )
 
 LISTED_NAMES = 50
@@ -90,8 +91,10 @@ def table_plan(
     extraction: TableExtraction,
     primary_key: list[str],
     watermark: dict[str, Any] | None,
+    until: str | int | None = None,
 ) -> ExtractionPlan:
-    """Full or incremental extraction of a described table (see `watermark` for the filters)."""
+    """Full or incremental extraction of a described table (see `watermark` for the filters), bounded by
+    `until` (the cursor at most that, included) when a range is re-extracted."""
     by_name = {column.name: column for column in description.columns}
     incremental = extraction.incremental
     tie_breakers = _tie_breakers(incremental, primary_key)
@@ -120,6 +123,9 @@ def table_plan(
     )
     if condition is not None:
         statement = statement.where(condition)
+    if until is not None:
+        bound = python_value(until, watermark_columns.cursor)
+        statement = statement.where(sources[incremental.cursor_column] <= sa.bindparam("until", bound))
     statement = statement.order_by(*(sources[column.name] for column in watermark_columns.all))
     return ExtractionPlan(
         statement, columns, WatermarkTracker(watermark_columns, position, ordered=True), what
@@ -131,9 +137,15 @@ def query_plan(
     extraction: TableExtraction,
     watermark: dict[str, Any] | None,
     engine: DatabaseEngine,
+    until: str | int | None = None,
 ) -> ExtractionPlan:
     """The custom query, its `:watermark` bound (NULL on a first run without `initial_value`)."""
     assert extraction.query is not None
+    if until is not None:
+        raise ExtractionConfigError(
+            "A custom query cannot be re-extracted up to a bound: it has no cursor column the platform "
+            "filters on. Re-extract it from a point on (reset or backfill without `until`) instead."
+        )
     query = sa.text(extraction.query.strip().rstrip(";"))
     incremental = extraction.incremental
     takes_watermark = "watermark" in query.compile(dialect=connection.dialect).params

@@ -127,9 +127,11 @@ class DatabaseSource:
         primary_key: list[str],
         watermark: dict[str, Any] | None,
         batch_rows: int = 50_000,
+        until: str | int | None = None,
     ) -> Extraction:
         """Start an extraction: full (no `incremental`), incremental past `watermark` (the previous run's
-        `watermark_after`), or the custom `query`. `primary_key` is the default tie-breaker. The snapshot
+        `watermark_after`) and, for a re-extracted range, up to `until` included, or the custom `query`.
+        `primary_key` is the default tie-breaker. The snapshot
         is taken when this returns; rows flow while the result is iterated. Database errors surface here
         or during the iteration, as `DatabaseSourceError`s."""
         if batch_rows < 1:
@@ -137,10 +139,10 @@ class DatabaseSource:
         connection = self.engine.snapshot()
         try:
             if extraction.query is not None:
-                plan = query_plan(connection, extraction, watermark, self.engine)
+                plan = query_plan(connection, extraction, watermark, self.engine, until)
             else:
                 description = describe_table(connection, extraction, self.engine)
-                plan = table_plan(description, extraction, primary_key, watermark)
+                plan = table_plan(description, extraction, primary_key, watermark, until)
             return self._started(connection, plan, batch_rows)
         except BaseException:
             connection.invalidate()

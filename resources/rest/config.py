@@ -115,6 +115,11 @@ class IncrementalParam(Strict):
     param: str
     cursor_field: str
     initial_value: str | None = None
+    until_param: str | None = Field(
+        default=None,
+        description="The query parameter the API reads an upper bound from (e.g. `updated_before`): needed "
+        "only to re-extract a bounded range (`dataplatform backfill --until`).",
+    )
 
 
 class RateLimit(Strict):

@@ -103,13 +103,20 @@ class RestApiSource:
         )
 
     def pages(
-        self, endpoint: RestEndpoint, *, resume: Mapping[str, Any] | None = None, watermark: str | None = None
+        self,
+        endpoint: RestEndpoint,
+        *,
+        resume: Mapping[str, Any] | None = None,
+        watermark: str | None = None,
+        until: str | None = None,
     ) -> Iterator[Page]:
         """The endpoint's pages from the first (or the one after `resume`); an empty last page is not
-        yielded. `watermark` (else `incremental.initial_value`) is sent as the incremental parameter."""
+        yielded. `watermark` (else `incremental.initial_value`) is sent as the incremental parameter, and
+        `until`, the upper bound of a re-extracted range, as `incremental.until_param` (a resumed extraction
+        keeps the bound it started with)."""
         paginator = build_paginator(endpoint.pagination, self._client.without_credentials)
         if resume is None:
-            start = _ResumeState.first(endpoint, paginator.first(), watermark)
+            start = _ResumeState.first(endpoint, paginator.first(), watermark, _until(endpoint, until))
         else:
             start = _ResumeState.restore(resume, endpoint, watermark)
         guard = LoopGuard()
@@ -186,12 +193,15 @@ class _ResumeState:
     watermark: str | None
     pages_done: int
     next: Position | None
+    until: str | None = None
 
     @classmethod
-    def first(cls, endpoint: RestEndpoint, position: Position, watermark: str | None) -> _ResumeState:
+    def first(
+        cls, endpoint: RestEndpoint, position: Position, watermark: str | None, until: str | None
+    ) -> _ResumeState:
         if watermark is None and endpoint.incremental is not None:
             watermark = endpoint.incremental.initial_value
-        return cls(endpoint.path, endpoint.pagination.kind, watermark, pages_done=0, next=position)
+        return cls(endpoint.path, endpoint.pagination.kind, watermark, 0, position, until)
 
     @classmethod
     def restore(cls, state: Mapping[str, Any], endpoint: RestEndpoint, watermark: str | None) -> _ResumeState:
@@ -207,7 +217,12 @@ class _ResumeState:
                 f"with {state['watermark']!r}: pass the watermark the extraction started with (or None)"
             )
         return cls(
-            endpoint.path, endpoint.pagination.kind, state["watermark"], state["pages_done"], state["next"]
+            endpoint.path,
+            endpoint.pagination.kind,
+            state["watermark"],
+            state["pages_done"],
+            state["next"],
+            state.get("until"),
         )
 
     def after_page(self, number: int, next_position: Position | None) -> dict[str, Any]:
@@ -218,12 +233,27 @@ class _ResumeState:
             "pages_done": number,
             "watermark": self.watermark,
             "next": next_position,
+            "until": self.until,
         }
 
     def incremental_params(self, endpoint: RestEndpoint) -> dict[str, str]:
-        if endpoint.incremental is None or self.watermark is None:
+        incremental = endpoint.incremental
+        if incremental is None:
             return {}
-        return {endpoint.incremental.param: self.watermark}
+        params = {} if self.watermark is None else {incremental.param: self.watermark}
+        if self.until is not None and incremental.until_param is not None:
+            params[incremental.until_param] = self.until
+        return params
+
+
+def _until(endpoint: RestEndpoint, until: str | None) -> str | None:
+    """`until`, refused (before any request) by an endpoint that cannot be asked for an upper bound."""
+    if until is not None and (endpoint.incremental is None or endpoint.incremental.until_param is None):
+        raise ValueError(
+            f"{endpoint.path}: re-extracting up to {until!r} needs `incremental.until_param`, the query "
+            f"parameter the API reads an upper bound from"
+        )
+    return until
 
 
 def _records(response: JsonResponse, record_path: str | None) -> list[dict[str, Any]]:
