@@ -74,10 +74,10 @@ class RawAsset:
         self.landing = landing
         self.instance = instance
 
-    def materialize(self, batch_rows: int | None = None) -> dg.ExecuteInProcessResult:
-        run_config = (
-            {"ops": {self.asset.op.name: {"config": {"batch_rows": batch_rows}}}} if batch_rows else None
-        )
+    def materialize(self, batch_rows: int | None = None, **config: Any) -> dg.ExecuteInProcessResult:
+        """`config`: more of the raw asset's run config (`RawConfig`), e.g. a backfill's range."""
+        op_config = {**({"batch_rows": batch_rows} if batch_rows else {}), **config}
+        run_config = {"ops": {self.asset.op.name: {"config": op_config}}} if op_config else None
         return dg.materialize(
             [self.asset],
             resources={"landing": self.landing},
@@ -86,16 +86,16 @@ class RawAsset:
             raise_on_error=False,
         )
 
-    def succeed(self, batch_rows: int | None = None) -> dict[str, Any]:
+    def succeed(self, batch_rows: int | None = None, **config: Any) -> dict[str, Any]:
         """Materialize; the materialization's metadata values (fails the test if the step failed)."""
-        result = self.materialize(batch_rows)
+        result = self.materialize(batch_rows, **config)
         assert result.success, step_error(result)
         (event,) = result.get_asset_materialization_events()
         return {name: value.value for name, value in event.materialization.metadata.items()}
 
-    def fail(self, batch_rows: int | None = None) -> str:
+    def fail(self, batch_rows: int | None = None, **config: Any) -> str:
         """Materialize, expecting the step to fail; its error message, causes included."""
-        result = self.materialize(batch_rows)
+        result = self.materialize(batch_rows, **config)
         assert not result.success
         assert result.get_asset_materialization_events() == []
         return step_error(result)
@@ -740,3 +740,64 @@ def test_an_incremental_endpoint_is_sent_the_previous_watermark_on_the_next_run(
     assert second["watermark_after"] == "2026-01-01 00:00:14"
     assert sorted(int(row["id"]) for row in read_rows(second["landed_files"])) == [13, 14]
     assert first["load_kind"] == second["load_kind"] == "append"
+
+
+class UpdatedBetween:
+    """Serves the records updated after `since` and up to `before` (each optional), by cursor; the first
+    request for page `fail_page` (when set) fails with a 400."""
+
+    def __init__(self, records: list[dict[str, Any]]) -> None:
+        self.records = records
+        self.fail_page: int | None = None
+
+    def __call__(self, request: Recorded) -> Reply:
+        if page_of(request) == self.fail_page:
+            self.fail_page = None
+            return json_reply({"error": "failing once"}, 400)
+        since, before = request.query.get("since"), request.query.get("before")
+        wanted = [
+            record
+            for record in self.records
+            if (since is None or record["updated_at"] > since)
+            and (before is None or record["updated_at"] <= before)
+        ]
+        return paged_items(wanted, "cursor")(request)
+
+
+def test_a_rest_backfill_reads_its_range_keeps_the_watermark_and_no_other_run_resumes_its_checkpoint(
+    landing: LandingZone, instance: dg.DagsterInstance
+) -> None:
+    handler = UpdatedBetween(items(23))
+    bounds = {"backfill_since": "2026-01-01 00:00:05", "backfill_until": "2026-01-01 00:00:15"}
+    with ScriptedServer(handler) as server:
+        raw = RawAsset(
+            rest_entity(server.base_url, incremental={**INCREMENTAL, "until_param": "before"}),
+            landing,
+            instance,
+        )
+        assert raw.succeed()["watermark_after"] == "2026-01-01 00:00:23"
+        handler.fail_page = 2
+        assert "400" in raw.fail(batch_rows=PAGE_SIZE, **bounds)
+        assert (
+            json.loads((raw.inflight_dir() / CHECKPOINT_FILE).read_text())["until"]
+            == bounds["backfill_until"]
+        )
+        regular_from = len(server.requests)
+        regular = raw.succeed(batch_rows=PAGE_SIZE)
+        backfill_from = len(server.requests)
+        backfill = raw.succeed(batch_rows=PAGE_SIZE, **bounds)
+
+    regular_sent = {
+        (r.query.get("since"), r.query.get("before")) for r in server.requests[regular_from:backfill_from]
+    }
+    assert regular_sent == {("2026-01-01 00:00:23", None)}, "the backfill's checkpoint is not resumed"
+    assert regular.get("dagster/row_count") == 0
+    backfill_sent = {(r.query.get("since"), r.query.get("before")) for r in server.requests[backfill_from:]}
+    assert backfill_sent == {("2026-01-01 00:00:05", "2026-01-01 00:00:15")}
+    assert sorted(int(row["id"]) for row in read_rows(backfill["landed_files"])) == list(range(6, 16))
+    assert backfill["watermark_before"] == backfill["watermark_after"] == "2026-01-01 00:00:23"
+    assert (backfill["backfill/since"], backfill["backfill/until"]) == (
+        "2026-01-01 00:00:05",
+        "2026-01-01 00:00:15",
+    )
+    assert raw.recorded_state() == {"watermark": "2026-01-01 00:00:23"}
