@@ -36,16 +36,11 @@ from sensors.automation.conditions import apply_automation_conditions, build_aut
 from sensors.healing.quality_events import build_quality_events_sensor
 from sensors.healing.sensor import build_approval_job, build_healing_sensor
 
-QUALITY_EVENTS_FILE = ("ops", "quality_events.jsonl")
-"""Under the data directory: the quality events the healing layer and alert channels read."""
-HEALING_STORE_FILE = ("ops", "healing.sqlite")
-"""Under the data directory: the healing ledger, circuit breakers and parameter overrides."""
-
 
 def build_definitions(settings: PlatformSettings) -> dg.Definitions:
     catalog = load_catalog(settings.catalog_dir or CATALOG_DIR, variables=settings.catalog_vars())
-    quality_events = settings.data_dir.joinpath(*QUALITY_EVENTS_FILE)
-    healing_store = settings.data_dir.joinpath(*HEALING_STORE_FILE)
+    quality_events = settings.quality_events
+    healing_store = settings.healing_store
     assets = [
         *(build_raw_asset(item) for item in catalog),
         *(build_staged_asset(item, settings.warehouse_kind) for item in catalog),

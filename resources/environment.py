@@ -12,6 +12,12 @@
   service-account key JSON in the variable named by `PLATFORM_BQ_CREDENTIALS_ENV`; `PLATFORM_BQ_API_ENDPOINT`
   points at an emulator. dbt target `bigquery`.
 
+The platform's own state (the healing ledger, breakers, overrides, quality events) is kept in the Dagster
+instance's PostgreSQL database when the deployment has one, named by the variables `deploy/dagster.yaml`
+reads (`DAGSTER_PG_HOST`, `DAGSTER_PG_PORT`, `DAGSTER_PG_USER`, `DAGSTER_PG_DB` and the secret
+`DAGSTER_PG_PASSWORD`), in schema `platform_ops`; else in files under `<data dir>/ops/`
+(`PlatformSettings.healing_store`, `PlatformSettings.quality_events`).
+
 Python assets' values (the default `io_manager`) are Parquet files under `PLATFORM_STAGING_URI` (a
 directory or `gs://bucket/prefix`; default `<data dir>/staging`). Landing stays on local disk under
 `PLATFORM_DATA_DIR` (default `./.platform_data`) in every environment.
@@ -95,6 +101,9 @@ class PlatformSettings:
     catalog_dir: Path | None = None
     """`PLATFORM_CATALOG_DIR`: a directory of source YAML files kept elsewhere (a team's own repository);
     None means the catalog shipped in `platform_assets/catalog/sources/`."""
+    state_database: str | None = None
+    """SQLAlchemy URL of the instance's PostgreSQL database (its password a `${DAGSTER_PG_PASSWORD}`
+    reference) when `DAGSTER_PG_HOST` is set; None: the platform's state is kept in files."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> PlatformSettings:
@@ -123,6 +132,7 @@ class PlatformSettings:
             warehouse_options=options,
             delivery_poll_seconds=_poll_seconds(env.get(DELIVERY_POLL_VAR)),
             catalog_dir=_catalog_dir(env.get(CATALOG_DIR_VAR)),
+            state_database=_instance_database(env),
         )
 
     @classmethod
@@ -142,6 +152,16 @@ class PlatformSettings:
     def dagster_home(self) -> Path:
         """Dagster run history of the `dataplatform` command when DAGSTER_HOME is not set."""
         return self.data_dir / "dagster_home"
+
+    @property
+    def healing_store(self) -> Path | str:
+        """Where the healing ledger, breakers and overrides are (`resources/state/healing_store.py`)."""
+        return self.state_database or self.data_dir / "ops" / "healing.sqlite"
+
+    @property
+    def quality_events(self) -> Path | str:
+        """Where the quality events are (`sensors/healing/quality_events.py`)."""
+        return self.state_database or self.data_dir / "ops" / "quality_events.jsonl"
 
     @property
     def staging_uri(self) -> str:
@@ -290,6 +310,22 @@ def _validate_warehouse_options(
             raise PlatformConfigError(
                 f"PLATFORM_BQ_API_ENDPOINT={endpoint!r} is not an http(s):// URL; unset it to use Google's."
             )
+
+
+def _instance_database(env: Mapping[str, str]) -> str | None:
+    """The instance's PostgreSQL database as `deploy/dagster.yaml` names it, or None without one."""
+    host = (env.get("DAGSTER_PG_HOST") or "").strip()
+    if not host:
+        return None
+    port = (env.get("DAGSTER_PG_PORT") or "5432").strip()
+    if not port.isdigit():
+        raise PlatformConfigError(
+            f"DAGSTER_PG_PORT={port!r} is not a TCP port: set the port of the Dagster instance's PostgreSQL"
+        )
+    user = (env.get("DAGSTER_PG_USER") or "dagster").strip()
+    database = (env.get("DAGSTER_PG_DB") or "dagster").strip()
+    credentials = f"{user}:${{DAGSTER_PG_PASSWORD}}" if env.get("DAGSTER_PG_PASSWORD") else user
+    return f"postgresql+psycopg2://{credentials}@{host}:{port}/{database}"
 
 
 def _is_gcs_uri(uri: str) -> bool:

@@ -26,7 +26,8 @@ from platform_assets.factories.quality_checks import build_quality_checks
 from platform_assets.quality.quarantine import QUARANTINE_SCHEMA, QUARANTINE_TABLE
 from resources.environment import PlatformSettings
 from resources.state.healing_store import Incident
-from sensors.healing.quality_events import SENSOR_NAME, QualityEventStore, build_quality_events_sensor
+from resources.state.quality_events import QualityEventStore
+from sensors.healing.quality_events import SENSOR_NAME, build_quality_events_sensor
 
 SOURCE = "drop"
 ENTITY = "orders"

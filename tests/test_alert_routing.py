@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from rest_test_server import Reply, ScriptedServer
 from test_alert_channels import NOW, SECRETS, WEBHOOK_TOKEN, Inbox, assert_no_secret, make_alert, smtp_server
 
 from resources.secrets import MissingSecretError
+from resources.state.database import StateLocation
 from sensors.alerting.routing import (
     AlertRouter,
     AlertRoutingConfig,
@@ -55,16 +57,30 @@ CONFIG: dict[str, Any] = {
 }  # fmt: skip
 
 
+TABLES = ("sent", "held", "windows")
+"""The delivery state's tables."""
+
+
 @dataclass
 class Platform:
     web: ScriptedServer
     inbox: Inbox
     environ: dict[str, str]
-    state: Path
+    state: StateLocation
     config: AlertRoutingConfig
 
     def router(self) -> AlertRouter:
         return AlertRouter(self.config, self.state, environ=self.environ, secrets=["customer-secret-99"])
+
+    def stored_text(self) -> str:
+        """Everything the delivery state holds, as text: the SQLite file's bytes, or every row."""
+        if isinstance(self.state, Path):
+            return self.state.read_bytes().decode(errors="replace")
+        with sa.create_engine(self.state).connect() as connection:
+            tables = ("sent", "held", "windows")
+            return repr(
+                [connection.execute(sa.text(f"SELECT * FROM platform_ops.{t}")).all() for t in tables]
+            )
 
     def posts(self, channel: str) -> list[dict[str, Any]]:
         """JSON bodies received by `channel` (each checked for secrets)."""
@@ -81,8 +97,16 @@ class Platform:
         return texts
 
 
-@pytest.fixture
-def platform(tmp_path: Path) -> Iterator[Platform]:
+@pytest.fixture(params=["sqlite", "postgres"])
+def platform(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Platform]:
+    """The delivery state in a SQLite file (the embedded default) or in the state database (a deployment's
+    instance PostgreSQL): the router behaves the same on both."""
+    state = (
+        tmp_path / "state" / "alerts.sqlite"
+        if request.param == "sqlite"
+        else request.getfixturevalue("postgres_database")
+    )
+
     def handle(request: Any) -> Reply:
         return Reply(500, b"boom") if request.path.startswith("/broken") else Reply(200, b"ok")
 
@@ -98,7 +122,7 @@ def platform(tmp_path: Path) -> Iterator[Platform]:
             "MAIL_TO": "oncall@example.com, data@example.com",
         }
         config = AlertRoutingConfig.model_validate(CONFIG)
-        yield Platform(web, inbox, environ, tmp_path / "state" / "alerts.sqlite", config)
+        yield Platform(web, inbox, environ, state, config)
 
 
 def by_channel(deliveries: list[Delivery]) -> dict[str, str]:
@@ -269,8 +293,7 @@ def test_nothing_secret_reaches_any_channel_or_log(
     assert len(platform.mails()) == 4
     assert_no_secret(caplog.text)
     assert HOOK_TOKEN not in caplog.text and "customer-secret-99" not in caplog.text
-    stored = platform.state.read_bytes().decode(errors="replace")
-    assert_no_secret(stored)
+    assert_no_secret(platform.stored_text())
 
 
 def test_a_missing_variable_names_the_channel_and_the_variable(platform: Platform) -> None:

@@ -327,7 +327,7 @@ def test_type_change_with_on_drift_fail_is_proposed_approved_and_healed(
     assert "SchemaDriftError" in incident.evidence_json
     assert platform.staged_keys() == [1, 2, 3, 4, 5], "the refused delivery left the table as it was"
 
-    approval = build_approval_job(platform.store.path).execute_in_process(
+    approval = build_approval_job(platform.store.location).execute_in_process(
         run_config={
             "ops": {
                 "approve_proposed_action": {

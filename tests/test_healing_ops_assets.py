@@ -76,7 +76,7 @@ def test_incidents_and_summary_are_warehouse_tables_with_plottable_figures(tmp_p
 
     with dg.instance_for_test() as instance:
         result = dg.materialize(
-            build_healing_ops_assets(store.path, "duckdb"),
+            build_healing_ops_assets(store.location, "duckdb"),
             resources=build_resources(settings, DBT_PROJECT_DIR),
             instance=instance,
         )

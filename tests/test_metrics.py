@@ -47,7 +47,7 @@ from sensors.observability.health import (
     code_servers,
 )
 from sensors.observability.metrics import metric_names
-from sensors.observability.metrics_server import HEALING_STORE_FILE, build_registry, serve
+from sensors.observability.metrics_server import build_registry, serve
 
 REPO = Path(__file__).resolve().parents[1]
 RAW_ROWS = 120
@@ -93,7 +93,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     home, data_dir = root / "dagster_home", root / "data"
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    store = HealingStore(data_dir.joinpath(*HEALING_STORE_FILE))
+    store = HealingStore(data_dir / "ops" / "healing.sqlite")
     store.add_incident(_incident("a", "rate_limited", "resolved", time_to_recover_s=30.0))
     store.add_incident(_incident("b", "rate_limited", "healing"))
     store.add_incident(_incident("c", "schema_drift", "proposed", kind="check_failure"))
@@ -126,7 +126,9 @@ def _value(samples: dict[str, list[tuple[dict[str, str], float]]], name: str, **
 
 def test_scrape_over_http_reports_instance_and_ledger(world: World) -> None:
     server, thread = serve(
-        build_registry(world.instance, world.data_dir.joinpath(*HEALING_STORE_FILE)), "127.0.0.1", 0
+        build_registry(world.instance, world.data_dir / "ops" / "healing.sqlite", world.data_dir),
+        "127.0.0.1",
+        0,
     )
     try:
         samples = _scrape(f"http://127.0.0.1:{server.server_port}/metrics")
@@ -189,7 +191,7 @@ def test_scrape_over_http_reports_instance_and_ledger(world: World) -> None:
 
 def test_missing_ledger_is_reported_not_fatal(world: World, tmp_path: Path) -> None:
     server, thread = serve(
-        build_registry(world.instance, tmp_path / "absent" / "healing.sqlite"), "127.0.0.1", 0
+        build_registry(world.instance, tmp_path / "absent" / "healing.sqlite", tmp_path), "127.0.0.1", 0
     )
     try:
         samples = _scrape(f"http://127.0.0.1:{server.server_port}/metrics")
@@ -254,7 +256,9 @@ def test_health_fails_on_a_dead_daemon_and_a_down_code_server_then_passes(
     down = CodeServer("self_healing_platform", "127.0.0.1", _free_port())
     ledger = tmp_path / "data" / "ops" / "healing.sqlite"
     probe = HealthProbe(world.instance, ledger, tmp_path / "data", [down], thresholds=HealthThresholds())
-    server, thread = serve(build_registry(world.instance, ledger, servers=[down]), "127.0.0.1", 0, probe)
+    server, thread = serve(
+        build_registry(world.instance, ledger, tmp_path / "data", servers=[down]), "127.0.0.1", 0, probe
+    )
     try:
         status, report = _get(f"http://127.0.0.1:{server.server_port}/health")
         assert status == 503 and report["healthy"] is False
@@ -337,7 +341,7 @@ def test_sensors_that_stopped_ticking_fail_or_never_ticked_fail_health(tmp_path:
                 )
         probe = HealthProbe(instance, tmp_path / "healing.sqlite", tmp_path, [], clock=lambda: now)
         (check,) = [c for c in probe.checks() if c.name == "sensor_ticks"]
-        samples = _scrape_registry(build_registry(instance, tmp_path / "healing.sqlite"))
+        samples = _scrape_registry(build_registry(instance, tmp_path / "healing.sqlite", tmp_path))
     assert check.ok is False
     assert check.detail == "stale, never ticked or failing: broken, never, stuck"
     assert check.value["healing"] == {"age_s": 10.0, "status": "SUCCESS"}

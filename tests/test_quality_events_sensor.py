@@ -14,16 +14,11 @@ import dagster as dg
 import pytest
 from dagster._core.events import DagsterEvent, DagsterEventType, StepMaterializationData
 
-from platform_assets.definitions import QUALITY_EVENTS_FILE, build_definitions
+from platform_assets.definitions import build_definitions
 from resources.environment import PlatformSettings
+from resources.state.quality_events import QualityEvent, QualityEventStore
 from sensors.healing.engine import HealingCursor
-from sensors.healing.quality_events import (
-    SENSOR_NAME,
-    QualityEvent,
-    QualityEventStore,
-    build_quality_events_sensor,
-    freshness_state,
-)
+from sensors.healing.quality_events import SENSOR_NAME, build_quality_events_sensor, freshness_state
 
 SAVED = object()
 """Tick with the cursor saved by the previous tick."""
@@ -263,7 +258,7 @@ def test_the_platform_registers_the_sensor_running_and_writing_under_the_data_di
     definitions = build_definitions(settings)
     sensor = definitions.resolve_sensor_def(SENSOR_NAME)
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
-    assert QUALITY_EVENTS_FILE == ("ops", "quality_events.jsonl")
+    assert settings.quality_events == settings.data_dir / "ops" / "quality_events.jsonl"
     assert str(settings.data_dir / "ops" / "quality_events.jsonl") in (sensor.description or "")
 
     # A tick on a fresh instance watches every policy of the code location (all UNKNOWN: nothing ran).
@@ -279,7 +274,7 @@ def test_the_platform_registers_the_sensor_running_and_writing_under_the_data_di
 def test_on_the_platform_a_duplicated_key_delivery_becomes_a_schema_contract_event(local_platform) -> None:
     """The real ingestion of the demo shop: after a delivery with a duplicated key, exactly the check
     evaluations that failed in that run are recorded, the blocking schema contract among them."""
-    events_path = local_platform.settings.data_dir.joinpath(*QUALITY_EVENTS_FILE)
+    events_path = local_platform.settings.quality_events
     sensor = local_platform.definitions.resolve_sensor_def(SENSOR_NAME)
 
     def tick(cursor: str | None) -> str:

@@ -24,8 +24,9 @@ from platform_assets.catalog.model import Source
 from platform_assets.factories.dbt_models import DBT_PROJECT_DIR
 from platform_assets.keys import STAGED_SCHEMA, staged_table
 from resources.environment import PlatformSettings, build_resources
+from resources.state.quality_events import QualityEventStore
 from resources.warehouses.base import Warehouse
-from sensors.healing.quality_events import QualityEventStore, build_quality_events_sensor
+from sensors.healing.quality_events import build_quality_events_sensor
 
 
 @dataclass

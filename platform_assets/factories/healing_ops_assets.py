@@ -10,12 +10,12 @@ approval, or by a run someone launched, is resolved but not automatic.
 
 from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
 
 import dagster as dg
 import pyarrow as pa
 
 from platform_assets.keys import INCIDENTS_KEY, OPS_GROUP, WAREHOUSE_IO_MANAGER_KEY, WAREHOUSE_POOL
+from resources.state.database import StateLocation
 from resources.state.healing_store import HealingStore, Incident
 from resources.warehouses.io_manager import load_metadata
 
@@ -128,7 +128,7 @@ def summary_metadata(incidents: list[Incident]) -> dict[str, dg.MetadataValue]:
 
 
 def build_healing_ops_assets(
-    store_path: Path, warehouse_kind: str | None = None
+    store_path: StateLocation, warehouse_kind: str | None = None
 ) -> list[dg.AssetsDefinition]:
     return [
         _ledger_asset(
@@ -158,7 +158,7 @@ def _ledger_asset(
     description: str,
     primary_key: list[str],
     table: Callable[[list[Incident]], pa.Table],
-    store_path: Path,
+    store_path: StateLocation,
     warehouse_kind: str | None,
     deps: list[dg.AssetKey] | None = None,
 ) -> dg.AssetsDefinition:

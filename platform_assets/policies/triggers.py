@@ -21,7 +21,6 @@ notices. The automation condition sensors are RUNNING everywhere (see `sensors/a
 
 from collections import defaultdict
 from collections.abc import Iterable
-from pathlib import Path
 
 import dagster as dg
 
@@ -37,6 +36,7 @@ from platform_assets.keys import (
     raw_key,
 )
 from resources.environment import DEFAULT_DELIVERY_POLL_SECONDS, PlatformEnvironment, PlatformSettings
+from resources.state.database import StateLocation
 from sensors.automation.conditions import OPS_CRON, on_cron, on_upstream_update
 from sensors.automation.db_change_sensor import ProbedTable, build_db_change_sensor
 from sensors.automation.delivery_sensor import WatchedEntity, build_delivery_sensor
@@ -77,7 +77,7 @@ def effective_schedule(item: CatalogEntity) -> Schedule | None:
 
 
 def build_schedules(
-    catalog: Iterable[CatalogEntity], healing_store: Path, status: dg.DefaultScheduleStatus
+    catalog: Iterable[CatalogEntity], healing_store: StateLocation, status: dg.DefaultScheduleStatus
 ) -> list[dg.ScheduleDefinition]:
     """`<source>_schedule` for the source's own schedule, `<source>_<entity>_schedule` for an entity's own."""
     groups: dict[tuple[str, Schedule], list[CatalogEntity]] = defaultdict(list)
@@ -106,7 +106,7 @@ def build_schedules(
 
 def build_delivery_sensors(
     catalog: Iterable[CatalogEntity],
-    healing_store: Path,
+    healing_store: StateLocation,
     status: dg.DefaultSensorStatus,
     poll_seconds: int = DEFAULT_DELIVERY_POLL_SECONDS,
 ) -> list[dg.SensorDefinition]:
@@ -139,7 +139,7 @@ def build_delivery_sensors(
 
 
 def build_change_sensors(
-    catalog: Iterable[CatalogEntity], healing_store: Path, status: dg.DefaultSensorStatus
+    catalog: Iterable[CatalogEntity], healing_store: StateLocation, status: dg.DefaultSensorStatus
 ) -> list[dg.SensorDefinition]:
     by_source: dict[str, list[tuple[CatalogEntity, ProbedTable]]] = defaultdict(list)
     for item in catalog:

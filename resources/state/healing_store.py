@@ -1,79 +1,87 @@
 """The healing layer's state: incidents (the ledger), action outcomes, circuit breakers and parameter
-overrides, in one SQLite file beside the landing zone (`<data dir>/ops/healing.sqlite`).
+overrides: in one SQLite file beside the landing zone (`<data dir>/ops/healing.sqlite`) by default, in the
+Dagster instance's PostgreSQL database when the deployment has one (`resources/state/database.py`), so
+that losing the VM's disk loses no incident and several daemons share one ledger.
 
-Why SQLite and not the warehouse: the healing sensor writes on every tick while runs write the warehouse,
-and an embedded DuckDB file has one writer at a time; the ledger also has to survive a broken warehouse,
-which is one of the failures it records. WAL mode lets the `ops/healing_incidents` asset read it while the
-sensor writes; every write is one short transaction. Storage only: what the rows mean is decided in
-`sensors/`.
+Why not the warehouse: the healing sensor writes on every tick while runs write the warehouse, and an
+embedded DuckDB file has one writer at a time; the ledger also has to survive a broken warehouse, which is
+one of the failures it records. Every write is one short transaction; a state change another daemon may
+race for is a compare-and-set (`claim`). Storage only: what the rows mean is decided in `sensors/`.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import uuid
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS incidents (
-    incident_id TEXT PRIMARY KEY,
-    dedup_key TEXT NOT NULL UNIQUE,
-    opened_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    kind TEXT NOT NULL,
-    asset_key TEXT,
-    source TEXT,
-    run_id TEXT,
-    category TEXT NOT NULL,
-    confidence REAL NOT NULL,
-    rule_id TEXT NOT NULL,
-    explanation TEXT NOT NULL,
-    evidence_json TEXT NOT NULL,
-    action TEXT,
-    risk TEXT,
-    decision TEXT,
-    decided_by TEXT,
-    status TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at REAL,
-    healing_run_id TEXT,
-    run_config_json TEXT NOT NULL DEFAULT '{}',
-    outcome TEXT,
-    resolved_at REAL,
-    time_to_recover_s REAL,
-    approved_by TEXT,
-    approved_at REAL,
-    deadline REAL
-);
-CREATE INDEX IF NOT EXISTS incidents_status ON incidents (status);
-CREATE TABLE IF NOT EXISTS outcomes (
-    incident_id TEXT NOT NULL,
-    category TEXT NOT NULL,
-    action TEXT NOT NULL,
-    success INTEGER NOT NULL,
-    recorded_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS breakers (
-    source TEXT PRIMARY KEY,
-    state TEXT NOT NULL,
-    consecutive_failures INTEGER NOT NULL,
-    changed_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS overrides (
-    scope TEXT NOT NULL,
-    name TEXT NOT NULL,
-    value REAL NOT NULL,
-    default_value REAL NOT NULL,
-    set_at REAL NOT NULL,
-    healthy_runs INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (scope, name)
-);
-"""
+import sqlalchemy as sa
+
+from resources.state.database import StateDatabase
+
+METADATA = sa.MetaData()
+INCIDENTS = sa.Table(
+    "incidents",
+    METADATA,
+    sa.Column("incident_id", sa.Text, primary_key=True),
+    sa.Column("dedup_key", sa.Text, nullable=False, unique=True),
+    sa.Column("opened_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("asset_key", sa.Text),
+    sa.Column("source", sa.Text),
+    sa.Column("run_id", sa.Text),
+    sa.Column("category", sa.Text, nullable=False),
+    sa.Column("confidence", sa.Float, nullable=False),
+    sa.Column("rule_id", sa.Text, nullable=False),
+    sa.Column("explanation", sa.Text, nullable=False),
+    sa.Column("evidence_json", sa.Text, nullable=False),
+    sa.Column("action", sa.Text),
+    sa.Column("risk", sa.Text),
+    sa.Column("decision", sa.Text),
+    sa.Column("decided_by", sa.Text),
+    sa.Column("status", sa.Text, nullable=False, index=True),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", sa.Float),
+    sa.Column("healing_run_id", sa.Text),
+    sa.Column("run_config_json", sa.Text, nullable=False, server_default="{}"),
+    sa.Column("outcome", sa.Text),
+    sa.Column("resolved_at", sa.Float),
+    sa.Column("time_to_recover_s", sa.Float),
+    sa.Column("approved_by", sa.Text),
+    sa.Column("approved_at", sa.Float),
+    sa.Column("deadline", sa.Float),
+)
+OUTCOMES = sa.Table(
+    "outcomes",
+    METADATA,
+    sa.Column("incident_id", sa.Text, nullable=False),
+    sa.Column("category", sa.Text, nullable=False),
+    sa.Column("action", sa.Text, nullable=False),
+    sa.Column("success", sa.Integer, nullable=False),
+    sa.Column("recorded_at", sa.Float, nullable=False),
+)
+BREAKERS = sa.Table(
+    "breakers",
+    METADATA,
+    sa.Column("source", sa.Text, primary_key=True),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("consecutive_failures", sa.Integer, nullable=False),
+    sa.Column("changed_at", sa.Float, nullable=False),
+)
+OVERRIDES = sa.Table(
+    "overrides",
+    METADATA,
+    sa.Column("scope", sa.Text, primary_key=True),
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("value", sa.Float, nullable=False),
+    sa.Column("default_value", sa.Float, nullable=False),
+    sa.Column("set_at", sa.Float, nullable=False),
+    sa.Column("healthy_runs", sa.Integer, nullable=False, server_default="0"),
+)
 
 
 @dataclass
@@ -133,24 +141,18 @@ class Breaker:
 
 
 class HealingStore:
-    """The SQLite file at `path` (created with its tables on first use)."""
+    """The ledger at `location`: a SQLite file path (the embedded default), or the SQLAlchemy URL of a
+    PostgreSQL database (the deployment's instance database: tables in schema `platform_ops`). The tables
+    are created on first use; every method is one short transaction."""
 
-    def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connection() as con:
-            con.executescript(SCHEMA)
+    def __init__(self, location: Path | str) -> None:
+        self.database = StateDatabase(location)
+        self.database.create(METADATA)
 
-    @contextmanager
-    def _connection(self) -> Iterator[sqlite3.Connection]:
-        con = sqlite3.connect(self.path, timeout=30)
-        try:
-            con.execute("PRAGMA journal_mode=WAL")
-            con.row_factory = sqlite3.Row
-            with con:  # one transaction: committed on success, rolled back on error
-                yield con
-        finally:
-            con.close()
+    @property
+    def location(self) -> str:
+        """Where the ledger is, for messages (a password masked)."""
+        return self.database.location
 
     # Incidents
 
@@ -160,104 +162,119 @@ class HealingStore:
 
     def add_incident(self, incident: Incident) -> bool:
         """Records `incident`; False (and nothing written) when its `dedup_key` is already recorded, so a
-        failure seen again by a retried sensor tick is never recorded twice."""
-        marks = ", ".join("?" * len(INCIDENT_COLUMNS))
-        with self._connection() as con:
-            cursor = con.execute(
-                f"INSERT OR IGNORE INTO incidents ({', '.join(INCIDENT_COLUMNS)}) VALUES ({marks})",
-                [getattr(incident, name) for name in INCIDENT_COLUMNS],
-            )
-            return cursor.rowcount == 1
+        failure seen again by a retried sensor tick, or by a second daemon, is never recorded twice."""
+        values = {name: getattr(incident, name) for name in INCIDENT_COLUMNS}
+        with self.database.begin() as connection:
+            return self.database.insert_new(connection, INCIDENTS, values) == 1
 
     def update_incident(self, incident_id: str, **changes: Any) -> None:
-        unknown = set(changes) - set(INCIDENT_COLUMNS)
+        if self.claim(incident_id, None, **changes) is False:
+            raise KeyError(f"no incident {incident_id!r} in {self.location}")
+
+    def claim(self, incident_id: str, expected: Mapping[str, Any] | None, **changes: Any) -> bool:
+        """Apply `changes` to the incident only if its columns still hold `expected` (e.g. the status and
+        attempts it was read with): whether it did. Two daemons that read the same incident both try; the
+        database lets one of them change it, so one acts and the other sees that it lost."""
+        unknown = (set(changes) | set(expected or {})) - set(INCIDENT_COLUMNS)
         if unknown:
             raise ValueError(f"unknown incident column(s): {sorted(unknown)}")
-        assignments = ", ".join(f"{name} = ?" for name in changes)
-        with self._connection() as con:
-            cursor = con.execute(
-                f"UPDATE incidents SET {assignments} WHERE incident_id = ?", [*changes.values(), incident_id]
-            )
-            if cursor.rowcount != 1:
-                raise KeyError(f"no incident {incident_id!r} in {self.path}")
+        where = [INCIDENTS.c.incident_id == incident_id]
+        where += [INCIDENTS.c[name] == value for name, value in (expected or {}).items()]
+        with self.database.begin() as connection:
+            result = connection.execute(sa.update(INCIDENTS).where(*where).values(**changes))
+            return result.rowcount == 1
 
     def incident(self, incident_id: str) -> Incident | None:
-        with self._connection() as con:
-            row = con.execute("SELECT * FROM incidents WHERE incident_id = ?", [incident_id]).fetchone()
-        return Incident(**dict(row)) if row else None
+        with self.database.begin() as connection:
+            row = (
+                connection.execute(sa.select(INCIDENTS).where(INCIDENTS.c.incident_id == incident_id))
+                .mappings()
+                .first()
+            )
+        return Incident(**row) if row else None
 
     def incidents(self, *, statuses: tuple[str, ...] | None = None) -> list[Incident]:
         """Incidents (of the given statuses), oldest first."""
-        where = f"WHERE status IN ({', '.join('?' * len(statuses))})" if statuses else ""
-        with self._connection() as con:
-            rows = con.execute(
-                f"SELECT * FROM incidents {where} ORDER BY opened_at, incident_id", list(statuses or ())
-            ).fetchall()
-        return [Incident(**dict(row)) for row in rows]
+        query = sa.select(INCIDENTS).order_by(INCIDENTS.c.opened_at, INCIDENTS.c.incident_id)
+        if statuses:
+            query = query.where(INCIDENTS.c.status.in_(statuses))
+        with self.database.begin() as connection:
+            return [Incident(**row) for row in connection.execute(query).mappings()]
+
+    def status_counts(self) -> dict[str, int]:
+        """Incidents per status (what the health endpoint and the metrics report)."""
+        query = sa.select(INCIDENTS.c.status, sa.func.count()).group_by(INCIDENTS.c.status)
+        with self.database.begin() as connection:
+            return {status: int(count) for status, count in connection.execute(query)}
 
     # Outcomes (what the policy learns from)
 
     def record_outcome(self, incident_id: str, category: str, action: str, success: bool, at: float) -> None:
-        with self._connection() as con:
-            con.execute(
-                "INSERT INTO outcomes VALUES (?, ?, ?, ?, ?)",
-                [incident_id, category, action, int(success), at],
-            )
+        values = {
+            "incident_id": incident_id,
+            "category": category,
+            "action": action,
+            "success": int(success),
+            "recorded_at": at,
+        }
+        with self.database.begin() as connection:
+            connection.execute(sa.insert(OUTCOMES).values(**values))
 
     def outcome_counts(self, category: str) -> dict[str, tuple[int, int]]:
         """action -> (successes, failures) recorded for `category`."""
-        with self._connection() as con:
-            rows = con.execute(
-                "SELECT action, sum(success), sum(1 - success) FROM outcomes "
-                "WHERE category = ? GROUP BY action",
-                [category],
-            ).fetchall()
-        return {action: (int(good), int(bad)) for action, good, bad in rows}
+        query = (
+            sa.select(OUTCOMES.c.action, sa.func.sum(OUTCOMES.c.success), sa.func.sum(1 - OUTCOMES.c.success))
+            .where(OUTCOMES.c.category == category)
+            .group_by(OUTCOMES.c.action)
+        )
+        with self.database.begin() as connection:
+            return {action: (int(good), int(bad)) for action, good, bad in connection.execute(query)}
 
     # Circuit breakers
 
     def breaker(self, source: str) -> Breaker:
-        with self._connection() as con:
-            row = con.execute("SELECT * FROM breakers WHERE source = ?", [source]).fetchone()
-        return Breaker(**dict(row)) if row else Breaker(source, "closed", 0, 0.0)
+        with self.database.begin() as connection:
+            row = (
+                connection.execute(sa.select(BREAKERS).where(BREAKERS.c.source == source)).mappings().first()
+            )
+        return Breaker(**row) if row else Breaker(source, "closed", 0, 0.0)
 
     def breakers(self) -> list[Breaker]:
-        with self._connection() as con:
-            rows = con.execute("SELECT * FROM breakers ORDER BY source").fetchall()
-        return [Breaker(**dict(row)) for row in rows]
+        with self.database.begin() as connection:
+            rows = connection.execute(sa.select(BREAKERS).order_by(BREAKERS.c.source)).mappings()
+            return [Breaker(**row) for row in rows]
 
     def save_breaker(self, breaker: Breaker) -> None:
-        with self._connection() as con:
-            con.execute(
-                "INSERT OR REPLACE INTO breakers VALUES (?, ?, ?, ?)",
-                [breaker.source, breaker.state, breaker.consecutive_failures, breaker.changed_at],
-            )
+        with self.database.begin() as connection:
+            self.database.upsert(connection, BREAKERS, asdict(breaker))
 
     # Parameter overrides
 
     def overrides(self, scope: str) -> dict[str, float]:
-        with self._connection() as con:
-            rows = con.execute("SELECT name, value FROM overrides WHERE scope = ?", [scope]).fetchall()
-        return {name: value for name, value in rows}
+        query = sa.select(OVERRIDES.c.name, OVERRIDES.c.value).where(OVERRIDES.c.scope == scope)
+        with self.database.begin() as connection:
+            return {name: value for name, value in connection.execute(query)}
 
     def override_rows(self) -> list[Mapping[str, Any]]:
-        with self._connection() as con:
-            return [dict(row) for row in con.execute("SELECT * FROM overrides ORDER BY scope, name")]
+        query = sa.select(OVERRIDES).order_by(OVERRIDES.c.scope, OVERRIDES.c.name)
+        with self.database.begin() as connection:
+            return [dict(row) for row in connection.execute(query).mappings()]
 
     def set_override(self, scope: str, name: str, value: float, default_value: float, at: float) -> None:
-        with self._connection() as con:
-            con.execute(
-                "INSERT OR REPLACE INTO overrides VALUES (?, ?, ?, ?, ?, 0)",
-                [scope, name, value, default_value, at],
-            )
+        row = {"scope": scope, "name": name, "value": value, "default_value": default_value, "set_at": at}
+        with self.database.begin() as connection:
+            self.database.upsert(connection, OVERRIDES, {**row, "healthy_runs": 0})
 
     def update_override(self, scope: str, name: str, *, value: float, healthy_runs: int) -> None:
-        with self._connection() as con:
-            con.execute(
-                "UPDATE overrides SET value = ?, healthy_runs = ? WHERE scope = ? AND name = ?",
-                [value, healthy_runs, scope, name],
+        with self.database.begin() as connection:
+            connection.execute(
+                sa.update(OVERRIDES)
+                .where(OVERRIDES.c.scope == scope, OVERRIDES.c.name == name)
+                .values(value=value, healthy_runs=healthy_runs)
             )
 
     def delete_override(self, scope: str, name: str) -> None:
-        with self._connection() as con:
-            con.execute("DELETE FROM overrides WHERE scope = ? AND name = ?", [scope, name])
+        with self.database.begin() as connection:
+            connection.execute(
+                sa.delete(OVERRIDES).where(OVERRIDES.c.scope == scope, OVERRIDES.c.name == name)
+            )

@@ -11,7 +11,8 @@ it stays open past its deadline, and word when it heals. So the router
 - sends escalations and resolutions at once; a resolution also reaches every channel that saw the
   incident, and drops the incident's alerts still held (they are old news);
 - de-duplicates: an (incident_id, kind) is sent to each channel once, and is not held twice;
-- remembers all that in a small SQLite file, so a restarted daemon neither resends nor forgets a held alert.
+- remembers all that in a small SQLite file (or the platform's state database in a deployment), so a
+  restarted daemon neither resends nor forgets a held alert.
 
 Delivery is at least once: a crash between a channel's reply and the state write resends that message.
 A failed channel is recorded as not sent, so resubmitting the alert retries just the channels that failed;
@@ -26,14 +27,13 @@ import fnmatch
 import json
 import logging
 import os
-import sqlite3
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import closing, contextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
+import sqlalchemy as sa
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -53,6 +53,7 @@ from resources.alerts.channels import (
 )
 from resources.alerts.rendering import mask_alert, render
 from resources.secrets import MissingSecretError, env_references, redact, resolve_env
+from resources.state.database import StateDatabase, StateLocation
 
 DEFAULT_ROUTES_PATH = Path(__file__).with_name("routes.yaml")
 IMMEDIATE_KINDS: frozenset[AlertKind] = frozenset({"escalation", "resolution"})
@@ -235,12 +236,13 @@ class Delivery:
 
 
 class AlertRouter:
-    """Routes, groups, de-duplicates and sends alerts; state in the SQLite file at `state_path`."""
+    """Routes, groups, de-duplicates and sends alerts; state at `state_path` (a SQLite file or the state
+    database's URL)."""
 
     def __init__(
         self,
         config: AlertRoutingConfig,
-        state_path: Path,
+        state_path: StateLocation,
         *,
         environ: Mapping[str, str] | None = None,
         secrets: Iterable[str] = (),
@@ -364,101 +366,115 @@ def _require_aware(now: datetime) -> None:
         raise ValueError("alert routing needs timezone-aware times (datetime.now(UTC))")
 
 
+_STATE = sa.MetaData()
+_SENT = sa.Table(
+    "sent",
+    _STATE,
+    sa.Column("incident_id", sa.Text, primary_key=True),
+    sa.Column("kind", sa.Text, primary_key=True),
+    sa.Column("channel", sa.Text, primary_key=True),
+    sa.Column("sent_at", sa.Float, nullable=False),
+)
+_HELD = sa.Table(
+    "held",
+    _STATE,
+    sa.Column("incident_id", sa.Text, primary_key=True),
+    sa.Column("kind", sa.Text, primary_key=True),
+    sa.Column("group_key", sa.Text, nullable=False),
+    sa.Column("alert", sa.Text, nullable=False),
+    sa.Column("held_at", sa.Float, nullable=False),
+)
+_WINDOWS = sa.Table(
+    "windows",
+    _STATE,
+    sa.Column("group_key", sa.Text, primary_key=True),
+    sa.Column("opened_at", sa.Float, nullable=False),
+)
+
+
 class _DeliveryState:
-    """What was sent where and when, what is held, and when each group's window opened (SQLite)."""
+    """What was sent where and when, what is held, and when each group's window opened: a SQLite file, or
+    the platform's state database (`resources/state/database.py`). One short transaction per call: a
+    sensor tick is seconds apart, not microseconds."""
 
-    _SCHEMA = """
-        CREATE TABLE IF NOT EXISTS sent (
-            incident_id TEXT NOT NULL, kind TEXT NOT NULL, channel TEXT NOT NULL, sent_at REAL NOT NULL,
-            PRIMARY KEY (incident_id, kind, channel));
-        CREATE TABLE IF NOT EXISTS held (
-            incident_id TEXT NOT NULL, kind TEXT NOT NULL, group_key TEXT NOT NULL, alert TEXT NOT NULL,
-            held_at REAL NOT NULL, PRIMARY KEY (incident_id, kind));
-        CREATE TABLE IF NOT EXISTS windows (group_key TEXT PRIMARY KEY, opened_at REAL NOT NULL);
-    """
-
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with self._db() as db:
-            db.executescript(self._SCHEMA)
-
-    @contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        """One short connection, one transaction: a sensor tick is seconds apart, not microseconds."""
-        with closing(sqlite3.connect(self._path, timeout=30)) as db, db:
-            yield db
+    def __init__(self, location: StateLocation) -> None:
+        self._db = StateDatabase(location)
+        self._db.create(_STATE)
 
     def was_sent(self, incident_id: str, kind: str, channel: str) -> bool:
-        with self._db() as db:
-            query = "SELECT 1 FROM sent WHERE incident_id = ? AND kind = ? AND channel = ?"
-            return db.execute(query, (incident_id, kind, channel)).fetchone() is not None
+        query = sa.select(_SENT.c.incident_id).where(
+            _SENT.c.incident_id == incident_id, _SENT.c.kind == kind, _SENT.c.channel == channel
+        )
+        with self._db.begin() as db:
+            return db.execute(query).first() is not None
 
     def channels_reached(self, incident_id: str, kind: str | None = None) -> list[str]:
         """Channels that received any alert (or an alert of `kind`) of the incident, first reached first."""
-        with self._db() as db:
-            rows = db.execute(
-                "SELECT channel FROM sent WHERE incident_id = ? AND (? IS NULL OR kind = ?) "
-                "GROUP BY channel ORDER BY MIN(sent_at), channel",
-                (incident_id, kind, kind),
-            ).fetchall()
-        return [channel for (channel,) in rows]
+        query = sa.select(_SENT.c.channel).where(_SENT.c.incident_id == incident_id)
+        if kind is not None:
+            query = query.where(_SENT.c.kind == kind)
+        query = query.group_by(_SENT.c.channel).order_by(sa.func.min(_SENT.c.sent_at), _SENT.c.channel)
+        with self._db.begin() as db:
+            return [channel for (channel,) in db.execute(query)]
 
     def record_sent(self, alerts: Iterable[Alert], channel: str, now: datetime) -> None:
-        with self._db() as db:
-            db.executemany(
-                "INSERT OR REPLACE INTO sent VALUES (?, ?, ?, ?)",
-                [(a.incident_id, a.kind, channel, now.timestamp()) for a in alerts],
-            )
+        with self._db.begin() as db:
+            for alert in alerts:
+                row = {"incident_id": alert.incident_id, "kind": alert.kind, "channel": channel}
+                self._db.upsert(db, _SENT, {**row, "sent_at": now.timestamp()})
 
     def is_held(self, incident_id: str, kind: str) -> bool:
-        with self._db() as db:
-            query = "SELECT 1 FROM held WHERE incident_id = ? AND kind = ?"
-            return db.execute(query, (incident_id, kind)).fetchone() is not None
+        query = sa.select(_HELD.c.incident_id).where(_HELD.c.incident_id == incident_id, _HELD.c.kind == kind)
+        with self._db.begin() as db:
+            return db.execute(query).first() is not None
 
     def hold(self, alert: Alert, now: datetime) -> None:
-        with self._db() as db:
-            db.execute(
-                "INSERT OR IGNORE INTO held VALUES (?, ?, ?, ?, ?)",
-                (
-                    alert.incident_id,
-                    alert.kind,
-                    alert.group_key,
-                    json.dumps(alert.as_dict()),
-                    now.timestamp(),
-                ),
-            )
+        row = {
+            "incident_id": alert.incident_id,
+            "kind": alert.kind,
+            "group_key": alert.group_key,
+            "alert": json.dumps(alert.as_dict()),
+            "held_at": now.timestamp(),
+        }
+        with self._db.begin() as db:
+            self._db.insert_new(db, _HELD, row)
 
     def held(self, group_key: str) -> list[Alert]:
-        with self._db() as db:
-            query = "SELECT alert FROM held WHERE group_key = ? ORDER BY held_at, incident_id"
-            rows = db.execute(query, (group_key,)).fetchall()
-        return [Alert.from_dict(json.loads(alert)) for (alert,) in rows]
+        query = (
+            sa.select(_HELD.c.alert)
+            .where(_HELD.c.group_key == group_key)
+            .order_by(_HELD.c.held_at, _HELD.c.incident_id)
+        )
+        with self._db.begin() as db:
+            return [Alert.from_dict(json.loads(alert)) for (alert,) in db.execute(query)]
 
     def release(self, group_key: str) -> None:
-        with self._db() as db:
-            db.execute("DELETE FROM held WHERE group_key = ?", (group_key,))
+        with self._db.begin() as db:
+            db.execute(sa.delete(_HELD).where(_HELD.c.group_key == group_key))
 
     def drop_held(self, incident_id: str) -> None:
-        with self._db() as db:
-            db.execute("DELETE FROM held WHERE incident_id = ?", (incident_id,))
+        with self._db.begin() as db:
+            db.execute(sa.delete(_HELD).where(_HELD.c.incident_id == incident_id))
 
     def groups_holding(self) -> list[tuple[str, datetime]]:
         """Groups with held alerts and when their window opened."""
-        with self._db() as db:
-            rows = db.execute(
-                "SELECT DISTINCT w.group_key, w.opened_at FROM windows w JOIN held h USING (group_key)"
-            ).fetchall()
-        return [(group_key, _from_timestamp(opened)) for group_key, opened in rows]
+        query = (
+            sa.select(_WINDOWS.c.group_key, _WINDOWS.c.opened_at)
+            .where(_WINDOWS.c.group_key.in_(sa.select(_HELD.c.group_key)))
+            .order_by(_WINDOWS.c.group_key)
+        )
+        with self._db.begin() as db:
+            return [(group_key, _from_timestamp(opened)) for group_key, opened in db.execute(query)]
 
     def window_opened(self, group_key: str) -> datetime | None:
-        with self._db() as db:
-            row = db.execute("SELECT opened_at FROM windows WHERE group_key = ?", (group_key,)).fetchone()
-        return _from_timestamp(row[0]) if row else None
+        query = sa.select(_WINDOWS.c.opened_at).where(_WINDOWS.c.group_key == group_key)
+        with self._db.begin() as db:
+            opened = db.execute(query).scalar()
+        return _from_timestamp(opened) if opened is not None else None
 
     def open_window(self, group_key: str, now: datetime) -> None:
-        with self._db() as db:
-            db.execute("INSERT OR REPLACE INTO windows VALUES (?, ?)", (group_key, now.timestamp()))
+        with self._db.begin() as db:
+            self._db.upsert(db, _WINDOWS, {"group_key": group_key, "opened_at": now.timestamp()})
 
 
 def _from_timestamp(seconds: float) -> datetime:

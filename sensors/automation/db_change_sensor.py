@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -30,6 +29,7 @@ from resources.databases.config import DatabaseConnection
 from resources.databases.engine import DatabaseEngine
 from resources.databases.errors import DatabaseSourceError
 from resources.secrets import MissingSecretError
+from resources.state.database import StateLocation
 from sensors.automation.conditions import SOURCE_TAG, TRIGGER_TAG
 from sensors.automation.targets import SharedJob, selected_keys
 from sensors.healing.engine import open_breaker_skip
@@ -107,7 +107,7 @@ def build_db_change_sensor(
     connection: DatabaseConnection,
     tables: Sequence[ProbedTable],
     job: SharedJob,
-    healing_store: Path,
+    healing_store: StateLocation,
     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.STOPPED,
     minimum_interval_seconds: int = 300,
 ) -> dg.SensorDefinition:

@@ -26,13 +26,13 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
 from resources.files.readiness import Observations, Readiness, is_marker, sort_by_readiness
 from resources.files.store import FileFingerprint, FileStore, FileStoreError
+from resources.state.database import StateLocation
 from sensors.automation.conditions import SOURCE_TAG, TRIGGER_TAG
 from sensors.automation.targets import SharedJob, selected_keys
 from sensors.healing.engine import open_breaker_skip
@@ -85,7 +85,7 @@ def build_delivery_sensor(
     root: str,
     entities: Sequence[WatchedEntity],
     job: SharedJob,
-    healing_store: Path,
+    healing_store: StateLocation,
     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.STOPPED,
     minimum_interval_seconds: int = 60,
 ) -> dg.SensorDefinition:

@@ -14,10 +14,9 @@ the reason, so a source that keeps failing is not hit again until the breaker ha
 layer's probe run succeeds. The default status is chosen by the caller (`platform_assets/definitions.py`).
 """
 
-from pathlib import Path
-
 import dagster as dg
 
+from resources.state.database import StateLocation
 from sensors.automation.conditions import SOURCE_TAG, TRIGGER_TAG
 from sensors.automation.targets import SharedJob, selected_keys
 from sensors.healing.engine import open_breaker_skip
@@ -33,7 +32,7 @@ def build_source_schedule(
     timezone: str,
     job: SharedJob,
     target: dg.AssetSelection,
-    healing_store: Path,
+    healing_store: StateLocation,
     default_status: dg.DefaultScheduleStatus = dg.DefaultScheduleStatus.STOPPED,
 ) -> dg.ScheduleDefinition:
     """A schedule `name`: runs the `target` assets of `job` on `cron` in `timezone` unless `source`'s

@@ -30,16 +30,16 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
+from resources.state.database import StateLocation
 from resources.state.healing_store import Breaker, HealingStore, Incident
+from resources.state.quality_events import EventsPosition, QualityEvent, QualityEventLog
 from sensors.healing.classifier import ErrorLink, Evidence, classify, evidence_from_error
 from sensors.healing.graph import HealingGraph
 from sensors.healing.policy import Decision, HealingPolicy
-from sensors.healing.quality_events import EventsPosition, QualityEvent, QualityEventStore
 
 INCIDENT_TAG = "healing/incident_id"
 ATTEMPT_TAG = "healing/attempt"
@@ -72,7 +72,7 @@ class HealingCursor:
     runs_after: float = 0.0
     """Update time of the last finished run handled."""
     events_position: EventsPosition | None = None
-    """How far the quality events file was read (`QualityEventStore.read_new`)."""
+    """How far the quality events were read (`read_new` of `resources/state/quality_events.py`)."""
     legacy_events_read: int = 0
     """Lines of the events file read, as cursors counted before they kept a position: converted once."""
 
@@ -110,7 +110,7 @@ class Healer:
         self,
         instance: dg.DagsterInstance,
         cursor: HealingCursor,
-        quality_events: QualityEventStore | None = None,
+        quality_events: QualityEventLog | None = None,
     ) -> tuple[list[dg.RunRequest], HealingCursor]:
         """One pass: the runs finished and the quality events appended since `cursor` (read from the
         events file by offset), then the actions due."""
@@ -279,16 +279,19 @@ class Healer:
     ) -> None:
         """`recovered_at`: when the run that repaired it ended; the time to recover runs from the failure's
         timestamp (`opened_at`) to then."""
-        if learn and incident.action is not None:
-            self.store.record_outcome(incident.incident_id, incident.category, incident.action, True, now)
-        self.store.update_incident(
+        resolved_now = self.store.claim(
             incident.incident_id,
+            {"status": incident.status},
             status="resolved",
             outcome=outcome,
             resolved_at=recovered_at,
             time_to_recover_s=round(max(0.0, recovered_at - incident.opened_at), 3),
             updated_at=now,
         )
+        if not resolved_now:
+            return  # another daemon resolved it (or moved it on) since it was read: its outcome is recorded
+        if learn and incident.action is not None:
+            self.store.record_outcome(incident.incident_id, incident.category, incident.action, True, now)
         resolved = self.store.incident(incident.incident_id)
         assert resolved is not None
         self.notify(HealingEvent("resolution", resolved))
@@ -296,12 +299,15 @@ class Healer:
     def _escalate_overdue(self, now: float) -> None:
         for incident in self.store.incidents(statuses=("open", "healing", "proposed")):
             if incident.deadline is not None and now > incident.deadline:
-                self.store.update_incident(
+                escalated_now = self.store.claim(
                     incident.incident_id,
+                    {"status": incident.status},
                     status="escalated",
                     outcome="escalated: open past its deadline",
                     updated_at=now,
                 )
+                if not escalated_now:
+                    continue
                 escalated = self.store.incident(incident.incident_id)
                 assert escalated is not None
                 self.notify(HealingEvent("escalation", escalated))
@@ -315,12 +321,20 @@ class Healer:
                 continue
             if incident.source is not None and not self._breaker_allows(incident.source, now):
                 continue
-            self._adjust_parameters(incident, now)
             attempt = incident.attempts + 1
-            requests.append(self._run_request(incident, attempt))
-            self.store.update_incident(
-                incident.incident_id, status="running", attempts=attempt, updated_at=now
+            # Another daemon reading the same ledger may have launched it since it was read: one of the two
+            # claims it (the status and attempt it was read with), only the winner launches.
+            claimed = self.store.claim(
+                incident.incident_id,
+                {"status": incident.status, "attempts": incident.attempts},
+                status="running",
+                attempts=attempt,
+                updated_at=now,
             )
+            if not claimed:
+                continue
+            self._adjust_parameters(incident, now)
+            requests.append(self._run_request(incident, attempt))
         return requests
 
     def _run_request(self, incident: Incident, attempt: int) -> dg.RunRequest:
@@ -430,7 +444,7 @@ class Healer:
         return False
 
 
-def open_breaker_skip(store_path: Path, source: str, meanwhile: str) -> dg.SkipReason | None:
+def open_breaker_skip(store_path: StateLocation, source: str, meanwhile: str) -> dg.SkipReason | None:
     """The skip of a schedule or sensor tick that would launch a run against `source` while its circuit
     breaker is open (None when it is not); `meanwhile` says what waits."""
     if HealingStore(store_path).breaker(source).state != "open":

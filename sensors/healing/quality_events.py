@@ -1,5 +1,5 @@
 """The quality-events sensor: every failed asset check and every asset going stale becomes one
-`QualityEvent`, appended to a JSON Lines file that the healing layer and the alert channels read.
+`QualityEvent`, appended to the store the healing layer and the alert channels read.
 
 What it watches
 - **Checks**: every evaluation with `passed=False` of the watched checks (one event per failed
@@ -15,11 +15,12 @@ What it watches
   daemon runs and `freshness.enabled` is on; computing here keeps the record independent of that and lets
   it carry the lag and windows. An asset never materialized is UNKNOWN (as in Dagster): no event.
 
-Where events go: a JSON Lines file (path injected; the code location uses
-`<data dir>/ops/quality_events.jsonl`), not `AssetObservation`s. The consumers (healing policies, alert
-channels) are plain processes that should not need Dagster's GraphQL API to read them; observations
-written on the data assets would mix quality bookkeeping into their event history; and a file can be
-tailed, rotated and shipped like any log. Appends are fsynced, one event per line.
+Where events go (`resources/state/quality_events.py`): a JSON Lines file on the embedded default
+(`<data dir>/ops/quality_events.jsonl`; appends fsynced, one event per line, so it can be tailed, rotated
+and shipped like any log), or a table of the platform's state database (the instance's PostgreSQL) in a
+deployment, so that no event lives only on one VM's disk. Not `AssetObservation`s: the consumers (healing
+policies, alert channels) are plain processes that should not need Dagster's GraphQL API to read them, and
+observations written on the data assets would mix quality bookkeeping into their event history.
 
 Exactly once: the cursor holds, per check, the execution records already handled, and per asset the last
 freshness state seen. Each event also carries a deterministic `event_id` (the check execution, or the
@@ -36,15 +37,16 @@ those of its own code location when they are not given.
 """
 
 import json
-import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
 
 import dagster as dg
+
+from resources.state.database import StateLocation
+from resources.state.quality_events import QualityEvent, Severity, quality_event_store
 
 SENSOR_NAME = "quality_events"
 HISTORY_LIMIT = 100
@@ -53,184 +55,10 @@ RESOLVED_STATUSES = {"SUCCEEDED", "FAILED"}
 STALE_STATES = {"FAIL": "error", "WARN": "warn"}
 """Freshness states that are recorded, with the severity of their event."""
 
-Kind = Literal["freshness", "check"]
-Severity = Literal["error", "warn"]
-
-
-@dataclass(frozen=True)
-class QualityEvent:
-    """One quality failure, as the healing layer and alert channels consume it (one JSON object a line)."""
-
-    event_id: str
-    """Deterministic: the same failure always has the same id."""
-    kind: Kind
-    asset_key: str
-    """`staged/shop/orders`: the asset's user string."""
-    check_name: str | None
-    """The failed check (`kind: check`), else None."""
-    severity: Severity
-    observed_at: str
-    """ISO-8601 UTC: when the check was evaluated, or when the sensor saw the asset go stale."""
-    details: dict[str, Any] = field(default_factory=dict)
-    """Check: `description`, `metadata`, `run_id`, `blocking`, `partition`; freshness: `state`,
-    `previous_state`, `last_materialized_at`, `stale_since`, `lag_minutes`, `policy`."""
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True, default=str)
-
-    @classmethod
-    def from_json(cls, line: str) -> "QualityEvent":
-        return cls(**json.loads(line))
-
-
-@dataclass(frozen=True)
-class EventsPosition:
-    """How far a reader got in the events file: an offset in one file, named by its identity (device and
-    inode), so a rotated file is told from the new one at the same path."""
-
-    file_id: str
-    offset: int
-
-    def to_json(self) -> dict[str, Any]:
-        return {"file_id": self.file_id, "offset": self.offset}
-
-    @classmethod
-    def from_json(cls, value: Mapping[str, Any] | None) -> "EventsPosition | None":
-        return cls(str(value["file_id"]), int(value["offset"])) if value else None
-
-
-APPEND_DEDUP_BYTES = 1 << 20
-"""The tail of the file `append` reads for event ids already stored: a duplicate can only come from the
-tick before (its events written, its cursor not saved), never from months ago, and reading the whole file
-on every tick grew with its age."""
-ROTATED_SUFFIX = ".1"
-"""Where logrotate (and most rotators) move the file: `quality_events.jsonl.1`."""
 RETENTION_DAYS = 90.0
-"""How long quality events are kept: once the file's first event is older, the sensor rotates the file (the
-previous `.1` goes), so the events of the last one to two retention periods are kept."""
-
-
-class QualityEventStore:
-    """Append-only JSON Lines file of quality events; an event whose id was just stored is skipped.
-
-    Readers follow it by byte offset (`read_new`), so a tick reads only what was appended since the last
-    one, whatever the file's age; rotation is safe: a file renamed away (to `<name>.1`) is read to its end
-    before the new one from its start, and a file truncated in place is read from its start."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-
-    def read(self) -> list[QualityEvent]:
-        """Every event of the current file (for tests and inspection)."""
-        return self.read_new(None)[0]
-
-    def read_new(self, position: EventsPosition | None) -> tuple[list[QualityEvent], EventsPosition | None]:
-        """The events appended since `position` (all of the current file when None), and the position
-        after the last whole line read: a line still being written is read next time."""
-        current = _file_id(self.path)
-        if current is None:
-            return [], position
-        events: list[QualityEvent] = []
-        start = 0
-        if position is not None and position.file_id == current:
-            start = position.offset if position.offset <= self.path.stat().st_size else 0  # truncated: anew
-        elif position is not None:
-            rotated = self.path.with_name(self.path.name + ROTATED_SUFFIX)
-            if _file_id(rotated) == position.file_id:
-                events, _ = _read_lines(rotated, position.offset)
-        more, end = _read_lines(self.path, start)
-        return events + more, EventsPosition(current, end)
-
-    def position_after(self, lines: int) -> EventsPosition | None:
-        """The position after the first `lines` lines: where a reader that counted lines (the healing
-        cursor before it kept offsets) goes on."""
-        current = _file_id(self.path)
-        if current is None:
-            return None
-        offset = 0
-        with self.path.open("rb") as file:
-            for _ in range(lines):
-                line = file.readline()
-                if not line.endswith(b"\n"):
-                    break
-                offset += len(line)
-        return EventsPosition(current, offset)
-
-    def append(self, events: Sequence[QualityEvent]) -> list[QualityEvent]:
-        """Appends the events not stored yet (among the file's last `APPEND_DEDUP_BYTES`); returns those
-        appended."""
-        if not events:
-            return []
-        known = {event.event_id for event in self._tail()}
-        new = []
-        for event in events:
-            if event.event_id not in known:
-                known.add(event.event_id)
-                new.append(event)
-        if not new:
-            return []
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a+b") as file:
-            file.seek(0, os.SEEK_END)
-            if file.tell() > 0:
-                file.seek(-1, os.SEEK_END)
-                if file.read(1) != b"\n":
-                    file.write(b"\n")  # end a line a crash left unfinished
-            file.write("".join(event.to_json() + "\n" for event in new).encode("utf-8"))
-            file.flush()
-            os.fsync(file.fileno())
-        return new
-
-    def rotate_if_older_than(self, days: float, now: datetime) -> bool:
-        """Move the file to `<name>.1` (replacing the one before) when its first event was observed more
-        than `days` ago; whether it did. Readers finish the moved file first (`read_new`), and have a
-        whole retention period to do so before it is replaced."""
-        if not self.path.exists():
-            return False
-        with self.path.open("rb") as file:
-            first = _parsed([file.readline().decode("utf-8", errors="replace")])
-        if not first or datetime.fromisoformat(first[0].observed_at) > now - timedelta(days=days):
-            return False
-        os.replace(self.path, self.path.with_name(self.path.name + ROTATED_SUFFIX))
-        return True
-
-    def _tail(self) -> list[QualityEvent]:
-        if not self.path.exists():
-            return []
-        size = self.path.stat().st_size
-        start = max(0, size - APPEND_DEDUP_BYTES)
-        with self.path.open("rb") as file:
-            file.seek(start)
-            if start:
-                file.readline()  # the first line read may start mid-line
-            return _parsed(file.read().decode("utf-8", errors="replace").splitlines())
-
-
-def _file_id(path: Path) -> str | None:
-    try:
-        stat = path.stat()
-    except FileNotFoundError:
-        return None
-    return f"{stat.st_dev}:{stat.st_ino}"
-
-
-def _read_lines(path: Path, offset: int) -> tuple[list[QualityEvent], int]:
-    """The events of the whole lines of `path` from `offset`, and the offset after the last of them."""
-    with path.open("rb") as file:
-        file.seek(offset)
-        data = file.read()
-    whole = data[: data.rfind(b"\n") + 1]
-    return _parsed(whole.decode("utf-8", errors="replace").splitlines()), offset + len(whole)
-
-
-def _parsed(lines: Iterable[str]) -> list[QualityEvent]:
-    events = []
-    for line in lines:
-        try:
-            events.append(QualityEvent.from_json(line))
-        except (ValueError, TypeError):
-            continue  # a line cut short by a crash mid-append: skipped, never fatal
-    return events
+"""How long quality events are kept: in a file, once its first event is older, the sensor rotates the file
+(the previous `.1` goes), so the events of the last one to two retention periods are kept; in the state
+database, older events are deleted."""
 
 
 @dataclass
@@ -252,7 +80,7 @@ class _Cursor:
 
 
 def build_quality_events_sensor(
-    events_path: Path,
+    events_path: StateLocation,
     freshness_policies: Mapping[dg.AssetKey, dg.FreshnessPolicy] | None = None,
     check_keys: Iterable[dg.AssetCheckKey] | None = None,
     *,
@@ -266,14 +94,15 @@ def build_quality_events_sensor(
 
     `freshness_policies` / `check_keys`: what to watch; None = every policy / check of the code location
     the sensor is loaded in (read at each tick from the repository)."""
-    store = QualityEventStore(events_path)
+    store = quality_event_store(events_path)
     fixed_checks = None if check_keys is None else sorted(check_keys, key=_check_id)
 
     @dg.sensor(
         name=name,
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=default_status,
-        description=f"Records failed asset checks and assets going stale as quality events in {events_path}.",
+        description="Records failed asset checks and assets going stale as quality events in "
+        f"{store.location}.",
     )
     def quality_events(context: dg.SensorEvaluationContext) -> dg.SkipReason:
         policies = freshness_policies
@@ -301,13 +130,15 @@ def build_quality_events_sensor(
             *_freshness_events(context.instance, policies, cursor, now),
         ]
         if store.rotate_if_older_than(retention_days, datetime.now(UTC)):
-            context.log.info(f"Rotated {store.path}: its first event was older than {retention_days:g} days")
+            context.log.info(
+                f"Retention: quality events older than {retention_days:g} days left {store.location}"
+            )
         appended = store.append(events)
         context.update_cursor(cursor.dump())
         for event in appended:
             context.log.info(f"quality event: {event.kind} {event.asset_key} {event.check_name or ''}")
         return dg.SkipReason(
-            f"Recorded {len(appended)} quality event(s) in {store.path}"
+            f"Recorded {len(appended)} quality event(s) in {store.location}"
             if appended
             else "No new failed check or stale asset."
         )

@@ -22,28 +22,29 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from resources.state.database import StateLocation, beside
 from resources.state.healing_store import HealingStore
 from sensors.alerting.routing import DEFAULT_ROUTES_PATH, AlertRouter, load_alert_routes
 from sensors.healing.alerts import router_notifier
 from sensors.healing.engine import Healer, HealingCursor
 from sensors.healing.graph import HealingGraph
 from sensors.healing.policy import HealingPolicy, default_policy
-from sensors.healing.quality_events import QualityEventStore
+from sensors.healing.quality_events import quality_event_store
 
 SENSOR_NAME = "healing"
 APPROVAL_JOB_NAME = "apply_healing_action"
 
 
 def build_healing_sensor(
-    store_path: Path,
-    quality_events_path: Path,
+    store_path: StateLocation,
+    quality_events_path: StateLocation,
     *,
     policy: HealingPolicy | None = None,
     alert_routes: Path = DEFAULT_ROUTES_PATH,
     minimum_interval_seconds: int = 30,
 ) -> dg.SensorDefinition:
     """`store_path`: the healing ledger; alerts go through the routes of `alert_routes` (delivery state in
-    `alerts.sqlite` beside the ledger)."""
+    the same database, or `alerts.sqlite` beside the ledger's file)."""
 
     @dg.sensor(
         name=SENSOR_NAME,
@@ -56,10 +57,10 @@ def build_healing_sensor(
     )
     def healing(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         graph = HealingGraph.from_asset_graph(context.repository_def.asset_graph)
-        router = AlertRouter(load_alert_routes(alert_routes), store_path.with_name("alerts.sqlite"))
+        router = AlertRouter(load_alert_routes(alert_routes), beside(store_path, "alerts.sqlite"))
         notify = router_notifier(router, graph, APPROVAL_JOB_NAME, context.log.warning)
         healer = Healer(HealingStore(store_path), policy or default_policy(), graph, notify=notify)
-        events = QualityEventStore(quality_events_path)
+        events = quality_event_store(quality_events_path)
         requests, cursor = healer.tick(context.instance, HealingCursor.parse(context.cursor), events)
         router.flush(datetime.now(UTC))
         for request in requests:
@@ -84,13 +85,15 @@ class ApprovalError(ValueError):
     """The incident does not exist or has no action waiting for approval."""
 
 
-def build_approval_job(store_path: Path) -> dg.JobDefinition:
+def build_approval_job(store_path: StateLocation) -> dg.JobDefinition:
     @dg.op(name="approve_proposed_action")
     def approve(context: dg.OpExecutionContext, config: ApprovalConfig) -> None:
         store = HealingStore(store_path)
         incident = store.incident(config.incident_id)
         if incident is None:
-            raise ApprovalError(f"No incident {config.incident_id!r} in the healing ledger ({store_path}).")
+            raise ApprovalError(
+                f"No incident {config.incident_id!r} in the healing ledger ({store.location})."
+            )
         if incident.status not in ("proposed", "escalated") or incident.action in (None, "escalate"):
             raise ApprovalError(
                 f"Incident {config.incident_id} is {incident.status} with action {incident.action!r}: "

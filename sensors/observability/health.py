@@ -28,22 +28,23 @@ real code server.
 from __future__ import annotations
 
 import shutil
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping
-from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import psutil
+import sqlalchemy as sa
 import yaml
 from dagster._core.scheduler.instigation import InstigatorStatus, InstigatorType, TickStatus
 from dagster._grpc.client import DagsterGrpcClient
 from dagster._grpc.types import ListRepositoriesResponse
 from dagster_shared.serdes import deserialize_value
+
+from resources.state.database import StateLocation, read_only
 
 HEARTBEAT_MAX_AGE_S = 120.0
 """Daemon threads heartbeat about every 20 s; two minutes without one is a dead or wedged daemon."""
@@ -183,18 +184,17 @@ def sensor_last_ticks(instance: dg.DagsterInstance, now: float) -> list[SensorTi
     return ticks
 
 
-def incident_counts(healing_store_path: Path) -> dict[str, int]:
+def incident_counts(healing_store: StateLocation) -> dict[str, int]:
     """Open (not resolved) and escalated incidents, read-only: a watcher creates no ledger (the healing
     sensor creates it on its first incident, so a missing file means none)."""
-    if not healing_store_path.exists():
-        return {"open": 0, ESCALATED: 0}
-    with closing(
-        sqlite3.connect(f"{healing_store_path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
-    ) as con:
-        ((open_count, escalated),) = con.execute(
-            "SELECT count(*), coalesce(sum(status = ?), 0) FROM incidents WHERE status != ?",
-            [ESCALATED, RESOLVED],
-        ).fetchall()
+    with read_only(healing_store) as con:
+        if con is None:
+            return {"open": 0, ESCALATED: 0}
+        query = sa.text(
+            "SELECT count(*), coalesce(sum(CASE WHEN status = :escalated THEN 1 ELSE 0 END), 0) "
+            "FROM incidents WHERE status != :resolved"
+        )
+        ((open_count, escalated),) = con.execute(query, {"escalated": ESCALATED, "resolved": RESOLVED}).all()
     return {"open": int(open_count), ESCALATED: int(escalated)}
 
 
@@ -233,7 +233,7 @@ class HealthProbe:
     """The checks of `/health`, each with its value and its threshold."""
 
     instance: dg.DagsterInstance
-    healing_store_path: Path
+    healing_store: StateLocation
     data_dir: Path
     servers: list[CodeServer] | None
     """None: no workspace file could be read; the code location check then fails with the reason."""
@@ -300,7 +300,7 @@ class HealthProbe:
         return Check("sensor_ticks", not bad, value, {"max_age_s": limit, "status_not": "FAILURE"}, detail)
 
     def _incidents(self) -> Check:
-        counts = incident_counts(self.healing_store_path)
+        counts = incident_counts(self.healing_store)
         limit = self.thresholds.max_escalated_incidents
         ok = counts[ESCALATED] <= limit
         detail = "" if ok else f"{counts[ESCALATED]} escalated incident(s) wait for a human"

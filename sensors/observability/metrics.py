@@ -14,9 +14,10 @@ materialization only, never the event history), one freshness-state query, one c
 status, the step stats of the last `recent_runs` finished runs, and a few `GROUP BY` queries on the
 ledger. Scrapes are serialized by a lock, so a burst of scrapes cannot pile up queries on the storage.
 
-The ledger (`resources/state/healing_store.py`, SQLite) is opened read-only with SQL aggregates rather than
-through `HealingStore`: `HealingStore(...)` creates the file and its tables, and `incidents()` reads every
-row, where a metrics reader should write nothing and read counts. Every family is always exported (empty
+The ledger (`resources/state/healing_store.py`: a SQLite file, or the state database) is read through a
+read-only connection with SQL aggregates rather than through `HealingStore`: `HealingStore(...)` creates
+the file and its tables, and `incidents()` reads every row, where a metrics reader should write nothing and
+read counts. Every family is always exported (empty
 when its source is unreadable), and `dataplatform_metrics_source_up` says which source answered, so a
 dashboard tells "no incidents" from "ledger unreadable".
 """
@@ -24,19 +25,19 @@ dashboard tells "no incidents" from "ledger unreadable".
 from __future__ import annotations
 
 import math
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import sqlalchemy as sa
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from resources.state.database import StateLocation, read_only
 from sensors.observability.health import (
     CodeServer,
     code_location_loaded,
@@ -131,22 +132,21 @@ def _declare(families: _Families) -> None:
 
 
 class PlatformCollector(Collector):
-    """Metrics of one Dagster instance and one healing ledger (`<data dir>/ops/healing.sqlite`)."""
+    """Metrics of one Dagster instance and one healing ledger (`PlatformSettings.healing_store`)."""
 
     def __init__(
         self,
         instance: dg.DagsterInstance,
-        healing_store_path: Path | str,
+        healing_store: StateLocation,
+        data_dir: Path,
         *,
-        data_dir: Path | None = None,
         code_servers: list[CodeServer] | None = None,
         recent_runs: int = RECENT_RUNS,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.instance = instance
-        self.healing_store_path = Path(healing_store_path)
-        self.data_dir = data_dir if data_dir is not None else self.healing_store_path.parent.parent
-        """Default: the data directory the ledger (`<data dir>/ops/healing.sqlite`) lives in."""
+        self.healing_store = healing_store
+        self.data_dir = data_dir
         self.code_servers = code_servers
         """None: no workspace to watch (`code_location_up` stays empty and is not counted as a source)."""
         self.recent_runs = recent_runs
@@ -273,41 +273,49 @@ class PlatformCollector(Collector):
     # The healing ledger
 
     def _ledger_metrics(self, families: _Families) -> None:
-        if not self.healing_store_path.exists():
-            families.set("open_incidents", [], 0.0)  # nothing has failed yet: the sensor creates it lazily
-            return
-        with closing(
-            sqlite3.connect(f"{self.healing_store_path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
-        ) as con:
-            rows = con.execute("SELECT category, kind, count(*) FROM incidents GROUP BY category, kind")
+        with read_only(self.healing_store) as con:
+            if con is None:
+                families.set(
+                    "open_incidents", [], 0.0
+                )  # nothing has failed yet: the sensor creates it lazily
+                return
+            rows = con.execute(
+                sa.text("SELECT category, kind, count(*) FROM incidents GROUP BY category, kind")
+            )
             for category, kind, count in rows:
                 families.set("healing_incidents", [category, kind], count)
             open_total = 0
             rows = con.execute(
-                "SELECT category, status, count(*) FROM incidents WHERE status != ? "
-                "GROUP BY category, status",
-                [RESOLVED],
+                sa.text(
+                    "SELECT category, status, count(*) FROM incidents WHERE status != :resolved "
+                    "GROUP BY category, status"
+                ),
+                {"resolved": RESOLVED},
             )
             for category, status, count in rows:
                 open_total += count
                 families.set("healing_open_incidents", [category, status], count)
             families.set("open_incidents", [], open_total)
             rows = con.execute(
-                "SELECT category, avg(time_to_recover_s) FROM incidents "
-                "WHERE status = ? AND time_to_recover_s IS NOT NULL GROUP BY category",
-                [RESOLVED],
+                sa.text(
+                    "SELECT category, avg(time_to_recover_s) FROM incidents "
+                    "WHERE status = :resolved AND time_to_recover_s IS NOT NULL GROUP BY category"
+                ),
+                {"resolved": RESOLVED},
             )
             for category, mean in rows:
-                families.set("healing_mean_time_to_recover_seconds", [category], mean)
+                families.set("healing_mean_time_to_recover_seconds", [category], float(mean))
             rows = con.execute(
-                "SELECT category, action, sum(success), sum(1 - success) FROM outcomes "
-                "GROUP BY category, action"
+                sa.text(
+                    "SELECT category, action, sum(success), sum(1 - success) FROM outcomes "
+                    "GROUP BY category, action"
+                )
             )
             for category, action, good, bad in rows:
-                families.set("healing_action_outcomes", [category, action, "success"], good)
-                families.set("healing_action_outcomes", [category, action, "failure"], bad)
+                families.set("healing_action_outcomes", [category, action, "success"], float(good))
+                families.set("healing_action_outcomes", [category, action, "failure"], float(bad))
             for source, current, failures in con.execute(
-                "SELECT source, state, consecutive_failures FROM breakers ORDER BY source"
+                sa.text("SELECT source, state, consecutive_failures FROM breakers ORDER BY source")
             ):
                 for state in BREAKER_STATES:
                     families.set("circuit_breaker_state", [source, state], float(state == current))

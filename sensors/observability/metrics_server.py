@@ -30,12 +30,12 @@ import dagster as dg
 from prometheus_client import CollectorRegistry, make_wsgi_app
 
 from resources.environment import PlatformSettings
+from resources.state.database import StateLocation
 from sensors.observability.health import CodeServer, HealthProbe, HealthThresholds, code_servers
 from sensors.observability.metrics import PlatformCollector
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9464
-HEALING_STORE_FILE = ("ops", "healing.sqlite")
 """Under the data directory, as the code location places the ledger (`platform_assets/definitions.py`)."""
 DEFAULT_WORKSPACE = Path("deploy/workspace.yaml")
 """The workspace the daemon and the webserver load on the VM, relative to the app directory (the units'
@@ -46,16 +46,14 @@ StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 
 def build_registry(
     instance: dg.DagsterInstance,
-    healing_store_path: Path,
+    healing_store: StateLocation,
+    data_dir: Path,
     *,
-    data_dir: Path | None = None,
     servers: list[CodeServer] | None = None,
 ) -> CollectorRegistry:
     """A registry holding only the platform's collector (no process metrics of this small server)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(
-        PlatformCollector(instance, healing_store_path, data_dir=data_dir, code_servers=servers)
-    )
+    registry.register(PlatformCollector(instance, healing_store, data_dir, code_servers=servers))
     return registry
 
 
@@ -110,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST})")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     parser.add_argument(
-        "--healing-store", type=Path, default=None, help="the ledger (default <data dir>/ops/healing.sqlite)"
+        "--healing-store",
+        default=None,
+        help="the ledger: a SQLite file or a database URL (default: the platform's, from its environment)",
     )
     parser.add_argument(
         "--workspace",
@@ -137,8 +137,9 @@ def main(argv: list[str] | None = None) -> int:
         help="free fraction of the data directory's filesystem below which /health fails",
     )
     args = parser.parse_args(argv)
-    data_dir = PlatformSettings.from_env().data_dir
-    store = args.healing_store or data_dir.joinpath(*HEALING_STORE_FILE)
+    settings = PlatformSettings.from_env()
+    data_dir = settings.data_dir
+    store = args.healing_store or settings.healing_store
     servers: list[CodeServer] | None
     try:
         servers, workspace_error = code_servers(args.workspace), ""
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     with dg.DagsterInstance.get() as instance:
-        registry = build_registry(instance, store, data_dir=data_dir, servers=servers)
+        registry = build_registry(instance, store, data_dir, servers=servers)
         health = HealthProbe(instance, store, data_dir, servers, workspace_error, thresholds)
         server, thread = serve(registry, args.host, args.port, health)
         print(
