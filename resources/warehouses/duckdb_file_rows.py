@@ -131,10 +131,18 @@ class DuckDBFileRows:
         return self.path.stat().st_size if self.path.exists() else 0
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
+        """The rows in batches; no rows at all is one empty batch, so that a warehouse still learns the
+        columns (DuckDB's reader yields no batch for an empty result, and a load of no batch is refused)."""
         con = duckdb.connect(":memory:")
         try:
             con.execute(self.attach_sql("source"))
-            yield from con.sql(self.select("source")).to_arrow_reader(self.batch_rows)
+            reader = con.sql(self.select("source")).to_arrow_reader(self.batch_rows)
+            empty = True
+            for batch in reader:
+                empty = False
+                yield batch
+            if empty:
+                yield pa.RecordBatch.from_pylist([], schema=reader.schema)
         finally:
             con.close()
             self.close()

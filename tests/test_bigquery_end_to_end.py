@@ -1,0 +1,224 @@
+"""The whole demo graph on BigQuery: raw -> staged -> dbt marts -> checks, with `PLATFORM_ENV=bigquery`
+against the session's BigQuery emulator (bqemulator) and GCS emulator, through the real clients.
+
+The platform loads the staged tables with google-cloud-bigquery (Parquet staged on the GCS emulator, load
+jobs, MERGE); dbt-bigquery builds the marts in its own subprocess, as in production. Both authenticate the
+way a deployment does, with a service-account key: a fake one (a fresh RSA key) whose `token_uri` is a
+token server on loopback, since neither emulator checks tokens but both clients insist on fetching one.
+Landing stays on local disk (the platform's default in every environment).
+
+Row counts of the staged tables and the marts are checked against the demo's source files read directly
+(not through the platform); a second run lands nothing and leaves every count as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+from conftest import LocalPlatform, demo_platform
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from fixtures.bigquery_emulator import BigQueryEmulator
+
+from platform_assets.keys import STAGED_SCHEMA
+from resources.environment import PlatformSettings, build_warehouse
+from resources.warehouses.base import Warehouse
+
+pytestmark = pytest.mark.slow  # two whole-graph runs with dbt-bigquery on an emulator
+
+KEY_VAR = "PLATFORM_TEST_BQ_KEY"
+STAGED_TABLES = (
+    "shop__orders",
+    "shop__order_items",
+    "shop__web_events",
+    "shop_db__customers",
+    "shop_db__payments",
+    "shop_api__products",
+)
+MARTS = ("fct_orders", "dim_customers", "fct_customer_lifetime_value", "fct_daily_revenue", "fct_web_funnel")
+
+
+class _TokenHandler(BaseHTTPRequestHandler):
+    """OAuth token endpoint of the fake service account: any assertion gets a bearer token."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        body = json.dumps({"access_token": "emulator", "expires_in": 3600, "token_type": "Bearer"})
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (the base class's name)
+        """Silent: the test output is for failures."""
+
+
+@pytest.fixture(scope="module")
+def token_uri() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _TokenHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/token"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _fake_service_account_key(project: str, token_uri: str) -> dict[str, str]:
+    """A well-formed key (the clients sign a JWT with it before asking `token_uri` for a token)."""
+    private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = private_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return {
+        "type": "service_account",
+        "project_id": project,
+        "private_key_id": uuid.uuid4().hex,
+        "private_key": pem.decode(),
+        "client_email": f"platform@{project}.iam.gserviceaccount.com",
+        "client_id": "1",
+        "token_uri": token_uri,
+    }
+
+
+@pytest.fixture
+def bigquery_platform(
+    bigquery_emulator: BigQueryEmulator,
+    gcs_bucket: str,
+    token_uri: str,
+    dbt_manifest: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[LocalPlatform]:
+    """The demo world and the platform configured as a deployment would be: every setting from the
+    environment (dbt's profile reads the same variables in its subprocess)."""
+    key = _fake_service_account_key(bigquery_emulator.project, token_uri)
+    keyfile = tmp_path / "service-account.json"
+    keyfile.write_text(json.dumps(key))
+    environment = {
+        "PLATFORM_ENV": "bigquery",
+        "PLATFORM_DATA_DIR": str(tmp_path / "data"),
+        "PLATFORM_BQ_PROJECT": bigquery_emulator.project,
+        "PLATFORM_BQ_STAGING_URI": f"gs://{gcs_bucket}/loads",
+        "PLATFORM_BQ_API_ENDPOINT": bigquery_emulator.endpoint,
+        "PLATFORM_BQ_CREDENTIALS_ENV": KEY_VAR,
+        "PLATFORM_BQ_KEYFILE": str(keyfile),
+        KEY_VAR: json.dumps(key),
+    }
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    settings = PlatformSettings.from_env()
+    with demo_platform(settings, monkeypatch) as platform:
+        yield platform
+
+
+def _source_counts(sources: Path) -> dict[str, int]:
+    """Rows of each staged table, straight from the demo's source files and database."""
+    files = sources / "files" / "shop"
+    orders = pd.concat(
+        [pacsv.read_csv(path).to_pandas() for path in sorted((files / "orders").glob("*.csv"))]
+    )
+    items = sum(pq.read_metadata(path).num_rows for path in (files / "order_items").glob("*.parquet"))
+    events = sum(
+        len(pd.read_json(path, lines=True, compression="gzip"))
+        for path in (files / "web_events").glob("*.jsonl.gz")
+    )
+    with sqlite3.connect(sources / "shop.sqlite") as db:
+        ((customers,),) = db.execute("SELECT count(*) FROM customers").fetchall()
+        ((payments,),) = db.execute("SELECT count(*) FROM payments").fetchall()
+    products = json.loads((sources / "api" / "products.json").read_text())
+    return {
+        "shop__orders": orders["order_id"].nunique(),
+        "shop__order_items": items,
+        "shop__web_events": events,
+        "shop_db__customers": customers,
+        "shop_db__payments": payments,
+        "shop_api__products": len(products),
+    }
+
+
+def _expected_marts(sources: Path, staged: dict[str, int]) -> dict[str, int]:
+    files = sources / "files" / "shop"
+    orders = pd.concat(
+        [pacsv.read_csv(path).to_pandas() for path in sorted((files / "orders").glob("*.csv"))]
+    )
+    events = pd.concat(
+        [
+            pd.read_json(path, lines=True, compression="gzip")
+            for path in (files / "web_events").glob("*.jsonl.gz")
+        ]
+    )
+    session_dates = events.groupby("session_id")["event_ts"].min().map(lambda ts: pd.to_datetime(ts).date())
+    return {
+        "fct_orders": staged["shop__orders"],
+        "dim_customers": staged["shop_db__customers"],
+        "fct_customer_lifetime_value": staged["shop_db__customers"],
+        "fct_daily_revenue": pd.to_datetime(
+            orders.drop_duplicates("order_id", keep="last")["order_ts"]
+        ).dt.date.nunique(),
+        "fct_web_funnel": session_dates.nunique(),
+    }
+
+
+def _counts(warehouse: Warehouse, schema: str, tables: tuple[str, ...]) -> dict[str, int]:
+    return {
+        table: warehouse.query(f"SELECT count(*) FROM {warehouse.table_ref(schema, table)}")[0][0]
+        for table in tables
+    }
+
+
+def _raw_rows(result: dg.ExecuteInProcessResult) -> dict[str, int]:
+    return {
+        "/".join(event.asset_key.path[1:]): event.materialization.metadata["dagster/row_count"].value
+        for event in result.get_asset_materialization_events()
+        if event.asset_key.path[0] == "raw"
+    }
+
+
+def _assert_green(result: dg.ExecuteInProcessResult) -> None:
+    failures = [
+        event.step_failure_data.error.to_string()
+        for event in result.all_events
+        if event.event_type_value == "STEP_FAILURE"
+    ]
+    assert result.success, "\n".join(failures)[-8000:]
+    checks = result.get_asset_check_evaluations()
+    assert checks, "no asset check ran"
+    failed = [f"{c.asset_key.to_user_string()}:{c.check_name}" for c in checks if not c.passed]
+    assert not failed, failed
+
+
+def test_the_whole_demo_graph_runs_on_bigquery_and_a_second_run_adds_nothing(
+    bigquery_platform: LocalPlatform,
+) -> None:
+    started = time.monotonic()
+    warehouse = build_warehouse(bigquery_platform.settings)
+    first = bigquery_platform.materialize_all()
+    _assert_green(first)
+    first_seconds = time.monotonic() - started
+
+    sources = bigquery_platform.settings.sources_dir
+    staged = _counts(warehouse, STAGED_SCHEMA, STAGED_TABLES)
+    assert staged == _source_counts(sources)
+    marts = _counts(warehouse, "analytics", MARTS)
+    assert marts == _expected_marts(sources, staged)
+
+    second = bigquery_platform.materialize_all()
+    _assert_green(second)
+    print(_raw_rows(second))
+    assert _counts(warehouse, STAGED_SCHEMA, STAGED_TABLES) == staged
+    assert _counts(warehouse, "analytics", MARTS) == marts
+    print(f"first run {first_seconds:.1f} s, both {time.monotonic() - started:.1f} s")
