@@ -243,3 +243,13 @@ def test_rows_of_another_duckdb_file_stream_as_arrow_batches_then_the_file_is_de
     assert [batch.num_rows for batch in batches] == [2, 1]
     assert pa.Table.from_batches(batches).column_names == ["order_id", "amount"]
     assert not rows.path.exists()
+
+
+def test_no_rows_of_another_duckdb_file_stream_as_one_empty_batch_with_the_columns(tmp_path: Path) -> None:
+    """What a run with nothing new hands Postgres and BigQuery: one empty batch, which upserts nothing, not
+    a stream of no batch, which every warehouse refuses as "nothing to load"."""
+    rows = _scratch(tmp_path / "s.duckdb", [(1, -1.0, "amount: min")])
+    batches = list(rows)
+    assert [batch.num_rows for batch in batches] == [0]
+    assert batches[0].schema.names == ["order_id", "amount"]
+    assert not rows.path.exists()
