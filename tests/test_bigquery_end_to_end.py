@@ -245,8 +245,18 @@ def test_the_whole_demo_graph_runs_on_bigquery_and_a_second_run_adds_nothing(
     marts = _counts(warehouse, DBT_SCHEMA, MART_KEYS)
     assert marts == _expected_marts(sources)
 
+    # A marker on the oldest order, far outside fct_orders' lookback window: dbt-bigquery's incremental
+    # MERGE leaves it alone, a full rebuild would restore the status.
+    fct_orders = warehouse.table_ref(DBT_SCHEMA, "fct_orders")
+    ((oldest,),) = warehouse.query(
+        f"SELECT order_id FROM {fct_orders} ORDER BY source_updated_at, order_id LIMIT 1"
+    )
+    warehouse.query(f"UPDATE {fct_orders} SET status = 'marker' WHERE order_id = ?", [oldest])
+
     second = bigquery_platform.materialize_all()
     _assert_green(second)
+    marked = warehouse.query(f"SELECT status FROM {fct_orders} WHERE order_id = ?", [oldest])
+    assert marked == [("marker",)], "fct_orders was rebuilt instead of merged incrementally"
     landed = _raw_rows(second)
     assert landed == {**dict.fromkeys(landed, 0), **_in_lookback_window(sources)}
     assert len(landed) == len(STAGED_KEYS)
