@@ -14,8 +14,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -130,6 +131,37 @@ def test_upsert_merges_changed_rows_and_inserts_new_ones(warehouse: BigQueryWare
     rows = warehouse.query(f"SELECT * FROM {warehouse.table_ref(dataset, 'orders')} ORDER BY order_id")
     assert rows == [(1, 1.0), (2, 20.0), (3, 3.0), (4, 40.0)]
     assert _tables(warehouse, dataset) == ["orders"]
+
+
+def _counting(method: Callable[..., Any], calls: list[str]) -> Callable[..., Any]:
+    """`method`, recording its name in `calls` before it runs."""
+
+    def counted(*args: object, **kwargs: object) -> Any:
+        calls.append(method.__name__)
+        return method(*args, **kwargs)
+
+    return counted
+
+
+def test_an_upsert_or_append_of_no_rows_runs_no_job_unless_it_adds_a_column(
+    warehouse: BigQueryWarehouse, dataset: str
+) -> None:
+    """An incremental run with nothing new: no load job and no MERGE (which would bill a scan of the
+    table). The client's calls are counted, then passed through to the emulator."""
+    warehouse.load(dataset, "orders", [_orders([1, 2], [1.0, 2.0])], mode="replace")
+    calls: list[str] = []
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("query", "load_table_from_uri"):
+            patch.setattr(bigquery.Client, name, _counting(getattr(bigquery.Client, name), calls))
+        empty = _orders([1], [1.0]).slice(0, 0)
+        upserted = warehouse.load(dataset, "orders", [empty], mode="upsert", primary_key=["order_id"])
+        appended = warehouse.load(dataset, "orders", [empty], mode="append")
+        assert calls == [] and upserted.rows == appended.rows == 0
+        with_note = _orders([1], [1.0], note=["x"]).slice(0, 0)
+        warehouse.load(dataset, "orders", [with_note], mode="upsert", primary_key=["order_id"])
+        assert "load_table_from_uri" in calls, "a new column is added even without rows"
+    ref = warehouse.table_ref(dataset, "orders")
+    assert warehouse.query(f"SELECT order_id, amount FROM {ref} ORDER BY 1") == [(1, 1.0), (2, 2.0)]
 
 
 def test_upsert_of_rows_that_repeat_a_key_names_them_and_changes_nothing(

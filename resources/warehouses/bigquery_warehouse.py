@@ -22,7 +22,9 @@ count. The staged files are deleted afterwards, whether the load worked or not. 
 - `replace_partitions`: load into a load table, then one transaction deletes the rows of the given
   partition values and inserts the loaded rows; rows outside those values are refused.
 
-Load tables are always dropped afterwards. Columns keep their names exactly as given (no upper-casing);
+An append or upsert of no rows into a table that already has every column runs no job at all (an
+incremental run with nothing new would otherwise pay a load job and a MERGE that scans the table). Load
+tables are always dropped afterwards. Columns keep their names exactly as given (no upper-casing);
 a column whose type changed is refused with `WarehouseLoadError`, never cast. The dataset (`schema`) is
 created in `location` if missing. Credentials: application default credentials, or a service-account key
 JSON held in the environment variable named by `credentials_json_env` (its contents are never logged), or
@@ -158,9 +160,20 @@ class BigQueryWarehouse(Warehouse):
             except BaseException as error:
                 incoming.reraise_source_failure(error)
                 raise
-            self._run_load(
-                client, schema, table, mode, fields, existing, uris, load_id, primary_key, partition, layout
-            )
+            if not _changes_nothing(incoming, mode, existing, fields):
+                self._run_load(
+                    client,
+                    schema,
+                    table,
+                    mode,
+                    fields,
+                    existing,
+                    uris,
+                    load_id,
+                    primary_key,
+                    partition,
+                    layout,
+                )
         except api_exceptions.GoogleAPICallError as error:
             raise BigQueryWarehouseError(
                 f"{mode} of {target} failed, no rows were changed: {_message(error)}"
@@ -507,6 +520,21 @@ class _Staging:
                 f"could not delete the staged load files under gs://{self.bucket.name}/{self.prefix} "
                 f"({error}); delete them by hand (or give the bucket a lifecycle rule for the prefix)"
             )
+
+
+def _changes_nothing(
+    incoming: CountedBatches,
+    mode: LoadMode,
+    existing: bigquery.Table | None,
+    fields: Sequence[bigquery.SchemaField],
+) -> bool:
+    """An append or upsert of no rows into a table that has every column: no job is run. An incremental run
+    with nothing new would otherwise cost a load job and a MERGE, and the MERGE bills a scan of the whole
+    table, on every run."""
+    if incoming.rows or mode not in ("append", "upsert") or existing is None:
+        return False
+    known = {field.name for field in existing.schema}
+    return all(field.name in known for field in fields if field.name != TOMBSTONE_COLUMN)
 
 
 def _load_order(names: list[str], existing: bigquery.Table | None, mode: LoadMode) -> list[str]:
