@@ -13,18 +13,20 @@ Playwright browser download):
    tab of `staged/shop/orders` shows `schema_contract` Failed with its metadata: the offending rows from
    the bad file and `violations_by_rule` naming the broken rule.
 
-A stage that fails raises `BrowserStageError` naming the stage and keeping a screenshot of the page as it
-was, so that the API tests on the same server still report on their own. Screenshots of every stage (and of
-the page at a failure, `failure-<stage>.png`) are written to tests/artifacts/browser/ (git-ignored; CI
-keeps the working tree), emptied at the start of each run.
+A failed stage is recorded (`BrowserWalk.failure`: the stage, the page's address and a screenshot of it as
+it was), not raised, so that the API tests on the same server still report on their own; the stages are
+separate calls so that the caller can run them while its own runs are in progress. Screenshots of every
+stage (and of the page at a failure, `failure-<stage>.png`) are written to tests/artifacts/browser/
+(git-ignored; CI keeps the working tree), emptied at the start of each run.
 """
 
 from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from dagster_processes import REPO_ROOT, DagsterServer
@@ -64,12 +66,50 @@ class BrowserStageError(Exception):
     """A stage of the walk-through failed: what the page showed, where, and the screenshot of it."""
 
 
+@dataclass
+class BrowserWalk:
+    """The stages, in order, on one page; after the first failure the later stages are skipped (each
+    builds on the one before) and `failure` says what went wrong."""
+
+    server: DagsterServer
+    page: Page | None = None
+    failure: str | None = None
+
+    def lineage(self) -> None:
+        """Stage 1: the global lineage and what `stg_shop__orders` is built from."""
+        self._run("lineage", _check_lineage)
+
+    def materialize_from_asset_page(self) -> None:
+        """Stage 2: an asset page's Materialize button launches a run, which ends in Success."""
+        self._run("materialize", _materialize_from_asset_page)
+
+    def failed_check(self, orders_dir: Path) -> None:
+        """Stage 3: a duplicated order id is delivered and staged (the run fails: its blocking check does),
+        then the check's page shows the failure, the offending rows and the broken rule."""
+        if self.failure is None:
+            _deliver_duplicated_order(orders_dir)
+            self.server.materialize([RAW_ORDERS, STAGED_ORDERS])
+        self._run("failed-check", _open_failed_check)
+
+    def _run(self, name: str, stage: Callable[[Page, DagsterServer], None]) -> None:
+        if self.failure is not None or self.page is None:
+            return
+        try:
+            with _stage(self.page, name):
+                stage(self.page, self.server)
+        except BrowserStageError as error:
+            self.failure = str(error)
+
+
 @contextmanager
-def browser_page(profile_dir: Path) -> Iterator[Page]:
-    """A page of a fresh headless Chromium profile; raises `BrowserStageError` when Chromium is missing
-    (.ci/run installs it: a missing browser is a failure, never a skip)."""
+def browser_walk(profile_dir: Path, server: DagsterServer) -> Iterator[BrowserWalk]:
+    """A walk on a page of a fresh headless Chromium profile. A missing Chromium is the walk's failure, not
+    the caller's (.ci/run installs it: never a skip), so that the caller's other work still runs."""
+    walk = BrowserWalk(server)
     if not CHROMIUM.exists():
-        raise BrowserStageError(f"{CHROMIUM} missing: `apt-get install chromium` (.ci/run does)")
+        walk.failure = f"{CHROMIUM} missing: `apt-get install chromium` (.ci/run does)"
+        yield walk
+        return
     shutil.rmtree(ARTIFACTS, ignore_errors=True)
     ARTIFACTS.mkdir(parents=True)
     with sync_playwright() as playwright:
@@ -83,7 +123,8 @@ def browser_page(profile_dir: Path) -> Iterator[Page]:
         try:
             context.set_default_timeout(UI_TIMEOUT_MS)
             expect.set_options(timeout=UI_TIMEOUT_MS)
-            yield context.new_page()
+            walk.page = context.new_page()
+            yield walk
         finally:
             context.close()
 
@@ -183,20 +224,3 @@ def _open_failed_check(page: Page, server: DagsterServer) -> None:
     page.get_by_text("[Show JSON]").click()
     expect(page.get_by_role("dialog")).to_contain_text('"order_id: unique": 2')
     _screenshot(page, "06-violations-by-rule")
-
-
-def walk_lineage_and_materialize(page: Page, server: DagsterServer) -> None:
-    """Stages 1 and 2: the lineage pages, then a run launched by an asset page's button to Success."""
-    with _stage(page, "lineage"):
-        _check_lineage(page, server)
-    with _stage(page, "materialize"):
-        _materialize_from_asset_page(page, server)
-
-
-def show_failed_check(page: Page, server: DagsterServer, orders_dir: Path) -> None:
-    """Stage 3: a duplicated order id is delivered and staged (the run fails: its blocking check does),
-    then the check's page shows the failure, the offending rows and the broken rule."""
-    _deliver_duplicated_order(orders_dir)
-    server.materialize([RAW_ORDERS, STAGED_ORDERS])
-    with _stage(page, "failed-check"):
-        _open_failed_check(page, server)
