@@ -62,10 +62,6 @@ BAD_FILE = "orders_99999.csv"
 DUPLICATED_ORDER_ID = "900001"
 
 
-class BrowserStageError(Exception):
-    """A stage of the walk-through failed: what the page showed, where, and the screenshot of it."""
-
-
 @dataclass
 class BrowserWalk:
     """The stages, in order, on one page; after the first failure the later stages are skipped (each
@@ -92,13 +88,19 @@ class BrowserWalk:
         self._run("failed-check", _open_failed_check)
 
     def _run(self, name: str, stage: Callable[[Page, DagsterServer], None]) -> None:
+        """On a timeout or a failed expectation, keep a screenshot of the page as it was and record the
+        stage's name, so that a CI failure says what the UI showed instead."""
         if self.failure is not None or self.page is None:
             return
         try:
-            with _stage(self.page, name):
-                stage(self.page, self.server)
-        except BrowserStageError as error:
-            self.failure = str(error)
+            stage(self.page, self.server)
+        except (PlaywrightTimeoutError, AssertionError, Error) as error:
+            shot = ARTIFACTS / f"failure-{name}.png"
+            try:
+                self.page.screenshot(path=str(shot), full_page=True)
+            except Error:
+                shot = Path("<screenshot failed>")
+            self.failure = f"browser stage {name!r} failed at {self.page.url}: {error}\nscreenshot: {shot}"
 
 
 @contextmanager
@@ -127,23 +129,6 @@ def browser_walk(profile_dir: Path, server: DagsterServer) -> Iterator[BrowserWa
             yield walk
         finally:
             context.close()
-
-
-@contextmanager
-def _stage(page: Page, name: str) -> Iterator[None]:
-    """One stage of the walk-through: on a timeout or a failed expectation, keep a screenshot of the page
-    as it was and fail with the stage's name, so a CI failure says what the UI showed instead."""
-    try:
-        yield
-    except (PlaywrightTimeoutError, AssertionError, Error) as error:
-        shot = ARTIFACTS / f"failure-{name}.png"
-        try:
-            page.screenshot(path=str(shot), full_page=True)
-        except Error:
-            shot = Path("<screenshot failed>")
-        raise BrowserStageError(
-            f"browser stage {name!r} failed at {page.url}: {error}\nscreenshot: {shot}"
-        ) from error
 
 
 def _screenshot(page: Page, name: str) -> None:
