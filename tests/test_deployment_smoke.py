@@ -49,12 +49,13 @@ import subprocess
 import time
 import warnings
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, closing, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import psycopg2
 import pytest
 import requests
 from dagster_processes import REPO_ROOT, DagsterServer, free_port, stop_group, stop_groups
@@ -678,3 +679,18 @@ def test_daemon_killed_mid_run_the_run_recovers_and_no_tick_is_lost_or_repeated(
     assert _staged_counts(deployment.warehouse, new_ids) == dict.fromkeys(new_ids, 1)
     staged, mart_orders = _totals(deployment.warehouse)
     assert mart_orders == staged
+
+    # The platform's own state went to the instance's database with the rest (DAGSTER_PG_HOST is set),
+    # none of it to the data directory: the daemon's sensors wrote the quality events there, and a second
+    # daemon would share them.
+    env = deployment.units["dataplatform-daemon"].env
+    dsn = (
+        f"host={env['DAGSTER_PG_HOST']} port={env['DAGSTER_PG_PORT']} user={env['DAGSTER_PG_USER']} "
+        f"dbname={env['DAGSTER_PG_DB']}"
+    )
+    query = "SELECT table_name FROM information_schema.tables WHERE table_schema = 'platform_ops'"
+    with closing(psycopg2.connect(dsn)) as connection, connection.cursor() as cursor:
+        cursor.execute(query)
+        tables = {name for (name,) in cursor.fetchall()}
+    assert {"incidents", "breakers", "quality_events", "sent"} <= tables
+    assert not (deployment.data_dir / "ops").exists(), sorted((deployment.data_dir / "ops").iterdir())
