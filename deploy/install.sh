@@ -6,7 +6,7 @@
 # same state). It never overwrites /etc/dataplatform/platform.env and never touches the data directory or
 # the Dagster database beyond Dagster's own migrations.
 #
-# Rehearsal into a throwaway directory, as any user (tests/test_install_rehearsal.py does this):
+# Rehearsal into a throwaway directory, as any user (tests/test_deployment_smoke.py does this):
 #   INSTALL_ROOT=/tmp/rehearsal [UV=/path/to/uv] deploy/install.sh
 # puts every path under $INSTALL_ROOT (opt/, var/lib/, etc/), owned by the invoking user, and writes the
 # units to $INSTALL_ROOT/etc/systemd/system with their paths and User= moved there too; it installs no

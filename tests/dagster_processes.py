@@ -1,10 +1,10 @@
 """The Dagster UI as a user starts it, for the slow tests that talk to it over HTTP or drive it in a browser.
 
-Shared by tests/test_dagster_dev_ui.py (`dagster dev`, as the README says) and tests/test_browser_ui.py
-(`dagster-webserver` and `dagster-daemon run` as separate processes: each stops on SIGTERM, while a
-backgrounded `dagster dev` ignores SIGINT and lingers after SIGTERM). Every server runs from the repository
-root with a throwaway DAGSTER_HOME and data directory, logs to a file, lives in a session of its own and is
-stopped as a whole process group, so a failing test never leaves a server (or its code server) behind.
+Used by tests/test_dagster_dev_ui.py (`dagster dev`, as the README says, for its API tests and its browser
+walk) and by the deployment tests (`DagsterServer` over the processes they start themselves). Every server
+runs from the repository root with a throwaway DAGSTER_HOME and data directory, logs to a file, lives in a
+session of its own and is stopped as a whole process group, so a failing test never leaves a server (or its
+code server) behind.
 """
 
 from __future__ import annotations
@@ -15,13 +15,12 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-import dagster as dg
 import pytest
 import requests
 
@@ -80,10 +79,40 @@ query RunStatus($runId: ID!) {
 """
 FINISHED_STATUSES = {"SUCCESS", "FAILURE", "CANCELED"}
 
+RUNNING_SENSORS_QUERY = """
+query RunningSensors($repository: RepositorySelector!) {
+  sensorsOrError(repositorySelector: $repository, sensorStatus: RUNNING) {
+    __typename
+    ... on Sensors { results { id name } }
+    ... on PythonError { message }
+  }
+}
+"""
+STOP_SENSOR_MUTATION = """
+mutation StopSensor($id: String!) {
+  stopSensor(id: $id) {
+    __typename
+    ... on StopSensorMutationResult { instigationState { status } }
+    ... on PythonError { message }
+  }
+}
+"""
+
+RUNS_IN_PROGRESS_QUERY = """
+query RunsInProgress {
+  runsOrError(filter: {statuses: [QUEUED, NOT_STARTED, STARTING, STARTED, CANCELING]}) {
+    __typename
+    ... on Runs { results { runId status } }
+    ... on PythonError { message }
+  }
+}
+"""
+
 
 @dataclass(frozen=True)
 class DagsterServer:
-    """Running Dagster processes (one `dagster dev`, or a webserver and a daemon) and the UI's address."""
+    """Running Dagster processes (one `dagster dev`, or a deployment's webserver and daemon) and the UI's
+    address."""
 
     processes: dict[str, subprocess.Popen[bytes]]
     base_url: str
@@ -177,6 +206,34 @@ class DagsterServer:
                 return run["status"]
             time.sleep(POLL_INTERVAL_S)
 
+    def stop_sensors(self, names: list[str]) -> None:
+        """Switch the named sensors off, as the UI's toggle does, and fail unless each was running."""
+        repository = {"repositoryLocationName": LOCATION_NAME, "repositoryName": "__repository__"}
+        found = self.graphql(RUNNING_SENSORS_QUERY, {"repository": repository})["sensorsOrError"]
+        if found["__typename"] != "Sensors":
+            self.fail(f"listing the running sensors failed: {found}")
+        running = {sensor["name"]: sensor["id"] for sensor in found["results"]}
+        for name in names:
+            if name not in running:
+                self.fail(f"sensor {name} is not running (running: {sorted(running)})")
+            stopped = self.graphql(STOP_SENSOR_MUTATION, {"id": running[name]})["stopSensor"]
+            if stopped["__typename"] != "StopSensorMutationResult":
+                self.fail(f"stopping sensor {name} failed: {stopped}")
+
+    def wait_until_idle(self, timeout_s: float = RUN_DEADLINE_S) -> None:
+        """No run in progress: only then is the DuckDB warehouse free for the test process to read (DuckDB
+        admits one writing process)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            runs = self.graphql(RUNS_IN_PROGRESS_QUERY)["runsOrError"]
+            if runs["__typename"] != "Runs":
+                self.fail(f"listing runs failed: {runs}")
+            if not runs["results"]:
+                return
+            busy = [(run["runId"], run["status"]) for run in runs["results"]]
+            self.check_running(deadline, f"runs to finish: {busy}")
+            time.sleep(POLL_INTERVAL_S)
+
     def materialize(self, assets: list[str]) -> str:
         """Launch and follow one run; returns the final status. Each step of a UI run is a process of its
         own that loads the code location, so the selection is kept small."""
@@ -241,17 +298,30 @@ def _wait_group_gone(process: subprocess.Popen[bytes], pgid: int, timeout_s: flo
 
 def stop_group(process: subprocess.Popen[bytes]) -> None:
     """SIGTERM the whole process group, then SIGKILL it: backgrounded `dagster dev` is known to linger."""
-    pgid = process.pid  # start_new_session=True: the leader's pid is the group id
-    if not _group_alive(pgid):
-        process.wait()
-        return
-    os.killpg(pgid, signal.SIGTERM)
-    if _wait_group_gone(process, pgid, STOP_GRACE_S):
-        return
-    with suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGKILL)
-    process.wait(timeout=10)
-    _wait_group_gone(process, pgid, 10)
+    stop_groups([process])
+
+
+def stop_groups(processes: Iterable[subprocess.Popen[bytes]]) -> None:
+    """`stop_group` for several servers at once: every group gets SIGTERM first and they shut down side by
+    side, instead of each waiting for the one before (seconds apiece for a webserver, daemon or code
+    server). Groups still alive after the shared grace period are SIGKILLed."""
+    alive = []
+    for process in processes:
+        pgid = process.pid  # start_new_session=True: the leader's pid is the group id
+        if _group_alive(pgid):
+            with suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGTERM)
+            alive.append(process)
+        else:
+            process.wait()
+    deadline = time.monotonic() + STOP_GRACE_S
+    for process in alive:
+        if _wait_group_gone(process, process.pid, deadline - time.monotonic()):
+            continue
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+        _wait_group_gone(process, process.pid, 10)
 
 
 @contextmanager
@@ -286,31 +356,3 @@ def dagster_dev(tmp: Path, data_dir: Path, api_url: str) -> Iterator[DagsterServ
     command = [_bin("dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)]
     with _started(command, dagster_env(tmp, data_dir, api_url), log_path) as process:
         yield DagsterServer({"dagster dev": process}, f"http://127.0.0.1:{port}", {"dagster dev": log_path})
-
-
-@contextmanager
-def webserver_and_daemon(
-    tmp: Path, data_dir: Path, api_url: str, extra_env: dict[str, str] | None = None
-) -> Iterator[DagsterServer]:
-    """`dagster-webserver` and `dagster-daemon run` on one instance, as a deployment runs them: the daemon
-    dequeues the runs the UI launches and ticks the sensors. Stopped in reverse order of starting."""
-    port = free_port()
-    env = dagster_env(tmp, data_dir, api_url, extra_env)
-    # The instance's storage is created first, as `dagster instance migrate` does on a deployment: two
-    # processes creating a fresh SQLite schedule storage at once race, and the loser exits (seen on a
-    # loaded CI machine: the daemon died with code 1 while the webserver started).
-    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]):
-        pass
-    commands = {
-        "dagster-webserver": [
-            _bin("dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)
-        ],
-        "dagster-daemon": [_bin("dagster-daemon"), "run", "-w", "workspace.yaml"],
-    }  # fmt: skip
-    log_paths = {name: tmp / f"{name}.log" for name in commands}
-    with ExitStack() as stack:
-        processes = {
-            name: stack.enter_context(_started(command, env, log_paths[name]))
-            for name, command in commands.items()
-        }
-        yield DagsterServer(processes, f"http://127.0.0.1:{port}", log_paths)

@@ -10,8 +10,11 @@ A reset is itself a materialization of the raw asset, recorded before the next r
 asked and why, the state before (`reset/previous_state`) and after, so it is auditable, and undoable
 (`undo`: the state before the latest reset, as long as no run has landed since). It lands nothing.
 
-Files are not reset here: a delivered file lands once per content (its ledger entry), and a file whose
-landed copy is removed lands again at the next run; re-delivering a changed file replaces its rows.
+Files are not reset here: a delivered file lands once per content (its ledger entry), as the bytes
+delivered, so there is nothing to extract again; what a fixed rule or bug needs is staging them again
+(`dataplatform replay`). Forgetting ledger entries would not help either: a file whose landed copy still
+exists is recognised and not landed twice, and one whose copy retention removed lands again only if the
+source still holds it. Re-delivering a changed file replaces its rows.
 """
 
 from __future__ import annotations
@@ -85,8 +88,9 @@ def refuse_without_watermark(item: CatalogEntity) -> None:
     where = f"{item.source_name}.{item.name}"
     if item.entity.file is not None:
         raise ResetError(
-            f"{where} is a file entity: each delivered file lands once per content. To land a file again, "
-            f"deliver it again changed (its rows replace the earlier ones), or remove its landed copy."
+            f"{where} is a file entity: each delivered file lands once per content, as the bytes delivered. "
+            f"To stage its landed files again (a rule or a bug fixed), run `dataplatform replay {where}`; to "
+            f"land a file again, deliver it again changed (its rows replace the earlier ones)."
         )
     raise ResetError(f"{where} is extracted whole on every run: it has no watermark to reset.")
 

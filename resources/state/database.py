@@ -41,7 +41,12 @@ def beside(location: StateLocation, file_name: str) -> StateLocation:
 class StateDatabase:
     def __init__(self, location: StateLocation) -> None:
         self.url = _url(location)
-        self.engine = _engine(self.url)
+
+    @property
+    def engine(self) -> sa.Engine:
+        """Made on first use, not when a store is built: a code location that defines a sensor over the
+        store loads without connecting (or resolving the password)."""
+        return _engine(self.url)
 
     @property
     def location(self) -> str:

@@ -5,6 +5,7 @@ healing layer and the alert channels read them; both stores are read by position
 what was appended since its last read, whatever the store's age.
 """
 
+import contextlib
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -224,8 +225,13 @@ class QualityEventTable:
     refuses the second insert, whichever daemon makes it); readers follow the rows by `seq`."""
 
     def __init__(self, location: StateLocation) -> None:
+        """Connects on first use (the table is created then), not here: the quality events sensor builds
+        its store when the code location loads."""
         self.database = StateDatabase(location)
+
+    def _begin(self) -> contextlib.AbstractContextManager[sa.Connection]:
         self.database.create(_TABLES)
+        return self.database.begin()
 
     @property
     def location(self) -> str:
@@ -239,7 +245,7 @@ class QualityEventTable:
         `LATE_COMMIT_ROWS` before it again, and the position after the last one read."""
         after = position.offset - LATE_COMMIT_ROWS if position and position.file_id == TABLE_ID else 0
         query = sa.select(_EVENTS.c.seq, _EVENTS.c.event).where(_EVENTS.c.seq > after).order_by(_EVENTS.c.seq)
-        with self.database.begin() as connection:
+        with self._begin() as connection:
             rows = connection.execute(query).all()
         last = max([row.seq for row in rows], default=position.offset if position else 0)
         return _parsed(row.event for row in rows), EventsPosition(TABLE_ID, max(last, after))
@@ -247,14 +253,14 @@ class QualityEventTable:
     def position_after(self, lines: int) -> EventsPosition | None:
         """The position after the first `lines` events (a reader that counted them goes on there)."""
         query = sa.select(_EVENTS.c.seq).order_by(_EVENTS.c.seq).offset(max(lines - 1, 0)).limit(1)
-        with self.database.begin() as connection:
+        with self._begin() as connection:
             seq = connection.execute(query).scalar() if lines else 0
         return EventsPosition(TABLE_ID, int(seq or 0))
 
     def append(self, events: Sequence[QualityEvent]) -> list[QualityEvent]:
         """Stores the events not stored yet; returns those stored."""
         stored = []
-        with self.database.begin() as connection:
+        with self._begin() as connection:
             for event in events:
                 row = {
                     "event_id": event.event_id,
@@ -268,7 +274,7 @@ class QualityEventTable:
     def rotate_if_older_than(self, days: float, now: datetime) -> bool:
         """Delete the events observed more than `days` ago; whether any was."""
         oldest = (now - timedelta(days=days)).timestamp()
-        with self.database.begin() as connection:
+        with self._begin() as connection:
             return connection.execute(sa.delete(_EVENTS).where(_EVENTS.c.observed_at < oldest)).rowcount > 0
 
 

@@ -21,7 +21,7 @@ A sensor started in the UI and later removed from the code keeps its RUNNING sta
 never ticks again: it fails `sensor_ticks` until it is stopped (Automation -> unloadable sensors), which
 is what an operator should do anyway. The gRPC client, tick and instigator types are Dagster internals
 (no public API reads them outside a code location); `pyproject.toml` pins Dagster to 1.13.x, and
-`tests/test_metrics.py` and `tests/test_install_rehearsal.py` exercise them against real storage and a
+`tests/test_metrics.py` and `tests/test_deployment_smoke.py` exercise them against real storage and a
 real code server.
 """
 

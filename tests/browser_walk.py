@@ -1,42 +1,37 @@
 """The Dagster UI in a real browser: what a user sees and clicks, not only what its GraphQL API answers.
 
-tests/test_dagster_dev_ui.py proves the API side; this test proves the pages render and the buttons work.
-It starts `dagster-webserver` and `dagster-daemon run` as separate processes on the demo world (the daemon
-dequeues the runs the UI launches) and drives Debian's `chromium` through Playwright for Python (headless,
-background networking off, a fresh profile; no Playwright browser download). Stages:
+tests/test_dagster_dev_ui.py drives these stages against the `dagster dev` it serves for its API tests (one
+server for both: starting a second webserver and daemon for the browser cost half a minute of CI), through
+Debian's `chromium` under Playwright for Python (headless, background networking off, a fresh profile; no
+Playwright browser download):
 
 1. the global asset lineage shows the groups raw -> staged -> dbt_staging, and filtered to what
    `stg_shop__orders` is built from, the expanded groups show its raw and staged `orders` nodes;
-2. the asset page of `raw/shop_api/products`: its Materialize button launches a run, and the run page
-   (reached from the "Launched run" toast) ends in Success;
+2. the asset page of `raw/shop_db/payments` (an asset the API tests do not materialize): its Materialize
+   button launches a run, and the run page (reached from the "Launched run" toast) ends in Success;
 3. a delivery with a duplicated order id is materialized (over GraphQL, as arrangement), and the Checks
    tab of `staged/shop/orders` shows `schema_contract` Failed with its metadata: the offending rows from
    the bad file and `violations_by_rule` naming the broken rule.
 
-Screenshots of every stage (and of the page at a failure, `failure-<stage>.png`) are written to
-tests/artifacts/browser/ (git-ignored; CI keeps the working tree), emptied at the start of each run.
+A failed stage is recorded (`BrowserWalk.failure`: the stage, the page's address and a screenshot of it as
+it was), not raised, so that the API tests on the same server still report on their own; the stages are
+separate calls so that the caller can run them while its own runs are in progress. Screenshots of every
+stage (and of the page at a failure, `failure-<stage>.png`) are written to tests/artifacts/browser/
+(git-ignored; CI keeps the working tree), emptied at the start of each run.
 """
 
 from __future__ import annotations
 
 import re
 import shutil
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-from dagster_processes import REPO_ROOT, DagsterServer, webserver_and_daemon
+from dagster_processes import REPO_ROOT, DagsterServer
 from playwright.sync_api import Error, Page, expect, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
-
-from demo_shop import generate_demo_world
-from demo_shop.api_server import serve_products_api
-from demo_shop.commands import DEMO_API_KEY, DEMO_API_KEY_VAR
-from demo_shop.world import PRODUCTS_API
-
-pytestmark = pytest.mark.slow
 
 CHROMIUM = Path("/usr/bin/chromium")
 """Debian's chromium, installed by .ci/run: Playwright drives it without downloading a browser of its own."""
@@ -49,7 +44,6 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 ARTIFACTS = REPO_ROOT / "tests" / "artifacts" / "browser"
-DEMO_SCALE = 0.1
 
 UI_TIMEOUT_MS = 60_000
 """Any page element: generous, the UI shares 2 CPUs with code servers, run workers and other tests."""
@@ -58,7 +52,8 @@ RUN_TIMEOUT_MS = 300_000
 MODAL_TIMEOUT_MS = 15_000
 """The "Join the Dagster community" modal covers the page about a second after the first load."""
 
-RAW_PRODUCTS = "raw/shop_api/products"
+BUTTON_ASSET = "raw/shop_db/payments"
+"""Materialized by the browser's button only: its page still says "Never materialized"."""
 RAW_ORDERS = "raw/shop/orders"
 STAGED_ORDERS = "staged/shop/orders"
 STG_ORDERS = "stg_shop__orders"
@@ -67,20 +62,73 @@ BAD_FILE = "orders_99999.csv"
 DUPLICATED_ORDER_ID = "900001"
 
 
-@contextmanager
-def _stage(page: Page, name: str) -> Iterator[None]:
-    """One stage of the walk-through: on a timeout or a failed expectation, keep a screenshot of the page
-    as it was and fail with the stage's name, so a CI failure says what the UI showed instead."""
-    try:
-        yield
-    except (PlaywrightTimeoutError, AssertionError, Error) as error:
-        shot = ARTIFACTS / f"failure-{name}.png"
+@dataclass
+class BrowserWalk:
+    """The stages, in order, on one page; after the first failure the later stages are skipped (each
+    builds on the one before) and `failure` says what went wrong."""
+
+    server: DagsterServer
+    page: Page | None = None
+    failure: str | None = None
+
+    def lineage(self) -> None:
+        """Stage 1: the global lineage and what `stg_shop__orders` is built from."""
+        self._run("lineage", _check_lineage)
+
+    def materialize_from_asset_page(self) -> None:
+        """Stage 2: an asset page's Materialize button launches a run, which ends in Success."""
+        self._run("materialize", _materialize_from_asset_page)
+
+    def failed_check(self, orders_dir: Path) -> None:
+        """Stage 3: a duplicated order id is delivered and staged (the run fails: its blocking check does),
+        then the check's page shows the failure, the offending rows and the broken rule."""
+        if self.failure is None:
+            _deliver_duplicated_order(orders_dir)
+            self.server.materialize([RAW_ORDERS, STAGED_ORDERS])
+        self._run("failed-check", _open_failed_check)
+
+    def _run(self, name: str, stage: Callable[[Page, DagsterServer], None]) -> None:
+        """On a timeout or a failed expectation, keep a screenshot of the page as it was and record the
+        stage's name, so that a CI failure says what the UI showed instead."""
+        if self.failure is not None or self.page is None:
+            return
         try:
-            page.screenshot(path=str(shot), full_page=True)
-        except Error:
-            shot = Path("<screenshot failed>")
-        message = f"browser stage {name!r} failed at {page.url}: {error}\nscreenshot: {shot}"
-        pytest.fail(message, pytrace=False)
+            stage(self.page, self.server)
+        except (PlaywrightTimeoutError, AssertionError, Error) as error:
+            shot = ARTIFACTS / f"failure-{name}.png"
+            try:
+                self.page.screenshot(path=str(shot), full_page=True)
+            except Error:
+                shot = Path("<screenshot failed>")
+            self.failure = f"browser stage {name!r} failed at {self.page.url}: {error}\nscreenshot: {shot}"
+
+
+@contextmanager
+def browser_walk(profile_dir: Path, server: DagsterServer) -> Iterator[BrowserWalk]:
+    """A walk on a page of a fresh headless Chromium profile. A missing Chromium is the walk's failure, not
+    the caller's (.ci/run installs it: never a skip), so that the caller's other work still runs."""
+    walk = BrowserWalk(server)
+    if not CHROMIUM.exists():
+        walk.failure = f"{CHROMIUM} missing: `apt-get install chromium` (.ci/run does)"
+        yield walk
+        return
+    shutil.rmtree(ARTIFACTS, ignore_errors=True)
+    ARTIFACTS.mkdir(parents=True)
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(profile_dir),
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1600, "height": 1000},
+        )
+        try:
+            context.set_default_timeout(UI_TIMEOUT_MS)
+            expect.set_options(timeout=UI_TIMEOUT_MS)
+            walk.page = context.new_page()
+            yield walk
+        finally:
+            context.close()
 
 
 def _screenshot(page: Page, name: str) -> None:
@@ -130,7 +178,7 @@ def _check_lineage(page: Page, server: DagsterServer) -> None:
 
 
 def _materialize_from_asset_page(page: Page, server: DagsterServer) -> None:
-    page.goto(f"{server.base_url}/assets/{RAW_PRODUCTS}")
+    page.goto(f"{server.base_url}/assets/{BUTTON_ASSET}")
     expect(page.get_by_text("Never materialized").first).to_be_visible()
     page.get_by_role("button", name=re.compile(r"Materialize$")).click()
     expect(page.get_by_text("Launched run")).to_be_visible()
@@ -161,44 +209,3 @@ def _open_failed_check(page: Page, server: DagsterServer) -> None:
     page.get_by_text("[Show JSON]").click()
     expect(page.get_by_role("dialog")).to_contain_text('"order_id: unique": 2')
     _screenshot(page, "06-violations-by-rule")
-
-
-def test_browser_walks_lineage_materializes_and_shows_a_failed_check(
-    tmp_path: Path, dbt_manifest: Path
-) -> None:
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} missing: `apt-get install chromium` (.ci/run does)", pytrace=False)
-    shutil.rmtree(ARTIFACTS, ignore_errors=True)
-    ARTIFACTS.mkdir(parents=True)
-    data_dir = tmp_path / "platform_data"
-    sources = data_dir / "sources"
-    generate_demo_world(sources, seed=3, scale=DEMO_SCALE)
-    with (
-        serve_products_api(sources / PRODUCTS_API, DEMO_API_KEY) as api_url,
-        webserver_and_daemon(tmp_path, data_dir, api_url, {DEMO_API_KEY_VAR: DEMO_API_KEY}) as server,
-        sync_playwright() as playwright,
-    ):
-        server.wait_until_loaded()
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"),
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1600, "height": 1000},
-        )
-        try:
-            context.set_default_timeout(UI_TIMEOUT_MS)
-            expect.set_options(timeout=UI_TIMEOUT_MS)
-            page = context.new_page()
-            started = time.monotonic()
-            with _stage(page, "lineage"):
-                _check_lineage(page, server)
-            with _stage(page, "materialize"):
-                _materialize_from_asset_page(page, server)
-            _deliver_duplicated_order(sources / "files" / "shop" / "orders")
-            server.materialize([RAW_ORDERS, STAGED_ORDERS])  # fails: its blocking check does
-            with _stage(page, "failed-check"):
-                _open_failed_check(page, server)
-            print(f"browser stages took {time.monotonic() - started:.0f} s; screenshots in {ARTIFACTS}")
-        finally:
-            context.close()
