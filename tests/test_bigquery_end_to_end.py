@@ -8,7 +8,8 @@ token server on loopback, since neither emulator checks tokens but both clients 
 Landing stays on local disk (the platform's default in every environment).
 
 Row counts of the staged tables and the marts are checked against the demo's source files read directly
-(not through the platform); a second run lands nothing and leaves every count as it was.
+(not through the platform), and no table may repeat its key; a second run lands only the database rows of
+the lookback window, merges fct_orders incrementally, and leaves every count as it was.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import dagster as dg
 import pandas as pd
@@ -30,6 +32,7 @@ from conftest import LocalPlatform, demo_platform
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fixtures.bigquery_emulator import BigQueryEmulator
+from google.cloud import storage
 
 from platform_assets.keys import STAGED_SCHEMA
 from resources.databases.config import DEFAULT_LOOKBACK_SECONDS
@@ -63,10 +66,13 @@ watermark (and upserts them); files and the API land nothing new."""
 
 
 class _TokenHandler(BaseHTTPRequestHandler):
-    """OAuth token endpoint of the fake service account: any assertion gets a bearer token."""
+    """OAuth token endpoint of the fake service account: any assertion gets a bearer token, and is counted
+    (so that the test knows the key was used, not some other credentials)."""
+
+    issued: ClassVar[list[str]] = []
 
     def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.issued.append(self.rfile.read(int(self.headers.get("Content-Length", 0))).decode())
         body = json.dumps({"access_token": "emulator", "expires_in": 3600, "token_type": "Bearer"})
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -79,6 +85,7 @@ class _TokenHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def token_uri() -> Iterator[str]:
+    _TokenHandler.issued.clear()
     server = ThreadingHTTPServer(("127.0.0.1", 0), _TokenHandler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -233,7 +240,7 @@ def _assert_green(result: dg.ExecuteInProcessResult) -> None:
 
 
 def test_the_whole_demo_graph_runs_on_bigquery_and_a_second_run_adds_nothing(
-    bigquery_platform: LocalPlatform,
+    bigquery_platform: LocalPlatform, gcs_client: storage.Client
 ) -> None:
     sources = bigquery_platform.settings.sources_dir
     warehouse = build_warehouse(bigquery_platform.settings)
@@ -262,3 +269,8 @@ def test_the_whole_demo_graph_runs_on_bigquery_and_a_second_run_adds_nothing(
     assert len(landed) == len(STAGED_KEYS)
     assert _counts(warehouse, STAGED_SCHEMA, STAGED_KEYS) == staged
     assert _counts(warehouse, DBT_SCHEMA, MART_KEYS) == marts
+
+    assert _TokenHandler.issued, "no client asked the fake service account's token server for a token"
+    assert all("grant-type%3Ajwt-bearer" in request for request in _TokenHandler.issued)
+    bucket = bigquery_platform.settings.warehouse_options["PLATFORM_BQ_STAGING_URI"].split("/")[2]
+    assert [blob.name for blob in gcs_client.list_blobs(bucket)] == [], "staged load files were left behind"
