@@ -15,6 +15,7 @@ the lookback window, merges fct_orders incrementally, and leaves every count as 
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
 import uuid
@@ -35,6 +36,7 @@ from fixtures.bigquery_emulator import BigQueryEmulator
 from google.cloud import storage
 
 from platform_assets.keys import STAGED_SCHEMA
+from platform_assets.run_summary import format_summary
 from resources.databases.config import DEFAULT_LOOKBACK_SECONDS
 from resources.environment import PlatformSettings, build_warehouse
 from resources.warehouses.base import Warehouse
@@ -269,6 +271,10 @@ def test_the_whole_demo_graph_runs_on_bigquery_and_a_second_run_adds_nothing(
     assert len(landed) == len(STAGED_KEYS)
     assert _counts(warehouse, STAGED_SCHEMA, STAGED_KEYS) == staged
     assert _counts(warehouse, DBT_SCHEMA, MART_KEYS) == marts
+    summary = format_summary(second, warehouse)  # what `dataplatform run` prints, read from BigQuery
+    for schema, counts in ((STAGED_SCHEMA, staged), (DBT_SCHEMA, marts)):
+        for table, rows in counts.items():
+            assert re.search(rf"\n  {schema}\.{table} +{rows:,} rows\n", summary), (table, summary)
 
     assert _TokenHandler.issued, "no client asked the fake service account's token server for a token"
     assert all("grant-type%3Ajwt-bearer" in request for request in _TokenHandler.issued)
