@@ -125,7 +125,8 @@ def bigquery_platform(
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[LocalPlatform]:
     """The demo world and the platform configured as a deployment would be: every setting from the
-    environment (dbt's profile reads the same variables in its subprocess)."""
+    environment (dbt's profile reads the same variables in its subprocess). `dbt_manifest`: the parsed
+    project the dbt asset is built from."""
     key = _fake_service_account_key(bigquery_emulator.project, token_uri)
     keyfile = tmp_path / "service-account.json"
     keyfile.write_text(json.dumps(key))
