@@ -27,7 +27,8 @@ from datetime import datetime
 from pathlib import Path
 
 from platform_assets.catalog.model import Entity
-from resources.landing.zone import EXTRACTED_AT_COLUMN, constant_value
+from resources.landing.delivered import constant_value
+from resources.landing.zone import EXTRACTED_AT_COLUMN
 
 THROUGH_METADATA = "staging/through"
 """The newest extraction time (ISO 8601) among the landed files the table holds after this run."""
@@ -80,7 +81,9 @@ class StagingPlan:
 
 def staging_fingerprint(entity: Entity, check_names: list[str]) -> str:
     """A digest of everything that decides how a landed row is staged."""
-    definition = {"entity": entity.model_dump(mode="json"), "checks": sorted(check_names)}
+    # Retention decides what is kept beside the table, not how a row is staged: editing it rebuilds nothing.
+    staged = entity.model_dump(mode="json", exclude={"retention"})
+    definition = {"entity": staged, "checks": sorted(check_names)}
     return hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from platform_assets.staging.sql import FILE_COLUMN
-from resources.landing.zone import constant_value
+from resources.landing.delivered import constant_value
 
 
 def delivered_file(landed: Path) -> str | None:
