@@ -181,6 +181,15 @@ class LandedIndex:
                     found.add(name)
         return found
 
+    def spot_check(self) -> list[Path]:
+        """Of the oldest and the newest landed file (not removed), those gone from disk."""
+        with self._connection() as connection:
+            rows = connection.execute(
+                "SELECT file FROM landed WHERE seq IN (SELECT min(seq) FROM landed WHERE removed_at IS NULL "
+                "UNION SELECT max(seq) FROM landed WHERE removed_at IS NULL)"
+            ).fetchall()
+        return [self.entity_dir / file for (file,) in rows if not (self.entity_dir / file).exists()]
+
     def removed_count(self) -> int:
         with self._connection() as connection:
             (count,) = connection.execute(
