@@ -79,10 +79,10 @@ def rebuild_after_retention(
     if retention is None or retention.rebuild == "refuse":
         raise RebuildAfterRetentionError(
             f"{entity}: {table} must be rebuilt in full ({reason}), but retention (catalog "
-            f"`retention.landed`) removed {removed} landed file(s) a rebuild would read; rebuilding from the files left would "
-            f"drop the rows only those held. Nothing was written. Either undo the change that needs the "
-            f"rebuild, or set `retention: {{rebuild: from_remaining}}` on {entity} (or its source) to "
-            f"rebuild from the remaining files and accept that loss."
+            f"`retention.landed`) removed {removed} landed file(s) a rebuild would read; rebuilding from "
+            f"the files left would drop the rows only those held. Nothing was written. Either undo the "
+            f"change that needs the rebuild, or set `retention: {{rebuild: from_remaining}}` on {entity} "
+            f"(or its source) to rebuild from the remaining files and accept that loss."
         )
     return {"retention/files_not_rebuilt": dg.MetadataValue.int(removed)}
 
