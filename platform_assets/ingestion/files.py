@@ -145,6 +145,10 @@ class FilesExtractor:
             f"{len(ready.waiting)} not ready yet, {len(unchanged)} already landed, {len(redelivered)} "
             f"re-delivered unchanged"
         )
+        if len(to_land) > MAX_LISTED_IN_METADATA:
+            context.log.info(
+                f"Landing {len(to_land)} file(s); the first {MAX_LISTED_IN_METADATA} are logged one by one"
+            )
         if ready.waiting:
             context.log.info(
                 "Not landed yet (still being written, or waiting for their ready marker): "
@@ -291,9 +295,9 @@ def _land_all(
     landing quarantine file, with no line)."""
     set_aside: dict[str, str] = {}
 
-    def land(file: FileFingerprint) -> tuple[Outcome, str]:
+    def land(file: FileFingerprint, announce: bool) -> tuple[Outcome, str]:
         try:
-            outcome, copied_hash = _land(context, store, file, quarantine)
+            outcome, copied_hash = _land(context, store, file, quarantine, announce=announce)
         except BAD_FILE_ERRORS as exc:
             if on_bad_file == "fail":
                 raise
@@ -309,7 +313,10 @@ def _land_all(
         return outcome, file.checksum or copied_hash or _content_hash(store, file)
 
     with ThreadPoolExecutor(max_workers=LANDING_WORKERS, thread_name_prefix="landing") as pool:
-        futures = {file.path: pool.submit(land, file) for file in files}
+        futures = {
+            file.path: pool.submit(land, file, number < MAX_LISTED_IN_METADATA)
+            for number, file in enumerate(files)
+        }
         try:
             return {path: future.result() for path, future in futures.items()}, set_aside
         except BaseException:
@@ -318,10 +325,17 @@ def _land_all(
 
 
 def _land(
-    context: ExtractionContext, store: FileStore, file: FileFingerprint, quarantine: QuarantineFile
+    context: ExtractionContext,
+    store: FileStore,
+    file: FileFingerprint,
+    quarantine: QuarantineFile,
+    *,
+    announce: bool,
 ) -> tuple[Literal["landed", "recovered"], str | None]:
     """Land one file in flight; `recovered` when a crashed, unrecorded run already committed it. With the
-    hash of the delivered bytes when landing read them all as delivered (a copy of them)."""
+    hash of the delivered bytes when landing read them all as delivered (a copy of them). `announce`: log
+    it (the first `MAX_LISTED_IN_METADATA` of a run: each log line is an event in Dagster's event log, and
+    a backlog of 100,000 files would write 100,000 of them)."""
     item = context.item
     fmt = item.entity.file
     assert fmt is not None
@@ -329,7 +343,8 @@ def _land(
     if context.landing.find_committed(item.source_name, item.name, name) is not None:
         context.log.warning(f"{file.path} was landed by a run that was not recorded; not landing it again")
         return "recovered", None
-    context.log.info(f"Landing {store.describe(file)} ({file.size} bytes)")
+    if announce:
+        context.log.info(f"Landing {store.describe(file)} ({file.size} bytes)")
 
     def set_aside(record: MalformedRecord) -> None:
         quarantine.add(vars(record))
