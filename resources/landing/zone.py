@@ -31,13 +31,12 @@ from resources.landing.delivered import (
     DeliveredCopy,
     atomic_write_bytes,
     copy_bytes,
-    is_sidecar,
     landed_rows,
     landed_schema,
     sidecar_of,
     write_sidecar,
 )
-from resources.landing.landed_index import INDEX_FILE, LandedIndex
+from resources.landing.landed_index import INDEX_FILE, LandedIndex, is_landed_name
 
 SOURCE_COLUMN = "_source"
 EXTRACTED_AT_COLUMN = "_extracted_at"
@@ -339,12 +338,7 @@ class QuarantineFile:
 
 def _is_landed_file(path: Path) -> bool:
     """A committed or in-flight part or copy: not a sidecar, a temporary file, the lock or the checkpoint."""
-    return (
-        path.is_file()
-        and not path.name.startswith(".")
-        and not is_sidecar(path)
-        and (path.name != CHECKPOINT_FILE)
-    )
+    return path.is_file() and is_landed_name(path.name) and path.name != CHECKPOINT_FILE
 
 
 def _fsync_directory(path: Path) -> None:

@@ -1,0 +1,62 @@
+"""The landed index and the file ledger's running digest (issue 21): the index follows the landing zone
+(files it lacks are added, files gone are forgotten, files retention removed are kept as removed), and the
+digest a run updates by its delta is the digest of the whole ledger."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+
+from resources.landing.landed_index import LandedIndex
+from resources.landing.ledger import FileLedger
+from resources.landing.zone import Lineage, write_parquet
+
+
+def _land(entity_dir: Path, name: str, day: int) -> Path:
+    folder = entity_dir / "load_date=2026-01-01"
+    folder.mkdir(parents=True, exist_ok=True)
+    batch = pa.RecordBatch.from_pydict({"id": [1]})
+    landed = write_parquet(folder / name, [batch], Lineage("s.e", datetime(2026, 1, day, tzinfo=UTC), "r"))
+    assert landed is not None
+    return landed.path
+
+
+def test_the_index_follows_the_landing_zone_and_keeps_what_retention_removed(tmp_path: Path) -> None:
+    entity_dir = tmp_path / "s" / "e"
+    first, second = _land(entity_dir, "a.parquet", 1), _land(entity_dir, "b.parquet", 2)
+    index = LandedIndex(tmp_path / "_state" / "landed.sqlite", entity_dir)
+    # A new index starts from what is on disk (files landed before it existed).
+    assert index.live() == [first, second]
+    assert index.extracted_after(datetime(2026, 1, 1, tzinfo=UTC)) == [second]
+
+    third = _land(entity_dir, "c.parquet", 3)  # committed by a run killed before its index write
+    index.retire([first], datetime.now(UTC))
+    first.unlink()
+    second.unlink()  # a cleaned-up landing zone
+    index.reconcile()
+    assert index.live() == [third]
+    assert index.removed_count() == 1
+    assert index.known_names() == {"a.parquet", "c.parquet"}, "removed by retention: still known"
+    assert index.summary() == (1, False, datetime(2026, 1, 3, tzinfo=UTC))
+
+
+def test_the_running_digest_is_the_digest_of_the_whole_ledger(tmp_path: Path) -> None:
+    ledger = FileLedger(tmp_path / "ledger.sqlite")
+    ledger.apply({"a": {"size": 1}, "b": {"size": 2}}, [])
+    delta = ledger.apply({"a": {"size": 1}, "b": {"size": 3}, "c": {"size": 4}}, ["a"])
+    assert (sorted(delta.written), delta.dropped) == (["b", "c"], ["a"])
+    entries, digest = ledger.summary()
+
+    rebuilt = FileLedger(tmp_path / "rebuilt.sqlite")
+    rebuilt.apply({"c": {"size": 4}, "b": {"size": 3}}, [])
+    assert rebuilt.summary() == (entries, digest) == (2, digest)
+    # A ledger written before the digest was kept computes it once from its entries.
+    with sqlite3.connect(rebuilt.path) as connection:
+        connection.execute("DELETE FROM meta")
+    assert rebuilt.summary() == (2, digest)
+    assert ledger.fields(["size"]) == {"b": (3,), "c": (4,)}
+    assert ledger.get(["c", "zz"]) == {"c": json.loads('{"size": 4}')}
