@@ -5,6 +5,7 @@ digest a run updates by its delta is the digest of the whole ledger."""
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
@@ -60,3 +61,23 @@ def test_the_running_digest_is_the_digest_of_the_whole_ledger(tmp_path: Path) ->
     assert rebuilt.summary() == (2, digest)
     assert ledger.fields(["size"]) == {"b": (3,), "c": (4,)}
     assert ledger.get(["c", "zz"]) == {"c": json.loads('{"size": 4}')}
+
+
+def test_reconcile_lists_the_landing_zone_only_when_a_directory_changed(tmp_path: Path) -> None:
+    entity_dir = tmp_path / "s" / "e"
+    first = _land(entity_dir, "a.parquet", 1)
+    day = first.parent
+    for directory in (entity_dir, day):
+        os.utime(directory, ns=(10**18, 10**18))  # changed long ago
+    index = LandedIndex(tmp_path / "_state" / "landed.sqlite", entity_dir)
+    assert index.live() == [first]
+
+    # A file that appeared without changing any directory's mtime is not seen: the listing was skipped.
+    unseen = _land(entity_dir, "b.parquet", 2)
+    os.utime(day, ns=(10**18, 10**18))
+    index.reconcile()
+    assert index.live() == [first]
+    # Any change of the directory's mtime (a file added or removed) makes the next reconcile list it.
+    os.utime(day, ns=(10**18 + 1, 10**18 + 1))
+    index.reconcile()
+    assert index.live() == [first, unseen]

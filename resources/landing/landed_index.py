@@ -10,7 +10,8 @@ file whose copy retention removed has been processed, not lost (it must not land
 The index follows the landing zone, not the other way round: `reconcile` (run at the start of every
 extraction, under its lock) adds committed files it lacks (landed before the index existed, or by a run
 killed between its commit and its index write) and forgets files gone from disk that retention did not
-remove (a cleaned-up landing zone), reading directory names only. Paths are kept relative to the entity's
+remove (a cleaned-up landing zone), reading directory names only, and only when a directory's mtime says
+something changed since the index last saw it. Paths are kept relative to the entity's
 directory, so the landing root can move.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -29,6 +31,7 @@ from resources.landing.delivered import SIDECAR_SUFFIX, constant_value
 INDEX_FILE = "landed.sqlite"
 LOAD_DATE_PREFIX = "load_date="
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
+_RACY_NS = 2_000_000_000
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS landed (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -38,6 +41,7 @@ CREATE TABLE IF NOT EXISTS landed (
     bytes INTEGER NOT NULL,
     removed_at TEXT
 );
+CREATE TABLE IF NOT EXISTS directories (name TEXT PRIMARY KEY, mtime_ns INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS landed_by_time ON landed (extracted_at);
 CREATE INDEX IF NOT EXISTS landed_by_delivered ON landed (delivered);
 """
@@ -83,9 +87,12 @@ class LandedIndex:
             yield connection
 
     def add(self, files: Iterable[Path]) -> None:
-        """Index newly committed files (already indexed ones are left as they are)."""
+        """Index newly committed files (already indexed ones are left as they are), and take the directories
+        as they now are for reconciled: the caller holds the extraction lock, so its commit is the only
+        change since the `reconcile` its extraction began with."""
         with self._connection() as connection:
             self._insert(connection, files)
+            self._record_directories(connection, self._directories())
 
     def reconcile(self) -> None:
         """Make the index agree with the committed files on disk (see the module's docstring)."""
@@ -93,6 +100,14 @@ class LandedIndex:
             self._reconcile(connection)
 
     def _reconcile(self, connection: sqlite3.Connection) -> None:
+        """Directory names compared with the index; skipped while no load-date directory (nor the entity's
+        directory) changed its mtime since the last reconcile or commit: adding or removing a file changes
+        its directory's mtime, so the common run (nothing touched the landing zone but the platform's own
+        commits) costs a stat per load date, not a listing of every landed file."""
+        directories = self._directories()
+        recorded = dict(connection.execute("SELECT name, mtime_ns FROM directories").fetchall())
+        if directories == recorded:
+            return
         on_disk = set(self._committed_names())
         indexed = {file for (file,) in connection.execute("SELECT file FROM landed WHERE removed_at IS NULL")}
         retired = {
@@ -102,6 +117,29 @@ class LandedIndex:
         connection.executemany("DELETE FROM landed WHERE file = ?", ((file,) for file in gone))
         missing = sorted(on_disk - indexed - retired)
         self._insert(connection, (self.entity_dir / file for file in missing))
+        self._record_directories(connection, directories)
+
+    def _directories(self) -> dict[str, int]:
+        """mtime (ns) of the entity's directory (`.`) and of each of its load-date directories."""
+        if not self.entity_dir.is_dir():
+            return {}
+        stamps = {".": self.entity_dir.stat().st_mtime_ns}
+        for day in os.scandir(self.entity_dir):
+            if day.name.startswith(LOAD_DATE_PREFIX) and day.is_dir():
+                stamps[day.name] = day.stat().st_mtime_ns
+        return stamps
+
+    @staticmethod
+    def _record_directories(connection: sqlite3.Connection, directories: dict[str, int]) -> None:
+        """Record the directories' mtimes; one changed within the last `_RACY_NS` is recorded as unknown,
+        so the next reconcile lists it: a file system stamps mtimes with a coarse clock, and a change made
+        in the same tick as the one recorded would leave the mtime as it was."""
+        recent = time.time_ns() - _RACY_NS
+        connection.execute("DELETE FROM directories")
+        connection.executemany(
+            "INSERT INTO directories VALUES (?, ?)",
+            ((name, mtime if mtime < recent else -1) for name, mtime in directories.items()),
+        )
 
     def _committed_names(self) -> Iterator[str]:
         """`load_date=<day>/<name>` of every committed file: names only, no file is opened or stat'ed."""
