@@ -119,7 +119,7 @@ def test_days_retention_and_quarantine_retention(exports: ExportsPlatform) -> No
     arguments = dict(
         index=index,
         staged_through=b_time,
-        incremental=True,
+        reads_only_new=True,
         warehouse=warehouse,
         asset_key="staged/exports/orders",
         quarantine_table=(QUARANTINE_SCHEMA, QUARANTINE_TABLE),

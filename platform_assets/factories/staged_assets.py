@@ -362,7 +362,7 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
             entity.retention,
             index=landing.landed_index(item.source_name, item.name),
             staged_through=staged_through_of(previous_metadata),
-            incremental=plan.incremental,
+            reads_only_new=plan.incremental or not appends,
             warehouse=warehouse,
             asset_key=context.asset_key.to_user_string(),
             quarantine_table=(QUARANTINE_SCHEMA, QUARANTINE_TABLE),

@@ -4,7 +4,8 @@ Landed files. A landed file is needed by staging until its rows are in the stage
 full rebuild. A run removes only files the table's latest materialization already holds (extracted no
 later than its `staging/through`: that load committed), never those of the newest extraction (a snapshot
 file entity judges deletes by it), and only on an incremental run, which reads files extracted after that
-mark, so nothing the run reads is removed and a failed run leaves its retry the files it needs. Removed
+mark, so nothing the run reads is removed and a failed run leaves its retry the files it needs (a
+`snapshot` entity's run reads only its latest extraction: the extractions before it may go too). Removed
 files keep their row in the landed index, marked removed: the file ledger still knows the delivered file,
 so an unchanged re-delivery is skipped, not landed again. A file is marked before it is unlinked: a run
 killed in between leaves a file on disk the index calls removed, never a removed file the ledger would
@@ -92,18 +93,20 @@ def apply_retention(
     *,
     index: LandedIndex,
     staged_through: datetime | None,
-    incremental: bool,
+    reads_only_new: bool,
     warehouse: Warehouse,
     asset_key: str,
     quarantine_table: tuple[str, str],
     quarantine_dir: Path,
     now: datetime,
 ) -> RetentionReport:
-    """Remove what `retention` lets go (see the module's docstring); what was removed."""
+    """Remove what `retention` lets go (see the module's docstring); what was removed. `reads_only_new`:
+    the run reads no landed file extracted at or before `staged_through` (an incremental run, or a
+    snapshot entity's, which reads its latest extraction only), so landed files may go."""
     if retention is None:
         return RetentionReport()
     files, size = 0, 0
-    if retention.landed is not None and incremental and staged_through is not None:
+    if retention.landed is not None and reads_only_new and staged_through is not None:
         files, size = _remove_landed(index, retention.landed, staged_through, now)
     rows, quarantine_files, quarantine_bytes = 0, 0, 0
     if retention.quarantine is not None:
