@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import time
 from collections.abc import Iterable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -31,7 +30,6 @@ from resources.landing.delivered import SIDECAR_SUFFIX, constant_value
 INDEX_FILE = "landed.sqlite"
 LOAD_DATE_PREFIX = "load_date="
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
-_RACY_NS = 2_000_000_000
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS landed (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -131,15 +129,12 @@ class LandedIndex:
 
     @staticmethod
     def _record_directories(connection: sqlite3.Connection, directories: dict[str, int]) -> None:
-        """Record the directories' mtimes; one changed within the last `_RACY_NS` is recorded as unknown,
-        so the next reconcile lists it: a file system stamps mtimes with a coarse clock, and a change made
-        in the same tick as the one recorded would leave the mtime as it was."""
-        recent = time.time_ns() - _RACY_NS
+        """Record the directories' mtimes. Assumed: nothing but the platform changes the landing zone
+        within a clock tick of its own commit (a file system stamps mtimes with a coarse clock, so such a
+        change could leave an mtime as recorded); a cleaned-up landing zone is also caught by staging's
+        `spot_check`."""
         connection.execute("DELETE FROM directories")
-        connection.executemany(
-            "INSERT INTO directories VALUES (?, ?)",
-            ((name, mtime if mtime < recent else -1) for name, mtime in directories.items()),
-        )
+        connection.executemany("INSERT INTO directories VALUES (?, ?)", directories.items())
 
     def _committed_names(self) -> Iterator[str]:
         """`load_date=<day>/<name>` of every committed file: names only, no file is opened or stat'ed."""
