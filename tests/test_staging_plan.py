@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from platform_assets.staging.plan import FINGERPRINT_METADATA, THROUGH_METADATA, plan_staging
+from platform_assets.staging.plan import FINGERPRINT_METADATA, THROUGH_METADATA, LandedList, plan_staging
 from resources.landing.zone import Lineage, write_parquet
 
 
@@ -37,12 +37,12 @@ def _plan(landed: list[Path], **overrides: object):  # type: ignore[no-untyped-d
     arguments: dict = dict(
         appends=True, primary_key=["order_id"], previous=_previous(2), table_exists=lambda: True
     )
-    return plan_staging(landed, **{**arguments, **overrides})
+    return plan_staging(LandedList(landed), **{**arguments, **overrides})
 
 
 def test_an_incremental_run_reads_the_files_extracted_after_the_last_staged_one(landed: list[Path]) -> None:
     plan = _plan(landed)
-    assert plan.incremental and plan.files == [landed[2]] and plan.landed == landed
+    assert plan.incremental and plan.files == [landed[2]] and plan.landed.live() == landed
     assert plan.through == datetime(2026, 1, 3, tzinfo=UTC)
     assert plan.metadata("f1")[THROUGH_METADATA] == "2026-01-03T00:00:00+00:00"
     assert plan.rebuild_reason("f1", schema_changed=False) is None

@@ -30,6 +30,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from platform_assets.catalog.retention import Retention, inherited_retention
 from resources.databases.config import DatabaseConnection, TableExtraction
 from resources.files.config import BadFilePolicy, FileFormat, MalformedPolicy
 from resources.files.headers import MAX_NAME_LENGTH, normalized_names, snake_case
@@ -498,6 +499,11 @@ class Entity(Strict):
         description="Timestamp columns: the IANA zone their naive values are local time in, e.g. "
         "Europe/Berlin (converted to UTC); UTC when not given.",
     )
+    retention: Retention | None = Field(
+        default=None,
+        description="What of the landed files and quarantine is kept (`catalog/retention.py`); the "
+        "source's, key by key, where the entity sets none.",
+    )
 
     @field_validator("date_format", "timestamp_format")
     @classmethod
@@ -671,7 +677,28 @@ class Source(Strict):
         default_factory=list,
         description="Default `null_values` of every entity (an entity's own replace them).",
     )
+    retention: Retention | None = Field(
+        default=None, description="Default `retention` of every entity (an entity's own keys override it)."
+    )
     entities: dict[SqlName, Entity] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _entities_inherit_retention(cls, data: object) -> object:
+        """Each entity's `retention` completed by the source's, written into the entity: the assets see
+        only the entity."""
+        if not isinstance(data, Mapping) or data.get("retention") is None:
+            return data
+        entities = data.get("entities")
+        if not isinstance(entities, Mapping):
+            return data
+        inherited = {
+            name: {**entity, "retention": inherited_retention(data["retention"], entity.get("retention"))}
+            if isinstance(entity, Mapping)
+            else entity
+            for name, entity in entities.items()
+        }
+        return {**data, "entities": inherited}
 
     @model_validator(mode="before")
     @classmethod

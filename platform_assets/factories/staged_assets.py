@@ -83,8 +83,16 @@ from platform_assets.staging.null_markers import (
     null_marker_hint,
     null_markers_in,
 )
-from platform_assets.staging.plan import StagingPlan, plan_staging, staging_fingerprint
-from platform_assets.staging.redelivery import redelivered
+from platform_assets.staging.plan import (
+    LandedList,
+    LandedSet,
+    StagingPlan,
+    plan_staging,
+    staged_through_of,
+    staging_fingerprint,
+)
+from platform_assets.staging.redelivery import no_earlier_copies, redelivered
+from platform_assets.staging.retention import apply_retention, rebuild_after_retention
 from platform_assets.staging.schema_evolution import (
     DriftDecision,
     decide,
@@ -240,7 +248,7 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
                     batch_rows=scaled_batch_rows(config.batch_rows, config.batch_scale),
                     memory=staging_memory(config.batch_scale, len(columns)),
                     type_counted=type_counted,
-                    redelivered=redelivered(run.plan.files, run.plan.files)
+                    redelivered=redelivered(run.plan.files, no_earlier_copies)
                     if entity.file is not None
                     else (),
                     delivery=delivery_key(columns, file_column=ORIGIN_COLUMN),
@@ -266,6 +274,22 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
         plan, previous, delivered, decision = run.plan, run.previous, run.delivered, run.decision
         staged = decision.staged_entity(entity)
         try:
+            not_rebuilt = (
+                {}
+                if plan.incremental
+                else rebuild_after_retention(
+                    entity.retention,
+                    landed.removed_count(),
+                    plan.reason,
+                    f"{item.source_name}.{item.name}",
+                    f"{STAGED_SCHEMA}.{table}",
+                )
+            )
+            if not_rebuilt:
+                context.log.warning(
+                    f"{item.source_name}.{item.name}: rebuilt in full from the landed files left; "
+                    f"{landed.removed_count()} removed by retention were not read (`rebuild: from_remaining`)"
+                )
             summary = split.summary(decision.quarantine_rules())
             markers = (
                 null_marker_hint(split.cast_error_values(LIKELY_NULL_MARKERS))
@@ -334,6 +358,19 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
             except BaseException:
                 rows.close()
                 raise
+        retained = apply_retention(
+            entity.retention,
+            index=landing.landed_index(item.source_name, item.name),
+            staged_through=staged_through_of(previous_metadata),
+            reads_only_new=plan.incremental or not appends,
+            warehouse=warehouse,
+            asset_key=context.asset_key.to_user_string(),
+            quarantine_table=(QUARANTINE_SCHEMA, QUARANTINE_TABLE),
+            quarantine_dir=landing.quarantine_dir(item.source_name, item.name),
+            now=datetime.now(UTC),
+        )
+        if entity.retention is not None:
+            context.log.info(f"{item.source_name}.{item.name}: {retained.summary()}")
         orphan_rate = last_orphan_rate(context.instance, context.asset_key)
 
         def quality(profile: TableProfile) -> dict[str, dg.MetadataValue]:
@@ -356,7 +393,7 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
         return dg.Output(
             TableUpdate(rows, mode="upsert" if plan.incremental else None, describe=describe),
             metadata={
-                "landed_files": len(landed),
+                "landed_files": landed.summary()[0],
                 "staged_files": len(plan.files),
                 "rows_delivered": summary.total,
                 **plan.metadata(run.fingerprint),
@@ -368,6 +405,8 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
                     plan.files, entity.headers, previous_metadata, incremental=plan.incremental
                 ),
                 **(quality(profile) if profile is not None else {}),
+                **(retained.metadata() if entity.retention is not None else {}),
+                **not_rebuilt,
             },
         )
 
@@ -545,9 +584,9 @@ def _remove_killed_runs_scratch(context: dg.AssetExecutionContext, landing: Land
 
 def _landed_files(
     context: dg.AssetExecutionContext, upstream: dg.AssetKey, landing: LandingZone, item: CatalogEntity
-) -> tuple[list[Path], bool]:
-    """The entity's landed files, and whether they add up (`append`) rather than each extraction's being
-    the whole entity (`snapshot`)."""
+) -> tuple[LandedSet, bool]:
+    """The entity's landed files, and whether they add up (`append`: its landed index, which staging asks
+    without opening every file) rather than each extraction's being the whole entity (`snapshot`)."""
     event = context.instance.get_latest_materialization_event(upstream)
     materialization = event.asset_materialization if event else None
     if materialization is None or LOAD_KIND_METADATA not in materialization.metadata:
@@ -556,15 +595,21 @@ def _landed_files(
             f"(or select it together with this asset)."
         )
     if materialization.metadata[LOAD_KIND_METADATA].value == "append":
-        committed = landing.committed_files(item.source_name, item.name)
+        index = landing.landed_index(item.source_name, item.name)
+        count, _, _ = index.summary()
         state = materialization.metadata.get(EXTRACTION_STATE_METADATA)
-        if not committed and state is not None and _landed_a_copy(state.value):  # the copies are gone
+        never_landed = count == 0 and not index.removed_count()
+        # The oldest and newest landed files stand for the rest: a cleaned-up landing zone loses them all,
+        # and checking each of 100,000 files would cost what the index saves (raw's next run reconciles).
+        gone = index.spot_check()
+        if gone or (never_landed and state is not None and _landed_a_copy(state.value)):
             raise UpstreamMissingError(
-                f"{upstream.to_user_string()} landed rows, but no landed file of {item.source_name}."
-                f"{item.name} is left in {landing.root}. Re-materialize {upstream.to_user_string()}: it "
-                f"lands again every delivered file whose landed copy is gone."
+                f"{upstream.to_user_string()} landed rows, but landed files of {item.source_name}."
+                f"{item.name} are gone from {landing.root} ({', '.join(map(str, gone[:2])) or 'all'}). "
+                f"Re-materialize {upstream.to_user_string()}: it lands again every delivered file whose "
+                f"landed copy is gone."
             )
-        return committed, True
+        return index, True
     paths = [Path(p) for p in materialization.metadata[LANDED_FILES_METADATA].value]
     gone = [p for p in paths if not p.exists()]
     if gone:
@@ -572,7 +617,7 @@ def _landed_files(
             f"Files landed by the latest {upstream.to_user_string()} run are gone: {gone[:3]}. "
             f"Re-materialize {upstream.to_user_string()}."
         )
-    return paths, False
+    return LandedList(paths), False
 
 
 def _no_rows_message(item: CatalogEntity, plan: StagingPlan, table: str) -> str:
@@ -607,7 +652,11 @@ def _replanned(plan: StagingPlan, entity: Entity, *, replay: bool) -> StagingPla
     replaced rows takes the full set of landed files (`platform_assets/staging/redelivery.py`)."""
     if replay:
         return plan.rebuild("a replay of the quarantine was asked for (dataplatform replay)")
-    again = redelivered(plan.files, plan.landed) if plan.incremental and entity.file is not None else []
+    again = (
+        redelivered(plan.files, plan.landed.delivered_before)
+        if plan.incremental and entity.file is not None
+        else []
+    )
     if again:
         return plan.rebuild(f"re-delivered file(s) replace their earlier rows: {', '.join(again[:3])}")
     return plan

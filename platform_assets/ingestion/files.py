@@ -37,7 +37,7 @@ import hashlib
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
@@ -64,7 +64,7 @@ from resources.files.read_context import MalformedFileError, ReadContext
 from resources.files.readiness import Observations, is_marker, sort_by_readiness
 from resources.files.store import FileFingerprint, FileStore
 from resources.landing.delivered import LINEAGE_NAMES, PARQUET_READER, DeliveredCopy
-from resources.landing.ledger import LEDGER_FILE, FileLedger, ledger_digest
+from resources.landing.ledger import LEDGER_FILE, FileLedger
 from resources.landing.zone import InFlight, LandedFile, Lineage, QuarantineFile
 
 MAX_LISTED_IN_METADATA = 50
@@ -91,6 +91,9 @@ BAD_FILE_ERRORS: tuple[type[Exception], ...] = (MalformedFileError, ArchiveConte
 """What a delivered file that cannot be read as declared raises while landed: set aside under
 `on_bad_file: skip`. Any other error (the store unreachable, a full disk) fails the step under either."""
 Outcome = Literal["landed", "recovered", "set_aside"]
+_LEDGER_FIELDS = ("size", "version", "landed", EMPTY_ENTRY, SET_ASIDE_ENTRY)
+"""The fields of every ledger entry a run compares (`FileLedger.fields`), at these positions:"""
+_SIZE, _VERSION, _LANDED, _EMPTY, _SET_ASIDE = range(len(_LEDGER_FIELDS))
 
 
 class FilesExtractor:
@@ -113,17 +116,22 @@ class FilesExtractor:
             if not is_marker(file.path, file_entity.ready_marker)
         ]
         ledger_file = FileLedger(context.landing.state_dir(item.source_name, item.name) / LEDGER_FILE)
-        # A ledger recorded in the materialization (before it moved to its own file) is taken over once.
-        # An entry whose landed copy is gone (a cleaned-up landing zone) is dropped, so the file lands
-        # again; entries of empty deliveries name no copy, nor do entries from before entries named it.
-        ledger = ledger_file.entries() or dict(context.previous_state.get(LEGACY_LEDGER_STATE, {}))
-        committed_names = {path.name for path in context.landing.committed_files(item.source_name, item.name)}
+        legacy = context.previous_state.get(LEGACY_LEDGER_STATE)
+        if legacy and not ledger_file.exists():
+            # A ledger recorded in the materialization (before it moved to its own file) is taken over once.
+            ledger_file.apply(legacy, [])
+        # Only the fields compared are read for every entry; whole entries only for the files decided on.
+        known = ledger_file.fields(_LEDGER_FIELDS)
+        # An entry whose landed copy is gone (a cleaned-up landing zone) counts as absent, so the file lands
+        # again; one whose copy retention removed stays processed (the landed index still names it), and
+        # entries of empty deliveries name no copy, nor do entries from before entries named it.
+        landed_names = context.inflight.index.known_names()
         still_landed = {
-            path: entry
-            for path, entry in ledger.items()
-            if "landed" not in entry or entry["landed"] in committed_names
+            path: fields
+            for path, fields in known.items()
+            if fields[_LANDED] is None or fields[_LANDED] in landed_names
         }
-        new, unchanged, redelivered = _plan(store, listed, still_landed)
+        new, unchanged, redelivered = _plan(store, listed, still_landed, ledger_file.get)
         ready = sort_by_readiness(
             store,
             new,
@@ -137,6 +145,10 @@ class FilesExtractor:
             f"{len(ready.waiting)} not ready yet, {len(unchanged)} already landed, {len(redelivered)} "
             f"re-delivered unchanged"
         )
+        if len(to_land) > MAX_LISTED_IN_METADATA:
+            context.log.info(
+                f"Landing {len(to_land)} file(s); the first {MAX_LISTED_IN_METADATA} are logged one by one"
+            )
         if ready.waiting:
             context.log.info(
                 "Not landed yet (still being written, or waiting for their ready marker): "
@@ -185,10 +197,8 @@ class FilesExtractor:
                 f"torn (a file still being written). Declare `stable_after_seconds` or `ready_marker` if the "
                 f"writer is still busy when files are listed: {', '.join(unterminated[:5])}"
             )
-        present = {file.path for file in listed}
-        state_ledger = {path: entry for path, entry in ledger.items() if path in present}
-        state_ledger.update(redelivered)
-        state_ledger.update(
+        written = dict(redelivered)
+        written.update(
             {
                 file.path: {
                     "size": file.size,
@@ -205,11 +215,19 @@ class FilesExtractor:
                 for file in to_land
             }
         )
-        set_aside = {
-            path: entry[SET_ASIDE_ENTRY]
-            for path, entry in sorted(state_ledger.items())
-            if SET_ASIDE_ENTRY in entry
-        }
+        present = {file.path for file in listed}
+        delta = ledger_file.apply(written, (path for path in known if path not in present))
+        kept = {path: fields for path, fields in known.items() if path in present and path not in written}
+        set_aside = dict(
+            sorted(
+                [(path, fields[_SET_ASIDE]) for path, fields in kept.items() if fields[_SET_ASIDE]]
+                + [
+                    (path, entry[SET_ASIDE_ENTRY])
+                    for path, entry in written.items()
+                    if SET_ASIDE_ENTRY in entry
+                ]
+            )
+        )
         if set_aside:
             context.log.warning(
                 f"{len(set_aside)} delivered file(s) set aside, not landed ({len(set_aside_now)} in this "
@@ -245,18 +263,17 @@ class FilesExtractor:
             )
         if quarantine.count:
             details["quarantine_file"] = str(quarantine.path)
-        delta = ledger_file.write(ledger, state_ledger)
         details["ledger_delta"] = {
             "written": len(delta.written),
             "dropped": len(delta.dropped),
             "paths": sorted(delta.written)[:MAX_LISTED_IN_METADATA],
         }
+        entries, digest = ledger_file.summary()
+        with_copies = sum(1 for fields in kept.values() if _names_a_copy(fields)) + sum(
+            1 for entry in written.values() if not entry.get(EMPTY_ENTRY) and SET_ASIDE_ENTRY not in entry
+        )
         state: dict[str, Any] = {
-            LEDGER_STATE: {
-                "entries": len(state_ledger),
-                "digest": ledger_digest(state_ledger),
-                "with_copies": sum(1 for entry in state_ledger.values() if _names_a_copy(entry)),
-            }
+            LEDGER_STATE: {"entries": entries, "digest": digest, "with_copies": with_copies}
         }
         if ready.observed:
             state[OBSERVED_STATE] = ready.observed
@@ -278,9 +295,9 @@ def _land_all(
     landing quarantine file, with no line)."""
     set_aside: dict[str, str] = {}
 
-    def land(file: FileFingerprint) -> tuple[Outcome, str]:
+    def land(file: FileFingerprint, announce: bool) -> tuple[Outcome, str]:
         try:
-            outcome, copied_hash = _land(context, store, file, quarantine)
+            outcome, copied_hash = _land(context, store, file, quarantine, announce=announce)
         except BAD_FILE_ERRORS as exc:
             if on_bad_file == "fail":
                 raise
@@ -296,7 +313,10 @@ def _land_all(
         return outcome, file.checksum or copied_hash or _content_hash(store, file)
 
     with ThreadPoolExecutor(max_workers=LANDING_WORKERS, thread_name_prefix="landing") as pool:
-        futures = {file.path: pool.submit(land, file) for file in files}
+        futures = {
+            file.path: pool.submit(land, file, number < MAX_LISTED_IN_METADATA)
+            for number, file in enumerate(files)
+        }
         try:
             return {path: future.result() for path, future in futures.items()}, set_aside
         except BaseException:
@@ -305,10 +325,17 @@ def _land_all(
 
 
 def _land(
-    context: ExtractionContext, store: FileStore, file: FileFingerprint, quarantine: QuarantineFile
+    context: ExtractionContext,
+    store: FileStore,
+    file: FileFingerprint,
+    quarantine: QuarantineFile,
+    *,
+    announce: bool,
 ) -> tuple[Literal["landed", "recovered"], str | None]:
     """Land one file in flight; `recovered` when a crashed, unrecorded run already committed it. With the
-    hash of the delivered bytes when landing read them all as delivered (a copy of them)."""
+    hash of the delivered bytes when landing read them all as delivered (a copy of them). `announce`: log
+    it (the first `MAX_LISTED_IN_METADATA` of a run: each log line is an event in Dagster's event log, and
+    a backlog of 100,000 files would write 100,000 of them)."""
     item = context.item
     fmt = item.entity.file
     assert fmt is not None
@@ -316,7 +343,8 @@ def _land(
     if context.landing.find_committed(item.source_name, item.name, name) is not None:
         context.log.warning(f"{file.path} was landed by a run that was not recorded; not landing it again")
         return "recovered", None
-    context.log.info(f"Landing {store.describe(file)} ({file.size} bytes)")
+    if announce:
+        context.log.info(f"Landing {store.describe(file)} ({file.size} bytes)")
 
     def set_aside(record: MalformedRecord) -> None:
         quarantine.add(vars(record))
@@ -473,20 +501,29 @@ def _store(item: CatalogEntity) -> FileStore:
 
 
 def _plan(
-    store: FileStore, listed: list[FileFingerprint], ledger: dict[str, dict[str, Any]]
+    store: FileStore,
+    listed: list[FileFingerprint],
+    known: Mapping[str, tuple[Any, ...]],
+    entries: Callable[[list[str]], dict[str, dict[str, Any]]],
 ) -> tuple[list[FileFingerprint], list[FileFingerprint], dict[str, dict[str, Any]]]:
     """Split the listing into files to land, files already landed, and files re-delivered with the same
-    bytes (returned as their updated ledger entries)."""
-    to_land, unchanged = [], []
-    redelivered: dict[str, dict[str, Any]] = {}
+    bytes (returned as their updated ledger entries), given each known file's `_LEDGER_FIELDS`; `entries`
+    fetches whole ledger entries (only those of files whose version changed are read)."""
+    to_land, unchanged, touched = [], [], []
     for file in listed:
-        seen = ledger.get(file.path)
-        if seen is None or seen["size"] != file.size:
+        seen = known.get(file.path)
+        if seen is None or seen[_SIZE] != file.size:
             to_land.append(file)
-        elif seen["version"] == file.version:
+        elif str(seen[_VERSION]) == file.version:
             unchanged.append(file)
-        elif seen["hash"] == _content_hash(store, file):
-            redelivered[file.path] = {**seen, "version": file.version}
+        else:
+            touched.append(file)
+    earlier = entries([file.path for file in touched])
+    redelivered: dict[str, dict[str, Any]] = {}
+    for file in touched:
+        seen_entry = earlier[file.path]
+        if seen_entry["hash"] == _content_hash(store, file):
+            redelivered[file.path] = {**seen_entry, "version": file.version}
         else:
             to_land.append(file)
     return to_land, unchanged, redelivered
@@ -517,9 +554,10 @@ def _unterminated(store: FileStore, file: FileFingerprint, fmt: FileFormat) -> b
     return store.last_byte(file) not in (b"", b"\n")
 
 
-def _names_a_copy(entry: dict[str, Any]) -> bool:
-    """Whether a ledger entry stands for rows landed: neither an empty delivery nor a file set aside."""
-    return not entry.get(EMPTY_ENTRY) and SET_ASIDE_ENTRY not in entry
+def _names_a_copy(fields: tuple[Any, ...]) -> bool:
+    """Whether a ledger entry (its `_LEDGER_FIELDS`) stands for rows landed: neither an empty delivery nor a
+    file set aside."""
+    return not fields[_EMPTY] and not fields[_SET_ASIDE]
 
 
 def _landed_name(file: FileFingerprint, fmt: FileFormat) -> str:

@@ -35,7 +35,7 @@ import dagster as dg
 import duckdb
 
 from platform_assets.catalog.model import ColumnType, Entity
-from platform_assets.staging.plan import THROUGH_METADATA, extraction_time
+from platform_assets.staging.plan import THROUGH_METADATA, LandedSet, extraction_time
 from platform_assets.staging.schema_registry import strict_cast
 from platform_assets.staging.sql import VIOLATIONS_COLUMN
 from resources.landing.delivered import landed_relation
@@ -74,12 +74,12 @@ class Deleted:
         }
 
 
-def latest_key_scan(entity: Entity, landed: list[Path], scans_dir: Path) -> KeyScan | None:
+def latest_key_scan(entity: Entity, landed: LandedSet, scans_dir: Path) -> KeyScan | None:
     """The scan deletions by absence are judged against: the latest landed files of a snapshot file
     entity, the latest key scan of a reconciled table; None when the entity declares neither or none
     exists yet."""
     if entity.file is not None and entity.file.snapshot:
-        candidates = landed
+        candidates = landed.newest_extraction()
     elif entity.deletes is not None and entity.deletes.mode == "reconcile":
         candidates = sorted(scans_dir.glob("*.parquet"))
     else:

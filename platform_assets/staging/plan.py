@@ -15,19 +15,28 @@ That is only equivalent to a rebuild while nothing else changed. The run rebuild
 - the new files change the schema: the last staged version merged with their schema is a new version (see
   `staged_assets`). Only a change counts: a column widened or added by an earlier evolution is in the last
   version already, so the runs after an evolution are incremental again.
+
+Planning reads no landed file: an append entity's files come from its landed index
+(`resources/landing/landed_index.py`: extraction times recorded once, at commit), so a run after 100,000
+landed files opens only the files it stages. A rebuild reads every file the index still holds; files that
+retention removed cannot be read again (`platform_assets/staging/retention.py` decides what a rebuild does
+then).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Protocol
 
 from platform_assets.catalog.model import Entity
-from resources.landing.zone import EXTRACTED_AT_COLUMN, constant_value
+from platform_assets.staging.schema_registry import FILE_COLUMN
+from resources.landing.delivered import constant_value
+from resources.landing.zone import EXTRACTED_AT_COLUMN
 
 THROUGH_METADATA = "staging/through"
 """The newest extraction time (ISO 8601) among the landed files the table holds after this run."""
@@ -35,6 +44,48 @@ FINGERPRINT_METADATA = "staging/fingerprint"
 """What the staged rows were computed by: the staged entity (columns, types, rules) and its checks."""
 MODE_METADATA = "staging/mode"
 REASON_METADATA = "staging/reason"
+
+
+class LandedSet(Protocol):
+    """An entity's landed files, as staging asks about them (`LandedIndex`, or `LandedList` for the files of
+    one snapshot extraction)."""
+
+    def live(self) -> list[Path]: ...
+    def extracted_after(self, moment: datetime) -> list[Path]: ...
+    def summary(self) -> tuple[int, bool, datetime | None]: ...
+    def newest_extraction(self) -> list[Path]: ...
+    def delivered_before(self, delivered: Iterable[str], excluding: Iterable[Path]) -> set[str]: ...
+    def removed_count(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class LandedList:
+    """A few landed files, known by their paths: each question reads each file's lineage."""
+
+    paths: list[Path]
+
+    def live(self) -> list[Path]:
+        return list(self.paths)
+
+    def extracted_after(self, moment: datetime) -> list[Path]:
+        return [path for path in self.paths if (time := extraction_time(path)) is not None and time > moment]
+
+    def summary(self) -> tuple[int, bool, datetime | None]:
+        times = [extraction_time(path) for path in self.paths]
+        known = [time for time in times if time is not None]
+        return len(times), len(known) < len(times), max(known, default=None)
+
+    def newest_extraction(self) -> list[Path]:
+        times = {path: extraction_time(path) for path in self.paths}
+        newest = max((time for time in times.values() if time is not None), default=None)
+        return [path for path, time in times.items() if newest is not None and time == newest]
+
+    def delivered_before(self, delivered: Iterable[str], excluding: Iterable[Path]) -> set[str]:
+        others = set(self.paths) - set(excluding)
+        return set(delivered) & {constant_value(path, FILE_COLUMN) for path in others}
+
+    def removed_count(self) -> int:
+        return 0
 
 
 @dataclass(frozen=True)
@@ -47,7 +98,7 @@ class StagingPlan:
     """The newest extraction time the table holds after this run; None when a file's is unknown."""
     reason: str
     """Why the run is incremental or full, for the log and the materialization."""
-    landed: list[Path]
+    landed: LandedSet
     """Every landed file of the entity, which a rebuild reads."""
     previous_fingerprint: object = None
     """The staging definition the table's rows were staged by (incremental plans)."""
@@ -65,7 +116,7 @@ class StagingPlan:
 
     def rebuild(self, reason: str) -> StagingPlan:
         """The full plan over every landed file, for `reason`."""
-        return StagingPlan(self.landed, False, self.through, reason, self.landed)
+        return StagingPlan(self.landed.live(), False, self.through, reason, self.landed)
 
     def metadata(self, fingerprint: str) -> dict[str, str]:
         recorded = {
@@ -80,12 +131,14 @@ class StagingPlan:
 
 def staging_fingerprint(entity: Entity, check_names: list[str]) -> str:
     """A digest of everything that decides how a landed row is staged."""
-    definition = {"entity": entity.model_dump(mode="json"), "checks": sorted(check_names)}
+    # Retention decides what is kept beside the table, not how a row is staged: editing it rebuilds nothing.
+    staged = entity.model_dump(mode="json", exclude={"retention"})
+    definition = {"entity": staged, "checks": sorted(check_names)}
     return hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def plan_staging(
-    landed: list[Path],
+    landed: LandedSet,
     *,
     appends: bool,
     primary_key: list[str],
@@ -95,33 +148,39 @@ def plan_staging(
     """The plan of a run over `landed` (the entity's landed files); `previous` is the metadata of the
     staged table's latest materialization (None: never staged). An incremental plan still has to pass
     `StagingPlan.rebuild_reason` once the schema of its files is known."""
-    times = {path: extraction_time(path) for path in landed}
-    known = [time for time in times.values() if time is not None]
-    through = max(known, default=None) if len(known) == len(times) else None
+    count, unknown, newest = landed.summary()
+    through = None if unknown else newest
 
     def full(reason: str) -> StagingPlan:
-        return StagingPlan(landed, False, through, reason, landed)
+        return StagingPlan(landed.live(), False, through, reason, landed)
 
+    staged_through = staged_through_of(previous)
     if not appends:
         return full("each extraction is a snapshot of the whole entity")
     if not primary_key:
         return full("the entity declares no primary key to upsert on")
-    if previous is None or THROUGH_METADATA not in previous:
+    if staged_through is None:
         return full("no earlier staging run recorded which extractions it staged")
-    if through is None and landed:
+    if unknown:
         return full("a landed file does not say when it was extracted")
     if not table_exists():  # asked last: it opens the warehouse
         return full("the staged table is missing from the warehouse")
-    staged_through = datetime.fromisoformat(str(_value(previous[THROUGH_METADATA])))
-    new = [path for path, time in times.items() if time is not None and time > staged_through]
+    new = landed.extracted_after(staged_through)
     return StagingPlan(
         new,
         True,
         max(through, staged_through) if through is not None else staged_through,
-        f"{len(new)} of {len(landed)} landed file(s) were extracted after {staged_through.isoformat()}",
+        f"{len(new)} of {count} landed file(s) were extracted after {staged_through.isoformat()}",
         landed,
-        _value(previous.get(FINGERPRINT_METADATA)),
+        _value((previous or {}).get(FINGERPRINT_METADATA)),
     )
+
+
+def staged_through_of(previous: Mapping[str, object] | None) -> datetime | None:
+    """The newest extraction the staged table holds, as its latest materialization recorded it."""
+    if previous is None or THROUGH_METADATA not in previous:
+        return None
+    return datetime.fromisoformat(str(_value(previous[THROUGH_METADATA])))
 
 
 def extraction_time(path: Path) -> datetime | None:

@@ -67,13 +67,14 @@ import pyarrow as pa
 from platform_assets.catalog.model import PLAIN_TEXT, ColumnType, TextFormat
 from resources.landing.delivered import (
     Renaming,
+    constant_value,
     landed_relation,
     landed_schema,
     staged_names,
     timestamp_zones,
 )
 from resources.landing.query import DEFAULT_MEMORY_LIMIT
-from resources.landing.zone import EXTRACTED_AT_COLUMN, RUN_ID_COLUMN, SOURCE_COLUMN, constant_value
+from resources.landing.zone import EXTRACTED_AT_COLUMN, RUN_ID_COLUMN, SOURCE_COLUMN
 
 FILE_COLUMN = "_file"
 """The delivered file a landed row came from (file sources only)."""

@@ -12,9 +12,14 @@ as google-cloud-storage does.
 
 from __future__ import annotations
 
+import contextlib
+import fnmatch
+import glob
 import hashlib
 import os
 import posixpath
+import re
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,6 +38,7 @@ GCS_SCHEME = "gs://"
 HASH_CHUNK_BYTES = 1 << 20
 _STORAGE_ERRORS = (OSError, HttpError)
 _LISTED_CHECKSUMS = (("md5", "md5Hash"), ("crc32c", "crc32c"))
+_MAGIC = re.compile(r"[*?[]")
 
 
 class FileStoreError(ValueError):
@@ -69,17 +75,30 @@ class FileStore(dg.ConfigurableResource):
             raise FileStoreError(
                 f"File pattern {pattern!r} must be relative to the root {self.root} and stay under it."
             )
-        filesystem, base = self._filesystem(), self._base()
+        if not self._is_gcs:
+            return self._list_local(pattern)
         try:
-            found: dict[str, dict[str, Any]] = filesystem.glob(self._location(pattern), detail=True)
+            found: dict[str, dict[str, Any]] = self._filesystem().glob(self._location(pattern), detail=True)
         except _STORAGE_ERRORS as exc:
             raise FileStoreError(self._unreachable("cannot list", exc)) from exc
-        if not found and not self._is_gcs and not os.path.isdir(base):
+        files = [self._fingerprint(name, info) for name, info in found.items() if info.get("type") == "file"]
+        return sorted(files, key=lambda file: file.path)
+
+    def _list_local(self, pattern: str) -> list[FileFingerprint]:
+        """Local files matching `pattern`, each stat'ed once (`*` matches dotfiles too, as fsspec's glob
+        does). fsspec's glob stat'ed each match twice over: 0.43 s per 10,000 files, on every run of an
+        entity whose drop folder keeps its files."""
+        base = self._base()
+        if not os.path.isdir(base):
             raise FileStoreError(
                 f"The file store root {self.root} is not a directory. Check the sources location configured "
                 f"for this environment (locally: PLATFORM_DATA_DIR)."
             )
-        files = [self._fingerprint(name, info) for name, info in found.items() if info.get("type") == "file"]
+        files = [
+            FileFingerprint(name, info.st_size, str(info.st_mtime_ns))
+            for name, info in _local_matches(base, pattern)
+            if stat.S_ISREG(info.st_mode)
+        ]
         return sorted(files, key=lambda file: file.path)
 
     def exists(self, path: str) -> bool:
@@ -155,9 +174,8 @@ class FileStore(dg.ConfigurableResource):
         return GCSFileSystem(token=token, use_listings_cache=False)
 
     def _fingerprint(self, name: str, info: dict[str, Any]) -> FileFingerprint:
+        """A GCS object as listed (local files: `_list_local`)."""
         path = posixpath.relpath(name, self._base())
-        if not self._is_gcs:
-            return FileFingerprint(path, int(info["size"]), str(os.stat(name).st_mtime_ns))
         # Composite objects have no MD5, only a CRC32C.
         checksum = next((f"{kind}:{info[key]}" for kind, key in _LISTED_CHECKSUMS if info.get(key)), None)
         return FileFingerprint(path, int(info["size"]), str(info["generation"]), checksum)
@@ -183,3 +201,26 @@ class FileStore(dg.ConfigurableResource):
         else:
             check = "Check that the directory exists and that this process may read it."
         return f"The file store {action} {self.root}: {type(exc).__name__}: {exc}. {check}"
+
+
+def _local_matches(base: str, pattern: str) -> Iterator[tuple[str, os.stat_result]]:
+    """(posix path relative to `base`, stat) of what `pattern` matches under `base`. The usual pattern, one
+    folder and a name pattern (`orders/*.csv`), is one `scandir` of the folder with the stat it gives each
+    entry; others (`**`, wildcard folders) go through Python's glob. A file removed while listed is left
+    out."""
+    folder, _, leaf = pattern.rpartition("/")
+    if _MAGIC.search(folder) is None and "**" not in leaf:
+        matches = re.compile(fnmatch.translate(leaf)).match
+        try:
+            entries = os.scandir(os.path.join(base, folder))
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        with entries:
+            for entry in entries:
+                if matches(entry.name):
+                    with contextlib.suppress(FileNotFoundError):
+                        yield posixpath.join(folder, entry.name), entry.stat()
+        return
+    for name in glob.iglob(pattern, root_dir=base, recursive=True, include_hidden=True):
+        with contextlib.suppress(FileNotFoundError):
+            yield name.replace(os.sep, "/"), os.stat(os.path.join(base, name))

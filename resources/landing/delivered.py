@@ -483,3 +483,24 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temporary, path)
+
+
+def constant_value(landed: Path, column: str) -> object:
+    """The one value `column` has in every row of a landed file (a lineage column: `_extracted_at`, `_file`),
+    from a copy's sidecar or a part's Parquet statistics, without reading the rows; None when the file lacks
+    the column, has no rows, holds several values, or its statistics do not say."""
+    lineage = constant_lineage(landed)
+    if lineage is not None:
+        return lineage.get(column)
+    metadata = pq.read_metadata(landed)
+    names = metadata.schema.to_arrow_schema().names
+    if column not in names or metadata.num_row_groups == 0:
+        return None
+    index = names.index(column)
+    values = set()
+    for group in range(metadata.num_row_groups):
+        statistics = metadata.row_group(group).column(index).statistics
+        if statistics is None or not statistics.has_min_max:
+            return None
+        values |= {statistics.min, statistics.max}
+    return values.pop() if len(values) == 1 else None

@@ -30,14 +30,13 @@ import pyarrow.parquet as pq
 from resources.landing.delivered import (
     DeliveredCopy,
     atomic_write_bytes,
-    constant_lineage,
     copy_bytes,
-    is_sidecar,
     landed_rows,
     landed_schema,
     sidecar_of,
     write_sidecar,
 )
+from resources.landing.landed_index import INDEX_FILE, LandedIndex, is_landed_name
 
 SOURCE_COLUMN = "_source"
 EXTRACTED_AT_COLUMN = "_extracted_at"
@@ -121,7 +120,14 @@ class LandingZone(dg.ConfigurableResource):
                     f"Another run is landing {source}.{entity} right now ({directory} is locked); wait for "
                     f"it to finish instead of extracting the same data twice."
                 ) from None
-            yield InFlight(directory, self.entity_dir(source, entity))
+            index = self.landed_index(source, entity)
+            index.reconcile()
+            yield InFlight(directory, self.entity_dir(source, entity), index)
+
+    def landed_index(self, source: str, entity: str) -> LandedIndex:
+        """The entity's committed files in landing order, with their extraction times
+        (`resources/landing/landed_index.py`): what staging plans from without opening every file."""
+        return LandedIndex(self.state_dir(source, entity) / INDEX_FILE, self.entity_dir(source, entity))
 
     def key_scans_dir(self, source: str, entity: str) -> Path:
         """Where scans of an entity's primary keys land (deletes by reconciliation): beside its landed files,
@@ -165,9 +171,10 @@ class LandingZone(dg.ConfigurableResource):
 class InFlight:
     """The uncommitted parts and checkpoint of one entity's extraction."""
 
-    def __init__(self, directory: Path, entity_dir: Path) -> None:
+    def __init__(self, directory: Path, entity_dir: Path, index: LandedIndex) -> None:
         self.directory = directory
         self.entity_dir = entity_dir
+        self.index = index
 
     def checkpoint(self) -> dict[str, Any] | None:
         path = self.directory / CHECKPOINT_FILE
@@ -218,6 +225,9 @@ class InFlight:
             rows = landed_rows(final)
             committed.append(LandedFile(final, rows, final.stat().st_size, landed_schema(final)))
         _fsync_directory(target)
+        # A run killed before this line leaves committed files the index lacks: the next extraction's
+        # `reconcile` adds them.
+        self.index.add(landed.path for landed in committed)
         (self.directory / CHECKPOINT_FILE).unlink(missing_ok=True)
         return committed
 
@@ -326,35 +336,9 @@ class QuarantineFile:
             self._writer.close()
 
 
-def constant_value(landed: Path, column: str) -> object:
-    """The one value `column` has in every row of a landed file (a lineage column: `_extracted_at`, `_file`),
-    from a copy's sidecar or a part's Parquet statistics, without reading the rows; None when the file lacks
-    the column, has no rows, holds several values, or its statistics do not say."""
-    lineage = constant_lineage(landed)
-    if lineage is not None:
-        return lineage.get(column)
-    metadata = pq.read_metadata(landed)
-    names = metadata.schema.to_arrow_schema().names
-    if column not in names or metadata.num_row_groups == 0:
-        return None
-    index = names.index(column)
-    values = set()
-    for group in range(metadata.num_row_groups):
-        statistics = metadata.row_group(group).column(index).statistics
-        if statistics is None or not statistics.has_min_max:
-            return None
-        values |= {statistics.min, statistics.max}
-    return values.pop() if len(values) == 1 else None
-
-
 def _is_landed_file(path: Path) -> bool:
     """A committed or in-flight part or copy: not a sidecar, a temporary file, the lock or the checkpoint."""
-    return (
-        path.is_file()
-        and not path.name.startswith(".")
-        and not is_sidecar(path)
-        and (path.name != CHECKPOINT_FILE)
-    )
+    return path.is_file() and is_landed_name(path.name) and path.name != CHECKPOINT_FILE
 
 
 def _fsync_directory(path: Path) -> None:
