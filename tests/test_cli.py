@@ -26,7 +26,7 @@ def _check_count(tmp_path: Path) -> int:
     return len(list(graph.asset_check_keys))
 
 
-def test_demo_materializes_everything_then_run_lands_only_what_is_new(
+def test_demo_materializes_everything_then_run_lands_only_what_is_new_and_a_warning_fails_only_strict(
     tmp_path: Path, dbt_manifest: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("PLATFORM_DATA_DIR", str(tmp_path / "data"))
@@ -67,6 +67,33 @@ def test_demo_materializes_everything_then_run_lands_only_what_is_new(
     assert main(["replay", "shop.nope"]) == 2
     assert "no staged entity 'shop.nope' in the catalog" in capsys.readouterr().err
 
+    # A web event whose `url` breaks its `severity: warn` rule (max_length 2048), delivered in a new file: the
+    # quality_warnings check fails at WARN severity, on this run and on every later one while the row is
+    # staged; it fails the run only with --strict.
+    events_dir = tmp_path / "data" / "sources" / "files" / "shop" / "web_events"
+    first = gzip.decompress(sorted(events_dir.glob("*.jsonl.gz"))[0].read_bytes()).decode().splitlines()[0]
+    warned = {**json.loads(first), "event_id": "ev-999999999", "url": "/" + "x" * 3000}
+    (events_dir / "zz_long_url.jsonl.gz").write_bytes(gzip.compress(json.dumps(warned).encode() + b"\n"))
+    assert main(["run"]) == 0, "a warning does not fail the run"
+    output = capsys.readouterr().out
+    assert "SUCCESS" in output and re.search(r"Checks: \d+ passed, 0 failed, 1 warnings", output), output
+    assert "  WARN  staged/shop/web_events :: quality_warnings" in output
+    assert main(["run", "--strict"]) == 1, "--strict: the warning fails the run"
+    assert "  WARN  staged/shop/web_events :: quality_warnings" in capsys.readouterr().out
+
+    # A selective run: one entity (raw + staged, with its checks) and one dbt model by dbt's syntax.
+    assert main(["run", "--select", "shop.web_events", "--select", "dbt:stg_shop__orders"]) == 0
+    selected = capsys.readouterr().out
+    assert "  WARN  staged/shop/web_events :: quality_warnings" in selected, "its checks ran with it"
+    landed = re.findall(r"^  (raw/\S+) +[\d,]+ rows", selected, flags=re.MULTILINE)
+    assert landed == ["raw/shop/web_events"], selected
+    assert "START sql view model analytics.stg_shop__orders" in selected, selected
+    assert "model analytics.fct_daily_revenue" not in selected, "dbt built the selected model only"
+    assert main(["run", "--select", "shop.nope"]) == 2
+    assert "--select 'shop.nope' selects no asset. Sources and entities: shop.order_items" in (
+        capsys.readouterr().err
+    )
+
 
 def test_demo_fails_with_exit_code_when_a_blocking_check_fails(
     tmp_path: Path, dbt_manifest: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
@@ -103,45 +130,6 @@ def test_demo_fails_with_exit_code_when_a_blocking_check_fails(
         "stg_shop_db__customers",
         "stg_shop_db__payments",
     } <= set(not_rebuilt.group(1).split(", ")), "the blocking check stops the whole dbt step"
-
-
-def test_a_warning_is_reported_and_fails_the_run_only_with_strict(
-    tmp_path: Path, dbt_manifest: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """A web event whose `url` breaks its `severity: warn` rule (max_length 2048): the quality_warnings
-    check fails at WARN severity, on this run and on every later one while the row is staged."""
-    data_dir = tmp_path / "data"
-    monkeypatch.setenv("PLATFORM_DATA_DIR", str(data_dir))
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    assert main(["generate", "--scale", "0.05"]) == 0
-    events = sorted((data_dir / "sources" / "files" / "shop" / "web_events").glob("*.jsonl.gz"))[0]
-    first, *rest = gzip.decompress(events.read_bytes()).decode().splitlines(keepends=True)
-    events.write_bytes(
-        gzip.compress(
-            json.dumps({**json.loads(first), "url": "/" + "x" * 3000}).encode()
-            + b"\n"
-            + "".join(rest).encode()
-        )
-    )
-    assert main(["run"]) == 0, "a warning does not fail the run"
-    output = capsys.readouterr().out
-    assert "SUCCESS" in output and re.search(r"Checks: \d+ passed, 0 failed, 1 warnings", output), output
-    assert "  WARN  staged/shop/web_events :: quality_warnings" in output
-    assert main(["run", "--strict"]) == 1, "--strict: the warning fails the run"
-    assert "  WARN  staged/shop/web_events :: quality_warnings" in capsys.readouterr().out
-
-    # A selective run: one entity (raw + staged, with its checks) and one dbt model by dbt's syntax.
-    assert main(["run", "--select", "shop.web_events", "--select", "dbt:stg_shop__orders"]) == 0
-    selected = capsys.readouterr().out
-    assert "  WARN  staged/shop/web_events :: quality_warnings" in selected, "its checks ran with it"
-    landed = re.findall(r"^  (raw/\S+) +[\d,]+ rows", selected, flags=re.MULTILINE)
-    assert landed == ["raw/shop/web_events"], selected
-    assert "START sql view model analytics.stg_shop__orders" in selected, selected
-    assert "model analytics.fct_daily_revenue" not in selected, "dbt built the selected model only"
-    assert main(["run", "--select", "shop.nope"]) == 2
-    assert "--select 'shop.nope' selects no asset. Sources and entities: shop.order_items" in (
-        capsys.readouterr().err
-    )
 
 
 def test_run_reports_a_broken_catalog_before_dbt_parses(
