@@ -2,8 +2,8 @@
 # Installs (or upgrades) the data platform on a Debian 12 / Ubuntu 24.04 VM, as root, from this checkout:
 #   sudo deploy/install.sh                          # install or upgrade
 #   sudo WITH_LOCAL_POSTGRES=1 deploy/install.sh    # also install PostgreSQL here with the dagster role/db
-#   sudo INSTALL_ROLE=worker deploy/install.sh            # a Celery worker machine (PLATFORM_EXECUTOR=celery):
-#                                                   # the same code and environment file, only the worker unit
+#   sudo INSTALL_ROLE=worker deploy/install.sh      # a Celery worker machine (PLATFORM_EXECUTOR=celery): the
+#                                                   # same code and environment file, only the worker unit
 # Idempotent: every step checks before it changes anything, so re-running it is an upgrade (new code,
 # same state). It never overwrites /etc/dataplatform/platform.env and never touches the data directory or
 # the Dagster database beyond Dagster's own migrations.
