@@ -84,6 +84,7 @@ RUN_DEADLINE_S = 240.0
 POLL_S = 0.2
 DBT_STEP = "dbt_models"
 """The step killed in run 2: the longest, so that it is surely running when its worker dies."""
+COMPUTE_LOG_PREFIX = "compute-logs"
 CELERY_WORKER_FIELD = "Celery worker"
 """The metadata entry of dagster-celery's "Executing steps ... in celery worker" engine event."""
 
@@ -171,6 +172,12 @@ def test_steps_run_on_two_workers_and_a_killed_worker_s_step_runs_again_on_the_o
         f"SELECT count(*) FROM analytics.fct_orders WHERE order_id IN ({order_ids})"
     )
     assert delivered == len(new_ids)
+    # What the workers left on their own disks: the link to the shared landing and nothing else (state is in
+    # PostgreSQL, values and compute logs on GCS).
+    for name in WORKERS:
+        assert sorted(path.name for path in (machines.tmp / name / "data").iterdir()) == ["landing"]
+    bucket = storage.Client().bucket(machines.env["PLATFORM_STAGING_URI"].removeprefix("gs://").split("/")[0])
+    assert any(bucket.list_blobs(prefix=COMPUTE_LOG_PREFIX, max_results=1)), "no compute log reached GCS"
     print(
         f"\nrun 1 {run_1_s:.0f} s; run 2 finished {recovered_s:.0f} s after {victim} was killed "
         f"(visibility timeout {VISIBILITY_TIMEOUT_S} s); test {time.monotonic() - started:.0f} s"
@@ -262,7 +269,7 @@ def _write_instance_yaml(home: Path, bucket: str) -> None:
     config["compute_logs"] = {
         "module": "dagster_gcp.gcs.compute_log_manager",
         "class": "GCSComputeLogManager",
-        "config": {"bucket": bucket, "prefix": "compute-logs"},
+        "config": {"bucket": bucket, "prefix": COMPUTE_LOG_PREFIX},
     }
     home.mkdir(parents=True)
     (home / "dagster.yaml").write_text(yaml.safe_dump(config))
