@@ -4,7 +4,7 @@ several machines, and a worker SIGKILLed mid-step without anything lost or doubl
 Processes, each with its own working directory, data directory and temporary directory, as separate
 machines would have:
 
-- the orchestrator: `dagster asset materialize` of the whole demo graph, the run's own process, which
+- the orchestrator: `dg launch --assets '*'`, the run's own process, which
   submits every step to Redis (it runs no step itself);
 - two workers, `celery -A resources.celery_worker worker -c 1`, named worker-a and worker-b.
 
@@ -62,7 +62,7 @@ from demo_shop.api_server import serve_products_api
 from demo_shop.commands import DEMO_API_KEY, DEMO_API_KEY_VAR, DEMO_API_URL_VAR
 from demo_shop.world import PRODUCTS_API
 from platform_assets.keys import STAGED_SCHEMA, WAREHOUSE_POOL
-from resources.environment import CODE_LOCATION_MODULE, PlatformSettings, build_warehouse
+from resources.environment import PlatformSettings, build_warehouse
 
 pytestmark = pytest.mark.slow  # a Redis, two Celery workers and two whole-graph runs
 
@@ -110,9 +110,9 @@ class Machines:
         pytest.fail(f"{reason}\n{self.log_tail()}", pytrace=False)
 
     def materialize(self, name: str, selection: str) -> subprocess.Popen[bytes]:
-        """The orchestrator's run of the selected assets and their checks, with the code location's
-        executor (Celery)."""
-        command = [_bin("dagster"), "asset", "materialize", "-m", CODE_LOCATION_MODULE, "--select", selection]
+        """The orchestrator's run of the selected assets and their checks (`dg launch`, Dagster's own CLI, on
+        the project), with the code location's executor (Celery)."""
+        command = [_bin("dg"), "launch", "--assets", selection, "--target-path", str(REPO_ROOT)]
         env = self.env | _machine_env(self.tmp / "orchestrator") | {"DAGSTER_HOME": str(self._home())}
         return _start(command, env, self.tmp / "orchestrator", self.tmp / f"{name}.log")
 
