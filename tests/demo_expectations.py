@@ -89,7 +89,7 @@ def key_counts(warehouse: Warehouse, schema: str, keys: dict[str, tuple[str, ...
         ref = warehouse.table_ref(schema, table)
         ((rows, distinct),) = warehouse.query(
             f"SELECT (SELECT count(*) FROM {ref}), "
-            f"(SELECT count(*) FROM (SELECT {columns} FROM {ref} GROUP BY {columns}) AS keys)"
+            f"(SELECT count(*) FROM (SELECT {columns} FROM {ref} GROUP BY {columns}) AS grouped)"
         )
         assert rows == distinct, f"{ref}: {rows - distinct} row(s) repeat the key {key}"
         counts[table] = rows
