@@ -13,13 +13,13 @@ the platform's own state in it; and the warehouse, `PLATFORM_ENV=postgres`), the
 assets' values, `PLATFORM_STAGING_URI=gs://...`; compute logs, through dagster-gcp's `GCSComputeLogManager`)
 and Redis; plus the code itself (the checkout and its virtualenv, where dbt also writes its target/ and
 logs, as it would in each machine's own checkout). The demo shop's files are delivered on GCS too
-(`SHOP_FILES_ROOT`); its database is a SQLite file in the test's "outside world" directory, opened
-read-only by whichever worker extracts it (it stands for the shop's remote database), and its API is served
+(`SHOP_FILES_ROOT`); its database is a SQLite file in the test's "outside world" directory, read by
+whichever worker extracts it (it stands for the shop's remote database), and its API is served
 on loopback.
 
 ONE DISK IS STILL SHARED: the landing zone. It is local disk today, and a raw step and the staged step that
 reads its landed files may run on different workers, so each worker's `<data dir>/landing` is a link to
-one `shared-landing` directory (`SHARED_LANDING`). When landing moves to GCS it becomes an environment
+one `shared-landing` directory (`_link_shared_landing`). When landing moves to GCS it becomes an environment
 variable in `_platform_env` instead, and the links go.
 
 Run 1 (the whole graph, dbt included) must succeed with steps on both workers, read from the event log:
@@ -42,6 +42,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import dagster as dg
 import pytest
@@ -72,7 +73,8 @@ SCALE = 0.1
 WORKERS = ("worker-a", "worker-b")
 VISIBILITY_TIMEOUT_S = 40
 """Redis hands a lost worker's step to another after this: above the longest step here (the dbt build of
-the whole graph, 18 s seen on two busy cores), so that no step still running is handed out twice."""
+the whole graph, 18-23 s seen on two cores busy with other tests), so that no step still running is handed
+out twice."""
 DELIVERY_SELECTION = "key:raw/shop/orders+"
 """Run 2: what a delivery of orders re-materializes (its raw and staged assets, their checks, the dbt models
 downstream), as the delivery sensor would launch it."""
@@ -98,6 +100,8 @@ class Machines:
     env: dict[str, str]
     workers: dict[str, subprocess.Popen[bytes]]
     instance: dg.DagsterInstance
+    gcs: storage.Client
+    bucket: str
 
     def log_tail(self, lines: int = 40) -> str:
         tails = []
@@ -106,10 +110,10 @@ class Machines:
             tails.append(f"--- {path.name} ---\n" + "\n".join(text[-lines:]))
         return "\n".join(tails)
 
-    def fail(self, reason: str) -> None:
+    def fail(self, reason: str) -> NoReturn:
         pytest.fail(f"{reason}\n{self.log_tail()}", pytrace=False)
 
-    def materialize(self, name: str, selection: str) -> subprocess.Popen[bytes]:
+    def launch(self, name: str, selection: str) -> subprocess.Popen[bytes]:
         """The orchestrator's run of the selected assets and their checks (`dg launch`, Dagster's own CLI, on
         the project), with the code location's executor (Celery)."""
         command = [_bin("dg"), "launch", "--assets", selection, "--target-path", str(REPO_ROOT)]
@@ -136,7 +140,7 @@ def test_steps_run_on_two_workers_and_a_killed_worker_s_step_runs_again_on_the_o
     machines: Machines,
 ) -> None:
     started = time.monotonic()
-    run_1 = machines.materialize("run-1", "*")
+    run_1 = machines.launch("run-1", "*")
     run_1_s = machines.wait(run_1, "run 1")
     (first,) = machines.instance.get_runs()
     assert first.status is dg.DagsterRunStatus.SUCCESS
@@ -147,8 +151,8 @@ def test_steps_run_on_two_workers_and_a_killed_worker_s_step_runs_again_on_the_o
     _assert_each_step_succeeded_once(machines.instance, first.run_id, ran_on)
 
     new_ids = deliver_orders(machines.outside / "files" / "shop" / "orders", "orders_90001.csv", 900_001, 3)
-    _upload(machines.outside, machines.env["SHOP_FILES_ROOT"], "orders/orders_90001.csv")
-    run_2 = machines.materialize("run-2", DELIVERY_SELECTION)
+    _upload(machines.gcs, machines.outside, machines.env["SHOP_FILES_ROOT"], "orders/orders_90001.csv")
+    run_2 = machines.launch("run-2", DELIVERY_SELECTION)
     run_id = _wait_for_new_run(machines, known={first.run_id})
     victim = _wait_for_step_on_a_worker(machines, run_id, DBT_STEP)
     killed_at = time.monotonic()
@@ -176,8 +180,8 @@ def test_steps_run_on_two_workers_and_a_killed_worker_s_step_runs_again_on_the_o
     # PostgreSQL, values and compute logs on GCS).
     for name in WORKERS:
         assert sorted(path.name for path in (machines.tmp / name / "data").iterdir()) == ["landing"]
-    bucket = storage.Client().bucket(machines.env["PLATFORM_STAGING_URI"].removeprefix("gs://").split("/")[0])
-    assert any(bucket.list_blobs(prefix=COMPUTE_LOG_PREFIX, max_results=1)), "no compute log reached GCS"
+    compute_logs = machines.gcs.bucket(machines.bucket).list_blobs(prefix=COMPUTE_LOG_PREFIX, max_results=1)
+    assert any(compute_logs), "no step's compute log reached GCS"
     print(
         f"\nrun 1 {run_1_s:.0f} s; run 2 finished {recovered_s:.0f} s after {victim} was killed "
         f"(visibility timeout {VISIBILITY_TIMEOUT_S} s); test {time.monotonic() - started:.0f} s"
@@ -202,7 +206,7 @@ def machines(
     files_root = f"gs://{gcs_bucket}/shop"
     for path in sorted((outside / "files" / "shop").rglob("*")):
         if path.is_file():
-            _upload(outside, files_root, str(path.relative_to(outside / "files" / "shop")))
+            _upload(gcs_client, outside, files_root, str(path.relative_to(outside / "files" / "shop")))
     shared_landing = tmp_path / "shared-landing"
     shared_landing.mkdir()
     with ExitStack() as stack:
@@ -217,8 +221,7 @@ def machines(
         workers = {}
         for name in WORKERS:
             machine = tmp_path / name
-            (machine / "data").mkdir(parents=True)
-            (machine / "data" / "landing").symlink_to(shared_landing, target_is_directory=True)
+            _link_shared_landing(machine / "data", shared_landing)
             workers[name] = stack.enter_context(_worker(name, env | _machine_env(machine), tmp_path))
         for name, process in workers.items():
             _wait_until_ready(name, process, tmp_path / f"{name}.log")
@@ -228,7 +231,7 @@ def machines(
             dg.DagsterInstance.from_config(str(tmp_path / "orchestrator" / "dagster_home"))
         )
         instance.event_log_storage.set_concurrency_slots(WAREHOUSE_POOL, WAREHOUSE_WRITERS)
-        yield Machines(tmp_path, outside, env, workers, instance)
+        yield Machines(tmp_path, outside, env, workers, instance, gcs_client, gcs_bucket)
 
 
 def _platform_env(
@@ -253,6 +256,13 @@ def _platform_env(
         "PLATFORM_CELERY_BROKER": f"{redis_url}/0",
         "PLATFORM_CELERY_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT_S),
     }
+
+
+def _link_shared_landing(data_dir: Path, shared_landing: Path) -> None:
+    """THE ONE SHARED DISK, until landing moves to GCS: the worker's landing zone is a link to the directory
+    every worker uses. Then this goes, and the landing URI joins `_platform_env`."""
+    data_dir.mkdir(parents=True)
+    (data_dir / "landing").symlink_to(shared_landing, target_is_directory=True)
 
 
 def _machine_env(machine: Path) -> dict[str, str]:
@@ -306,7 +316,6 @@ def _wait_for_new_run(machines: Machines, known: set[str]) -> str:
             return new[0]
         time.sleep(POLL_S)
     machines.fail("run 2 was never created")
-    raise AssertionError  # unreachable: fail() raises
 
 
 def _wait_for_step_on_a_worker(machines: Machines, run_id: str, step: str) -> str:
@@ -318,7 +327,6 @@ def _wait_for_step_on_a_worker(machines: Machines, run_id: str, step: str) -> st
             return next(name for name in WORKERS if _node(name) == workers[0])
         time.sleep(POLL_S)
     machines.fail(f"step {step} of run {run_id} never started on a worker")
-    raise AssertionError  # unreachable: fail() raises
 
 
 def _workers_by_step(instance: dg.DagsterInstance, run_id: str) -> dict[str, list[str]]:
@@ -346,10 +354,9 @@ def _node(name: str) -> str:
     return f"{name}@{os.uname().nodename}"
 
 
-def _upload(outside: Path, files_root: str, relative: str) -> None:
+def _upload(client: storage.Client, outside: Path, files_root: str, relative: str) -> None:
     """A delivery: the demo's file, under the shop's files root on GCS."""
     bucket, _, prefix = files_root.removeprefix("gs://").partition("/")
-    client = storage.Client()
     client.bucket(bucket).blob(f"{prefix}/{relative}").upload_from_filename(
         outside / "files" / "shop" / relative
     )
