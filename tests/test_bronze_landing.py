@@ -82,7 +82,7 @@ from demo_shop.world import PRODUCTS_API  # noqa: E402
 from platform_assets.definitions import build_definitions  # noqa: E402
 from platform_assets.keys import STAGED_SCHEMA, raw_key, staged_key, staged_table  # noqa: E402
 from resources.environment import PlatformSettings, build_warehouse  # noqa: E402
-from resources.landing.bronze import BronzeTarget  # noqa: E402
+from resources.landing.bronze import BronzeError, BronzeLayer, BronzeTarget  # noqa: E402
 from resources.landing.bronze_zone import BronzeLandingZone  # noqa: E402
 from resources.landing.zone import EXTRACTED_AT_COLUMN, RUN_ID_COLUMN, SOURCE_COLUMN, Lineage  # noqa: E402
 
@@ -211,28 +211,59 @@ def test_database_and_rest_sources_stage_from_bronze_with_their_types_and_no_lan
         monkeypatch.setenv(DEMO_API_URL_VAR, api_url)
         job = build_definitions(settings).resolve_implicit_global_asset_job_def()
         result = job.execute_in_process(instance=instance, asset_selection=selection, raise_on_error=False)
-    assert result.success
+        assert result.success
 
-    with sqlite3.connect(settings.sources_dir / "shop.sqlite") as db:
-        customers = db.execute(
-            "SELECT customer_id, created_at FROM customers ORDER BY customer_id"
-        ).fetchall()
-    landed = _query(
-        postgres_server,
-        postgres_database,
-        "SELECT count(*), count(DISTINCT raw_id), count(source_timestamp), min(run_id), "
-        "count(api_endpoint) FROM bronze.shop_db__customers",
-    )
-    assert landed == [(len(customers), len(customers), len(customers), result.run_id, 0)]
-    (endpoints,) = _query(
-        postgres_server, postgres_database, "SELECT DISTINCT api_endpoint FROM bronze.shop_api__products"
-    )
-    assert endpoints[0].startswith(api_url) and endpoints[0].endswith("/products")
+        with sqlite3.connect(settings.sources_dir / "shop.sqlite") as db:
+            customers = db.execute(
+                "SELECT customer_id, created_at FROM customers ORDER BY customer_id"
+            ).fetchall()
+        landed = _query(
+            postgres_server,
+            postgres_database,
+            "SELECT count(*), count(DISTINCT raw_id), count(source_timestamp), min(run_id), "
+            "count(api_endpoint) FROM bronze.shop_db__customers",
+        )
+        assert landed == [(len(customers), len(customers), len(customers), result.run_id, 0)]
+        (endpoints,) = _query(
+            postgres_server, postgres_database, "SELECT DISTINCT api_endpoint FROM bronze.shop_api__products"
+        )
+        assert endpoints[0].startswith(api_url) and endpoints[0].endswith("/products")
 
-    warehouse = build_warehouse(settings)
-    staged = warehouse.table_ref(STAGED_SCHEMA, staged_table("shop_db", "customers"))
-    rows = warehouse.query(f"SELECT customer_id, created_at FROM {staged} ORDER BY customer_id")
-    assert [(key, at.isoformat(sep=" ")) for key, at in rows] == [(key, at) for key, at in customers]
-    products = warehouse.table_ref(STAGED_SCHEMA, staged_table("shop_api", "products"))
-    assert warehouse.query(f"SELECT count(*) FROM {products}")[0][0] > 0
+        warehouse = build_warehouse(settings)
+        staged = warehouse.table_ref(STAGED_SCHEMA, staged_table("shop_db", "customers"))
+        rows = warehouse.query(f"SELECT customer_id, created_at FROM {staged} ORDER BY customer_id")
+        assert [(key, at.isoformat(sep=" ")) for key, at in rows] == [(key, at) for key, at in customers]
+        products = warehouse.table_ref(STAGED_SCHEMA, staged_table("shop_api", "products"))
+        assert warehouse.query(f"SELECT count(*) FROM {products}")[0][0] > 0
+
+        # A new customer: the next run lands one more bronze part and stages only it (incremental).
+        with sqlite3.connect(settings.sources_dir / "shop.sqlite") as db:
+            db.execute(
+                "INSERT INTO customers VALUES (999999, 'new@example.com', 'New', 'Customer', 'DE', "
+                "'2099-01-01 00:00:00', '2099-01-01 00:00:00')"
+            )
+        customers_only = [raw_key("shop_db", "customers"), staged_key("shop_db", "customers")]
+        again = job.execute_in_process(
+            instance=instance, asset_selection=customers_only, raise_on_error=False
+        )
+        assert again.success
+        (staging,) = [
+            event.materialization.metadata
+            for event in again.get_asset_materialization_events()
+            if event.asset_key == staged_key("shop_db", "customers")
+        ]
+        assert staging["staging/mode"].value == "incremental", staging["staging/reason"].value
+        assert warehouse.query(f"SELECT count(*) FROM {staged}") == [(len(customers) + 1,)]
     assert not list((settings.landing_dir).glob("*/*/load_date=*/*")), "record sources left no landed file"
+
+
+def test_an_unreachable_bronze_layer_names_where_and_what_to_check_without_the_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BRONZE_TEST_PASSWORD", "s3cret-value")
+    layer = BronzeLayer("postgresql+psycopg2://etl:${BRONZE_TEST_PASSWORD}@127.0.0.1:1/warehouse")
+    with pytest.raises(BronzeError) as raised:
+        layer.committed(BronzeTarget(*TARGET_ARGS))
+    message = str(raised.value)
+    assert "s3cret-value" not in message
+    assert "etl:***@127.0.0.1:1/warehouse" in message and "from ${BRONZE_TEST_PASSWORD}" in message

@@ -170,6 +170,13 @@ class BronzeLayer:
                 _create_tables(cursor, target.table)
                 yield cursor
             connection.commit()
+        except psycopg2.Error as error:
+            raise BronzeError(
+                f"Writing or reading {SCHEMA}.{target.table} at {self.display_url()} failed "
+                f"({error.pgcode or 'no SQLSTATE'}): {str(error).strip()}. Nothing of this transaction was "
+                f"kept; check that the role may create tables in schema {SCHEMA} and that the server has "
+                f"room, then re-run the step."
+            ) from error
         finally:
             connection.close()
 
