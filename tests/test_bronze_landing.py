@@ -62,6 +62,7 @@ def _land_then_hang(url: str, root: str) -> None:
 
     with zone.bronze_extraction(BronzeTarget(*TARGET_ARGS)) as inflight:
         inflight.write(KILLED_PARTS[0], [orders(100, 100)], lineage)
+        inflight.save_checkpoint({"pages": 1})
         inflight.write(KILLED_PARTS[1], hanging(), lineage)  # type: ignore[arg-type]
 
 
@@ -84,7 +85,13 @@ from platform_assets.keys import STAGED_SCHEMA, raw_key, staged_key, staged_tabl
 from resources.environment import PlatformSettings, build_warehouse  # noqa: E402
 from resources.landing.bronze import BronzeError, BronzeLayer, BronzeTarget  # noqa: E402
 from resources.landing.bronze_zone import BronzeLandingZone  # noqa: E402
-from resources.landing.zone import EXTRACTED_AT_COLUMN, RUN_ID_COLUMN, SOURCE_COLUMN, Lineage  # noqa: E402
+from resources.landing.zone import (  # noqa: E402
+    EXTRACTED_AT_COLUMN,
+    RUN_ID_COLUMN,
+    SOURCE_COLUMN,
+    LandingBusyError,
+    Lineage,
+)
 
 
 def _query(postgres_server: PostgresCluster, url: str, statement: str) -> list[tuple]:
@@ -111,11 +118,17 @@ def test_a_bronze_landing_killed_mid_insert_keeps_the_old_state_and_its_retry_la
         stdout=subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
+    another_machine = BronzeLandingZone(root=str(tmp_path / "elsewhere"), bronze_url=postgres_database)
     try:
         assert killed.stdout is not None and killed.stdout.readline() == b"inserting\n"
+        busy = pytest.raises(LandingBusyError, match=r"Another run is landing shop_db\.orders")
+        with busy, another_machine.bronze_extraction(target):
+            pass
     finally:
         killed.send_signal(signal.SIGKILL)
         killed.wait()
+    with another_machine.bronze_extraction(target) as inflight:  # the lock died with the killed process
+        assert inflight.checkpoint() == {"pages": 1}, "where to resume, on any machine"
 
     layer = zone.layer()
     assert [part.extraction for part in layer.committed(target)] == ["old-part"], "old state kept"
@@ -127,7 +140,8 @@ def test_a_bronze_landing_killed_mid_insert_keeps_the_old_state_and_its_retry_la
     retry = Lineage("shop_db.orders", KILLED_AT + timedelta(minutes=5), "run-retry")
     with zone.bronze_extraction(target) as inflight:
         assert len(inflight.parts()) == 1, "the killed attempt's landed part is in flight, not committed"
-        inflight.discard()  # an attempt that does not resume (no checkpoint) starts over
+        inflight.discard()  # an attempt that does not resume (a database's) starts over
+        assert inflight.checkpoint() is None
         inflight.write("retry-part-1", [orders(100, 100), orders(200, 100)], retry)
         inflight.write("retry-part-2", [orders(300, 100)], retry)
         assert [landed.rows for landed in inflight.commit(retry.extracted_at.date().isoformat())] == [

@@ -10,14 +10,17 @@ transaction rolls back); one killed between parts or before the commit leaves pa
 which the next attempt either resumes (REST checkpoints) or discards. `_commits` is keyed by
 (table, part): a part is committed once, however often a retry commits it again.
 
-Concurrent extractions of one entity are serialised by an advisory lock on its table name, held by the
-transaction that inserts or commits.
+An extraction holds a session advisory lock on its entity for its whole duration (`exclusive`): a second
+extraction of the entity, on any machine, is refused instead of landing the same rows. Its checkpoint (REST
+pages fetched so far) is kept in `bronze._checkpoints` and dropped by the commit, in the commit's
+transaction, so that an attempt on another machine resumes where a killed one stopped.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -39,6 +42,7 @@ from resources.landing.bronze_records import (
     bronze_rows,
     records_as,
 )
+from resources.landing.zone import LandingBusyError
 from resources.secrets import env_references, redact, resolve_env
 
 SCHEMA = "bronze"
@@ -59,6 +63,10 @@ CREATE TABLE IF NOT EXISTS bronze._pending (
     json_bytes BIGINT NOT NULL,
     arrow_schema BYTEA NOT NULL,
     PRIMARY KEY (table_name, extraction)
+);
+CREATE TABLE IF NOT EXISTS bronze._checkpoints (
+    table_name TEXT PRIMARY KEY,
+    state JSONB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS bronze._commits (
     table_name TEXT NOT NULL,
@@ -180,6 +188,41 @@ class BronzeLayer:
         finally:
             connection.close()
 
+    @contextlib.contextmanager
+    def exclusive(self, target: BronzeTarget) -> Iterator[None]:
+        """Exclusive right to extract the entity, held by a session of its own until the block ends (a
+        killed process's session ends with it, and so does its lock)."""
+        connection = self._connect()
+        try:
+            with connection.cursor() as cursor:
+                key = f"extraction of {SCHEMA}.{target.table}"
+                cursor.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,))
+                (locked,) = cursor.fetchone()
+            connection.commit()
+            if not locked:
+                raise LandingBusyError(
+                    f"Another run is landing {target.source}.{target.entity} into {SCHEMA}.{target.table} "
+                    f"right now (it holds the entity's lock at {self.display_url()}); wait for it to finish "
+                    f"instead of extracting the same data twice."
+                )
+            yield
+        finally:
+            connection.close()
+
+    def checkpoint(self, target: BronzeTarget) -> dict[str, Any] | None:
+        with self.transaction(target) as cursor:
+            cursor.execute("SELECT state FROM bronze._checkpoints WHERE table_name = %s", (target.table,))
+            found = cursor.fetchone()
+        return None if found is None else dict(found[0])
+
+    def save_checkpoint(self, target: BronzeTarget, state: dict[str, Any]) -> None:
+        with self.transaction(target) as cursor:
+            cursor.execute(
+                "INSERT INTO bronze._checkpoints VALUES (%s, %s) ON CONFLICT (table_name) "
+                "DO UPDATE SET state = excluded.state",
+                (target.table, json.dumps(state, sort_keys=True)),
+            )
+
     def write_part(
         self,
         target: BronzeTarget,
@@ -219,12 +262,16 @@ class BronzeLayer:
             return _parts(cursor, PENDING_TABLE, target)
 
     def discard(self, target: BronzeTarget, names: Sequence[str] | None = None) -> None:
-        """Remove pending parts (all, or those `names`) and their rows; committed parts are never touched."""
+        """Remove pending parts (all, with the checkpoint; or those `names`) and their rows; committed parts
+        are never touched."""
         with self.transaction(target) as cursor:
             _delete_pending(cursor, target, names)
+            if names is None:
+                cursor.execute("DELETE FROM bronze._checkpoints WHERE table_name = %s", (target.table,))
 
     def commit(self, target: BronzeTarget) -> list[BronzePart]:
-        """Make every pending part visible, in one transaction; the parts committed."""
+        """Make every pending part visible and drop the checkpoint, in one transaction; the parts
+        committed."""
         with self.transaction(target) as cursor:
             parts = _parts(cursor, PENDING_TABLE, target)
             cursor.execute(
@@ -234,6 +281,7 @@ class BronzeLayer:
                 (target.table,),
             )
             cursor.execute("DELETE FROM bronze._pending WHERE table_name = %s", (target.table,))
+            cursor.execute("DELETE FROM bronze._checkpoints WHERE table_name = %s", (target.table,))
         return parts
 
     def committed(self, target: BronzeTarget) -> list[BronzePart]:

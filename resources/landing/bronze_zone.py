@@ -2,21 +2,22 @@
 (`bronze.py`) instead of Parquet files; delivered files still land as files (`zone.py`).
 
 Extractors and staging keep their one way of working. An extraction writes the same Arrow batches through
-the same `InFlight` calls (`write`, `parts`, `discard`, `drop`, `commit`); here they go to bronze parts
-and commits. Staging asks the same questions of its landed set (`staging/plan.py`); here they are answered
-from `bronze._commits`, and the parts it stages are exported, once each, to Parquet scratch files (typed
-back to their Arrow schema, with the lineage columns), so that everything after planning reads files as
-before. A committed part never changes, so its export is reused until the scratch is cleared; the bronze
-table is the copy that must survive, the export is scratch.
+the same `InFlight` calls (`write`, `parts`, `discard`, `drop`, `checkpoint`, `commit`); here they go to
+bronze parts, checkpoints and commits, and the entity's lock is a PostgreSQL advisory lock, so nothing of
+an extraction stays on the machine that ran it. Staging asks the same questions of its landed set
+(`staging/plan.py`); here they are answered from `bronze._commits`, and the parts it stages are exported,
+once each, to Parquet scratch files (typed back to their Arrow schema, with the lineage columns), so that
+everything after planning reads files as before. A committed part never changes, so its export is reused
+until the scratch is cleared; the bronze table is the copy that must survive, the export is scratch.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 from pydantic import Field
@@ -24,7 +25,7 @@ from pydantic import Field
 from resources.landing.bronze import SCHEMA, BronzeError, BronzeLayer, BronzePart, BronzeTarget
 from resources.landing.delivered import DeliveredCopy
 from resources.landing.landed_index import LandedIndex
-from resources.landing.zone import CHECKPOINT_FILE, InFlight, LandedFile, LandingZone, Lineage, write_parquet
+from resources.landing.zone import INFLIGHT_DIR, InFlight, LandedFile, LandingZone, Lineage, write_parquet
 
 EXPORT_DIR = "bronze"
 """Under the landing zone's spill directory: Parquet exports of committed bronze parts, for staging."""
@@ -44,10 +45,13 @@ class BronzeLandingZone(LandingZone):
 
     @contextlib.contextmanager
     def bronze_extraction(self, target: BronzeTarget) -> Iterator[InFlight]:
-        """Like `extraction`: exclusive access to the entity's in-flight area (its lock and REST checkpoint
-        stay on local disk), its parts and commit in bronze."""
-        with self.extraction(target.source, target.entity) as local:
-            yield BronzeInFlight(local.directory, local.entity_dir, local.index, self.layer(), target)
+        """Like `extraction`, all in bronze: the entity's lock, its pending parts and its checkpoint, so
+        that nothing of an extraction is on the machine that runs it."""
+        layer = self.layer()
+        with layer.exclusive(target):
+            entity_dir = self.entity_dir(target.source, target.entity)
+            local = (entity_dir / INFLIGHT_DIR, entity_dir, self.landed_index(target.source, target.entity))
+            yield BronzeInFlight(*local, layer, target)
 
     def bronze_landed(self, target: BronzeTarget, only: Iterable[str] | None = None) -> BronzeLandedSet:
         """The entity's committed parts as staging asks about them; `only`: those parts (a snapshot)."""
@@ -66,7 +70,8 @@ def _landed(target: BronzeTarget, part: BronzePart) -> LandedFile:
 
 
 class BronzeInFlight(InFlight):
-    """One extraction's parts, pending in bronze until `commit`."""
+    """One extraction's parts and checkpoint, pending in bronze until `commit`. Every method of `InFlight`
+    is answered from bronze: the local in-flight directory it is constructed with is never touched."""
 
     def __init__(
         self, directory: Path, entity_dir: Path, index: LandedIndex, layer: BronzeLayer, target: BronzeTarget
@@ -75,11 +80,16 @@ class BronzeInFlight(InFlight):
         self.layer = layer
         self.target = target
 
+    def checkpoint(self) -> dict[str, Any] | None:
+        return self.layer.checkpoint(self.target)
+
+    def save_checkpoint(self, state: Mapping[str, Any]) -> None:
+        self.layer.save_checkpoint(self.target, dict(state))
+
     def parts(self) -> list[Path]:
         return [bronze_path(self.target, part.extraction) for part in self.layer.pending(self.target)]
 
     def discard(self) -> None:
-        super().discard()
         self.layer.discard(self.target)
 
     def drop(self, name: str) -> None:
@@ -103,11 +113,9 @@ class BronzeInFlight(InFlight):
         )
 
     def commit(self, load_date: str) -> list[LandedFile]:
-        """Make every pending part visible at once (`load_date` is implied: bronze partitions by the day
-        each part was ingested), then forget the checkpoint."""
-        committed = [_landed(self.target, part) for part in self.layer.commit(self.target)]
-        (self.directory / CHECKPOINT_FILE).unlink(missing_ok=True)
-        return committed
+        """Make every pending part visible at once and forget the checkpoint (`load_date` is implied:
+        bronze partitions by the day each part was ingested)."""
+        return [_landed(self.target, part) for part in self.layer.commit(self.target)]
 
 
 class BronzeLandedSet:
