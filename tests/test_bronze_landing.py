@@ -135,7 +135,8 @@ def test_a_bronze_landing_killed_mid_insert_keeps_the_old_state_and_its_retry_la
     assert [part.extraction for part in layer.pending(target)] == [KILLED_PARTS[0]], (
         "the hung insert rolled back"
     )
-    assert zone.bronze_landed(target).summary() == (1, False, OLD_AT), "staging sees the old state only"
+    staging_sees = zone.bronze_landed(target, "staging-run").summary()
+    assert staging_sees == (1, False, OLD_AT), "the old state only"
 
     retry = Lineage("shop_db.orders", KILLED_AT + timedelta(minutes=5), "run-retry")
     with zone.bronze_extraction(target) as inflight:
@@ -181,7 +182,7 @@ def test_a_bronze_landing_killed_mid_insert_keeps_the_old_state_and_its_retry_la
     assert any("USING gin (record)" in index for (index,) in indexes)
     assert sum("source_timestamp" in i or "validation_status" in i or "run_id" in i for (i,) in indexes) == 3
 
-    exported = zone.bronze_landed(target).extracted_after(OLD_AT)
+    exported = zone.bronze_landed(target, "staging-run").extracted_after(OLD_AT)
     read_back = pq.read_table(exported)
     original = pa.Table.from_batches([orders(100, 300)])
     records = read_back.drop_columns([SOURCE_COLUMN, EXTRACTED_AT_COLUMN, RUN_ID_COLUMN])
@@ -268,6 +269,8 @@ def test_database_and_rest_sources_stage_from_bronze_with_their_types_and_no_lan
         ]
         assert staging["staging/mode"].value == "incremental", staging["staging/reason"].value
         assert warehouse.query(f"SELECT count(*) FROM {staged}") == [(len(customers) + 1,)]
+    exports = settings.landing_dir / "_spill" / "bronze" / "shop_db__customers"
+    assert [run.name for run in exports.iterdir()] == [again.run_id], "the first run's exports are removed"
     assert not list((settings.landing_dir).glob("*/*/load_date=*/*")), "record sources left no landed file"
 
 

@@ -580,7 +580,7 @@ def _remove_killed_runs_scratch(context: dg.AssetExecutionContext, landing: Land
         return run is not None and not run.is_finished
 
     for path in landing.remove_staging_leftovers(table, in_progress):
-        context.log.info(f"Removed {path.name}, the staging scratch file a killed run left")
+        context.log.info(f"Removed {path.name}, staging scratch a killed (or finished) run left")
 
 
 def _landed_files(
@@ -597,7 +597,8 @@ def _landed_files(
         )
     appends = materialization.metadata[LOAD_KIND_METADATA].value == "append"
     latest = [Path(p) for p in materialization.metadata[LANDED_FILES_METADATA].value]
-    in_bronze = bronze_landed(landing, item, None if appends else [path.name for path in latest])
+    snapshot = None if appends else [path.name for path in latest]
+    in_bronze = bronze_landed(landing, item, context.run.run_id, snapshot)
     if in_bronze is not None:
         return in_bronze, appends
     if appends:

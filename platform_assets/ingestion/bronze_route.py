@@ -49,11 +49,12 @@ def open_extraction(landing: LandingZone, item: CatalogEntity) -> Iterator[InFli
 
 
 def bronze_landed(
-    landing: LandingZone, item: CatalogEntity, only: Iterable[str] | None = None
+    landing: LandingZone, item: CatalogEntity, run_id: str, only: Iterable[str] | None = None
 ) -> BronzeLandedSet | None:
-    """The entity's committed bronze parts (`only`: those named), or None when it lands as files."""
+    """The entity's committed bronze parts (`only`: those named) as the staging run `run_id` reads them, or
+    None when it lands as files."""
     target = bronze_target(item, landing)
     if target is None:
         return None
     assert isinstance(landing, BronzeLandingZone)
-    return landing.bronze_landed(target, only)
+    return landing.bronze_landed(target, run_id, only)

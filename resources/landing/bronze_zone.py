@@ -5,16 +5,18 @@ Extractors and staging keep their one way of working. An extraction writes the s
 the same `InFlight` calls (`write`, `parts`, `discard`, `drop`, `checkpoint`, `commit`); here they go to
 bronze parts, checkpoints and commits, and the entity's lock is a PostgreSQL advisory lock, so nothing of
 an extraction stays on the machine that ran it. Staging asks the same questions of its landed set
-(`staging/plan.py`); here they are answered from `bronze._commits`, and the parts it stages are exported,
-once each, to Parquet scratch files (typed back to their Arrow schema, with the lineage columns), so that
-everything after planning reads files as before. A committed part never changes, so its export is reused
-until the scratch is cleared; the bronze table is the copy that must survive, the export is scratch.
+(`staging/plan.py`); here they are answered from `bronze._commits`, and the parts a staging run reads are
+exported, once each, to Parquet scratch files of that run (typed back to their Arrow schema, with the
+lineage columns), so that everything after planning reads files as before. The next staging run of the
+table removes them, as it removes the other scratch of finished runs (`remove_staging_leftovers`): the
+bronze table is the copy that must survive, an export is scratch.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Mapping
+import shutil
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -53,9 +55,25 @@ class BronzeLandingZone(LandingZone):
             local = (entity_dir / INFLIGHT_DIR, entity_dir, self.landed_index(target.source, target.entity))
             yield BronzeInFlight(*local, layer, target)
 
-    def bronze_landed(self, target: BronzeTarget, only: Iterable[str] | None = None) -> BronzeLandedSet:
-        """The entity's committed parts as staging asks about them; `only`: those parts (a snapshot)."""
-        return BronzeLandedSet(self.layer(), target, self.spill_dir() / EXPORT_DIR / target.table, only)
+    def bronze_landed(
+        self, target: BronzeTarget, run_id: str, only: Iterable[str] | None = None
+    ) -> BronzeLandedSet:
+        """The entity's committed parts as staging asks about them, exported for the staging run `run_id`;
+        `only`: those parts (a snapshot)."""
+        return BronzeLandedSet(self.layer(), target, self._exports(target.table) / run_id, only)
+
+    def remove_staging_leftovers(self, table: str, in_progress: Callable[[str], bool]) -> list[Path]:
+        """Also the bronze exports of earlier staging runs of `table` that are over: each run exports what
+        it stages, so the scratch holds at most the parts of the runs in progress."""
+        removed = super().remove_staging_leftovers(table, in_progress)
+        for run_dir in sorted(self._exports(table).glob("*")):
+            if not in_progress(run_dir.name):
+                shutil.rmtree(run_dir, ignore_errors=True)
+                removed.append(run_dir)
+        return removed
+
+    def _exports(self, table: str) -> Path:
+        return self.spill_dir() / EXPORT_DIR / table
 
 
 def bronze_path(target: BronzeTarget, part: str) -> Path:
