@@ -1,7 +1,8 @@
 """The PostgreSQL bronze layer (seed 002) against a real server: a landing killed mid-insert (SIGKILL of the
 process that is inserting) keeps the old state and its retry lands once; staging reads the committed rows
 back with their original Arrow types; and the demo's database and REST sources run raw to staged through
-Dagster with `PLATFORM_LANDING=bronze`, no landed Parquet file on disk.
+Dagster with `PLATFORM_LANDING=bronze`, no landed Parquet file on disk; a REST extraction that failed on
+one machine resumes on another from the pages and checkpoint it left in bronze.
 
 Run as a script (`python test_bronze_landing.py URL ROOT`), this module is the process that is killed: it
 lands one part whole, then hangs inside the insert of a second one.
@@ -75,6 +76,16 @@ import dagster as dg  # noqa: E402
 import pytest  # noqa: E402
 from conftest import TEST_SCALE  # noqa: E402
 from fixtures.postgres_server import PostgresCluster, platform_pg_options  # noqa: E402
+from rest_test_server import PAGE_SIZE, ScriptedServer  # noqa: E402
+from test_raw_asset_sources import (  # noqa: E402
+    FAILING_PAGE,
+    INCREMENTAL,
+    RECORDS,
+    FailsOnceAtPage,
+    RawAsset,
+    page_of,
+    rest_entity,
+)
 
 from demo_shop import generate_demo_world  # noqa: E402
 from demo_shop.api_server import serve_products_api  # noqa: E402
@@ -284,3 +295,27 @@ def test_an_unreachable_bronze_layer_names_where_and_what_to_check_without_the_p
     message = str(raised.value)
     assert "s3cret-value" not in message
     assert "etl:***@127.0.0.1:1/warehouse" in message and "from ${BRONZE_TEST_PASSWORD}" in message
+
+
+def test_a_failed_rest_extraction_into_bronze_resumes_on_another_machine_after_its_last_landed_page(
+    postgres_server: PostgresCluster, postgres_database: str, tmp_path: Path
+) -> None:
+    """The pages landed before the failure and the checkpoint are in bronze: a machine that has none of the
+    failed attempt's disk resumes at the failed page, and every record is committed once."""
+    with ScriptedServer(FailsOnceAtPage(FAILING_PAGE)) as server, dg.instance_for_test() as instance:
+        item = rest_entity(server.base_url, incremental=INCREMENTAL)
+        machines = [
+            BronzeLandingZone(root=str(tmp_path / name), bronze_url=postgres_database) for name in ("a", "b")
+        ]
+        assert "400" in RawAsset(item, machines[0], instance).fail(batch_rows=PAGE_SIZE)
+        first_attempt = len(server.requests)
+        resumed = RawAsset(item, machines[1], instance).succeed(batch_rows=PAGE_SIZE)
+    assert [page_of(request) for request in server.requests[first_attempt:]] == [FAILING_PAGE, 4, 5]
+    assert resumed["dagster/row_count"] == len(RECORDS)
+    landed = _query(
+        postgres_server,
+        postgres_database,
+        "SELECT count(*), count(DISTINCT raw_id), (SELECT count(*) FROM bronze._checkpoints) "
+        "FROM bronze.shop_api__items",
+    )
+    assert landed == [(len(RECORDS), len(RECORDS), 0)]
