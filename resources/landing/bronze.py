@@ -167,14 +167,16 @@ class BronzeLayer:
         self.optional_env = tuple(optional_env)
 
     @contextlib.contextmanager
-    def transaction(self, target: BronzeTarget) -> Iterator[Any]:
-        """A cursor in one transaction that holds the entity's lock, with the bronze tables in place;
-        committed when the block ends, rolled back when it raises."""
+    def transaction(self, target: BronzeTarget, *, locked: bool = True) -> Iterator[Any]:
+        """A cursor in one transaction, with the bronze tables in place, that holds the entity's write lock
+        unless it only reads (`locked=False`: staging does not wait for a part being inserted); committed
+        when the block ends, rolled back when it raises."""
         connection = self._connect()
         try:
             with connection.cursor() as cursor:
-                lock = f"{SCHEMA}.{target.table}"
-                cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (lock,))
+                if locked:
+                    lock = f"{SCHEMA}.{target.table}"
+                    cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (lock,))
                 _create_tables(cursor, target.table)
                 yield cursor
             connection.commit()
@@ -286,7 +288,7 @@ class BronzeLayer:
 
     def committed(self, target: BronzeTarget) -> list[BronzePart]:
         """The committed parts of the entity, in commit order."""
-        with self.transaction(target) as cursor:
+        with self.transaction(target, locked=False) as cursor:
             return _parts(cursor, COMMITS_TABLE, target)
 
     def read(self, target: BronzeTarget, part: BronzePart, batch_rows: int) -> Iterator[pa.RecordBatch]:
