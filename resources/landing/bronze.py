@@ -322,6 +322,7 @@ class BronzeLayer:
                 **url.translate_connect_args(username="user", database="dbname"),
                 connect_timeout=10,
                 application_name="dataplatform-bronze",
+                **url.query,
             )
         except psycopg2.Error as error:
             secrets = [str(url.password)] if url.password else []
