@@ -20,7 +20,9 @@ reads (`DAGSTER_PG_HOST`, `DAGSTER_PG_PORT`, `DAGSTER_PG_USER`, `DAGSTER_PG_DB` 
 
 Python assets' values (the default `io_manager`) are Parquet files under `PLATFORM_STAGING_URI` (a
 directory or `gs://bucket/prefix`; default `<data dir>/staging`). Landing stays on local disk under
-`PLATFORM_DATA_DIR` (default `./.platform_data`) in every environment.
+`PLATFORM_DATA_DIR` (default `./.platform_data`) in every environment; with `postgres`,
+`PLATFORM_LANDING=bronze` lands database and REST sources in the warehouse database's bronze layer instead
+(`resources/landing/bronze.py`; `files`, the default, lands them as Parquet files).
 `PLATFORM_EXECUTOR` says where a run's steps execute: `local` (default) on the machine that runs the run, or
 `celery`: on Celery workers on any number of machines, through the Redis broker `PLATFORM_CELERY_BROKER`
 (`resources/celery_execution.py`; `PLATFORM_CELERY_VISIBILITY_TIMEOUT`: seconds before a lost worker's step
@@ -53,6 +55,7 @@ from resources.celery_execution import (
     broker_problem,
     celery_executor_config,
 )
+from resources.landing.bronze_zone import BronzeLandingZone
 from resources.landing.parquet_io_manager import ParquetIOManager
 from resources.landing.zone import LandingZone
 from resources.warehouses.base import Warehouse
@@ -65,6 +68,8 @@ ENV_VAR = "PLATFORM_ENV"
 DATA_DIR_VAR = "PLATFORM_DATA_DIR"
 DELIVERY_POLL_VAR = "PLATFORM_DELIVERY_POLL_SECONDS"
 CATALOG_DIR_VAR = "PLATFORM_CATALOG_DIR"
+LANDING_VAR = "PLATFORM_LANDING"
+LANDING_CHOICES = ("files", "bronze")
 DEFAULT_DELIVERY_POLL_SECONDS = 60
 DEFAULT_DATA_DIR = ".platform_data"
 ENV_FILE = ".env"
@@ -124,6 +129,8 @@ class PlatformSettings:
     state_database: str | None = None
     """SQLAlchemy URL of the instance's PostgreSQL database (its password a `${DAGSTER_PG_PASSWORD}`
     reference) when `DAGSTER_PG_HOST` is set; None: the platform's state is kept in files."""
+    bronze_landing: bool = False
+    """`PLATFORM_LANDING=bronze`: database and REST sources land in the PostgreSQL bronze layer."""
     executor: PlatformExecutor = PlatformExecutor.LOCAL
     celery_visibility_timeout_s: int = DEFAULT_VISIBILITY_TIMEOUT_S
     """With `executor` celery: seconds before Redis hands a lost worker's step to another worker."""
@@ -157,6 +164,7 @@ class PlatformSettings:
             delivery_poll_seconds=_poll_seconds(env.get(DELIVERY_POLL_VAR)),
             catalog_dir=_catalog_dir(env.get(CATALOG_DIR_VAR)),
             state_database=_instance_database(env),
+            bronze_landing=_bronze_landing(environment, env.get(LANDING_VAR)),
             executor=executor,
             celery_visibility_timeout_s=_visibility_timeout(env.get(VISIBILITY_TIMEOUT_VAR)),
         )
@@ -272,7 +280,11 @@ def build_resources(settings: PlatformSettings, dbt_project_dir: Path) -> dict[s
     warehouse = build_warehouse(settings)
     return {
         "io_manager": ParquetIOManager(base_path=settings.staging_uri),
-        "landing": LandingZone(root=str(settings.landing_dir)),
+        "landing": BronzeLandingZone(
+            root=str(settings.landing_dir), bronze_url=settings.postgres_url(), optional_env=[PG_PASSWORD_VAR]
+        )
+        if settings.bronze_landing
+        else LandingZone(root=str(settings.landing_dir)),
         "warehouse": warehouse,
         "warehouse_io_manager": WarehouseIOManager(warehouse=warehouse),
         "dbt": DbtWarehouse(
@@ -413,6 +425,23 @@ def _instance_database(env: Mapping[str, str]) -> str | None:
     database = (env.get("DAGSTER_PG_DB") or "dagster").strip()
     credentials = f"{user}:${{DAGSTER_PG_PASSWORD}}" if env.get("DAGSTER_PG_PASSWORD") else user
     return f"postgresql+psycopg2://{credentials}@{host}:{port}/{database}"
+
+
+def _bronze_landing(environment: PlatformEnvironment, raw: str | None) -> bool:
+    """Whether `PLATFORM_LANDING` asks for the bronze layer, which lives in the PostgreSQL warehouse."""
+    choice = (raw or "files").strip().lower() or "files"
+    if choice not in LANDING_CHOICES:
+        raise PlatformConfigError(
+            f"{LANDING_VAR}={raw!r} is not a landing; choose {' or '.join(LANDING_CHOICES)} (files: Parquet "
+            f"files under the data directory; bronze: the PostgreSQL bronze layer), or unset it for files."
+        )
+    if choice == "bronze" and environment is not PlatformEnvironment.POSTGRES:
+        raise PlatformConfigError(
+            f"{LANDING_VAR}=bronze lands in the PostgreSQL warehouse's bronze schema, but "
+            f"{ENV_VAR}={environment.value}; set {ENV_VAR}=postgres (with the PLATFORM_PG_* variables), or "
+            f"unset {LANDING_VAR} to land as files."
+        )
+    return choice == "bronze"
 
 
 def _is_gcs_uri(uri: str) -> bool:

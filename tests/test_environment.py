@@ -199,6 +199,18 @@ def test_empty_warehouse_variables_count_as_unset() -> None:
     )
 
 
+def test_bronze_landing_is_chosen_for_postgres_only_and_a_bad_choice_names_the_fix(tmp_path: Path) -> None:
+    postgres = {"PLATFORM_ENV": "postgres", "PLATFORM_DATA_DIR": str(tmp_path)}
+    assert not PlatformSettings.from_env(postgres).bronze_landing, "files unless asked"
+    settings = PlatformSettings.from_env({**postgres, "PLATFORM_LANDING": "Bronze"})
+    landing = build_resources(settings, DBT_PROJECT_DIR)["landing"]
+    assert landing.bronze_url == settings.postgres_url() and landing.root == str(tmp_path / "landing")
+    with pytest.raises(PlatformConfigError, match=r"PLATFORM_LANDING=bronze .* PLATFORM_ENV=local; set"):
+        PlatformSettings.from_env({"PLATFORM_LANDING": "bronze"})
+    with pytest.raises(PlatformConfigError, match=r"PLATFORM_LANDING='s3' is not a landing; choose files or"):
+        PlatformSettings.from_env({**postgres, "PLATFORM_LANDING": "s3"})
+
+
 BAD_EXECUTOR_SETTINGS = {
     "unknown executor": (
         {"PLATFORM_EXECUTOR": "dask"},

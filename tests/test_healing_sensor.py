@@ -46,8 +46,11 @@ class SensorWorld:
     def definitions(self) -> dg.Definitions:
         fault = self.fault
 
-        @dg.asset(key=RAW)
-        def raw() -> None:
+        asked = self.root / "asked_since"
+
+        @dg.asset(key=RAW, config_schema={"backfill_since": dg.Field(str, is_required=False)})
+        def raw(context) -> None:  # unannotated: Dagster cannot resolve a postponed annotation here
+            asked.write_text(str(context.op_execution_context.op_config.get("backfill_since")))
             if fault.exists():
                 requests.get(
                     f"http://127.0.0.1:{unused_port()}/", timeout=2
@@ -67,11 +70,18 @@ class SensorWorld:
         )
 
     def materialize(
-        self, selection: list[dg.AssetKey] | None = None, tags: dict[str, str] | None = None
+        self,
+        selection: list[dg.AssetKey] | None = None,
+        tags: dict[str, str] | None = None,
+        run_config: dict | None = None,
     ) -> bool:
         job = self.definitions().resolve_implicit_global_asset_job_def()
         result = job.execute_in_process(
-            instance=self.instance, asset_selection=selection, tags=tags or {}, raise_on_error=False
+            run_config=run_config,
+            instance=self.instance,
+            asset_selection=selection,
+            tags=tags or {},
+            raise_on_error=False,
         )
         return result.success
 
@@ -85,7 +95,8 @@ class SensorWorld:
         return list(result.run_requests or [])
 
     def run(self, request: dg.RunRequest) -> bool:
-        return self.materialize(list(request.asset_selection or ()), dict(request.tags))
+        run_config = request.run_config if isinstance(request.run_config, dict) else None
+        return self.materialize(list(request.asset_selection or ()), dict(request.tags), run_config)
 
 
 @pytest.fixture
@@ -129,6 +140,23 @@ def test_a_failed_run_is_retried_after_backoff_resolved_and_alerted(
     kinds = [alert["alerts"][0]["kind"] if "alerts" in alert else alert.get("kind") for alert in webhook]
     assert "resolution" in json.dumps(webhook) and kinds, "the incident and its resolution were alerted"
     assert "secret-token-123" not in json.dumps(webhook)
+
+
+def test_a_retry_asks_again_for_what_the_failed_run_was_asked_to_read(world: SensorWorld) -> None:
+    """A failed backfill is retried as the same backfill, not as a regular run (which would read from the
+    watermark on, not the range)."""
+    backfill = {"ops": {"raw__src__thing": {"config": {"backfill_since": "2026-01-03"}}}}
+    world.fault.touch()
+    assert not world.materialize(run_config=backfill)
+    world.fault.unlink()
+    (world.root / "asked_since").unlink()
+
+    (request,) = world.tick() or world.tick()
+    assert request.run_config == backfill
+    assert world.run(request)
+    assert (world.root / "asked_since").read_text() == "2026-01-03"
+    assert world.tick() == []
+    assert [incident.status for incident in world.store.incidents()] == ["resolved"]
 
 
 def test_time_to_recover_counts_from_the_failure_even_when_the_sensor_reads_it_with_its_repair(

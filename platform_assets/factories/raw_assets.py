@@ -22,6 +22,7 @@ from platform_assets.ingestion.backfill import (
     starting_state,
     state_after,
 )
+from platform_assets.ingestion.bronze_route import open_extraction
 from platform_assets.ingestion.extraction import Extraction, ExtractionContext
 from platform_assets.ingestion.registry import EXTRACTORS
 from platform_assets.keys import RAW_LAYER, layer_group, raw_key
@@ -99,7 +100,7 @@ def build_raw_asset(item: CatalogEntity) -> dg.AssetsDefinition:
             run_id=context.run.run_id,
         )
         try:
-            with landing.extraction(item.source_name, item.name) as inflight:
+            with open_extraction(landing, item) as inflight:
                 extraction = extractor.extract(
                     ExtractionContext(
                         item=item,

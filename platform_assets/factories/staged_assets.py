@@ -34,6 +34,7 @@ from platform_assets.factories.raw_assets import (
     LOAD_KIND_METADATA,
     scaled_batch_rows,
 )
+from platform_assets.ingestion.bronze_route import bronze_landed
 from platform_assets.ingestion.files import (
     EMPTY_ENTRY,
     LEDGER_STATE,
@@ -579,7 +580,7 @@ def _remove_killed_runs_scratch(context: dg.AssetExecutionContext, landing: Land
         return run is not None and not run.is_finished
 
     for path in landing.remove_staging_leftovers(table, in_progress):
-        context.log.info(f"Removed {path.name}, the staging scratch file a killed run left")
+        context.log.info(f"Removed {path.name}, staging scratch a killed (or finished) run left")
 
 
 def _landed_files(
@@ -594,7 +595,13 @@ def _landed_files(
             f"{upstream.to_user_string()} has never been materialized; materialize it first "
             f"(or select it together with this asset)."
         )
-    if materialization.metadata[LOAD_KIND_METADATA].value == "append":
+    appends = materialization.metadata[LOAD_KIND_METADATA].value == "append"
+    latest = [Path(p) for p in materialization.metadata[LANDED_FILES_METADATA].value]
+    snapshot = None if appends else [path.name for path in latest]
+    in_bronze = bronze_landed(landing, item, context.run.run_id, snapshot)
+    if in_bronze is not None:
+        return in_bronze, appends
+    if appends:
         index = landing.landed_index(item.source_name, item.name)
         count, _, _ = index.summary()
         state = materialization.metadata.get(EXTRACTION_STATE_METADATA)
@@ -610,14 +617,13 @@ def _landed_files(
                 f"landed copy is gone."
             )
         return index, True
-    paths = [Path(p) for p in materialization.metadata[LANDED_FILES_METADATA].value]
-    gone = [p for p in paths if not p.exists()]
+    gone = [p for p in latest if not p.exists()]
     if gone:
         raise UpstreamMissingError(
             f"Files landed by the latest {upstream.to_user_string()} run are gone: {gone[:3]}. "
             f"Re-materialize {upstream.to_user_string()}."
         )
-    return LandedList(paths), False
+    return LandedList(latest), False
 
 
 def _no_rows_message(item: CatalogEntity, plan: StagingPlan, table: str) -> str:

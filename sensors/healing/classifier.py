@@ -83,6 +83,9 @@ class Evidence:
     occurred_at: float | None = None
     """When the failure happened (Unix seconds: the failure event's own timestamp), so that an incident's
     time to recover counts from the failure, not from when the sensor got round to reading it."""
+    op_config: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+    """The failed run's own op config by step (minus the healing parameters), which a retry repeats: what
+    the run was asked to do (a backfill's range) is part of the run, not of the failure."""
 
     def as_dict(self) -> dict[str, Any]:
         """A `json.dumps`-able form for the ledger and alerts; values JSON cannot hold become text."""
@@ -97,6 +100,7 @@ class Evidence:
             "check_name": self.check_name,
             "check_metadata": {str(k): _jsonable(v) for k, v in self.check_metadata.items()},
             "occurred_at": self.occurred_at,
+            "op_config": {step: dict(config) for step, config in self.op_config.items()},
         }
 
 

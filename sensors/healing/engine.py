@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -50,6 +50,7 @@ which healing may not import): `dagster.yaml` admits one run per value, so a hea
 waits for the source's scheduled run instead of extracting beside it."""
 BATCH_SCALE = "batch_scale"
 RATE_SCALE = "rate_scale"
+ON_DRIFT = "on_drift"
 """Parameter overrides, as factors of the asset's configured value: `batch_scale` of `batch_rows` (per
 asset), `rate_scale` of the source's requests per second (per source)."""
 MIN_SCALE = 1 / 64
@@ -143,7 +144,8 @@ class Healer:
                 self._resolve(attempt_of, now, finished_at, f"healed by run {run.run_id}", learn=True)
             self._healthy(instance, run, now, finished_at)
             return
-        evidence = list(_run_evidence(instance, run, self.graph))
+        repeated = _repeated_op_config(run)
+        evidence = [replace(item, op_config=repeated) for item in _run_evidence(instance, run, self.graph)]
         for source in {self.graph.source_of(e.asset_key) for e in evidence} - {None}:
             self._breaker_failure(str(source), now)
         if attempt_of is not None:
@@ -355,7 +357,7 @@ class Healer:
         return dg.RunRequest(
             run_key=f"healing:{incident.incident_id}:{attempt}",
             asset_selection=sorted(targets, key=lambda k: k.to_user_string()),
-            run_config=self._run_config(targets, incident.action),
+            run_config=self._run_config(targets, incident.action, incident.evidence.get("op_config") or {}),
             tags=tags,
         )
 
@@ -372,13 +374,16 @@ class Healer:
     def _failed_step(incident: Incident) -> str | None:
         return incident.evidence.get("step_key")
 
-    def _run_config(self, targets: Iterable[dg.AssetKey], action: str | None) -> dict[str, Any]:
+    def _run_config(
+        self, targets: Iterable[dg.AssetKey], action: str | None, repeated: Mapping[str, Mapping[str, Any]]
+    ) -> dict[str, Any]:
+        """The failed run's own op config (`repeated`), with the healing parameters of now on top."""
         ops: dict[str, Any] = {}
         for key in targets:
             layer = key.path[0]
             if layer not in ("raw", "staged"):
                 continue
-            config: dict[str, Any] = {}
+            config: dict[str, Any] = dict(repeated.get(self.graph.asset_step[key], {}))
             batch = self.store.overrides(key.to_user_string()).get(BATCH_SCALE)
             if batch is not None:
                 config[BATCH_SCALE] = batch
@@ -386,7 +391,7 @@ class Healer:
             if layer == "raw" and rate is not None:
                 config[RATE_SCALE] = rate
             if layer == "staged" and action in ("evolve_schema", "quarantine_drift"):
-                config["on_drift"] = "evolve" if action == "evolve_schema" else "quarantine"
+                config[ON_DRIFT] = "evolve" if action == "evolve_schema" else "quarantine"
             if config:
                 ops[self.graph.asset_step[key]] = {"config": config}
         return {"ops": ops} if ops else {}
@@ -450,6 +455,25 @@ def open_breaker_skip(store_path: StateLocation, source: str, meanwhile: str) ->
     if HealingStore(store_path).breaker(source).state != "open":
         return None
     return dg.SkipReason(f"Circuit breaker of source {source} is open (repeated failures): {meanwhile}")
+
+
+HEALING_PARAMETERS = (BATCH_SCALE, RATE_SCALE, ON_DRIFT)
+"""Op config the engine sets afresh for each attempt, never copied from the failed run."""
+
+
+def _repeated_op_config(run: dg.DagsterRun) -> dict[str, dict[str, Any]]:
+    """The run's op config minus the healing parameters: what its retries must ask for again."""
+    ops = (run.run_config or {}).get("ops") or {}
+    repeated = {
+        step: {
+            name: value
+            for name, value in (entry.get("config") or {}).items()
+            if name not in HEALING_PARAMETERS
+        }
+        for step, entry in ops.items()
+        if isinstance(entry, Mapping)
+    }
+    return {step: config for step, config in repeated.items() if config}
 
 
 def _finished_runs(instance: dg.DagsterInstance, after: float) -> Sequence[Any]:
