@@ -3,8 +3,9 @@
 dagster-celery's own `dagster_celery.app` reads its settings from a generated `dagster_celery_config` module
 (`dagster-celery worker start -y <yaml>` writes one into `$DAGSTER_HOME`); this app is built instead from
 the same environment variables as the executor the runs use (`resources/celery_execution.py`), so a worker
-and the runs it serves cannot disagree on the broker or on acknowledging late. The code location is loaded
-when the worker starts, before Celery forks its pool, so a step does not pay the import (seconds).
+and the runs it serves cannot disagree on the broker or on acknowledging late. The code location's module is
+imported when the worker starts, before Celery forks its pool, so no step pays the imports (seconds); each
+pool process builds the definitions once, at its first step.
 """
 
 from __future__ import annotations
