@@ -2,6 +2,8 @@
 # Installs (or upgrades) the data platform on a Debian 12 / Ubuntu 24.04 VM, as root, from this checkout:
 #   sudo deploy/install.sh                          # install or upgrade
 #   sudo WITH_LOCAL_POSTGRES=1 deploy/install.sh    # also install PostgreSQL here with the dagster role/db
+#   sudo INSTALL_ROLE=worker deploy/install.sh      # a Celery worker machine (PLATFORM_EXECUTOR=celery): the
+#                                                   # same code and environment file, only the worker unit
 # Idempotent: every step checks before it changes anything, so re-running it is an upgrade (new code,
 # same state). It never overwrites /etc/dataplatform/platform.env and never touches the data directory or
 # the Dagster database beyond Dagster's own migrations.
@@ -37,7 +39,12 @@ DATA_DIR="$STATE/data"
 CONF_DIR="$ROOT/etc/dataplatform"
 ENV_FILE="$CONF_DIR/platform.env"
 UNIT_DIR="$ROOT/etc/systemd/system"
-UNITS=(dataplatform-code-server.service dataplatform-webserver.service dataplatform-daemon.service dataplatform-metrics.service)
+ROLE="${INSTALL_ROLE:-orchestrator}"
+case "$ROLE" in
+    orchestrator) UNITS=(dataplatform-code-server.service dataplatform-webserver.service dataplatform-daemon.service dataplatform-metrics.service) ;;
+    worker) UNITS=(dataplatform-celery-worker.service) ;;
+    *) echo "install.sh: INSTALL_ROLE=$ROLE is neither orchestrator (the default) nor worker" >&2; exit 1 ;;
+esac
 SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 log() { printf '==> %s\n' "$*"; }
@@ -170,4 +177,8 @@ fi
 log "(re)start"
 systemctl restart "${UNITS[@]}"
 systemctl --no-pager --lines=0 status "${UNITS[@]}" || true
-log "done: UI on http://127.0.0.1:3000 (put deploy/nginx/dagster.conf in front), metrics on 127.0.0.1:9464"
+if [[ "$ROLE" == worker ]]; then
+    log "done: Celery worker started (journalctl -u dataplatform-celery-worker -f)"
+else
+    log "done: UI on http://127.0.0.1:3000 (put deploy/nginx/dagster.conf in front), metrics on 127.0.0.1:9464"
+fi

@@ -23,6 +23,10 @@ directory or `gs://bucket/prefix`; default `<data dir>/staging`). Landing stays 
 `PLATFORM_DATA_DIR` (default `./.platform_data`) in every environment; with `postgres`,
 `PLATFORM_LANDING=bronze` lands database and REST sources in the warehouse database's bronze layer instead
 (`resources/landing/bronze.py`; `files`, the default, lands them as Parquet files).
+`PLATFORM_EXECUTOR` says where a run's steps execute: `local` (default) on the machine that runs the run, or
+`celery`: on Celery workers on any number of machines, through the Redis broker `PLATFORM_CELERY_BROKER`
+(`resources/celery_execution.py`; `PLATFORM_CELERY_VISIBILITY_TIMEOUT`: seconds before a lost worker's step
+is handed to another).
 Every setting of the chosen warehouse is validated by `PlatformSettings.from_env()`, when the code location
 loads: a port that is not a number or a staging URI that is not `gs://bucket` fails there, naming the
 variable, not in the first run after its raw step has landed. A variable an empty value is set to counts as
@@ -44,6 +48,13 @@ from typing import Any
 import dagster as dg
 from dotenv import find_dotenv, load_dotenv
 
+from resources.celery_execution import (
+    BROKER_VAR,
+    DEFAULT_VISIBILITY_TIMEOUT_S,
+    VISIBILITY_TIMEOUT_VAR,
+    broker_problem,
+    celery_executor_config,
+)
 from resources.landing.bronze_zone import BronzeLandingZone
 from resources.landing.parquet_io_manager import ParquetIOManager
 from resources.landing.zone import LandingZone
@@ -73,6 +84,15 @@ class PlatformEnvironment(StrEnum):
     BIGQUERY = "bigquery"
 
 
+class PlatformExecutor(StrEnum):
+    """Where a run's steps execute: on the run's own machine, or on Celery workers (any machine)."""
+
+    LOCAL = "local"
+    CELERY = "celery"
+
+
+EXECUTOR_VAR = "PLATFORM_EXECUTOR"
+CELERY_OPTIONS = (BROKER_VAR, VISIBILITY_TIMEOUT_VAR)
 PG_PASSWORD_VAR = "PLATFORM_PG_PASSWORD"
 STAGING_URI_VAR = "PLATFORM_STAGING_URI"
 BQ_REQUIRED = ("PLATFORM_BQ_PROJECT", "PLATFORM_BQ_STAGING_URI")
@@ -111,6 +131,9 @@ class PlatformSettings:
     reference) when `DAGSTER_PG_HOST` is set; None: the platform's state is kept in files."""
     bronze_landing: bool = False
     """`PLATFORM_LANDING=bronze`: database and REST sources land in the PostgreSQL bronze layer."""
+    executor: PlatformExecutor = PlatformExecutor.LOCAL
+    celery_visibility_timeout_s: int = DEFAULT_VISIBILITY_TIMEOUT_S
+    """With `executor` celery: seconds before Redis hands a lost worker's step to another worker."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> PlatformSettings:
@@ -133,6 +156,7 @@ class PlatformSettings:
             and value.strip()
         }
         _validate_warehouse_options(environment, options, env)
+        executor = _executor(env, environment)
         return cls(
             environment=environment,
             data_dir=data_dir.expanduser().resolve(),
@@ -141,6 +165,8 @@ class PlatformSettings:
             catalog_dir=_catalog_dir(env.get(CATALOG_DIR_VAR)),
             state_database=_instance_database(env),
             bronze_landing=_bronze_landing(environment, env.get(LANDING_VAR)),
+            executor=executor,
+            celery_visibility_timeout_s=_visibility_timeout(env.get(VISIBILITY_TIMEOUT_VAR)),
         )
 
     @classmethod
@@ -233,7 +259,13 @@ def build_executor(settings: PlatformSettings) -> dg.ExecutorDefinition:
     """How a run's steps execute. Locally, in the run's own process: DuckDB admits one writer anyway, and a
     subprocess per step would re-import the code location (5-20 s each, minutes for the whole graph). In
     production, one process per step started from a forkserver that has the code location preloaded, so
-    steps run in parallel without paying the imports again."""
+    steps run in parallel without paying the imports again. With `PLATFORM_EXECUTOR=celery`, each step is a
+    task on the Redis broker that any Celery worker may run (`resources/celery_execution.py`)."""
+    if settings.executor is PlatformExecutor.CELERY:
+        # Imported here: only this executor needs Celery, and every other process would pay its import.
+        from dagster_celery import celery_executor
+
+        return celery_executor.configured(celery_executor_config(settings.celery_visibility_timeout_s))
     if settings.environment is PlatformEnvironment.LOCAL:
         return dg.in_process_executor
     return dg.multiprocess_executor.configured(
@@ -322,6 +354,61 @@ def _validate_warehouse_options(
             raise PlatformConfigError(
                 f"PLATFORM_BQ_API_ENDPOINT={endpoint!r} is not an http(s):// URL; unset it to use Google's."
             )
+
+
+def _executor(env: Mapping[str, str], environment: PlatformEnvironment) -> PlatformExecutor:
+    """`PLATFORM_EXECUTOR`, refused with the fix when Celery workers could not run the steps: an unknown
+    name, a missing or malformed broker, a broker setting without the Celery executor (a forgotten switch),
+    or the embedded DuckDB warehouse (a file on one machine's disk that workers elsewhere cannot open)."""
+    raw = (env.get(EXECUTOR_VAR) or PlatformExecutor.LOCAL.value).strip().lower()
+    try:
+        executor = PlatformExecutor(raw)
+    except ValueError:
+        supported = ", ".join(e.value for e in PlatformExecutor)
+        raise PlatformConfigError(
+            f"{EXECUTOR_VAR}={raw!r} is not a known executor; supported: {supported}. Unset it to run a "
+            f"run's steps on the machine that runs the run."
+        ) from None
+    celery_names = (name for name in env if name.startswith("PLATFORM_CELERY_"))
+    unknown = sorted(name for name in celery_names if name not in CELERY_OPTIONS)
+    if unknown:
+        raise PlatformConfigError(
+            f"{', '.join(unknown)}: not a setting of the platform; the Celery ones are "
+            f"{', '.join(CELERY_OPTIONS)}. Fix the name or unset it."
+        )
+    broker = (env.get(BROKER_VAR) or "").strip()
+    if executor is PlatformExecutor.LOCAL:
+        if broker:
+            raise PlatformConfigError(
+                f"{BROKER_VAR} is set but {EXECUTOR_VAR} is not celery: set {EXECUTOR_VAR}=celery to run "
+                f"steps on the Celery workers, or unset {BROKER_VAR}."
+            )
+        return executor
+    if not broker:
+        raise PlatformConfigError(
+            f"{EXECUTOR_VAR}=celery needs {BROKER_VAR}, the Redis broker the workers listen on "
+            f"(redis://[:password@]host:6379/0)."
+        )
+    problem = broker_problem(broker)
+    if problem is not None:
+        raise PlatformConfigError(f"{BROKER_VAR}: {problem}.")
+    if environment is PlatformEnvironment.LOCAL:
+        raise PlatformConfigError(
+            f"{EXECUTOR_VAR}=celery needs a warehouse every worker reaches: set {ENV_VAR}=postgres or "
+            f"bigquery (the local DuckDB file lives on one machine's disk)."
+        )
+    return executor
+
+
+def _visibility_timeout(raw: str | None) -> int:
+    if raw is None or not raw.strip():
+        return DEFAULT_VISIBILITY_TIMEOUT_S
+    if not raw.strip().isdigit() or int(raw) < 1:
+        raise PlatformConfigError(
+            f"{VISIBILITY_TIMEOUT_VAR}={raw!r} is not a whole number of seconds of at least 1; set it above "
+            f"the longest step, or unset it for {DEFAULT_VISIBILITY_TIMEOUT_S}."
+        )
+    return int(raw)
 
 
 def _instance_database(env: Mapping[str, str]) -> str | None:

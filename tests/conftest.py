@@ -26,8 +26,9 @@ pytest_plugins = [
     "fixtures.gcs_emulator",
     "fixtures.bigquery_emulator",
     "fixtures.exports_platform",
+    "fixtures.redis_server",
 ]
-"""Session-wide real servers (one PostgreSQL cluster, one GCS emulator), started on first use."""
+"""Session-wide real servers (one PostgreSQL cluster, one GCS emulator, one Redis), started on first use."""
 
 TEST_SCALE = 0.2
 """2,000 orders: enough for several days of revenue, small enough for a fast dbt run."""

@@ -25,13 +25,18 @@ from pathlib import Path
 from typing import ClassVar
 
 import dagster as dg
-import pandas as pd
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 import pytest
 from conftest import LocalPlatform, demo_platform
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from demo_expectations import (
+    DATABASE_TABLES,
+    MART_KEYS,
+    STAGED_KEYS,
+    expected_marts,
+    expected_staged,
+    key_counts,
+)
 from fixtures.bigquery_emulator import BigQueryEmulator
 from google.cloud import storage
 
@@ -39,32 +44,12 @@ from platform_assets.keys import STAGED_SCHEMA
 from platform_assets.run_summary import format_summary
 from resources.databases.config import DEFAULT_LOOKBACK_SECONDS
 from resources.environment import PlatformSettings, build_warehouse
-from resources.warehouses.base import Warehouse
 
 pytestmark = pytest.mark.slow  # two whole-graph runs with dbt-bigquery on an emulator
 
 KEY_VAR = "PLATFORM_TEST_BQ_KEY"
 DBT_SCHEMA = "analytics"
 """Where dbt builds the models (dbt_project/profiles.yml: the `bigquery` output's dataset)."""
-STAGED_KEYS = {
-    "shop__orders": ("order_id",),
-    "shop__order_items": ("order_id", "line_no"),
-    "shop__web_events": ("event_id",),
-    "shop_db__customers": ("customer_id",),
-    "shop_db__payments": ("payment_id",),
-    "shop_api__products": ("product_id",),
-}
-"""Each staged table's primary key (the catalog's), written out: a key repeated is a duplicated row."""
-MART_KEYS = {
-    "fct_orders": ("order_id",),
-    "dim_customers": ("customer_id",),
-    "fct_customer_lifetime_value": ("customer_id",),
-    "fct_daily_revenue": ("order_date",),
-    "fct_web_funnel": ("session_date",),
-}
-DATABASE_TABLES = ("customers", "payments")
-"""The shop_db tables: an incremental run reads again the rows in the lookback window before the
-watermark (and upserts them); files and the API land nothing new."""
 
 
 class _TokenHandler(BaseHTTPRequestHandler):
@@ -147,51 +132,6 @@ def bigquery_platform(
         yield platform
 
 
-def _source_orders(sources: Path) -> pd.DataFrame:
-    """Every order delivered, its latest version only (a later file may repeat an order, changed)."""
-    files = sorted((sources / "files" / "shop" / "orders").glob("*.csv"))
-    orders = pd.concat([pacsv.read_csv(path).to_pandas() for path in files], ignore_index=True)
-    return orders.drop_duplicates("order_id", keep="last")
-
-
-def _source_web_events(sources: Path) -> pd.DataFrame:
-    files = sorted((sources / "files" / "shop" / "web_events").glob("*.jsonl.gz"))
-    return pd.concat(
-        [pd.read_json(path, lines=True, compression="gzip") for path in files], ignore_index=True
-    )
-
-
-def _expected_staged(sources: Path) -> dict[str, int]:
-    """Rows of each staged table, straight from the demo's source files, database and API data."""
-    items = (sources / "files" / "shop" / "order_items").glob("*.parquet")
-    with sqlite3.connect(sources / "shop.sqlite") as db:
-        rows = {table: db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in DATABASE_TABLES}
-    return {
-        "shop__orders": len(_source_orders(sources)),
-        "shop__order_items": sum(pq.read_metadata(path).num_rows for path in items),
-        "shop__web_events": _source_web_events(sources)["event_id"].nunique(),
-        "shop_db__customers": rows["customers"],
-        "shop_db__payments": rows["payments"],
-        "shop_api__products": len(json.loads((sources / "api" / "products.json").read_text())),
-    }
-
-
-def _expected_marts(sources: Path) -> dict[str, int]:
-    """Rows of each mart by what it is a row of: an order, a customer, a day with orders, a day on which
-    sessions started."""
-    orders = _source_orders(sources)
-    events = _source_web_events(sources)
-    with sqlite3.connect(sources / "shop.sqlite") as db:
-        ((customers,),) = db.execute("SELECT count(*) FROM customers").fetchall()
-    return {
-        "fct_orders": len(orders),
-        "dim_customers": customers,
-        "fct_customer_lifetime_value": customers,
-        "fct_daily_revenue": pd.to_datetime(orders["order_ts"]).dt.date.nunique(),
-        "fct_web_funnel": pd.to_datetime(events.groupby("session_id")["event_ts"].min()).dt.date.nunique(),
-    }
-
-
 def _in_lookback_window(sources: Path) -> dict[str, int]:
     """Rows of each shop_db table stamped within the default lookback before its watermark."""
     with sqlite3.connect(sources / "shop.sqlite") as db:
@@ -202,21 +142,6 @@ def _in_lookback_window(sources: Path) -> dict[str, int]:
             ).fetchone()[0]
             for table in DATABASE_TABLES
         }
-
-
-def _counts(warehouse: Warehouse, schema: str, keys: dict[str, tuple[str, ...]]) -> dict[str, int]:
-    """Rows of each table, after asserting that none repeats its key."""
-    counts = {}
-    for table, key in keys.items():
-        columns = ", ".join(warehouse.quote(column) for column in key)
-        ref = warehouse.table_ref(schema, table)
-        ((rows, distinct),) = warehouse.query(
-            f"SELECT (SELECT count(*) FROM {ref}), "
-            f"(SELECT count(*) FROM (SELECT {columns} FROM {ref} GROUP BY {columns}))"
-        )
-        assert rows == distinct, f"{ref}: {rows - distinct} row(s) repeat the key {key}"
-        counts[table] = rows
-    return counts
 
 
 def _raw_rows(result: dg.ExecuteInProcessResult) -> dict[str, int]:
@@ -250,10 +175,10 @@ def test_the_whole_demo_graph_runs_on_bigquery_and_a_second_run_adds_nothing(
     assert warehouse.kind == "bigquery"
     first = bigquery_platform.materialize_all()
     _assert_green(first)
-    staged = _counts(warehouse, STAGED_SCHEMA, STAGED_KEYS)
-    assert staged == _expected_staged(sources)
-    marts = _counts(warehouse, DBT_SCHEMA, MART_KEYS)
-    assert marts == _expected_marts(sources)
+    staged = key_counts(warehouse, STAGED_SCHEMA, STAGED_KEYS)
+    assert staged == expected_staged(sources)
+    marts = key_counts(warehouse, DBT_SCHEMA, MART_KEYS)
+    assert marts == expected_marts(sources)
 
     # A marker on the oldest order, far outside fct_orders' lookback window: dbt-bigquery's incremental
     # MERGE leaves it alone, a full rebuild would restore the status.
@@ -270,8 +195,8 @@ def test_the_whole_demo_graph_runs_on_bigquery_and_a_second_run_adds_nothing(
     landed = _raw_rows(second)
     assert landed == {**dict.fromkeys(landed, 0), **_in_lookback_window(sources)}
     assert len(landed) == len(STAGED_KEYS)
-    assert _counts(warehouse, STAGED_SCHEMA, STAGED_KEYS) == staged
-    assert _counts(warehouse, DBT_SCHEMA, MART_KEYS) == marts
+    assert key_counts(warehouse, STAGED_SCHEMA, STAGED_KEYS) == staged
+    assert key_counts(warehouse, DBT_SCHEMA, MART_KEYS) == marts
     summary = format_summary(second, warehouse)  # what `dataplatform run` prints, read from BigQuery
     for schema, counts in ((STAGED_SCHEMA, staged), (DBT_SCHEMA, marts)):
         for table, rows in counts.items():

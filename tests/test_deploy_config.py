@@ -121,7 +121,7 @@ def _readme_limits() -> dict[str, int]:
 def test_units_start_existing_commands_and_bind_the_ui_to_loopback() -> None:
     assert {unit.name for unit in UNITS} == {
         "dataplatform-code-server.service", "dataplatform-webserver.service", "dataplatform-daemon.service",
-        "dataplatform-metrics.service",
+        "dataplatform-metrics.service", "dataplatform-celery-worker.service",
     }  # fmt: skip
     install = (DEPLOY / "install.sh").read_text()
     for unit in UNITS:

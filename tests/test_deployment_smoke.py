@@ -36,7 +36,6 @@ options are left to the VM.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import pwd
@@ -59,6 +58,7 @@ import psycopg2
 import pytest
 import requests
 from dagster_processes import REPO_ROOT, DagsterServer, free_port, stop_group, stop_groups
+from demo_expectations import deliver_orders
 from fixtures.postgres_server import PostgresCluster
 from systemd_units import service_entries
 from urllib3.exceptions import InsecureRequestWarning
@@ -433,23 +433,6 @@ def _listing_cursor(data_dir: Path) -> str:
     return json.dumps(listed, sort_keys=True)
 
 
-def _deliver(orders_dir: Path, name: str, first_id: int, count: int) -> list[int]:
-    """A new orders export (same columns as the shop's) with order ids no earlier file used; written under a
-    temporary name and renamed, as a delivery tool should, so the sensor never lists half a file. The amounts
-    are 0: no order_items arrive with them, and the dbt test `assert_fct_orders_amount_matches_items`
-    (amount = sum of its lines) rightly fails a delivery run whose orders disagree with their lines."""
-    ids = list(range(first_id, first_id + count))
-    partial = orders_dir / f".{name}.part"
-    with partial.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["order_id", "customer_id", "order_ts", "status", "currency", "amount", "updated_at"])
-        for offset, order_id in enumerate(ids):
-            ts = f"2026-01-{10 + offset:02d} 12:00:00"
-            writer.writerow([order_id, 1 + offset, ts, "placed", "EUR", "0.00", ts])
-    partial.rename(orders_dir / name)
-    return ids
-
-
 def _staged_counts(warehouse: Path, ids: list[int]) -> dict[int, int]:
     with duckdb.connect(str(warehouse), read_only=True) as con:
         rows = con.execute(
@@ -611,7 +594,7 @@ def test_delivery_is_landed_staged_and_built_by_the_daemon(first_loaded: Deploym
     staged_before, _ = _totals(deployment.warehouse)
     known = {run["runId"] for run in deployment.sensor_runs()}
     assert not known, f"the sensor launched runs before any new delivery: {known}"
-    new_ids = _deliver(deployment.orders_dir, "orders_90001.csv", 900_001, 3)
+    new_ids = deliver_orders(deployment.orders_dir, "orders_90001.csv", 900_001, 3)
 
     run = deployment.wait_for_sensor_run(known)
     status = deployment.wait_for_status(run["runId"], {"SUCCESS", "FAILURE", "CANCELED"})
@@ -634,7 +617,7 @@ def test_daemon_killed_mid_run_the_run_recovers_and_no_tick_is_lost_or_repeated(
     the batch again nor skips a file; the delivery is staged exactly once."""
     deployment = first_loaded
     known = {run["runId"] for run in deployment.sensor_runs()}
-    new_ids = _deliver(deployment.orders_dir, "orders_90002.csv", 900_101, 4)
+    new_ids = deliver_orders(deployment.orders_dir, "orders_90002.csv", 900_101, 4)
     run = deployment.wait_for_sensor_run(known)
     run_key = run["tags"]["dagster/run_key"]
     deployment.wait_for_status(run["runId"], {"STARTED"}, deadline_s=120)

@@ -5,14 +5,17 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from platform_assets.factories.dbt_models import DBT_PROJECT_DIR
+from resources.celery_execution import celery_executor_config
 from resources.environment import (
     PG_PASSWORD_VAR,
     PlatformConfigError,
     PlatformEnvironment,
     PlatformSettings,
+    build_executor,
     build_resources,
 )
 from resources.warehouses.postgres_warehouse import PostgresWarehouse
@@ -206,3 +209,64 @@ def test_bronze_landing_is_chosen_for_postgres_only_and_a_bad_choice_names_the_f
         PlatformSettings.from_env({"PLATFORM_LANDING": "bronze"})
     with pytest.raises(PlatformConfigError, match=r"PLATFORM_LANDING='s3' is not a landing; choose files or"):
         PlatformSettings.from_env({**postgres, "PLATFORM_LANDING": "s3"})
+
+
+BAD_EXECUTOR_SETTINGS = {
+    "unknown executor": (
+        {"PLATFORM_EXECUTOR": "dask"},
+        "PLATFORM_EXECUTOR='dask' is not a known executor; supported: local, celery",
+    ),
+    "no broker": ({"PLATFORM_EXECUTOR": "celery"}, "PLATFORM_EXECUTOR=celery needs PLATFORM_CELERY_BROKER"),
+    "not redis": (
+        {"PLATFORM_EXECUTOR": "celery", "PLATFORM_CELERY_BROKER": "amqp://u:s3cret@mq:5672//"},
+        "PLATFORM_CELERY_BROKER: 'amqp://u:***@mq:5672//' is not a redis://",
+    ),
+    "bad port": (
+        {"PLATFORM_EXECUTOR": "celery", "PLATFORM_CELERY_BROKER": "redis://:s3cret@redis:63x9/0"},
+        "PLATFORM_CELERY_BROKER: 'redis://:***@redis:63x9/0' has a port that is not a number",
+    ),
+    "broker without the executor": (
+        {"PLATFORM_CELERY_BROKER": "redis://redis:6379/0"},
+        "PLATFORM_CELERY_BROKER is set but PLATFORM_EXECUTOR is not celery",
+    ),
+    "misspelt": (
+        {"PLATFORM_EXECUTOR": "celery", "PLATFORM_CELERY_BROKER_URL": "redis://redis:6379/0"},
+        "PLATFORM_CELERY_BROKER_URL: not a setting of the platform",
+    ),
+    "visibility timeout": (
+        {
+            "PLATFORM_EXECUTOR": "celery",
+            "PLATFORM_CELERY_BROKER": "redis://redis:6379/0",
+            "PLATFORM_CELERY_VISIBILITY_TIMEOUT": "1h",
+        },
+        "PLATFORM_CELERY_VISIBILITY_TIMEOUT='1h' is not a whole number of seconds",
+    ),
+}
+
+
+@pytest.mark.parametrize(("environ", "message"), BAD_EXECUTOR_SETTINGS.values(), ids=BAD_EXECUTOR_SETTINGS)
+def test_every_executor_setting_is_validated_without_printing_the_broker_password(
+    environ: dict[str, str], message: str
+) -> None:
+    with pytest.raises(PlatformConfigError, match=re.escape(message)) as raised:
+        PlatformSettings.from_env({"PLATFORM_ENV": "postgres", **environ})
+    assert "s3cret" not in str(raised.value)
+
+
+def test_celery_workers_cannot_share_the_embedded_duckdb_file() -> None:
+    environ = {"PLATFORM_EXECUTOR": "celery", "PLATFORM_CELERY_BROKER": "redis://redis:6379/0"}
+    with pytest.raises(PlatformConfigError, match="set PLATFORM_ENV=postgres or bigquery"):
+        PlatformSettings.from_env(environ)
+
+
+def test_the_executor_is_unchanged_by_default_and_celery_reads_its_broker_at_run_time() -> None:
+    assert build_executor(PlatformSettings.from_env({})) is dg.in_process_executor
+    assert build_executor(PlatformSettings.from_env({"PLATFORM_ENV": "postgres"})).name == "multiprocess"
+    broker = "redis://:s3cret@redis:6379/0"
+    environ = {"PLATFORM_ENV": "postgres", "PLATFORM_EXECUTOR": "celery", "PLATFORM_CELERY_BROKER": broker}
+    settings = PlatformSettings.from_env(environ)
+    assert build_executor(settings).name == "celery"
+    config = celery_executor_config(settings.celery_visibility_timeout_s)
+    assert config["broker"] == {"env": "PLATFORM_CELERY_BROKER"} and "s3cret" not in str(config)
+    assert config["config_source"]["task_acks_late"] is True
+    assert config["config_source"]["broker_transport_options"]["visibility_timeout"] == 3600

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -557,3 +558,37 @@ def test_a_server_error_mid_binary_copy_stops_the_encoder(warehouse: PostgresWar
         warehouse.load("s", "t", batches(table.slice(10), 1000), mode="append")
     assert warehouse.query("SELECT count(*) FROM s.t") == [(10,)]
     assert not [t for t in threading.enumerate() if t.name == "csv-stream"]
+
+
+def test_two_first_loads_into_one_new_schema_both_succeed(warehouse: PostgresWarehouse) -> None:
+    """Two writers at once (Celery workers, or a pool of two) whose tables are the first of a schema: the
+    second waits for the first to commit the schema instead of failing on `CREATE SCHEMA IF NOT EXISTS`.
+    The first load is held inside its transaction, after creating the schema, until the second has started."""
+    first_in_transaction, release = threading.Event(), threading.Event()
+
+    def held_batches() -> Iterator[pa.RecordBatch]:
+        yield from batches(generated(10))
+        first_in_transaction.set()
+        release.wait(timeout=30)
+
+    errors: list[BaseException] = []
+
+    def load(table: str, rows: Iterator[pa.RecordBatch]) -> None:
+        try:
+            warehouse.load("fresh", table, rows, mode="replace", primary_key=["id"])
+        except BaseException as error:  # reported by the test thread below
+            errors.append(error)
+
+    first = threading.Thread(target=load, args=("a", held_batches()))
+    first.start()
+    assert first_in_transaction.wait(timeout=30)
+    second = threading.Thread(target=load, args=("b", batches(generated(10))))
+    second.start()
+    time.sleep(1.0)  # the second load reaches the schema while the first still holds it uncommitted
+    release.set()
+    first.join(timeout=60)
+    second.join(timeout=60)
+    assert not errors, errors
+    assert warehouse.query("SELECT (SELECT count(*) FROM fresh.a), (SELECT count(*) FROM fresh.b)") == [
+        (10, 10)
+    ]

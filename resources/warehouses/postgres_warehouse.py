@@ -276,6 +276,14 @@ class _Load:
     ) -> tuple[int, int]:
         self.cursor.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,))
         if self.cursor.fetchone() is None:  # a role with table privileges only may not CREATE SCHEMA
+            # `IF NOT EXISTS` does not guard against a concurrent creator: two first loads into one new
+            # schema (two workers, or a pool of two writers) would fail one of them on pg_namespace's
+            # unique index. The second waits here until the first has committed, then finds the schema.
+            self.execute(
+                sql.SQL("SELECT pg_advisory_xact_lock(hashtextextended({}, 0))").format(
+                    sql.Literal(f"schema:{self.schema}")
+                )
+            )
             self.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema)))
         self.execute(
             sql.SQL("SELECT pg_advisory_xact_lock(hashtextextended({}, 0))").format(
