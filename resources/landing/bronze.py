@@ -69,17 +69,9 @@ CREATE TABLE IF NOT EXISTS bronze._checkpoints (
     state JSONB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS bronze._commits (
-    table_name TEXT NOT NULL,
-    extraction TEXT NOT NULL,
-    run_id TEXT NOT NULL,
-    source TEXT NOT NULL,
-    ingested_at TIMESTAMPTZ NOT NULL,
-    row_count BIGINT NOT NULL,
-    json_bytes BIGINT NOT NULL,
-    arrow_schema BYTEA NOT NULL,
+    LIKE bronze._pending INCLUDING ALL,
     committed_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-    seq BIGSERIAL,
-    PRIMARY KEY (table_name, extraction)
+    seq BIGSERIAL
 );
 """
 _LEDGER_COLUMNS = "table_name, extraction, run_id, source, ingested_at, row_count, json_bytes, arrow_schema"
