@@ -35,6 +35,7 @@ from dagster._core.scheduler.instigation import (
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 from dagster._daemon.types import DaemonHeartbeat
 from dagster._utils.error import SerializableErrorInfo
+from fixtures.server_process import free_port
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -205,12 +206,12 @@ def test_missing_ledger_is_reported_not_fatal(world: World, tmp_path: Path) -> N
 
 def test_entry_point_opens_dagster_home_and_data_dir(world: World, tmp_path: Path) -> None:
     """The command systemd starts: instance from DAGSTER_HOME, ledger from PLATFORM_DATA_DIR."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "DAGSTER_HOME": str(world.home), "PLATFORM_DATA_DIR": str(world.data_dir)}
     # deploy/workspace.yaml's code server port, 4266, may be another test's code server: a closed one here
     workspace = tmp_path / "workspace.yaml"
     workspace.write_text(
-        (REPO / "deploy" / "workspace.yaml").read_text().replace("port: 4266", f"port: {_free_port()}")
+        (REPO / "deploy" / "workspace.yaml").read_text().replace("port: 4266", f"port: {free_port()}")
     )
     process = subprocess.Popen(
         [sys.executable, "-m", "sensors.observability.metrics_server", "--host", "127.0.0.1", "--port",
@@ -253,7 +254,7 @@ def test_health_fails_on_a_dead_daemon_and_a_down_code_server_then_passes(
     """What the probe reports from outside the daemon: nothing heartbeats and no code server listens (503,
     each failed check says why, with its threshold), then heartbeats of every required daemon arrive (that
     check passes), an escalated incident fails the incidents check, and the host gauges are exported."""
-    down = CodeServer("self_healing_platform", "127.0.0.1", _free_port())
+    down = CodeServer("self_healing_platform", "127.0.0.1", free_port())
     ledger = tmp_path / "data" / "ops" / "healing.sqlite"
     probe = HealthProbe(world.instance, ledger, tmp_path / "data", [down], thresholds=HealthThresholds())
     server, thread = serve(
@@ -379,10 +380,3 @@ def test_workspace_servers_are_read_and_in_process_locations_refused() -> None:
     ]
     with pytest.raises(ValueError, match="only grpc_server"):
         code_servers(REPO / "workspace.yaml")
-
-
-def _free_port() -> int:
-    """A free loopback port (closed again before the server binds it)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
