@@ -215,6 +215,20 @@ def test_a_bronze_landing_killed_mid_insert_keeps_the_old_state_and_its_retry_la
         )
     assert set(read_back.column(RUN_ID_COLUMN).to_pylist()) == {"run-retry"}
 
+    # Retention keeping the newest part keeps both of the newest extraction's; the old part goes, with its
+    # rows and its day's partition, and is counted as removed.
+    removed = layer.remove_parts(target, staged_through=retry.extracted_at, keep_newest=1, older_than=None)
+    assert [part.extraction for part in removed] == ["old-part"]
+    assert [part.extraction for part in layer.committed(target)] == ["retry-part-1", "retry-part-2"]
+    assert layer.removed_count(target) == 1
+    assert _query(postgres_server, postgres_database, f"SELECT count(*) FROM {table}") == [(300,)]
+    partitions = _query(
+        postgres_server,
+        postgres_database,
+        f"SELECT inhrelid::regclass::text FROM pg_inherits WHERE inhparent = '{table}'::regclass",
+    )
+    assert partitions == [("bronze.shop_db__orders_20261207",)]
+
 
 @pytest.fixture
 def bronze_environment(

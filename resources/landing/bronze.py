@@ -318,7 +318,8 @@ class BronzeLayer:
         """Delete the committed records parts retention lets go, with their rows, in one transaction that
         counts them in `bronze._retention`: staged (ingested no later than `staged_through`), not of the
         newest extraction, and beyond the newest `keep_newest` parts or ingested before `older_than` (the
-        rules of the landed index: `landed_index.py`). The parts removed."""
+        rules of the landed index: `landed_index.py`), and the day partitions they leave empty. The parts
+        removed."""
         with self.transaction(target) as cursor:
             live = _parts(cursor, COMMITS_TABLE, target)
             records = [part for part in live if part.kind == RECORDS]
@@ -334,6 +335,8 @@ class BronzeLayer:
             ]
             if doomed:
                 _delete_committed(cursor, target, RECORDS, [part.extraction for part in doomed])
+                for day in sorted({part.ingested_at.date() for part in doomed}):
+                    _drop_partition_if_empty(cursor, target.table, day)
                 cursor.execute(
                     "INSERT INTO bronze._retention VALUES (%s, %s) ON CONFLICT (table_name) "
                     "DO UPDATE SET parts_removed = bronze._retention.parts_removed + excluded.parts_removed",
@@ -422,14 +425,36 @@ def _create_tables(cursor: Any, table: str) -> None:
 
 def _create_partition(cursor: Any, table: str, day: date) -> None:
     """The day's partition, created on first use (the parent's indexes are created on it too)."""
+    start, end = _day_bounds(day)
     cursor.execute(
         sql.SQL("CREATE TABLE IF NOT EXISTS {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})").format(
-            sql.Identifier(SCHEMA, f"{table}_{day:%Y%m%d}"[:63]),
-            sql.Identifier(SCHEMA, table),
-            sql.Literal(f"{day.isoformat()} 00:00:00+00"),
-            sql.Literal(f"{(day + timedelta(days=1)).isoformat()} 00:00:00+00"),
+            _partition(table, day), sql.Identifier(SCHEMA, table), sql.Literal(start), sql.Literal(end)
         )
     )
+
+
+def _drop_partition_if_empty(cursor: Any, table: str, day: date) -> None:
+    """Drop the day's partition once no records part of that day is left, pending or committed: a daily
+    snapshot under retention would otherwise leave an empty table behind every day. (The caller holds the
+    entity's write lock, so no part of that day is being inserted.)"""
+    cursor.execute(
+        "SELECT 1 FROM bronze._pending WHERE table_name = %(table)s AND kind = %(kind)s "
+        "AND ingested_at >= %(start)s AND ingested_at < %(end)s UNION ALL "
+        "SELECT 1 FROM bronze._commits WHERE table_name = %(table)s AND kind = %(kind)s "
+        "AND ingested_at >= %(start)s AND ingested_at < %(end)s LIMIT 1",
+        dict(zip(("start", "end"), _day_bounds(day), strict=True), table=table, kind=RECORDS),
+    )
+    if cursor.fetchone() is None:
+        cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_partition(table, day)))
+
+
+def _partition(table: str, day: date) -> sql.Composable:
+    return sql.Identifier(SCHEMA, f"{table}_{day:%Y%m%d}"[:63])
+
+
+def _day_bounds(day: date) -> tuple[str, str]:
+    """The UTC day as the bounds of its partition."""
+    return f"{day.isoformat()} 00:00:00+00", f"{(day + timedelta(days=1)).isoformat()} 00:00:00+00"
 
 
 def _rows_table(target: BronzeTarget, kind: str) -> sql.Composable:
