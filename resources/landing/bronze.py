@@ -77,7 +77,6 @@ CREATE TABLE IF NOT EXISTS bronze._pending (
     kind TEXT NOT NULL DEFAULT 'records' CHECK (kind IN ('records', 'keys')),
     PRIMARY KEY (table_name, extraction)
 );
-ALTER TABLE bronze._pending ADD COLUMN IF NOT EXISTS kind TEXT NOT NULL DEFAULT 'records';
 CREATE TABLE IF NOT EXISTS bronze._checkpoints (
     table_name TEXT PRIMARY KEY,
     state JSONB NOT NULL
@@ -87,7 +86,6 @@ CREATE TABLE IF NOT EXISTS bronze._commits (
     committed_at TIMESTAMPTZ NOT NULL DEFAULT now(),
     seq BIGSERIAL
 );
-ALTER TABLE bronze._commits ADD COLUMN IF NOT EXISTS kind TEXT NOT NULL DEFAULT 'records';
 CREATE TABLE IF NOT EXISTS bronze._key_scans (
     table_name TEXT NOT NULL,
     extraction TEXT NOT NULL,
@@ -100,6 +98,11 @@ CREATE TABLE IF NOT EXISTS bronze._retention (
     parts_removed BIGINT NOT NULL
 );
 """
+_LEDGER_UPGRADE = """
+ALTER TABLE bronze._pending ADD COLUMN IF NOT EXISTS kind TEXT NOT NULL DEFAULT 'records';
+ALTER TABLE bronze._commits ADD COLUMN IF NOT EXISTS kind TEXT NOT NULL DEFAULT 'records';
+"""
+"""A ledger created before parts had kinds (key scans and retention in bronze) gains the column."""
 _LEDGER_COLUMNS = (
     "table_name, extraction, run_id, source, ingested_at, row_count, json_bytes, arrow_schema, kind"
 )
@@ -408,12 +411,15 @@ def _create_tables(cursor: Any, table: str) -> None:
     """The entity's table, and the ledger as this version has it (a ledger created before key scans and
     retention lived in bronze gains their tables and `kind` column)."""
     cursor.execute("SELECT to_regclass(%s), to_regclass(%s)", (f"{SCHEMA}.{table}", f"{SCHEMA}._retention"))
-    if None not in cursor.fetchone():
+    entity_table, current_ledger = cursor.fetchone()
+    if entity_table is not None and current_ledger is not None:
         return
     # Two entities' first extractions, in parallel steps, would race to create the schema and the ledger.
     cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (SCHEMA,))
     cursor.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
     cursor.execute(_LEDGER)
+    if current_ledger is None:
+        cursor.execute(_LEDGER_UPGRADE)
     cursor.execute(sql.SQL(_ENTITY_TABLE).format(table=sql.Identifier(SCHEMA, table)))
     for suffix, definition in _INDEXES.items():
         cursor.execute(
@@ -534,40 +540,36 @@ def _committed_names(cursor: Any, target: BronzeTarget, names: Sequence[str]) ->
 
 def _delete_pending(cursor: Any, target: BronzeTarget, names: Sequence[str] | None) -> None:
     """Pending parts' rows, then the parts; rows of committed parts are never matched."""
-    _delete_parts(cursor, target, PENDING_TABLE, "", names)
+    for kind in (RECORDS, KEYS):
+        _delete_parts(cursor, target, PENDING_TABLE, kind, names)
 
 
 def _delete_committed(
     cursor: Any, target: BronzeTarget, kind: str, names: Sequence[str] | None = None
 ) -> None:
     """Committed parts of `kind` (all, or those `names`) and their rows."""
-    _delete_parts(cursor, target, COMMITS_TABLE, f" AND ledger.kind = '{kind}'", names)
+    _delete_parts(cursor, target, COMMITS_TABLE, kind, names)
+
+
+_PART_ROWS = {
+    RECORDS: "landed.extraction = ledger.extraction AND landed.ingested_at = ledger.ingested_at",
+    KEYS: "landed.table_name = ledger.table_name AND landed.extraction = ledger.extraction",
+}
+"""How a part's rows are matched to its ledger row (the entity's table is partitioned by `ingested_at`)."""
 
 
 def _delete_parts(
     cursor: Any, target: BronzeTarget, ledger: str, kind: str, names: Sequence[str] | None
 ) -> None:
-    """The rows of the parts of `ledger` (of the `kind` condition; `names`: those named), in the entity's
-    table and the key scans', then the parts."""
-    chosen = kind + ("" if names is None else " AND ledger.extraction = ANY(%(names)s)")
-    parameters = {"table": target.table, "names": list(names or ())}
-    ledger_table = sql.Identifier(SCHEMA, ledger)
-    matches = {
-        RECORDS: "landed.extraction = ledger.extraction AND landed.ingested_at = ledger.ingested_at",
-        KEYS: "landed.table_name = ledger.table_name AND landed.extraction = ledger.extraction",
-    }
-    for part_kind, match in matches.items():
-        cursor.execute(
-            sql.SQL(
-                "DELETE FROM {} AS landed USING {} AS ledger WHERE ledger.table_name = %(table)s "
-                f"AND ledger.kind = '{part_kind}' AND {match}" + chosen
-            ).format(_rows_table(target, part_kind), ledger_table),
-            parameters,
-        )
-    cursor.execute(
-        sql.SQL("DELETE FROM {} AS ledger WHERE ledger.table_name = %(table)s" + chosen).format(ledger_table),
-        parameters,
+    """The parts of `kind` in `ledger` (all; or those `names`): their rows, then their ledger rows."""
+    where = "ledger.table_name = %(table)s AND ledger.kind = %(kind)s" + (
+        "" if names is None else " AND ledger.extraction = ANY(%(names)s)"
     )
+    parameters = {"table": target.table, "kind": kind, "names": list(names or ())}
+    ledger_table = sql.Identifier(SCHEMA, ledger)
+    rows = sql.SQL(f"DELETE FROM {{}} AS landed USING {{}} AS ledger WHERE {where} AND {_PART_ROWS[kind]}")
+    cursor.execute(rows.format(_rows_table(target, kind), ledger_table), parameters)
+    cursor.execute(sql.SQL(f"DELETE FROM {{}} AS ledger WHERE {where}").format(ledger_table), parameters)
 
 
 def _parts(cursor: Any, ledger: str, target: BronzeTarget) -> list[BronzePart]:
