@@ -98,7 +98,7 @@ from platform_assets.catalog.loader import CatalogEntity  # noqa: E402
 from platform_assets.catalog.model import Source  # noqa: E402
 from platform_assets.definitions import build_definitions  # noqa: E402
 from platform_assets.factories.dbt_models import DBT_PROJECT_DIR  # noqa: E402
-from platform_assets.factories.raw_assets import build_raw_asset  # noqa: E402
+from platform_assets.factories.raw_assets import LANDED_FILES_METADATA, build_raw_asset  # noqa: E402
 from platform_assets.factories.staged_assets import build_staged_asset  # noqa: E402
 from platform_assets.keys import STAGED_SCHEMA, raw_key, staged_key, staged_table  # noqa: E402
 from platform_assets.staging.deletes import DELETED_ROWS_METADATA  # noqa: E402
@@ -443,6 +443,10 @@ def test_deletes_at_a_postgres_source_leave_staged_on_another_machine_and_retent
         customers = second["customers"]
         assert customers[DELETED_ROWS_METADATA] == 2 and customers[MODE_METADATA] == "incremental"
         assert customers[REMOVED_FILES_METADATA] == 1 and second["plans"][REMOVED_FILES_METADATA] == 1
+        raw = instance.get_latest_materialization_event(raw_key("crm", "customers"))
+        assert raw is not None and raw.asset_materialization is not None
+        landed_parts = raw.asset_materialization.metadata[LANDED_FILES_METADATA].value
+        assert landed_parts == [f"bronze.crm__customers/{raw.run_id}.parquet"], "not the key scan"
         # The scan is in bronze (the latest only), and neither machine has a landed file or key scan.
         assert bronze("SELECT count(*), count(DISTINCT extraction) FROM bronze._key_scans") == [(18, 1)]
         assert not list(tmp_path.glob("*/landing/crm/*/_keys/*"))

@@ -27,7 +27,7 @@ from typing import Any, BinaryIO
 import pyarrow as pa
 from pydantic import Field
 
-from resources.landing.bronze import KEYS, SCHEMA, BronzeError, BronzeLayer, BronzePart, BronzeTarget
+from resources.landing.bronze import KEYS, RECORDS, SCHEMA, BronzeError, BronzeLayer, BronzePart, BronzeTarget
 from resources.landing.delivered import DeliveredCopy
 from resources.landing.landed_index import LandedIndex
 from resources.landing.zone import (
@@ -158,8 +158,10 @@ class BronzeInFlight(InFlight):
 
     def commit(self, load_date: str) -> list[LandedFile]:
         """Make every pending part visible at once and forget the checkpoint (`load_date` is implied:
-        bronze partitions by the day each part was ingested)."""
-        return [_landed(self.target, part) for part in self.layer.commit(self.target)]
+        bronze partitions by the day each part was ingested); the records parts committed (a key scan is
+        not a landed file, as it is not among the files of the file landing zone)."""
+        committed = self.layer.commit(self.target)
+        return [_landed(self.target, part) for part in committed if part.kind == RECORDS]
 
 
 class BronzeLandedSet:
