@@ -394,8 +394,11 @@ def test_deletes_at_a_postgres_source_leave_staged_on_another_machine_and_retent
     def bronze(statement: str) -> list[tuple]:
         return _query(postgres_server, postgres_database, statement)
 
-    def run(instance: dg.DagsterInstance, declared: dict, names: tuple[str, ...]) -> dict[str, dict]:
-        """Raw steps on machine A, then staged steps on machine B; each staged asset's metadata."""
+    def run(
+        instance: dg.DagsterInstance, declared: dict, names: tuple[str, ...], *, raw: bool = True
+    ) -> dict[str, dict]:
+        """Raw steps on machine A (unless not `raw`), then staged steps on machine B; each staged asset's
+        metadata."""
         source = Source.model_validate(
             {
                 "source": "crm",
@@ -405,9 +408,11 @@ def test_deletes_at_a_postgres_source_leave_staged_on_another_machine_and_retent
         )
         items = [CatalogEntity(source, name, source.entities[name]) for name in names]
         for assets, settings in (
-            ([build_raw_asset(item) for item in items], bronze_environment),
+            ([build_raw_asset(item) for item in items if raw], bronze_environment),
             ([build_staged_asset(item, warehouse.kind) for item in items], machine_b),
         ):
+            if not assets:
+                continue
             result = dg.materialize(
                 assets,
                 instance=instance,
@@ -457,6 +462,11 @@ def test_deletes_at_a_postgres_source_leave_staged_on_another_machine_and_retent
         assert bronze(
             "SELECT table_name, kind, count(*) FROM bronze._commits GROUP BY 1, 2 ORDER BY 1, 2"
         ) == [("crm__customers", "keys", 1), ("crm__customers", "records", 1), ("crm__plans", "records", 1)]
+
+        # Staged again with no new extraction: the scan applied before is not exported again.
+        assert run(instance, entities, ("customers",), raw=False)["customers"][DELETED_ROWS_METADATA] == 0
+        exports = tmp_path / "machine-b" / "landing" / "_spill" / "bronze" / "crm__customers"
+        assert not list(exports.glob("*/_keys/*")) and staged("customers") == remaining
 
         # A full rebuild cannot read the removed part: refused, unless `rebuild: from_remaining`.
         warehouse.query(f"DROP TABLE {warehouse.table_ref(STAGED_SCHEMA, staged_table('crm', 'customers'))}")

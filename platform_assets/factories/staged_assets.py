@@ -477,7 +477,8 @@ def _settle_deletes(
     """Remove from the run's rows, or mark as tombstones for the load, the keys deleted at the source
     (`staging/deletes.py`). An incremental run judges the staged keys only against a scan newer than
     what it staged before; a full run judges its rows against the latest scan."""
-    scan = latest_key_scan(staged, plan.landed, lambda: key_scans(landing, item, plan.landed))
+    after = staged_through_of(previous) if plan.incremental else None
+    scan = latest_key_scan(staged, plan.landed, lambda: key_scans(landing, item, plan.landed, after))
     keys = None
     if plan.incremental:
         scan = scan if scan_is_new(scan, previous) else None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator
+from datetime import datetime
 from pathlib import Path
 
 from platform_assets.catalog.loader import CatalogEntity
@@ -63,11 +64,14 @@ def bronze_landed(
     return landing.bronze_landed(target, run_id, only)
 
 
-def key_scans(landing: LandingZone, item: CatalogEntity, landed: LandedSet) -> list[Path]:
-    """The entity's key scans (`deletes: reconcile`) as Parquet files: its committed `keys` part exported,
-    when `landed` is its committed bronze parts, else the files under its key scans directory."""
+def key_scans(
+    landing: LandingZone, item: CatalogEntity, landed: LandedSet, after: datetime | None = None
+) -> list[Path]:
+    """The entity's key scans (`deletes: reconcile`) as Parquet files: its committed `keys` part exported
+    (only one taken `after`: what an incremental run can apply), when `landed` is its committed bronze
+    parts; else the files under its key scans directory (staging's `scan_is_new` tells which is new)."""
     if isinstance(landed, BronzeLandedSet):
-        return landed.key_scans()
+        return landed.key_scans(after)
     return sorted(landing.key_scans_dir(item.source_name, item.name).glob("*.parquet"))
 
 

@@ -200,9 +200,12 @@ class BronzeLandedSet:
         """Parts retention removed, which a full rebuild cannot read; none for a snapshot's own parts."""
         return 0 if self.only is not None else self.layer.removed_count(self.target)
 
-    def key_scans(self) -> list[Path]:
-        """The entity's committed key scan (`deletes: reconcile`; the latest only), exported."""
-        return self._exported(self.layer.committed(self.target, KEYS), self.export_dir / KEYS_DIR)
+    def key_scans(self, after: datetime | None = None) -> list[Path]:
+        """The entity's committed key scan (`deletes: reconcile`; the latest only), exported; `after`: only
+        if taken after that moment (a scan an incremental run has applied before is not exported again)."""
+        scans = self.layer.committed(self.target, KEYS)
+        fresh = [part for part in scans if after is None or part.ingested_at > after]
+        return self._exported(fresh, self.export_dir / KEYS_DIR)
 
     def remove_retained(
         self, *, staged_through: datetime, keep_newest: int | None, older_than: datetime | None, now: datetime
