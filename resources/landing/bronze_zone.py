@@ -176,7 +176,7 @@ class BronzeLandedSet:
         self.export_dir = export_dir
         self.only = None if only is None else set(only)
         self.parts = [
-            part for part in layer.committed(target) if not self.only or part.extraction in self.only
+            part for part in layer.committed(target) if self.only is None or part.extraction in self.only
         ]
 
     def live(self) -> list[Path]:
