@@ -19,8 +19,11 @@ reads (`DAGSTER_PG_HOST`, `DAGSTER_PG_PORT`, `DAGSTER_PG_USER`, `DAGSTER_PG_DB` 
 (`PlatformSettings.healing_store`, `PlatformSettings.quality_events`).
 
 Python assets' values (the default `io_manager`) are Parquet files under `PLATFORM_STAGING_URI` (a
-directory or `gs://bucket/prefix`; default `<data dir>/staging`). Landing stays on local disk under
-`PLATFORM_DATA_DIR` (default `./.platform_data`) in every environment.
+directory or `gs://bucket/prefix`; default `<data dir>/staging`). The landing zone (landed files, the
+processed-file ledger, the landed index, quarantined records) is under `PLATFORM_LANDING_URI`: a directory
+(default `<data dir>/landing`, `PLATFORM_DATA_DIR` defaulting to `./.platform_data`), or `gs://bucket/prefix`,
+which every machine of a deployment sees, each keeping a working cache in `<data dir>/landing_cache`
+(`resources/landing/published.py`).
 Every setting of the chosen warehouse is validated by `PlatformSettings.from_env()`, when the code location
 loads: a port that is not a number or a staging URI that is not `gs://bucket` fails there, naming the
 variable, not in the first run after its raw step has landed. A variable an empty value is set to counts as
@@ -43,6 +46,7 @@ import dagster as dg
 from dotenv import find_dotenv, load_dotenv
 
 from resources.landing.parquet_io_manager import ParquetIOManager
+from resources.landing.published import is_gcs_uri
 from resources.landing.zone import LandingZone
 from resources.warehouses.base import Warehouse
 from resources.warehouses.dbt_warehouse import DbtWarehouse, dbt_beside_python
@@ -70,6 +74,7 @@ class PlatformEnvironment(StrEnum):
 
 PG_PASSWORD_VAR = "PLATFORM_PG_PASSWORD"
 STAGING_URI_VAR = "PLATFORM_STAGING_URI"
+LANDING_URI_VAR = "PLATFORM_LANDING_URI"
 BQ_REQUIRED = ("PLATFORM_BQ_PROJECT", "PLATFORM_BQ_STAGING_URI")
 PG_OPTIONS = ("PLATFORM_PG_HOST", "PLATFORM_PG_PORT", "PLATFORM_PG_USER", "PLATFORM_PG_DATABASE")
 BQ_OPTIONS = (
@@ -95,7 +100,8 @@ class PlatformSettings:
     environment: PlatformEnvironment
     data_dir: Path
     warehouse_options: Mapping[str, str] = field(default_factory=dict)
-    """`PLATFORM_STAGING_URI` and the `PLATFORM_PG_*` / `PLATFORM_BQ_*` variables (no secret values)."""
+    """`PLATFORM_STAGING_URI`, `PLATFORM_LANDING_URI` and the `PLATFORM_PG_*` / `PLATFORM_BQ_*` variables (no
+    secret values)."""
     delivery_poll_seconds: int = DEFAULT_DELIVERY_POLL_SECONDS
     """How often the delivery sensors look for new files (their minimum interval between ticks)."""
     catalog_dir: Path | None = None
@@ -121,7 +127,10 @@ class PlatformSettings:
         options = {
             name: value.strip()
             for name, value in env.items()
-            if (name.startswith(("PLATFORM_PG_", "PLATFORM_BQ_")) or name == STAGING_URI_VAR)
+            if (
+                name.startswith(("PLATFORM_PG_", "PLATFORM_BQ_"))
+                or name in (STAGING_URI_VAR, LANDING_URI_VAR)
+            )
             and name != PG_PASSWORD_VAR
             and value.strip()
         }
@@ -146,7 +155,16 @@ class PlatformSettings:
 
     @property
     def landing_dir(self) -> Path:
-        return self.data_dir / "landing"
+        """The landing zone's directory: where it is on local disk, or this machine's cache of it on GCS."""
+        if self.landing_on_gcs is not None:
+            return self.data_dir / "landing_cache"
+        return Path(self.warehouse_options.get(LANDING_URI_VAR) or self.data_dir / "landing")
+
+    @property
+    def landing_on_gcs(self) -> str | None:
+        """`PLATFORM_LANDING_URI` when it is `gs://bucket/prefix`, else None (the landing is local)."""
+        uri = self.warehouse_options.get(LANDING_URI_VAR)
+        return uri if uri is not None and is_gcs_uri(uri) else None
 
     @property
     def dagster_home(self) -> Path:
@@ -240,7 +258,7 @@ def build_resources(settings: PlatformSettings, dbt_project_dir: Path) -> dict[s
     warehouse = build_warehouse(settings)
     return {
         "io_manager": ParquetIOManager(base_path=settings.staging_uri),
-        "landing": LandingZone(root=str(settings.landing_dir)),
+        "landing": LandingZone(root=str(settings.landing_dir), durable_uri=settings.landing_on_gcs),
         "warehouse": warehouse,
         "warehouse_io_manager": WarehouseIOManager(warehouse=warehouse),
         "dbt": DbtWarehouse(
@@ -260,17 +278,24 @@ def _validate_warehouse_options(
     a port that is not one, a staging URI that is neither a directory nor `gs://bucket[/prefix]`, a missing
     BigQuery project or staging bucket, a credentials variable that is not set, a key file that is absent.
     Secrets are checked for presence only, never read."""
-    known = {*PG_OPTIONS, *BQ_OPTIONS, STAGING_URI_VAR}
+    known = {*PG_OPTIONS, *BQ_OPTIONS, STAGING_URI_VAR, LANDING_URI_VAR}
     unknown = sorted(name for name in options if name not in known)
     if unknown:
         raise PlatformConfigError(
             f"{', '.join(unknown)}: not a setting of the platform; the known ones are "
             f"{', '.join(sorted(known))} (and the secret {PG_PASSWORD_VAR}). Fix the name or unset it."
         )
-    staging = options.get(STAGING_URI_VAR)
-    if staging is not None and "://" in staging and not _is_gcs_uri(staging):
+    for variable in (STAGING_URI_VAR, LANDING_URI_VAR):
+        uri = options.get(variable)
+        if uri is not None and "://" in uri and not is_gcs_uri(uri):
+            raise PlatformConfigError(
+                f"{variable}={uri!r} is neither a local directory nor gs://bucket[/prefix]."
+            )
+    landing = options.get(LANDING_URI_VAR)
+    if landing is not None and "://" not in landing and not Path(landing).is_absolute():
         raise PlatformConfigError(
-            f"{STAGING_URI_VAR}={staging!r} is neither a local directory nor gs://bucket[/prefix]."
+            f"{LANDING_URI_VAR}={landing!r} is a relative path; set an absolute directory or "
+            f"gs://bucket/prefix (subprocesses such as dbt run from other working directories)."
         )
     if environment is PlatformEnvironment.POSTGRES:
         port = options.get("PLATFORM_PG_PORT", "5432")
@@ -287,7 +312,7 @@ def _validate_warehouse_options(
                 f"gs://bucket/prefix where load files are staged); set them or choose another {ENV_VAR}."
             )
         bucket = options["PLATFORM_BQ_STAGING_URI"]
-        if not _is_gcs_uri(bucket):
+        if not is_gcs_uri(bucket):
             raise PlatformConfigError(
                 f"PLATFORM_BQ_STAGING_URI={bucket!r} is not gs://bucket[/prefix]: BigQuery loads Parquet "
                 f"files staged on Cloud Storage."
@@ -326,10 +351,6 @@ def _instance_database(env: Mapping[str, str]) -> str | None:
     database = (env.get("DAGSTER_PG_DB") or "dagster").strip()
     credentials = f"{user}:${{DAGSTER_PG_PASSWORD}}" if env.get("DAGSTER_PG_PASSWORD") else user
     return f"postgresql+psycopg2://{credentials}@{host}:{port}/{database}"
-
-
-def _is_gcs_uri(uri: str) -> bool:
-    return uri.startswith("gs://") and bool(uri[len("gs://") :].partition("/")[0])
 
 
 def _poll_seconds(raw: str | None) -> int:

@@ -205,6 +205,7 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
         context: dg.AssetExecutionContext, config: StagingConfig, landing: LandingZone, warehouse: Warehouse
     ) -> dg.Output[TableUpdate]:
         _remove_killed_runs_scratch(context, landing, table)
+        landing.refresh(item.source_name, item.name)
         landed, appends = _landed_files(context, upstream, landing, item)
         declared = _with_drift_action(item, config)
         previous_metadata = _latest_metadata(context)
@@ -454,6 +455,7 @@ def _set_aside(
     for record in malformed:
         quarantine.add(record)
     quarantine.close()
+    landing.keep_quarantine(item.source_name, item.name)
     context.log.warning(
         f"{quarantine.count} malformed record(s) set aside in {quarantine.path}; first: "
         f"{quarantine.examples[0]}"
@@ -610,7 +612,10 @@ def _landed_files(
                 f"landed copy is gone."
             )
         return index, True
-    paths = [Path(p) for p in materialization.metadata[LANDED_FILES_METADATA].value]
+    paths = [
+        landing.cached(item.source_name, item.name, Path(p))
+        for p in materialization.metadata[LANDED_FILES_METADATA].value
+    ]
     gone = [p for p in paths if not p.exists()]
     if gone:
         raise UpstreamMissingError(

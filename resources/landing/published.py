@@ -1,0 +1,211 @@
+"""The landing zone kept on GCS (`gs://bucket/prefix`): the bucket is the durable truth, each process's
+landing directory a working cache of it, in which the path-based landing and staging code runs unchanged
+(DuckDB reads local files).
+
+What is published is what an entity's state says: its processed-file ledger and landed index (the SQLite
+files of `<cache>/_state/<source>/<entity>/`), packed into one object, `_state/<source>/<entity>/state.zip`.
+One object write is atomic, so a reader sees the state before an extraction or after it, never between.
+An extraction (holding the entity's lease, `lease.py`):
+
+1. pulls: downloads the state object (remembering its generation) and makes the cache agree with it:
+   committed files the state does not name are removed (an attempt killed before it published), files it
+   names that the cache lacks are downloaded;
+2. lands in the cache as on local disk, committing into `load_date=` directories and the local index;
+3. publishes: uploads each file the index gained (a copy's lineage sidecar before the copy; one object
+   each, through gcsfs, the filesystem layer of the file sources), the entity's quarantine files, and last
+   the state object, only if its generation is still the one pulled (`ifGenerationMatch`).
+
+A process killed before step 3 ends leaves uploaded objects that no published state names: readers never
+look at them, and the next attempt lands those files again under the same names (overwriting them) or
+under new ones. Nothing is landed twice, nothing half. The generation precondition keeps two publishers
+from overwriting each other's state even when a lease expired under a slow holder.
+
+gcsfs exposes no precondition but "does not exist", so the state and the lease go through
+google-cloud-storage, which takes any generation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import os
+import posixpath
+import shutil
+import zipfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from gcsfs.core import GCSFileSystem
+from google.api_core.exceptions import PreconditionFailed
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import storage
+
+from resources.landing.delivered import SIDECAR_SUFFIX, atomic_write_bytes, sidecar_of
+from resources.landing.landed_index import LOAD_DATE_PREFIX, LandedIndex
+from resources.landing.lease import leased
+
+GCS_SCHEME = "gs://"
+STATE_OBJECT = "state.zip"
+LEASES_DIR = "_leases"
+
+
+class LandingConflictError(RuntimeError):
+    """The entity's published state changed while this extraction ran: its files stay unpublished."""
+
+
+@dataclass(frozen=True)
+class EntityPaths:
+    """Where one entity's landing lives in the cache (the bucket mirrors it under the prefix)."""
+
+    landed: Path
+    """The entity's directory: `load_date=<day>/` directories of committed files."""
+    state: Path
+    quarantine: Path
+
+
+@dataclass(frozen=True)
+class Pulled:
+    """The published state an extraction started from."""
+
+    generation: int
+    """Of the state object; 0 when nothing was published yet."""
+    files: frozenset[Path]
+    """The live landed files it names."""
+
+
+def is_gcs_uri(uri: str) -> bool:
+    return uri.startswith(GCS_SCHEME) and bool(uri.removeprefix(GCS_SCHEME).partition("/")[0])
+
+
+class PublishedLanding:
+    def __init__(self, uri: str, cache_root: Path) -> None:
+        if not is_gcs_uri(uri):
+            raise ValueError(f"Landing URI {uri!r} is not gs://bucket[/prefix].")
+        bucket, _, prefix = uri.removeprefix(GCS_SCHEME).partition("/")
+        self.uri = uri.rstrip("/")
+        self.bucket_name = bucket
+        self.prefix = prefix.strip("/")
+        self.cache_root = cache_root
+
+    @functools.cached_property
+    def _bucket(self) -> storage.Bucket:
+        if os.environ.get("STORAGE_EMULATOR_HOST"):
+            client = storage.Client(project="emulator", credentials=AnonymousCredentials())
+        else:
+            client = storage.Client()
+        return client.bucket(self.bucket_name)
+
+    @functools.cached_property
+    def _files(self) -> GCSFileSystem:
+        # As the file store does (`resources/files/store.py`): anonymous on an emulator, no listing cache.
+        token = "anon" if os.environ.get("STORAGE_EMULATOR_HOST") else None
+        return GCSFileSystem(token=token, use_listings_cache=False)
+
+    def _key(self, local: Path) -> str:
+        """The object name of a cache path."""
+        return posixpath.join(self.prefix, local.relative_to(self.cache_root).as_posix())
+
+    def _remote(self, local: Path) -> str:
+        return f"{self.bucket_name}/{self._key(local)}"
+
+    def lease(self, source: str, entity: str, seconds: int) -> contextlib.AbstractContextManager[None]:
+        name = self._key(self.cache_root / LEASES_DIR / source / entity)
+        return leased(self._bucket, name, f"{source}.{entity}", seconds)
+
+    def pull(self, paths: EntityPaths, index: Callable[[], LandedIndex]) -> Pulled:
+        """Replace the cached state with the published one and make the cached files agree with it."""
+        blob = self._bucket.get_blob(self._key(paths.state / STATE_OBJECT))
+        if paths.state.is_dir():
+            for stale in paths.state.iterdir():
+                stale.unlink()
+        if blob is None:
+            for day in list(_load_dates(paths.landed)):
+                shutil.rmtree(day)
+            return Pulled(0, frozenset())
+        generation = int(blob.generation)
+        try:
+            packed = blob.download_as_bytes(if_generation_match=generation)
+        except PreconditionFailed:
+            return self.pull(paths, index)  # published meanwhile: take the newer state
+        with zipfile.ZipFile(io.BytesIO(packed)) as archive:
+            for member in archive.namelist():
+                atomic_write_bytes(paths.state / member, archive.read(member))
+        live = frozenset(index().live())
+        self._agree(paths.landed, live)
+        return Pulled(generation, live)
+
+    def _agree(self, entity_dir: Path, live: frozenset[Path]) -> None:
+        """Remove cached committed files not in `live`; download those of `live` the cache lacks."""
+        for day in _load_dates(entity_dir):
+            for path in day.iterdir():
+                landed = path.with_name(path.name.removesuffix(SIDECAR_SUFFIX))
+                if landed not in live:
+                    path.unlink()
+        for path in sorted(live):
+            if not path.exists():
+                self._download(path)
+
+    def _download(self, path: Path) -> None:
+        """A landed file, its sidecar (when it has one) first, each through a temporary name."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for local in (sidecar_of(path), path):
+            temporary = local.with_name(f".{local.name}.tmp")
+            try:
+                self._files.get_file(self._remote(local), str(temporary))
+            except FileNotFoundError:
+                if local == path:
+                    raise FileNotFoundError(
+                        f"{self.uri}: the published state names {self._key(path)}, which is not in the "
+                        f"bucket. Was it deleted by hand? Re-materialize the raw asset to land it again."
+                    ) from None
+                continue
+            os.replace(temporary, local)
+
+    def publish(self, pulled: Pulled, paths: EntityPaths, live: Iterable[Path]) -> None:
+        """Upload what the extraction landed, then its state (see the module's docstring)."""
+        for path in sorted(set(live) - pulled.files):
+            if sidecar_of(path).exists():
+                self._files.put_file(str(sidecar_of(path)), self._remote(sidecar_of(path)))
+            self._files.put_file(str(path), self._remote(path))
+        self.keep_quarantine(paths.quarantine)
+        state = self._bucket.blob(self._key(paths.state / STATE_OBJECT))
+        try:
+            state.upload_from_string(
+                _packed(paths.state), content_type="application/zip", if_generation_match=pulled.generation
+            )
+        except PreconditionFailed:
+            raise LandingConflictError(
+                f"The landing state {self.uri}/{state.name.removeprefix(self.prefix).lstrip('/')} changed "
+                f"while this extraction ran (another process published, after this one's lease expired): "
+                f"this extraction's files are not published. Materialize the raw asset again."
+            ) from None
+
+    def keep_quarantine(self, directory: Path) -> None:
+        """Upload the quarantine files (records set aside, one file per run) the bucket lacks."""
+        if not directory.is_dir():
+            return
+        remote = set(self._files.ls(self._remote(directory), detail=False)) if self._has(directory) else set()
+        for path in sorted(directory.glob("*.parquet")):
+            if self._remote(path) not in remote:
+                self._files.put_file(str(path), self._remote(path))
+
+    def _has(self, directory: Path) -> bool:
+        return bool(self._files.exists(self._remote(directory)))
+
+
+def _packed(state_dir: Path) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(state_dir.iterdir()):
+            if path.is_file() and not path.name.startswith("."):
+                archive.write(path, path.name)
+    return buffer.getvalue()
+
+
+def _load_dates(entity_dir: Path) -> Iterator[Path]:
+    if entity_dir.is_dir():
+        yield from (
+            day for day in entity_dir.iterdir() if day.name.startswith(LOAD_DATE_PREFIX) and day.is_dir()
+        )
