@@ -129,6 +129,7 @@ class PublishedLanding:
             packed = blob.download_as_bytes(if_generation_match=generation)
         except PreconditionFailed:
             return self.pull(paths, index)  # published meanwhile: take the newer state
+        paths.state.mkdir(parents=True, exist_ok=True)
         with zipfile.ZipFile(io.BytesIO(packed)) as archive:
             for member in archive.namelist():
                 atomic_write_bytes(paths.state / member, archive.read(member))
