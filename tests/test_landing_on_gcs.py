@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import pytest
 from google.cloud import storage
 
 import resources.landing.published as published
@@ -28,6 +29,7 @@ from platform_assets.factories.raw_assets import build_raw_asset
 from platform_assets.factories.staged_assets import build_staged_asset
 from platform_assets.keys import STAGED_SCHEMA, raw_key, staged_key, staged_table
 from resources.environment import PlatformSettings, build_resources
+from resources.landing.zone import LandingBusyError, LandingZone
 
 ENTITIES = (("acme", "orders"), ("acme_db", "customers"))
 
@@ -183,6 +185,24 @@ def test_landing_killed_before_publishing_keeps_the_old_state_and_a_second_machi
     # Each delivered file is in the bucket once; the killed attempt's upload was overwritten by the retry.
     landed = [name for name in objects(gcs_client, gcs_bucket) if name.startswith("landing/acme/orders/")]
     assert [name.rsplit("/", 1)[-1].split(".jsonl-")[0] for name in landed] == ["orders_day1", "orders_day2"]
+
+
+def test_an_entity_landed_on_one_machine_is_busy_on_another_until_the_first_is_done(
+    gcs_bucket: str, tmp_path: Path
+) -> None:
+    """Two landing caches (two machines) share nothing but the bucket: the lease object keeps them apart."""
+    uri = f"gs://{gcs_bucket}/landing"
+    a = LandingZone(root=str(tmp_path / "a"), durable_uri=uri)
+    b = LandingZone(root=str(tmp_path / "b"), durable_uri=uri)
+    with a.extraction("acme", "orders"):
+        with pytest.raises(
+            LandingBusyError, match=f"lease gs://{gcs_bucket}/landing/_leases/acme/orders held by pid"
+        ), b.extraction("acme", "orders"):
+            pass
+        with b.extraction("acme", "customers"):
+            pass
+    with b.extraction("acme", "orders"):
+        pass
 
 
 def _land_and_die_before_publishing(data_dir: str, uri: str, sources: str) -> None:
