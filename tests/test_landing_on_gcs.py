@@ -35,7 +35,8 @@ ENTITIES = (("acme", "orders"), ("acme_db", "customers"))
 
 
 def entities(sources: Path) -> list[CatalogEntity]:
-    """A file entity (JSON lines, malformed lines set aside) and a record entity (an incremental table)."""
+    """A file entity (JSON lines, malformed lines set aside) and a record entity (an incremental table whose
+    deleted rows are found by scanning its keys)."""
     files = Source.model_validate(
         {
             "source": "acme",
@@ -64,6 +65,8 @@ def entities(sources: Path) -> list[CatalogEntity]:
                             "lookback_seconds": 0,
                         },
                     },
+                    "deletes": {"mode": "reconcile", "every_minutes": 0},
+                    "max_delete_fraction": 0.5,
                     "primary_key": ["customer_id"],
                     "columns": {
                         "customer_id": {"type": "integer", "nullable": False},
@@ -112,7 +115,13 @@ RAW = [raw_key(source, entity) for source, entity in ENTITIES]
 STAGED = [staged_key(source, entity) for source, entity in ENTITIES]
 
 
-def deliver(sources: Path, name: str, lines: list[str], customers: list[tuple[int, str, str]]) -> None:
+def deliver(
+    sources: Path,
+    name: str,
+    lines: list[str],
+    customers: list[tuple[int, str, str]],
+    deleted: tuple[int, ...] = (),
+) -> None:
     orders = sources / "files" / "orders"
     orders.mkdir(parents=True, exist_ok=True)
     (orders / name).write_text("".join(f"{line}\n" for line in lines))
@@ -122,6 +131,7 @@ def deliver(sources: Path, name: str, lines: list[str], customers: list[tuple[in
             "(customer_id INTEGER PRIMARY KEY, name TEXT, updated_at TEXT)"
         )
         connection.executemany("INSERT INTO customers VALUES (?, ?, ?)", customers)
+        connection.executemany("DELETE FROM customers WHERE customer_id = ?", [(key,) for key in deleted])
 
 
 def objects(client: storage.Client, bucket: str) -> list[str]:
@@ -168,19 +178,24 @@ def test_landing_killed_before_publishing_keeps_the_old_state_and_a_second_machi
         assert b.staged("acme", "orders", "order_id, amount") == [(1, 10.0), (3, 30.0)]
         assert b.staged("acme_db", "customers", "customer_id, name") == [(1, "ada"), (2, "bob")]
 
-        # B lands the next delivery: the ledger and watermark A published say what is new.
+        # B lands the next delivery (customer 1 deleted at the source): the ledger and watermark A published
+        # say what is new.
         deliver(
-            sources, "day2.jsonl", ['{"order_id": 4, "amount": 40.0}'], [(3, "cy", "2026-01-02T09:00:00")]
+            sources,
+            "day2.jsonl",
+            ['{"order_id": 4, "amount": 40.0}'],
+            [(3, "cy", "2026-01-02T09:00:00")],
+            deleted=(1,),
         )
         landed = b.materialize(RAW, instance)
         assert landed.success
         orders_event = landed.asset_materializations_for_node(build_raw_asset(entities(sources)[0]).op.name)
         assert orders_event[0].metadata["files_landed_names"].value == ["orders/day2.jsonl"]
 
-        # A stages again, fetching what B landed.
+        # A stages, fetching what B landed and the key scan that says customer 1 is gone.
         assert a.materialize(STAGED, instance).success
         assert a.staged("acme", "orders", "order_id, amount") == [(1, 10.0), (3, 30.0), (4, 40.0)]
-        assert a.staged("acme_db", "customers", "customer_id, name") == [(1, "ada"), (2, "bob"), (3, "cy")]
+        assert a.staged("acme_db", "customers", "customer_id, name") == [(2, "bob"), (3, "cy")]
 
     # Each delivered file is in the bucket once; the killed attempt's upload was overwritten by the retry.
     landed = [name for name in objects(gcs_client, gcs_bucket) if name.startswith("landing/acme/orders/")]
@@ -195,9 +210,12 @@ def test_an_entity_landed_on_one_machine_is_busy_on_another_until_the_first_is_d
     a = LandingZone(root=str(tmp_path / "a"), durable_uri=uri)
     b = LandingZone(root=str(tmp_path / "b"), durable_uri=uri)
     with a.extraction("acme", "orders"):
-        with pytest.raises(
-            LandingBusyError, match=f"lease gs://{gcs_bucket}/landing/_leases/acme/orders held by pid"
-        ), b.extraction("acme", "orders"):
+        with (
+            pytest.raises(
+                LandingBusyError, match=f"lease gs://{gcs_bucket}/landing/_leases/acme/orders held by pid"
+            ),
+            b.extraction("acme", "orders"),
+        ):
             pass
         with b.extraction("acme", "customers"):
             pass
@@ -208,7 +226,7 @@ def test_an_entity_landed_on_one_machine_is_busy_on_another_until_the_first_is_d
 def _land_and_die_before_publishing(data_dir: str, uri: str, sources: str) -> None:
     """Land the raw assets on machine A; SIGKILL this process once the first extraction uploaded its files."""
 
-    def killed(state_dir: Path) -> bytes:
+    def killed(state_dir: Path, key_scans: list[str]) -> bytes:
         os.kill(os.getpid(), signal.SIGKILL)
         return b""  # not reached
 

@@ -3,17 +3,18 @@ landing directory a working cache of it, in which the path-based landing and sta
 (DuckDB reads local files).
 
 What is published is what an entity's state says: its processed-file ledger and landed index (the SQLite
-files of `<cache>/_state/<source>/<entity>/`), packed into one object, `_state/<source>/<entity>/state.zip`.
+files of `<cache>/_state/<source>/<entity>/`) and the names of its current key scans (`deletes:
+reconcile`), packed into one object, `_state/<source>/<entity>/state.zip`.
 One object write is atomic, so a reader sees the state before an extraction or after it, never between.
 An extraction (holding the entity's lease, `lease.py`):
 
 1. pulls: downloads the state object (remembering its generation) and makes the cache agree with it:
-   committed files the state does not name are removed (an attempt killed before it published), files it
-   names that the cache lacks are downloaded;
+   committed files and key scans the state does not name are removed (an attempt killed before it
+   published), those it names that the cache lacks are downloaded;
 2. lands in the cache as on local disk, committing into `load_date=` directories and the local index;
 3. publishes: uploads each file the index gained (a copy's lineage sidecar before the copy; one object
-   each, through gcsfs, the filesystem layer of the file sources), the entity's quarantine files, and last
-   the state object, only if its generation is still the one pulled (`ifGenerationMatch`).
+   each, through gcsfs, the filesystem layer of the file sources), its key scan, its quarantine files,
+   and last the state object, only if its generation is still the one pulled (`ifGenerationMatch`).
 
 A process killed before step 3 ends leaves uploaded objects that no published state names: readers never
 look at them, and the next attempt lands those files again under the same names (overwriting them) or
@@ -29,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import json
 import os
 import posixpath
 import shutil
@@ -49,6 +51,8 @@ from resources.landing.lease import leased
 GCS_SCHEME = "gs://"
 STATE_OBJECT = "state.zip"
 LEASES_DIR = "_leases"
+KEY_SCANS_MEMBER = "key_scans.json"
+"""The member of the state object naming the entity's current key scans (files of `EntityPaths.keys`)."""
 
 
 class LandingConflictError(RuntimeError):
@@ -63,6 +67,8 @@ class EntityPaths:
     """The entity's directory: `load_date=<day>/` directories of committed files."""
     state: Path
     quarantine: Path
+    keys: Path
+    """Scans of the entity's primary keys (`deletes: reconcile`)."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,7 @@ class Pulled:
     """Of the state object; 0 when nothing was published yet."""
     files: frozenset[Path]
     """The live landed files it names."""
+    key_scans: frozenset[Path] = frozenset()
 
 
 def is_gcs_uri(uri: str) -> bool:
@@ -123,6 +130,7 @@ class PublishedLanding:
         if blob is None:
             for day in list(_load_dates(paths.landed)):
                 shutil.rmtree(day)
+            shutil.rmtree(paths.keys, ignore_errors=True)
             return Pulled(0, frozenset())
         generation = int(blob.generation)
         try:
@@ -132,10 +140,13 @@ class PublishedLanding:
         paths.state.mkdir(parents=True, exist_ok=True)
         with zipfile.ZipFile(io.BytesIO(packed)) as archive:
             for member in archive.namelist():
-                atomic_write_bytes(paths.state / member, archive.read(member))
+                if member != KEY_SCANS_MEMBER:
+                    atomic_write_bytes(paths.state / member, archive.read(member))
+            scans = frozenset(paths.keys / name for name in json.loads(archive.read(KEY_SCANS_MEMBER)))
         live = frozenset(index().live())
         self._agree(paths.landed, live)
-        return Pulled(generation, live)
+        self._agree_scans(paths.keys, scans)
+        return Pulled(generation, live, scans)
 
     def _agree(self, entity_dir: Path, live: frozenset[Path]) -> None:
         """Remove cached committed files not in `live`; download those of `live` the cache lacks."""
@@ -145,6 +156,15 @@ class PublishedLanding:
                 if landed not in live:
                     path.unlink()
         for path in sorted(live):
+            if not path.exists():
+                self._download(path)
+
+    def _agree_scans(self, directory: Path, scans: frozenset[Path]) -> None:
+        if directory.is_dir():
+            for path in directory.iterdir():
+                if path not in scans:
+                    path.unlink()
+        for path in sorted(scans):
             if not path.exists():
                 self._download(path)
 
@@ -170,11 +190,16 @@ class PublishedLanding:
             if sidecar_of(path).exists():
                 self._files.put_file(str(sidecar_of(path)), self._remote(sidecar_of(path)))
             self._files.put_file(str(path), self._remote(path))
+        scans = sorted(paths.keys.glob("*.parquet")) if paths.keys.is_dir() else []
+        for path in sorted(set(scans) - pulled.key_scans):
+            self._files.put_file(str(path), self._remote(path))
         self.keep_quarantine(paths.quarantine)
         state = self._bucket.blob(self._key(paths.state / STATE_OBJECT))
         try:
             state.upload_from_string(
-                _packed(paths.state), content_type="application/zip", if_generation_match=pulled.generation
+                _packed(paths.state, [path.name for path in scans]),
+                content_type="application/zip",
+                if_generation_match=pulled.generation,
             )
         except PreconditionFailed:
             raise LandingConflictError(
@@ -196,12 +221,14 @@ class PublishedLanding:
         return bool(self._files.exists(self._remote(directory)))
 
 
-def _packed(state_dir: Path) -> bytes:
+def _packed(state_dir: Path, key_scans: list[str]) -> bytes:
+    """The state object: the state directory's files and the names of the current key scans."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for path in sorted(state_dir.iterdir()):
             if path.is_file() and not path.name.startswith("."):
                 archive.write(path, path.name)
+        archive.writestr(KEY_SCANS_MEMBER, json.dumps(key_scans))
     return buffer.getvalue()
 
 

@@ -173,6 +173,7 @@ class LandingZone(dg.ConfigurableResource):
             self.entity_dir(source, entity),
             self.state_dir(source, entity),
             self.quarantine_dir(source, entity),
+            self.key_scans_dir(source, entity),
         )
 
     @staticmethod
