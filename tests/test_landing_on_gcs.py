@@ -14,10 +14,12 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import pyarrow as pa
 import pytest
 from google.cloud import storage
 
@@ -29,7 +31,7 @@ from platform_assets.factories.raw_assets import build_raw_asset
 from platform_assets.factories.staged_assets import build_staged_asset
 from platform_assets.keys import STAGED_SCHEMA, raw_key, staged_key, staged_table
 from resources.environment import PlatformSettings, build_resources
-from resources.landing.zone import LandingBusyError, LandingZone
+from resources.landing.zone import LandingBusyError, LandingZone, Lineage
 
 ENTITIES = (("acme", "orders"), ("acme_db", "customers"))
 
@@ -221,6 +223,28 @@ def test_an_entity_landed_on_one_machine_is_busy_on_another_until_the_first_is_d
             pass
     with b.extraction("acme", "orders"):
         pass
+
+
+def test_a_checkpoint_saved_on_one_machine_is_resumed_on_another(gcs_bucket: str, tmp_path: Path) -> None:
+    """Parts landed before a checkpoint resume anywhere; a part landed after it is not covered by it, and
+    nothing of the area outlives the commit that published it."""
+    uri = f"gs://{gcs_bucket}/landing"
+    a = LandingZone(root=str(tmp_path / "a"), durable_uri=uri)
+    b = LandingZone(root=str(tmp_path / "b"), durable_uri=uri)
+    lineage = Lineage("acme.events", datetime.now(UTC), "run-1")
+    page = pa.record_batch({"id": [1, 2]})
+    with pytest.raises(RuntimeError, match="page 3"), a.extraction("acme", "events") as inflight:
+        inflight.write("pages-1-2.parquet", [page], lineage)
+        inflight.save_checkpoint({"pages": 2})
+        inflight.write("pages-3-3.parquet", [page], lineage)
+        raise RuntimeError("page 3 failed")
+    with b.extraction("acme", "events") as inflight:
+        assert inflight.checkpoint() == {"pages": 2}
+        assert [part.name for part in inflight.parts()] == ["pages-1-2.parquet"]
+        inflight.commit("2026-01-01")
+    with a.extraction("acme", "events") as inflight:
+        assert (inflight.checkpoint(), inflight.parts()) == (None, [])
+        assert [path.name for path in a.committed_files("acme", "events")] == ["pages-1-2.parquet"]
 
 
 def _land_and_die_before_publishing(data_dir: str, uri: str, sources: str) -> None:

@@ -16,6 +16,10 @@ An extraction (holding the entity's lease, `lease.py`):
    each, through gcsfs, the filesystem layer of the file sources), its key scan, its quarantine files,
    and last the state object, only if its generation is still the one pulled (`ifGenerationMatch`).
 
+Checkpoints are kept in the bucket too (`PublishedInFlight`): each checkpoint uploads the in-flight parts
+it covers, then one object naming them, so that an extraction that failed on one machine resumes on any
+other; a successful publish, or an extraction that discards its in-flight area, clears them.
+
 A process killed before step 3 ends leaves uploaded objects that no published state names: readers never
 look at them, and the next attempt lands those files again under the same names (overwriting them) or
 under new ones. Nothing is landed twice, nothing half. The generation precondition keeps two publishers
@@ -51,6 +55,8 @@ from resources.landing.lease import leased
 GCS_SCHEME = "gs://"
 STATE_OBJECT = "state.zip"
 LEASES_DIR = "_leases"
+RESUME_OBJECT = "resume.json"
+"""In the bucket's copy of an in-flight area: the latest checkpoint and the parts it covers."""
 KEY_SCANS_MEMBER = "key_scans.json"
 """The member of the state object naming the entity's current key scans (files of `EntityPaths.keys`)."""
 
@@ -69,6 +75,7 @@ class EntityPaths:
     quarantine: Path
     keys: Path
     """Scans of the entity's primary keys (`deletes: reconcile`)."""
+    inflight: Path
 
 
 @dataclass(frozen=True)
@@ -144,27 +151,16 @@ class PublishedLanding:
                     atomic_write_bytes(paths.state / member, archive.read(member))
             scans = frozenset(paths.keys / name for name in json.loads(archive.read(KEY_SCANS_MEMBER)))
         live = frozenset(index().live())
-        self._agree(paths.landed, live)
-        self._agree_scans(paths.keys, scans)
+        self._agree([path for day in _load_dates(paths.landed) for path in day.iterdir()], live)
+        self._agree(list(paths.keys.iterdir()) if paths.keys.is_dir() else [], scans)
         return Pulled(generation, live, scans)
 
-    def _agree(self, entity_dir: Path, live: frozenset[Path]) -> None:
-        """Remove cached committed files not in `live`; download those of `live` the cache lacks."""
-        for day in _load_dates(entity_dir):
-            for path in day.iterdir():
-                landed = path.with_name(path.name.removesuffix(SIDECAR_SUFFIX))
-                if landed not in live:
-                    path.unlink()
-        for path in sorted(live):
-            if not path.exists():
-                self._download(path)
-
-    def _agree_scans(self, directory: Path, scans: frozenset[Path]) -> None:
-        if directory.is_dir():
-            for path in directory.iterdir():
-                if path not in scans:
-                    path.unlink()
-        for path in sorted(scans):
+    def _agree(self, cached: list[Path], wanted: frozenset[Path]) -> None:
+        """Remove the `cached` files (and sidecars) not `wanted`; download the `wanted` the cache lacks."""
+        for path in cached:
+            if path.with_name(path.name.removesuffix(SIDECAR_SUFFIX)) not in wanted:
+                path.unlink()
+        for path in sorted(wanted):
             if not path.exists():
                 self._download(path)
 
@@ -212,13 +208,60 @@ class PublishedLanding:
         """Upload the quarantine files (records set aside, one file per run) the bucket lacks."""
         if not directory.is_dir():
             return
-        remote = set(self._files.ls(self._remote(directory), detail=False)) if self._has(directory) else set()
+        remote = self._listed(directory)
         for path in sorted(directory.glob("*.parquet")):
             if self._remote(path) not in remote:
                 self._files.put_file(str(path), self._remote(path))
 
-    def _has(self, directory: Path) -> bool:
-        return bool(self._files.exists(self._remote(directory)))
+    def _listed(self, directory: Path) -> set[str]:
+        """`bucket/name` of the objects under a cache directory's counterpart."""
+        try:
+            return set(self._files.ls(self._remote(directory), detail=False))
+        except FileNotFoundError:
+            return set()
+
+    def inflight(self, paths: EntityPaths) -> PublishedInFlight:
+        return PublishedInFlight(self, paths)
+
+
+class PublishedInFlight:
+    """The bucket's copy of an entity's in-flight area: its latest checkpoint and the parts it covers."""
+
+    def __init__(self, landing: PublishedLanding, paths: EntityPaths) -> None:
+        self.landing = landing
+        self.directory = paths.inflight
+        self.resume = paths.inflight / RESUME_OBJECT
+
+    def pull(self, checkpoint_file: Path, landed: set[str]) -> None:
+        """Make the cached in-flight area the bucket's: its checkpoint, and the parts it covers that are not
+        landed (a run killed after publishing, before clearing, landed them)."""
+        try:
+            resume = json.loads(self.landing._files.cat_file(self.landing._remote(self.resume)))
+        except FileNotFoundError:
+            resume = None
+        parts = (
+            frozenset()
+            if resume is None
+            else frozenset(self.directory / name for name in resume["parts"] if name not in landed)
+        )
+        cached = [path for path in self.directory.iterdir() if not path.name.startswith(".")]
+        self.landing._agree(cached, parts)
+        if resume is not None:
+            atomic_write_bytes(checkpoint_file, json.dumps(resume["checkpoint"], sort_keys=True).encode())
+
+    def save(self, parts: list[Path], checkpoint: bytes) -> None:
+        """Upload the parts the bucket lacks, then the checkpoint naming them (one object)."""
+        remote = self.landing._listed(self.directory)
+        for part in parts:
+            for local in (sidecar_of(part), part):
+                if local.exists() and self.landing._remote(local) not in remote:
+                    self.landing._files.put_file(str(local), self.landing._remote(local))
+        resume = {"checkpoint": json.loads(checkpoint), "parts": [part.name for part in parts]}
+        self.landing._files.pipe_file(self.landing._remote(self.resume), json.dumps(resume).encode())
+
+    def clear(self) -> None:
+        if self.landing._listed(self.directory):
+            self.landing._files.rm(self.landing._remote(self.directory), recursive=True)
 
 
 def _packed(state_dir: Path, key_scans: list[str]) -> bytes:

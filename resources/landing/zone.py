@@ -42,7 +42,7 @@ from resources.landing.delivered import (
 )
 from resources.landing.landed_index import INDEX_FILE, LandedIndex, is_landed_name
 from resources.landing.lease import DEFAULT_LEASE_SECONDS, LandingBusyError
-from resources.landing.published import EntityPaths, PublishedLanding
+from resources.landing.published import EntityPaths, PublishedInFlight, PublishedLanding
 
 SOURCE_COLUMN = "_source"
 EXTRACTED_AT_COLUMN = "_extracted_at"
@@ -128,6 +128,7 @@ class LandingZone(dg.ConfigurableResource):
             )
             with lease:
                 paths = self._paths(source, entity)
+                mirror = None if published is None else published.inflight(paths)
                 pulled = (
                     None
                     if published is None
@@ -135,9 +136,13 @@ class LandingZone(dg.ConfigurableResource):
                 )
                 index = self.landed_index(source, entity)
                 index.reconcile()
-                yield InFlight(directory, self.entity_dir(source, entity), index)
+                if mirror is not None:
+                    mirror.pull(directory / CHECKPOINT_FILE, index.known_names())
+                yield InFlight(directory, self.entity_dir(source, entity), index, mirror)
                 if published is not None and pulled is not None:
                     published.publish(pulled, paths, index.live())
+                if mirror is not None:
+                    mirror.clear()
 
     def refresh(self, source: str, entity: str) -> None:
         """Bring the cache up to the published state before reading the entity's landed files (staging);
@@ -174,6 +179,7 @@ class LandingZone(dg.ConfigurableResource):
             self.state_dir(source, entity),
             self.quarantine_dir(source, entity),
             self.key_scans_dir(source, entity),
+            self.entity_dir(source, entity) / INFLIGHT_DIR,
         )
 
     @staticmethod
@@ -238,17 +244,24 @@ class LandingZone(dg.ConfigurableResource):
 class InFlight:
     """The uncommitted parts and checkpoint of one entity's extraction."""
 
-    def __init__(self, directory: Path, entity_dir: Path, index: LandedIndex) -> None:
+    def __init__(
+        self, directory: Path, entity_dir: Path, index: LandedIndex, mirror: PublishedInFlight | None = None
+    ) -> None:
         self.directory = directory
         self.entity_dir = entity_dir
         self.index = index
+        self.mirror = mirror
+        """The bucket's copy of the area when the landing is kept on GCS: a checkpoint resumes anywhere."""
 
     def checkpoint(self) -> dict[str, Any] | None:
         path = self.directory / CHECKPOINT_FILE
         return json.loads(path.read_text()) if path.exists() else None
 
     def save_checkpoint(self, state: Mapping[str, Any]) -> None:
-        atomic_write_bytes(self.directory / CHECKPOINT_FILE, json.dumps(state, sort_keys=True).encode())
+        checkpoint = json.dumps(state, sort_keys=True).encode()
+        atomic_write_bytes(self.directory / CHECKPOINT_FILE, checkpoint)
+        if self.mirror is not None:
+            self.mirror.save(self.parts(), checkpoint)
 
     def parts(self) -> list[Path]:
         return sorted(path for path in self.directory.iterdir() if _is_landed_file(path))
@@ -259,6 +272,8 @@ class InFlight:
         for path in self.directory.iterdir():
             if path.name != ".lock":
                 path.unlink(missing_ok=True)
+        if self.mirror is not None:
+            self.mirror.clear()
 
     def drop(self, name: str) -> None:
         """Forget one part or copy (with its sidecar and temporary file): a delivered file set aside while
