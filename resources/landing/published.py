@@ -55,6 +55,9 @@ from resources.landing.lease import leased
 GCS_SCHEME = "gs://"
 STATE_OBJECT = "state.zip"
 LEASES_DIR = "_leases"
+PULLED_FILE = ".generation"
+"""In a cached state directory: the generation of the published state the cache agrees with; absent while
+an extraction may be changing the cache (and after one that did not publish)."""
 RESUME_OBJECT = "resume.json"
 """In the bucket's copy of an in-flight area: the latest checkpoint and the parts it covers."""
 KEY_SCANS_MEMBER = "key_scans.json"
@@ -128,9 +131,29 @@ class PublishedLanding:
         name = self._key(self.cache_root / LEASES_DIR / source / entity)
         return leased(self._bucket, name, f"{source}.{entity}", seconds)
 
-    def pull(self, paths: EntityPaths, index: Callable[[], LandedIndex]) -> Pulled:
-        """Replace the cached state with the published one and make the cached files agree with it."""
+    def pull(self, paths: EntityPaths, index: Callable[[], LandedIndex], *, writing: bool = False) -> Pulled:
+        """Replace the cached state with the published one and make the cached files agree with it; only
+        the state object's metadata is read when the cache already agrees with its generation. `writing`:
+        the caller (an extraction) changes the cache next, which then no longer agrees with it."""
         blob = self._bucket.get_blob(self._key(paths.state / STATE_OBJECT))
+        marker = paths.state / PULLED_FILE
+        if blob is not None and marker.exists() and marker.read_text() == str(blob.generation):
+            pulled = self._cached(paths, int(blob.generation), index)
+        else:
+            pulled = self._download_state(paths, blob, index)
+            if pulled.generation:
+                atomic_write_bytes(marker, str(pulled.generation).encode())
+        if writing:
+            marker.unlink(missing_ok=True)
+        return pulled
+
+    def _cached(self, paths: EntityPaths, generation: int, index: Callable[[], LandedIndex]) -> Pulled:
+        scans = frozenset(paths.keys.iterdir()) if paths.keys.is_dir() else frozenset()
+        return Pulled(generation, frozenset(index().live()), scans)
+
+    def _download_state(
+        self, paths: EntityPaths, blob: storage.Blob | None, index: Callable[[], LandedIndex]
+    ) -> Pulled:
         if paths.state.is_dir():
             for stale in paths.state.iterdir():
                 stale.unlink()
@@ -142,8 +165,8 @@ class PublishedLanding:
         generation = int(blob.generation)
         try:
             packed = blob.download_as_bytes(if_generation_match=generation)
-        except PreconditionFailed:
-            return self.pull(paths, index)  # published meanwhile: take the newer state
+        except PreconditionFailed:  # published meanwhile: take the newer state
+            return self._download_state(paths, self._bucket.get_blob(blob.name), index)
         paths.state.mkdir(parents=True, exist_ok=True)
         with zipfile.ZipFile(io.BytesIO(packed)) as archive:
             for member in archive.namelist():
@@ -197,6 +220,7 @@ class PublishedLanding:
                 content_type="application/zip",
                 if_generation_match=pulled.generation,
             )
+            atomic_write_bytes(paths.state / PULLED_FILE, str(state.generation).encode())
         except PreconditionFailed:
             raise LandingConflictError(
                 f"The landing state {self.uri}/{state.name.removeprefix(self.prefix).lstrip('/')} changed "

@@ -119,30 +119,23 @@ class LandingZone(dg.ConfigurableResource):
         `durable_uri`, also across machines, from the published state, publishing what it committed when
         the block ends without error."""
         directory = self.entity_dir(source, entity) / INFLIGHT_DIR
+        published = self._published()
         with self._local_lock(directory, wait=False, what=f"{source}.{entity}"):
-            published = self._published()
-            lease = (
-                contextlib.nullcontext()
-                if published is None
-                else published.lease(source, entity, self.lease_seconds)
-            )
-            with lease:
-                paths = self._paths(source, entity)
-                mirror = None if published is None else published.inflight(paths)
-                pulled = (
-                    None
-                    if published is None
-                    else published.pull(paths, lambda: self.landed_index(source, entity))
-                )
+            if published is None:
                 index = self.landed_index(source, entity)
                 index.reconcile()
-                if mirror is not None:
-                    mirror.pull(directory / CHECKPOINT_FILE, index.known_names())
+                yield InFlight(directory, self.entity_dir(source, entity), index)
+                return
+            paths = self._paths(source, entity)
+            with published.lease(source, entity, self.lease_seconds):
+                pulled = published.pull(paths, lambda: self.landed_index(source, entity), writing=True)
+                index = self.landed_index(source, entity)
+                index.reconcile()
+                mirror = published.inflight(paths)
+                mirror.pull(directory / CHECKPOINT_FILE, index.known_names())
                 yield InFlight(directory, self.entity_dir(source, entity), index, mirror)
-                if published is not None and pulled is not None:
-                    published.publish(pulled, paths, index.live())
-                if mirror is not None:
-                    mirror.clear()
+                published.publish(pulled, paths, index.live())
+                mirror.clear()
 
     def refresh(self, source: str, entity: str) -> None:
         """Bring the cache up to the published state before reading the entity's landed files (staging);
