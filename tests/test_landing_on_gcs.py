@@ -31,6 +31,7 @@ from platform_assets.factories.raw_assets import build_raw_asset
 from platform_assets.factories.staged_assets import build_staged_asset
 from platform_assets.keys import STAGED_SCHEMA, raw_key, staged_key, staged_table
 from resources.environment import PlatformSettings, build_resources
+from resources.landing.published import LandingStoreError
 from resources.landing.zone import LandingBusyError, LandingZone, Lineage
 
 ENTITIES = (("acme", "orders"), ("acme_db", "customers"))
@@ -222,6 +223,17 @@ def test_an_entity_landed_on_one_machine_is_busy_on_another_until_the_first_is_d
         with b.extraction("acme", "customers"):
             pass
     with b.extraction("acme", "orders"):
+        pass
+
+
+def test_a_missing_bucket_names_the_landing_and_what_to_check(gcs_emulator: str, tmp_path: Path) -> None:
+    landing = LandingZone(root=str(tmp_path / "a"), durable_uri="gs://no-such-landing-bucket/landing")
+    with (
+        pytest.raises(
+            LandingStoreError, match="gs://no-such-landing-bucket/landing could not take the lease on"
+        ),
+        landing.extraction("acme", "orders"),
+    ):
         pass
 
 

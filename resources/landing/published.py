@@ -43,9 +43,12 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import requests
 from gcsfs.core import GCSFileSystem
-from google.api_core.exceptions import PreconditionFailed
+from gcsfs.retry import HttpError
+from google.api_core.exceptions import GoogleAPIError, PreconditionFailed
 from google.auth.credentials import AnonymousCredentials
+from google.auth.exceptions import GoogleAuthError
 from google.cloud import storage
 
 from resources.landing.delivered import SIDECAR_SUFFIX, atomic_write_bytes, sidecar_of
@@ -62,6 +65,15 @@ RESUME_OBJECT = "resume.json"
 """In the bucket's copy of an in-flight area: the latest checkpoint and the parts it covers."""
 KEY_SCANS_MEMBER = "key_scans.json"
 """The member of the state object naming the entity's current key scans (files of `EntityPaths.keys`)."""
+
+
+_UNREACHABLE = (GoogleAPIError, GoogleAuthError, HttpError, requests.ConnectionError)
+"""What the GCS clients raise when the bucket cannot be reached, found or written (the lease, taken first,
+goes through google-cloud-storage and `requests`)."""
+
+
+class LandingStoreError(RuntimeError):
+    """The bucket of the landing cannot be reached, found or written: names it and what to check."""
 
 
 class LandingConflictError(RuntimeError):
@@ -127,9 +139,27 @@ class PublishedLanding:
     def _remote(self, local: Path) -> str:
         return f"{self.bucket_name}/{self._key(local)}"
 
-    def lease(self, source: str, entity: str, seconds: int) -> contextlib.AbstractContextManager[None]:
+    @contextlib.contextmanager
+    def reaching(self, action: str) -> Iterator[None]:
+        """Storage errors of the block as a LandingStoreError saying what failed where, and what to check."""
+        try:
+            yield
+        except _UNREACHABLE as error:
+            raise LandingStoreError(
+                f"The landing zone {self.uri} could not {action}: {type(error).__name__}: {error}. Check "
+                f"that the bucket exists and that this machine's credentials may read and write objects in "
+                f"it (application default credentials: GOOGLE_APPLICATION_CREDENTIALS, `gcloud auth "
+                f"application-default login`, or the machine's service account; role "
+                f"roles/storage.objectAdmin), or set PLATFORM_LANDING_URI to another location."
+            ) from error
+
+    @contextlib.contextmanager
+    def lease(self, source: str, entity: str, seconds: int) -> Iterator[None]:
         name = self._key(self.cache_root / LEASES_DIR / source / entity)
-        return leased(self._bucket, name, f"{source}.{entity}", seconds)
+        with contextlib.ExitStack() as held:
+            with self.reaching(f"take the lease on {source}.{entity}"):
+                held.enter_context(leased(self._bucket, name, f"{source}.{entity}", seconds))
+            yield
 
     def pull(self, paths: EntityPaths, index: Callable[[], LandedIndex], *, writing: bool = False) -> Pulled:
         """Replace the cached state with the published one and make the cached files agree with it; only
@@ -275,17 +305,20 @@ class PublishedInFlight:
 
     def save(self, parts: list[Path], checkpoint: bytes) -> None:
         """Upload the parts the bucket lacks, then the checkpoint naming them (one object)."""
-        remote = self.landing._listed(self.directory)
-        for part in parts:
-            for local in (sidecar_of(part), part):
-                if local.exists() and self.landing._remote(local) not in remote:
-                    self.landing._files.put_file(str(local), self.landing._remote(local))
-        resume = {"checkpoint": json.loads(checkpoint), "parts": [part.name for part in parts]}
-        self.landing._files.pipe_file(self.landing._remote(self.resume), json.dumps(resume).encode())
+        with self.landing.reaching(f"keep the checkpoint {self.landing._key(self.resume)}"):
+            remote = self.landing._listed(self.directory)
+            for part in parts:
+                for local in (sidecar_of(part), part):
+                    if local.exists() and self.landing._remote(local) not in remote:
+                        self.landing._files.put_file(str(local), self.landing._remote(local))
+            resume = {"checkpoint": json.loads(checkpoint), "parts": [part.name for part in parts]}
+            self.landing._files.pipe_file(self.landing._remote(self.resume), json.dumps(resume).encode())
 
     def clear(self) -> None:
-        if self.landing._listed(self.directory):
-            self.landing._files.rm(self.landing._remote(self.directory), recursive=True)
+        """Forget the bucket's copy of the area (its extraction was published, or abandoned)."""
+        with self.landing.reaching(f"clear {self.landing._key(self.directory)}"):
+            if self.landing._listed(self.directory):
+                self.landing._files.rm(self.landing._remote(self.directory), recursive=True)
 
 
 def _packed(state_dir: Path, key_scans: list[str]) -> bytes:

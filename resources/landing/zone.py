@@ -128,14 +128,16 @@ class LandingZone(dg.ConfigurableResource):
                 return
             paths = self._paths(source, entity)
             with published.lease(source, entity, self.lease_seconds):
-                pulled = published.pull(paths, lambda: self.landed_index(source, entity), writing=True)
-                index = self.landed_index(source, entity)
-                index.reconcile()
-                mirror = published.inflight(paths)
-                mirror.pull(directory / CHECKPOINT_FILE, index.known_names())
+                with published.reaching(f"bring the cache of {source}.{entity} up to its published state"):
+                    pulled = published.pull(paths, lambda: self.landed_index(source, entity), writing=True)
+                    index = self.landed_index(source, entity)
+                    index.reconcile()
+                    mirror = published.inflight(paths)
+                    mirror.pull(directory / CHECKPOINT_FILE, index.known_names())
                 yield InFlight(directory, self.entity_dir(source, entity), index, mirror)
-                published.publish(pulled, paths, index.live())
-                mirror.clear()
+                with published.reaching(f"publish what {source}.{entity} landed"):
+                    published.publish(pulled, paths, index.live())
+                    mirror.clear()
 
     def refresh(self, source: str, entity: str) -> None:
         """Bring the cache up to the published state before reading the entity's landed files (staging);
@@ -145,7 +147,10 @@ class LandingZone(dg.ConfigurableResource):
         if published is None:
             return
         directory = self.entity_dir(source, entity) / INFLIGHT_DIR
-        with self._local_lock(directory, wait=True, what=f"{source}.{entity}"):
+        with (
+            self._local_lock(directory, wait=True, what=f"{source}.{entity}"),
+            published.reaching(f"bring the cache of {source}.{entity} up to its published state"),
+        ):
             published.pull(self._paths(source, entity), lambda: self.landed_index(source, entity))
 
     def keep_quarantine(self, source: str, entity: str) -> None:
@@ -153,7 +158,8 @@ class LandingZone(dg.ConfigurableResource):
         too); nothing to do on local disk."""
         published = self._published()
         if published is not None:
-            published.keep_quarantine(self.quarantine_dir(source, entity))
+            with published.reaching(f"keep the quarantine files of {source}.{entity}"):
+                published.keep_quarantine(self.quarantine_dir(source, entity))
 
     def cached(self, source: str, entity: str, landed: Path) -> Path:
         """Where a landed file a run recorded (its path on the machine that landed it) is in this process's
