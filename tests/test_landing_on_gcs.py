@@ -10,6 +10,7 @@ SIGKILLs itself right after the uploads, before the state object is written.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -34,12 +35,13 @@ from resources.environment import PlatformSettings, build_resources
 from resources.landing.published import LandingStoreError
 from resources.landing.zone import LandingBusyError, LandingZone, Lineage
 
-ENTITIES = (("acme", "orders"), ("acme_db", "customers"))
+ENTITIES = (("acme", "orders"), ("acme_db", "customers"), ("acme_db", "regions"))
 
 
 def entities(sources: Path) -> list[CatalogEntity]:
-    """A file entity (JSON lines, malformed lines set aside) and a record entity (an incremental table whose
-    deleted rows are found by scanning its keys)."""
+    """A file entity (JSON lines, malformed lines set aside) and two record entities: an incremental table
+    whose deleted rows are found by scanning its keys, and a table re-read whole (each landing a snapshot,
+    which staging finds by the paths its raw materialization recorded)."""
     files = Source.model_validate(
         {
             "source": "acme",
@@ -76,7 +78,12 @@ def entities(sources: Path) -> list[CatalogEntity]:
                         "name": {"type": "string"},
                         "updated_at": {"type": "timestamp", "nullable": False},
                     },
-                }
+                },
+                "regions": {
+                    "table": {"table": "regions"},
+                    "primary_key": ["region"],
+                    "columns": {"region": {"type": "string"}},
+                },
             },
         }
     )
@@ -123,6 +130,7 @@ def deliver(
     name: str,
     lines: list[str],
     customers: list[tuple[int, str, str]],
+    region: str,
     deleted: tuple[int, ...] = (),
 ) -> None:
     orders = sources / "files" / "orders"
@@ -133,7 +141,9 @@ def deliver(
             "CREATE TABLE IF NOT EXISTS customers "
             "(customer_id INTEGER PRIMARY KEY, name TEXT, updated_at TEXT)"
         )
+        connection.execute("CREATE TABLE IF NOT EXISTS regions (region TEXT PRIMARY KEY)")
         connection.executemany("INSERT INTO customers VALUES (?, ?, ?)", customers)
+        connection.execute("INSERT INTO regions VALUES (?)", (region,))
         connection.executemany("DELETE FROM customers WHERE customer_id = ?", [(key,) for key in deleted])
 
 
@@ -151,6 +161,7 @@ def test_landing_killed_before_publishing_keeps_the_old_state_and_a_second_machi
         "day1.jsonl",
         ['{"order_id": 1, "amount": 10.0}', '{"order_id": 2,', '{"order_id": 3, "amount": 30.0}'],
         [(1, "ada", "2026-01-01T10:00:00"), (2, "bob", "2026-01-01T11:00:00")],
+        "north",
     )
 
     # Machine A is killed after its first extraction uploaded its files, before it published its state.
@@ -175,11 +186,14 @@ def test_landing_killed_before_publishing_keeps_the_old_state_and_a_second_machi
         assert not [name for name in stored if "/_leases/" in name]  # taken over from the dead pid, released
         assert [name for name in stored if name.startswith("landing/_quarantine/acme/orders/")]
 
-        # Machine B has never seen the landing: it stages from the bucket what A landed, each row once.
+        # Machine A's disk is lost. Machine B has never seen the landing: it stages from the bucket what A
+        # landed, each row once.
+        shutil.rmtree(tmp_path / "a")
         b = Machine(tmp_path / "b", uri, sources)
         assert b.materialize(STAGED, instance).success
         assert b.staged("acme", "orders", "order_id, amount") == [(1, 10.0), (3, 30.0)]
         assert b.staged("acme_db", "customers", "customer_id, name") == [(1, "ada"), (2, "bob")]
+        assert b.staged("acme_db", "regions", "region") == [("north",)]
 
         # B lands the next delivery (customer 1 deleted at the source): the ledger and watermark A published
         # say what is new.
@@ -188,6 +202,7 @@ def test_landing_killed_before_publishing_keeps_the_old_state_and_a_second_machi
             "day2.jsonl",
             ['{"order_id": 4, "amount": 40.0}'],
             [(3, "cy", "2026-01-02T09:00:00")],
+            "south",
             deleted=(1,),
         )
         landed = b.materialize(RAW, instance)
@@ -199,6 +214,7 @@ def test_landing_killed_before_publishing_keeps_the_old_state_and_a_second_machi
         assert a.materialize(STAGED, instance).success
         assert a.staged("acme", "orders", "order_id, amount") == [(1, 10.0), (3, 30.0), (4, 40.0)]
         assert a.staged("acme_db", "customers", "customer_id, name") == [(2, "bob"), (3, "cy")]
+        assert a.staged("acme_db", "regions", "region") == [("north",), ("south",)]
 
     # Each delivered file is in the bucket once; the killed attempt's upload was overwritten by the retry.
     landed = [name for name in objects(gcs_client, gcs_bucket) if name.startswith("landing/acme/orders/")]
