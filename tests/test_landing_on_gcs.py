@@ -32,7 +32,7 @@ from platform_assets.factories.raw_assets import build_raw_asset
 from platform_assets.factories.staged_assets import build_staged_asset
 from platform_assets.keys import STAGED_SCHEMA, raw_key, staged_key, staged_table
 from resources.environment import PlatformSettings, build_resources
-from resources.landing.published import LandingStoreError
+from resources.landing.published import LandingConflictError, LandingStoreError
 from resources.landing.zone import LandingBusyError, LandingZone, Lineage
 
 ENTITIES = (("acme", "orders"), ("acme_db", "customers"), ("acme_db", "regions"))
@@ -240,6 +240,27 @@ def test_an_entity_landed_on_one_machine_is_busy_on_another_until_the_first_is_d
             pass
     with b.extraction("acme", "orders"):
         pass
+
+
+def test_an_extraction_whose_lease_expired_cannot_publish_over_the_one_that_took_it_over(
+    gcs_bucket: str, tmp_path: Path
+) -> None:
+    """The state's generation precondition fences a slow holder: its files stay unpublished."""
+    uri = f"gs://{gcs_bucket}/landing"
+    slow = LandingZone(root=str(tmp_path / "a"), durable_uri=uri, lease_seconds=0)
+    fast = LandingZone(root=str(tmp_path / "b"), durable_uri=uri)
+    lineage = Lineage("acme.events", datetime.now(UTC), "run-1")
+    with (
+        pytest.raises(LandingConflictError, match="changed while this extraction ran"),
+        slow.extraction("acme", "events") as late,
+    ):
+        with fast.extraction("acme", "events") as inflight:
+            inflight.write("fast.parquet", [pa.record_batch({"id": [1]})], lineage)
+            inflight.commit("2026-01-01")
+        late.write("slow.parquet", [pa.record_batch({"id": [2]})], lineage)
+        late.commit("2026-01-01")
+    with fast.extraction("acme", "events"):
+        assert [path.name for path in fast.committed_files("acme", "events")] == ["fast.parquet"]
 
 
 def test_a_missing_bucket_names_the_landing_and_what_to_check(gcs_emulator: str, tmp_path: Path) -> None:
