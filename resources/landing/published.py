@@ -104,6 +104,12 @@ class Pulled:
     key_scans: frozenset[Path] = frozenset()
 
 
+@functools.cache
+def published_landing(uri: str, cache_root: Path) -> PublishedLanding:
+    """One per landing and process, so that its clients (and their connection pools) are reused."""
+    return PublishedLanding(uri, cache_root)
+
+
 def is_gcs_uri(uri: str) -> bool:
     return uri.startswith(GCS_SCHEME) and bool(uri.removeprefix(GCS_SCHEME).partition("/")[0])
 

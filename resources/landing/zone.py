@@ -42,7 +42,7 @@ from resources.landing.delivered import (
 )
 from resources.landing.landed_index import INDEX_FILE, LandedIndex, is_landed_name
 from resources.landing.lease import DEFAULT_LEASE_SECONDS, LandingBusyError
-from resources.landing.published import EntityPaths, PublishedInFlight, PublishedLanding
+from resources.landing.published import EntityPaths, PublishedInFlight, PublishedLanding, published_landing
 
 SOURCE_COLUMN = "_source"
 EXTRACTED_AT_COLUMN = "_extracted_at"
@@ -170,7 +170,7 @@ class LandingZone(dg.ConfigurableResource):
         return self.entity_dir(source, entity) / landed.parent.name / landed.name
 
     def _published(self) -> PublishedLanding | None:
-        return None if self.durable_uri is None else PublishedLanding(self.durable_uri, Path(self.root))
+        return None if self.durable_uri is None else published_landing(self.durable_uri, Path(self.root))
 
     def _paths(self, source: str, entity: str) -> EntityPaths:
         return EntityPaths(
