@@ -15,6 +15,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -224,11 +225,13 @@ def test_landing_killed_before_publishing_keeps_the_old_state_and_a_second_machi
 def test_an_entity_landed_on_one_machine_is_busy_on_another_until_the_first_is_done(
     gcs_bucket: str, tmp_path: Path
 ) -> None:
-    """Two landing caches (two machines) share nothing but the bucket: the lease object keeps them apart."""
+    """Two landing caches (two machines) share nothing but the bucket: the lease object keeps them apart,
+    for longer than its duration while its holder renews it."""
     uri = f"gs://{gcs_bucket}/landing"
-    a = LandingZone(root=str(tmp_path / "a"), durable_uri=uri)
+    a = LandingZone(root=str(tmp_path / "a"), durable_uri=uri, lease_seconds=1)
     b = LandingZone(root=str(tmp_path / "b"), durable_uri=uri)
     with a.extraction("acme", "orders"):
+        time.sleep(1.5)
         with (
             pytest.raises(
                 LandingBusyError, match=f"lease gs://{gcs_bucket}/landing/_leases/acme/orders held by pid"

@@ -6,7 +6,9 @@ only the bucket need the bucket to decide, and an object create with `ifGenerati
 GCS alone: of two creators exactly one succeeds. A holder killed before it deletes its lease leaves it
 behind, so the lease names its holder (host, pid) and when it expires: a lease is taken over once it has
 expired, or at once when its holder is a process of this host that no longer runs (a killed step retried
-on the same machine). Taking over deletes the stale object by its generation, so that of two processes
+on the same machine). A live holder renews its lease from a background thread every third of its
+duration, so the duration can be short (a lost machine's lease is taken over minutes later) however long
+the extraction runs. Taking over deletes the stale object by its generation, so that of two processes
 taking over the same stale lease only one deletes it and only one creates the next.
 
 A lease that expires while its holder still works does not let two extractions publish: publishing is
@@ -19,16 +21,18 @@ import contextlib
 import json
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
-from google.api_core.exceptions import NotFound, PreconditionFailed
+import requests
+from google.api_core.exceptions import GoogleAPIError, NotFound, PreconditionFailed
 from google.cloud import storage
 
-DEFAULT_LEASE_SECONDS = 6 * 3600
-"""How long a lease holds when its holder vanished without deleting it (a machine lost): longer than any
-extraction, so that a live holder is never taken over in the common case."""
+DEFAULT_LEASE_SECONDS = 600
+"""How long a lease outlives its holder's last renewal: how long a lost machine's lease keeps others out."""
+MIN_RENEWAL_SECONDS = 0.2
 
 
 class LandingBusyError(RuntimeError):
@@ -50,12 +54,38 @@ class Holder:
 def leased(bucket: storage.Bucket, name: str, what: str, seconds: int) -> Iterator[None]:
     """Hold the lease object `name` for the block; LandingBusyError when a live holder has it."""
     blob = bucket.blob(name)
-    generation = _take(blob, Holder(socket.gethostname(), os.getpid(), time.time() + seconds), what)
+    generation = _take(blob, _holder(seconds), what)
+    done = threading.Event()
+    renewals = threading.Thread(target=_renew, args=(blob, generation, seconds, done), daemon=True)
+    renewals.start()
     try:
         yield
     finally:
+        done.set()
+        renewals.join()
         with contextlib.suppress(NotFound, PreconditionFailed):
-            blob.delete(if_generation_match=generation)
+            blob.delete(if_generation_match=blob.generation)
+
+
+def _holder(seconds: float) -> Holder:
+    return Holder(socket.gethostname(), os.getpid(), time.time() + seconds)
+
+
+def _renew(blob: storage.Blob, generation: int, seconds: float, done: threading.Event) -> None:
+    """Push the lease's expiry forward every third of its duration until `done`; stop once another process
+    took it over (a renewal that came too late: the state's generation then fences this holder)."""
+    while not done.wait(max(seconds / 3, MIN_RENEWAL_SECONDS)):
+        try:
+            blob.upload_from_string(
+                json.dumps(asdict(_holder(seconds))),
+                content_type="application/json",
+                if_generation_match=generation,
+            )
+        except (NotFound, PreconditionFailed):
+            return
+        except (GoogleAPIError, requests.ConnectionError):
+            continue  # a blip: the next renewal may pass before the lease expires
+        generation = int(blob.generation)
 
 
 def _take(blob: storage.Blob, holder: Holder, what: str) -> int:
