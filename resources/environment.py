@@ -275,8 +275,9 @@ def _validate_warehouse_options(
 ) -> None:
     """Refuse, naming the variable and the fix, every setting the chosen warehouse could only fail on later
     (at its first connection or load, after a run's raw step has landed): unknown variable names (typos),
-    a port that is not one, a staging URI that is neither a directory nor `gs://bucket[/prefix]`, a missing
-    BigQuery project or staging bucket, a credentials variable that is not set, a key file that is absent.
+    a port that is not one, a staging or landing URI that is neither a directory nor `gs://bucket[/prefix]`
+    (or a relative landing directory), a missing BigQuery project or staging bucket, a credentials variable
+    that is not set, a key file that is absent.
     Secrets are checked for presence only, never read."""
     known = {*PG_OPTIONS, *BQ_OPTIONS, STAGING_URI_VAR, LANDING_URI_VAR}
     unknown = sorted(name for name in options if name not in known)
