@@ -19,10 +19,14 @@ reads (`DAGSTER_PG_HOST`, `DAGSTER_PG_PORT`, `DAGSTER_PG_USER`, `DAGSTER_PG_DB` 
 (`PlatformSettings.healing_store`, `PlatformSettings.quality_events`).
 
 Python assets' values (the default `io_manager`) are Parquet files under `PLATFORM_STAGING_URI` (a
-directory or `gs://bucket/prefix`; default `<data dir>/staging`). Landing stays on local disk under
-`PLATFORM_DATA_DIR` (default `./.platform_data`) in every environment; with `postgres`,
-`PLATFORM_LANDING=bronze` lands database and REST sources in the warehouse database's bronze layer instead
-(`resources/landing/bronze.py`; `files`, the default, lands them as Parquet files).
+directory or `gs://bucket/prefix`; default `<data dir>/staging`). The landing zone (landed files, the
+processed-file ledger, the landed index, quarantined records) is under `PLATFORM_LANDING_URI`: a directory
+(default `<data dir>/landing`, `PLATFORM_DATA_DIR` defaulting to `./.platform_data`), or `gs://bucket/prefix`,
+which every machine of a deployment sees, each keeping a working cache in `<data dir>/landing_cache`
+(`resources/landing/published.py`).
+With `postgres`, `PLATFORM_LANDING=bronze` lands database and REST sources in the warehouse database's
+bronze layer instead (`resources/landing/bronze.py`; `files`, the default, lands them as Parquet files in
+the landing zone).
 `PLATFORM_EXECUTOR` says where a run's steps execute: `local` (default) on the machine that runs the run, or
 `celery`: on Celery workers on any number of machines, through the Redis broker `PLATFORM_CELERY_BROKER`
 (`resources/celery_execution.py`; `PLATFORM_CELERY_VISIBILITY_TIMEOUT`: seconds before a lost worker's step
@@ -57,6 +61,7 @@ from resources.celery_execution import (
 )
 from resources.landing.bronze_zone import BronzeLandingZone
 from resources.landing.parquet_io_manager import ParquetIOManager
+from resources.landing.published import is_gcs_uri
 from resources.landing.zone import LandingZone
 from resources.warehouses.base import Warehouse
 from resources.warehouses.dbt_warehouse import DbtWarehouse, dbt_beside_python
@@ -95,6 +100,7 @@ EXECUTOR_VAR = "PLATFORM_EXECUTOR"
 CELERY_OPTIONS = (BROKER_VAR, VISIBILITY_TIMEOUT_VAR)
 PG_PASSWORD_VAR = "PLATFORM_PG_PASSWORD"
 STAGING_URI_VAR = "PLATFORM_STAGING_URI"
+LANDING_URI_VAR = "PLATFORM_LANDING_URI"
 BQ_REQUIRED = ("PLATFORM_BQ_PROJECT", "PLATFORM_BQ_STAGING_URI")
 PG_OPTIONS = ("PLATFORM_PG_HOST", "PLATFORM_PG_PORT", "PLATFORM_PG_USER", "PLATFORM_PG_DATABASE")
 BQ_OPTIONS = (
@@ -120,7 +126,8 @@ class PlatformSettings:
     environment: PlatformEnvironment
     data_dir: Path
     warehouse_options: Mapping[str, str] = field(default_factory=dict)
-    """`PLATFORM_STAGING_URI` and the `PLATFORM_PG_*` / `PLATFORM_BQ_*` variables (no secret values)."""
+    """`PLATFORM_STAGING_URI`, `PLATFORM_LANDING_URI` and the `PLATFORM_PG_*` / `PLATFORM_BQ_*` variables (no
+    secret values)."""
     delivery_poll_seconds: int = DEFAULT_DELIVERY_POLL_SECONDS
     """How often the delivery sensors look for new files (their minimum interval between ticks)."""
     catalog_dir: Path | None = None
@@ -151,7 +158,10 @@ class PlatformSettings:
         options = {
             name: value.strip()
             for name, value in env.items()
-            if (name.startswith(("PLATFORM_PG_", "PLATFORM_BQ_")) or name == STAGING_URI_VAR)
+            if (
+                name.startswith(("PLATFORM_PG_", "PLATFORM_BQ_"))
+                or name in (STAGING_URI_VAR, LANDING_URI_VAR)
+            )
             and name != PG_PASSWORD_VAR
             and value.strip()
         }
@@ -180,7 +190,16 @@ class PlatformSettings:
 
     @property
     def landing_dir(self) -> Path:
-        return self.data_dir / "landing"
+        """The landing zone's directory: where it is on local disk, or this machine's cache of it on GCS."""
+        if self.landing_on_gcs is not None:
+            return self.data_dir / "landing_cache"
+        return Path(self.warehouse_options.get(LANDING_URI_VAR) or self.data_dir / "landing")
+
+    @property
+    def landing_on_gcs(self) -> str | None:
+        """`PLATFORM_LANDING_URI` when it is `gs://bucket/prefix`, else None (the landing is local)."""
+        uri = self.warehouse_options.get(LANDING_URI_VAR)
+        return uri if uri is not None and is_gcs_uri(uri) else None
 
     @property
     def dagster_home(self) -> Path:
@@ -281,10 +300,13 @@ def build_resources(settings: PlatformSettings, dbt_project_dir: Path) -> dict[s
     return {
         "io_manager": ParquetIOManager(base_path=settings.staging_uri),
         "landing": BronzeLandingZone(
-            root=str(settings.landing_dir), bronze_url=settings.postgres_url(), optional_env=[PG_PASSWORD_VAR]
+            root=str(settings.landing_dir),
+            durable_uri=settings.landing_on_gcs,
+            bronze_url=settings.postgres_url(),
+            optional_env=[PG_PASSWORD_VAR],
         )
         if settings.bronze_landing
-        else LandingZone(root=str(settings.landing_dir)),
+        else LandingZone(root=str(settings.landing_dir), durable_uri=settings.landing_on_gcs),
         "warehouse": warehouse,
         "warehouse_io_manager": WarehouseIOManager(warehouse=warehouse),
         "dbt": DbtWarehouse(
@@ -301,20 +323,28 @@ def _validate_warehouse_options(
 ) -> None:
     """Refuse, naming the variable and the fix, every setting the chosen warehouse could only fail on later
     (at its first connection or load, after a run's raw step has landed): unknown variable names (typos),
-    a port that is not one, a staging URI that is neither a directory nor `gs://bucket[/prefix]`, a missing
-    BigQuery project or staging bucket, a credentials variable that is not set, a key file that is absent.
+    a port that is not one, a staging or landing URI that is neither a directory nor `gs://bucket[/prefix]`
+    (or a relative landing directory), a missing BigQuery project or staging bucket, a credentials variable
+    that is not set, a key file that is absent.
     Secrets are checked for presence only, never read."""
-    known = {*PG_OPTIONS, *BQ_OPTIONS, STAGING_URI_VAR}
+    known = {*PG_OPTIONS, *BQ_OPTIONS, STAGING_URI_VAR, LANDING_URI_VAR}
     unknown = sorted(name for name in options if name not in known)
     if unknown:
         raise PlatformConfigError(
             f"{', '.join(unknown)}: not a setting of the platform; the known ones are "
             f"{', '.join(sorted(known))} (and the secret {PG_PASSWORD_VAR}). Fix the name or unset it."
         )
-    staging = options.get(STAGING_URI_VAR)
-    if staging is not None and "://" in staging and not _is_gcs_uri(staging):
+    for variable in (STAGING_URI_VAR, LANDING_URI_VAR):
+        uri = options.get(variable)
+        if uri is not None and "://" in uri and not is_gcs_uri(uri):
+            raise PlatformConfigError(
+                f"{variable}={uri!r} is neither a local directory nor gs://bucket[/prefix]."
+            )
+    landing = options.get(LANDING_URI_VAR)
+    if landing is not None and "://" not in landing and not Path(landing).is_absolute():
         raise PlatformConfigError(
-            f"{STAGING_URI_VAR}={staging!r} is neither a local directory nor gs://bucket[/prefix]."
+            f"{LANDING_URI_VAR}={landing!r} is a relative path; set an absolute directory or "
+            f"gs://bucket/prefix (subprocesses such as dbt run from other working directories)."
         )
     if environment is PlatformEnvironment.POSTGRES:
         port = options.get("PLATFORM_PG_PORT", "5432")
@@ -331,7 +361,7 @@ def _validate_warehouse_options(
                 f"gs://bucket/prefix where load files are staged); set them or choose another {ENV_VAR}."
             )
         bucket = options["PLATFORM_BQ_STAGING_URI"]
-        if not _is_gcs_uri(bucket):
+        if not is_gcs_uri(bucket):
             raise PlatformConfigError(
                 f"PLATFORM_BQ_STAGING_URI={bucket!r} is not gs://bucket[/prefix]: BigQuery loads Parquet "
                 f"files staged on Cloud Storage."
@@ -442,10 +472,6 @@ def _bronze_landing(environment: PlatformEnvironment, raw: str | None) -> bool:
             f"unset {LANDING_VAR} to land as files."
         )
     return choice == "bronze"
-
-
-def _is_gcs_uri(uri: str) -> bool:
-    return uri.startswith("gs://") and bool(uri[len("gs://") :].partition("/")[0])
 
 
 def _poll_seconds(raw: str | None) -> int:

@@ -17,10 +17,9 @@ logs, as it would in each machine's own checkout). The demo shop's files are del
 whichever worker extracts it (it stands for the shop's remote database), and its API is served
 on loopback.
 
-ONE DISK IS STILL SHARED: the landing zone. It is local disk today, and a raw step and the staged step that
-reads its landed files may run on different workers, so each worker's `<data dir>/landing` is a link to
-one `shared-landing` directory (`_link_shared_landing`). When landing moves to GCS it becomes an environment
-variable in `_platform_env` instead, and the links go.
+Nor do they share a disk for the landing zone: it is in the bucket (`PLATFORM_LANDING_URI=gs://...`), each
+worker landing and staging in a cache of it under its own data directory, so a raw step on one worker and
+the staged step that reads its files on the other see the same landed files, ledger and landed index.
 
 Run 1 (the whole graph, dbt included) must succeed with steps on both workers, read from the event log:
 dagster-celery records, for each step, an engine event naming the Celery worker that runs it. Then a new
@@ -86,6 +85,7 @@ RUN_DEADLINE_S = 240.0
 POLL_S = 0.2
 DBT_STEP = "dbt_models"
 """The step killed in run 2: the longest, so that it is surely running when its worker dies."""
+LANDING_PREFIX = "landing"
 COMPUTE_LOG_PREFIX = "compute-logs"
 CELERY_WORKER_FIELD = "Celery worker"
 """The metadata entry of dagster-celery's "Executing steps ... in celery worker" engine event."""
@@ -176,10 +176,15 @@ def test_steps_run_on_two_workers_and_a_killed_worker_s_step_runs_again_on_the_o
         f"SELECT count(*) FROM analytics.fct_orders WHERE order_id IN ({order_ids})"
     )
     assert delivered == len(new_ids)
-    # What the workers left on their own disks: the link to the shared landing and nothing else (state is in
-    # PostgreSQL, values and compute logs on GCS).
+    # What the workers left on their own disks: their cache of the landing zone and nothing else (state is in
+    # PostgreSQL; landed files, values and compute logs on GCS).
     for name in WORKERS:
-        assert sorted(path.name for path in (machines.tmp / name / "data").iterdir()) == ["landing"]
+        assert sorted(path.name for path in (machines.tmp / name / "data").iterdir()) == ["landing_cache"]
+    landing = machines.gcs.bucket(machines.bucket).list_blobs(prefix=f"{LANDING_PREFIX}/shop/orders/")
+    landed = [blob.name for blob in landing if not blob.name.endswith(".lineage.json")]
+    assert sum("orders_90001" in name for name in landed) == 1, (
+        f"the delivery landed once, in the bucket: {landed}"
+    )
     compute_logs = machines.gcs.bucket(machines.bucket).list_blobs(prefix=COMPUTE_LOG_PREFIX, max_results=1)
     assert any(compute_logs), "no step's compute log reached GCS"
     print(
@@ -207,8 +212,6 @@ def machines(
     for path in sorted((outside / "files" / "shop").rglob("*")):
         if path.is_file():
             _upload(gcs_client, outside, files_root, str(path.relative_to(outside / "files" / "shop")))
-    shared_landing = tmp_path / "shared-landing"
-    shared_landing.mkdir()
     with ExitStack() as stack:
         api_url = stack.enter_context(serve_products_api(outside / PRODUCTS_API, DEMO_API_KEY))
         env = _platform_env(postgres_server, gcs_emulator, gcs_bucket, redis_server) | {
@@ -221,7 +224,6 @@ def machines(
         workers = {}
         for name in WORKERS:
             machine = tmp_path / name
-            _link_shared_landing(machine / "data", shared_landing)
             workers[name] = stack.enter_context(_worker(name, env | _machine_env(machine), tmp_path))
         for name, process in workers.items():
             _wait_until_ready(name, process, tmp_path / f"{name}.log")
@@ -237,8 +239,7 @@ def machines(
 def _platform_env(
     postgres: PostgresCluster, gcs_emulator: str, bucket: str, redis_url: str
 ) -> dict[str, str]:
-    """What every machine of the deployment is given: the same instance, warehouse, object store and broker.
-    (Landing on GCS will be one more variable here.)"""
+    """What every machine of the deployment is given: the same instance, warehouse, bucket and broker."""
     base = {key: value for key, value in os.environ.items() if not key.startswith(("DAGSTER_", "PLATFORM_"))}
     return base | {
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
@@ -251,6 +252,7 @@ def _platform_env(
         **platform_pg_options(postgres.url(postgres.create_database())),
         "PLATFORM_PG_PASSWORD": "",
         "PLATFORM_STAGING_URI": f"gs://{bucket}/staging",
+        "PLATFORM_LANDING_URI": f"gs://{bucket}/{LANDING_PREFIX}",
         "STORAGE_EMULATOR_HOST": gcs_emulator,
         "PLATFORM_EXECUTOR": "celery",
         "PLATFORM_CELERY_BROKER": f"{redis_url}/0",
@@ -258,16 +260,10 @@ def _platform_env(
     }
 
 
-def _link_shared_landing(data_dir: Path, shared_landing: Path) -> None:
-    """THE ONE SHARED DISK, until landing moves to GCS: the worker's landing zone is a link to the directory
-    every worker uses. Then this goes, and the landing URI joins `_platform_env`."""
-    data_dir.mkdir(parents=True)
-    (data_dir / "landing").symlink_to(shared_landing, target_is_directory=True)
-
-
 def _machine_env(machine: Path) -> dict[str, str]:
-    """What is each machine's own: its data directory (scratch, and the link to the shared landing) and its
-    temporary directory (where the compute log manager captures a step's output before uploading it)."""
+    """What is each machine's own: its data directory (scratch: its cache of the landing zone, the staging
+    spill) and its temporary directory (where the compute log manager captures a step's output before
+    uploading it)."""
     (machine / "tmp").mkdir(parents=True, exist_ok=True)
     return {"PLATFORM_DATA_DIR": str(machine / "data"), "TMPDIR": str(machine / "tmp")}
 

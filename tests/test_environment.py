@@ -63,6 +63,19 @@ def test_resources_point_at_the_settings_paths(tmp_path: Path) -> None:
     assert resources["dbt"].dbt_vars == {"duckdb_path": str(tmp_path / "warehouse.duckdb")}
 
 
+def test_a_landing_on_gcs_is_cached_under_the_data_dir_and_a_local_one_is_where_it_says(
+    tmp_path: Path,
+) -> None:
+    on_gcs = PlatformSettings.from_env(
+        {"PLATFORM_DATA_DIR": str(tmp_path), "PLATFORM_LANDING_URI": "gs://bucket/landing"}
+    )
+    landing = build_resources(on_gcs, DBT_PROJECT_DIR)["landing"]
+    assert (landing.root, landing.durable_uri) == (str(tmp_path / "landing_cache"), "gs://bucket/landing")
+    elsewhere = PlatformSettings.from_env({"PLATFORM_LANDING_URI": str(tmp_path / "bronze")})
+    landing = build_resources(elsewhere, DBT_PROJECT_DIR)["landing"]
+    assert (landing.root, landing.durable_uri) == (str(tmp_path / "bronze"), None)
+
+
 def test_postgres_environment_builds_a_postgres_warehouse_without_storing_the_password(
     tmp_path: Path,
 ) -> None:
@@ -136,6 +149,8 @@ BAD_WAREHOUSE_SETTINGS = {
     "pg_port": ({"PLATFORM_ENV": "postgres", "PLATFORM_PG_PORT": "5432x"}, "PLATFORM_PG_PORT='5432x' is not"),
     "typo": ({"PLATFORM_ENV": "postgres", "PLATFORM_PG_PASWORD": "s3cret"}, "PLATFORM_PG_PASWORD: not a"),
     "staging_uri": ({"PLATFORM_STAGING_URI": "s3://bucket/values"}, "PLATFORM_STAGING_URI='s3://bucket/"),
+    "landing_uri": ({"PLATFORM_LANDING_URI": "s3://bucket/landing"}, "PLATFORM_LANDING_URI='s3://bucket/"),
+    "landing_dir": ({"PLATFORM_LANDING_URI": "landing"}, "PLATFORM_LANDING_URI='landing' is a relative path"),
     "bq_bucket": (
         {"PLATFORM_ENV": "bigquery", "PLATFORM_BQ_PROJECT": "p", "PLATFORM_BQ_STAGING_URI": "bucket/x"},
         "PLATFORM_BQ_STAGING_URI='bucket/x' is not gs://",

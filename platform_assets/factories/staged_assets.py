@@ -206,6 +206,7 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
         context: dg.AssetExecutionContext, config: StagingConfig, landing: LandingZone, warehouse: Warehouse
     ) -> dg.Output[TableUpdate]:
         _remove_killed_runs_scratch(context, landing, table)
+        landing.refresh(item.source_name, item.name)
         landed, appends = _landed_files(context, upstream, landing, item)
         declared = _with_drift_action(item, config)
         previous_metadata = _latest_metadata(context)
@@ -455,6 +456,7 @@ def _set_aside(
     for record in malformed:
         quarantine.add(record)
     quarantine.close()
+    landing.keep_quarantine(item.source_name, item.name)
     context.log.warning(
         f"{quarantine.count} malformed record(s) set aside in {quarantine.path}; first: "
         f"{quarantine.examples[0]}"
@@ -597,7 +599,10 @@ def _landed_files(
             f"(or select it together with this asset)."
         )
     appends = materialization.metadata[LOAD_KIND_METADATA].value == "append"
-    latest = [Path(p) for p in materialization.metadata[LANDED_FILES_METADATA].value]
+    latest = [
+        landing.cached(item.source_name, item.name, Path(p))
+        for p in materialization.metadata[LANDED_FILES_METADATA].value
+    ]
     snapshot = None if appends else [path.name for path in latest]
     in_bronze = bronze_landed(landing, item, context.run.run_id, snapshot)
     if in_bronze is not None:

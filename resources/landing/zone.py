@@ -7,6 +7,10 @@ fsynced, renamed), then commits them by moving them into `load_date=<YYYY-MM-DD>
 at committed files, so they never see half an extraction; a failed extraction leaves its parts and its
 checkpoint in flight, where the next attempt resumes instead of starting over. A lock on the in-flight area
 keeps two runs from landing the same entity at once.
+
+With `durable_uri` (`gs://bucket/prefix`) the landing is kept on GCS and `root` is this process's working
+cache of it (`resources/landing/published.py`): an extraction also holds a lease that other machines see,
+starts from the published state and publishes its commit; staging calls `refresh` before it reads.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ from resources.landing.delivered import (
     write_sidecar,
 )
 from resources.landing.landed_index import INDEX_FILE, LandedIndex, is_landed_name
+from resources.landing.lease import DEFAULT_LEASE_SECONDS, LandingBusyError
+from resources.landing.published import EntityPaths, PublishedInFlight, PublishedLanding, published_landing
 
 SOURCE_COLUMN = "_source"
 EXTRACTED_AT_COLUMN = "_extracted_at"
@@ -55,10 +61,6 @@ _STAGING_SCRATCH = re.compile(
 """`staging-<run id>-<table>.duckdb` (Dagster run ids are UUIDs), and DuckDB's write-ahead log beside it."""
 KEYS_DIR = "_keys"
 QUARANTINE_DIR = "_quarantine"
-
-
-class LandingBusyError(RuntimeError):
-    """Another process is landing the same entity right now."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,10 @@ class LandingZone(dg.ConfigurableResource):
     """Landed files under `<root>/<source>/<entity>/load_date=<YYYY-MM-DD>/`."""
 
     root: str
+    durable_uri: str | None = None
+    """`gs://bucket/prefix` where the landing is kept, `root` being a cache of it; None: `root` is it."""
+    lease_seconds: int = DEFAULT_LEASE_SECONDS
+    """With `durable_uri`: how long an extraction's lease outlives a holder that vanished."""
 
     def entity_dir(self, source: str, entity: str) -> Path:
         return Path(self.root) / source / entity
@@ -109,20 +115,86 @@ class LandingZone(dg.ConfigurableResource):
 
     @contextlib.contextmanager
     def extraction(self, source: str, entity: str) -> Iterator[InFlight]:
-        """Exclusive access to the entity's in-flight area for the duration of one extraction."""
+        """Exclusive access to the entity's in-flight area for the duration of one extraction; with a
+        `durable_uri`, also across machines, from the published state, publishing what it committed when
+        the block ends without error."""
         directory = self.entity_dir(source, entity) / INFLIGHT_DIR
+        published = self._published()
+        with self._local_lock(directory, wait=False, what=f"{source}.{entity}"):
+            if published is None:
+                index = self.landed_index(source, entity)
+                index.reconcile()
+                yield InFlight(directory, self.entity_dir(source, entity), index)
+                return
+            paths = self._paths(source, entity)
+            with published.lease(source, entity, self.lease_seconds):
+                with published.reaching(f"bring the cache of {source}.{entity} up to its published state"):
+                    pulled = published.pull(paths, lambda: self.landed_index(source, entity), writing=True)
+                    index = self.landed_index(source, entity)
+                    index.reconcile()
+                    mirror = published.inflight(paths)
+                    mirror.pull(directory / CHECKPOINT_FILE, index.known_names())
+                yield InFlight(directory, self.entity_dir(source, entity), index, mirror)
+                with published.reaching(f"publish what {source}.{entity} landed"):
+                    published.publish(pulled, paths, index.live())
+                    mirror.clear()
+
+    def refresh(self, source: str, entity: str) -> None:
+        """Bring the cache up to the published state before reading the entity's landed files (staging);
+        nothing to do on local disk. Waits for an extraction of this process's machine to end: they share
+        the cache."""
+        published = self._published()
+        if published is None:
+            return
+        directory = self.entity_dir(source, entity) / INFLIGHT_DIR
+        with (
+            self._local_lock(directory, wait=True, what=f"{source}.{entity}"),
+            published.reaching(f"bring the cache of {source}.{entity} up to its published state"),
+        ):
+            published.pull(self._paths(source, entity), lambda: self.landed_index(source, entity))
+
+    def keep_quarantine(self, source: str, entity: str) -> None:
+        """Make the entity's quarantine files as durable as its landed files (staging sets records aside
+        too); nothing to do on local disk."""
+        published = self._published()
+        if published is not None:
+            with published.reaching(f"keep the quarantine files of {source}.{entity}"):
+                published.keep_quarantine(self.quarantine_dir(source, entity))
+
+    def cached(self, source: str, entity: str, landed: Path) -> Path:
+        """Where a landed file a run recorded (its path on the machine that landed it) is in this process's
+        landing directory: the same path on local disk; on GCS, the same load date and name in this
+        machine's cache (after `refresh`)."""
+        if self.durable_uri is None:
+            return landed
+        return self.entity_dir(source, entity) / landed.parent.name / landed.name
+
+    def _published(self) -> PublishedLanding | None:
+        return None if self.durable_uri is None else published_landing(self.durable_uri, Path(self.root))
+
+    def _paths(self, source: str, entity: str) -> EntityPaths:
+        return EntityPaths(
+            self.entity_dir(source, entity),
+            self.state_dir(source, entity),
+            self.quarantine_dir(source, entity),
+            self.key_scans_dir(source, entity),
+            self.entity_dir(source, entity) / INFLIGHT_DIR,
+        )
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _local_lock(directory: Path, *, wait: bool, what: str) -> Iterator[None]:
+        """The entity's lock among the processes of this machine."""
         directory.mkdir(parents=True, exist_ok=True)
         with open(directory / ".lock", "w") as lock:
             try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(lock, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise LandingBusyError(
-                    f"Another run is landing {source}.{entity} right now ({directory} is locked); wait for "
+                    f"Another run is landing {what} right now ({directory} is locked); wait for "
                     f"it to finish instead of extracting the same data twice."
                 ) from None
-            index = self.landed_index(source, entity)
-            index.reconcile()
-            yield InFlight(directory, self.entity_dir(source, entity), index)
+            yield
 
     def landed_index(self, source: str, entity: str) -> LandedIndex:
         """The entity's committed files in landing order, with their extraction times
@@ -171,17 +243,24 @@ class LandingZone(dg.ConfigurableResource):
 class InFlight:
     """The uncommitted parts and checkpoint of one entity's extraction."""
 
-    def __init__(self, directory: Path, entity_dir: Path, index: LandedIndex) -> None:
+    def __init__(
+        self, directory: Path, entity_dir: Path, index: LandedIndex, mirror: PublishedInFlight | None = None
+    ) -> None:
         self.directory = directory
         self.entity_dir = entity_dir
         self.index = index
+        self.mirror = mirror
+        """The bucket's copy of the area when the landing is kept on GCS: a checkpoint resumes anywhere."""
 
     def checkpoint(self) -> dict[str, Any] | None:
         path = self.directory / CHECKPOINT_FILE
         return json.loads(path.read_text()) if path.exists() else None
 
     def save_checkpoint(self, state: Mapping[str, Any]) -> None:
-        atomic_write_bytes(self.directory / CHECKPOINT_FILE, json.dumps(state, sort_keys=True).encode())
+        checkpoint = json.dumps(state, sort_keys=True).encode()
+        atomic_write_bytes(self.directory / CHECKPOINT_FILE, checkpoint)
+        if self.mirror is not None:
+            self.mirror.save(self.parts(), checkpoint)
 
     def parts(self) -> list[Path]:
         return sorted(path for path in self.directory.iterdir() if _is_landed_file(path))
@@ -192,6 +271,8 @@ class InFlight:
         for path in self.directory.iterdir():
             if path.name != ".lock":
                 path.unlink(missing_ok=True)
+        if self.mirror is not None:
+            self.mirror.clear()
 
     def drop(self, name: str) -> None:
         """Forget one part or copy (with its sidecar and temporary file): a delivered file set aside while
