@@ -2,7 +2,9 @@
 process that is inserting) keeps the old state and its retry lands once; staging reads the committed rows
 back with their original Arrow types; and the demo's database and REST sources run raw to staged through
 Dagster with `PLATFORM_LANDING=bronze`, no landed Parquet file on disk; a REST extraction that failed on
-one machine resumes on another from the pages and checkpoint it left in bronze.
+one machine resumes on another from the pages and checkpoint it left in bronze; a PostgreSQL source's
+deleted rows leave staged on a second machine by the key scan committed in bronze, and retention deletes
+committed parts (a snapshot entity's bronze table no longer grows), counted for the rebuild rule.
 
 Run as a script (`python test_bronze_landing.py URL ROOT`), this module is the process that is killed: it
 lands one part whole, then hangs inside the insert of a second one.
@@ -86,14 +88,23 @@ from test_raw_asset_sources import (  # noqa: E402
     page_of,
     rest_entity,
 )
+from test_source_deletes import START, run_sql  # noqa: E402
 
 from demo_shop import generate_demo_world  # noqa: E402
 from demo_shop.api_server import serve_products_api  # noqa: E402
 from demo_shop.commands import DEMO_API_KEY, DEMO_API_URL_VAR  # noqa: E402
 from demo_shop.world import PRODUCTS_API  # noqa: E402
+from platform_assets.catalog.loader import CatalogEntity  # noqa: E402
+from platform_assets.catalog.model import Source  # noqa: E402
 from platform_assets.definitions import build_definitions  # noqa: E402
+from platform_assets.factories.dbt_models import DBT_PROJECT_DIR  # noqa: E402
+from platform_assets.factories.raw_assets import LANDED_FILES_METADATA, build_raw_asset  # noqa: E402
+from platform_assets.factories.staged_assets import build_staged_asset  # noqa: E402
 from platform_assets.keys import STAGED_SCHEMA, raw_key, staged_key, staged_table  # noqa: E402
-from resources.environment import PlatformSettings, build_warehouse  # noqa: E402
+from platform_assets.staging.deletes import DELETED_ROWS_METADATA  # noqa: E402
+from platform_assets.staging.plan import MODE_METADATA  # noqa: E402
+from platform_assets.staging.retention import REMOVED_FILES_METADATA  # noqa: E402
+from resources.environment import PlatformSettings, build_resources, build_warehouse  # noqa: E402
 from resources.landing.bronze import BronzeError, BronzeLayer, BronzeTarget  # noqa: E402
 from resources.landing.bronze_zone import BronzeLandingZone  # noqa: E402
 from resources.landing.zone import (  # noqa: E402
@@ -203,6 +214,20 @@ def test_a_bronze_landing_killed_mid_insert_keeps_the_old_state_and_its_retry_la
             map(str, original.column(name).to_pylist())
         )
     assert set(read_back.column(RUN_ID_COLUMN).to_pylist()) == {"run-retry"}
+
+    # Retention keeping the newest part keeps both of the newest extraction's; the old part goes, with its
+    # rows and its day's partition, and is counted as removed.
+    removed = layer.remove_parts(target, staged_through=retry.extracted_at, keep_newest=1, older_than=None)
+    assert [part.extraction for part in removed] == ["old-part"]
+    assert [part.extraction for part in layer.committed(target)] == ["retry-part-1", "retry-part-2"]
+    assert layer.removed_count(target) == 1
+    assert _query(postgres_server, postgres_database, f"SELECT count(*) FROM {table}") == [(300,)]
+    partitions = _query(
+        postgres_server,
+        postgres_database,
+        f"SELECT inhrelid::regclass::text FROM pg_inherits WHERE inhparent = '{table}'::regclass",
+    )
+    assert partitions == [("bronze.shop_db__orders_20261207",)]
 
 
 @pytest.fixture
@@ -319,3 +344,139 @@ def test_a_failed_rest_extraction_into_bronze_resumes_on_another_machine_after_i
         "FROM bronze.shop_api__items",
     )
     assert landed == [(len(RECORDS), len(RECORDS), 0)]
+
+
+def test_deletes_at_a_postgres_source_leave_staged_on_another_machine_and_retention_prunes_bronze(
+    bronze_environment: PlatformSettings,
+    postgres_server: PostgresCluster,
+    postgres_database: str,
+    tmp_path: Path,
+) -> None:
+    """Raw steps run on machine A, staged steps on machine B (another data directory, no shared disk): the
+    key scan B judges deletions by is the one A committed in bronze. `retention: {landed: {count: 1}}` then
+    deletes each staged part but the newest, from the entity's table and `_commits`, and a full rebuild
+    knows it cannot read them."""
+    run_sql(
+        postgres_database,
+        "CREATE TABLE customers (id integer PRIMARY KEY, name text NOT NULL, updated_at timestamptz);"
+        "INSERT INTO customers SELECT i, 'customer ' || i, %s FROM generate_series(1, 20) AS i;"
+        "CREATE TABLE plans (id integer PRIMARY KEY, name text NOT NULL);"
+        "INSERT INTO plans SELECT i, 'plan ' || i FROM generate_series(1, 5) AS i",
+        [START],
+    )
+    columns = {"id": {"type": "integer"}, "name": {"type": "string"}}
+    keep_one = {"landed": {"count": 1}}
+    entities = {
+        "customers": {
+            "table": {
+                "table": "customers",
+                "incremental": {"mode": "timestamp", "cursor_column": "updated_at", "lookback_seconds": 0},
+            },
+            "deletes": {"mode": "reconcile", "every_minutes": 0},
+            "retention": keep_one,
+            "primary_key": ["id"],
+            "columns": {**columns, "updated_at": {"type": "timestamp"}},
+        },
+        "plans": {
+            "table": {"table": "plans"},
+            "retention": keep_one,
+            "primary_key": ["id"],
+            "columns": columns,
+        },
+    }
+    machine_b = PlatformSettings.from_env({**os.environ, "PLATFORM_DATA_DIR": str(tmp_path / "machine-b")})
+    warehouse = build_warehouse(machine_b)
+
+    def staged(entity: str) -> list[int]:
+        table = warehouse.table_ref(STAGED_SCHEMA, staged_table("crm", entity))
+        return [key for (key,) in warehouse.query(f"SELECT id FROM {table} ORDER BY id")]
+
+    def bronze(statement: str) -> list[tuple]:
+        return _query(postgres_server, postgres_database, statement)
+
+    def run(
+        instance: dg.DagsterInstance, declared: dict, names: tuple[str, ...], *, raw: bool = True
+    ) -> dict[str, dict]:
+        """Raw steps on machine A (unless not `raw`), then staged steps on machine B; each staged asset's
+        metadata."""
+        source = Source.model_validate(
+            {
+                "source": "crm",
+                "connection": {"kind": "database", "url": postgres_database},
+                "entities": declared,
+            }
+        )
+        items = [CatalogEntity(source, name, source.entities[name]) for name in names]
+        for assets, settings in (
+            ([build_raw_asset(item) for item in items if raw], bronze_environment),
+            ([build_staged_asset(item, warehouse.kind) for item in items], machine_b),
+        ):
+            if not assets:
+                continue
+            result = dg.materialize(
+                assets,
+                instance=instance,
+                resources=build_resources(settings, DBT_PROJECT_DIR),
+                raise_on_error=False,
+            )
+            if not result.success:
+                (failure,) = result.get_step_failure_events()
+                return {"failure": {"message": str(failure.step_failure_data.error)}}
+        return {
+            name: {
+                key: value.value
+                for key, value in instance.get_latest_materialization_event(
+                    staged_key("crm", name)
+                ).asset_materialization.metadata.items()  # type: ignore[union-attr]
+            }
+            for name in names
+        }
+
+    with dg.instance_for_test() as instance:
+        run(instance, entities, ("customers", "plans"))
+        assert staged("customers") == list(range(1, 21)) and staged("plans") == [1, 2, 3, 4, 5]
+
+        run_sql(
+            postgres_database,
+            "DELETE FROM customers WHERE id IN (3, 7); DELETE FROM plans WHERE id = 2;"
+            "UPDATE customers SET name = 'renamed', updated_at = %s WHERE id = 5",
+            [START + timedelta(days=1)],
+        )
+        second = run(instance, entities, ("customers", "plans"))
+        remaining = [i for i in range(1, 21) if i not in (3, 7)]
+        assert staged("customers") == remaining and staged("plans") == [1, 3, 4, 5]
+        customers = second["customers"]
+        assert customers[DELETED_ROWS_METADATA] == 2 and customers[MODE_METADATA] == "incremental"
+        assert customers[REMOVED_FILES_METADATA] == 1 and second["plans"][REMOVED_FILES_METADATA] == 1
+        raw = instance.get_latest_materialization_event(raw_key("crm", "customers"))
+        assert raw is not None and raw.asset_materialization is not None
+        landed_parts = raw.asset_materialization.metadata[LANDED_FILES_METADATA].value
+        assert landed_parts == [f"bronze.crm__customers/{raw.run_id}.parquet"], "not the key scan"
+        # The scan is in bronze (the latest only), and neither machine has a landed file or key scan.
+        assert bronze("SELECT count(*), count(DISTINCT extraction) FROM bronze._key_scans") == [(18, 1)]
+        assert not list(tmp_path.glob("*/landing/crm/*/_keys/*"))
+        assert not list(tmp_path.glob("*/landing/crm/*/load_date=*/*"))
+        # Retention kept each entity's newest part: the update of customer 5, the second snapshot of plans.
+        assert bronze("SELECT count(*) FROM bronze.crm__customers") == [(1,)]
+        assert bronze("SELECT count(*) FROM bronze.crm__plans") == [(4,)]
+        assert bronze(
+            "SELECT table_name, kind, count(*) FROM bronze._commits GROUP BY 1, 2 ORDER BY 1, 2"
+        ) == [("crm__customers", "keys", 1), ("crm__customers", "records", 1), ("crm__plans", "records", 1)]
+
+        # Staged again with no new extraction: the scan applied before is not exported again.
+        assert run(instance, entities, ("customers",), raw=False)["customers"][DELETED_ROWS_METADATA] == 0
+        exports = tmp_path / "machine-b" / "landing" / "_spill" / "bronze" / "crm__customers"
+        assert not list(exports.glob("*/_keys/*")) and staged("customers") == remaining
+
+        # A full rebuild cannot read the removed part: refused, unless `rebuild: from_remaining`.
+        warehouse.query(f"DROP TABLE {warehouse.table_ref(STAGED_SCHEMA, staged_table('crm', 'customers'))}")
+        refused = run(instance, entities, ("customers",))
+        assert "RebuildAfterRetentionError" in refused["failure"]["message"]
+        assert "removed 1 landed file(s)" in refused["failure"]["message"]
+        rebuilt_from_remaining = {
+            **entities,
+            "customers": {**entities["customers"], "retention": {**keep_one, "rebuild": "from_remaining"}},
+        }
+        rebuilt = run(instance, rebuilt_from_remaining, ("customers",))
+        assert rebuilt["customers"]["retention/files_not_rebuilt"] == 1
+        assert staged("customers") == [5], "rows only the removed part held left the table"

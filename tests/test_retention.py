@@ -17,7 +17,7 @@ from platform_assets.catalog.loader import CatalogError, load_catalog
 from platform_assets.catalog.retention import Retention
 from platform_assets.factories.dbt_models import DBT_PROJECT_DIR
 from platform_assets.quality.quarantine import QUARANTINE_SCHEMA, QUARANTINE_TABLE
-from platform_assets.staging.retention import apply_retention
+from platform_assets.staging.retention import LandedFiles, apply_retention
 from resources.environment import build_resources
 
 COLUMNS = {"order_id": {"type": "integer"}, "amount": {"type": "double", "min": 0}}
@@ -117,7 +117,7 @@ def test_days_retention_and_quarantine_retention(exports: ExportsPlatform) -> No
     b_time = index.summary()[2]  # the newest extraction: b.csv's, staged by the last run
     assert b_time is not None
     arguments = dict(
-        index=index,
+        landed=LandedFiles(index),
         staged_through=b_time,
         reads_only_new=True,
         warehouse=warehouse,

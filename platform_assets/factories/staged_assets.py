@@ -34,7 +34,7 @@ from platform_assets.factories.raw_assets import (
     LOAD_KIND_METADATA,
     scaled_batch_rows,
 )
-from platform_assets.ingestion.bronze_route import bronze_landed
+from platform_assets.ingestion.bronze_route import bronze_landed, key_scans, retained_landing
 from platform_assets.ingestion.files import (
     EMPTY_ENTRY,
     LEDGER_STATE,
@@ -362,7 +362,7 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
                 raise
         retained = apply_retention(
             entity.retention,
-            index=landing.landed_index(item.source_name, item.name),
+            landed=retained_landing(landing, item, landed),
             staged_through=staged_through_of(previous_metadata),
             reads_only_new=plan.incremental or not appends,
             warehouse=warehouse,
@@ -479,7 +479,8 @@ def _settle_deletes(
     """Remove from the run's rows, or mark as tombstones for the load, the keys deleted at the source
     (`staging/deletes.py`). An incremental run judges the staged keys only against a scan newer than
     what it staged before; a full run judges its rows against the latest scan."""
-    scan = latest_key_scan(staged, plan.landed, landing.key_scans_dir(item.source_name, item.name))
+    after = staged_through_of(previous) if plan.incremental else None
+    scan = latest_key_scan(staged, plan.landed, lambda: key_scans(landing, item, plan.landed, after))
     keys = None
     if plan.incremental:
         scan = scan if scan_is_new(scan, previous) else None

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator
+from datetime import datetime
+from pathlib import Path
 
 from platform_assets.catalog.loader import CatalogEntity
 from platform_assets.catalog.model import DatabaseSourceConnection, RestSourceConnection
+from platform_assets.staging.plan import LandedSet
+from platform_assets.staging.retention import LandedFiles, RetainedLanding
 from resources.landing.bronze import BronzeTarget
 from resources.landing.bronze_zone import BronzeLandedSet, BronzeLandingZone
 from resources.landing.zone import InFlight, LandingZone
@@ -58,3 +62,22 @@ def bronze_landed(
         return None
     assert isinstance(landing, BronzeLandingZone)
     return landing.bronze_landed(target, run_id, only)
+
+
+def key_scans(
+    landing: LandingZone, item: CatalogEntity, landed: LandedSet, after: datetime | None = None
+) -> list[Path]:
+    """The entity's key scans (`deletes: reconcile`) as Parquet files: its committed `keys` part exported
+    (only one taken `after`: what an incremental run can apply), when `landed` is its committed bronze
+    parts; else the files under its key scans directory (staging's `scan_is_new` tells which is new)."""
+    if isinstance(landed, BronzeLandedSet):
+        return landed.key_scans(after)
+    return sorted(landing.key_scans_dir(item.source_name, item.name).glob("*.parquet"))
+
+
+def retained_landing(landing: LandingZone, item: CatalogEntity, landed: LandedSet) -> RetainedLanding:
+    """What retention removes the entity's landed data from: its committed bronze parts, or its landed
+    files (by its landed index, also when `landed` is a snapshot's own files)."""
+    if isinstance(landed, BronzeLandedSet):
+        return landed
+    return LandedFiles(landing.landed_index(item.source_name, item.name))

@@ -7,7 +7,9 @@ Tables without `incremental` are re-read whole: each run's file is then the enti
 An incremental extraction never sees a row deleted at the source. With `deletes: reconcile` a run also
 scans the table's primary keys (at most every `every_minutes`), AFTER its rows were read: a key absent
 from that later scan was deleted at the source, so staging removes it (a row inserted meanwhile is in the
-scan, never missing from it). Only the latest scan counts; the earlier ones are removed.
+scan, never missing from it). Only the latest scan counts; the earlier ones are removed. The scan lands
+through the extraction's in-flight area (`InFlight.write_key_scan`): a file beside the landed files, or a
+`keys` part of the bronze layer, committed with the extraction's rows.
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ from platform_assets.catalog.loader import CatalogEntity
 from platform_assets.catalog.model import DatabaseSourceConnection
 from platform_assets.ingestion.extraction import Extraction, ExtractionContext, today
 from resources.databases.source import DatabaseSource
-from resources.landing.zone import write_parquet
 
 KEYS_SCANNED_AT_STATE = "keys_scanned_at"
 """Extraction state: when the latest key scan (`deletes: reconcile`) ran, ISO 8601."""
+KEY_SCAN_SUFFIX = "-keys.parquet"
+"""A key scan's name after its run id: never a records part's (`<run id>.parquet`), which bronze keys by
+name beside it."""
 
 
 class DatabaseExtractor:
@@ -94,24 +98,20 @@ def _keys_due(context: ExtractionContext) -> bool:
 
 
 def _scan_keys(context: ExtractionContext, source: DatabaseSource) -> str:
-    """Land the table's primary keys (only those columns, streamed in batches) beside the landed files,
-    stamped with this extraction's time; when it ran."""
+    """Land the table's primary keys (only those columns, streamed in batches) as the entity's key scan,
+    committed with the extraction's rows and stamped with its time; when it ran."""
     item = context.item
     table = item.entity.table
     assert table is not None
     keys = table.model_copy(update={"columns": list(item.entity.primary_key), "incremental": None})
-    directory = context.landing.key_scans_dir(item.source_name, item.name)
-    directory.mkdir(parents=True, exist_ok=True)
-    scan = directory / f"{context.lineage.run_id}.parquet"
     with source.extract(
         keys, primary_key=item.entity.primary_key, watermark=None, batch_rows=context.batch_rows
     ) as batches:
-        landed = write_parquet(scan, batches, context.lineage)
-    for earlier in directory.glob("*.parquet"):
-        if earlier != scan:
-            earlier.unlink()
+        name = f"{context.lineage.run_id}{KEY_SCAN_SUFFIX}"
+        landed = context.inflight.write_key_scan(name, batches, context.lineage)
     context.log.info(
-        f"Scanned the keys of {item.source_name}.{item.name}: {landed.rows if landed else 0} key(s) in {scan}"
+        f"Scanned the keys of {item.source_name}.{item.name}: {landed.rows if landed else 0} key(s) in "
+        f"{landed.path if landed else name}"
     )
     return context.lineage.extracted_at.isoformat()
 

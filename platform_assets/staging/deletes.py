@@ -6,8 +6,9 @@ Three ways a deletion is known, each decided over the staging database's table o
 - `deletes: {mode: soft, column: ...}`: a key whose current version is marked (a boolean true, or any
   non-null value such as `deleted_at`) is deleted. The mark is in the landed rows, so a full rebuild
   deletes the same keys again.
-- `deletes: {mode: reconcile}`: the raw asset lands a scan of the table's primary keys (`_keys/`); a key
-  staged from an extraction no later than the scan and absent from it was deleted at the source.
+- `deletes: {mode: reconcile}`: the raw asset lands a scan of the table's primary keys (`_keys/`, or a
+  `keys` part in the bronze layer); a key staged from an extraction no later than the scan and absent
+  from it was deleted at the source.
 - `file: {snapshot: true}`: each delivery is the whole entity; the files of the latest extraction are the
   scan, and a key staged from an earlier extraction and absent from them was deleted.
 
@@ -26,7 +27,7 @@ or neither does.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -74,14 +75,14 @@ class Deleted:
         }
 
 
-def latest_key_scan(entity: Entity, landed: LandedSet, scans_dir: Path) -> KeyScan | None:
+def latest_key_scan(entity: Entity, landed: LandedSet, key_scans: Callable[[], list[Path]]) -> KeyScan | None:
     """The scan deletions by absence are judged against: the latest landed files of a snapshot file
-    entity, the latest key scan of a reconciled table; None when the entity declares neither or none
-    exists yet."""
+    entity, the latest of the `key_scans` (Parquet files of a reconciled table's keys, asked only for one);
+    None when the entity declares neither or none exists yet."""
     if entity.file is not None and entity.file.snapshot:
         candidates = landed.newest_extraction()
     elif entity.deletes is not None and entity.deletes.mode == "reconcile":
-        candidates = sorted(scans_dir.glob("*.parquet"))
+        candidates = key_scans()
     else:
         return None
     times = {path: extraction_time(path) for path in candidates}

@@ -9,7 +9,9 @@ mark, so nothing the run reads is removed and a failed run leaves its retry the 
 files keep their row in the landed index, marked removed: the file ledger still knows the delivered file,
 so an unchanged re-delivery is skipped, not landed again. A file is marked before it is unlinked: a run
 killed in between leaves a file on disk the index calls removed, never a removed file the ledger would
-land again.
+land again. An entity landed in the PostgreSQL bronze layer (`PLATFORM_LANDING=bronze`) loses committed
+parts by the same rules instead (`BronzeLandedSet.remove_retained`: their rows and commit rows in one
+transaction, counted as removed for the rebuild rule below).
 
 A full rebuild (a catalog edit, a schema change, a replay, a missing table) restages from landed files,
 and those retention removed cannot be read: under `rebuild: refuse` (the default) the step fails naming
@@ -30,10 +32,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Protocol
 
 import dagster as dg
 
-from platform_assets.catalog.retention import LandedRetention, Retention
+from platform_assets.catalog.retention import Retention
 from resources.landing.delivered import sidecar_of
 from resources.landing.landed_index import LandedIndex
 from resources.warehouses.base import Warehouse
@@ -70,6 +73,40 @@ class RetentionReport:
         )
 
 
+class RetainedLanding(Protocol):
+    """What retention removes landed data from: an entity's landed files (`LandedFiles`) or its committed
+    bronze parts (`resources/landing/bronze_zone.py: BronzeLandedSet`)."""
+
+    def remove_retained(
+        self, *, staged_through: datetime, keep_newest: int | None, older_than: datetime | None, now: datetime
+    ) -> tuple[int, int]:
+        """Remove what is staged (extracted no later than `staged_through`), not of the newest extraction,
+        and beyond the newest `keep_newest` or extracted before `older_than`; how many, and their bytes."""
+        ...
+
+
+@dataclass(frozen=True)
+class LandedFiles:
+    """An entity's landed files, by its landed index: each removed file is marked in it, then unlinked."""
+
+    index: LandedIndex
+
+    def remove_retained(
+        self, *, staged_through: datetime, keep_newest: int | None, older_than: datetime | None, now: datetime
+    ) -> tuple[int, int]:
+        candidates = self.index.retention_candidates(
+            staged_through=staged_through, keep_newest=keep_newest, older_than=older_than
+        )
+        self.index.retire([file.path for file in candidates], now)
+        removed_bytes = 0
+        for file in candidates:
+            for path in (file.path, sidecar_of(file.path)):
+                if path.exists():
+                    removed_bytes += path.stat().st_size
+                    path.unlink()
+        return len(candidates), removed_bytes
+
+
 def rebuild_after_retention(
     retention: Retention | None, removed: int, reason: str, entity: str, table: str
 ) -> dict[str, dg.MetadataValue]:
@@ -91,7 +128,7 @@ def rebuild_after_retention(
 def apply_retention(
     retention: Retention | None,
     *,
-    index: LandedIndex,
+    landed: RetainedLanding,
     staged_through: datetime | None,
     reads_only_new: bool,
     warehouse: Warehouse,
@@ -107,30 +144,19 @@ def apply_retention(
         return RetentionReport()
     files, size = 0, 0
     if retention.landed is not None and reads_only_new and staged_through is not None:
-        files, size = _remove_landed(index, retention.landed, staged_through, now)
+        days, count = retention.landed.days, retention.landed.count
+        files, size = landed.remove_retained(
+            staged_through=staged_through,
+            keep_newest=count,
+            older_than=now - timedelta(days=days) if days is not None else None,
+            now=now,
+        )
     rows, quarantine_files, quarantine_bytes = 0, 0, 0
     if retention.quarantine is not None:
         cutoff = now - timedelta(days=retention.quarantine.days)
         rows = _delete_quarantine_rows(warehouse, quarantine_table, asset_key, cutoff)
         quarantine_files, quarantine_bytes = _remove_older_files(quarantine_dir, cutoff)
     return RetentionReport(files, size, rows, quarantine_files, quarantine_bytes)
-
-
-def _remove_landed(
-    index: LandedIndex, landed: LandedRetention, staged_through: datetime, now: datetime
-) -> tuple[int, int]:
-    older_than = now - timedelta(days=landed.days) if landed.days is not None else None
-    candidates = index.retention_candidates(
-        staged_through=staged_through, keep_newest=landed.count, older_than=older_than
-    )
-    index.retire([file.path for file in candidates], now)
-    removed_bytes = 0
-    for file in candidates:
-        for path in (file.path, sidecar_of(file.path)):
-            if path.exists():
-                removed_bytes += path.stat().st_size
-                path.unlink()
-    return len(candidates), removed_bytes
 
 
 def _delete_quarantine_rows(

@@ -14,6 +14,14 @@ An extraction holds a session advisory lock on its entity for its whole duration
 extraction of the entity, on any machine, is refused instead of landing the same rows. Its checkpoint (REST
 pages fetched so far) is kept in `bronze._checkpoints` and dropped by the commit, in the commit's
 transaction, so that an attempt on another machine resumes where a killed one stopped.
+
+A part is of one of two kinds. `records` parts hold the landed records, in the entity's table. A `keys`
+part is a scan of the entity's primary keys (`deletes: reconcile`), in `bronze._key_scans`: pending and
+committed with the extraction like its records, so that staging on any machine judges deletions by it; the
+commit of a scan removes the entity's earlier scans in its transaction (only the latest counts).
+
+Retention (`remove_parts`) deletes committed records parts, their rows and their `_commits` rows, in one
+transaction, and counts them in `bronze._retention`, so that a full rebuild knows it cannot read them.
 """
 
 from __future__ import annotations
@@ -48,6 +56,10 @@ from resources.secrets import env_references, redact, resolve_env
 SCHEMA = "bronze"
 COMMITS_TABLE = "_commits"
 PENDING_TABLE = "_pending"
+KEY_SCANS_TABLE = "_key_scans"
+RECORDS = "records"
+KEYS = "keys"
+"""The kinds of a part: landed records (the entity's table), or a scan of its primary keys (`_key_scans`)."""
 VALID = "valid"
 """Validation status of a landed record: it conformed to its extraction's Arrow schema. Rules are checked
 when it is staged (`staged.quarantine` keeps the rows that break them)."""
@@ -62,6 +74,7 @@ CREATE TABLE IF NOT EXISTS bronze._pending (
     row_count BIGINT NOT NULL,
     json_bytes BIGINT NOT NULL,
     arrow_schema BYTEA NOT NULL,
+    kind TEXT NOT NULL DEFAULT 'records' CHECK (kind IN ('records', 'keys')),
     PRIMARY KEY (table_name, extraction)
 );
 CREATE TABLE IF NOT EXISTS bronze._checkpoints (
@@ -73,8 +86,26 @@ CREATE TABLE IF NOT EXISTS bronze._commits (
     committed_at TIMESTAMPTZ NOT NULL DEFAULT now(),
     seq BIGSERIAL
 );
+CREATE TABLE IF NOT EXISTS bronze._key_scans (
+    table_name TEXT NOT NULL,
+    extraction TEXT NOT NULL,
+    record_number BIGINT NOT NULL,
+    record JSONB NOT NULL,
+    PRIMARY KEY (table_name, extraction, record_number)
+);
+CREATE TABLE IF NOT EXISTS bronze._retention (
+    table_name TEXT PRIMARY KEY,
+    parts_removed BIGINT NOT NULL
+);
 """
-_LEDGER_COLUMNS = "table_name, extraction, run_id, source, ingested_at, row_count, json_bytes, arrow_schema"
+_LEDGER_UPGRADE = """
+ALTER TABLE bronze._pending ADD COLUMN IF NOT EXISTS kind TEXT NOT NULL DEFAULT 'records';
+ALTER TABLE bronze._commits ADD COLUMN IF NOT EXISTS kind TEXT NOT NULL DEFAULT 'records';
+"""
+"""A ledger created before parts had kinds (key scans and retention in bronze) gains the column."""
+_LEDGER_COLUMNS = (
+    "table_name, extraction, run_id, source, ingested_at, row_count, json_bytes, arrow_schema, kind"
+)
 _ENTITY_TABLE = """
 CREATE TABLE IF NOT EXISTS {table} (
     extraction TEXT NOT NULL,
@@ -102,18 +133,6 @@ _INDEXES = {
     "run_id": "(run_id)",
 }
 """The seed's indexes (the primary key serves reads and discards by extraction)."""
-_COPY_COLUMNS = (
-    "extraction",
-    "record_number",
-    RECORD_COLUMN,
-    "source",
-    "ingested_at",
-    SOURCE_TIMESTAMP_COLUMN,
-    RAW_ID_COLUMN,
-    "validation_status",
-    "run_id",
-    "api_endpoint",
-)
 
 
 class BronzeError(RuntimeError):
@@ -148,6 +167,7 @@ class BronzePart:
     rows: int
     json_bytes: int
     schema: pa.Schema
+    kind: str = RECORDS
 
 
 class BronzeLayer:
@@ -226,27 +246,32 @@ class BronzeLayer:
         source: str,
         ingested_at: datetime,
         run_id: str,
+        kind: str = RECORDS,
     ) -> BronzePart | None:
-        """Insert one part, batch by batch, in one transaction that also records it as pending; None when
-        the stream is empty or the part was committed already (a retry must not land it twice). A pending
-        part of the same name (an earlier attempt's) is replaced."""
+        """Insert one part of `kind`, batch by batch, in one transaction that also records it as pending;
+        None when the stream is empty or the part was committed already (a retry must not land it twice). A
+        pending part of the same name (an earlier attempt's) is replaced."""
         with self.transaction(target) as cursor:
             if _committed_names(cursor, target, [extraction]):
                 return None
             _delete_pending(cursor, target, [extraction])
-            _create_partition(cursor, target.table, ingested_at.date())
+            if kind == RECORDS:
+                _create_partition(cursor, target.table, ingested_at.date())
             schema: pa.Schema | None = None
             rows = json_bytes = 0
             for batch in batches:
                 schema = schema or batch.schema
-                lineage = (source, ingested_at, run_id)
-                json_bytes += _copy_batch(cursor, target, extraction, batch, rows, *lineage)
+                if kind == RECORDS:
+                    lineage = (source, ingested_at, run_id)
+                    json_bytes += _copy_batch(cursor, target, extraction, batch, rows, *lineage)
+                else:
+                    json_bytes += _copy_keys(cursor, target, extraction, batch, rows)
                 rows += batch.num_rows
             if schema is None:
                 return None
-            part = BronzePart(extraction, run_id, source, ingested_at, rows, json_bytes, schema)
+            part = BronzePart(extraction, run_id, source, ingested_at, rows, json_bytes, schema, kind)
             cursor.execute(
-                "INSERT INTO bronze._pending VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                f"INSERT INTO bronze._pending ({_LEDGER_COLUMNS}) VALUES ({', '.join(['%s'] * 9)})",
                 (target.table, *_part_values(part)),
             )
         return part
@@ -265,9 +290,11 @@ class BronzeLayer:
 
     def commit(self, target: BronzeTarget) -> list[BronzePart]:
         """Make every pending part visible and drop the checkpoint, in one transaction; the parts
-        committed."""
+        committed. A key scan among them replaces the entity's committed scans."""
         with self.transaction(target) as cursor:
             parts = _parts(cursor, PENDING_TABLE, target)
+            if any(part.kind == KEYS for part in parts):
+                _delete_committed(cursor, target, KEYS)
             cursor.execute(
                 f"INSERT INTO bronze._commits ({_LEDGER_COLUMNS}) SELECT {_LEDGER_COLUMNS} "
                 "FROM bronze._pending WHERE table_name = %s "
@@ -278,10 +305,56 @@ class BronzeLayer:
             cursor.execute("DELETE FROM bronze._checkpoints WHERE table_name = %s", (target.table,))
         return parts
 
-    def committed(self, target: BronzeTarget) -> list[BronzePart]:
-        """The committed parts of the entity, in commit order."""
+    def committed(self, target: BronzeTarget, kind: str = RECORDS) -> list[BronzePart]:
+        """The committed parts of the entity of `kind`, in commit order."""
         with self.transaction(target, locked=False) as cursor:
-            return _parts(cursor, COMMITS_TABLE, target)
+            return [part for part in _parts(cursor, COMMITS_TABLE, target) if part.kind == kind]
+
+    def remove_parts(
+        self,
+        target: BronzeTarget,
+        *,
+        staged_through: datetime,
+        keep_newest: int | None,
+        older_than: datetime | None,
+    ) -> list[BronzePart]:
+        """Delete the committed records parts retention lets go, with their rows, in one transaction that
+        counts them in `bronze._retention`: staged (ingested no later than `staged_through`), not of the
+        newest extraction, and beyond the newest `keep_newest` parts or ingested before `older_than` (the
+        rules of the landed index: `landed_index.py`), and the day partitions they leave empty. The parts
+        removed."""
+        with self.transaction(target) as cursor:
+            live = _parts(cursor, COMMITS_TABLE, target)
+            records = [part for part in live if part.kind == RECORDS]
+            newest = max((part.ingested_at for part in records), default=None)
+            kept = {part.extraction for part in records[-keep_newest:]} if keep_newest else set()
+            doomed = [
+                part
+                for part in records
+                if part.ingested_at <= staged_through
+                and part.ingested_at != newest
+                and (keep_newest is None or part.extraction not in kept)
+                and (older_than is None or part.ingested_at < older_than)
+            ]
+            if doomed:
+                _delete_committed(cursor, target, RECORDS, [part.extraction for part in doomed])
+                for day in sorted({part.ingested_at.date() for part in doomed}):
+                    _drop_partition_if_empty(cursor, target.table, day)
+                cursor.execute(
+                    "INSERT INTO bronze._retention VALUES (%s, %s) ON CONFLICT (table_name) "
+                    "DO UPDATE SET parts_removed = bronze._retention.parts_removed + excluded.parts_removed",
+                    (target.table, len(doomed)),
+                )
+        return doomed
+
+    def removed_count(self, target: BronzeTarget) -> int:
+        """How many committed records parts retention removed, ever."""
+        with self.transaction(target, locked=False) as cursor:
+            cursor.execute(
+                "SELECT parts_removed FROM bronze._retention WHERE table_name = %s", (target.table,)
+            )
+            found = cursor.fetchone()
+        return 0 if found is None else int(found[0])
 
     def read(self, target: BronzeTarget, part: BronzePart, batch_rows: int) -> Iterator[pa.RecordBatch]:
         """The records of a committed part, in landing order, typed back to its Arrow schema, in batches of
@@ -290,12 +363,17 @@ class BronzeLayer:
         try:
             with connection.cursor(name="bronze_read") as cursor:
                 cursor.itersize = batch_rows
+                if part.kind == KEYS:
+                    where = "table_name = %s AND extraction = %s"
+                    parameters: tuple[object, ...] = (target.table, part.extraction)
+                else:
+                    where = "extraction = %s AND ingested_at = %s"
+                    parameters = (part.extraction, part.ingested_at)
                 cursor.execute(
-                    sql.SQL(
-                        "SELECT record::text FROM {} WHERE extraction = %s AND ingested_at = %s "
-                        "ORDER BY record_number"
-                    ).format(sql.Identifier(SCHEMA, target.table)),
-                    (part.extraction, part.ingested_at),
+                    sql.SQL("SELECT record::text FROM {} WHERE " + where + " ORDER BY record_number").format(
+                        _rows_table(target, part.kind)
+                    ),
+                    parameters,
                 )
                 while documents := cursor.fetchmany(batch_rows):
                     yield records_as([document for (document,) in documents], part.schema)
@@ -330,13 +408,18 @@ class BronzeLayer:
 
 
 def _create_tables(cursor: Any, table: str) -> None:
-    cursor.execute("SELECT to_regclass(%s)", (f"{SCHEMA}.{table}",))
-    if cursor.fetchone()[0] is not None:
+    """The entity's table, and the ledger as this version has it (a ledger created before key scans and
+    retention lived in bronze gains their tables and `kind` column)."""
+    cursor.execute("SELECT to_regclass(%s), to_regclass(%s)", (f"{SCHEMA}.{table}", f"{SCHEMA}._retention"))
+    entity_table, current_ledger = cursor.fetchone()
+    if entity_table is not None and current_ledger is not None:
         return
     # Two entities' first extractions, in parallel steps, would race to create the schema and the ledger.
     cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (SCHEMA,))
     cursor.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
     cursor.execute(_LEDGER)
+    if current_ledger is None:
+        cursor.execute(_LEDGER_UPGRADE)
     cursor.execute(sql.SQL(_ENTITY_TABLE).format(table=sql.Identifier(SCHEMA, table)))
     for suffix, definition in _INDEXES.items():
         cursor.execute(
@@ -348,14 +431,41 @@ def _create_tables(cursor: Any, table: str) -> None:
 
 def _create_partition(cursor: Any, table: str, day: date) -> None:
     """The day's partition, created on first use (the parent's indexes are created on it too)."""
+    start, end = _day_bounds(day)
     cursor.execute(
         sql.SQL("CREATE TABLE IF NOT EXISTS {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})").format(
-            sql.Identifier(SCHEMA, f"{table}_{day:%Y%m%d}"[:63]),
-            sql.Identifier(SCHEMA, table),
-            sql.Literal(f"{day.isoformat()} 00:00:00+00"),
-            sql.Literal(f"{(day + timedelta(days=1)).isoformat()} 00:00:00+00"),
+            _partition(table, day), sql.Identifier(SCHEMA, table), sql.Literal(start), sql.Literal(end)
         )
     )
+
+
+def _drop_partition_if_empty(cursor: Any, table: str, day: date) -> None:
+    """Drop the day's partition once no records part of that day is left, pending or committed: a daily
+    snapshot under retention would otherwise leave an empty table behind every day. (The caller holds the
+    entity's write lock, so no part of that day is being inserted.)"""
+    cursor.execute(
+        "SELECT 1 FROM bronze._pending WHERE table_name = %(table)s AND kind = %(kind)s "
+        "AND ingested_at >= %(start)s AND ingested_at < %(end)s UNION ALL "
+        "SELECT 1 FROM bronze._commits WHERE table_name = %(table)s AND kind = %(kind)s "
+        "AND ingested_at >= %(start)s AND ingested_at < %(end)s LIMIT 1",
+        dict(zip(("start", "end"), _day_bounds(day), strict=True), table=table, kind=RECORDS),
+    )
+    if cursor.fetchone() is None:
+        cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_partition(table, day)))
+
+
+def _partition(table: str, day: date) -> sql.Composable:
+    return sql.Identifier(SCHEMA, f"{table}_{day:%Y%m%d}"[:63])
+
+
+def _day_bounds(day: date) -> tuple[str, str]:
+    """The UTC day as the bounds of its partition."""
+    return f"{day.isoformat()} 00:00:00+00", f"{(day + timedelta(days=1)).isoformat()} 00:00:00+00"
+
+
+def _rows_table(target: BronzeTarget, kind: str) -> sql.Composable:
+    """Where the rows of a part of `kind` are: the entity's table, or the key scans'."""
+    return sql.Identifier(SCHEMA, target.table if kind == RECORDS else KEY_SCANS_TABLE)
 
 
 def _copy_batch(
@@ -376,30 +486,48 @@ def _copy_batch(
     def constant(value: object) -> pa.Array:
         return pa.array([value] * rows, pa.string())
 
-    table = pa.table(
-        {
-            "extraction": constant(extraction),
-            "record_number": pa.array(range(first_number, first_number + rows), pa.int64()),
-            RECORD_COLUMN: converted.column(RECORD_COLUMN),
-            "source": constant(source),
-            "ingested_at": constant(ingested_at.isoformat()),
-            SOURCE_TIMESTAMP_COLUMN: converted.column(SOURCE_TIMESTAMP_COLUMN),
-            RAW_ID_COLUMN: converted.column(RAW_ID_COLUMN),
-            "validation_status": constant(VALID),
-            "run_id": constant(run_id),
-            "api_endpoint": constant(target.api_endpoint),
-        }
-    )
+    columns = {
+        "extraction": constant(extraction),
+        "record_number": pa.array(range(first_number, first_number + rows), pa.int64()),
+        RECORD_COLUMN: converted.column(RECORD_COLUMN),
+        "source": constant(source),
+        "ingested_at": constant(ingested_at.isoformat()),
+        SOURCE_TIMESTAMP_COLUMN: converted.column(SOURCE_TIMESTAMP_COLUMN),
+        RAW_ID_COLUMN: converted.column(RAW_ID_COLUMN),
+        "validation_status": constant(VALID),
+        "run_id": constant(run_id),
+        "api_endpoint": constant(target.api_endpoint),
+    }
+    return _copy(cursor, _rows_table(target, RECORDS), pa.table(columns))
+
+
+def _copy_keys(
+    cursor: Any, target: BronzeTarget, extraction: str, batch: pa.RecordBatch, first_number: int
+) -> int:
+    """COPY one batch of a key scan into `bronze._key_scans`; the JSON's size in bytes."""
+    rows = batch.num_rows
+    columns = {
+        "table_name": pa.array([target.table] * rows, pa.string()),
+        "extraction": pa.array([extraction] * rows, pa.string()),
+        "record_number": pa.array(range(first_number, first_number + rows), pa.int64()),
+        RECORD_COLUMN: bronze_rows(batch, (), None).column(RECORD_COLUMN),
+    }
+    return _copy(cursor, _rows_table(target, KEYS), pa.table(columns))
+
+
+def _copy(cursor: Any, into: sql.Composable, rows: pa.Table) -> int:
+    """COPY the rows (as CSV, which quotes the JSON text) into the columns of their names; the size of their
+    JSON records in bytes."""
     buffer = io.BytesIO()
-    pacsv.write_csv(table, buffer, pacsv.WriteOptions(include_header=False))
+    pacsv.write_csv(rows, buffer, pacsv.WriteOptions(include_header=False))
     buffer.seek(0)
     cursor.copy_expert(
         sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
-            sql.Identifier(SCHEMA, target.table), sql.SQL(", ").join(map(sql.Identifier, _COPY_COLUMNS))
+            into, sql.SQL(", ").join(map(sql.Identifier, rows.column_names))
         ),
         buffer,
     )
-    return pc.sum(pc.binary_length(converted.column(RECORD_COLUMN))).as_py() or 0
+    return pc.sum(pc.binary_length(rows.column(RECORD_COLUMN))).as_py() or 0
 
 
 def _committed_names(cursor: Any, target: BronzeTarget, names: Sequence[str]) -> set[str]:
@@ -412,31 +540,50 @@ def _committed_names(cursor: Any, target: BronzeTarget, names: Sequence[str]) ->
 
 def _delete_pending(cursor: Any, target: BronzeTarget, names: Sequence[str] | None) -> None:
     """Pending parts' rows, then the parts; rows of committed parts are never matched."""
-    chosen = "" if names is None else " AND extraction = ANY(%(names)s)"
-    parameters = {"table": target.table, "names": list(names or ())}
-    cursor.execute(
-        sql.SQL(
-            "DELETE FROM {} AS landed USING bronze._pending AS pending WHERE pending.table_name = %(table)s "
-            "AND landed.extraction = pending.extraction AND landed.ingested_at = pending.ingested_at"
-            + chosen.replace("extraction", "pending.extraction")
-        ).format(sql.Identifier(SCHEMA, target.table)),
-        parameters,
+    for kind in (RECORDS, KEYS):
+        _delete_parts(cursor, target, PENDING_TABLE, kind, names)
+
+
+def _delete_committed(
+    cursor: Any, target: BronzeTarget, kind: str, names: Sequence[str] | None = None
+) -> None:
+    """Committed parts of `kind` (all, or those `names`) and their rows."""
+    _delete_parts(cursor, target, COMMITS_TABLE, kind, names)
+
+
+_PART_ROWS = {
+    RECORDS: "landed.extraction = ledger.extraction AND landed.ingested_at = ledger.ingested_at",
+    KEYS: "landed.table_name = ledger.table_name AND landed.extraction = ledger.extraction",
+}
+"""How a part's rows are matched to its ledger row (the entity's table is partitioned by `ingested_at`)."""
+
+
+def _delete_parts(
+    cursor: Any, target: BronzeTarget, ledger: str, kind: str, names: Sequence[str] | None
+) -> None:
+    """The parts of `kind` in `ledger` (all; or those `names`): their rows, then their ledger rows."""
+    where = "ledger.table_name = %(table)s AND ledger.kind = %(kind)s" + (
+        "" if names is None else " AND ledger.extraction = ANY(%(names)s)"
     )
-    cursor.execute("DELETE FROM bronze._pending WHERE table_name = %(table)s" + chosen, parameters)
+    parameters = {"table": target.table, "kind": kind, "names": list(names or ())}
+    ledger_table = sql.Identifier(SCHEMA, ledger)
+    rows = sql.SQL(f"DELETE FROM {{}} AS landed USING {{}} AS ledger WHERE {where} AND {_PART_ROWS[kind]}")
+    cursor.execute(rows.format(_rows_table(target, kind), ledger_table), parameters)
+    cursor.execute(sql.SQL(f"DELETE FROM {{}} AS ledger WHERE {where}").format(ledger_table), parameters)
 
 
 def _parts(cursor: Any, ledger: str, target: BronzeTarget) -> list[BronzePart]:
     order = "seq" if ledger == COMMITS_TABLE else "extraction"
     cursor.execute(
         sql.SQL(
-            "SELECT extraction, run_id, source, ingested_at, row_count, json_bytes, arrow_schema FROM {} "
-            "WHERE table_name = %s ORDER BY " + order
+            "SELECT extraction, run_id, source, ingested_at, row_count, json_bytes, arrow_schema, kind "
+            "FROM {} WHERE table_name = %s ORDER BY " + order
         ).format(sql.Identifier(SCHEMA, ledger)),
         (target.table,),
     )
     return [
-        BronzePart(name, run, source, at, rows, size, pa.ipc.read_schema(pa.py_buffer(bytes(schema))))
-        for name, run, source, at, rows, size, schema in cursor.fetchall()
+        BronzePart(name, run, source, at, rows, size, pa.ipc.read_schema(pa.py_buffer(bytes(schema))), kind)
+        for name, run, source, at, rows, size, schema, kind in cursor.fetchall()
     ]
 
 
@@ -449,4 +596,5 @@ def _part_values(part: BronzePart) -> tuple[object, ...]:
         part.rows,
         part.json_bytes,
         psycopg2.Binary(part.schema.serialize().to_pybytes()),
+        part.kind,
     )

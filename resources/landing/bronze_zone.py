@@ -9,7 +9,10 @@ an extraction stays on the machine that ran it. Staging asks the same questions 
 exported, once each, to Parquet scratch files of that run (typed back to their Arrow schema, with the
 lineage columns), so that everything after planning reads files as before. The next staging run of the
 table removes them, as it removes the other scratch of finished runs (`remove_staging_leftovers`): the
-bronze table is the copy that must survive, an export is scratch.
+bronze table is the copy that must survive, an export is scratch. A key scan (`deletes: reconcile`) is a
+`keys` part, committed with its extraction and exported the same way (under `_keys/` of the run's
+exports), so that staging on another machine judges deletions by it; retention removes committed parts
+instead of landed files, and counts them as removed files are counted.
 """
 
 from __future__ import annotations
@@ -24,10 +27,18 @@ from typing import Any, BinaryIO
 import pyarrow as pa
 from pydantic import Field
 
-from resources.landing.bronze import SCHEMA, BronzeError, BronzeLayer, BronzePart, BronzeTarget
+from resources.landing.bronze import KEYS, RECORDS, SCHEMA, BronzeError, BronzeLayer, BronzePart, BronzeTarget
 from resources.landing.delivered import DeliveredCopy
 from resources.landing.landed_index import LandedIndex
-from resources.landing.zone import INFLIGHT_DIR, InFlight, LandedFile, LandingZone, Lineage, write_parquet
+from resources.landing.zone import (
+    INFLIGHT_DIR,
+    KEYS_DIR,
+    InFlight,
+    LandedFile,
+    LandingZone,
+    Lineage,
+    write_parquet,
+)
 
 EXPORT_DIR = "bronze"
 """Under the landing zone's spill directory: Parquet exports of committed bronze parts, for staging."""
@@ -124,6 +135,21 @@ class BronzeInFlight(InFlight):
         )
         return None if part is None else _landed(self.target, part)
 
+    def write_key_scan(
+        self, name: str, batches: Iterable[pa.RecordBatch], lineage: Lineage
+    ) -> LandedFile | None:
+        """A pending `keys` part, committed with the extraction's records (replacing the earlier scans)."""
+        part = self.layer.write_part(
+            self.target,
+            name,
+            batches,
+            source=lineage.source,
+            ingested_at=lineage.extracted_at,
+            run_id=lineage.run_id,
+            kind=KEYS,
+        )
+        return None if part is None else _landed(self.target, part)
+
     def copy(self, name: str, raw: BinaryIO, described: DeliveredCopy, *, compress: bool) -> str:
         raise BronzeError(
             f"{self.target.source}.{self.target.entity}: delivered files land as files, not in the bronze "
@@ -132,8 +158,10 @@ class BronzeInFlight(InFlight):
 
     def commit(self, load_date: str) -> list[LandedFile]:
         """Make every pending part visible at once and forget the checkpoint (`load_date` is implied:
-        bronze partitions by the day each part was ingested)."""
-        return [_landed(self.target, part) for part in self.layer.commit(self.target)]
+        bronze partitions by the day each part was ingested); the records parts committed (a key scan is
+        not a landed file, as it is not among the files of the file landing zone)."""
+        committed = self.layer.commit(self.target)
+        return [_landed(self.target, part) for part in committed if part.kind == RECORDS]
 
 
 class BronzeLandedSet:
@@ -146,8 +174,10 @@ class BronzeLandedSet:
         self.layer = layer
         self.target = target
         self.export_dir = export_dir
-        wanted = None if only is None else set(only)
-        self.parts = [part for part in layer.committed(target) if wanted is None or part.extraction in wanted]
+        self.only = None if only is None else set(only)
+        self.parts = [
+            part for part in layer.committed(target) if self.only is None or part.extraction in self.only
+        ]
 
     def live(self) -> list[Path]:
         return self._exported(self.parts)
@@ -167,22 +197,40 @@ class BronzeLandedSet:
         return set()
 
     def removed_count(self) -> int:
-        return 0
+        """Parts retention removed, which a full rebuild cannot read; none for a snapshot's own parts."""
+        return 0 if self.only is not None else self.layer.removed_count(self.target)
+
+    def key_scans(self, after: datetime | None = None) -> list[Path]:
+        """The entity's committed key scan (`deletes: reconcile`; the latest only), exported; `after`: only
+        if taken after that moment (a scan an incremental run has applied before is not exported again)."""
+        scans = self.layer.committed(self.target, KEYS)
+        fresh = [part for part in scans if after is None or part.ingested_at > after]
+        return self._exported(fresh, self.export_dir / KEYS_DIR)
+
+    def remove_retained(
+        self, *, staged_through: datetime, keep_newest: int | None, older_than: datetime | None, now: datetime
+    ) -> tuple[int, int]:
+        """Delete the committed parts retention lets go (`BronzeLayer.remove_parts`); how many, and their
+        JSON bytes. (`now` is when the landed index marks removed files; bronze deletes the parts' rows.)"""
+        removed = self.layer.remove_parts(
+            self.target, staged_through=staged_through, keep_newest=keep_newest, older_than=older_than
+        )
+        return len(removed), sum(part.json_bytes for part in removed)
 
     def spot_check(self) -> list[Path]:
         """Committed parts cannot go missing from under their commit rows: nothing to check on disk."""
         return []
 
-    def _exported(self, parts: list[BronzePart]) -> list[Path]:
-        return [self._export(part) for part in parts]
+    def _exported(self, parts: list[BronzePart], directory: Path | None = None) -> list[Path]:
+        return [self._export(part, directory or self.export_dir) for part in parts]
 
-    def _export(self, part: BronzePart) -> Path:
-        """The part as a Parquet file with the lineage columns (written through a temporary file, so a
-        killed export leaves no half file to reuse)."""
+    def _export(self, part: BronzePart, directory: Path) -> Path:
+        """The part as a Parquet file with the lineage columns under `directory` (written through a
+        temporary file, so a killed export leaves no half file to reuse)."""
         name = part.extraction if part.extraction.endswith(".parquet") else f"{part.extraction}.parquet"
-        path = self.export_dir / name
+        path = directory / name
         if not path.exists():
-            self.export_dir.mkdir(parents=True, exist_ok=True)
+            directory.mkdir(parents=True, exist_ok=True)
             lineage = Lineage(part.source, part.ingested_at, part.run_id)
             write_parquet(path, self.layer.read(self.target, part, EXPORT_BATCH_ROWS), lineage)
         return path

@@ -285,6 +285,19 @@ class InFlight:
         """One part from a stream of batches sharing one schema; None when the stream is empty."""
         return write_parquet(self.directory / name, batches, lineage)
 
+    def write_key_scan(
+        self, name: str, batches: Iterable[pa.RecordBatch], lineage: Lineage
+    ) -> LandedFile | None:
+        """A scan of the entity's primary keys (deletes by reconciliation) as `name` under its key scans
+        directory (`LandingZone.key_scans_dir`), replacing the earlier scans: only the latest counts."""
+        directory = self.entity_dir / KEYS_DIR
+        directory.mkdir(parents=True, exist_ok=True)
+        landed = write_parquet(directory / name, batches, lineage)
+        for earlier in directory.glob("*.parquet"):
+            if earlier.name != name:
+                earlier.unlink()
+        return landed
+
     def copy(self, name: str, raw: BinaryIO, described: DeliveredCopy, *, compress: bool) -> str:
         """Land the bytes of `raw` as the copy `name` (zstd-compressed when `compress`) with its sidecar;
         the hash of the bytes read."""
