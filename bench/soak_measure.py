@@ -144,11 +144,11 @@ class Match:
 
     @property
     def outcome(self) -> str:
-        """absorbed (no incident: healed inside the step or never failed one), healed, escalated, proposed,
-        or open (still being healed when measured)."""
+        """absorbed (no incident: healed inside the step or never failed one), no effect (it met nothing to
+        break), healed, escalated, proposed, or open (still being healed when measured)."""
         statuses = {i["status"] for i in self.incidents}
         if not self.incidents:
-            return "absorbed"
+            return "absorbed" if self.fault.hit else "no effect"
         if "escalated" in statuses:
             return "escalated"
         if statuses & {"proposed", "approved"}:
@@ -167,15 +167,18 @@ class Match:
 
 def match(faults: list[Fault], found: list[dict[str, Any]]) -> tuple[list[Match], list[dict[str, Any]]]:
     """Each incident to the latest fault that started before it opened, ended at most `MATCH_WINDOW_S`
-    before, and hits its source (a fault of the platform's own processes hits every source)."""
+    before, and hit its source; failing that, to the latest such fault of the platform's own processes
+    (they hit every source)."""
     matches = [Match(fault, []) for fault in faults]
     unmatched = []
     for incident in found:
-        candidates = [
+        in_time = [
             m
             for m in matches
             if m.fault.started_at <= incident["opened_at"] <= m.fault.ended_at + MATCH_WINDOW_S
-            and (m.fault.source is None or m.fault.source == incident["source"])
+        ]
+        candidates = [m for m in in_time if m.fault.source == incident["source"]] or [
+            m for m in in_time if m.fault.source is None
         ]
         if candidates:
             max(candidates, key=lambda m: m.fault.started_at).incidents.append(incident)

@@ -17,6 +17,9 @@ GOAL_HEALED_SHARE = 0.95
 GOAL_MEDIAN_S = 60.0
 GOAL_P95_S = 300.0
 METRIC_PREFIX = "dataplatform_"
+METRICS_SKIPPED = ("_timestamp_seconds", "freshness_lag", "freshness_state", "_host_")
+"""Per-asset timestamps and host figures: long, and not what the soak scores."""
+OUTCOMES = ("no effect", "absorbed", "healed", "escalated", "proposed", "open")
 
 
 def verdict(ok: bool) -> str:
@@ -28,9 +31,9 @@ def seconds(value: float | None) -> str:
 
 
 def goals(result: dict[str, Any], matches: list[Match], diffs: list[KeyDiff], stuck: int) -> list[str]:
-    healable = [m for m in matches if m.fault.healable]
+    healable = [m for m in matches if m.fault.healable and m.fault.hit]
     healed = [m for m in healable if m.outcome in ("absorbed", "healed")]
-    other = [m for m in matches if not m.fault.healable]
+    other = [m for m in matches if not m.fault.healable and m.fault.hit]
     escalated = [m for m in other if m.outcome == "escalated"]
     recover = [m.recover_s for m in matches if m.recover_s is not None]
     median = statistics.median(recover) if recover else None
@@ -47,7 +50,7 @@ def goals(result: dict[str, Any], matches: list[Match], diffs: list[KeyDiff], st
         f"{verdict(minutes >= 30 and len(matches) >= GOAL_FAULTS)} |",
         f"| 0 rows lost, 0 duplicated, 0 stale after the quiet period | {lost} lost, {dup} duplicated, "
         f"{stale} stale | {verdict(lost == dup == stale == 0)} |",
-        f"| >= 95% of healable faults healed without a human | {len(healed)} of {len(healable)} "
+        f"| >= 95% of healable faults healed without a human | {len(healed)} of {len(healable)} that hit "
         f"({share:.0%}) | {verdict(share >= GOAL_HEALED_SHARE)} |",
         f"| 100% of non-healable faults escalated with the right category | {len(escalated)} of {len(other)} "
         f"escalated | {verdict(len(escalated) == len(other))} |",
@@ -59,17 +62,14 @@ def goals(result: dict[str, Any], matches: list[Match], diffs: list[KeyDiff], st
 
 
 def fault_table(matches: list[Match]) -> list[str]:
-    lines = [
-        "| kind | injected | healable | absorbed | healed | escalated | proposed | open |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    lines = [f"| kind | injected | healable | {' | '.join(OUTCOMES)} |", "|---" * (3 + len(OUTCOMES)) + "|"]
     kinds = sorted({m.fault.kind for m in matches})
     for kind in kinds:
         of_kind = [m for m in matches if m.fault.kind == kind]
         outcomes = Counter(m.outcome for m in of_kind)
         lines.append(
             f"| {kind} | {len(of_kind)} | {'yes' if of_kind[0].fault.healable else 'no'} | "
-            + " | ".join(str(outcomes[o]) for o in ("absorbed", "healed", "escalated", "proposed", "open"))
+            + " | ".join(str(outcomes[o]) for o in OUTCOMES)
             + " |"
         )
     return lines
@@ -129,9 +129,11 @@ def write_report(path: Path, result: dict[str, Any]) -> None:
         "",
         *goals(result, matches, diffs, stuck),
         "",
-        "Absorbed: the fault opened no incident (healed inside the step: the REST client's retries, the",
-        "step's own retry, a run retry of a crashed run; or the fault hit nothing in flight). Time to",
-        "recover is from the fault's start to the last of its incidents resolved; absorbed faults have none.",
+        "Absorbed: the fault broke something (a request refused, a connection or a run worker killed, a file",
+        "changed) and opened no incident: healed inside the step (the REST client's retries, the step's own",
+        "retry, a run retry of a crashed run), or nothing in flight noticed. No effect: it met nothing to",
+        "break, is not scored. Time to recover is from the fault's start to the last of its incidents",
+        "resolved; absorbed faults have none.",
         "",
         "## Faults by kind",
         "",
