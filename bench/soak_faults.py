@@ -74,6 +74,10 @@ KINDS = [
 ]
 
 
+EXPECTED_CATEGORY = {"malformed_row": "data_quality"}
+"""What a non-healable fault's incident must be escalated as."""
+
+
 def schedule(minutes: float, seed: int) -> list[Fault]:
     """Every kind once (in a seeded order), then seeded random kinds, at seeded uniform start times."""
     rng = random.Random(seed)

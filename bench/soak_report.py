@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from soak_faults import EXPECTED_CATEGORY
 from soak_measure import KeyDiff, Match, percentile
 
 GOAL_FAULTS = 60
@@ -34,7 +35,12 @@ def goals(result: dict[str, Any], matches: list[Match], diffs: list[KeyDiff], st
     healable = [m for m in matches if m.fault.healable and m.fault.hit]
     healed = [m for m in healable if m.outcome in ("absorbed", "healed")]
     other = [m for m in matches if not m.fault.healable and m.fault.hit]
-    escalated = [m for m in other if m.outcome == "escalated"]
+    escalated = [
+        m
+        for m in other
+        if m.outcome == "escalated"
+        and any(i["category"] == EXPECTED_CATEGORY.get(m.fault.kind) for i in m.incidents)
+    ]
     recover = [m.recover_s for m in matches if m.recover_s is not None]
     median = statistics.median(recover) if recover else None
     p95 = percentile(recover, 0.95)
@@ -53,7 +59,7 @@ def goals(result: dict[str, Any], matches: list[Match], diffs: list[KeyDiff], st
         f"| >= 95% of healable faults healed without a human | {len(healed)} of {len(healable)} that hit "
         f"({share:.0%}) | {verdict(share >= GOAL_HEALED_SHARE)} |",
         f"| 100% of non-healable faults escalated with the right category | {len(escalated)} of {len(other)} "
-        f"escalated | {verdict(len(escalated) == len(other))} |",
+        f"escalated as expected | {verdict(len(escalated) == len(other))} |",
         f"| median time to recover < 60 s | {seconds(median)} (over {len(recover)} faults with an incident "
         f"healed) | {verdict(median is not None and median < GOAL_MEDIAN_S)} |",
         f"| p95 time to recover < 5 min | {seconds(p95)} | {verdict(p95 is not None and p95 < GOAL_P95_S)} |",
