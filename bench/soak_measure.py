@@ -166,16 +166,17 @@ class Match:
 
 
 def match(faults: list[Fault], found: list[dict[str, Any]]) -> tuple[list[Match], list[dict[str, Any]]]:
-    """Each incident to the latest fault that started before it opened, ended at most `MATCH_WINDOW_S`
-    before, and hit its source; failing that, to the latest such fault of the platform's own processes
-    (they hit every source)."""
+    """Each incident to the latest fault that hit something, started before it opened, ended at most
+    `MATCH_WINDOW_S` before, and hit its source; failing that, to the latest such fault of the platform's
+    own processes (they hit every source)."""
     matches = [Match(fault, []) for fault in faults]
     unmatched = []
     for incident in found:
         in_time = [
             m
             for m in matches
-            if m.fault.started_at <= incident["opened_at"] <= m.fault.ended_at + MATCH_WINDOW_S
+            if m.fault.hit
+            and m.fault.started_at <= incident["opened_at"] <= m.fault.ended_at + MATCH_WINDOW_S
         ]
         candidates = [m for m in in_time if m.fault.source == incident["source"]] or [
             m for m in in_time if m.fault.source is None
