@@ -1,0 +1,179 @@
+"""Chaos soak (issue 23): the deployed platform under continuous deliveries and overlapping seeded faults,
+then one quiet period, then scored: rows lost, duplicated or stale, incidents healed or escalated, time to
+recover, runs stuck, the metrics at the end, and what the daemon and the instance database cost.
+
+    .venv/bin/python bench/soak.py --minutes 3 --seed 23        # or: ./dev soak --minutes 3
+
+1. Start-up: a throwaway PostgreSQL cluster holds the instance database and the shop's source database;
+   `deploy/` is installed into a temporary root and its four units started by their exact `ExecStart`
+   (`tests/deployment.py`, shared with `tests/test_deployment_smoke.py`), with the soak's catalog
+   (`bench/soak_sources.py`), the embedded DuckDB warehouse and the products API served by this process
+   with a fault switch. A first load, then the shop's delivery sensor and the `shop_db` and `shop_api`
+   schedules are switched on over GraphQL, as the UI does (they start STOPPED with `PLATFORM_ENV=local`).
+   The healing sensor runs by default. From then on only the daemon launches runs.
+2. Soak: every `--interval` seconds the driver delivers into the three sources (`bench/soak_delivery.py`);
+   the injector fires the seeded faults (`bench/soak_faults.py`).
+3. Quiet period: no delivery, no fault; at least `--quiet` seconds (two scheduled runs of each source),
+   then until no run is in progress and no incident is still being healed (at most `QUIET_MAX_S`).
+4. Score (`bench/soak_measure.py`) and write `bench/results/soak_<minutes>m.md` (`bench/soak_report.py`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "bench"), str(REPO_ROOT / "tests")]
+
+from deployment import FIRST_LOAD, Deployment, first_load, installed_deployment  # noqa: E402
+from fixtures.postgres_server import PostgresCluster  # noqa: E402
+from soak_delivery import DeliveryDriver  # noqa: E402
+from soak_faults import Injector, schedule  # noqa: E402
+from soak_measure import (  # noqa: E402
+    GroupSampler,
+    compare,
+    incidents,
+    instance_cost,
+    match,
+    metrics_text,
+    runs_by_status,
+)
+from soak_report import write_report  # noqa: E402
+from soak_sources import ApiSwitch, load_shop_database, serve_faulty_api, write_catalog  # noqa: E402
+
+from demo_shop.commands import DEMO_API_KEY  # noqa: E402
+from demo_shop.world import PRODUCTS_API, SHOP_DB  # noqa: E402
+
+FIRST_LOAD_EXTRA = ["raw/shop_api/products", "staged/shop_api/products", "stg_shop_api__products"]
+SCHEDULES = ("shop_db_schedule", "shop_api_schedule")
+START_SCHEDULE = """
+mutation Start($selector: ScheduleSelector!) {
+  startSchedule(scheduleSelector: $selector) {
+    __typename
+    ... on ScheduleStateResult { scheduleState { status } }
+    ... on PythonError { message }
+  }
+}
+"""
+IN_PROGRESS = {"QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"}
+HEALING_STATUSES = {"open", "healing", "approved"}
+QUIET_MAX_S = 600.0
+
+
+def start_schedules(deployment: Deployment) -> None:
+    for name in SCHEDULES:
+        selector = {"repositoryLocationName": "self_healing_platform", "repositoryName": "__repository__",
+                    "scheduleName": name}  # fmt: skip
+        started = deployment.server.graphql(START_SCHEDULE, {"selector": selector})["startSchedule"]
+        if started["__typename"] != "ScheduleStateResult":
+            raise RuntimeError(f"starting schedule {name} failed: {started}")
+
+
+def quiet(deployment: Deployment, minimum_s: float) -> float:
+    """Seconds of quiet until nothing is in progress and no incident is being healed (after `minimum_s`)."""
+    began = time.time()
+    time.sleep(minimum_s)
+    while time.time() - began < QUIET_MAX_S:
+        busy = set(runs_by_status(deployment)) & IN_PROGRESS
+        healing = [i for i in incidents(deployment) if i["status"] in HEALING_STATUSES]
+        if not busy and not healing:
+            break
+        time.sleep(5)
+    return time.time() - began
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--minutes", type=float, default=3.0)
+    parser.add_argument("--seed", type=int, default=23)
+    parser.add_argument("--interval", type=float, default=10.0, help="seconds between delivery rounds")
+    parser.add_argument("--quiet", type=float, default=130.0, help="minimum quiet period, seconds")
+    args = parser.parse_args()
+
+    phases: dict[str, float] = {}
+    began = time.time()
+    tmp = Path(tempfile.mkdtemp(prefix="soak_"))
+    rng = random.Random(args.seed)
+    switch = ApiSwitch()
+    with ExitStack() as stack:
+        postgres = stack.enter_context(PostgresCluster())
+        shop_db = postgres.create_database()
+        shop_dsn = postgres.dsn(shop_db)
+
+        def sources(data_dir: Path):  # the demo world exists now: its shop database into PostgreSQL
+            load_shop_database(data_dir / "sources" / SHOP_DB, shop_dsn)
+            return serve_faulty_api(data_dir / "sources" / PRODUCTS_API, DEMO_API_KEY, switch)
+
+        extra = {
+            "PLATFORM_CATALOG_DIR": str(write_catalog(tmp / "catalog")),
+            "SHOP_DB_URL": postgres.url(shop_db),
+        }
+        deployment = stack.enter_context(installed_deployment(tmp, postgres, sources, extra))
+        first_load(deployment, [*FIRST_LOAD, *FIRST_LOAD_EXTRA])
+        start_schedules(deployment)
+        phases["start-up"] = time.time() - began
+
+        driver = DeliveryDriver(
+            deployment.data_dir / "sources" / "files" / "shop" / "orders",
+            deployment.data_dir / "sources" / PRODUCTS_API,
+            shop_dsn,
+            random.Random(rng.random()),
+        )
+        sampler = GroupSampler(deployment)
+        sampler.start()
+        injector = Injector(deployment, driver, switch, shop_dsn, shop_db, random.Random(rng.random()))
+        faults = schedule(args.minutes, args.seed)
+        soak_start = time.time()
+        pending = list(faults)
+        next_delivery = soak_start
+        while time.time() - soak_start < args.minutes * 60:
+            elapsed = time.time() - soak_start
+            while pending and pending[0].at_s <= elapsed:
+                injector.fire(pending.pop(0))
+            if time.time() >= next_delivery:
+                driver.tick()
+                next_delivery += args.interval
+            time.sleep(0.2)
+        injector.join()
+        phases["soak"] = time.time() - soak_start
+
+        phases["quiet period"] = quiet(deployment, args.quiet)
+        measure_start = time.time()
+        sampler.stop.set()
+        sampler.sample()
+        found = incidents(deployment)
+        matches, unmatched = match(faults, found)
+        result = {
+            "args": vars(args),
+            "diffs": compare(deployment.warehouse, driver, shop_dsn),
+            "matches": matches,
+            "unmatched": unmatched,
+            "runs": runs_by_status(deployment),
+            "metrics": metrics_text(deployment),
+            "daemon_cpu_s": sampler.cpu_seconds,
+            "daemon_peak_rss": sampler.peak_rss,
+            "instance": instance_cost(deployment),
+            "deliveries": driver.counts,
+            "delivery_errors": driver.errors,
+            "soak_start": soak_start,
+        }
+        phases["comparison"] = time.time() - measure_start
+        phases["end to end"] = time.time() - began
+        result["phases"] = phases
+        out = REPO_ROOT / "bench" / "results" / f"soak_{args.minutes:g}m.md"
+        write_report(out, result)
+        (tmp / "result.json").write_text(json.dumps({"phases": phases, "runs": result["runs"]}, indent=1))
+        print(f"report: {out}; unit logs kept in {tmp}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,254 @@
+"""What the end of the soak measures, each from the real part that holds it: every source's touched keys
+against its staged table (and the orders mart) in the DuckDB warehouse, the incidents of the healing ledger
+(schema `platform_ops` of the instance database) matched to the faults, runs by status from GraphQL, the
+metrics unit's Prometheus text, and what the daemon and the instance database cost.
+
+Comparison per key: lost (expected, absent), duplicated (more than one row), stale (present with another
+value than the source's latest, or present though deleted or quarantined).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from contextlib import closing
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import psycopg2
+import requests
+from deployment import DAEMON_UNIT, Deployment
+from soak_delivery import DeliveryDriver
+from soak_faults import Fault
+
+MATCH_WINDOW_S = 240.0
+"""An incident opened up to this long after a fault ended is taken as that fault's (a healing backoff, a
+run that fails minutes after its source did)."""
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass
+class KeyDiff:
+    table: str
+    expected: int
+    lost: list[Any] = field(default_factory=list)
+    duplicated: list[Any] = field(default_factory=list)
+    stale: list[Any] = field(default_factory=list)
+
+
+def diff(table: str, expected: dict[Any, Any], absent: set[Any], staged: list[tuple[Any, Any]]) -> KeyDiff:
+    """`expected` key -> value, `absent` keys that must not be staged, `staged` (key, value) rows."""
+    result = KeyDiff(table, len(expected))
+    seen: dict[Any, list[Any]] = {}
+    for key, value in staged:
+        seen.setdefault(key, []).append(value)
+    for key, value in expected.items():
+        if key not in seen:
+            result.lost.append(key)
+        elif len(seen[key]) > 1:
+            result.duplicated.append(key)
+        elif seen[key][0] != value:
+            result.stale.append((key, seen[key][0], value))
+    result.stale.extend((key, "present", "absent") for key in absent if key in seen)
+    return result
+
+
+def compare(warehouse: Path, driver: DeliveryDriver, shop_dsn: str) -> list[KeyDiff]:
+    """Orders from what was delivered; customers and products from their sources, the touched keys only
+    (the demo world's own rows include deliberate quality breaks the platform rightly holds back)."""
+    with closing(psycopg2.connect(shop_dsn)) as pg, pg.cursor() as cursor:
+        cursor.execute(
+            "SELECT customer_id, country FROM customers WHERE customer_id = ANY(%s)",
+            (sorted(driver.customers_touched),),
+        )
+        customers = dict(cursor.fetchall())
+    products = {
+        p["product_id"]: round(float(p["unit_price"]), 2)
+        for p in json.loads(driver.products_json.read_bytes(), parse_float=Decimal)
+        if p["product_id"] in driver.products_touched
+    }
+    orders = sorted(driver.orders) + sorted(driver.quarantine_expected)
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+
+        def rows(sql: str, keys: list[Any]) -> list[tuple[Any, Any]]:
+            return [(k, v) for k, v in con.execute(sql, [keys]).fetchall()]
+
+        return [
+            diff(
+                "staged.shop__orders",
+                driver.orders,
+                driver.quarantine_expected,
+                rows("SELECT order_id, status FROM staged.shop__orders WHERE order_id = ANY(?)", orders),
+            ),
+            diff(
+                "analytics.fct_orders",
+                driver.orders,
+                driver.quarantine_expected,
+                rows("SELECT order_id, status FROM analytics.fct_orders WHERE order_id = ANY(?)", orders),
+            ),
+            diff(
+                "staged.shop_db__customers",
+                customers,
+                driver.customers_touched - set(customers),
+                rows(
+                    "SELECT customer_id, country FROM staged.shop_db__customers WHERE customer_id = ANY(?)",
+                    sorted(driver.customers_touched),
+                ),
+            ),
+            diff(
+                "staged.shop_api__products",
+                products,
+                set(),
+                rows(
+                    "SELECT product_id, round(unit_price, 2) FROM staged.shop_api__products "
+                    "WHERE product_id = ANY(?)",
+                    sorted(products),
+                ),
+            ),
+        ]
+
+
+def instance_dsn(deployment: Deployment) -> str:
+    env = deployment.units[DAEMON_UNIT].env
+    return (
+        f"host={env['DAGSTER_PG_HOST']} port={env['DAGSTER_PG_PORT']} user={env['DAGSTER_PG_USER']} "
+        f"dbname={env['DAGSTER_PG_DB']}"
+    )
+
+
+def incidents(deployment: Deployment) -> list[dict[str, Any]]:
+    with closing(psycopg2.connect(instance_dsn(deployment))) as pg, pg.cursor() as cursor:
+        cursor.execute("SELECT * FROM platform_ops.incidents ORDER BY opened_at")
+        names = [column.name for column in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def instance_cost(deployment: Deployment) -> dict[str, int]:
+    with closing(psycopg2.connect(instance_dsn(deployment))) as pg, pg.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM event_logs")
+        (events,) = cursor.fetchone()
+        cursor.execute("SELECT pg_database_size(current_database())")
+        (size,) = cursor.fetchone()
+    return {"event_log_rows": int(events), "database_bytes": int(size)}
+
+
+@dataclass
+class Match:
+    fault: Fault
+    incidents: list[dict[str, Any]]
+
+    @property
+    def outcome(self) -> str:
+        """absorbed (no incident: healed inside the step or never failed one), no effect (it met nothing to
+        break), healed, escalated, proposed, or open (still being healed when measured)."""
+        statuses = {i["status"] for i in self.incidents}
+        if not self.incidents:
+            return "absorbed" if self.fault.hit else "no effect"
+        if "escalated" in statuses:
+            return "escalated"
+        if statuses & {"proposed", "approved"}:
+            return "proposed"
+        if statuses == {"resolved"}:
+            return "healed"
+        return "open"
+
+    @property
+    def recover_s(self) -> float | None:
+        """From the fault's own start to the last of its incidents resolved."""
+        if self.outcome != "healed":
+            return None
+        return max(i["resolved_at"] for i in self.incidents) - self.fault.started_at
+
+
+def match(faults: list[Fault], found: list[dict[str, Any]]) -> tuple[list[Match], list[dict[str, Any]]]:
+    """Each incident to the latest fault that hit something, started before it opened, ended at most
+    `MATCH_WINDOW_S` before, and hit its source; failing that, to the latest such fault of the platform's
+    own processes (they hit every source)."""
+    matches = [Match(fault, []) for fault in faults]
+    unmatched = []
+    for incident in found:
+        in_time = [
+            m
+            for m in matches
+            if m.fault.hit
+            and m.fault.started_at <= incident["opened_at"] <= m.fault.ended_at + MATCH_WINDOW_S
+        ]
+        candidates = [m for m in in_time if m.fault.source == incident["source"]] or [
+            m for m in in_time if m.fault.source is None
+        ]
+        if candidates:
+            max(candidates, key=lambda m: m.fault.started_at).incidents.append(incident)
+        else:
+            unmatched.append(incident)
+    return matches, unmatched
+
+
+def runs_by_status(deployment: Deployment) -> dict[str, int]:
+    found = deployment.server.graphql("{ runsOrError { ... on Runs { results { runId status } } } }")[
+        "runsOrError"
+    ]["results"]
+    counts: dict[str, int] = {}
+    for run in found:
+        counts[run["status"]] = counts.get(run["status"], 0) + 1
+    return counts
+
+
+def metrics_text(deployment: Deployment) -> str:
+    response = requests.get(f"http://127.0.0.1:{deployment.ports['metrics']}/metrics", timeout=30)
+    response.raise_for_status()
+    return response.text
+
+
+@dataclass
+class GroupSampler:
+    """CPU seconds and RSS of the daemon's process group, sampled every second: a SIGKILLed daemon's
+    last sample is kept, so its CPU counts; the RSS peak is over all samples."""
+
+    deployment: Deployment
+    cpu_ticks: dict[int, int] = field(default_factory=dict)
+    peak_rss: int = 0
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> threading.Thread:
+        thread = threading.Thread(target=self._loop, name="daemon-sampler", daemon=True)
+        thread.start()
+        return thread
+
+    def _loop(self) -> None:
+        while not self.stop.wait(1.0):
+            self.sample()
+
+    def sample(self) -> None:
+        try:
+            group = self.deployment.server.processes[DAEMON_UNIT].pid
+        except KeyError:
+            return
+        rss = 0
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) != group:  # pgrp
+                continue
+            self.cpu_ticks[int(entry.name)] = sum(int(value) for value in fields[11:15])
+            rss += int(fields[21]) * PAGE_BYTES
+        self.peak_rss = max(self.peak_rss, rss)
+
+    @property
+    def cpu_seconds(self) -> float:
+        return sum(self.cpu_ticks.values()) / CLOCK_TICKS
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
