@@ -61,7 +61,7 @@ from resources.celery_execution import (
 )
 from resources.landing.bronze_zone import BronzeLandingZone
 from resources.landing.parquet_io_manager import ParquetIOManager
-from resources.landing.published import is_gcs_uri
+from resources.landing.sharing import is_gcs_uri
 from resources.landing.zone import LandingZone
 from resources.warehouses.base import Warehouse
 from resources.warehouses.dbt_warehouse import DbtWarehouse, dbt_beside_python

@@ -159,6 +159,22 @@ def test_a_retry_asks_again_for_what_the_failed_run_was_asked_to_read(world: Sen
     assert [incident.status for incident in world.store.incidents()] == ["resolved"]
 
 
+def test_another_run_failing_the_same_way_joins_the_incident_being_healed(world: SensorWorld) -> None:
+    """A schedule's runs keep failing while the first failure is being healed: one incident, one retry
+    (found by the chaos soak: each failed run opened an incident with retries of its own)."""
+    world.fault.touch()
+    assert not world.materialize()
+    requests_due = world.tick()
+    assert not world.materialize()
+    world.fault.unlink()
+    requests_due += world.tick() + world.tick()
+
+    assert len(requests_due) == 1, "one incident, one retry"
+    assert world.run(requests_due[0])
+    assert world.tick() == []
+    assert [(i.category, i.status) for i in world.store.incidents()] == [("transient_network", "resolved")]
+
+
 def test_time_to_recover_counts_from_the_failure_even_when_the_sensor_reads_it_with_its_repair(
     world: SensorWorld,
 ) -> None:

@@ -50,7 +50,7 @@ from resources.landing.bronze_records import (
     bronze_rows,
     records_as,
 )
-from resources.landing.zone import LandingBusyError
+from resources.landing.sharing import LandingBusyError
 from resources.secrets import env_references, redact, resolve_env
 
 SCHEMA = "bronze"

@@ -30,13 +30,9 @@ import requests
 from google.api_core.exceptions import GoogleAPIError, NotFound, PreconditionFailed
 from google.cloud import storage
 
-DEFAULT_LEASE_SECONDS = 600
-"""How long a lease outlives its holder's last renewal: how long a lost machine's lease keeps others out."""
+from resources.landing.sharing import LandingBusyError
+
 MIN_RENEWAL_SECONDS = 0.2
-
-
-class LandingBusyError(RuntimeError):
-    """Another process is landing the same entity right now."""
 
 
 @dataclass(frozen=True)

@@ -54,8 +54,8 @@ from google.cloud import storage
 from resources.landing.delivered import SIDECAR_SUFFIX, atomic_write_bytes, sidecar_of
 from resources.landing.landed_index import LOAD_DATE_PREFIX, LandedIndex
 from resources.landing.lease import leased
+from resources.landing.sharing import GCS_SCHEME, is_gcs_uri
 
-GCS_SCHEME = "gs://"
 STATE_OBJECT = "state.zip"
 LEASES_DIR = "_leases"
 PULLED_FILE = ".generation"
@@ -108,10 +108,6 @@ class Pulled:
 def published_landing(uri: str, cache_root: Path) -> PublishedLanding:
     """One per landing and process, so that its clients (and their connection pools) are reused."""
     return PublishedLanding(uri, cache_root)
-
-
-def is_gcs_uri(uri: str) -> bool:
-    return uri.startswith(GCS_SCHEME) and bool(uri.removeprefix(GCS_SCHEME).partition("/")[0])
 
 
 class PublishedLanding:

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import dagster as dg
 import pyarrow as pa
@@ -41,8 +41,10 @@ from resources.landing.delivered import (
     write_sidecar,
 )
 from resources.landing.landed_index import INDEX_FILE, LandedIndex, is_landed_name
-from resources.landing.lease import DEFAULT_LEASE_SECONDS, LandingBusyError
-from resources.landing.published import EntityPaths, PublishedInFlight, PublishedLanding, published_landing
+from resources.landing.sharing import DEFAULT_LEASE_SECONDS, LandingBusyError
+
+if TYPE_CHECKING:  # the GCS client libraries load only when the landing is on GCS (`_published`)
+    from resources.landing.published import EntityPaths, PublishedInFlight, PublishedLanding
 
 SOURCE_COLUMN = "_source"
 EXTRACTED_AT_COLUMN = "_extracted_at"
@@ -170,9 +172,15 @@ class LandingZone(dg.ConfigurableResource):
         return self.entity_dir(source, entity) / landed.parent.name / landed.name
 
     def _published(self) -> PublishedLanding | None:
-        return None if self.durable_uri is None else published_landing(self.durable_uri, Path(self.root))
+        if self.durable_uri is None:
+            return None
+        from resources.landing.published import published_landing
+
+        return published_landing(self.durable_uri, Path(self.root))
 
     def _paths(self, source: str, entity: str) -> EntityPaths:
+        from resources.landing.published import EntityPaths
+
         return EntityPaths(
             self.entity_dir(source, entity),
             self.state_dir(source, entity),

@@ -221,6 +221,8 @@ class Healer:
         those minutes in its time to recover. Its deadline counts from now: the escalation deadline is the
         time the platform gets to heal, which starts when it learns of the failure."""
         diagnosis = classify(evidence)
+        if self._being_handled(evidence.asset_key, diagnosis.category.value):
+            return
         incident = Incident(
             incident_id=self.store.new_incident_id(),
             dedup_key=dedup_key,
@@ -239,6 +241,18 @@ class Healer:
         )
         if self.store.add_incident(incident):
             self._decide(incident, now)
+
+    def _being_handled(self, asset_key: str | None, category: str) -> bool:
+        """Whether the asset already has an incident of this category that is being healed or waits for
+        approval: another run failing the same way (a schedule's, a sensor's) is the same incident, not a
+        second one with retries of its own. Escalated and resolved incidents are over: a new failure opens
+        a new one."""
+        if asset_key is None:
+            return False
+        return any(
+            incident.asset_key == asset_key and incident.category == category
+            for incident in self.store.incidents(statuses=HANDLED_STATUSES)
+        )
 
     def _decide(self, incident: Incident, now: float) -> None:
         decision = self.policy.decide(
@@ -457,6 +471,8 @@ def open_breaker_skip(store_path: StateLocation, source: str, meanwhile: str) ->
     return dg.SkipReason(f"Circuit breaker of source {source} is open (repeated failures): {meanwhile}")
 
 
+HANDLED_STATUSES = ("open", "healing", "proposed")
+"""Incident statuses in which the platform (or an approver) is still acting on a failure."""
 HEALING_PARAMETERS = (BATCH_SCALE, RATE_SCALE, ON_DRIFT)
 """Op config the engine sets afresh for each attempt, never copied from the failed run."""
 
