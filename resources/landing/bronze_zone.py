@@ -125,20 +125,17 @@ class BronzeInFlight(InFlight):
         self.layer.discard(self.target, [name])
 
     def write(self, name: str, batches: Iterable[pa.RecordBatch], lineage: Lineage) -> LandedFile | None:
-        part = self.layer.write_part(
-            self.target,
-            name,
-            batches,
-            source=lineage.source,
-            ingested_at=lineage.extracted_at,
-            run_id=lineage.run_id,
-        )
-        return None if part is None else _landed(self.target, part)
+        return self._write_part(name, batches, lineage, RECORDS)
 
     def write_key_scan(
         self, name: str, batches: Iterable[pa.RecordBatch], lineage: Lineage
     ) -> LandedFile | None:
         """A pending `keys` part, committed with the extraction's records (replacing the earlier scans)."""
+        return self._write_part(name, batches, lineage, KEYS)
+
+    def _write_part(
+        self, name: str, batches: Iterable[pa.RecordBatch], lineage: Lineage, kind: str
+    ) -> LandedFile | None:
         part = self.layer.write_part(
             self.target,
             name,
@@ -146,7 +143,7 @@ class BronzeInFlight(InFlight):
             source=lineage.source,
             ingested_at=lineage.extracted_at,
             run_id=lineage.run_id,
-            kind=KEYS,
+            kind=kind,
         )
         return None if part is None else _landed(self.target, part)
 
