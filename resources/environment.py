@@ -47,7 +47,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import dagster as dg
 from dotenv import find_dotenv, load_dotenv
@@ -145,15 +145,13 @@ class PlatformSettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> PlatformSettings:
         env = os.environ if environ is None else environ
-        raw_env = env.get(ENV_VAR, PlatformEnvironment.LOCAL.value).strip().lower()
-        try:
-            environment = PlatformEnvironment(raw_env)
-        except ValueError:
-            supported = ", ".join(e.value for e in PlatformEnvironment)
-            raise PlatformConfigError(
-                f"{ENV_VAR}={raw_env!r} is not a known environment; supported: {supported}. "
-                f"Unset {ENV_VAR} to run on the embedded default (local)."
-            ) from None
+        environment = _choice(
+            PlatformEnvironment,
+            ENV_VAR,
+            env.get(ENV_VAR, PlatformEnvironment.LOCAL.value),
+            "environment",
+            "to run on the embedded default (local)",
+        )
         data_dir = Path(env.get(DATA_DIR_VAR) or DEFAULT_DATA_DIR)
         options = {
             name: value.strip()
@@ -390,15 +388,13 @@ def _executor(env: Mapping[str, str], environment: PlatformEnvironment) -> Platf
     """`PLATFORM_EXECUTOR`, refused with the fix when Celery workers could not run the steps: an unknown
     name, a missing or malformed broker, a broker setting without the Celery executor (a forgotten switch),
     or the embedded DuckDB warehouse (a file on one machine's disk that workers elsewhere cannot open)."""
-    raw = (env.get(EXECUTOR_VAR) or PlatformExecutor.LOCAL.value).strip().lower()
-    try:
-        executor = PlatformExecutor(raw)
-    except ValueError:
-        supported = ", ".join(e.value for e in PlatformExecutor)
-        raise PlatformConfigError(
-            f"{EXECUTOR_VAR}={raw!r} is not a known executor; supported: {supported}. Unset it to run a "
-            f"run's steps on the machine that runs the run."
-        ) from None
+    executor = _choice(
+        PlatformExecutor,
+        EXECUTOR_VAR,
+        env.get(EXECUTOR_VAR) or PlatformExecutor.LOCAL.value,
+        "executor",
+        "to run a run's steps on the machine that runs the run",
+    )
     celery_names = (name for name in env if name.startswith("PLATFORM_CELERY_"))
     unknown = sorted(name for name in celery_names if name not in CELERY_OPTIONS)
     if unknown:
@@ -472,6 +468,23 @@ def _bronze_landing(environment: PlatformEnvironment, raw: str | None) -> bool:
             f"unset {LANDING_VAR} to land as files."
         )
     return choice == "bronze"
+
+
+Choice = TypeVar("Choice", bound=StrEnum)
+
+
+def _choice(kind: type[Choice], variable: str, raw: str, what: str, unset_means: str) -> Choice:
+    """The member of `kind` that `raw` names (case and spaces ignored), or an error naming the variable,
+    the members and what unsetting it does."""
+    value = raw.strip().lower()
+    try:
+        return kind(value)
+    except ValueError:
+        supported = ", ".join(member.value for member in kind)
+        raise PlatformConfigError(
+            f"{variable}={value!r} is not a known {what}; supported: {supported}. "
+            f"Unset {variable} {unset_means}."
+        ) from None
 
 
 def _poll_seconds(raw: str | None) -> int:
