@@ -18,6 +18,7 @@ import psycopg2.errors
 import pytest
 import requests
 import sqlalchemy as sa
+from dagster._core.errors import DagsterExecutionInterruptedError
 from dagster._utils import get_run_crash_explanation
 from dagster._utils.error import serializable_error_info_from_exc_info
 from rest_test_server import Reply, ScriptedServer, in_turn, json_reply, unused_port
@@ -150,6 +151,24 @@ def run_crash(exit_code: int) -> Evidence:
     )
 
 
+INTERRUPTED_RUN = (
+    'Execution of run for "ingestion" failed. Execution was interrupted unexpectedly. No user initiated '
+    "termination request was found, treating as failure."
+)
+"""Dagster's run failure when a run worker is interrupted by a restart of its code server (the chaos soak)."""
+
+
+def run_failure(message: str) -> Evidence:
+    """A run that failed without a failed step, as the engine reads it (`_crash_evidence`)."""
+    return Evidence(
+        kind="run_crash", asset_key=None, run_id="run-1", errors=(ErrorLink("RunFailure", message),)
+    )
+
+
+def _interrupt() -> None:
+    raise DagsterExecutionInterruptedError()
+
+
 def step_process_killed(exit_code: int) -> Evidence:
     """A step of the multiprocess executor whose process died: its silent `ChildProcessCrashException`
     given the executor's engine event for the step, as the engine reads them (`test_healing_step_killed.py`
@@ -224,6 +243,8 @@ SAMPLES: dict[str, Callable[[Path], Evidence]] = {
     "check_failed": lambda _: failed_check("custom_business_rule"),
     "step_process_killed": lambda _: step_process_killed(-9),
     "process_oom_killed": lambda _: run_crash(-9),
+    "run_interrupted": lambda _: step(raised(_interrupt)),
+    "run_interrupted_unexpectedly": lambda _: run_failure(INTERRUPTED_RUN),
     "oauth_token_expired": lambda _: step(
         rest_failure(json_reply({"error": "invalid_grant", "error_description": "expired"}, 400), post=True)
     ),

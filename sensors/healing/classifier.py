@@ -51,6 +51,7 @@ class Category(StrEnum):
     volume_anomaly = "volume_anomaly"
     stale_upstream = "stale_upstream"
     resource_exhausted = "resource_exhausted"
+    interrupted = "interrupted"
     configuration_error = "configuration_error"
     code_defect = "code_defect"
     unknown = "unknown"
