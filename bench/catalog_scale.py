@@ -53,6 +53,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from proc_stat import CLOCK_TICKS, cpu_ticks, process_stats
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS = REPO_ROOT / "bench" / "results"
 ENTITIES_PER_SOURCE = 10
@@ -62,7 +64,6 @@ GOAL_FIRST_STEP_S = 10.0
 GOAL_UI_S = 30.0
 GOAL_DAEMON_CORE = 0.10
 AUTOMATION_SENSORS = ("ingestion_automation", "dbt_automation", "ops_automation")
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 BARE_LOCATION = '''"""The baseline code location: dagster imported, one asset."""
 import dagster as dg
@@ -346,16 +347,9 @@ def tree_cpu_seconds(root: int) -> float:
     """User + system CPU seconds of `root` and its live descendants (and of their reaped children)."""
     parents: dict[int, int] = {}
     times: dict[int, float] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        pid = int(entry.name)
+    for pid, fields in process_stats():
         parents[pid] = int(fields[1])
-        times[pid] = sum(int(v) for v in fields[11:15]) / CLOCK_TICKS
+        times[pid] = cpu_ticks(fields) / CLOCK_TICKS
     members, frontier = {root}, [root]
     while frontier:
         pid = frontier.pop()

@@ -10,7 +10,6 @@ value than the source's latest, or present though deleted or quarantined).
 from __future__ import annotations
 
 import json
-import os
 import threading
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -22,14 +21,13 @@ import duckdb
 import psycopg2
 import requests
 from deployment import DAEMON_UNIT, Deployment
+from proc_stat import CLOCK_TICKS, PAGE_BYTES, cpu_ticks, process_stats
 from soak_delivery import DeliveryDriver
 from soak_faults import Fault
 
 MATCH_WINDOW_S = 240.0
 """An incident opened up to this long after a fault ended is taken as that fault's (a healing backoff, a
 run that fails minutes after its source did)."""
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
 
 @dataclass
@@ -229,16 +227,10 @@ class GroupSampler:
         except KeyError:
             return
         rss = 0
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
+        for pid, fields in process_stats():
             if int(fields[2]) != group:  # pgrp
                 continue
-            self.cpu_ticks[int(entry.name)] = sum(int(value) for value in fields[11:15])
+            self.cpu_ticks[pid] = cpu_ticks(fields)
             rss += int(fields[21]) * PAGE_BYTES
         self.peak_rss = max(self.peak_rss, rss)
 
