@@ -66,16 +66,22 @@ def _together(*calls: Callable[[], T]) -> list[T]:
     """Run the calls in threads started at one barrier, as two daemons ticking at the same moment."""
     barrier = threading.Barrier(len(calls))
     results: list[T | None] = [None] * len(calls)
+    raised: list[BaseException] = []
 
     def run(index: int, call: Callable[[], T]) -> None:
         barrier.wait()
-        results[index] = call()
+        try:
+            results[index] = call()
+        except BaseException as error:
+            raised.append(error)
 
     threads = [threading.Thread(target=run, args=(i, call)) for i, call in enumerate(calls)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    if raised:
+        raise raised[0]
     return [result for result in results if result is not None]
 
 
@@ -106,13 +112,29 @@ def test_two_daemons_sharing_the_ledger_on_postgres_act_on_one_failure_once(
         assert (incident.status, incident.attempts, incident.category) == ("running", 1, "source_unavailable")
         assert incident_counts(postgres_database) == {"open": 1, "escalated": 0}
 
-        handler.released = True
         (request,) = launched
+        still_down = platform.materialize(
+            list(request.asset_selection or ()), run_config=request.run_config, tags=request.tags
+        )
+        assert not still_down.success
+        relaunched = tick(0)()
+        relaunched += tick(1)()  # reads the failed attempt its peer has learned from and decided on
+        assert platform.store.outcome_counts("source_unavailable") == {"retry_with_backoff": (0, 1)}
+        assert platform.store.breaker("api").consecutive_failures == 2, "each failed run counted once"
+        decisions = [event.kind for event in platform.events]
+        assert decisions == ["incident", "incident"], "opened, then the failed attempt decided on once"
+
+        handler.released = True
+        for _ in range(4):  # past the next, longer backoff (unless one of the ticks above launched it)
+            time.sleep(0.06)
+            relaunched += [request for requests in _together(tick(0), tick(1)) for request in requests]
+        (request,) = relaunched
         healed = platform.materialize(
             list(request.asset_selection or ()), run_config=request.run_config, tags=request.tags
         )
         assert healed.success
-        _together(tick(0), tick(1))
+        tick(0)()
+        tick(1)()  # reads the incident its peer resolved a moment ago
 
     (resolved,) = platform.store.incidents()
     assert resolved.status == "resolved" and resolved.time_to_recover_s is not None
@@ -123,7 +145,7 @@ def test_two_daemons_sharing_the_ledger_on_postgres_act_on_one_failure_once(
         tables = set(sa.inspect(connection).get_table_names(schema="platform_ops"))
         outcomes = connection.execute(sa.text("SELECT count(*) FROM platform_ops.outcomes")).scalar()
     assert {"incidents", "outcomes", "breakers", "overrides"} <= tables
-    assert outcomes == 1, "the success was learned once"
+    assert outcomes == 2, "the failed attempt and the success were each learned once"
     assert incident_counts(postgres_database) == {"open": 0, "escalated": 0}
 
 

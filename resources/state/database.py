@@ -150,20 +150,18 @@ def _sqlite_wal(connection: Any, _: object) -> None:
 
 @functools.cache
 def _create_once(url: sa.URL, metadata: sa.MetaData) -> None:
-    """Two processes starting together may both create: the loser's statement fails on the catalog's
-    unique index, and its second try finds everything made."""
-    engine = _engine(url)
-    for attempt in (1, 2):
-        try:
-            with engine.begin() as connection:
-                connection.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {POSTGRES_SCHEMA}"))
-            _create(engine, metadata)
-            return
-        except (sa.exc.IntegrityError, sa.exc.ProgrammingError):
-            if attempt == 2:
-                raise
+    _create(_engine(url), metadata)
 
 
 def _create(engine: sa.Engine, metadata: sa.MetaData) -> None:
+    """Creates the schema and tables missing. Processes (and threads) starting together on PostgreSQL take
+    turns under a transaction advisory lock: without it, both see a table missing and the second CREATE
+    fails on the catalog's unique index."""
     with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            connection.execute(
+                sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:lock, 0))"),
+                {"lock": f"{POSTGRES_SCHEMA} schema"},
+            )
+            connection.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {POSTGRES_SCHEMA}"))
         metadata.create_all(connection)

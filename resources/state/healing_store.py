@@ -72,6 +72,14 @@ BREAKERS = sa.Table(
     sa.Column("consecutive_failures", sa.Integer, nullable=False),
     sa.Column("changed_at", sa.Float, nullable=False),
 )
+OBSERVED_RUNS = sa.Table(
+    "observed_runs",
+    METADATA,
+    sa.Column("run_id", sa.Text, primary_key=True),
+    sa.Column("observed_at", sa.Float, nullable=False, index=True),
+)
+OBSERVED_RUNS_KEPT_SECONDS = 30 * 24 * 3600
+"""How long a finished run's observation is remembered: far longer than any daemon's cursor lags."""
 OVERRIDES = sa.Table(
     "overrides",
     METADATA,
@@ -166,6 +174,25 @@ class HealingStore:
         values = {name: getattr(incident, name) for name in INCIDENT_COLUMNS}
         with self.database.begin() as connection:
             return self.database.insert_new(connection, INCIDENTS, values) == 1
+
+    def claim_run(self, run_id: str, now: float) -> bool:
+        """Whether this daemon is the first to observe the finished run `run_id` (and so the one that learns
+        from it: its incidents, outcomes, breaker counts, override decay). Two daemons reading the same runs
+        would otherwise each count a failure against the source's breaker. Observations older than
+        `OBSERVED_RUNS_KEPT_SECONDS` are forgotten here."""
+        with self.database.begin() as connection:
+            connection.execute(
+                sa.delete(OBSERVED_RUNS).where(OBSERVED_RUNS.c.observed_at < now - OBSERVED_RUNS_KEPT_SECONDS)
+            )
+            return (
+                self.database.insert_new(connection, OBSERVED_RUNS, {"run_id": run_id, "observed_at": now})
+                == 1
+            )
+
+    def release_run(self, run_id: str) -> None:
+        """Forget the observation of `run_id` claimed by a tick that failed before it was done with it."""
+        with self.database.begin() as connection:
+            connection.execute(sa.delete(OBSERVED_RUNS).where(OBSERVED_RUNS.c.run_id == run_id))
 
     def update_incident(self, incident_id: str, **changes: Any) -> None:
         if self.claim(incident_id, None, **changes) is False:

@@ -119,7 +119,15 @@ class Healer:
         runs_after = cursor.runs_after
         for record in _finished_runs(instance, cursor.runs_after):
             finished_at = min(now, record.end_time or now)
-            self._observe_run(instance, record.dagster_run, now, finished_at)
+            run_id = record.dagster_run.run_id
+            if self.store.claim_run(run_id, now):
+                try:
+                    self._observe_run(instance, record.dagster_run, now, finished_at)
+                except BaseException:
+                    self.store.release_run(
+                        run_id
+                    )  # the tick fails, its cursor stays: observed again next tick
+                    raise
             runs_after = max(runs_after, record.update_timestamp.timestamp())
         position = cursor.events_position
         if quality_events is not None:
@@ -170,11 +178,14 @@ class Healer:
             self._decay_overrides(scope)
 
     def _attempt_failed(self, incident: Incident, evidence: Evidence, now: float) -> None:
+        """The failed attempt is claimed (the incident still running that attempt) before it is learned and
+        decided on: a daemon reading it after its peer did leaves it alone."""
         assert incident.action is not None
-        self.store.record_outcome(incident.incident_id, incident.category, incident.action, False, now)
         diagnosis = classify(evidence)
-        self.store.update_incident(
+        claimed = self.store.claim(
             incident.incident_id,
+            {"status": "running", "attempts": incident.attempts},
+            status="open",
             category=diagnosis.category.value,
             confidence=diagnosis.confidence,
             rule_id=diagnosis.rule_id,
@@ -182,6 +193,9 @@ class Healer:
             evidence_json=json.dumps(evidence.as_dict(), default=str),
             updated_at=now,
         )
+        if not claimed:
+            return
+        self.store.record_outcome(incident.incident_id, incident.category, incident.action, False, now)
         refreshed = self.store.incident(incident.incident_id)
         assert refreshed is not None
         self._decide(refreshed, now)
@@ -294,7 +308,10 @@ class Healer:
         self, incident: Incident, now: float, recovered_at: float, outcome: str, *, learn: bool
     ) -> None:
         """`recovered_at`: when the run that repaired it ended; the time to recover runs from the failure's
-        timestamp (`opened_at`) to then."""
+        timestamp (`opened_at`) to then. An incident read after another daemon resolved it is left as it
+        is: its resolution was recorded and announced once, by that daemon."""
+        if incident.status not in OPEN_STATUSES:
+            return
         resolved_now = self.store.claim(
             incident.incident_id,
             {"status": incident.status},
