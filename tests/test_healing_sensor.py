@@ -28,6 +28,10 @@ RAW = dg.AssetKey(["raw", "src", "thing"])
 STAGED = dg.AssetKey(["staged", "src", "thing"])
 
 
+class BadRowsError(Exception):
+    """Named as staging's own (the classifier matches exception class names)."""
+
+
 @dataclass
 class SensorWorld:
     root: Path
@@ -38,6 +42,11 @@ class SensorWorld:
     @property
     def fault(self) -> Path:
         return self.root / "fault"
+
+    @property
+    def bad_rows(self) -> Path:
+        """While it exists, staging refuses the delivery for its bad rows (data quality, escalated)."""
+        return self.root / "bad_rows"
 
     @property
     def store(self) -> HealingStore:
@@ -56,9 +65,12 @@ class SensorWorld:
                     f"http://127.0.0.1:{unused_port()}/", timeout=2
                 )  # refused: a real ConnectionError
 
+        bad_rows = self.bad_rows
+
         @dg.asset(key=STAGED, deps=[RAW])
         def staged() -> None:
-            pass
+            if bad_rows.exists():
+                raise BadRowsError("src.thing: 3 of 3 rows break error-severity rules")
 
         store = self.root / "ops" / "healing.sqlite"
         return dg.Definitions(
@@ -224,6 +236,30 @@ def test_the_breaker_opens_after_consecutive_failures_and_half_opens_after_the_c
     world.tick()
     assert world.store.breaker("src").state == "closed"
     assert world.store.incidents()[0].status == "resolved"
+
+
+def test_a_refused_delivery_leaves_the_breaker_closed_and_its_repeats_join_the_escalation(
+    world: SensorWorld, webhook: list[dict]
+) -> None:
+    """Bad rows say nothing about the source's health: its breaker stays closed, so its good deliveries
+    keep flowing; and each run refusing the same bad delivery is the one escalated incident, alerted once
+    (the chaos soak saw the breaker hold a file source's deliveries for ten minutes and an escalation per
+    run)."""
+    world.policy = fast_policy(circuit_breaker={"failures_to_open": 2, "cooldown_seconds": 600})
+    world.bad_rows.touch()
+    for _ in range(3):
+        assert not world.materialize()
+        assert world.tick() == []
+    assert world.store.breaker("src").state == "closed"
+    (incident,) = world.store.incidents()
+    assert (incident.category, incident.status) == ("data_quality", "escalated")
+    escalations = [alert for alert in webhook if alert.get("kind") == "escalation"]
+    assert len(escalations) == 1, webhook
+
+    world.bad_rows.unlink()  # the human's corrected delivery
+    assert world.materialize()
+    world.tick()
+    assert [i.status for i in world.store.incidents()] == ["resolved"]
 
 
 def test_overrides_decay_back_after_healthy_runs(world: SensorWorld) -> None:

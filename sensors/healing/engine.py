@@ -8,7 +8,10 @@ A tick:
    key), opened at the failure event's own time. A step whose process was killed carries no error text;
    the executor's engine event about it does, and is read into the evidence. A failed run that was itself
    a healing attempt (`healing/incident_id` tag) updates its incident instead: the attempt's outcome is
-   recorded (what the policy learns from) and the next decision is taken. A successful run resolves the
+   recorded (what the policy learns from) and the next decision is taken. A failure that says the source
+   is unwell (`SOURCE_HEALTH_CATEGORIES`) counts against its circuit breaker. A failure of an asset whose
+   incident of the same category is not resolved yet joins it. Every finished run is observed by one
+   daemon only (`HealingStore.claim_run`), however many share the ledger. A successful run resolves the
    incidents of the assets it materialized (recovered when it ended), closes its sources' circuit
    breakers and lets their parameter overrides decay.
 2. **Quality events** (failed checks, stale assets: `sensors/healing/quality_events.py`) appended since
@@ -154,7 +157,8 @@ class Healer:
             return
         repeated = _repeated_op_config(run)
         evidence = [replace(item, op_config=repeated) for item in _run_evidence(instance, run, self.graph)]
-        for source in {self.graph.source_of(e.asset_key) for e in evidence} - {None}:
+        unhealthy = [e for e in evidence if classify(e).category.value in SOURCE_HEALTH_CATEGORIES]
+        for source in {self.graph.source_of(e.asset_key) for e in unhealthy} - {None}:
             self._breaker_failure(str(source), now)
         if attempt_of is not None:
             self._attempt_failed(attempt_of, evidence[0], now)
@@ -257,10 +261,10 @@ class Healer:
             self._decide(incident, now)
 
     def _being_handled(self, asset_key: str | None, category: str) -> bool:
-        """Whether the asset already has an incident of this category that is being healed or waits for
-        approval: another run failing the same way (a schedule's, a sensor's) is the same incident, not a
-        second one with retries of its own. Escalated and resolved incidents are over: a new failure opens
-        a new one."""
+        """Whether the asset already has an incident of this category that is not resolved (being healed,
+        waiting for approval, escalated to a human): another run failing the same way (a schedule's, a
+        sensor's) is the same incident, not a second one with retries and alerts of its own. A resolved
+        incident is over: a failure after it opens a new one."""
         if asset_key is None:
             return False
         return any(
@@ -488,7 +492,15 @@ def open_breaker_skip(store_path: StateLocation, source: str, meanwhile: str) ->
     return dg.SkipReason(f"Circuit breaker of source {source} is open (repeated failures): {meanwhile}")
 
 
-HANDLED_STATUSES = ("open", "healing", "proposed")
+HANDLED_STATUSES = ("open", "healing", "running", "proposed", "approved", "escalated")
+"""An asset's incident in one of these is still the problem of the asset: another failure of the same
+category joins it (`_being_handled`)."""
+SOURCE_HEALTH_CATEGORIES = frozenset(
+    {"transient_network", "source_unavailable", "timeout", "rate_limited", "auth_permission"}
+)
+"""Failures that say the source itself is unwell, the only ones a source's circuit breaker counts: a
+delivery refused for its bad rows or a drifted schema says nothing about the source's health, and opening
+the breaker for it would hold back every delivery of the source, the good ones too (the chaos soak)."""
 """Incident statuses in which the platform (or an approver) is still acting on a failure."""
 HEALING_PARAMETERS = (BATCH_SCALE, RATE_SCALE, ON_DRIFT)
 """Op config the engine sets afresh for each attempt, never copied from the failed run."""
