@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from contextlib import ExitStack
+from dataclasses import asdict
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -45,8 +46,17 @@ from soak_measure import (  # noqa: E402
     metrics_text,
     runs_by_status,
 )
-from soak_report import write_report  # noqa: E402
-from soak_sources import ApiSwitch, load_shop_database, serve_faulty_api, write_catalog  # noqa: E402
+from soak_operator import Operator  # noqa: E402
+from soak_report import scores, write_report  # noqa: E402
+from soak_sources import (  # noqa: E402
+    AlertInbox,
+    ApiSwitch,
+    load_shop_database,
+    own_filesystem,
+    serve_alert_inbox,
+    serve_faulty_api,
+    write_catalog,
+)
 
 from demo_shop.commands import DEMO_API_KEY  # noqa: E402
 from demo_shop.world import PRODUCTS_API, SHOP_DB  # noqa: E402
@@ -65,6 +75,9 @@ mutation Start($selector: ScheduleSelector!) {
 IN_PROGRESS = {"QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"}
 HEALING_STATUSES = {"open", "healing", "approved"}
 QUIET_MAX_S = 600.0
+SHOP_ROLE, SHOP_PASSWORD = "shop_etl", "soak-etl-password"
+LANDING_FS_BYTES = 256 * 2**20
+"""The landing zone's own filesystem (a tmpfs): room for the soak's deliveries, small enough to fill."""
 
 
 def start_schedules(deployment: Deployment) -> None:
@@ -97,6 +110,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=23)
     parser.add_argument("--interval", type=float, default=10.0, help="seconds between delivery rounds")
     parser.add_argument("--quiet", type=float, default=130.0, help="minimum quiet period, seconds")
+    parser.add_argument(
+        "--report", type=Path, help="where to write the report (and its scores as .json beside it); "
+        "default bench/results/soak_<minutes>m.md",
+    )  # fmt: skip
     args = parser.parse_args()
 
     phases: dict[str, float] = {}
@@ -104,18 +121,26 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="soak_"))
     rng = random.Random(args.seed)
     switch = ApiSwitch()
+    landing: list[Path] = []
+    inbox = AlertInbox()
     with ExitStack() as stack:
         postgres = stack.enter_context(PostgresCluster())
-        shop_db = postgres.create_database()
-        shop_dsn = postgres.dsn(shop_db)
+        source = stack.enter_context(PostgresCluster())
+        shop_db = source.create_database("shop")
+        shop_dsn = source.dsn(shop_db)
+        source.create_login_role(SHOP_ROLE, SHOP_PASSWORD)
 
         def sources(data_dir: Path):  # the demo world exists now: its shop database into PostgreSQL
             load_shop_database(data_dir / "sources" / SHOP_DB, shop_dsn)
+            source.execute(shop_db, f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {SHOP_ROLE}")
+            landing.extend(stack.enter_context(own_filesystem(data_dir / "landing", LANDING_FS_BYTES)))
             return serve_faulty_api(data_dir / "sources" / PRODUCTS_API, DEMO_API_KEY, switch)
 
         extra = {
             "PLATFORM_CATALOG_DIR": str(write_catalog(tmp / "catalog")),
-            "SHOP_DB_URL": postgres.url(shop_db),
+            "SHOP_DB_URL": f"postgresql+psycopg2://{SHOP_ROLE}:${{SHOP_DB_PASSWORD}}@127.0.0.1:{source.port}/{shop_db}",
+            "SHOP_DB_PASSWORD": SHOP_PASSWORD,
+            "PLATFORM_ALERT_WEBHOOK_URL": stack.enter_context(serve_alert_inbox(inbox)),
         }
         deployment = stack.enter_context(installed_deployment(tmp, postgres, sources, extra))
         first_load(deployment, [*FIRST_LOAD, *FIRST_LOAD_EXTRA])
@@ -130,8 +155,13 @@ def main() -> None:
         )
         sampler = GroupSampler(deployment)
         sampler.start()
-        injector = Injector(deployment, driver, switch, shop_dsn, shop_db, random.Random(rng.random()))
+        injector = Injector(
+            deployment, driver, switch, source, shop_db, SHOP_ROLE, (landing or [None])[0],
+            random.Random(rng.random()),
+        )  # fmt: skip
         faults = schedule(args.minutes, args.seed)
+        operator = Operator(deployment, faults)
+        operator.start()
         soak_start = time.time()
         pending = list(faults)
         next_delivery = soak_start
@@ -146,8 +176,10 @@ def main() -> None:
         injector.join()
         phases["soak"] = time.time() - soak_start
 
+        operator.repair_the_rest()
         phases["quiet period"] = quiet(deployment, args.quiet)
         measure_start = time.time()
+        operator.stop.set()
         sampler.stop.set()
         sampler.sample()
         found = incidents(deployment)
@@ -164,14 +196,19 @@ def main() -> None:
             "instance": instance_cost(deployment),
             "deliveries": driver.counts,
             "delivery_errors": driver.errors,
+            "approved": operator.approved,
+            "alerts": list(inbox.received),
+            "operator_errors": operator.errors,
             "soak_start": soak_start,
         }
         phases["comparison"] = time.time() - measure_start
         phases["end to end"] = time.time() - began
         result["phases"] = phases
-        out = REPO_ROOT / "bench" / "results" / f"soak_{args.minutes:g}m.md"
+        out = args.report or REPO_ROOT / "bench" / "results" / f"soak_{args.minutes:g}m.md"
         write_report(out, result)
-        (tmp / "result.json").write_text(json.dumps({"phases": phases, "runs": result["runs"]}, indent=1))
+        score = scores(result)
+        summary = {"phases": phases, "runs": result["runs"], "scores": asdict(score), "met": score.met}
+        (out.with_suffix(".json")).write_text(json.dumps(summary, indent=1))
         print(f"report: {out}; unit logs kept in {tmp}")
 
 

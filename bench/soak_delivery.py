@@ -95,11 +95,17 @@ class DeliveryDriver:
     def deliver_orders(self, name: str, rows: list[OrderRow]) -> Path:
         """A complete file, written under a temporary name and renamed; its rows become the expected state
         (a re-delivery of `name` replaces the earlier copy's rows)."""
+        target = self.write_file(name, rows)
+        self.record_file(name, rows)
+        return target
+
+    def write_file(self, name: str, rows: list[OrderRow]) -> Path:
+        """`rows` as the file `name`, written under a temporary name and renamed (the expected state is the
+        caller's to record)."""
         target = self.orders_dir / name
         partial = self.orders_dir / f".{name}.part"
         write_csv(partial, rows)
         partial.rename(target)
-        self.record_file(name, rows)
         return target
 
     def record_file(self, name: str, rows: list[OrderRow]) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from contextlib import closing
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -25,6 +26,7 @@ from proc_stat import CLOCK_TICKS, PAGE_BYTES, cpu_ticks, process_stats
 from soak_delivery import DeliveryDriver
 from soak_faults import Fault
 
+WAREHOUSE_WAIT_S = 180.0
 MATCH_WINDOW_S = 240.0
 """An incident opened up to this long after a fault ended is taken as that fault's (a healing backoff, a
 run that fails minutes after its source did)."""
@@ -71,7 +73,7 @@ def compare(warehouse: Path, driver: DeliveryDriver, shop_dsn: str) -> list[KeyD
         if p["product_id"] in driver.products_touched
     }
     orders = sorted(driver.orders) + sorted(driver.quarantine_expected)
-    with duckdb.connect(str(warehouse), read_only=True) as con:
+    with read_only(warehouse) as con:
 
         def rows(sql: str, keys: list[Any]) -> list[tuple[Any, Any]]:
             return [(k, v) for k, v in con.execute(sql, [keys]).fetchall()]
@@ -111,6 +113,19 @@ def compare(warehouse: Path, driver: DeliveryDriver, shop_dsn: str) -> list[KeyD
         ]
 
 
+def read_only(warehouse: Path, wait_s: float = WAREHOUSE_WAIT_S) -> duckdb.DuckDBPyConnection:
+    """The DuckDB warehouse opened read-only, once no run holds its write lock (a scheduled run may still be
+    loading when the quiet period ends)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return duckdb.connect(str(warehouse), read_only=True)
+        except duckdb.IOException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
+
+
 def instance_dsn(deployment: Deployment) -> str:
     env = deployment.units[DAEMON_UNIT].env
     return (
@@ -142,22 +157,31 @@ class Match:
 
     @property
     def outcome(self) -> str:
-        """absorbed (no incident: healed inside the step or never failed one), no effect (it met nothing to
-        break), healed, escalated, proposed, or open (still being healed when measured)."""
+        """no effect (it met nothing to break), absorbed (no incident: healed inside the step or never
+        failed one), healed, healed after approval, escalated (at some point; its cause repaired by the
+        human since, or not), proposed (still waiting for approval), or open (still being healed)."""
         statuses = {i["status"] for i in self.incidents}
         if not self.incidents:
             return "absorbed" if self.fault.hit else "no effect"
-        if "escalated" in statuses:
+        if "escalated" in statuses or any(i["decision"] == "escalate" for i in self.incidents):
             return "escalated"
         if statuses & {"proposed", "approved"}:
             return "proposed"
         if statuses == {"resolved"}:
-            return "healed"
+            return "healed after approval" if any(i["approved_by"] for i in self.incidents) else "healed"
         return "open"
 
     @property
+    def escalated_as(self) -> set[str]:
+        """The categories the fault's escalated incidents were diagnosed as."""
+        return {
+            i["category"] for i in self.incidents if i["status"] == "escalated" or i["decision"] == "escalate"
+        }
+
+    @property
     def recover_s(self) -> float | None:
-        """From the fault's own start to the last of its incidents resolved."""
+        """From the fault's own start to the last of its incidents resolved, for faults healed without a
+        human."""
         if self.outcome != "healed":
             return None
         return max(i["resolved_at"] for i in self.incidents) - self.fault.started_at

@@ -7,10 +7,11 @@ import re
 import statistics
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from soak_faults import EXPECTED_CATEGORY
+from soak_faults import APPROVE
 from soak_measure import KeyDiff, Match, percentile
 
 GOAL_FAULTS = 60
@@ -20,7 +21,7 @@ GOAL_P95_S = 300.0
 METRIC_PREFIX = "dataplatform_"
 METRICS_SKIPPED = ("_timestamp_seconds", "freshness_lag", "freshness_state", "_host_")
 """Per-asset timestamps and host figures: long, and not what the soak scores."""
-OUTCOMES = ("no effect", "absorbed", "healed", "escalated", "proposed", "open")
+OUTCOMES = ("no effect", "absorbed", "healed", "healed after approval", "escalated", "proposed", "open")
 
 
 def verdict(ok: bool) -> str:
@@ -31,50 +32,121 @@ def seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f} s"
 
 
-def goals(result: dict[str, Any], matches: list[Match], diffs: list[KeyDiff], stuck: int) -> list[str]:
-    healable = [m for m in matches if m.fault.healable and m.fault.hit]
-    healed = [m for m in healable if m.outcome in ("absorbed", "healed")]
-    other = [m for m in matches if not m.fault.healable and m.fault.hit]
-    escalated = [
-        m
-        for m in other
-        if m.outcome == "escalated"
-        and any(i["category"] == EXPECTED_CATEGORY.get(m.fault.kind) for i in m.incidents)
-    ]
+@dataclass(frozen=True)
+class Scores:
+    """The issue's goals, measured (`goals` renders them; the CI soak test asserts on them)."""
+
+    minutes: float
+    faults: int
+    lost: int
+    duplicated: int
+    stale: int
+    healable: int
+    healed: int
+    approvals_expected: int
+    healed_after_approval: int
+    not_healable: int
+    escalated_as_expected: int
+    median_s: float | None
+    p95_s: float | None
+    stuck: int
+    escalations: int
+    escalations_alerted: int
+    proposals: int
+    proposals_alerted: int
+
+    @property
+    def healed_share(self) -> float:
+        return self.healed / self.healable if self.healable else 1.0
+
+    @property
+    def met(self) -> dict[str, bool]:
+        return {
+            "30-minute soak, >= 60 faults": self.minutes >= 30 and self.faults >= GOAL_FAULTS,
+            "nothing lost, duplicated or stale": self.lost == self.duplicated == self.stale == 0,
+            ">= 95% healed without a human": self.healed_share >= GOAL_HEALED_SHARE,
+            "every non-healable escalated as expected": self.escalated_as_expected == self.not_healable,
+            "median recovery < 60 s": self.median_s is not None and self.median_s < GOAL_MEDIAN_S,
+            "p95 recovery < 5 min": self.p95_s is not None and self.p95_s < GOAL_P95_S,
+            "no run stuck": self.stuck == 0,
+            "every escalation alerted": self.escalations_alerted == self.escalations,
+        }
+
+
+def scores(result: dict[str, Any]) -> Scores:
+    matches: list[Match] = result["matches"]
+    diffs: list[KeyDiff] = result["diffs"]
+    hit = [m for m in matches if m.fault.hit]
+    healable = [m for m in hit if m.fault.healable]
+    approvals = [m for m in hit if m.fault.expected == APPROVE]
+    other = [m for m in hit if not m.fault.healable and m.fault.expected != APPROVE]
     recover = [m.recover_s for m in matches if m.recover_s is not None]
-    median = statistics.median(recover) if recover else None
-    p95 = percentile(recover, 0.95)
-    lost = sum(len(d.lost) for d in diffs)
-    dup = sum(len(d.duplicated) for d in diffs)
-    stale = sum(len(d.stale) for d in diffs)
-    minutes = result["args"]["minutes"]
-    share = len(healed) / len(healable) if healable else 1.0
+    ledger = [i for m in matches for i in m.incidents] + result["unmatched"]
+    alerted = set(result["alerts"])
+    escalations = {
+        i["incident_id"] for i in ledger if i["status"] == "escalated" or i["decision"] == "escalate"
+    }
+    proposals = {i["incident_id"] for i in ledger if i["decision"] in ("propose", "approved")}
+    return Scores(
+        minutes=result["args"]["minutes"],
+        faults=len(matches),
+        lost=sum(len(d.lost) for d in diffs),
+        duplicated=sum(len(d.duplicated) for d in diffs),
+        stale=sum(len(d.stale) for d in diffs),
+        healable=len(healable),
+        healed=sum(m.outcome in ("absorbed", "healed") for m in healable),
+        approvals_expected=len(approvals),
+        healed_after_approval=sum(m.outcome == "healed after approval" for m in approvals),
+        not_healable=len(other),
+        escalated_as_expected=sum(
+            m.outcome == "escalated" and m.fault.expected in m.escalated_as for m in other
+        ),
+        median_s=statistics.median(recover) if recover else None,
+        p95_s=percentile(recover, 0.95),
+        stuck=sum(
+            n for status, n in result["runs"].items() if status not in ("SUCCESS", "FAILURE", "CANCELED")
+        ),
+        escalations=len(escalations),
+        escalations_alerted=len({i for kind, i in alerted if kind == "escalation"} & escalations),
+        proposals=len(proposals),
+        proposals_alerted=len({i for kind, i in alerted if kind == "proposal"} & proposals),
+    )
+
+
+def goals(score: Scores) -> list[str]:
+    met = list(score.met.values())
     return [
         "| goal (issue 23) | measured | verdict |",
         "|---|---|---|",
-        f"| 30-minute soak, >= {GOAL_FAULTS} overlapping faults | {minutes:g} min, {len(matches)} faults | "
-        f"{verdict(minutes >= 30 and len(matches) >= GOAL_FAULTS)} |",
-        f"| 0 rows lost, 0 duplicated, 0 stale after the quiet period | {lost} lost, {dup} duplicated, "
-        f"{stale} stale | {verdict(lost == dup == stale == 0)} |",
-        f"| >= 95% of healable faults healed without a human | {len(healed)} of {len(healable)} that hit "
-        f"({share:.0%}) | {verdict(share >= GOAL_HEALED_SHARE)} |",
-        f"| 100% of non-healable faults escalated with the right category | {len(escalated)} of {len(other)} "
-        f"escalated as expected | {verdict(len(escalated) == len(other))} |",
-        f"| median time to recover < 60 s | {seconds(median)} (over {len(recover)} faults with an incident "
-        f"healed) | {verdict(median is not None and median < GOAL_MEDIAN_S)} |",
-        f"| p95 time to recover < 5 min | {seconds(p95)} | {verdict(p95 is not None and p95 < GOAL_P95_S)} |",
-        f"| no run stuck | {stuck} | {verdict(stuck == 0)} |",
+        f"| 30-minute soak, >= {GOAL_FAULTS} overlapping faults | {score.minutes:g} min, {score.faults} "
+        f"faults | {verdict(met[0])} |",
+        f"| 0 rows lost, 0 duplicated, 0 stale after the quiet period | {score.lost} lost, "
+        f"{score.duplicated} duplicated, {score.stale} stale | {verdict(met[1])} |",
+        f"| >= 95% of healable faults healed without a human | {score.healed} of {score.healable} that hit "
+        f"({score.healed_share:.0%}) | {verdict(met[2])} |",
+        f"| 100% of non-healable faults escalated with the right category | {score.escalated_as_expected} "
+        f"of {score.not_healable} escalated as expected | {verdict(met[3])} |",
+        f"| median time to recover < 60 s | {seconds(score.median_s)} (faults healed through an incident) "
+        f"| {verdict(met[4])} |",
+        f"| p95 time to recover < 5 min | {seconds(score.p95_s)} | {verdict(met[5])} |",
+        f"| no run stuck | {score.stuck} | {verdict(met[6])} |",
+        f"| every escalation alerted (the on-call webhook) | {score.escalations_alerted} of "
+        f"{score.escalations} escalated incidents | {verdict(met[7])} |",
+        f"| (not a goal) proposals alerted | {score.proposals_alerted} of {score.proposals} proposed "
+        f"incidents (a proposal may be held up to the routing's 10-minute group window) | - |",
+        f"| (not a goal) proposals a human approved that then healed | {score.healed_after_approval} of "
+        f"{score.approvals_expected} faults expected to need approval | - |",
     ]
 
 
 def fault_table(matches: list[Match]) -> list[str]:
-    lines = [f"| kind | injected | healable | {' | '.join(OUTCOMES)} |", "|---" * (3 + len(OUTCOMES)) + "|"]
+    lines = [f"| kind | injected | expected | {' | '.join(OUTCOMES)} |", "|---" * (3 + len(OUTCOMES)) + "|"]
     kinds = sorted({m.fault.kind for m in matches})
     for kind in kinds:
         of_kind = [m for m in matches if m.fault.kind == kind]
         outcomes = Counter(m.outcome for m in of_kind)
         lines.append(
-            f"| {kind} | {len(of_kind)} | {'yes' if of_kind[0].fault.healable else 'no'} | "
+            f"| {kind} | {len(of_kind)} | {of_kind[0].fault.expected} | "
             + " | ".join(str(outcomes[o]) for o in OUTCOMES)
             + " |"
         )
@@ -88,8 +160,11 @@ def fault_log(matches: list[Match], origin: float) -> list[str]:
     ]
     for m in matches:
         found = "; ".join(f"{i['category']} / {i['action']} / {i['status']}" for i in m.incidents) or "none"
+        repaired = (
+            f"; human: {m.fault.repaired} at {m.fault.repaired_at - origin:.0f} s" if m.fault.repaired else ""
+        )
         lines.append(
-            f"| {m.fault.started_at - origin:.0f} | {m.fault.kind} | {m.fault.detail} | {found} | "
+            f"| {m.fault.started_at - origin:.0f} | {m.fault.kind} | {m.fault.detail}{repaired} | {found} | "
             f"{seconds(m.recover_s)} |"
         )
     return lines
@@ -117,7 +192,7 @@ def write_report(path: Path, result: dict[str, Any]) -> None:
     matches: list[Match] = result["matches"]
     diffs: list[KeyDiff] = result["diffs"]
     runs: dict[str, int] = result["runs"]
-    stuck = sum(n for status, n in runs.items() if status not in ("SUCCESS", "FAILURE", "CANCELED"))
+    score = scores(result)
     origin = result["soak_start"]
     args = result["args"]
     phases = result["phases"]
@@ -133,7 +208,12 @@ def write_report(path: Path, result: dict[str, Any]) -> None:
         "",
         "## Goals",
         "",
-        *goals(result, matches, diffs, stuck),
+        *goals(score),
+        "",
+        "Expected: `heal` (no human), `approve` (a proposal the soak's operator approves), or the category",
+        "it must be escalated as (the operator then repairs its cause). "
+        f"Approvals launched by the operator: {len(result['approved'])}; "
+        f"its errors: {len(result['operator_errors'])}.",
         "",
         "Absorbed: the fault broke something (a request refused, a connection or a run worker killed, a file",
         "changed) and opened no incident: healed inside the step (the REST client's retries, the step's own",
@@ -171,7 +251,7 @@ def write_report(path: Path, result: dict[str, Any]) -> None:
         "",
         "By status at the end: "
         + ", ".join(f"{k} {v}" for k, v in sorted(runs.items()))
-        + f"; stuck: {stuck}.",
+        + f"; stuck: {score.stuck}.",
         "",
         "## Cost",
         "",

@@ -1,6 +1,6 @@
 """The soak's three outside worlds, each real and each one a fault can reach: the shop database copied into
 a PostgreSQL database (the `shop_db` source through `SHOP_DB_URL`), the demo products API served on
-loopback with a switch that turns it into a 429 storm or a 5xx burst, and the soak's catalog.
+loopback with a switch that turns it into a 429 storm, a 5xx burst or a stall, and the soak's catalog.
 
 The catalog is the shipped one (`platform_assets/catalog/sources/`) with two changes, both settings a team
 would make, not code: `shop_db` and `shop_api` run every minute (the shipped `shop_db` runs hourly and
@@ -12,14 +12,16 @@ and the soak deletes rows).
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from http import HTTPStatus
-from http.server import ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -73,37 +75,56 @@ def load_shop_database(sqlite_path: Path, dsn: str) -> None:
 
 @dataclass
 class ApiSwitch:
-    """What the products API answers instead of pages until `until` (a 429 storm, a 5xx burst)."""
+    """What the products API does instead of serving pages for a while: answer a status (a 429 storm, a 5xx
+    burst) or stall each request for `stall_s` (longer than the client's timeout). Armed, it starts with
+    the next request, so a fault always meets the extraction it is meant for."""
 
     status: HTTPStatus | None = None
+    stall_s: float = 0.0
+    seconds: float = 0.0
     until: float = 0.0
+    armed: bool = False
     refused: int = 0
+    fired: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def turn(self, status: HTTPStatus, seconds: float) -> None:
+    def arm(self, seconds: float, *, status: HTTPStatus | None = None, stall_s: float = 0.0) -> None:
         with self.lock:
-            self.status, self.until = status, time.time() + seconds
+            self.status, self.stall_s, self.seconds = status, stall_s, seconds
+            self.armed, self.until = True, 0.0
+            self.fired.clear()
 
-    def current(self) -> HTTPStatus | None:
+    def disarm(self) -> None:
         with self.lock:
-            if self.status is not None and time.time() < self.until:
+            self.armed, self.until = False, 0.0
+
+    def current(self) -> tuple[HTTPStatus | None, float]:
+        """The status to answer and the seconds to stall before answering, for one request."""
+        with self.lock:
+            now = time.time()
+            if self.armed and not self.until:
+                self.until = now + self.seconds
+                self.fired.set()
+            if self.armed and now < self.until:
                 self.refused += 1
-                return self.status
-            return None
+                return self.status, self.stall_s
+            return None, 0.0
 
 
 class FaultyProductsHandler(ProductsApiHandler):
-    """The demo products API, except while its switch is on: then every request gets that status (with
-    `Retry-After: 1` on a 429, as a rate-limited API sends)."""
+    """The demo products API, except while its switch is on: then every request stalls, or gets the
+    switch's status (with `Retry-After: 1` on a 429, as a rate-limited API sends)."""
 
     def __init__(self, *args: Any, switch: ApiSwitch, **kwargs: Any) -> None:
         self.switch = switch
         super().__init__(*args, **kwargs)
 
     def do_GET(self) -> None:
-        status = self.switch.current()
+        status, stall_s = self.switch.current()
+        time.sleep(stall_s)
         if status is None:
-            super().do_GET()
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # a client that timed out
+                super().do_GET()
             return
         body = b'{"error": "injected by the soak"}'
         self.send_response(status)
@@ -130,6 +151,80 @@ def serve_faulty_api(products_json: Path, api_key: str, switch: ApiSwitch) -> It
     try:
         host, port = server.server_address[:2]
         yield f"http://{host}:{port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@contextlib.contextmanager
+def own_filesystem(directory: Path, size_bytes: int) -> Iterator[list[Path]]:
+    """`directory` on a tmpfs of its own of `size_bytes`, so that a fault can fill it without filling the
+    machine's disk: yields `[directory]`, or `[]` where mounting is not allowed (not root), and then the
+    disk-full fault is recorded as not injected. Unmounted on the way out."""
+    directory.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size_bytes}", "tmpfs", str(directory)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        yield []
+        return
+    try:
+        yield [directory]
+    finally:
+        subprocess.run(["umount", "--lazy", str(directory)], capture_output=True, check=False)
+
+
+@dataclass
+class AlertInbox:
+    """What the on-call's JSON webhook received: every (kind, incident id) an alert names (a grouped
+    follow-up names several)."""
+
+    received: list[tuple[str, str]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def take(self, body: object) -> None:
+        found: list[tuple[str, str]] = []
+        pending = [body]
+        while pending:
+            value = pending.pop()
+            if isinstance(value, dict):
+                if isinstance(value.get("kind"), str) and isinstance(value.get("incident_id"), str):
+                    found.append((value["kind"], value["incident_id"]))
+                pending.extend(value.values())
+            elif isinstance(value, list):
+                pending.extend(value)
+        with self.lock:
+            self.received.extend(found)
+
+
+class AlertInboxHandler(BaseHTTPRequestHandler):
+    def __init__(self, *args: Any, inbox: AlertInbox, **kwargs: Any) -> None:
+        self.inbox = inbox
+        super().__init__(*args, **kwargs)
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self.inbox.take(json.loads(self.rfile.read(length) or b"null"))
+        self.send_response(HTTPStatus.NO_CONTENT)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: the soak counts the alerts, it does not log them."""
+
+
+@contextlib.contextmanager
+def serve_alert_inbox(inbox: AlertInbox) -> Iterator[str]:
+    """The webhook the deployment's `PLATFORM_ALERT_WEBHOOK_URL` names, on a free loopback port."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(AlertInboxHandler, inbox=inbox))
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="soak-alert-inbox", daemon=True)
+    thread.start()
+    try:
+        host, port = server.server_address[:2]
+        yield f"http://{host}:{port}/alerts"
     finally:
         server.shutdown()
         server.server_close()
