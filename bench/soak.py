@@ -36,14 +36,17 @@ sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "bench"), str(REPO_ROOT / "tests
 from deployment import FIRST_LOAD, Deployment, first_load, installed_deployment  # noqa: E402
 from fixtures.postgres_server import PostgresCluster  # noqa: E402
 from soak_delivery import DeliveryDriver  # noqa: E402
-from soak_faults import Injector, schedule  # noqa: E402
+from soak_faults import Injector, kinds_for, schedule  # noqa: E402
 from soak_measure import (  # noqa: E402
     GroupSampler,
+    KeyDiff,
     compare,
+    duckdb_rows,
     incidents,
     instance_cost,
     match,
     metrics_text,
+    postgres_rows,
     runs_by_status,
 )
 from soak_operator import Operator  # noqa: E402
@@ -102,6 +105,27 @@ def quiet(deployment: Deployment, minimum_s: float) -> float:
     return time.time() - began
 
 
+def postgres_warehouse(server: PostgresCluster) -> dict[str, str]:
+    """The deployment's variables for a PostgreSQL warehouse on `server` (trust authentication on loopback:
+    the password is required by the environment file, unused by the server)."""
+    return {
+        "PLATFORM_ENV": "postgres",
+        "PLATFORM_PG_HOST": "127.0.0.1",
+        "PLATFORM_PG_PORT": str(server.port),
+        "PLATFORM_PG_USER": "postgres",
+        "PLATFORM_PG_DATABASE": server.create_database("warehouse"),
+        "PLATFORM_PG_PASSWORD": "unused-with-trust-auth",
+    }
+
+
+def compare_warehouse(
+    deployment: Deployment, warehouse: PostgresCluster | None, driver: DeliveryDriver, shop_dsn: str
+) -> list[KeyDiff]:
+    reader = postgres_rows(warehouse.dsn("warehouse")) if warehouse else duckdb_rows(deployment.warehouse)
+    with reader as rows:
+        return compare(rows, driver, shop_dsn)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -110,6 +134,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=23)
     parser.add_argument("--interval", type=float, default=10.0, help="seconds between delivery rounds")
     parser.add_argument("--quiet", type=float, default=130.0, help="minimum quiet period, seconds")
+    parser.add_argument(
+        "--warehouse", choices=("duckdb", "postgres"), default="duckdb",
+        help="the embedded DuckDB (default), or a PostgreSQL server of its own, which a fault restarts",
+    )  # fmt: skip
     parser.add_argument(
         "--report", type=Path, help="where to write the report (and its scores as .json beside it); "
         "default bench/results/soak_<minutes>m.md",
@@ -129,6 +157,7 @@ def main() -> None:
         shop_db = source.create_database("shop")
         shop_dsn = source.dsn(shop_db)
         source.create_login_role(SHOP_ROLE, SHOP_PASSWORD)
+        warehouse = stack.enter_context(PostgresCluster()) if args.warehouse == "postgres" else None
 
         def sources(data_dir: Path):  # the demo world exists now: its shop database into PostgreSQL
             load_shop_database(data_dir / "sources" / SHOP_DB, shop_dsn)
@@ -141,6 +170,7 @@ def main() -> None:
             "SHOP_DB_URL": f"postgresql+psycopg2://{SHOP_ROLE}:${{SHOP_DB_PASSWORD}}@127.0.0.1:{source.port}/{shop_db}",
             "SHOP_DB_PASSWORD": SHOP_PASSWORD,
             "PLATFORM_ALERT_WEBHOOK_URL": stack.enter_context(serve_alert_inbox(inbox)),
+            **(postgres_warehouse(warehouse) if warehouse else {}),
         }
         deployment = stack.enter_context(installed_deployment(tmp, postgres, sources, extra))
         first_load(deployment, [*FIRST_LOAD, *FIRST_LOAD_EXTRA])
@@ -156,10 +186,10 @@ def main() -> None:
         sampler = GroupSampler(deployment)
         sampler.start()
         injector = Injector(
-            deployment, driver, switch, source, shop_db, SHOP_ROLE, (landing or [None])[0],
+            deployment, driver, switch, source, shop_db, SHOP_ROLE, (landing or [None])[0], warehouse,
             random.Random(rng.random()),
         )  # fmt: skip
-        faults = schedule(args.minutes, args.seed)
+        faults = schedule(args.minutes, args.seed, kinds_for(args.warehouse))
         operator = Operator(deployment, faults)
         operator.start()
         soak_start = time.time()
@@ -186,7 +216,7 @@ def main() -> None:
         matches, unmatched = match(faults, found)
         result = {
             "args": vars(args),
-            "diffs": compare(deployment.warehouse, driver, shop_dsn),
+            "diffs": compare_warehouse(deployment, warehouse, driver, shop_dsn),
             "matches": matches,
             "unmatched": unmatched,
             "runs": runs_by_status(deployment),

@@ -49,6 +49,7 @@ MEAN_GAP_S = 12.0
 AIM_WAIT_S = 90.0
 """How long a fault aimed at work in progress waits for some (a request, a connection, a run)."""
 API_STALL_S = 12.0
+LOAD_QUERY = r"^\s*(COPY|INSERT|MERGE)"
 BALLAST_CHUNK = 1 << 20
 QUIET_TAIL_S = 15.0
 """No fault starts in the last seconds of the soak, so each has begun before the quiet period."""
@@ -105,17 +106,25 @@ KINDS = [
     Kind("schema_drift_added_column", "schema_drift", "shop_db"),
     Kind("schema_drift_retyped_column", APPROVE, "shop_db"),
 ]
+WAREHOUSE_KINDS = [Kind("warehouse_restarted", HEAL, None)]
+"""With a warehouse server (`--warehouse postgres`): restarted, during a load when one is seen."""
 ONCE = {"schema_drift_retyped_column"}
 """Kinds that change the source for good: drawn once per soak."""
 
 
-def schedule(minutes: float, seed: int) -> list[Fault]:
+def kinds_for(warehouse: str) -> list[Kind]:
+    return KINDS + (WAREHOUSE_KINDS if warehouse == "postgres" else [])
+
+
+def schedule(minutes: float, seed: int, kinds_drawn: list[Kind]) -> list[Fault]:
     """Every kind once (in a seeded order), then seeded random kinds, at seeded uniform start times."""
     rng = random.Random(seed)
     span = max(minutes * 60 - QUIET_TAIL_S, 10.0)
-    count = max(len(KINDS), round(minutes * 60 / MEAN_GAP_S))
-    again = [kind for kind in KINDS if kind.name not in ONCE]
-    kinds = rng.sample(KINDS, len(KINDS)) + [rng.choice(again) for _ in range(count - len(KINDS))]
+    count = max(len(kinds_drawn), round(minutes * 60 / MEAN_GAP_S))
+    again = [kind for kind in kinds_drawn if kind.name not in ONCE]
+    kinds = rng.sample(kinds_drawn, len(kinds_drawn)) + [
+        rng.choice(again) for _ in range(count - len(kinds_drawn))
+    ]
     times = sorted(rng.uniform(3.0, span) for _ in kinds)
     return [Fault(kind.name, at, kind.expected, kind.source) for kind, at in zip(kinds, times, strict=True)]
 
@@ -134,6 +143,8 @@ class Injector:
     """The role the platform reads the shop database as (a password login)."""
     landing: Path | None
     """The landing zone's own small filesystem (a tmpfs), None where it could not be mounted."""
+    warehouse: PostgresCluster | None
+    """The warehouse's PostgreSQL server, None for the embedded DuckDB."""
     rng: random.Random
     threads: list[threading.Thread] = field(default_factory=list)
     restart_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -344,6 +355,33 @@ class Injector:
         ):
             cursor.execute(f"ALTER TABLE {table} {change}")
             cursor.execute(f"UPDATE {table} SET updated_at = now() AT TIME ZONE 'UTC' WHERE {touched}")
+
+    # The warehouse
+
+    def warehouse_restarted(self, fault: Fault) -> None:
+        """The warehouse's server restarted (fast shutdown) during a load (a `COPY` or an insert from the
+        platform) when one is seen within `AIM_WAIT_S`, else at the end of that wait."""
+        assert self.warehouse is not None
+        during = self._query_running(self.warehouse, "warehouse", LOAD_QUERY, AIM_WAIT_S)
+        fault.started_at = time.time()
+        self.warehouse.restart()
+        fault.detail = f"warehouse server restarted {'during a load' if during else '(no load seen)'}"
+
+    @staticmethod
+    def _query_running(server: PostgresCluster, database: str, pattern: str, within_s: float) -> bool:
+        deadline = time.time() + within_s
+        with closing(psycopg2.connect(server.dsn())) as admin, admin.cursor() as cursor:
+            admin.autocommit = True
+            while time.time() < deadline:
+                cursor.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND query ~* %s "
+                    "AND state = 'active' AND pid <> pg_backend_pid()",
+                    (database, pattern),
+                )
+                if cursor.fetchone()[0]:
+                    return True
+                time.sleep(0.05)
+        return False
 
     # The platform's own processes
 

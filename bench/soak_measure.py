@@ -9,9 +9,11 @@ value than the source's latest, or present though deleted or quarantined).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -58,7 +60,11 @@ def diff(table: str, expected: dict[Any, Any], absent: set[Any], staged: list[tu
     return result
 
 
-def compare(warehouse: Path, driver: DeliveryDriver, shop_dsn: str) -> list[KeyDiff]:
+WarehouseRows = Callable[[str, list[Any]], list[tuple[Any, Any]]]
+"""(SQL with one `?` for the list of keys, the keys) -> (key, value) rows, from the soak's warehouse."""
+
+
+def compare(rows: WarehouseRows, driver: DeliveryDriver, shop_dsn: str) -> list[KeyDiff]:
     """Orders from what was delivered; customers and products from their sources, the touched keys only
     (the demo world's own rows include deliberate quality breaks the platform rightly holds back)."""
     with closing(psycopg2.connect(shop_dsn)) as pg, pg.cursor() as cursor:
@@ -73,44 +79,61 @@ def compare(warehouse: Path, driver: DeliveryDriver, shop_dsn: str) -> list[KeyD
         if p["product_id"] in driver.products_touched
     }
     orders = sorted(driver.orders) + sorted(driver.quarantine_expected)
+    return [
+        diff(
+            "staged.shop__orders",
+            driver.orders,
+            driver.quarantine_expected,
+            rows("SELECT order_id, status FROM staged.shop__orders WHERE order_id = ANY(?)", orders),
+        ),
+        diff(
+            "analytics.fct_orders",
+            driver.orders,
+            driver.quarantine_expected,
+            rows("SELECT order_id, status FROM analytics.fct_orders WHERE order_id = ANY(?)", orders),
+        ),
+        diff(
+            "staged.shop_db__customers",
+            customers,
+            driver.customers_touched - set(customers),
+            rows(
+                "SELECT customer_id, country FROM staged.shop_db__customers WHERE customer_id = ANY(?)",
+                sorted(driver.customers_touched),
+            ),
+        ),
+        diff(
+            "staged.shop_api__products",
+            products,
+            set(),
+            rows(
+                "SELECT product_id, round(CAST(unit_price AS numeric(18, 4)), 2) "
+                "FROM staged.shop_api__products WHERE product_id = ANY(?)",
+                sorted(products),
+            ),
+        ),
+    ]
+
+
+@contextlib.contextmanager
+def duckdb_rows(warehouse: Path) -> Iterator[WarehouseRows]:
     with read_only(warehouse) as con:
+        yield lambda sql, keys: [(k, _plain(v)) for k, v in con.execute(sql, [keys]).fetchall()]
+
+
+@contextlib.contextmanager
+def postgres_rows(dsn: str) -> Iterator[WarehouseRows]:
+    with closing(psycopg2.connect(dsn)) as pg, pg.cursor() as cursor:
 
         def rows(sql: str, keys: list[Any]) -> list[tuple[Any, Any]]:
-            return [(k, v) for k, v in con.execute(sql, [keys]).fetchall()]
+            cursor.execute(sql.replace("?", "%s"), (keys,))
+            return [(int(k), _plain(v)) for k, v in cursor.fetchall()]
 
-        return [
-            diff(
-                "staged.shop__orders",
-                driver.orders,
-                driver.quarantine_expected,
-                rows("SELECT order_id, status FROM staged.shop__orders WHERE order_id = ANY(?)", orders),
-            ),
-            diff(
-                "analytics.fct_orders",
-                driver.orders,
-                driver.quarantine_expected,
-                rows("SELECT order_id, status FROM analytics.fct_orders WHERE order_id = ANY(?)", orders),
-            ),
-            diff(
-                "staged.shop_db__customers",
-                customers,
-                driver.customers_touched - set(customers),
-                rows(
-                    "SELECT customer_id, country FROM staged.shop_db__customers WHERE customer_id = ANY(?)",
-                    sorted(driver.customers_touched),
-                ),
-            ),
-            diff(
-                "staged.shop_api__products",
-                products,
-                set(),
-                rows(
-                    "SELECT product_id, round(unit_price, 2) FROM staged.shop_api__products "
-                    "WHERE product_id = ANY(?)",
-                    sorted(products),
-                ),
-            ),
-        ]
+        yield rows
+
+
+def _plain(value: Any) -> Any:
+    """A decimal read back as the float the source's value is compared as."""
+    return float(value) if isinstance(value, Decimal) else value
 
 
 def read_only(warehouse: Path, wait_s: float = WAREHOUSE_WAIT_S) -> duckdb.DuckDBPyConnection:
