@@ -52,7 +52,8 @@ def test_a_drift_scan_over_many_landed_files_stays_within_the_staging_memory(pla
     for day in range(60):
         platform.deliver(f"orders_{day:02d}.csv", [good_row(day * 2 + 1), good_row(day * 2 + 2)])
     assert platform.materialize().success
-    platform.deliver("orders_worded.csv", [good_row(500).replace(",500,OK,", ",many,OK,")])
+    worded = [good_row(i).replace(f",{i},OK,", ",many,OK,") for i in (500, 501)]  # a lone word: a bad row
+    platform.deliver("orders_worded.csv", worded)
     drifted = platform.materialize()
     failure = next(e for e in drifted.all_events if e.event_type_value == "STEP_FAILURE")
     assert "qty: type changed from integer to string" in failure.step_failure_data.error.to_string()

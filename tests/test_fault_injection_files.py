@@ -107,6 +107,34 @@ def test_malformed_rows_under_the_threshold_are_quarantined_in_step(
     assert (lost, duplicated) == (0, 0)
 
 
+def test_a_lone_malformed_amount_in_a_small_delivery_is_quarantined_in_step_not_healed_as_drift(
+    tmp_path: Path, instance: dg.DagsterInstance, scoreboard: list
+) -> None:
+    """The chaos soak's fault: orders arrive a few rows at a time and one amount is `n/a`. It was read as
+    the column turning into strings, the healing layer proposed `evolve_schema` and every later orders
+    delivery waited for a human. Now the row is quarantined in step: no failed run, no incident, the
+    schema version unchanged, and the next delivery staged."""
+    platform = file_slice(tmp_path, instance, max_bad_fraction=0.05)
+    platform.deliver("1.csv", csv_rows(range(1, 4)))
+    platform.deliver("2.csv", [*csv_rows([4]), "5,n/a,n5", *csv_rows([6])])
+    results = [platform.materialize()]
+    platform.deliver("3.csv", csv_rows(range(7, 10)))
+    results.append(platform.materialize())
+    assert all(result.success for result in results)
+    assert platform.heal() == [] and platform.incidents() == [], "nothing failed: nothing to heal"
+    assert [staged_metadata(result)["schema/version"] for result in results] == [1, 1]
+
+    staged = platform.staged_keys()
+    assert staged == [1, 2, 3, 4, 6, 7, 8, 9]
+    ((rule, row),) = platform.quarantined()
+    assert (rule, row["order_id"], row["_cast_errors"]) == ("type", 5, "amount=n/a")
+    lost, duplicated = key_counts([(k,) for k in staged], {1, 2, 3, 4, 6, 7, 8, 9})
+    scoreboard.append(
+        healed_in_step("files_lone_malformed_value", "data_quality", "quarantine row", lost, duplicated)
+    )
+    assert (lost, duplicated) == (0, 0)
+
+
 def test_malformed_rows_over_the_threshold_fail_and_are_escalated(
     tmp_path: Path, instance: dg.DagsterInstance, scoreboard: list
 ) -> None:

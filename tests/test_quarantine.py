@@ -2,7 +2,7 @@
 error-severity row rule go to `ops.quarantine` (one row per broken rule, the row as JSON), the rest to the
 staged table, every delivered row in exactly one of them; warn-severity rules only report; duplicates are not
 quarantined but fail the blocking check, which stops what is downstream; a delivery with more bad rows than
-`max_bad_fraction` fails the staging step and writes nothing."""
+`max_bad_fraction` (and more than one) fails the staging step and writes nothing."""
 
 from __future__ import annotations
 
@@ -162,6 +162,51 @@ def test_a_full_rebuild_judges_each_delivery_on_its_own_bad_rows(platform: MiniP
     assert failure.step_key == "staged__acme__orders"
     message = failure.event_specific_data.error.cause.message  # type: ignore[union-attr]
     assert "2 of 5 rows (40.0%) of one delivery (orders/orders_2.csv, " in message
+    assert platform.quarantine() == []
+
+
+def _below_min(i: int) -> str:
+    """Order `i` with a negative amount: it breaks the `min` rule of `amount`, and no other."""
+    return f"{i},u{i}@shop.example,C{i:02d},paid,-1,{i},OK,nick"
+
+
+def test_a_single_bad_row_is_quarantined_however_small_its_delivery(platform: MiniPlatform) -> None:
+    """One bad row of a three-row delivery is 33% of it, over a 5% `max_bad_fraction`: the row is
+    quarantined and the two others staged, in the incremental run and in a full rebuild alike; a second
+    bad row in the delivery refuses it."""
+    platform.deliver("orders_1.csv", [good_row(i) for i in range(1, 4)])
+    assert platform.materialize(max_bad_fraction=0.05).success
+    platform.deliver("orders_2.csv", [good_row(4), _below_min(5), good_row(6)])
+    incremental = platform.materialize(max_bad_fraction=0.05)
+    assert incremental.success
+    assert _staged_materialization(incremental).metadata["staging/mode"].value == "incremental"
+    assert [order_id for (order_id,) in platform.staged("order_id")] == [1, 2, 3, 4, 6]
+    assert [(q["column"], q["rule"]) for q in platform.quarantine()] == [("amount", "min")]
+
+    platform.drop_staged()
+    assert platform.materialize(max_bad_fraction=0.05).success
+    assert [order_id for (order_id,) in platform.staged("order_id")] == [1, 2, 3, 4, 6]
+
+    platform.deliver("orders_3.csv", [good_row(7), _below_min(8), _below_min(9)])
+    refused = platform.materialize(max_bad_fraction=0.05)
+    assert not refused.success
+    (failure,) = [e for e in refused.all_events if e.event_type_value == "STEP_FAILURE"]
+    message = failure.event_specific_data.error.cause.message  # type: ignore[union-attr]
+    assert "2 of 3 rows (66.7%) of one delivery (orders/orders_3.csv, " in message
+
+
+def test_the_refused_delivery_is_named_though_a_single_bad_row_is_a_larger_share(
+    platform: MiniPlatform,
+) -> None:
+    """One bad row of three (33%) is no refusal, so the delivery the step names is the one that is
+    refused: two bad rows of ten (20%), not the largest share."""
+    platform.deliver("orders_1.csv", [good_row(1), good_row(2), _below_min(3)])
+    platform.deliver("orders_2.csv", [*(good_row(i) for i in range(4, 12)), _below_min(12), _below_min(13)])
+    result = platform.materialize(max_bad_fraction=0.05)
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    message = failure.event_specific_data.error.cause.message  # type: ignore[union-attr]
+    assert "2 of 10 rows (20.0%) of one delivery (orders/orders_2.csv, " in message
     assert platform.quarantine() == []
 
 

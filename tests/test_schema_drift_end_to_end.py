@@ -162,6 +162,53 @@ def test_fail_refuses_an_integer_column_turning_into_strings_and_keeps_the_table
     assert drift.warehouse.query(f"SELECT count(*) FROM {table}") == [(2,)]
 
 
+SMALL = "order_id,amount,note\n{}"
+"""A delivery of a few orders (the chaos soak's orders arrive three rows at a time)."""
+
+
+def test_a_lone_unparseable_value_in_a_small_delivery_is_a_quarantined_row_not_drift(
+    drift: DriftPlatform,
+) -> None:
+    """One malformed amount is 33% of its three-row delivery, over any tolerance, yet a bad row, not the
+    column turning into strings: its two good rows are staged, it is quarantined under the type rule,
+    the schema stays version 1, and the next clean delivery stages as usual (before, the column drifted
+    to string and every later delivery was held behind the drift)."""
+    drift.deliver("1.csv", SMALL.format("1,10,a\n2,20,b\n3,30,c\n"))
+    assert drift.materialize("fail").success
+    drift.deliver("2.csv", SMALL.format("4,40,d\n5,n/a,e\n6,60,f\n"))
+    lone = drift.materialize("fail")
+    assert lone.success, step_failure(lone)
+    metadata = drift.staged_metadata(lone)
+    assert (metadata["staging/mode"], metadata["schema/version"]) == ("incremental", 1), metadata
+    assert metadata["schema/diff"] == {"added": {}, "removed": {}, "type_changed": {}}
+    assert metadata["quarantined_by_rule"] == {"amount: type": 1}
+    ((column, row),) = drift.quarantined()
+    assert (column, row["order_id"], row["_cast_errors"]) == ("amount", 5, "amount=n/a")
+
+    drift.deliver("3.csv", SMALL.format("7,70,g\n8,80,h\n9,90,i\n"))
+    clean = drift.materialize("fail")
+    assert clean.success
+    metadata = drift.staged_metadata(clean)
+    assert (metadata["staging/mode"], metadata["schema/version"]) == ("incremental", 1), metadata
+    assert metadata["rows_quarantined"] == 0
+    assert drift.staged_rows("order_id, amount") == [(i, i * 10) for i in (1, 2, 3, 4, 6, 7, 8, 9)]
+    assert drift.staged_columns()["amount"].upper() == "BIGINT"
+
+
+def test_two_unparseable_values_in_a_small_delivery_turn_the_column_into_strings(
+    drift: DriftPlatform,
+) -> None:
+    """A second text value in the same delivery is what tells a type change from a typo."""
+    drift.deliver("1.csv", SMALL.format("1,10,a\n2,20,b\n3,30,c\n"))
+    assert drift.materialize("fail").success
+    drift.deliver("2.csv", SMALL.format("4,40,d\n5,n/a,e\n6,abc,f\n"))
+    second = drift.materialize("fail")
+    assert not second.success
+    assert "amount: type changed from integer to string" in step_failure(second)
+    assert drift.staged_rows("order_id, amount") == [(1, 10), (2, 20), (3, 30)]
+    assert drift.quarantined() == []
+
+
 def test_a_later_file_without_a_nullable_column_stages_its_rows_with_null(drift: DriftPlatform) -> None:
     drift.deliver("1.csv", FIRST)
     assert drift.materialize("fail").success

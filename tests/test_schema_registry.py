@@ -140,17 +140,29 @@ def text(values: list[str | None]) -> pa.Array:
         (["1", "2.0", "-7"], INT, 0.0, INT),  # integral values are integers
         (["1", "1.5"], INT, 0.0, DBL),  # TRY_CAST would round 1.5 to 2: not an integer
         (["1", "1e3"], INT, 0.0, INT),
-        (["1", "twelve"], INT, 0.0, STR),  # the int column turned into strings
+        (["1", "twelve", "eleven"], INT, 0.0, STR),  # the int column turned into strings
         (["1"] * 99 + ["twelve"], INT, 0.05, INT),  # one bad value: the rules' business, not drift
         (["1"] * 90 + ["twelve"] * 10, INT, 0.05, STR),
+        # A lone value beyond the tolerance that parses as no typed candidate is a bad row, not drift...
+        (["10", "n/a", "30"], INT, 0.05, INT),
+        (["1", "twelve"], INT, 0.0, INT),
+        (["1"] * 94 + ["twelve"] * 6, INT, 0.05, INT),  # 5% of 100 values, and one more
+        (["1.5", "12,5x", "2"], DBL, 0.05, DBL),
+        # ... a second one is a type change...
+        (["10", "n/a", "abc"], INT, 0.05, STR),
+        (["1"] * 93 + ["twelve"] * 7, INT, 0.05, STR),
+        # ... and a lone value of a widening still widens, beside a lone unparseable one or not.
+        (["10", "1.5", "30"], INT, 0.05, DBL),
+        (["10", "1.5", "n/a"], INT, 0.05, DBL),
+        (["2024-01-01", "2024-01-02 10:30:00", "soon"], DAY, 0.0, TSTAMP),
         (["1.5", "2"], DBL, 0.0, DBL),
         (["2024-01-01", "2024-02-29"], DAY, 0.0, DAY),
         (["2024-01-01", "2024-01-02 10:30:00"], DAY, 0.0, TSTAMP),  # would be cut to a date
         (["2024-01-01T00:00:00"], DAY, 0.0, DAY),
-        (["yesterday"], DAY, 0.0, STR),
+        (["yesterday", "today"], DAY, 0.0, STR),
         (["2024-01-01 10:00:00"], TSTAMP, 0.0, TSTAMP),
         (["true", "false"], BOOL, 0.0, BOOL),
-        (["true", "maybe"], BOOL, 0.0, STR),
+        (["true", "maybe", "perhaps"], BOOL, 0.0, STR),
         (["12345"], STR, 0.0, STR),  # digits declared as string stay string
         ([None, None], INT, 0.0, INT),  # no value: the expected type
         ([], DAY, 0.0, DAY),
@@ -168,6 +180,16 @@ def test_text_columns_are_typed_by_what_their_values_parse_as(
     assert schema == {"id": INT, "value": inferred}
 
 
+def test_a_lone_unparseable_value_is_judged_in_its_own_delivery(tmp_path: Path) -> None:
+    """Orders arrive three rows at a time: one malformed amount in each of two deliveries is a bad value
+    in each, not a type change (over both deliveries' rows it would be two); two in one delivery are."""
+    first = landed(tmp_path, "a", {"amount": text(["10", "n/a", "30"])})
+    second = landed(tmp_path, "b", {"amount": text(["abc", "50", "60"])})
+    assert delivered_schema([first, second], {"amount": INT}, tolerance=0.05) == {"amount": INT}
+    third = landed(tmp_path, "c", {"amount": text(["n/a", "abc", "90"])})
+    assert delivered_schema([first, third], {"amount": INT}, tolerance=0.05) == {"amount": STR}
+
+
 def test_text_columns_without_expected_type_are_strings(tmp_path: Path) -> None:
     path = landed(
         tmp_path, "t", {"id": text(["1", "2"]), "fresh": text(["1", "2"]), "empty": text([None, None])}
@@ -179,7 +201,7 @@ def test_text_and_typed_files_of_one_column(tmp_path: Path) -> None:
     typed = landed(tmp_path, "a", {"qty": pa.array([1, 2], pa.int64())})
     as_text = landed(tmp_path, "b", {"qty": text(["3", "4.5"])})
     assert delivered_schema([typed, as_text], {"qty": INT}) == {"qty": DBL}
-    bad_text = landed(tmp_path, "c", {"qty": text(["many"])})
+    bad_text = landed(tmp_path, "c", {"qty": text(["many", "few"])})
     assert delivered_schema([typed, bad_text], {"qty": INT}) == {"qty": STR}
     empty_text = landed(tmp_path, "d", {"qty": text([None])})
     assert delivered_schema([typed, empty_text], {"qty": DBL}) == {"qty": DBL}  # ints read as double

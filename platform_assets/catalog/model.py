@@ -460,7 +460,9 @@ class Entity(Strict):
         ge=0,
         le=1,
         description="Share of one delivery's rows (a file, or an extraction) that may be quarantined before "
-        "the step fails.",
+        "the step fails; a single bad row is always quarantined, however small the delivery. Also the "
+        "share of a delivery's text values that may fail to parse as a column's type (and one unparseable "
+        "value more) without being schema drift.",
     )
     deletes: Deletes | None = None
     max_delete_fraction: float = Field(

@@ -162,7 +162,8 @@ class SchemaDriftError(StagingError):
 
 
 class BadRowsError(StagingError):
-    """Too many delivered rows break error-severity rules (over `max_bad_fraction`, or all of them)."""
+    """Too many delivered rows break error-severity rules (over `max_bad_fraction` of a delivery and more
+    than one row, or all of them)."""
 
 
 class UpstreamMissingError(StagingError):
@@ -269,7 +270,8 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
         if counted and not text_types_hold(split.type_counts, entity.max_bad_fraction):
             split.close()
             context.log.info(
-                f"{item.source_name}.{item.name}: the delivered text drifted; scanning it to decide"
+                f"{item.source_name}.{item.name}: more of the delivered text than the tolerance did not "
+                "parse as expected; scanning it to decide whether it drifted"
             )
             run = decided(parse_text=True)
             split = build(run, [])
@@ -305,7 +307,7 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
                     f"{STAGED_SCHEMA}.{table}. Nothing was written. Fix the delivery, or the catalog."
                     f"{markers}"
                 )
-            if summary.bad_fraction > entity.max_bad_fraction:
+            if summary.refused(entity.max_bad_fraction) is not None:
                 raise BadRowsError(
                     over_threshold_message(
                         f"{item.source_name}.{item.name}",

@@ -12,8 +12,9 @@ also spills when the data outgrows `memory_limit`), then settled there into exac
    deleted (`_keep_current_versions`), then the rows a later copy of a re-delivered file replaces
    (`_withdraw_replaced_copies`);
 3. one aggregate counts all rows, bad rows and failures per rule (`summary`), BEFORE anything is written:
-   the caller refuses the whole step when the bad fraction of a delivery (a file, or an extraction; counted
-   as delivered, before step 2) is over the entity's `max_bad_fraction`;
+   the caller refuses the whole step when the bad rows of a delivery (a file, or an extraction; counted
+   as delivered, before step 2) are over the entity's `max_bad_fraction` of its rows and more than one
+   (`DeliveryShare.refused`);
 4. `quarantine_rows` gives one row per (bad row, broken rule) for `ops.quarantine` (upserted on
    `QUARANTINE_KEY`), spilled to a Parquet file so that they can be loaded once the database is closed;
 5. `resolved` gives the quarantine rows of earlier runs this run's good rows resolve (`superseded`,
@@ -110,6 +111,14 @@ class DeliveryShare:
     def fraction(self) -> float:
         return self.bad / self.rows if self.rows else 0.0
 
+    def refused(self, max_bad_fraction: float) -> bool:
+        """Whether the delivery's bad rows refuse the staging step: more than `max_bad_fraction` of its
+        rows, and more than one. A single bad row is quarantined whatever the delivery's size: deliveries
+        of a few rows are common, one bad row of three is 33%, and no share would otherwise let the
+        quarantine take it (the schema registry reads a lone unparseable value alike: a bad row, not a
+        type change)."""
+        return self.bad > 1 and self.fraction > max_bad_fraction
+
 
 @dataclass
 class SplitSummary:
@@ -119,14 +128,25 @@ class SplitSummary:
     drifted: int = 0
     """Bad rows that break only exempt rules (`summary(exempt=...)`): quarantined, but outside
     `bad_fraction`."""
-    worst: DeliveryShare | None = None
-    """The delivery with the largest share of rows quarantined for data quality."""
+    deliveries: tuple[DeliveryShare, ...] = ()
+    """The deliveries with rows quarantined for data quality, the largest share first: the delivery with
+    the largest share need not be one that is refused (one bad row of three is not), so each is judged."""
+
+    @property
+    def worst(self) -> DeliveryShare | None:
+        """The delivery with the largest share of rows quarantined for data quality."""
+        return self.deliveries[0] if self.deliveries else None
 
     @property
     def bad_fraction(self) -> float:
         """The largest share of one delivery's rows quarantined for data quality: what `max_bad_fraction`
         bounds. Per delivery, so that a bad new file is not diluted by the rows of every file before it."""
         return self.worst.fraction if self.worst is not None else 0.0
+
+    def refused(self, max_bad_fraction: float) -> DeliveryShare | None:
+        """The delivery (the largest share of those) whose bad rows refuse the staging step
+        (`DeliveryShare.refused`); None when no delivery does."""
+        return next((share for share in self.deliveries if share.refused(max_bad_fraction)), None)
 
 
 class StagingSplit:
@@ -363,17 +383,17 @@ class StagingSplit:
             f"SELECT v, count(*) FROM (SELECT unnest({violations}) AS v FROM {self.table}) "
             f"GROUP BY v ORDER BY v"
         ).fetchall()
-        worst = self.con.execute(
+        deliveries = self.con.execute(
             f"SELECT delivery, sum(n), coalesce(sum(n) FILTER (WHERE violations IS NOT NULL AND NOT "
             f"list_has_all({labels}, violations)), 0) AS bad FROM delivered GROUP BY delivery "
-            f"ORDER BY bad / sum(n) DESC, delivery LIMIT 1"
+            f"HAVING bad > 0 ORDER BY bad / sum(n) DESC, delivery"
         ).fetchall()
         return SplitSummary(
             total,
             bad,
             Counter({rule: count for rule, count in by_rule}),
             drifted,
-            DeliveryShare(*worst[0]) if worst else None,
+            tuple(DeliveryShare(*share) for share in deliveries),
         )
 
     def cast_error_values(self, among: Collection[str]) -> list[str]:
@@ -542,11 +562,14 @@ def record_resolved(warehouse: Warehouse, resolved: pa.Table) -> dict[str, int]:
 
 def over_threshold_message(where: str, table: str, summary: SplitSummary, max_bad_fraction: float) -> str:
     rules_text = ", ".join(f"{rule} {count}" for rule, count in summary.by_rule.most_common())
-    worst = summary.worst or DeliveryShare("all rows", summary.total, summary.bad - summary.drifted)
+    refused = summary.refused(max_bad_fraction) or DeliveryShare(
+        "all rows", summary.total, summary.bad - summary.drifted
+    )
     return (
-        f"{where}: {worst.bad} of {worst.rows} rows ({worst.fraction:.1%}) of one delivery "
-        f"({worst.delivery}) break error-severity rules, more than max_bad_fraction {max_bad_fraction:.1%} "
-        f"allows (it bounds each delivery). Failures per rule in this run: {rules_text}. "
+        f"{where}: {refused.bad} of {refused.rows} rows ({refused.fraction:.1%}) of one delivery "
+        f"({refused.delivery}) break error-severity rules, more than max_bad_fraction {max_bad_fraction:.1%} "
+        f"allows (it bounds each delivery; a single bad row is always quarantined). Failures per rule in "
+        f"this run: {rules_text}. "
         f"Nothing was written (neither {table} nor {QUARANTINE_SCHEMA}.{QUARANTINE_TABLE}). Fix the "
         f"delivery at the source (the rows are in the landed files), or, if this share of bad rows is "
         f"acceptable, raise `max_bad_fraction` of {where} in the catalog, or lower the rules to "

@@ -19,7 +19,14 @@ the integer 2 and cuts `2024-01-01 10:00` to a date, so integer also requires an
 a value without time of day), else the first of the expected type's widenings (integer -> double ->
 string, date -> timestamp -> string, others -> string) they parse as. A share of unparseable values up to
 `tolerance` (pass the entity's `max_bad_fraction`) of a delivery does not change the type: a few bad
-values are the rules' business (cast errors, quarantine), not schema drift. A text column with no
+values are the rules' business (cast errors, quarantine), not schema drift. Nor does one value more that
+parses as none of the typed candidates (the expected type and its widenings but string): the column
+takes the first of them that its other values parse as (within `tolerance`), and that value is a bad row.
+A single value cannot tell a type change from a typo, and in a delivery of three rows one typo is 33%: the
+column would turn string and hold the entity behind a drift proposal. A real type change brings more text
+values, and the first delivery with two of them (beyond the share) drifts to string as before. A value
+that parses as a widening still widens (a lone `1.5` makes an integer column double): it does say what
+the type became. A text column with no
 expected type (a new, undeclared column) is `string`: guessing a type from one delivery's values would
 turn the next delivery's first non-numeric value into a type change. A column without a single non-null
 value keeps its expected type. Values are read as staging reads them (`formats`: the entity's declared null
@@ -267,10 +274,24 @@ def text_columns(landed: Iterable[Path], headers: Renaming | None = None) -> set
 
 def text_types_hold(counts: Mapping[str, Iterable[tuple[int, int]]], tolerance: float) -> bool:
     """Whether `delivered_schema` would have typed each column as assumed: `counts` is, per column, the
-    (parsed, failed) numbers of its non-null values against its expected type, one pair per delivery."""
+    (parsed, failed) numbers of its non-null values against its expected type, one pair per delivery.
+    These counts cannot tell a lone unparseable value (still the expected type) from a lone widening one
+    (`1.5`: double), so a delivery that needs the lone value's allowance is not taken as holding: the
+    caller scans it, and `delivered_schema` decides."""
     return all(
-        failed <= tolerance * (parsed + failed) for pairs in counts.values() for parsed, failed in pairs
+        _type_holds(failed, parsed + failed, tolerance)
+        for pairs in counts.values()
+        for parsed, failed in pairs
     )
+
+
+def _type_holds(failed: int, present: int, tolerance: float, unparseable: int = 0) -> bool:
+    """The rule by which a delivery's text column is of a type: of its `present` non-null values, `failed`
+    do not parse as the type, and they are at most `tolerance` of them, not counting one of the
+    `unparseable` values (those that parse as none of the column's typed candidates). One value is
+    allowed beyond the share because it cannot tell a type change from a typo (module docstring); only
+    an unparseable one, since a value that parses as a widening does tell."""
+    return failed - min(unparseable, 1) <= tolerance * present
 
 
 def without_null_markers(raw: str, read: TextFormat) -> str:
@@ -395,11 +416,13 @@ def _parse_text_columns(
 ) -> dict[str, ColumnType | None]:
     """For each text column: the type holding each delivery's (rows grouped by the `delivery` columns),
     which is the first of its expected type and that type's widenings that the delivery's non-null values
-    parse as (all but `tolerance`); string without an expected type; None without any value.
+    parse as (all but `tolerance`, and one unparseable value: `_type_holds`); string without an expected
+    type; None without any value.
 
     One pass tries each column's expected type only (a delivery mostly keeps its types); a second pass, over
-    the columns that failed it in some delivery, tries their widenings. Trying every candidate at once cost
-    the pass more (10 million rows, 6 typed text columns: 1.4 s against 1.23 s, three runs each)."""
+    the columns that failed it in some delivery, tries their widenings, and decides those deliveries on the
+    counts of both passes. Trying every candidate at once cost the pass more (10 million rows, 6 typed text
+    columns: 1.4 s against 1.23 s, three runs each)."""
     candidates = {
         name: [expected[name], *WIDENINGS[expected[name]]] if name in expected else [ColumnType.STRING]
         for name in names
@@ -429,12 +452,13 @@ def _parse_text_columns(
                 failed[name] = candidates[name][1:]
     widened = _parse_counts(files, delivery, failed, read, present=False, headers=headers) if failed else {}
     for group, counts in first.items():
-        tried = widened.get(group, {})  # none when every widening left is string, which needs no count
-        for name, kinds in failed.items():
+        # The expected type's counts are the first pass's, the widenings' the second's (none when every
+        # widening left is string, which needs no count).
+        both = {**counts, **widened.get(group, {})}
+        for name in failed:
             present = counts[(name, None)]
             if present and not _parses(counts, name, candidates[name][0], present, tolerance):
-                parsed = (kind for kind in kinds if _parses(tried, name, kind, present, tolerance))
-                include(name, next(parsed, ColumnType.STRING))
+                include(name, _typed_as(both, name, candidates[name], present, tolerance))
     return result
 
 
@@ -445,9 +469,30 @@ def _parses(
     present: int,
     tolerance: float,
 ) -> bool:
-    """Whether all but `tolerance` of the column's `present` non-null values parse as `kind`."""
+    """Whether all but `tolerance` of the column's `present` non-null values parse as `kind` (no
+    allowance for an unparseable value: the first pass cannot tell one from a widening value)."""
     parsed = present if kind == ColumnType.STRING else counts[(name, kind)]
-    return present - parsed <= tolerance * present
+    return _type_holds(present - parsed, present, tolerance)
+
+
+def _typed_as(
+    counts: Mapping[tuple[str, ColumnType | None], int],
+    name: str,
+    candidates: list[ColumnType],
+    present: int,
+    tolerance: float,
+) -> ColumnType:
+    """The first of the typed `candidates` (the expected type and its widenings but string, all counted
+    in `counts`) that one delivery's `present` non-null values parse as by `_type_holds`, else string.
+    The unparseable values are taken as those short of the largest count: exact when each widening parses
+    the values of the types before it (integer -> double; not a date of a declared `date_format` that the
+    timestamp reading does not share, where a lone value of the other reading is then a bad value)."""
+    typed = [kind for kind in candidates if kind != ColumnType.STRING]
+    unparseable = present - max(counts[(name, kind)] for kind in typed)
+    holding = (
+        kind for kind in typed if _type_holds(present - counts[(name, kind)], present, tolerance, unparseable)
+    )
+    return next(holding, ColumnType.STRING)
 
 
 SCAN_FILES_AT_ONCE = 4
