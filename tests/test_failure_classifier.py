@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from dagster._core.errors import DagsterExecutionInterruptedError
 from dagster._utils import get_run_crash_explanation
 from dagster._utils.error import serializable_error_info_from_exc_info
+from dagster_dbt.errors import DagsterDbtCliRuntimeError
 from rest_test_server import Reply, ScriptedServer, in_turn, json_reply, unused_port
 
 from platform_assets.catalog.loader import load_catalog
@@ -277,6 +278,15 @@ SAMPLES: dict[str, Callable[[Path], Evidence]] = {
     "schema_drift_driver": lambda _: step(psycopg2.errors.lookup("42703")('column "amount" does not exist')),
     "response_shape_changed": lambda _: step(RestResponseError("http://api.test/items: no list at `data`")),
     "load_config_invalid": lambda _: step(LoadConfigError("cannot upsert into staged.orders on (id)")),
+    "dbt_relation_missing": lambda _: step(
+        DagsterDbtCliRuntimeError(
+            description=(
+                "The dbt CLI process with command `dbt build --select dim_customers` failed with exit "
+                "code `1`.\n\nErrors parsed from dbt logs:\n\n  Database Error in model dim_customers\n"
+                '  relation "analytics.int_customer_orders" does not exist'
+            )
+        )
+    ),
     "upstream_not_materialized": lambda _: step(
         UpstreamMissingError("raw/shop/orders has never been materialized; materialize it first.")
     ),
