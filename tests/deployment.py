@@ -394,16 +394,16 @@ def first_load(deployment: Deployment, assets: list[str] = FIRST_LOAD) -> Deploy
     if status != "SUCCESS":
         server.fail(f"first load {launched} ended {status}")
     state = deployment.sensor()
-    if (
-        state["status"] != "RUNNING"
-    ):  # STOPPED by default with PLATFORM_ENV=local (platform_assets/policies/triggers.py)
-        cursor = server.graphql(
-            SET_CURSOR, {"selector": SELECTOR, "cursor": listing_cursor(deployment.data_dir)}
-        )
-        if cursor["setSensorCursor"]["__typename"] != "Sensor":
-            server.fail(f"setting the cursor failed: {cursor}")
-        started = server.graphql(START_SENSOR, {"selector": SELECTOR})["startSensor"]
-        if started["__typename"] != "Sensor" or started["sensorState"]["status"] != "RUNNING":
-            server.fail(f"starting {SENSOR} failed: {started}")
+    if state["status"] == "RUNNING":
+        # RUNNING by default outside PLATFORM_ENV=local (platform_assets/policies/triggers.py): the
+        # schedules and sensors have been launching runs all along, and may never leave the instance idle.
+        return deployment
+    # STOPPED by default with PLATFORM_ENV=local: the cursor at the files loaded, then on.
+    cursor = server.graphql(SET_CURSOR, {"selector": SELECTOR, "cursor": listing_cursor(deployment.data_dir)})
+    if cursor["setSensorCursor"]["__typename"] != "Sensor":
+        server.fail(f"setting the cursor failed: {cursor}")
+    started = server.graphql(START_SENSOR, {"selector": SELECTOR})["startSensor"]
+    if started["__typename"] != "Sensor" or started["sensorState"]["status"] != "RUNNING":
+        server.fail(f"starting {SENSOR} failed: {started}")
     deployment.server.wait_until_idle()
     return deployment
