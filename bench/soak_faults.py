@@ -421,8 +421,12 @@ class Injector:
 
 
 def run_workers(deployment: Deployment) -> list[int]:
-    """The processes of the code server's group that execute runs (`dagster api execute_run`)."""
-    group = os.getpgid(deployment.server.processes[CODE_SERVER_UNIT].pid)
+    """The processes of the code server's group that execute runs (`dagster api execute_run`); none while
+    the code server restarts."""
+    try:
+        group = os.getpgid(deployment.server.processes[CODE_SERVER_UNIT].pid)
+    except ProcessLookupError:
+        return []
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():

@@ -211,9 +211,11 @@ class Match:
 
 
 def match(faults: list[Fault], found: list[dict[str, Any]]) -> tuple[list[Match], list[dict[str, Any]]]:
-    """Each incident to the latest fault that hit something, started before it opened, ended at most
-    `MATCH_WINDOW_S` before, and hit its source; failing that, to the latest such fault of the platform's
-    own processes (they hit every source)."""
+    """Each incident to a fault that hit something, started before the incident last changed, ended at most
+    `MATCH_WINDOW_S` before it opened, and hit its source (failing that, one of the platform's own
+    processes, which hit every source): the one whose expected escalation category is the incident's if
+    any (an incident opened for one fault may be escalated for another that met its retry), else the
+    latest."""
     matches = [Match(fault, []) for fault in faults]
     unmatched = []
     for incident in found:
@@ -221,11 +223,13 @@ def match(faults: list[Fault], found: list[dict[str, Any]]) -> tuple[list[Match]
             m
             for m in matches
             if m.fault.hit
-            and m.fault.started_at <= incident["opened_at"] <= m.fault.ended_at + MATCH_WINDOW_S
+            and m.fault.started_at <= incident["updated_at"]
+            and incident["opened_at"] <= m.fault.ended_at + MATCH_WINDOW_S
         ]
         candidates = [m for m in in_time if m.fault.source == incident["source"]] or [
             m for m in in_time if m.fault.source is None
         ]
+        candidates = [m for m in candidates if m.fault.expected == incident["category"]] or candidates
         if candidates:
             max(candidates, key=lambda m: m.fault.started_at).incidents.append(incident)
         else:

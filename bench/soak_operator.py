@@ -93,15 +93,16 @@ class Operator:
         self.approved[incident["incident_id"]] = time.time()
 
     def _causes(self, incident: dict[str, Any]) -> list[Fault]:
-        """The unrepaired faults that can explain the escalated incident: of its source, begun before it
-        opened."""
+        """The unrepaired faults that can explain the escalated incident: of its source, begun before it was
+        escalated (an incident opened for one fault may be escalated for another: a retry of a disk-full
+        failure meeting expired credentials)."""
         return [
             fault
             for fault in self.faults
             if fault.repair is not None
             and not fault.repaired
             and fault.source == incident["source"]
-            and fault.started_at <= float(incident["opened_at"])
+            and fault.started_at <= float(incident["updated_at"])
         ]
 
     def repair(self, fault: Fault, *, unasked: bool = False) -> None:

@@ -495,12 +495,13 @@ def open_breaker_skip(store_path: StateLocation, source: str, meanwhile: str) ->
 HANDLED_STATUSES = ("open", "healing", "running", "proposed", "approved", "escalated")
 """An asset's incident in one of these is still the problem of the asset: another failure of the same
 category joins it (`_being_handled`)."""
-SOURCE_HEALTH_CATEGORIES = frozenset(
-    {"transient_network", "source_unavailable", "timeout", "rate_limited", "auth_permission"}
-)
+SOURCE_HEALTH_CATEGORIES = frozenset({"transient_network", "source_unavailable", "timeout", "rate_limited"})
 """Failures that say the source itself is unwell, the only ones a source's circuit breaker counts: a
 delivery refused for its bad rows or a drifted schema says nothing about the source's health, and opening
-the breaker for it would hold back every delivery of the source, the good ones too (the chaos soak)."""
+the breaker for it would hold back every delivery of the source, the good ones too. A rejected login is
+escalated, not waited out: the breaker would keep the source shut for its cool-down after a human renewed
+the credentials, while the schedule's next run (its failure joining the escalated incident meanwhile)
+catches up at once (both seen in the chaos soak)."""
 """Incident statuses in which the platform (or an approver) is still acting on a failure."""
 HEALING_PARAMETERS = (BATCH_SCALE, RATE_SCALE, ON_DRIFT)
 """Op config the engine sets afresh for each attempt, never copied from the failed run."""

@@ -32,6 +32,9 @@ from sensors.healing.policy import HealingPolicy, default_policy
 from sensors.healing.quality_events import quality_event_store
 
 SENSOR_NAME = "healing"
+HEALING_INTERVAL_SECONDS = 15
+"""How often the healing sensor looks at the finished runs: part of every time to recover (the chaos soak's
+median goal is a minute), and a tick that finds nothing new reads one page of run records."""
 APPROVAL_JOB_NAME = "apply_healing_action"
 
 
@@ -41,7 +44,7 @@ def build_healing_sensor(
     *,
     policy: HealingPolicy | None = None,
     alert_routes: Path = DEFAULT_ROUTES_PATH,
-    minimum_interval_seconds: int = 30,
+    minimum_interval_seconds: int = HEALING_INTERVAL_SECONDS,
 ) -> dg.SensorDefinition:
     """`store_path`: the healing ledger; alerts go through the routes of `alert_routes` (delivery state in
     the same database, or `alerts.sqlite` beside the ledger's file)."""
