@@ -70,6 +70,9 @@ class Fault:
     hit: bool = True
     """False when the fault met nothing to break (no request during a storm, no connection to terminate,
     no run to kill): it tested nothing and is not scored."""
+    asset: str | None = None
+    """The asset the fault is aimed at when it is one (a table altered at the source): an incident of that
+    asset is this fault's, however late the next extraction meets the change."""
     repair: Callable[[], str] | None = None
     """What the human does once the platform escalated it (returns what was done); None: nothing to do."""
     repaired: str = ""
@@ -337,6 +340,7 @@ class Injector:
         self.drifts += 1
         column = f"soak_note_{self.drifts}"
         self._alter("customers", f"ADD COLUMN {column} text DEFAULT 'soak'", "customer_id = 5")
+        fault.asset = "staged/shop_db/customers"
         self.driver.customers_touched.add(5)
         fault.detail = f"customers.{column} added"
 
@@ -344,6 +348,7 @@ class Injector:
         """An integer column turned decimal at the source (the values still whole): staging must not widen
         the staged column on its own; it proposes `evolve_schema` for a human to approve."""
         self._alter("payments", "ALTER COLUMN order_id TYPE numeric(14, 2)", "payment_id = 1")
+        fault.asset = "staged/shop_db/payments"
         fault.detail = "payments.order_id retyped bigint -> numeric(14, 2)"
 
     def _alter(self, table: str, change: str, touched: str) -> None:

@@ -211,7 +211,8 @@ class Match:
 
 
 def match(faults: list[Fault], found: list[dict[str, Any]]) -> tuple[list[Match], list[dict[str, Any]]]:
-    """Each incident to a fault that hit something, started before the incident last changed, ended at most
+    """Each incident of an asset a fault was aimed at to the latest such fault begun before the incident last
+    changed; any other to a fault that hit something, started before the incident last changed, ended at most
     `MATCH_WINDOW_S` before it opened, and hit its source (failing that, one of the platform's own
     processes, which hit every source): the one whose expected escalation category is the incident's if
     any (an incident opened for one fault may be escalated for another that met its retry), else the
@@ -219,10 +220,19 @@ def match(faults: list[Fault], found: list[dict[str, Any]]) -> tuple[list[Match]
     matches = [Match(fault, []) for fault in faults]
     unmatched = []
     for incident in found:
+        aimed = [
+            m
+            for m in matches
+            if m.fault.asset == incident["asset_key"] and m.fault.started_at <= incident["updated_at"]
+        ]
+        if aimed:
+            max(aimed, key=lambda m: m.fault.started_at).incidents.append(incident)
+            continue
         in_time = [
             m
             for m in matches
             if m.fault.hit
+            and m.fault.asset is None
             and m.fault.started_at <= incident["updated_at"]
             and incident["opened_at"] <= m.fault.ended_at + MATCH_WINDOW_S
         ]

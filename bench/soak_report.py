@@ -213,7 +213,9 @@ def write_report(path: Path, result: dict[str, Any]) -> None:
         "Expected: `heal` (no human), `approve` (a proposal the soak's operator approves), or the category",
         "it must be escalated as (the operator then repairs its cause). "
         f"Approvals launched by the operator: {len(result['approved'])}; "
-        f"its errors: {len(result['operator_errors'])}.",
+        f"its errors: {len(result['operator_errors'])}"
+        + (f" ({'; '.join(result['operator_errors'][:3])})" if result["operator_errors"] else "")
+        + ".",
         "",
         "Absorbed: the fault broke something (a request refused, a connection or a run worker killed, a file",
         "changed) and opened no incident: healed inside the step (the REST client's retries, the step's own",

@@ -389,6 +389,13 @@ def test_type_change_with_on_drift_fail_is_proposed_approved_and_healed(
     assert (lost, duplicated) == (0, 0)
     assert [event.kind for event in platform.events] == ["proposal", "resolution"]
 
+    # The approved evolution stays: the next delivery of that type is staged with no drift to approve again
+    # (the chaos soak met a proposal on every later run of a source whose column was retyped).
+    platform.deliver("3.csv", csv_rows(range(11, 14), amount=drifted))
+    assert platform.materialize().success
+    assert platform.heal() == [] and len(platform.incidents()) == 1
+    assert [key for (key,) in platform.staged_rows(ENTITY, "order_id")] == list(range(1, 14))
+
 
 # 4. Dropped column
 
