@@ -262,6 +262,23 @@ def test_a_refused_delivery_leaves_the_breaker_closed_and_its_repeats_join_the_e
     assert [i.status for i in world.store.incidents()] == ["resolved"]
 
 
+def test_a_failed_run_still_resolves_the_incidents_of_what_it_materialized(world: SensorWorld) -> None:
+    """The extraction's incident is over once an extraction succeeds, though the run then fails further
+    down for a reason of its own (the chaos soak: an escalated login failure stayed open behind a drift)."""
+    world.fault.touch()
+    assert not world.materialize()
+    world.tick()
+    world.fault.unlink()
+    world.bad_rows.touch()
+    assert not world.materialize(), "the extraction succeeds, staging refuses the delivery"
+    world.tick()
+    by_asset = {i.asset_key: (i.category, i.status) for i in world.store.incidents()}
+    assert by_asset == {
+        RAW.to_user_string(): ("transient_network", "resolved"),
+        STAGED.to_user_string(): ("data_quality", "escalated"),
+    }
+
+
 def test_overrides_decay_back_after_healthy_runs(world: SensorWorld) -> None:
     world.store.set_override("raw/src/thing", "batch_scale", 0.25, 1.0, time.time())
     for _ in range(3):

@@ -11,9 +11,9 @@ A tick:
    recorded (what the policy learns from) and the next decision is taken. A failure that says the source
    is unwell (`SOURCE_HEALTH_CATEGORIES`) counts against its circuit breaker. A failure of an asset whose
    incident of the same category is not resolved yet joins it. Every finished run is observed by one
-   daemon only (`HealingStore.claim_run`), however many share the ledger. A successful run resolves the
-   incidents of the assets it materialized (recovered when it ended), closes its sources' circuit
-   breakers and lets their parameter overrides decay.
+   daemon only (`HealingStore.claim_run`), however many share the ledger. Any run, failed or not,
+   resolves the incidents of the assets it materialized (recovered when it ended); a successful one also
+   closes its sources' circuit breakers and lets their parameter overrides decay.
 2. **Quality events** (failed checks, stale assets: `sensors/healing/quality_events.py`) appended since
    the last tick, read from the events file by byte offset (safe under rotation): incidents too.
 3. **Due actions**: incidents healing automatically whose backoff has passed, and proposals a human
@@ -155,6 +155,7 @@ class Healer:
                 self._resolve(attempt_of, now, finished_at, f"healed by run {run.run_id}", learn=True)
             self._healthy(instance, run, now, finished_at)
             return
+        self._resolve_materialized(instance, run, now, finished_at)
         repeated = _repeated_op_config(run)
         evidence = [replace(item, op_config=repeated) for item in _run_evidence(instance, run, self.graph)]
         unhealthy = [e for e in evidence if classify(e).category.value in SOURCE_HEALTH_CATEGORIES]
@@ -171,15 +172,25 @@ class Healer:
     def _healthy(
         self, instance: dg.DagsterInstance, run: dg.DagsterRun, now: float, finished_at: float
     ) -> None:
-        assets = {key.to_user_string() for key in _materialized(instance, run.run_id)}
-        for incident in self.store.incidents(statuses=OPEN_STATUSES):
-            if incident.asset_key in assets and incident.incident_id != run.tags.get(INCIDENT_TAG):
-                self._resolve(incident, now, finished_at, f"materialized by run {run.run_id}", learn=False)
+        assets = self._resolve_materialized(instance, run, now, finished_at)
         sources = {self.graph.source_of(key) for key in assets} - {None}
         for source in sources:
             self.store.save_breaker(Breaker(str(source), "closed", 0, now))
         for scope in assets | {str(s) for s in sources}:
             self._decay_overrides(scope)
+
+    def _resolve_materialized(
+        self, instance: dg.DagsterInstance, run: dg.DagsterRun, now: float, finished_at: float
+    ) -> set[str]:
+        """Resolves the incidents of the assets `run` materialized (another incident's attempt aside), and
+        returns those assets. A run that failed further down still repaired what it materialized: an
+        extraction's escalated login failure is over once the extraction succeeds, though the source's
+        staging then fails for a drift of its own (the chaos soak)."""
+        assets = {key.to_user_string() for key in _materialized(instance, run.run_id)}
+        for incident in self.store.incidents(statuses=OPEN_STATUSES):
+            if incident.asset_key in assets and incident.incident_id != run.tags.get(INCIDENT_TAG):
+                self._resolve(incident, now, finished_at, f"materialized by run {run.run_id}", learn=False)
+        return assets
 
     def _attempt_failed(self, incident: Incident, evidence: Evidence, now: float) -> None:
         """The failed attempt is claimed (the incident still running that attempt) before it is learned and
