@@ -37,7 +37,7 @@ sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "bench"), str(REPO_ROOT / "tests
 from deployment import FIRST_LOAD, Deployment, first_load, installed_deployment  # noqa: E402
 from fixtures.postgres_server import PostgresCluster  # noqa: E402
 from soak_delivery import DeliveryDriver  # noqa: E402
-from soak_faults import Injector, kinds_for, schedule  # noqa: E402
+from soak_faults import MEAN_GAP_S, Injector, kinds_for, schedule  # noqa: E402
 from soak_measure import (  # noqa: E402
     GroupSampler,
     KeyDiff,
@@ -136,6 +136,9 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=10.0, help="seconds between delivery rounds")
     parser.add_argument("--quiet", type=float, default=130.0, help="minimum quiet period, seconds")
     parser.add_argument(
+        "--gap", type=float, default=MEAN_GAP_S, help="mean seconds between fault starts (default 12)"
+    )
+    parser.add_argument(
         "--warehouse", choices=("duckdb", "postgres"), default="duckdb",
         help="the embedded DuckDB (default), or a PostgreSQL server of its own, which a fault restarts",
     )  # fmt: skip
@@ -192,7 +195,7 @@ def main() -> None:
             deployment, driver, switch, source, shop_db, SHOP_ROLE, (landing or [None])[0], warehouse,
             random.Random(rng.random()),
         )  # fmt: skip
-        faults = schedule(args.minutes, args.seed, kinds_for(args.warehouse))
+        faults = schedule(args.minutes, args.seed, kinds_for(args.warehouse), args.gap)
         operator = Operator(deployment, faults)
         operator.start()
         soak_start = time.time()

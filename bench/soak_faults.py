@@ -45,7 +45,7 @@ from soak_sources import ApiSwitch
 
 CODE_SERVER_UNIT = "dataplatform-code-server"
 MEAN_GAP_S = 12.0
-"""One fault every 12 s on average: 15 in 3 minutes, 150 in 30 (the issue asks for at least 60)."""
+"""One fault every 12 s on average by default (`--gap`): 15 in 3 minutes (every kind once, at least)."""
 AIM_WAIT_S = 90.0
 """How long a fault aimed at work in progress waits for some (a request, a connection, a run)."""
 API_STALL_S = 12.0
@@ -119,11 +119,11 @@ def kinds_for(warehouse: str) -> list[Kind]:
     return KINDS + (WAREHOUSE_KINDS if warehouse == "postgres" else [])
 
 
-def schedule(minutes: float, seed: int, kinds_drawn: list[Kind]) -> list[Fault]:
+def schedule(minutes: float, seed: int, kinds_drawn: list[Kind], gap_s: float = MEAN_GAP_S) -> list[Fault]:
     """Every kind once (in a seeded order), then seeded random kinds, at seeded uniform start times."""
     rng = random.Random(seed)
     span = max(minutes * 60 - QUIET_TAIL_S, 10.0)
-    count = max(len(kinds_drawn), round(minutes * 60 / MEAN_GAP_S))
+    count = max(len(kinds_drawn), round(minutes * 60 / gap_s))
     again = [kind for kind in kinds_drawn if kind.name not in ONCE]
     kinds = rng.sample(kinds_drawn, len(kinds_drawn)) + [
         rng.choice(again) for _ in range(count - len(kinds_drawn))

@@ -202,7 +202,8 @@ def write_report(path: Path, result: dict[str, Any]) -> None:
         "",
         f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by "
         f"`bench/soak.py --minutes {args['minutes']:g} "
-        f"--seed {args['seed']}` (deliveries every {args['interval']:g} s, quiet period at least "
+        f"--seed {args['seed']} --gap {args['gap']:g} --warehouse {args['warehouse']}` (a fault every "
+        f"{args['gap']:g} s on average, deliveries every {args['interval']:g} s, quiet period at least "
         f"{args['quiet']:g} s) on a shared 2-CPU machine. How it works and what it does not do yet: "
         "`bench/README.md`, Chaos soak.",
         "",
