@@ -212,11 +212,11 @@ class Match:
 
 def match(faults: list[Fault], found: list[dict[str, Any]]) -> tuple[list[Match], list[dict[str, Any]]]:
     """Each incident of an asset a fault was aimed at to the latest such fault begun before the incident last
-    changed; any other to a fault that hit something, started before the incident last changed, ended at most
-    `MATCH_WINDOW_S` before it opened, and hit its source (failing that, one of the platform's own
-    processes, which hit every source): the one whose expected escalation category is the incident's if
-    any (an incident opened for one fault may be escalated for another that met its retry), else the
-    latest."""
+    changed; any other to a fault that hit something, started before the incident opened (or before it was
+    escalated with the category the fault expects: an incident opened for one fault may be escalated for
+    another that met its retry), ended at most `MATCH_WINDOW_S` before it opened, and hit its source
+    (failing that, one of the platform's own processes, which hit every source): the one whose expected
+    category is the incident's if any, else the latest."""
     matches = [Match(fault, []) for fault in faults]
     unmatched = []
     for incident in found:
@@ -233,7 +233,10 @@ def match(faults: list[Fault], found: list[dict[str, Any]]) -> tuple[list[Match]
             for m in matches
             if m.fault.hit
             and m.fault.asset is None
-            and m.fault.started_at <= incident["updated_at"]
+            and (
+                m.fault.started_at <= incident["opened_at"]
+                or (m.fault.expected == incident["category"] and m.fault.started_at <= incident["updated_at"])
+            )
             and incident["opened_at"] <= m.fault.ended_at + MATCH_WINDOW_S
         ]
         candidates = [m for m in in_time if m.fault.source == incident["source"]] or [
