@@ -77,7 +77,8 @@ mutation Start($selector: ScheduleSelector!) {
 }
 """
 IN_PROGRESS = {"QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"}
-HEALING_STATUSES = {"open", "healing", "approved"}
+HEALING_STATUSES = {"open", "healing", "running", "proposed", "approved"}
+"""Incidents the quiet period waits for: still being healed, or waiting for the operator's approval."""
 QUIET_MAX_S = 600.0
 SHOP_ROLE, SHOP_PASSWORD = "shop_etl", "soak-etl-password"
 LANDING_FS_BYTES = 256 * 2**20
