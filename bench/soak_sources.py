@@ -29,7 +29,7 @@ import psycopg2
 import psycopg2.extras
 import yaml
 
-from demo_shop.api_server import ProductsApiHandler
+from demo_shop.api_server import ProductsApiHandler, serving
 
 CATALOG_DIR = Path(__file__).resolve().parent.parent / "platform_assets" / "catalog" / "sources"
 EVERY_MINUTE = {"cron": "* * * * *", "timezone": "UTC"}
@@ -144,17 +144,8 @@ def serve_faulty_api(products_json: Path, api_key: str, switch: ApiSwitch) -> It
     )
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
-    thread = threading.Thread(
-        target=server.serve_forever, args=(0.05,), name="soak-products-api", daemon=True
-    )
-    thread.start()
-    try:
-        host, port = server.server_address[:2]
-        yield f"http://{host}:{port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serving(server, "soak-products-api") as url:
+        yield url
 
 
 @contextlib.contextmanager
@@ -220,12 +211,5 @@ def serve_alert_inbox(inbox: AlertInbox) -> Iterator[str]:
     """The webhook the deployment's `PLATFORM_ALERT_WEBHOOK_URL` names, on a free loopback port."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), partial(AlertInboxHandler, inbox=inbox))
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="soak-alert-inbox", daemon=True)
-    thread.start()
-    try:
-        host, port = server.server_address[:2]
-        yield f"http://{host}:{port}/alerts"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serving(server, "soak-alert-inbox") as url:
+        yield f"{url}/alerts"

@@ -104,10 +104,16 @@ def serve_products_api(
 ) -> Iterator[str]:
     """Serve on 127.0.0.1 (`port`, by default a free one) in a daemon thread; yields the base URL, stops
     on exit."""
-    server = build_server(products_json, api_key, page_size=page_size, port=port)
-    thread = threading.Thread(
-        target=server.serve_forever, args=(0.05,), name="demo-products-api", daemon=True
-    )
+    with serving(
+        build_server(products_json, api_key, page_size=page_size, port=port), "demo-products-api"
+    ) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def serving(server: ThreadingHTTPServer, name: str) -> Iterator[str]:
+    """`server` answering in a daemon thread called `name`; yields its base URL, shuts it down on exit."""
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), name=name, daemon=True)
     thread.start()
     try:
         bound_host, bound_port = server.server_address[:2]
