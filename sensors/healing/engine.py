@@ -127,9 +127,8 @@ class Healer:
                 try:
                     self._observe_run(instance, record.dagster_run, now, finished_at)
                 except BaseException:
-                    self.store.release_run(
-                        run_id
-                    )  # the tick fails, its cursor stays: observed again next tick
+                    # The tick fails and its cursor stays: the run is observed again by the next tick.
+                    self.store.release_run(run_id)
                     raise
             runs_after = max(runs_after, record.update_timestamp.timestamp())
         position = cursor.events_position
@@ -504,8 +503,8 @@ def open_breaker_skip(store_path: StateLocation, source: str, meanwhile: str) ->
 
 
 HANDLED_STATUSES = ("open", "healing", "running", "proposed", "approved", "escalated")
-"""An asset's incident in one of these is still the problem of the asset: another failure of the same
-category joins it (`_being_handled`)."""
+"""Incident statuses in which the platform, an approver or a human is still on a failure: another failure
+of the same asset and category joins the incident (`_being_handled`)."""
 SOURCE_HEALTH_CATEGORIES = frozenset({"transient_network", "source_unavailable", "timeout", "rate_limited"})
 """Failures that say the source itself is unwell, the only ones a source's circuit breaker counts: a
 delivery refused for its bad rows or a drifted schema says nothing about the source's health, and opening
@@ -513,7 +512,6 @@ the breaker for it would hold back every delivery of the source, the good ones t
 escalated, not waited out: the breaker would keep the source shut for its cool-down after a human renewed
 the credentials, while the schedule's next run (its failure joining the escalated incident meanwhile)
 catches up at once (both seen in the chaos soak)."""
-"""Incident statuses in which the platform (or an approver) is still acting on a failure."""
 HEALING_PARAMETERS = (BATCH_SCALE, RATE_SCALE, ON_DRIFT)
 """Op config the engine sets afresh for each attempt, never copied from the failed run."""
 
