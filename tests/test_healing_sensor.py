@@ -18,7 +18,7 @@ import requests
 from healing_harness import fast_policy
 from rest_test_server import Recorded, ScriptedServer, json_reply, unused_port
 
-from resources.state.healing_store import HealingStore
+from resources.state.healing_store import HealingStore, Incident
 from sensors.automation.conditions import SOURCE_TAG as AUTOMATION_SOURCE_TAG
 from sensors.healing.engine import ACTION_TAG, INCIDENT_TAG, SOURCE_TAG
 from sensors.healing.policy import HealingPolicy
@@ -32,6 +32,10 @@ class BadRowsError(Exception):
     """Named as staging's own (the classifier matches exception class names)."""
 
 
+class RestRetriesExhaustedError(Exception):
+    """Named as the REST client's own."""
+
+
 @dataclass
 class SensorWorld:
     root: Path
@@ -42,6 +46,11 @@ class SensorWorld:
     @property
     def fault(self) -> Path:
         return self.root / "fault"
+
+    @property
+    def rate_limited(self) -> Path:
+        """While it exists, the extraction fails with the API's 429."""
+        return self.root / "rate_limited"
 
     @property
     def bad_rows(self) -> Path:
@@ -57,9 +66,13 @@ class SensorWorld:
 
         asked = self.root / "asked_since"
 
+        rate_limited = self.rate_limited
+
         @dg.asset(key=RAW, config_schema={"backfill_since": dg.Field(str, is_required=False)})
         def raw(context) -> None:  # unannotated: Dagster cannot resolve a postponed annotation here
             asked.write_text(str(context.op_execution_context.op_config.get("backfill_since")))
+            if rate_limited.exists():
+                raise RestRetriesExhaustedError("GET /things failed: HTTP 429 Too Many Requests")
             if fault.exists():
                 requests.get(
                     f"http://127.0.0.1:{unused_port()}/", timeout=2
@@ -277,6 +290,30 @@ def test_a_failed_run_still_resolves_the_incidents_of_what_it_materialized(world
         RAW.to_user_string(): ("transient_network", "resolved"),
         STAGED.to_user_string(): ("data_quality", "escalated"),
     }
+
+
+def test_an_attempt_failing_another_way_is_decided_on_as_that_failure(world: SensorWorld) -> None:
+    """A crashed run's retry that is rate-limited is slowed down (an action for failed steps), not escalated
+    for want of an action for crashed runs (the chaos soak: a code-server restart, then a 429 storm)."""
+    crash = Incident(
+        incident_id="crash1", dedup_key="run_crash:r1:", opened_at=time.time(), updated_at=time.time(),
+        kind="run_crash", asset_key=RAW.to_user_string(), source="src", run_id="r1",
+        category="interrupted", confidence=0.9, rule_id="run_interrupted_unexpectedly", explanation="why",
+        evidence_json="{}", action="retry_with_backoff", status="running", attempts=1,
+    )  # fmt: skip
+    world.store.add_incident(crash)
+    world.tick()  # the cursor past the runs so far
+    world.rate_limited.touch()
+    assert not world.materialize(tags={INCIDENT_TAG: "crash1", ACTION_TAG: "retry_with_backoff"})
+    world.tick()
+    decided = world.store.incident("crash1")
+    assert decided is not None
+    assert (decided.kind, decided.category, decided.action, decided.status) == (
+        "step_failure",
+        "rate_limited",
+        "slow_down",
+        "healing",
+    )
 
 
 def test_overrides_decay_back_after_healthy_runs(world: SensorWorld) -> None:

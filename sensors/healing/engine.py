@@ -193,13 +193,16 @@ class Healer:
 
     def _attempt_failed(self, incident: Incident, evidence: Evidence, now: float) -> None:
         """The failed attempt is claimed (the incident still running that attempt) before it is learned and
-        decided on: a daemon reading it after its peer did leaves it alone."""
+        decided on: a daemon reading it after its peer did leaves it alone. The incident takes the attempt's
+        failure (kind, diagnosis, evidence): the next decision is about how it fails now, e.g. a crashed run
+        whose retry was then rate-limited is slowed down, not escalated for want of an action for crashes."""
         assert incident.action is not None
         diagnosis = classify(evidence)
         claimed = self.store.claim(
             incident.incident_id,
             {"status": "running", "attempts": incident.attempts},
             status="open",
+            kind=evidence.kind,
             category=diagnosis.category.value,
             confidence=diagnosis.confidence,
             rule_id=diagnosis.rule_id,
