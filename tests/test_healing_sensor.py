@@ -167,6 +167,24 @@ def test_a_failed_run_is_retried_after_backoff_resolved_and_alerted(
     assert "secret-token-123" not in json.dumps(webhook)
 
 
+def test_a_retry_meeting_the_same_outage_again_is_not_learned_as_retrying_failing(world: SensorWorld) -> None:
+    """The outage outlasts the first retry: the attempt counts, but the policy does not learn that retrying
+    fails (a long outage had taught it to wait for a human's approval on every later blip)."""
+    world.fault.touch()
+    assert not world.materialize()
+    (first,) = world.tick() or world.tick()
+    assert not world.run(first), "still down"
+    retried = world.tick() + world.tick() + world.tick()
+    assert world.store.outcome_counts("transient_network") == {}
+    world.fault.unlink()
+    (second,) = retried or world.tick() + world.tick()
+    assert world.run(second)
+    world.tick()
+    (incident,) = world.store.incidents()
+    assert (incident.status, incident.attempts, incident.decision) == ("resolved", 2, "auto")
+    assert world.store.outcome_counts("transient_network") == {"retry_with_backoff": (1, 0)}
+
+
 def test_a_retry_asks_again_for_what_the_failed_run_was_asked_to_read(world: SensorWorld) -> None:
     """A failed backfill is retried as the same backfill, not as a regular run (which would read from the
     watermark on, not the range)."""
@@ -308,6 +326,7 @@ def test_an_attempt_failing_another_way_is_decided_on_as_that_failure(world: Sen
     world.tick()
     decided = world.store.incident("crash1")
     assert decided is not None
+    assert world.store.outcome_counts("interrupted") == {"retry_with_backoff": (0, 1)}, "failed another way"
     assert (decided.kind, decided.category, decided.action, decided.status) == (
         "step_failure",
         "rate_limited",

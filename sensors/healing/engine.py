@@ -195,7 +195,12 @@ class Healer:
         """The failed attempt is claimed (the incident still running that attempt) before it is learned and
         decided on: a daemon reading it after its peer did leaves it alone. The incident takes the attempt's
         failure (kind, diagnosis, evidence): the next decision is about how it fails now, e.g. a crashed run
-        whose retry was then rate-limited is slowed down, not escalated for want of an action for crashes."""
+        whose retry was then rate-limited is slowed down, not escalated for want of an action for crashes.
+
+        A retry that meets the same failure again is not learned as the retry failing: it says the outage
+        lasts, not that retrying is the wrong action. Counted, a long outage taught the policy to stop
+        trusting retries, and every later blip waited for a human's approval (the 30-minute chaos soak).
+        The attempt still counts towards `max_attempts`."""
         assert incident.action is not None
         diagnosis = classify(evidence)
         claimed = self.store.claim(
@@ -212,7 +217,8 @@ class Healer:
         )
         if not claimed:
             return
-        self.store.record_outcome(incident.incident_id, incident.category, incident.action, False, now)
+        if not (incident.action == WAIT_ACTION and diagnosis.category.value == incident.category):
+            self.store.record_outcome(incident.incident_id, incident.category, incident.action, False, now)
         refreshed = self.store.incident(incident.incident_id)
         assert refreshed is not None
         self._decide(refreshed, now)
@@ -515,6 +521,8 @@ the breaker for it would hold back every delivery of the source, the good ones t
 escalated, not waited out: the breaker would keep the source shut for its cool-down after a human renewed
 the credentials, while the schedule's next run (its failure joining the escalated incident meanwhile)
 catches up at once (both seen in the chaos soak)."""
+WAIT_ACTION = "retry_with_backoff"
+"""The action that only waits for the cause to pass (`_attempt_failed`)."""
 HEALING_PARAMETERS = (BATCH_SCALE, RATE_SCALE, ON_DRIFT)
 """Op config the engine sets afresh for each attempt, never copied from the failed run."""
 
