@@ -137,3 +137,11 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
 
         terminalreporter.write_sep("=", "healing scoreboard (fault-injection scenarios)")
         terminalreporter.write_line(render_scoreboard(rows))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files with `slow` tests first, each file's tests together and in their order: with `--dist loadfile`
+    each file goes to the first free worker in collection order, so the long ones (the chaos soak, the
+    Celery workers) start at once beside the short ones, instead of last, setting the run's length alone."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow") is not None}
+    items.sort(key=lambda item: item.path not in slow_files)

@@ -101,6 +101,7 @@ from platform_assets.staging.schema_evolution import (
     evolved_entity,
     staged_columns_from_metadata,
     staging_metadata,
+    with_kept_evolutions,
 )
 from platform_assets.staging.schema_registry import (
     SchemaVersion,
@@ -765,10 +766,9 @@ def _schema_decision(
     policy: what to stage (`_enforce` refuses a `fail`). An incremental run adds its files to the table, so
     it delivers the last staged version merged with its new files' schema (the version itself when there
     is no new file): what a full run over every file would find. Without `parse_text`, text columns are
-    taken to parse as expected. The entity is taken as last staged (`_as_last_staged`): a column an
-    evolution widened or added, approved by a human or by `on_drift: evolve`, stays so, and the next delivery
-    of that type is no drift to approve again."""
-    entity = _as_last_staged(_latest_metadata(context) or {}, item).entity
+    taken to parse as expected. A declared column an evolution widened or relaxed stays so
+    (`with_kept_evolutions`): the next delivery of that type is no drift to approve again."""
+    entity = with_kept_evolutions(item.entity, _latest_metadata(context) or {})
     previous = previous_version(context.instance, context.asset_key)
     declared = {name: column.type for name, column in entity.columns.items()}
     delivered = delivered_schema(

@@ -172,6 +172,24 @@ def evolved_entity(
     return entity.model_copy(update={"columns": columns})
 
 
+def with_kept_evolutions(entity: Entity, metadata: Mapping[str, object]) -> Entity:
+    """`entity` with what evolutions made of its declared columns kept (`metadata`: the last staging run's):
+    a declared column staged wider (an approved `evolve_schema`, or `on_drift: evolve`) keeps the wider
+    type, and one relaxed stays nullable, so the next delivery of that type is no drift to approve again.
+    Everything else is as declared: a column declared since, or no longer declared, still changes the
+    staging."""
+    staged = staged_columns_from_metadata(metadata)
+    if staged is None:
+        return entity
+    columns, relaxed = staged
+    kept: dict[str, ColumnType] = {name: column.type for name, column in entity.columns.items()}
+    for name, declared in list(kept.items()):
+        wider = columns.get(name)
+        if wider is not None and wider != declared and widens_to(declared, wider):
+            kept[name] = wider
+    return evolved_entity(entity, kept, [name for name in relaxed if name in kept])
+
+
 def dropped_columns_from_metadata(metadata: Mapping[str, object]) -> list[str]:
     """The columns a materialization recorded as delivered and dropped (`DriftDecision.dropped_columns`)."""
     value = metadata.get(DROPPED_METADATA)
