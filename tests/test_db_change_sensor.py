@@ -89,6 +89,28 @@ def test_runs_when_the_cursor_column_advances(probe: Probe, instance: dg.Dagster
     assert second.run_key == "crm.customers:2026-01-02 08:00:00"
 
 
+def test_a_change_joins_the_entitys_run_waiting_in_the_queue(
+    probe: Probe, instance: dg.DagsterInstance
+) -> None:
+    """The waiting run extracts from the watermark when it starts, so it takes the change too; the cursor
+    moves on, and once that run has started a later change launches a run again."""
+    probe.insert(1, "2026-01-01 10:00:00")
+    [first] = probe.tick(instance)
+    queued = instance.add_run(
+        dg.DagsterRun(job_name="ingestion", status=dg.DagsterRunStatus.NOT_STARTED, tags=first.tags)
+    )
+    probe.insert(2, "2026-01-01 11:00:00")
+    assert probe.tick(instance) == [], "joins the queued run"
+    instance.handle_run_event(
+        queued.run_id,
+        dg.DagsterEvent(dg.DagsterEventType.RUN_START.value, job_name="ingestion"),
+    )
+    assert probe.tick(instance) == [], "the change it joined launches nothing later"
+    probe.insert(3, "2026-01-01 12:00:00")
+    [again] = probe.tick(instance)
+    assert again.run_key == "crm.customers:2026-01-01 12:00:00"
+
+
 def test_breaker_open_probes_nothing(probe: Probe, instance: dg.DagsterInstance) -> None:
     probe.insert(1, "2026-01-01 10:00:00")
     HealingStore(probe.store).save_breaker(Breaker("crm", "open", 3, time.time()))

@@ -9,6 +9,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from resources.files.readiness import Readiness
 from resources.files.store import FileStore
 from resources.state.healing_store import Breaker, HealingStore
 from sensors.automation.conditions import SOURCE_TAG, TRIGGER_TAG
@@ -36,7 +37,7 @@ def other_raw() -> None: ...
 
 
 class Deliveries:
-    def __init__(self, root: Path, store: Path) -> None:
+    def __init__(self, root: Path, store: Path, *, stable_after_seconds: float = 0) -> None:
         self.root = root
         self.store = store
         self.sensor = build_delivery_sensor(
@@ -44,7 +45,12 @@ class Deliveries:
             source="drops",
             root=str(root),
             entities=[
-                WatchedEntity("orders", "orders/*.csv", dg.AssetSelection.assets(RAW).downstream()),
+                WatchedEntity(
+                    "orders",
+                    "orders/*.csv",
+                    dg.AssetSelection.assets(RAW).downstream(),
+                    Readiness(stable_after_seconds=stable_after_seconds),
+                ),
                 WatchedEntity("refunds", "refunds/*.csv", dg.AssetSelection.assets(OTHER_RAW).downstream()),
             ],
             job=SHARED_JOB,
@@ -98,6 +104,50 @@ def test_new_files_start_one_run_per_entity_and_batch(
     deliveries.deliver("orders/2026-01-03.csv", "id\n1\n2\n")  # re-delivered with new content
     [rewritten] = deliveries.tick(instance)
     assert rewritten.asset_selection == [RAW, STAGED]
+
+
+def test_new_files_join_the_entitys_run_waiting_in_the_queue(
+    deliveries: Deliveries, instance: dg.DagsterInstance
+) -> None:
+    """The waiting run lands every new file when it starts (the raw asset's ledger), so files delivered
+    meanwhile queue no run of their own; another entity's files, or files after that run started, do."""
+    deliveries.deliver("orders/2026-01-01.csv")
+    [first] = deliveries.tick(instance)
+    queued = instance.add_run(
+        dg.DagsterRun(job_name="ingestion", status=dg.DagsterRunStatus.NOT_STARTED, tags=first.tags)
+    )
+    deliveries.deliver("orders/2026-01-02.csv")
+    deliveries.deliver("refunds/2026-01-02.csv")
+    [refunds] = deliveries.tick(instance)
+    assert refunds.asset_selection == [OTHER_RAW]
+    instance.handle_run_event(
+        queued.run_id, dg.DagsterEvent(dg.DagsterEventType.RUN_START.value, job_name="ingestion")
+    )
+    assert deliveries.tick(instance) == [], "the joined files count as seen"
+    deliveries.deliver("orders/2026-01-03.csv")
+    [later] = deliveries.tick(instance)
+    assert later.asset_selection == [RAW, STAGED]
+
+
+def test_an_entity_waiting_for_stable_files_joins_no_queued_run(
+    tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """Its run is told when each file was first listed: a file it was not told of would not be landed."""
+    deliveries = Deliveries(
+        tmp_path / "files", tmp_path / "ops" / "healing.sqlite", stable_after_seconds=0.01
+    )
+    deliveries.deliver("orders/2026-01-01.csv")
+    deliveries.tick(instance)
+    time.sleep(0.05)
+    [first] = deliveries.tick(instance)
+    instance.add_run(
+        dg.DagsterRun(job_name="ingestion", status=dg.DagsterRunStatus.NOT_STARTED, tags=first.tags)
+    )
+    deliveries.deliver("orders/2026-01-02.csv")
+    deliveries.tick(instance)
+    time.sleep(0.05)
+    [second] = deliveries.tick(instance)
+    assert second.run_key != first.run_key
 
 
 def test_breaker_open_holds_new_files_back(deliveries: Deliveries, instance: dg.DagsterInstance) -> None:

@@ -46,6 +46,8 @@ TRIGGER_TAG = "platform/trigger"
 SOURCE_TAG = "platform/source"
 """Run tag naming the source a run ingests (schedules, delivery and change sensors): `dagster.yaml`
 limits each source to one run at a time."""
+ENTITY_TAG = "platform/entity"
+"""Run tag naming the entity of the source a delivery or change sensor's run ingests."""
 AUTOMATION_TRIGGER = "automation"
 AUTOMATION_RUN_LIMIT = 2
 """Concurrent runs launched by automation sensors (the limit itself is in `dagster.yaml`)."""

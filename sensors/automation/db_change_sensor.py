@@ -5,8 +5,10 @@ the source's own connection (`resources.databases.engine.DatabaseEngine`: a read
 the statement timeout capped at `PROBE_TIMEOUT_SECONDS` so that a slow probe never holds the database for
 the extraction's ten minutes). When the maximum is past the one in the sensor's cursor (or the cursor has
 none yet), the entity gets one run of its raw asset and what is downstream; `run_key` is the entity and
-the new maximum, so the same change never launches twice. Only tables with `incremental` are probed: a
-full extraction has no cursor column, and a custom `query` cannot be probed without running it.
+the new maximum, so the same change never launches twice, and a change while the entity's previous run
+still waits in the queue launches nothing: that run extracts it (`waiting_runs.py`). Only tables with
+`incremental` are probed: a full extraction has no cursor column, and a custom `query` cannot be probed
+without running it.
 
 While the source's circuit breaker is open nothing is queried (the database is what is failing) and the
 cursor stays, so the change is picked up once the breaker closes. A database error skips the tick with the
@@ -30,8 +32,9 @@ from resources.databases.engine import DatabaseEngine
 from resources.databases.errors import DatabaseSourceError
 from resources.secrets import MissingSecretError
 from resources.state.database import StateLocation
-from sensors.automation.conditions import SOURCE_TAG, TRIGGER_TAG
+from sensors.automation.conditions import ENTITY_TAG, SOURCE_TAG, TRIGGER_TAG
 from sensors.automation.targets import SharedJob, selected_keys
+from sensors.automation.waiting_runs import waiting_run
 from sensors.healing.engine import open_breaker_skip
 
 CHANGE_TRIGGER = "change"
@@ -138,12 +141,17 @@ def build_db_change_sensor(
                 continue
             assert current is not None
             cursor[probed.entity] = list(current)
-            context.log.info(f"{source}.{probed.entity}: max({probed.cursor_column}) is now {current[1]}")
+            change = f"{source}.{probed.entity}: max({probed.cursor_column}) is now {current[1]}"
+            tags = {SOURCE_TAG: source, TRIGGER_TAG: CHANGE_TRIGGER, ENTITY_TAG: probed.entity}
+            if (queued := waiting_run(context.instance, tags)) is not None:
+                context.log.info(f"{change}: run {queued}, waiting in the queue, extracts it when it starts")
+                continue
+            context.log.info(change)
             requests.append(
                 dg.RunRequest(
                     run_key=f"{source}.{probed.entity}:{current[1]}",
                     asset_selection=selected_keys(context.repository_def, probed.target, f"sensor {name}"),
-                    tags={SOURCE_TAG: source, TRIGGER_TAG: CHANGE_TRIGGER, "platform/entity": probed.entity},
+                    tags=tags,
                 )
             )
         dumped = json.dumps(cursor, sort_keys=True)

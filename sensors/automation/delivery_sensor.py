@@ -7,7 +7,8 @@ its raw asset and what is downstream of it (a subset of the shared job, `sensors
 the run's `run_key` is a hash of that batch, so a tick evaluated twice (a daemon restart before the cursor
 was stored) cannot launch it twice. What a run lands is decided by the raw asset's own processed-file
 ledger, not by this sensor: a batch that arrives while the previous run is still going is landed by the
-next run, never twice.
+next run, never twice, and a batch that arrives while the entity's previous run still waits in the queue
+launches nothing: that run lands it (`_joinable_run`).
 
 A file that is not ready yet (`resources/files/readiness.py`: still changing within the entity's
 `stable_after_seconds`, or without its `ready_marker`) starts no run and is not counted as seen, so a later
@@ -33,8 +34,9 @@ import dagster as dg
 from resources.files.readiness import Observations, Readiness, is_marker, sort_by_readiness
 from resources.files.store import FileFingerprint, FileStore, FileStoreError
 from resources.state.database import StateLocation
-from sensors.automation.conditions import SOURCE_TAG, TRIGGER_TAG
+from sensors.automation.conditions import ENTITY_TAG, SOURCE_TAG, TRIGGER_TAG
 from sensors.automation.targets import SharedJob, selected_keys
+from sensors.automation.waiting_runs import waiting_run
 from sensors.healing.engine import open_breaker_skip
 
 DELIVERY_TRIGGER = "delivery"
@@ -133,13 +135,21 @@ def build_delivery_sensor(
             if not ready.ready:
                 continue
             keys = sorted(file.ledger_key() for file in ready.ready)
-            context.log.info(f"{source}.{entity.name}: {len(keys)} new file(s), e.g. {keys[0].split('|')[0]}")
+            example = keys[0].split("|")[0]
+            tags = {SOURCE_TAG: source, TRIGGER_TAG: DELIVERY_TRIGGER, ENTITY_TAG: entity.name}
+            if (queued := _joinable_run(context.instance, entity, tags)) is not None:
+                context.log.info(
+                    f"{source}.{entity.name}: {len(keys)} new file(s), e.g. {example}, join run {queued} "
+                    f"waiting in the queue: it lands every new file when it starts"
+                )
+                continue
+            context.log.info(f"{source}.{entity.name}: {len(keys)} new file(s), e.g. {example}")
             requests.append(
                 dg.RunRequest(
                     run_key=batch_run_key(source, entity.name, keys),
                     asset_selection=selected_keys(context.repository_def, entity.target, f"sensor {name}"),
                     run_config=_observed_config(entity, ready.ready, cursor.observed.get(entity.name, {})),
-                    tags={SOURCE_TAG: source, TRIGGER_TAG: DELIVERY_TRIGGER, "platform/entity": entity.name},
+                    tags=tags,
                 )
             )
         stored = DeliveryCursor(seen, observed).dumps()
@@ -148,6 +158,15 @@ def build_delivery_sensor(
         return dg.SensorResult(run_requests=requests, cursor=stored)
 
     return delivery_sensor
+
+
+def _joinable_run(instance: dg.DagsterInstance, entity: WatchedEntity, tags: dict[str, str]) -> str | None:
+    """The entity's delivery run waiting in the queue that new files join (`waiting_runs.py`). None for an
+    entity that waits for files to be stable: its run is told when this sensor first listed each file
+    (`_observed_config`), and a file it was not told of would be watched afresh rather than landed."""
+    if entity.readiness.stable_after_seconds > 0:
+        return None
+    return waiting_run(instance, tags)
 
 
 def _observed_config(
