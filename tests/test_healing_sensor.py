@@ -275,15 +275,19 @@ def test_a_refused_delivery_leaves_the_breaker_closed_and_its_repeats_join_the_e
     """Bad rows say nothing about the source's health: its breaker stays closed, so its good deliveries
     keep flowing; and each run refusing the same bad delivery is the one escalated incident, alerted once
     (the chaos soak saw the breaker hold a file source's deliveries for ten minutes and an escalation per
-    run)."""
+    run). The escalated incident shows the latest repeat (its run, its time): the human sees it still fails
+    after what they repaired."""
     world.policy = fast_policy(circuit_breaker={"failures_to_open": 2, "cooldown_seconds": 600})
     world.bad_rows.touch()
+    seen = []
     for _ in range(3):
         assert not world.materialize()
         assert world.tick() == []
+        seen += [(i.run_id, i.updated_at) for i in world.store.incidents()]
     assert world.store.breaker("src").state == "closed"
     (incident,) = world.store.incidents()
     assert (incident.category, incident.status) == ("data_quality", "escalated")
+    assert len(set(seen)) == 3 and seen[-1] == (incident.run_id, incident.updated_at), seen
     escalations = [alert for alert in webhook if alert.get("kind") == "escalation"]
     assert len(escalations) == 1, webhook
 

@@ -258,7 +258,9 @@ class Healer:
         those minutes in its time to recover. Its deadline counts from now: the escalation deadline is the
         time the platform gets to heal, which starts when it learns of the failure."""
         diagnosis = classify(evidence)
-        if self._being_handled(evidence.asset_key, diagnosis.category.value):
+        if (handling := self._being_handled(evidence.asset_key, diagnosis.category.value)) is not None:
+            if handling.status == "escalated":
+                self._failed_again(handling, evidence, now)
             return
         incident = Incident(
             incident_id=self.store.new_incident_id(),
@@ -279,16 +281,33 @@ class Healer:
         if self.store.add_incident(incident):
             self._decide(incident, now)
 
-    def _being_handled(self, asset_key: str | None, category: str) -> bool:
-        """Whether the asset already has an incident of this category that is not resolved (being healed,
-        waiting for approval, escalated to a human): another run failing the same way (a schedule's, a
-        sensor's) is the same incident, not a second one with retries and alerts of its own. A resolved
-        incident is over: a failure after it opens a new one."""
+    def _being_handled(self, asset_key: str | None, category: str) -> Incident | None:
+        """The asset's incident of this category that is not resolved (being healed, waiting for approval,
+        escalated to a human), if any: another run failing the same way (a schedule's, a sensor's) is the
+        same incident, not a second one with retries and alerts of its own. A resolved incident is over: a
+        failure after it opens a new one."""
         if asset_key is None:
-            return False
-        return any(
-            incident.asset_key == asset_key and incident.category == category
-            for incident in self.store.incidents(statuses=HANDLED_STATUSES)
+            return None
+        return next(
+            (
+                incident
+                for incident in self.store.incidents(statuses=HANDLED_STATUSES)
+                if incident.asset_key == asset_key and incident.category == category
+            ),
+            None,
+        )
+
+    def _failed_again(self, escalated: Incident, evidence: Evidence, now: float) -> None:
+        """An escalated incident takes the latest failure joining it (its run, evidence, `updated_at`): the
+        human working on it sees that it still fails, and how, after what they already repaired. Kept
+        as it was, a second login expiry after the first was renewed looked like the old, handled one
+        for 20 minutes (the chaos soak)."""
+        self.store.claim(
+            escalated.incident_id,
+            {"status": "escalated"},
+            run_id=evidence.run_id,
+            evidence_json=json.dumps(evidence.as_dict(), default=str),
+            updated_at=now,
         )
 
     def _decide(self, incident: Incident, now: float) -> None:
