@@ -18,9 +18,9 @@ import requests
 from healing_harness import fast_policy
 from rest_test_server import Recorded, ScriptedServer, json_reply, unused_port
 
-from resources.state.healing_store import HealingStore, Incident
+from resources.state.healing_store import Breaker, HealingStore, Incident
 from sensors.automation.conditions import SOURCE_TAG as AUTOMATION_SOURCE_TAG
-from sensors.healing.engine import ACTION_TAG, INCIDENT_TAG, SOURCE_TAG
+from sensors.healing.engine import ACTION_TAG, INCIDENT_TAG, SOURCE_TAG, open_breaker_skip
 from sensors.healing.policy import HealingPolicy
 from sensors.healing.sensor import APPROVAL_JOB_NAME, build_approval_job, build_healing_sensor
 
@@ -267,6 +267,37 @@ def test_the_breaker_opens_after_consecutive_failures_and_half_opens_after_the_c
     world.tick()
     assert world.store.breaker("src").state == "closed"
     assert world.store.incidents()[0].status == "resolved"
+
+
+def test_an_escalated_sources_breaker_half_opens_for_its_schedule_after_the_cool_down(
+    world: SensorWorld,
+) -> None:
+    """With the incident escalated no healing attempt probes the source; its next scheduled run does once
+    the cool-down has passed (the chaos soak: the REST source never ran again after an escalated 429 storm,
+    its schedule skipping behind a breaker left open)."""
+    world.policy = fast_policy(circuit_breaker={"failures_to_open": 3, "cooldown_seconds": 1.0})
+    escalated = Incident(
+        incident_id="storm1", dedup_key="step_failure:r1:raw", opened_at=time.time(), updated_at=time.time(),
+        kind="step_failure", asset_key=RAW.to_user_string(), source="src", run_id="r1",
+        category="source_unavailable", confidence=0.9, rule_id="http_5xx", explanation="why",
+        evidence_json="{}", action="escalate", status="escalated",
+    )  # fmt: skip
+    world.store.add_incident(escalated)
+    world.store.save_breaker(Breaker("src", "open", 3, time.time()))
+    assert world.tick() == []
+    assert open_breaker_skip(world.root / "ops" / "healing.sqlite", "src", "waits") is not None, (
+        "cooling down"
+    )
+    time.sleep(1.0)
+    assert world.tick() == [], "nothing for the engine to retry"
+    assert world.store.breaker("src").state == "half_open"
+    assert open_breaker_skip(world.root / "ops" / "healing.sqlite", "src", "waits") is None, (
+        "the schedule may run"
+    )
+    assert world.materialize()
+    world.tick()
+    assert world.store.breaker("src").state == "closed"
+    assert world.store.incident("storm1").status == "resolved"
 
 
 def test_a_refused_delivery_leaves_the_breaker_closed_and_its_repeats_join_the_escalation(

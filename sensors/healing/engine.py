@@ -140,6 +140,7 @@ class Healer:
                 self._observe_quality_event(event, now)
         self._escalate_overdue(now)
         requests = self._due_requests(now)
+        self._half_open_cooled_breakers(now)
         return requests, HealingCursor(runs_after, position)
 
     # 1. Runs
@@ -520,6 +521,17 @@ class Healer:
             self.store.save_breaker(Breaker(source, "half_open", breaker.consecutive_failures, now))
             return True
         return False
+
+    def _half_open_cooled_breakers(self, now: float) -> None:
+        """An open breaker whose cool-down has passed, and that no healing attempt took as its probe this
+        tick, goes half-open: the source's next scheduled or sensed run is the probe. Left open, a source
+        whose incident was escalated (no healing attempt to probe with) was shut for good: its schedule and
+        sensors skip while the breaker is open, so nothing ever tried again (the chaos soak: a 429 storm
+        escalated at 5 minutes, the REST source then never extracted for the remaining 35)."""
+        cooldown = self.policy.circuit_breaker.cooldown_seconds
+        for breaker in self.store.breakers():
+            if breaker.state == "open" and now - breaker.changed_at >= cooldown:
+                self.store.save_breaker(replace(breaker, state="half_open", changed_at=now))
 
 
 def open_breaker_skip(store_path: StateLocation, source: str, meanwhile: str) -> dg.SkipReason | None:
