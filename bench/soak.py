@@ -48,6 +48,7 @@ from soak_measure import (  # noqa: E402
     match,
     metrics_text,
     postgres_rows,
+    postmortem,
     runs_by_status,
 )
 from soak_operator import Operator  # noqa: E402
@@ -126,6 +127,13 @@ def compare_warehouse(
     reader = postgres_rows(warehouse.dsn("warehouse")) if warehouse else duckdb_rows(deployment.warehouse)
     with reader as rows:
         return compare(rows, driver, shop_dsn)
+
+
+def _plain(value: object) -> object:
+    """JSON for a fault (a dataclass with a repair callable) and anything else not JSON already."""
+    if hasattr(value, "__dataclass_fields__"):
+        return {k: v for k, v in vars(value).items() if not callable(v)}
+    return str(value)
 
 
 def main() -> None:
@@ -246,7 +254,9 @@ def main() -> None:
         score = scores(result)
         summary = {"phases": phases, "runs": result["runs"], "scores": asdict(score), "met": score.met}
         (out.with_suffix(".json")).write_text(json.dumps(summary, indent=1))
-        print(f"report: {out}; unit logs kept in {tmp}")
+        kept = tmp / "postmortem.json"
+        kept.write_text(json.dumps({**postmortem(deployment), "faults": faults}, indent=1, default=_plain))
+        print(f"report: {out}; unit logs and the runs, step failures and ledger ({kept.name}) kept in {tmp}")
 
 
 if __name__ == "__main__":

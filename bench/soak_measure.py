@@ -260,6 +260,38 @@ def runs_by_status(deployment: Deployment) -> dict[str, int]:
     return counts
 
 
+RUNS_FOR_POSTMORTEM = """
+{ runsOrError { ... on Runs { results { runId status startTime endTime tags { key value }
+  assetSelection { path } } } } }
+"""
+
+
+def postmortem(deployment: Deployment) -> dict[str, Any]:
+    """What a post-mortem of the soak needs after the instance is gone: every run (status, times, tags,
+    selection), every step failure's message (from the event log) and the whole healing ledger."""
+    runs = deployment.server.graphql(RUNS_FOR_POSTMORTEM)["runsOrError"]["results"]
+    with closing(psycopg2.connect(instance_dsn(deployment))) as pg, pg.cursor() as cursor:
+        cursor.execute(
+            "SELECT run_id, step_key, timestamp, event FROM event_logs "
+            "WHERE dagster_event_type IN ('STEP_FAILURE', 'RUN_FAILURE') ORDER BY id"
+        )
+        failures = [
+            {"run_id": run_id, "step_key": step_key, "at": str(at), "message": _failure_message(event)}
+            for run_id, step_key, at, event in cursor.fetchall()
+        ]
+    for run in runs:
+        run["tags"] = {tag["key"]: tag["value"] for tag in run["tags"]}
+        run["assetSelection"] = ["/".join(key["path"]) for key in run["assetSelection"] or []]
+    return {"runs": runs, "failures": failures, "incidents": incidents(deployment)}
+
+
+def _failure_message(event_json: str) -> str:
+    """The error message of a STEP_FAILURE or RUN_FAILURE event record, cut to 600 characters."""
+    specific = (json.loads(event_json).get("dagster_event") or {}).get("event_specific_data") or {}
+    error = specific.get("error") or {}
+    return str(error.get("message") or specific.get("failure_reason") or "")[:600]
+
+
 def metrics_text(deployment: Deployment) -> str:
     response = requests.get(f"http://127.0.0.1:{deployment.ports['metrics']}/metrics", timeout=30)
     response.raise_for_status()
