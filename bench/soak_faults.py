@@ -437,8 +437,10 @@ class Injector:
 
 
 def run_workers(deployment: Deployment) -> list[int]:
-    """The processes of the code server's group that execute runs (`dagster api execute_run`); none while
-    the code server restarts."""
+    """The processes of the code server's group that execute runs; none while the code server restarts.
+    The code server starts each run in a `multiprocessing` spawn child (`spawn_main`, not `dagster api
+    execute_run`, which the first version looked for and so never killed a step: 0 of 5 in the 30-minute
+    soak); its resource tracker is no run."""
     try:
         group = os.getpgid(deployment.server.processes[CODE_SERVER_UNIT].pid)
     except ProcessLookupError:
@@ -453,7 +455,7 @@ def run_workers(deployment: Deployment) -> list[int]:
             command = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
         except (OSError, ProcessLookupError):
             continue
-        if b"execute_run" in command or b"execute_step" in command:
+        if any(marker in command for marker in (b"spawn_main", b"execute_run", b"execute_step")):
             found.append(int(entry.name))
     return found
 
