@@ -58,6 +58,11 @@ class SensorWorld:
         return self.root / "bad_rows"
 
     @property
+    def volume_spike(self) -> Path:
+        """While it exists, the staged asset's blocking volume check fails (volume anomaly, escalated)."""
+        return self.root / "volume_spike"
+
+    @property
     def store(self) -> HealingStore:
         return HealingStore(self.root / "ops" / "healing.sqlite")
 
@@ -85,9 +90,16 @@ class SensorWorld:
             if bad_rows.exists():
                 raise BadRowsError("src.thing: 3 of 3 rows break error-severity rules")
 
+        volume_spike = self.volume_spike
+
+        @dg.asset_check(asset=STAGED, name="volume_anomaly", blocking=True)
+        def volume_anomaly() -> dg.AssetCheckResult:
+            return dg.AssetCheckResult(passed=not volume_spike.exists(), metadata={"rows": 3000})
+
         store = self.root / "ops" / "healing.sqlite"
         return dg.Definitions(
             assets=[raw, staged],
+            asset_checks=[volume_anomaly],
             sensors=[
                 build_healing_sensor(store, self.root / "ops" / "quality_events.jsonl", policy=self.policy)
             ],
@@ -323,6 +335,28 @@ def test_a_refused_delivery_leaves_the_breaker_closed_and_its_repeats_join_the_e
     assert len(escalations) == 1, webhook
 
     world.bad_rows.unlink()  # the human's corrected delivery
+    assert world.materialize()
+    world.tick()
+    assert [i.status for i in world.store.incidents()] == ["resolved"]
+
+
+def test_each_run_failing_a_blocking_check_joins_the_one_escalated_incident(
+    world: SensorWorld, webhook: list[dict]
+) -> None:
+    """The asset is materialized before its blocking check fails the run: that materialization must not
+    resolve the incident the check's failure keeps open, or every repeat is a new incident and alert."""
+    world.volume_spike.touch()
+    for _ in range(3):
+        assert not world.materialize()
+        world.tick()
+    (incident,) = world.store.incidents()
+    assert (incident.asset_key, incident.category, incident.status) == (
+        STAGED.to_user_string(),
+        "volume_anomaly",
+        "escalated",
+    )
+    assert len([alert for alert in webhook if alert.get("kind") == "escalation"]) == 1, webhook
+    world.volume_spike.unlink()
     assert world.materialize()
     world.tick()
     assert [i.status for i in world.store.incidents()] == ["resolved"]

@@ -5,7 +5,8 @@ it directly between real materializations.
 A tick:
 1. **Runs** that finished since the cursor: every failed step (or the run itself, when it crashed without
    a failed step) becomes evidence, classified and recorded as an incident (once: the step is the dedup
-   key), opened at the failure event's own time. A step whose process was killed carries no error text;
+   key), opened at the failure event's own time; a step failed by a blocking check is that check's
+   failure (its asset, name and metadata). A step whose process was killed carries no error text;
    the executor's engine event about it does, and is read into the evidence. A failed run that was itself
    a healing attempt (`healing/incident_id` tag) updates its incident instead: the attempt's outcome is
    recorded (what the policy learns from) and the next decision is taken. A failure that says the source
@@ -20,6 +21,9 @@ A tick:
    approved (`apply_healing_action`), become run requests (failed assets and what is downstream, or the
    chain feeding a stale asset), with the action's run config, unless their source's breaker is open.
 4. **Overdue**: incidents open past their deadline are escalated.
+5. **Breakers**: an open breaker whose cool-down has passed goes half-open (if no attempt of step 3 took
+   it already): from then on the source's runs may try again, the first failure opens it again and the
+   first success closes it.
 
 Every decision, attempt and outcome is written to the ledger (`resources/state/healing_store.py`) and alerted
 through `alert` (routing, grouping and channels live in `sensors/alerting/routing.py`).
@@ -40,7 +44,14 @@ import dagster as dg
 from resources.state.database import StateLocation
 from resources.state.healing_store import Breaker, HealingStore, Incident
 from resources.state.quality_events import EventsPosition, QualityEvent, QualityEventLog
-from sensors.healing.classifier import ErrorLink, Evidence, classify, evidence_from_error
+from sensors.healing.classifier import (
+    Diagnosis,
+    ErrorLink,
+    Evidence,
+    classify,
+    evidence_from_check,
+    evidence_from_error,
+)
 from sensors.healing.graph import HealingGraph
 from sensors.healing.policy import Decision, HealingPolicy
 
@@ -59,6 +70,9 @@ asset), `rate_scale` of the source's requests per second (per source)."""
 MIN_SCALE = 1 / 64
 RERUN_ACTIONS = {"retry_with_backoff", "shrink_batch", "slow_down", "refresh_credentials"}
 OPEN_STATUSES = ("open", "healing", "running", "proposed", "approved", "escalated")
+"""Incident statuses in which the platform, an approver or a human is still on a failure: another failure
+of the same asset and category joins the incident (`_being_handled`), and a run materializing the asset
+resolves it (`_resolve_materialized`)."""
 
 
 @dataclass(frozen=True)
@@ -155,9 +169,9 @@ class Healer:
                 self._resolve(attempt_of, now, finished_at, f"healed by run {run.run_id}", learn=True)
             self._healthy(instance, run, now, finished_at)
             return
-        self._resolve_materialized(instance, run, now, finished_at)
         repeated = _repeated_op_config(run)
         evidence = [replace(item, op_config=repeated) for item in _run_evidence(instance, run, self.graph)]
+        self._resolve_materialized(instance, run, now, finished_at, failing={e.asset_key for e in evidence})
         unhealthy = [e for e in evidence if classify(e).category.value in SOURCE_HEALTH_CATEGORIES]
         for source in {self.graph.source_of(e.asset_key) for e in unhealthy} - {None}:
             self._breaker_failure(str(source), now)
@@ -180,15 +194,24 @@ class Healer:
             self._decay_overrides(scope)
 
     def _resolve_materialized(
-        self, instance: dg.DagsterInstance, run: dg.DagsterRun, now: float, finished_at: float
+        self,
+        instance: dg.DagsterInstance,
+        run: dg.DagsterRun,
+        now: float,
+        finished_at: float,
+        failing: set[str | None] | None = None,
     ) -> set[str]:
         """Resolves the incidents of the assets `run` materialized (another incident's attempt aside), and
         returns those assets. A run that failed further down still repaired what it materialized: an
         extraction's escalated login failure is over once the extraction succeeds, though the source's
-        staging then fails for a drift of its own (the chaos soak)."""
+        staging then fails for a drift of its own (the chaos soak). Not the assets the run failed for
+        (`failing`): an asset whose blocking check fails is materialized before its check fails the run,
+        and resolving its incident would make every repeat of that failure an incident and alert anew."""
         assets = {key.to_user_string() for key in _materialized(instance, run.run_id)}
         for incident in self.store.incidents(statuses=OPEN_STATUSES):
-            if incident.asset_key in assets and incident.incident_id != run.tags.get(INCIDENT_TAG):
+            if incident.asset_key in assets - (failing or set()) and incident.incident_id != run.tags.get(
+                INCIDENT_TAG
+            ):
                 self._resolve(incident, now, finished_at, f"materialized by run {run.run_id}", learn=False)
         return assets
 
@@ -261,7 +284,7 @@ class Healer:
         diagnosis = classify(evidence)
         if (handling := self._being_handled(evidence.asset_key, diagnosis.category.value)) is not None:
             if handling.status == "escalated":
-                self._failed_again(handling, evidence, now)
+                self._failed_again(handling, evidence, diagnosis, now)
             return
         incident = Incident(
             incident_id=self.store.new_incident_id(),
@@ -292,21 +315,28 @@ class Healer:
         return next(
             (
                 incident
-                for incident in self.store.incidents(statuses=HANDLED_STATUSES)
+                for incident in self.store.incidents(statuses=OPEN_STATUSES)
                 if incident.asset_key == asset_key and incident.category == category
             ),
             None,
         )
 
-    def _failed_again(self, escalated: Incident, evidence: Evidence, now: float) -> None:
-        """An escalated incident takes the latest failure joining it (its run, evidence, `updated_at`): the
-        human working on it sees that it still fails, and how, after what they already repaired. Kept
-        as it was, a second login expiry after the first was renewed looked like the old, handled one
-        for 20 minutes (the chaos soak)."""
+    def _failed_again(
+        self, escalated: Incident, evidence: Evidence, diagnosis: Diagnosis, now: float
+    ) -> None:
+        """An escalated incident takes the latest failure joining it (its run, evidence, diagnosis and
+        `updated_at`): the human working on it sees that it still fails, and how, after what they already
+        repaired. Kept as it was, a second login expiry after the first was renewed looked like the old,
+        handled one for 20 minutes (the chaos soak). No new alert: the escalation's alert stands (one
+        problem, one alert)."""
         self.store.claim(
             escalated.incident_id,
             {"status": "escalated"},
+            kind=evidence.kind,
             run_id=evidence.run_id,
+            confidence=diagnosis.confidence,
+            rule_id=diagnosis.rule_id,
+            explanation=diagnosis.explanation,
             evidence_json=json.dumps(evidence.as_dict(), default=str),
             updated_at=now,
         )
@@ -509,29 +539,29 @@ class Healer:
         )
 
     def _breaker_allows(self, source: str, now: float) -> bool:
-        """Closed: yes. Open: no, until the cool-down has passed; then half-open: one attempt may run (a
-        failure opens it again, a success closes it)."""
+        """Closed or half-open: yes. Open: no, until the cool-down has passed; then it goes half-open and
+        this attempt probes the source (a failure opens it again, a success closes it). Half-open admits
+        every attempt, as it admits the source's scheduled and sensed runs (`open_breaker_skip`): one run
+        per source at a time (`dagster.yaml`) already keeps them from piling onto an unwell source, and
+        refusing healing attempts there kept an incident waiting behind a probe that, failing for another
+        reason, never settled the breaker."""
         breaker = self.store.breaker(source)
-        if breaker.state == "closed":
-            return True
-        if (
-            breaker.state == "open"
-            and now - breaker.changed_at >= self.policy.circuit_breaker.cooldown_seconds
-        ):
-            self.store.save_breaker(Breaker(source, "half_open", breaker.consecutive_failures, now))
-            return True
-        return False
+        if breaker.state == "open" and self._cooled(breaker, now):
+            self.store.save_breaker(replace(breaker, state="half_open", changed_at=now))
+        return self.store.breaker(source).state != "open"
 
     def _half_open_cooled_breakers(self, now: float) -> None:
-        """An open breaker whose cool-down has passed, and that no healing attempt took as its probe this
-        tick, goes half-open: the source's next scheduled or sensed run is the probe. Left open, a source
-        whose incident was escalated (no healing attempt to probe with) was shut for good: its schedule and
-        sensors skip while the breaker is open, so nothing ever tried again (the chaos soak: a 429 storm
-        escalated at 5 minutes, the REST source then never extracted for the remaining 35)."""
-        cooldown = self.policy.circuit_breaker.cooldown_seconds
+        """An open breaker whose cool-down has passed goes half-open though no healing attempt probes it:
+        the source's next scheduled or sensed run is the probe. Left open, a source whose incident was
+        escalated (no healing attempt to probe with) was shut for good: its schedule and sensors skip while
+        the breaker is open, so nothing ever tried again (the chaos soak: a 429 storm escalated at 5
+        minutes, the REST source then never extracted for the remaining 35)."""
         for breaker in self.store.breakers():
-            if breaker.state == "open" and now - breaker.changed_at >= cooldown:
+            if breaker.state == "open" and self._cooled(breaker, now):
                 self.store.save_breaker(replace(breaker, state="half_open", changed_at=now))
+
+    def _cooled(self, breaker: Breaker, now: float) -> bool:
+        return now - breaker.changed_at >= self.policy.circuit_breaker.cooldown_seconds
 
 
 def open_breaker_skip(store_path: StateLocation, source: str, meanwhile: str) -> dg.SkipReason | None:
@@ -542,9 +572,6 @@ def open_breaker_skip(store_path: StateLocation, source: str, meanwhile: str) ->
     return dg.SkipReason(f"Circuit breaker of source {source} is open (repeated failures): {meanwhile}")
 
 
-HANDLED_STATUSES = ("open", "healing", "running", "proposed", "approved", "escalated")
-"""Incident statuses in which the platform, an approver or a human is still on a failure: another failure
-of the same asset and category joins the incident (`_being_handled`)."""
 SOURCE_HEALTH_CATEGORIES = frozenset({"transient_network", "source_unavailable", "timeout", "rate_limited"})
 """Failures that say the source itself is unwell, the only ones a source's circuit breaker counts: a
 delivery refused for its bad rows or a drifted schema says nothing about the source's health, and opening
@@ -603,9 +630,16 @@ def _materialized(instance: dg.DagsterInstance, run_id: str) -> set[dg.AssetKey]
 def _run_evidence(
     instance: dg.DagsterInstance, run: dg.DagsterRun, graph: HealingGraph
 ) -> Iterable[Evidence]:
-    """One piece of evidence per failed step; a run that failed without a failed step crashed."""
+    """One piece of evidence per failed step; a run that failed without a failed step crashed. A step that
+    failed because a blocking check failed is that check's failure (`_failed_checks`): its name and
+    metadata say what is wrong, and its asset which incident it is."""
     entries = instance.all_logs(
-        run.run_id, of_type={dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.ENGINE_EVENT}
+        run.run_id,
+        of_type={
+            dg.DagsterEventType.STEP_FAILURE,
+            dg.DagsterEventType.ENGINE_EVENT,
+            dg.DagsterEventType.ASSET_CHECK_EVALUATION,
+        },
     )
     failures = [e for e in entries if e.dagster_event_type == dg.DagsterEventType.STEP_FAILURE]
     for entry in failures:
@@ -614,6 +648,9 @@ def _run_evidence(
         keys = sorted(graph.step_assets.get(event.step_key, ()), key=lambda k: k.to_user_string())
         error = event.step_failure_data.error
         if error is None:
+            continue
+        if error.cls_name == CHECK_FAILED_ERROR and (checks := _failed_checks(entries, run, entry)):
+            yield from checks
             continue
         evidence = evidence_from_error(
             error,
@@ -626,6 +663,29 @@ def _run_evidence(
         yield _with_executor_explanation(evidence, _engine_messages(entries, event.step_key))
     if not failures:
         yield _crash_evidence(instance, run, graph)
+
+
+CHECK_FAILED_ERROR = "DagsterAssetCheckFailedError"
+"""What Dagster raises in a step whose blocking asset check failed."""
+
+
+def _failed_checks(entries: Sequence[Any], run: dg.DagsterRun, failure: Any) -> list[Evidence]:
+    """The failed check evaluations of `failure`'s step, as check evidence at the step's failure time."""
+    evaluations = [
+        entry.dagster_event.event_specific_data
+        for entry in entries
+        if entry.dagster_event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
+        and entry.step_key == failure.step_key
+    ]
+    return [
+        replace(
+            evidence_from_check(evaluation, run.run_id),
+            step_key=failure.step_key,
+            occurred_at=failure.timestamp,
+        )
+        for evaluation in evaluations
+        if not evaluation.passed
+    ]
 
 
 def _crash_evidence(instance: dg.DagsterInstance, run: dg.DagsterRun, graph: HealingGraph) -> Evidence:
