@@ -7,6 +7,7 @@ with the `apply_healing_action` job."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ import requests
 from healing_harness import fast_policy
 from rest_test_server import Recorded, ScriptedServer, json_reply, unused_port
 
-from resources.state.healing_store import Breaker, HealingStore, Incident
+from resources.state.healing_store import OBSERVATION_LEASE_SECONDS, Breaker, HealingStore, Incident
 from sensors.automation.conditions import SOURCE_TAG as AUTOMATION_SOURCE_TAG
 from sensors.healing.engine import ACTION_TAG, INCIDENT_TAG, SOURCE_TAG, open_breaker_skip
 from sensors.healing.policy import HealingPolicy
@@ -310,6 +311,29 @@ def test_an_escalated_sources_breaker_half_opens_for_its_schedule_after_the_cool
     world.tick()
     assert world.store.breaker("src").state == "closed"
     assert world.store.incident("storm1").status == "resolved"
+
+
+def test_a_run_whose_observer_died_halfway_is_observed_once_its_lease_has_passed(world: SensorWorld) -> None:
+    """A daemon killed between claiming a failed run and finishing with it (the chaos soak kills daemons)
+    leaves the claim unfinished: the other daemon holds its cursor at that run, and takes the claim over
+    once the lease has passed, so the failure still becomes an incident."""
+    world.tick()
+    world.fault.touch()
+    assert not world.materialize()
+    (failed,) = world.instance.get_runs(limit=1)
+    assert world.store.claim_run(failed.run_id, time.time()) == "claimed"  # then the claimer died
+    world.tick()
+    assert world.store.incidents() == [], "another daemon may still be observing it"
+    with sqlite3.connect(world.root / "ops" / "healing.sqlite") as ledger:
+        ledger.execute(
+            "UPDATE run_observations SET claimed_at = claimed_at - ?", (OBSERVATION_LEASE_SECONDS,)
+        )
+    world.tick()
+    (incident,) = world.store.incidents()
+    assert incident.run_id == failed.run_id
+    assert world.store.claim_run(failed.run_id, time.time()) == "observed"
+    world.tick()
+    assert len(world.store.incidents()) == 1, "observed once"
 
 
 def test_a_refused_delivery_leaves_the_breaker_closed_and_its_repeats_join_the_escalation(

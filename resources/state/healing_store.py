@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 
@@ -72,14 +72,19 @@ BREAKERS = sa.Table(
     sa.Column("consecutive_failures", sa.Integer, nullable=False),
     sa.Column("changed_at", sa.Float, nullable=False),
 )
-OBSERVED_RUNS = sa.Table(
-    "observed_runs",
+RUN_OBSERVATIONS = sa.Table(
+    "run_observations",
     METADATA,
     sa.Column("run_id", sa.Text, primary_key=True),
-    sa.Column("observed_at", sa.Float, nullable=False, index=True),
+    sa.Column("claimed_at", sa.Float, nullable=False, index=True),
+    sa.Column("done", sa.Boolean, nullable=False, server_default=sa.false()),
 )
-OBSERVED_RUNS_KEPT_SECONDS = 30 * 24 * 3600
+OBSERVATIONS_KEPT_SECONDS = 30 * 24 * 3600
 """How long a finished run's observation is remembered: far longer than any daemon's cursor lags."""
+RunClaim = Literal["claimed", "observed", "in_progress"]
+OBSERVATION_LEASE_SECONDS = 300.0
+"""How long a claimed observation may stay unfinished before another daemon may take it over: the
+claiming daemon died halfway (observing one run takes well under a second)."""
 OVERRIDES = sa.Table(
     "overrides",
     METADATA,
@@ -175,24 +180,41 @@ class HealingStore:
         with self.database.begin() as connection:
             return self.database.insert_new(connection, INCIDENTS, values) == 1
 
-    def claim_run(self, run_id: str, now: float) -> bool:
-        """Whether this daemon is the first to observe the finished run `run_id` (and so the one that learns
-        from it: its incidents, outcomes, breaker counts, override decay). Two daemons reading the same runs
-        would otherwise each count a failure against the source's breaker. Observations older than
-        `OBSERVED_RUNS_KEPT_SECONDS` are forgotten here."""
+    def claim_run(self, run_id: str, now: float) -> RunClaim:
+        """Whether this daemon is the one to observe the finished run `run_id` (and so the one that learns
+        from it: its incidents, outcomes, breaker counts, override decay): `claimed`; or another daemon
+        did (`observed`), or is doing so (`in_progress`). Two daemons reading the same runs would otherwise
+        each count a failure against the source's breaker. A claim left unfinished past
+        `OBSERVATION_LEASE_SECONDS` (its daemon was killed halfway) is taken over, so that the run is
+        observed all the same; what the dead daemon had already recorded of it may then be recorded twice
+        (at least once, never lost). Observations older than `OBSERVATIONS_KEPT_SECONDS` are forgotten
+        here."""
+        table = RUN_OBSERVATIONS
+        with self.database.begin() as connection:
+            connection.execute(sa.delete(table).where(table.c.claimed_at < now - OBSERVATIONS_KEPT_SECONDS))
+            if self.database.insert_new(connection, table, {"run_id": run_id, "claimed_at": now}) == 1:
+                return "claimed"
+            abandoned = sa.update(table).where(
+                table.c.run_id == run_id,
+                table.c.done == sa.false(),
+                table.c.claimed_at < now - OBSERVATION_LEASE_SECONDS,
+            )
+            if connection.execute(abandoned.values(claimed_at=now)).rowcount == 1:
+                return "claimed"
+            done = connection.execute(sa.select(table.c.done).where(table.c.run_id == run_id)).scalar()
+            return "observed" if done else "in_progress"
+
+    def finish_run(self, run_id: str) -> None:
+        """The observation of `run_id` is complete: no other daemon takes it over."""
         with self.database.begin() as connection:
             connection.execute(
-                sa.delete(OBSERVED_RUNS).where(OBSERVED_RUNS.c.observed_at < now - OBSERVED_RUNS_KEPT_SECONDS)
-            )
-            return (
-                self.database.insert_new(connection, OBSERVED_RUNS, {"run_id": run_id, "observed_at": now})
-                == 1
+                sa.update(RUN_OBSERVATIONS).where(RUN_OBSERVATIONS.c.run_id == run_id).values(done=True)
             )
 
     def release_run(self, run_id: str) -> None:
         """Forget the observation of `run_id` claimed by a tick that failed before it was done with it."""
         with self.database.begin() as connection:
-            connection.execute(sa.delete(OBSERVED_RUNS).where(OBSERVED_RUNS.c.run_id == run_id))
+            connection.execute(sa.delete(RUN_OBSERVATIONS).where(RUN_OBSERVATIONS.c.run_id == run_id))
 
     def update_incident(self, incident_id: str, **changes: Any) -> None:
         if self.claim(incident_id, None, **changes) is False:

@@ -133,18 +133,24 @@ class Healer:
         """One pass: the runs finished and the quality events appended since `cursor` (read from the
         events file by offset), then the actions due."""
         now = self.clock()
-        runs_after = cursor.runs_after
+        runs_after, held = cursor.runs_after, False
         for record in _finished_runs(instance, cursor.runs_after):
             finished_at = min(now, record.end_time or now)
             run_id = record.dagster_run.run_id
-            if self.store.claim_run(run_id, now):
+            claim = self.store.claim_run(run_id, now)
+            if claim == "claimed":
                 try:
                     self._observe_run(instance, record.dagster_run, now, finished_at)
                 except BaseException:
                     # The tick fails and its cursor stays: the run is observed again by the next tick.
                     self.store.release_run(run_id)
                     raise
-            runs_after = max(runs_after, record.update_timestamp.timestamp())
+                self.store.finish_run(run_id)
+            # A run another daemon is still observing holds the cursor: if that daemon dies, this one
+            # reads the run again and takes its claim over once the lease has passed.
+            held = held or claim == "in_progress"
+            if not held:
+                runs_after = max(runs_after, record.update_timestamp.timestamp())
         position = cursor.events_position
         if quality_events is not None:
             if position is None and cursor.legacy_events_read:
