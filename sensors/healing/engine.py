@@ -227,7 +227,7 @@ class Healer:
         failure (kind, diagnosis, evidence): the next decision is about how it fails now, e.g. a crashed run
         whose retry was then rate-limited is slowed down, not escalated for want of an action for crashes.
 
-        A retry that meets the same failure again is not learned as the retry failing: it says the outage
+        A retry that fails in the same category again is not learned as the retry failing: it says the outage
         lasts, not that retrying is the wrong action. Counted, a long outage taught the policy to stop
         trusting retries, and every later blip waited for a human's approval (the 30-minute chaos soak).
         The attempt still counts towards `max_attempts`."""
