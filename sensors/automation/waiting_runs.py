@@ -5,6 +5,11 @@ ledger, the extraction's watermark), so a run still waiting will land what arriv
 Without this, data arriving faster than one run of the source finishes (`dagster.yaml` allows one run per
 source at a time) piles up runs that each find nothing left to land: the 30-minute chaos soak ended with
 34 delivery runs queued.
+
+The joined data counts as seen by the sensor. If the waiting run never starts (a start timeout fails it:
+the healing sensor retries it as any failed run) or a human cancels it, the data waits in the landing zone
+or the source for the entity's next run (the next delivery or change, a schedule, a manual
+materialization), which lands it: nothing is lost, and nothing re-launches what a human cancelled.
 """
 
 import dagster as dg
