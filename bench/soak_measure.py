@@ -26,7 +26,7 @@ import requests
 from deployment import DAEMON_UNIT, Deployment
 from proc_stat import CLOCK_TICKS, PAGE_BYTES, cpu_ticks, process_stats
 from soak_delivery import DeliveryDriver
-from soak_faults import Fault
+from soak_faults import APPROVE, Fault
 
 WAREHOUSE_WAIT_S = 180.0
 MATCH_WINDOW_S = 240.0
@@ -216,7 +216,8 @@ def match(faults: list[Fault], found: list[dict[str, Any]]) -> tuple[list[Match]
     escalated with the category the fault expects: an incident opened for one fault may be escalated for
     another that met its retry), ended at most `MATCH_WINDOW_S` before it opened, and hit its source
     (failing that, one of the platform's own processes, which hit every source): the one whose expected
-    category is the incident's if any, else the latest."""
+    category is the incident's if any, else the latest. A fault to be escalated that got no incident of
+    its own is given the escalation that covered it (`_escalation_covering`)."""
     matches = [Match(fault, []) for fault in faults]
     unmatched = []
     for incident in found:
@@ -247,7 +248,26 @@ def match(faults: list[Fault], found: list[dict[str, Any]]) -> tuple[list[Match]
             max(candidates, key=lambda m: m.fault.started_at).incidents.append(incident)
         else:
             unmatched.append(incident)
+    for m in matches:
+        if m.fault.hit and not m.incidents and not m.fault.healable and m.fault.expected != APPROVE:
+            m.incidents.extend(_escalation_covering(m.fault, found))
     return matches, unmatched
+
+
+def _escalation_covering(fault: Fault, found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The escalated incidents of the fault's source and expected category that were unresolved when it
+    started (or opened within `MATCH_WINDOW_S` after it ended): a second expired login while the first
+    one's escalation is open joins that incident (one problem, one alert), so it was escalated too,
+    though the incident is matched to the fault that opened it."""
+    return [
+        incident
+        for incident in found
+        if incident["source"] == fault.source
+        and incident["category"] == fault.expected
+        and (incident["status"] == "escalated" or incident["decision"] == "escalate")
+        and incident["opened_at"] <= fault.ended_at + MATCH_WINDOW_S
+        and (incident["resolved_at"] or float("inf")) >= fault.started_at
+    ]
 
 
 def runs_by_status(deployment: Deployment) -> dict[str, int]:
