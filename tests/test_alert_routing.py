@@ -222,6 +222,26 @@ def test_escalation_once_past_the_deadline_even_inside_the_window(platform: Plat
     )
 
 
+def test_an_escalated_incident_failing_again_is_reminded_at_most_every_remind_interval(
+    platform: Platform,
+) -> None:
+    """The reminder's clock starts at the escalation: a source failing every minute after it pages once an
+    hour (`remind_every_minutes`), not every minute; a channel that missed the escalation gets it."""
+    router = platform.router()
+    escalation = make_alert(kind="escalation", severity="critical", incident_id="m-1")
+    reminder = make_alert(kind="reminder", severity="critical", incident_id="m-1", title="still failing")
+    assert by_channel(router.submit(escalation, NOW))["slack"] == "sent"
+    early = by_channel(router.submit(reminder, NOW + timedelta(minutes=5)))
+    assert early == {"broken": "failed"}, "only the channel the escalation never reached is tried"
+    late = by_channel(router.submit(reminder, NOW + timedelta(minutes=61)))
+    assert late == {"slack": "sent", "teams": "sent", "email": "sent", "broken": "failed"}
+    assert "Still failing: still failing" in platform.posts("slack")[-1]["text"]
+    again = by_channel(platform.router().submit(reminder, NOW + timedelta(minutes=62)))
+    assert again == {"broken": "failed"}
+    assert by_channel(router.submit(reminder, NOW + timedelta(minutes=122)))["slack"] == "sent"
+    assert len(platform.posts("slack")) == 3
+
+
 def test_resolution_goes_at_once_to_everyone_who_saw_the_incident(platform: Platform) -> None:
     router = platform.router()
     router.submit(make_alert(severity="critical", incident_id="r-1"), NOW)
@@ -283,14 +303,14 @@ def test_nothing_secret_reaches_any_channel_or_log(
         "title": f"leaked {WEBHOOK_TOKEN} and customer-secret-99 and {HOOK_TOKEN}",
         "diagnosis": f"password={SMTP_PASSWORD} rejected",
     }
-    for kind in ("incident", "proposal", "escalation", "resolution"):
+    for kind in ("incident", "proposal", "escalation", "reminder", "resolution"):
         router.submit(make_alert(kind=kind, severity="critical", incident_id=f"x-{kind}", **leaky), NOW)
     router.submit(make_alert(severity="info", incident_id="x-info", group_key="x", **leaky), NOW)
     router.flush(NOW + timedelta(hours=1))
 
     for channel in ("slack", "teams", "webhook", "broken"):
         assert platform.posts(channel)
-    assert len(platform.mails()) == 4
+    assert len(platform.mails()) == 5
     assert_no_secret(caplog.text)
     assert HOOK_TOKEN not in caplog.text and "customer-secret-99" not in caplog.text
     assert_no_secret(platform.stored_text())

@@ -21,7 +21,16 @@ from rest_test_server import Recorded, ScriptedServer, json_reply, unused_port
 
 from resources.state.healing_store import OBSERVATION_LEASE_SECONDS, Breaker, HealingStore, Incident
 from sensors.automation.conditions import SOURCE_TAG as AUTOMATION_SOURCE_TAG
-from sensors.healing.engine import ACTION_TAG, INCIDENT_TAG, SOURCE_TAG, open_breaker_skip
+from sensors.healing.engine import (
+    ACTION_TAG,
+    INCIDENT_TAG,
+    SOURCE_TAG,
+    Healer,
+    HealingCursor,
+    HealingEvent,
+    open_breaker_skip,
+)
+from sensors.healing.graph import HealingGraph
 from sensors.healing.policy import HealingPolicy
 from sensors.healing.sensor import APPROVAL_JOB_NAME, build_approval_job, build_healing_sensor
 
@@ -384,6 +393,21 @@ def test_each_run_failing_a_blocking_check_joins_the_one_escalated_incident(
     assert world.materialize()
     world.tick()
     assert [i.status for i in world.store.incidents()] == ["resolved"]
+
+
+def test_each_repeat_of_an_escalated_failure_tells_the_router_a_reminder(world: SensorWorld) -> None:
+    """The engine reports every repeat; whether it pages is the router's (at most every
+    `remind_every_minutes`, tests/test_alert_routing.py)."""
+    events: list[HealingEvent] = []
+    graph = HealingGraph.from_asset_graph(world.definitions().resolve_asset_graph())
+    healer = Healer(world.store, world.policy, graph, notify=events.append)
+    cursor = HealingCursor()
+    world.bad_rows.touch()
+    for _ in range(3):
+        assert not world.materialize()
+        _, cursor = healer.tick(world.instance, cursor)
+    assert [event.kind for event in events] == ["escalation", "reminder", "reminder"]
+    assert len({event.incident.incident_id for event in events}) == 1
 
 
 def test_a_failed_run_still_resolves_the_incidents_of_what_it_materialized(world: SensorWorld) -> None:

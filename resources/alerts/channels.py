@@ -33,7 +33,7 @@ import requests
 
 from resources.secrets import redact
 
-AlertKind = Literal["incident", "proposal", "escalation", "resolution"]
+AlertKind = Literal["incident", "proposal", "escalation", "reminder", "resolution"]
 Severity = Literal["info", "warning", "critical"]
 SEVERITY_ORDER: Mapping[str, int] = {"info": 0, "warning": 1, "critical": 2}
 
@@ -53,7 +53,8 @@ class Alert:
 
     kind: AlertKind
     """incident: diagnosed, auto-healing under way or done; proposal: an action awaits human approval;
-    escalation: not healable / healing failed / open past its deadline; resolution: it healed."""
+    escalation: not healable / healing failed / open past its deadline; reminder: an escalated incident
+    failed again (a human's repair did not hold, or nobody has acted yet); resolution: it healed."""
     severity: Severity
     incident_id: str
     source: str | None

@@ -40,9 +40,12 @@ KIND_LABELS: Mapping[AlertKind, str] = {
     "incident": "Incident",
     "proposal": "Approval needed",
     "escalation": "Escalation",
+    "reminder": "Still failing",
     "resolution": "Resolved",
 }
-_KIND_URGENCY: Mapping[AlertKind, int] = {"resolution": 0, "incident": 1, "proposal": 2, "escalation": 3}
+_KIND_URGENCY: Mapping[AlertKind, int] = {
+    "resolution": 0, "incident": 1, "proposal": 2, "reminder": 3, "escalation": 3,
+}  # fmt: skip
 
 
 def mask_credentials(text: str) -> str:

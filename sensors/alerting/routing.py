@@ -10,7 +10,9 @@ it stays open past its deadline, and word when it heals. So the router
   window has ended (or before the next alert of that group opens a new window);
 - sends escalations and resolutions at once; a resolution also reaches every channel that saw the
   incident, and drops the incident's alerts still held (they are old news);
-- de-duplicates: an (incident_id, kind) is sent to each channel once, and is not held twice;
+- de-duplicates: an (incident_id, kind) is sent to each channel once, and is not held twice; a reminder
+  (an escalated incident failing again) goes to a channel only when that channel got the incident's
+  escalation or last reminder more than `remind_every_minutes` ago;
 - remembers all that in a small SQLite file (or the platform's state database in a deployment), so a
   restarted daemon neither resends nor forgets a held alert.
 
@@ -56,7 +58,7 @@ from resources.secrets import MissingSecretError, env_references, redact, resolv
 from resources.state.database import StateDatabase, StateLocation
 
 DEFAULT_ROUTES_PATH = Path(__file__).with_name("routes.yaml")
-IMMEDIATE_KINDS: frozenset[AlertKind] = frozenset({"escalation", "resolution"})
+IMMEDIATE_KINDS: frozenset[AlertKind] = frozenset({"escalation", "reminder", "resolution"})
 """Kinds never held for grouping: a human must hear of these now."""
 
 logger = logging.getLogger(__name__)
@@ -128,6 +130,7 @@ class AlertRoutingConfig(Strict):
     routes: tuple[Route, ...] = ()
     default: tuple[str, ...] = ()
     group_window_minutes: float = Field(default=10.0, gt=0)
+    remind_every_minutes: float = Field(default=60.0, gt=0)
 
     @model_validator(mode="after")
     def _known_channels(self) -> AlertRoutingConfig:
@@ -264,7 +267,7 @@ class AlertRouter:
             routed = list(dict.fromkeys([*routed, *self._state.channels_reached(alert.incident_id)]))
         if not routed:
             return []
-        todo = [c for c in routed if not self._state.was_sent(alert.incident_id, alert.kind, c)]
+        todo = [c for c in routed if not self._already_told(alert, c, now)]
         if not todo or self._state.is_held(alert.incident_id, alert.kind):
             return [Delivery(c, alert.kind, (alert.incident_id,), "duplicate") for c in routed]
         if alert.kind in IMMEDIATE_KINDS or len(todo) < len(routed):  # a retry of channels that failed
@@ -276,6 +279,14 @@ class AlertRouter:
         earlier = self._flush_group(alert.group_key, now)
         self._state.open_window(alert.group_key, now)
         return earlier + self._deliver([alert], todo, now, follow_up=False)
+
+    def _already_told(self, alert: Alert, channel: str, now: datetime) -> bool:
+        """Whether `channel` already has this alert: sent once for every kind but a reminder, which is due
+        again `remind_every_minutes` after the incident's escalation or last reminder reached it."""
+        if alert.kind != "reminder":
+            return self._state.was_sent(alert.incident_id, alert.kind, channel)
+        last = self._state.last_sent(alert.incident_id, ("escalation", "reminder"), channel)
+        return last is not None and now.timestamp() - last < self.config.remind_every_minutes * 60
 
     def flush(self, now: datetime) -> list[Delivery]:
         """Send the follow-up of every group whose window has ended and that holds alerts."""
@@ -407,6 +418,14 @@ class _DeliveryState:
         )
         with self._db.begin() as db:
             return db.execute(query).first() is not None
+
+    def last_sent(self, incident_id: str, kinds: tuple[str, ...], channel: str) -> float | None:
+        """When `channel` last got an alert of one of `kinds` of the incident (Unix seconds), if ever."""
+        query = sa.select(sa.func.max(_SENT.c.sent_at)).where(
+            _SENT.c.incident_id == incident_id, _SENT.c.kind.in_(kinds), _SENT.c.channel == channel
+        )
+        with self._db.begin() as db:
+            return db.execute(query).scalar()
 
     def channels_reached(self, incident_id: str, kind: str | None = None) -> list[str]:
         """Channels that received any alert (or an alert of `kind`) of the incident, first reached first."""

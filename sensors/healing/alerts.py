@@ -14,7 +14,10 @@ from sensors.alerting.routing import AlertRouter
 from sensors.healing.engine import HealingEvent
 from sensors.healing.graph import HealingGraph
 
-SEVERITY = {"incident": "info", "proposal": "warning", "escalation": "critical", "resolution": "info"}
+SEVERITY = {
+    "incident": "info", "proposal": "warning", "escalation": "critical", "reminder": "critical",
+    "resolution": "info",
+}  # fmt: skip
 
 
 def alert_for(event: HealingEvent, graph: HealingGraph, approval_job: str) -> Alert:
@@ -24,6 +27,7 @@ def alert_for(event: HealingEvent, graph: HealingGraph, approval_job: str) -> Al
         "incident": f"Healing {what}: {incident.category}, {incident.action}",
         "proposal": f"Approval needed for {what}: {incident.action} ({incident.category})",
         "escalation": f"Needs a human: {what} ({incident.category})",
+        "reminder": f"Still failing, needs a human: {what} ({incident.category})",
         "resolution": f"Healed: {what} ({incident.category})",
     }
     decision = f" Decision: {event.decision.reason}." if event.decision else ""

@@ -80,7 +80,7 @@ class HealingEvent:
     """What the engine tells the alert channels: an incident and what happened to it."""
 
     kind: str
-    """incident | proposal | escalation | resolution"""
+    """incident | proposal | escalation | reminder | resolution"""
     incident: Incident
     decision: Decision | None = None
 
@@ -333,9 +333,10 @@ class Healer:
         """An escalated incident takes the latest failure joining it (its run, evidence, diagnosis and
         `updated_at`): the human working on it sees that it still fails, and how, after what they already
         repaired. Kept as it was, a second login expiry after the first was renewed looked like the old,
-        handled one for 20 minutes (the chaos soak). No new alert: the escalation's alert stands (one
-        problem, one alert)."""
-        self.store.claim(
+        handled one for 20 minutes (the chaos soak). A reminder is alerted: the router sends it only when
+        the incident's escalation or last reminder is older than its `remind_every_minutes`, so a source
+        failing every minute does not page every minute."""
+        refreshed = self.store.claim(
             escalated.incident_id,
             {"status": "escalated"},
             kind=evidence.kind,
@@ -346,6 +347,8 @@ class Healer:
             evidence_json=json.dumps(evidence.as_dict(), default=str),
             updated_at=now,
         )
+        if refreshed and (incident := self.store.incident(escalated.incident_id)) is not None:
+            self.notify(HealingEvent("reminder", incident))
 
     def _decide(self, incident: Incident, now: float) -> None:
         decision = self.policy.decide(
