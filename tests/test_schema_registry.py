@@ -129,6 +129,18 @@ def test_typed_files_over_all_files_without_lineage(tmp_path: Path) -> None:
     assert delivered_schema([]) == {}
 
 
+def test_a_text_column_dropped_at_the_source_is_typed_from_the_files_that_still_have_it(
+    tmp_path: Path,
+) -> None:
+    """Files are counted a few at a time: a group of files landed after the source dropped the column
+    counts it as null instead of failing on the missing column (the chaos soak's dropped `method`)."""
+    before = landed(tmp_path, "0", {"id": pa.array([1], pa.int64()), "method": text(["card"])})
+    after = [landed(tmp_path, str(n), {"id": pa.array([n], pa.int64())}) for n in range(1, 6)]
+    expected = {"id": INT, "method": STR}
+    assert delivered_schema([*after, before], expected) == {"id": INT, "method": STR}
+    assert delivered_schema(after, expected) == {"id": INT}
+
+
 def text(values: list[str | None]) -> pa.Array:
     return pa.array(values, pa.string())
 

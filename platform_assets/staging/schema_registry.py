@@ -512,27 +512,39 @@ def _parse_counts(
 ) -> dict[tuple[object, ...], dict[tuple[str, ColumnType | None], int]]:
     """One pass over the files, per delivery (the values of the `delivery` columns): per column, the
     number of its non-null values (key `(name, None)`, when `present`) and of those that parse losslessly
-    as each of `kinds` (strings need no count), each column's text `read` as staging reads it."""
-    selects: list[str] = []
-    keys: list[tuple[str, ColumnType | None]] = []
-    for name, column_kinds in kinds.items():
-        value = without_null_markers(f"CAST({_quote(name)} AS VARCHAR)", read[name])
-        if present:
-            selects.append(f"count({value})")
-            keys.append((name, None))
-        for kind in column_kinds:
-            if kind != ColumnType.STRING:
-                selects.append(f"count(*) FILTER (WHERE {parses_losslessly(value, kind, read[name])})")
-                keys.append((name, kind))
-    if not selects:
+    as each of `kinds` (strings need no count), each column's text `read` as staging reads it. A column
+    some files lack (dropped at the source since) counts as null in them: a group of such files alone
+    had failed the query on the missing column (the chaos soak's dropped column)."""
+    keys = [
+        key
+        for name, column_kinds in kinds.items()
+        for key in ([(name, None)] if present else [])
+        + [(name, k) for k in column_kinds if k != ColumnType.STRING]
+    ]
+    if not keys:
         return {}
+
+    def selects(columns: set[str]) -> list[str]:
+        """The counts of `keys`, a column the files lack counted as all null."""
+        counted = []
+        for name, kind in keys:
+            column = _quote(name) if name in columns else "NULL"
+            value = without_null_markers(f"CAST({column} AS VARCHAR)", read[name])
+            counted.append(
+                f"count({value})"
+                if kind is None
+                else f"count(*) FILTER (WHERE {parses_losslessly(value, kind, read[name])})"
+            )
+        return counted
+
     group = ", ".join(f"CAST({_quote(name)} AS VARCHAR)" for name in delivery)
     width = len(delivery)
     totals: dict[tuple[object, ...], dict[tuple[str, ColumnType | None], int]] = {}
     with duckdb.connect(":memory:", config={"memory_limit": DEFAULT_MEMORY_LIMIT}) as con:
         for start in range(0, len(files), SCAN_FILES_AT_ONCE):
             relation = landed_relation(files[start : start + SCAN_FILES_AT_ONCE], headers=headers)
-            sql = f"SELECT {group}, {', '.join(selects)} FROM {relation} GROUP BY {group}"
+            columns = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()}
+            sql = f"SELECT {group}, {', '.join(selects(columns))} FROM {relation} GROUP BY {group}"
             for row in con.execute(sql).fetchall():
                 counts = totals.setdefault(tuple(row[:width]), dict.fromkeys(keys, 0))
                 for key, count in zip(keys, row[width:], strict=True):
