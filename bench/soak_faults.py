@@ -14,9 +14,13 @@ What the platform should do (`Kind.expected`):
   server restarted, the landing disk full for a while, a killed step, the daemon or the code server
   restarted.
 - `approve`: propose a repair a human approves (`bench/soak_operator.py` plays that human): a column of
-  the source retyped (integer to decimal), which staging must not widen on its own, or a declared
-  non-nullable column dropped, which it must not relax on its own. (A renamed column is the two kinds
-  met at once, a declared column gone and an undeclared one come: not a kind of its own.)
+  the source retyped (integer to decimal), which staging must not widen on its own.
+
+Not a kind (yet): a declared non-nullable column dropped at the source (or renamed: dropped plus added).
+Tried: the delivery is typed over the run's landed files together, so its rows read as NULLs of a column
+that older files still have, and staging refuses them as bad rows (`data_quality`, naming the column's
+nullable rule) instead of seeing drift; the refused extraction then blocks the entity until a human
+intervenes. Seeing it as drift needs the schema decided per delivery.
 - a category: escalate it with that diagnosis; after the escalation the operator repairs the cause (a
   corrected delivery, the credentials renewed) and the platform must then catch up with nothing lost. An
   added column the catalog does not declare is staged without it and escalated (`schema_drift`) for a
@@ -110,11 +114,10 @@ KINDS = [
     Kind("code_server_restarted", HEAL, None),
     Kind("schema_drift_added_column", "schema_drift", "shop_db"),
     Kind("schema_drift_retyped_column", APPROVE, "shop_db"),
-    Kind("schema_drift_removed_column", APPROVE, "shop_db"),
 ]
 WAREHOUSE_KINDS = [Kind("warehouse_restarted", HEAL, None)]
 """With a warehouse server (`--warehouse postgres`): restarted, during a load when one is seen."""
-ONCE = {"schema_drift_retyped_column", "schema_drift_removed_column"}
+ONCE = {"schema_drift_retyped_column"}
 """Kinds that change the source for good: drawn once per soak."""
 
 
@@ -353,14 +356,6 @@ class Injector:
         self._alter("payments", "ALTER COLUMN order_id TYPE numeric(14, 2)", "payment_id = 1")
         fault.asset = "staged/shop_db/payments"
         fault.detail = "payments.order_id retyped bigint -> numeric(14, 2)"
-
-    def schema_drift_removed_column(self, fault: Fault) -> None:
-        """A declared non-nullable column dropped at the source: staging must not relax it on its own; it
-        proposes `evolve_schema` (the column staged as NULL, and nullable from then on) for a human to
-        approve."""
-        self._alter("payments", "DROP COLUMN method", "payment_id = 2")
-        fault.asset = "staged/shop_db/payments"
-        fault.detail = "payments.method dropped"
 
     def _alter(self, table: str, change: str, touched: str) -> None:
         """`change` to `table`, and the rows `touched` updated so that the next extraction reads them."""
