@@ -91,3 +91,13 @@ def test_an_invalid_policy_file_names_the_field(tmp_path: Path) -> None:
     path.write_text("categories:\n  timeout:\n    - {action: reboot_the_world, risk: low}\n")
     with pytest.raises(ValidationError, match="reboot_the_world"):
         load_policy(path)
+
+
+def test_the_breaker_cool_down_starts_short_and_doubles_with_each_failed_probe() -> None:
+    breaker = default_policy().circuit_breaker
+    opened_at = breaker.failures_to_open
+    assert breaker.cooldown(opened_at) == breaker.first_cooldown_seconds == 60
+    assert breaker.cooldown(opened_at + 1) == 120, "the half-open probe failed"
+    assert breaker.cooldown(opened_at + 2) == 240
+    assert breaker.cooldown(opened_at + 10) == breaker.cooldown_seconds == 600
+    assert breaker.cooldown(10_000) == 600

@@ -570,7 +570,7 @@ class Healer:
                 self.store.save_breaker(replace(breaker, state="half_open", changed_at=now))
 
     def _cooled(self, breaker: Breaker, now: float) -> bool:
-        return now - breaker.changed_at >= self.policy.circuit_breaker.cooldown_seconds
+        return now - breaker.changed_at >= self.policy.circuit_breaker.cooldown(breaker.consecutive_failures)
 
 
 def open_breaker_skip(store_path: StateLocation, source: str, meanwhile: str) -> dg.SkipReason | None:

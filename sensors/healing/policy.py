@@ -93,7 +93,18 @@ class Learning(_Strict):
 
 class CircuitBreakerPolicy(_Strict):
     failures_to_open: int = Field(3, ge=1)
+    first_cooldown_seconds: float = Field(60, ge=0)
     cooldown_seconds: float = Field(600, ge=0)
+    """The longest cool-down: each failure past `failures_to_open` (a half-open probe failing) doubles the
+    first one, up to this."""
+
+    def cooldown(self, consecutive_failures: int) -> float:
+        """How long a breaker opened after `consecutive_failures` stays open. Short at first: a 20-second 5xx
+        burst that opened it kept the source shut for the whole ten minutes of a fixed cool-down (the chaos
+        soak's time to recover); doubled by every failed probe, so a source that stays down is tried less
+        and less often."""
+        doublings = max(0, consecutive_failures - self.failures_to_open)
+        return min(self.cooldown_seconds, self.first_cooldown_seconds * 2.0 ** min(doublings, 32))
 
 
 class OverridePolicy(_Strict):
