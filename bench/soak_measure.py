@@ -211,20 +211,21 @@ class Match:
 
 
 def match(faults: list[Fault], found: list[dict[str, Any]]) -> tuple[list[Match], list[dict[str, Any]]]:
-    """Each incident of an asset a fault was aimed at to the latest such fault begun before the incident last
-    changed; any other to a fault that hit something, started before the incident opened (or before it was
-    escalated with the category the fault expects: an incident opened for one fault may be escalated for
-    another that met its retry), ended at most `MATCH_WINDOW_S` before it opened, and hit its source
-    (failing that, one of the platform's own processes, which hit every source): the one whose expected
-    category is the incident's if any, else the latest. A fault to be escalated that got no incident of
-    its own is given the escalation that covered it (`_escalation_covering`)."""
+    """Each incident of an entity a fault was aimed at (raw or staged) to the latest such fault begun before
+    the incident last changed; any other to a fault that hit something, started before the incident opened
+    (or before it was escalated with the category the fault expects: an incident opened for one fault may
+    be escalated for another that met its retry), ended at most `MATCH_WINDOW_S` before it opened, and hit
+    its source (failing that, one of the platform's own processes, which hit every source): the one whose
+    expected category is the incident's if any, else the latest. A fault to be escalated that got no
+    incident of its own is given the escalation that covered it (`_escalation_covering`)."""
     matches = [Match(fault, []) for fault in faults]
     unmatched = []
     for incident in found:
         aimed = [
             m
             for m in matches
-            if m.fault.asset == incident["asset_key"] and m.fault.started_at <= incident["updated_at"]
+            if _same_entity(m.fault.asset, incident["asset_key"])
+            and m.fault.started_at <= incident["updated_at"]
         ]
         if aimed:
             max(aimed, key=lambda m: m.fault.started_at).incidents.append(incident)
@@ -252,6 +253,14 @@ def match(faults: list[Fault], found: list[dict[str, Any]]) -> tuple[list[Match]
         if m.fault.hit and not m.incidents and not m.fault.healable and m.fault.expected != APPROVE:
             m.incidents.extend(_escalation_covering(m.fault, found))
     return matches, unmatched
+
+
+def _same_entity(aimed: str | None, asset_key: str | None) -> bool:
+    """Whether the incident's asset is the entity a fault aimed at, in any layer: a drift aimed at
+    `staged/shop_db/payments` is met where the delivery is first typed, `raw/shop_db/payments`."""
+    if aimed is None or asset_key is None:
+        return False
+    return aimed.split("/", 1)[-1] == asset_key.split("/", 1)[-1]
 
 
 def _escalation_covering(fault: Fault, found: list[dict[str, Any]]) -> list[dict[str, Any]]:
