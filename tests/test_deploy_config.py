@@ -104,8 +104,8 @@ LIMIT_SETTINGS: dict[str, Callable[[dg.DagsterInstance], int | None]] = {
     "concurrency.pools.default_limit": lambda i: i.get_concurrency_config().pool_config.default_pool_limit,
     "run_monitoring.max_runtime_seconds": lambda i: i.run_monitoring_max_runtime_seconds,
     "run_monitoring.start_timeout_seconds": lambda i: i.run_monitoring_start_timeout_seconds,
-    "run_monitoring.free_slots_after_run_end_seconds": lambda i: (
-        i.run_monitoring_settings.get("free_slots_after_run_end_seconds")
+    "run_monitoring.free_slots_after_run_end_seconds": lambda i: i.run_monitoring_settings.get(
+        "free_slots_after_run_end_seconds"
     ),
     "run_retries.max_retries": lambda i: i.run_retries_max_retries,
 }

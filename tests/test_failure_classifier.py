@@ -65,6 +65,7 @@ from sensors.healing.classifier import (
     evidence_from_freshness,
     load_rules,
 )
+from sensors.healing.dead_runs import DEAD_RUN_MESSAGE
 
 ASSET = "staged/shop/orders"
 DSN = "postgresql://etl:s3cret@127.0.0.1:{port}/shop"
@@ -246,6 +247,7 @@ SAMPLES: dict[str, Callable[[Path], Evidence]] = {
     "process_oom_killed": lambda _: run_crash(-9),
     "run_interrupted": lambda _: step(raised(_interrupt)),
     "run_interrupted_unexpectedly": lambda _: run_failure(INTERRUPTED_RUN),
+    "run_worker_gone": lambda _: run_failure(DEAD_RUN_MESSAGE.format(pid=4242)),
     "oauth_token_expired": lambda _: step(
         rest_failure(json_reply({"error": "invalid_grant", "error_description": "expired"}, 400), post=True)
     ),

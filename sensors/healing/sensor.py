@@ -26,6 +26,7 @@ from resources.state.database import StateLocation, beside
 from resources.state.healing_store import HealingStore
 from sensors.alerting.routing import DEFAULT_ROUTES_PATH, AlertRouter, load_alert_routes
 from sensors.healing.alerts import router_notifier
+from sensors.healing.dead_runs import fail_dead_runs
 from sensors.healing.engine import Healer, HealingCursor
 from sensors.healing.graph import HealingGraph
 from sensors.healing.policy import HealingPolicy, default_policy
@@ -63,6 +64,7 @@ def build_healing_sensor(
         router = AlertRouter(load_alert_routes(alert_routes), beside(store_path, "alerts.sqlite"))
         notify = router_notifier(router, graph, APPROVAL_JOB_NAME, context.log.warning)
         healer = Healer(HealingStore(store_path), policy or default_policy(), graph, notify=notify)
+        fail_dead_runs(context.instance, context.log.warning)
         events = quality_event_store(quality_events_path)
         requests, cursor = healer.tick(context.instance, HealingCursor.parse(context.cursor), events)
         router.flush(datetime.now(UTC))
