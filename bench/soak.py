@@ -78,8 +78,11 @@ mutation Start($selector: ScheduleSelector!) {
 }
 """
 IN_PROGRESS = {"QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"}
-HEALING_STATUSES = {"open", "healing", "running", "proposed", "approved"}
-"""Incidents the quiet period waits for: still being healed, or waiting for the operator's approval."""
+HEALING_STATUSES = {"open", "healing", "running", "proposed", "approved", "escalated"}
+"""Incidents the quiet period waits for: still being healed, waiting for the operator's approval, or
+escalated (its cause repaired by the operator when the quiet period began: the run that lands the repair
+resolves it). Without the escalated ones the quiet period ended while a corrected delivery was still
+on its way in."""
 QUIET_MAX_S = 600.0
 SHOP_ROLE, SHOP_PASSWORD = "shop_etl", "soak-etl-password"
 LANDING_FS_BYTES = 256 * 2**20

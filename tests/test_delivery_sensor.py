@@ -129,6 +129,29 @@ def test_new_files_join_the_entitys_run_waiting_in_the_queue(
     assert later.asset_selection == [RAW, STAGED]
 
 
+def test_new_files_join_no_waiting_retry_of_an_earlier_run(
+    deliveries: Deliveries, instance: dg.DagsterInstance
+) -> None:
+    """A retry re-runs the failed steps with what its parent landed: files joined to it would never land."""
+    deliveries.deliver("orders/2026-01-01.csv")
+    [first] = deliveries.tick(instance)
+    parent = instance.add_run(
+        dg.DagsterRun(job_name="ingestion", status=dg.DagsterRunStatus.FAILURE, tags=first.tags)
+    )
+    instance.add_run(
+        dg.DagsterRun(
+            job_name="ingestion",
+            status=dg.DagsterRunStatus.NOT_STARTED,
+            tags={**first.tags, "dagster/parent_run_id": parent.run_id, "dagster/root_run_id": parent.run_id},
+            parent_run_id=parent.run_id,
+            root_run_id=parent.run_id,
+        )
+    )
+    deliveries.deliver("orders/2026-01-01.csv", "id\n1\n2\n")  # the corrected re-delivery
+    [corrected] = deliveries.tick(instance)
+    assert corrected.asset_selection == [RAW, STAGED]
+
+
 def test_an_entity_waiting_for_stable_files_joins_no_queued_run(
     tmp_path: Path, instance: dg.DagsterInstance
 ) -> None:
