@@ -211,13 +211,14 @@ class Match:
 
 
 def match(faults: list[Fault], found: list[dict[str, Any]]) -> tuple[list[Match], list[dict[str, Any]]]:
-    """Each incident of an entity a fault was aimed at (raw or staged) to the latest such fault begun before
-    the incident last changed; any other to a fault that hit something, started before the incident opened
-    (or before it was escalated with the category the fault expects: an incident opened for one fault may
-    be escalated for another that met its retry), ended at most `MATCH_WINDOW_S` before it opened, and hit
-    its source (failing that, one of the platform's own processes, which hit every source): the one whose
-    expected category is the incident's if any, else the latest. A fault to be escalated that got no
-    incident of its own is given the escalation that covered it (`_escalation_covering`)."""
+    """Each drift incident of an entity a fault was aimed at (raw or staged) to the latest such fault begun
+    before the incident last changed; any other to a fault that hit something, started before the incident
+    opened (or before it was escalated with the category the fault expects: an incident opened for one
+    fault may be escalated for another that met its retry), ended at most `MATCH_WINDOW_S` before it
+    opened, and hit its source (failing that, one of the platform's own processes, which hit every
+    source): the one whose expected category is the incident's if any, else the latest. A fault to be
+    escalated that got no incident of its own is given the escalation that covered it
+    (`_escalation_covering`)."""
     matches = [Match(fault, []) for fault in faults]
     unmatched = []
     for incident in found:
@@ -225,6 +226,7 @@ def match(faults: list[Fault], found: list[dict[str, Any]]) -> tuple[list[Match]
             m
             for m in matches
             if _same_entity(m.fault.asset, incident["asset_key"])
+            and incident["category"] in (m.fault.expected, AIMED_CATEGORY)
             and m.fault.started_at <= incident["updated_at"]
         ]
         if aimed:
@@ -253,6 +255,11 @@ def match(faults: list[Fault], found: list[dict[str, Any]]) -> tuple[list[Match]
         if m.fault.hit and not m.incidents and not m.fault.healable and m.fault.expected != APPROVE:
             m.incidents.extend(_escalation_covering(m.fault, found))
     return matches, unmatched
+
+
+AIMED_CATEGORY = "schema_drift"
+"""The category of the faults aimed at an entity (drifts): the entity's other incidents (an expired login,
+an outage) are matched like any other, not taken by the drift."""
 
 
 def _same_entity(aimed: str | None, asset_key: str | None) -> bool:
