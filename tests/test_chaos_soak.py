@@ -10,6 +10,10 @@ The soak's own report (the figures, each fault and its incidents) is written bes
 test's temporary directory and printed when an assertion fails. Real parts throughout: two PostgreSQL
 servers, the installed units started by their `ExecStart`, a REST API on loopback, real faults (signals,
 `pg_terminate_backend`, a server restart, an expired login, a full tmpfs).
+
+The quiet period is capped at 300 s here (600 s in the benchmark): an escalated incident nothing resolves
+had held a clean-clone CI run for the full 10 minutes; what is still healing at the cap is scored as it
+stands, so a row not yet landed fails the test rather than passing unseen.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ def test_a_short_chaos_soak_loses_nothing_and_heals_or_escalates_every_fault(tmp
     report = tmp_path / "soak.md"
     completed = subprocess.run(
         [sys.executable, str(REPO_ROOT / "bench" / "soak.py"), "--minutes", str(MINUTES), "--seed", str(SEED),
-         "--quiet", "100", "--report", str(report)],
+         "--quiet", "100", "--quiet-max", "300", "--report", str(report)],
         capture_output=True, text=True, timeout=1800, cwd=REPO_ROOT,
     )  # fmt: skip
     assert completed.returncode == 0, completed.stderr[-4000:]

@@ -502,8 +502,14 @@ def test_a_human_approves_a_proposal_with_the_job_and_the_sensor_acts(world: Sen
     healed = world.store.incident(incident.incident_id)
     assert healed is not None and healed.status == "resolved"
 
-    again = approve(incident_id=incident.incident_id, approved_by="oncall@example.com")
-    assert not again.success, "a resolved incident has nothing to approve"
+    late = approve(incident_id=incident.incident_id, approved_by="late@example.com")
+    assert late.success, "a late approval of a healed incident is no failure for the healing sensor to heal"
+    unchanged = world.store.incident(incident.incident_id)
+    assert unchanged is not None
+    assert (unchanged.status, unchanged.approved_by) == ("resolved", approved.approved_by)
+    world.tick()
+    assert len(world.store.incidents()) == 1, "the late approval opened no incident"
+    assert not approve(incident_id="no-such-incident", approved_by="oncall@example.com").success
 
 
 def test_an_incident_open_past_its_deadline_is_escalated_and_alerted(

@@ -137,7 +137,8 @@ class Healer:
         for record in _finished_runs(instance, cursor.runs_after):
             finished_at = min(now, record.end_time or now)
             run_id = record.dagster_run.run_id
-            claim = self.store.claim_run(run_id, now)
+            human = record.dagster_run.job_name == APPROVAL_JOB_NAME
+            claim = "observed" if human else self.store.claim_run(run_id, now)
             if claim == "claimed":
                 try:
                     self._observe_run(instance, record.dagster_run, now, finished_at)
@@ -590,6 +591,9 @@ the credentials, while the schedule's next run (its failure joining the escalate
 catches up at once (both seen in the chaos soak)."""
 WAIT_ACTION = "retry_with_backoff"
 """The action that only waits for the cause to pass (`_attempt_failed`)."""
+APPROVAL_JOB_NAME = "apply_healing_action"
+"""The job a human approves a proposal with: a run of it that fails (an unknown incident, a blank name)
+tells the approver at once and touches no data, so it is no failure to heal: it is not observed."""
 HEALING_PARAMETERS = (BATCH_SCALE, RATE_SCALE, ON_DRIFT)
 """Op config the engine sets afresh for each attempt, never copied from the failed run."""
 

@@ -23,11 +23,11 @@ import dagster as dg
 from pydantic import Field
 
 from resources.state.database import StateLocation, beside
-from resources.state.healing_store import HealingStore
+from resources.state.healing_store import HealingStore, Incident
 from sensors.alerting.routing import DEFAULT_ROUTES_PATH, AlertRouter, load_alert_routes
 from sensors.healing.alerts import router_notifier
 from sensors.healing.dead_runs import fail_dead_runs
-from sensors.healing.engine import Healer, HealingCursor
+from sensors.healing.engine import APPROVAL_JOB_NAME, Healer, HealingCursor
 from sensors.healing.graph import HealingGraph
 from sensors.healing.policy import HealingPolicy, default_policy
 from sensors.healing.quality_events import quality_event_store
@@ -36,7 +36,6 @@ SENSOR_NAME = "healing"
 HEALING_INTERVAL_SECONDS = 15
 """How often the healing sensor looks at the finished runs: part of every time to recover (the chaos soak's
 median goal is a minute), and a tick that finds nothing new reads one page of run records."""
-APPROVAL_JOB_NAME = "apply_healing_action"
 
 
 def build_healing_sensor(
@@ -99,20 +98,34 @@ def build_approval_job(store_path: StateLocation) -> dg.JobDefinition:
             raise ApprovalError(
                 f"No incident {config.incident_id!r} in the healing ledger ({store.location})."
             )
+        if incident.status == "resolved":
+            context.log.info(_nothing_to_approve(incident))
+            return
         if incident.status not in ("proposed", "escalated") or incident.action in (None, "escalate"):
             raise ApprovalError(
                 f"Incident {config.incident_id} is {incident.status} with action {incident.action!r}: "
                 f"there is no proposed action to approve."
             )
         who = config.approved_by.strip()
-        store.update_incident(
+        approved = store.claim(
             config.incident_id,
+            {"status": incident.status},
             status="approved",
             decision="approved",
             approved_by=f"{who} (run {context.run.run_id}){': ' + config.note if config.note else ''}",
             approved_at=time.time(),
             updated_at=time.time(),
         )
+        if not approved:
+            moved_on = store.incident(config.incident_id)
+            assert moved_on is not None
+            if moved_on.status == "resolved":
+                context.log.info(_nothing_to_approve(moved_on))
+                return
+            raise ApprovalError(
+                f"Incident {config.incident_id} changed while it was being approved (now {moved_on.status} "
+                f"with action {moved_on.action!r}); look at it again and approve it again if it still waits."
+            )
         context.log.info(
             f"{who} approved {incident.action} for incident {config.incident_id} ({incident.category} on "
             f"{incident.asset_key}); the healing sensor launches it on its next tick."
@@ -125,3 +138,13 @@ def build_approval_job(store_path: StateLocation) -> dg.JobDefinition:
         approve()
 
     return apply_healing_action
+
+
+def _nothing_to_approve(incident: Incident) -> str:
+    """An approval that arrives after the incident healed is not an error: the approver (or the alert it
+    followed) was simply late, and failing the run would itself look like a failure to heal (the chaos soak's
+    operator approved a proposal the next scheduled run had just resolved)."""
+    return (
+        f"Incident {incident.incident_id} is already resolved ({incident.outcome}): nothing to approve, "
+        f"nothing was changed."
+    )
