@@ -429,7 +429,8 @@ def test_a_failed_run_still_resolves_the_incidents_of_what_it_materialized(world
 
 def test_an_attempt_failing_another_way_is_decided_on_as_that_failure(world: SensorWorld) -> None:
     """A crashed run's retry that is rate-limited is slowed down (an action for failed steps), not escalated
-    for want of an action for crashed runs (the chaos soak: a code-server restart, then a 429 storm)."""
+    for want of an action for crashed runs (the chaos soak: a code-server restart, then a 429 storm). The
+    retry is not learned as failing (it got past the crash); slowing down that meets the same 429s is."""
     crash = Incident(
         incident_id="crash1", dedup_key="run_crash:r1:", opened_at=time.time(), updated_at=time.time(),
         kind="run_crash", asset_key=RAW.to_user_string(), source="src", run_id="r1",
@@ -443,13 +444,17 @@ def test_an_attempt_failing_another_way_is_decided_on_as_that_failure(world: Sen
     world.tick()
     decided = world.store.incident("crash1")
     assert decided is not None
-    assert world.store.outcome_counts("interrupted") == {"retry_with_backoff": (0, 1)}, "failed another way"
+    assert world.store.outcome_counts("interrupted") == {}, "it got past the crash and met a new failure"
     assert (decided.kind, decided.category, decided.action, decided.status) == (
         "step_failure",
         "rate_limited",
         "slow_down",
         "healing",
     )
+    world.store.update_incident("crash1", status="running", attempts=2)  # its attempt launched
+    assert not world.materialize(tags={INCIDENT_TAG: "crash1", ACTION_TAG: "slow_down"}), "still limited"
+    world.tick()
+    assert world.store.outcome_counts("rate_limited") == {"slow_down": (0, 1)}, "slowing down did not cure it"
 
 
 def test_overrides_decay_back_after_healthy_runs(world: SensorWorld) -> None:

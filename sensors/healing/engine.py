@@ -228,10 +228,13 @@ class Healer:
         failure (kind, diagnosis, evidence): the next decision is about how it fails now, e.g. a crashed run
         whose retry was then rate-limited is slowed down, not escalated for want of an action for crashes.
 
-        A retry that fails in the same category again is not learned as the retry failing: it says the outage
-        lasts, not that retrying is the wrong action. Counted, a long outage taught the policy to stop
-        trusting retries, and every later blip waited for a human's approval (the 30-minute chaos soak).
-        The attempt still counts towards `max_attempts`."""
+        Only an action that did not cure what it was for is learned as failing: an attempt failing in the
+        same category again, unless the action is the retry, for which that says the outage lasts, not that
+        retrying is wrong. An attempt failing in another category got past its incident's failure and met a
+        new one (a retry after a database restart rejected by a login that expired meanwhile). Counted, an
+        outage or a fault overlapping the retries taught the policy to stop trusting retries, and every
+        later blip waited for a human's approval (the 30-minute chaos soak: retry_with_backoff for
+        source_unavailable at 0 healed, 5 failed). The attempt still counts towards `max_attempts`."""
         assert incident.action is not None
         diagnosis = classify(evidence)
         claimed = self.store.claim(
@@ -248,7 +251,7 @@ class Healer:
         )
         if not claimed:
             return
-        if not (incident.action == WAIT_ACTION and diagnosis.category.value == incident.category):
+        if diagnosis.category.value == incident.category and incident.action != WAIT_ACTION:
             self.store.record_outcome(incident.incident_id, incident.category, incident.action, False, now)
         refreshed = self.store.incident(incident.incident_id)
         assert refreshed is not None
