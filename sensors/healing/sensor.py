@@ -33,9 +33,10 @@ from sensors.healing.policy import HealingPolicy, default_policy
 from sensors.healing.quality_events import quality_event_store
 
 SENSOR_NAME = "healing"
-HEALING_INTERVAL_SECONDS = 15
-"""How often the healing sensor looks at the finished runs: part of every time to recover (the chaos soak's
-median goal is a minute), and a tick that finds nothing new reads one page of run records."""
+HEALING_INTERVAL_SECONDS = 10
+"""How often the healing sensor looks at the finished runs: part of every time to recover twice (the failure
+waits for a tick to be seen, the retry's backoff ends on a tick; the chaos soak's median goal is a minute),
+and a tick that finds nothing new reads one page of run records."""
 
 
 def build_healing_sensor(
