@@ -31,6 +31,7 @@ from google.api_core.exceptions import GoogleAPIError, NotFound, PreconditionFai
 from google.cloud import storage
 
 from resources.landing.sharing import LandingBusyError
+from resources.processes import process_exists
 
 MIN_RENEWAL_SECONDS = 0.2
 
@@ -43,7 +44,7 @@ class Holder:
 
     def is_stale(self, now: float) -> bool:
         """Expired, or held by a process of this host that is gone."""
-        return now >= self.expires_at or (self.host == socket.gethostname() and not _running(self.pid))
+        return now >= self.expires_at or (self.host == socket.gethostname() and not process_exists(self.pid))
 
 
 @contextlib.contextmanager
@@ -111,13 +112,3 @@ def _take(blob: storage.Blob, holder: Holder, what: str) -> int:
     raise LandingBusyError(
         f"Could not take the lease gs://{blob.bucket.name}/{blob.name} on {what}: contended."
     )
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

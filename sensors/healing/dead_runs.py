@@ -14,11 +14,12 @@ holds where the sensor runs on the run workers' host: with the default run launc
 children of the code server that evaluates this sensor. Under any other launcher nothing is checked.
 """
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
+
+from resources.processes import process_exists
 
 DEAD_RUN_MESSAGE = (
     "Run worker (pid {pid}) is gone while the run was STARTED: killed (the OOM killer, a signal) or taken "
@@ -67,12 +68,8 @@ def _worker_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
 
 def _alive(pid: int) -> bool:
     """Whether a run worker runs as `pid`: the process exists and, where /proc tells, is one."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not process_exists(pid):
         return False
-    except PermissionError:
-        return True  # it exists, under another user
     command = Path(f"/proc/{pid}/cmdline")
     try:
         text = command.read_bytes()
