@@ -93,15 +93,18 @@ class Operator:
         self.approved[incident["incident_id"]] = time.time()
 
     def _causes(self, incident: dict[str, Any]) -> list[Fault]:
-        """The unrepaired faults that can explain the escalated incident: of its source, begun before it was
-        escalated (an incident opened for one fault may be escalated for another: a retry of a disk-full
-        failure meeting expired credentials)."""
+        """The unrepaired faults that can explain the escalated incident: of its source and its category (the
+        human repairs what the diagnosis names), begun before it was escalated (an incident opened for one
+        fault may be escalated for another: a retry of a disk-full failure meeting expired credentials).
+        Without the category, a schema drift's escalation had the login renewed before any extraction met
+        its expiry, and the expiry was scored as never escalated."""
         return [
             fault
             for fault in self.faults
             if fault.repair is not None
             and not fault.repaired
             and fault.source == incident["source"]
+            and fault.expected == incident["category"]
             and fault.started_at <= float(incident["updated_at"])
         ]
 
