@@ -1,0 +1,92 @@
+"""How the chaos soak (`bench/soak.py`) scores and repairs: which incidents a fault is credited with
+(`soak_measure.match`) and which faults the soak's operator repairs for an escalation
+(`soak_operator.Operator`). Both decide the report's goals, and both were wrong in a 30-minute run before
+these tests: a drift fault claimed its entity's later login failures, and a drift's escalation had the
+operator renew an expired login no extraction had met yet. Pure functions over recorded faults and ledger
+rows: no server is started."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, cast
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO_ROOT / "bench"), str(REPO_ROOT / "tests")]
+
+from deployment import Deployment  # noqa: E402
+from soak_faults import Fault  # noqa: E402
+from soak_measure import match  # noqa: E402
+from soak_operator import Operator  # noqa: E402
+
+T0 = 1_800_000_000.0
+
+
+def incident(category: str, asset_key: str, source: str, opened_s: float, **changes: Any) -> dict[str, Any]:
+    row = {
+        "incident_id": f"{category}-{opened_s:.0f}",
+        "category": category,
+        "asset_key": asset_key,
+        "source": source,
+        "opened_at": T0 + opened_s,
+        "updated_at": T0 + opened_s,
+        "resolved_at": T0 + opened_s + 30,
+        "status": "resolved",
+        "decision": "auto",
+        "approved_by": None,
+    }
+    return {**row, **changes}
+
+
+def fault(kind: str, expected: str, source: str | None, at_s: float, **changes: Any) -> Fault:
+    return Fault(kind, at_s, expected, source, started_at=T0 + at_s, ended_at=T0 + at_s + 5, **changes)
+
+
+def test_a_drift_fault_takes_its_entitys_drift_incidents_and_not_its_later_login_failures() -> None:
+    drift = fault("schema_drift_added_column", "schema_drift", "shop_db", 0, asset="staged/shop_db/customers")
+    login = fault("credentials_expired", "auth_permission", "shop_db", 10)
+    drifted = incident("schema_drift", "raw/shop_db/customers", "shop_db", 20, status="escalated")
+    rejected = incident("auth_permission", "raw/shop_db/customers", "shop_db", 30, status="escalated")
+
+    matches, unmatched = match([drift, login], [drifted, rejected])
+
+    assert unmatched == []
+    by_kind = {m.fault.kind: m for m in matches}
+    assert by_kind["schema_drift_added_column"].incidents == [drifted], "met in the raw layer all the same"
+    assert by_kind["credentials_expired"].incidents == [rejected]
+    assert by_kind["credentials_expired"].escalated_as == {"auth_permission"}
+
+
+def test_a_healable_fault_healed_through_its_incident_recovers_from_the_faults_start() -> None:
+    burst = fault("rest_5xx_burst", "heal", "shop_api", 100)
+    retried = incident("source_unavailable", "raw/shop_api/products", "shop_api", 110)
+
+    (scored,), _ = match([burst], [retried])
+
+    assert scored.outcome == "healed"
+    assert scored.recover_s == 40, "resolved 30 s after it opened, 10 s after the fault began"
+
+
+def test_the_operator_repairs_only_the_faults_the_escalations_category_names() -> None:
+    repaired: list[str] = []
+
+    def repair(what: str) -> Callable[[], str]:
+        def done() -> str:
+            repaired.append(what)
+            return f"{what} repaired"
+
+        return done
+
+    login = fault("credentials_expired", "auth_permission", "shop_db", 0, repair=repair("login"))
+    refused = fault("malformed_delivery", "data_quality", "shop", 0, repair=repair("file"))
+    operator = Operator(cast(Deployment, None), [login, refused])
+
+    drift = incident("schema_drift", "raw/shop_db/customers", "shop_db", 20, status="escalated")
+    assert operator._causes(drift) == [], "a drift names no login to renew"
+
+    expired = incident("auth_permission", "raw/shop_db/customers", "shop_db", 20, status="escalated")
+    for cause in operator._causes(expired):
+        operator.repair(cause)
+    assert repaired == ["login"]
+    assert login.repaired == "login repaired" and not refused.repaired
