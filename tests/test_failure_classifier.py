@@ -34,7 +34,7 @@ from platform_assets.factories.staged_assets import (
     UpstreamMissingError,
 )
 from platform_assets.quality.anomaly_checks import MEAN_SHIFT_CHECK, NULL_RATE_CHECK, VOLUME_CHECK
-from platform_assets.quality.quarantine import SplitSummary, over_threshold_message
+from platform_assets.quality.quarantine import DeliveryShare, SplitSummary, over_threshold_message
 from platform_assets.quality.relationship_checks import (
     RELATIONSHIP_CHECK,
     ForeignKey,
@@ -201,9 +201,10 @@ def schema_drift() -> BaseException:
 
 
 def over_threshold() -> BaseException:
-    summary = SplitSummary(total=100, bad=40)
+    refused = DeliveryShare("2026-05-01 10:00:00", 100, 40)
+    summary = SplitSummary(total=100, bad=40, deliveries=(refused,))
     summary.by_rule["amount_positive"] = 40
-    return BadRowsError(over_threshold_message("shop.orders", "staged.shop__orders", summary, 0.05))
+    return BadRowsError(over_threshold_message("shop.orders", "staged.shop__orders", summary, refused, 0.05))
 
 
 def malformed_file() -> BaseException:

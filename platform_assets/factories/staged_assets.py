@@ -308,12 +308,13 @@ def build_staged_asset(item: CatalogEntity, warehouse_kind: str) -> dg.AssetsDef
                     f"{STAGED_SCHEMA}.{table}. Nothing was written. Fix the delivery, or the catalog."
                     f"{markers}"
                 )
-            if summary.refused(entity.max_bad_fraction) is not None:
+            if (refused := summary.refused(entity.max_bad_fraction)) is not None:
                 raise BadRowsError(
                     over_threshold_message(
                         f"{item.source_name}.{item.name}",
                         f"{STAGED_SCHEMA}.{table}",
                         summary,
+                        refused,
                         entity.max_bad_fraction,
                     )
                     + markers

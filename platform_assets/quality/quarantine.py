@@ -560,11 +560,11 @@ def record_resolved(warehouse: Warehouse, resolved: pa.Table) -> dict[str, int]:
     return {status: counts[status] for status in (SUPERSEDED, RELEASED)}
 
 
-def over_threshold_message(where: str, table: str, summary: SplitSummary, max_bad_fraction: float) -> str:
+def over_threshold_message(
+    where: str, table: str, summary: SplitSummary, refused: DeliveryShare, max_bad_fraction: float
+) -> str:
+    """Why the staging step refuses the `refused` delivery (`SplitSummary.refused`), and what to do."""
     rules_text = ", ".join(f"{rule} {count}" for rule, count in summary.by_rule.most_common())
-    refused = summary.refused(max_bad_fraction) or DeliveryShare(
-        "all rows", summary.total, summary.bad - summary.drifted
-    )
     return (
         f"{where}: {refused.bad} of {refused.rows} rows ({refused.fraction:.1%}) of one delivery "
         f"({refused.delivery}) break error-severity rules, more than max_bad_fraction {max_bad_fraction:.1%} "
