@@ -20,6 +20,7 @@ from healing_harness import fast_policy
 from rest_test_server import Recorded, ScriptedServer, json_reply, unused_port
 
 from resources.state.healing_store import OBSERVATION_LEASE_SECONDS, Breaker, HealingStore, Incident
+from resources.state.quality_events import QualityEvent, quality_event_store
 from sensors.automation.conditions import SOURCE_TAG as AUTOMATION_SOURCE_TAG
 from sensors.healing.engine import (
     ACTION_TAG,
@@ -352,7 +353,7 @@ def test_a_refused_delivery_leaves_the_breaker_closed_and_its_repeats_join_the_e
     keep flowing; and each run refusing the same bad delivery is the one escalated incident, alerted once
     (the chaos soak saw the breaker hold a file source's deliveries for ten minutes and an escalation per
     run). The escalated incident shows the latest repeat (its run, its time): the human sees it still fails
-    after what they repaired."""
+    after what they repaired; a warning about the asset of the same category joins it, but is no repeat."""
     world.policy = fast_policy(circuit_breaker={"failures_to_open": 2, "cooldown_seconds": 600})
     world.bad_rows.touch()
     seen = []
@@ -366,6 +367,19 @@ def test_a_refused_delivery_leaves_the_breaker_closed_and_its_repeats_join_the_e
     assert len(set(seen)) == 3 and seen[-1] == (incident.run_id, incident.updated_at), seen
     escalations = [alert for alert in webhook if alert.get("kind") == "escalation"]
     assert len(escalations) == 1, webhook
+
+    warning = QualityEvent(
+        "check:staged/src/thing:mean_shift:1", "check", STAGED.to_user_string(), "mean_shift", "warn",
+        "2026-12-07T00:00:00+00:00", {"run_id": "another", "blocking": False, "metadata": {"column": "x"}},
+    )  # fmt: skip
+    quality_event_store(world.root / "ops" / "quality_events.jsonl").append([warning])
+    world.tick()
+    (joined,) = world.store.incidents()
+    assert (joined.run_id, joined.updated_at, joined.evidence["check_name"]) == (
+        incident.run_id,
+        incident.updated_at,
+        None,
+    ), "a warning about the asset is not the refused delivery failing again"
 
     world.bad_rows.unlink()  # the human's corrected delivery
     assert world.materialize()

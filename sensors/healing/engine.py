@@ -293,7 +293,7 @@ class Healer:
         time the platform gets to heal, which starts when it learns of the failure."""
         diagnosis = classify(evidence)
         if (handling := self._being_handled(evidence.asset_key, diagnosis.category.value)) is not None:
-            if handling.status == "escalated":
+            if handling.status == "escalated" and _repeats(handling, evidence):
                 self._failed_again(handling, evidence, diagnosis, now)
             return
         incident = Incident(
@@ -679,6 +679,14 @@ def _run_evidence(
         yield _with_executor_explanation(evidence, _engine_messages(entries, event.step_key))
     if not failures:
         yield _crash_evidence(instance, run, graph)
+
+
+def _repeats(incident: Incident, evidence: Evidence) -> bool:
+    """Whether `evidence` is the incident's own failure again (its kind, and its check for a check's), not
+    another failure of the asset in the same category, which joins it without taking its place: a
+    warn-severity `mean_shift` had replaced the evidence of an escalated refused delivery, and reminded of
+    it, though nothing about the delivery had changed (the chaos soak)."""
+    return incident.kind == evidence.kind and incident.evidence.get("check_name") == evidence.check_name
 
 
 CHECK_FAILED_ERROR = "DagsterAssetCheckFailedError"
