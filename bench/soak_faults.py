@@ -79,6 +79,9 @@ class Fault:
     asset: str | None = None
     """The asset the fault is aimed at when it is one (a table altered at the source): an incident of that
     asset is this fault's, however late the next extraction meets the change."""
+    marker: str | None = None
+    """Text that only this fault's incidents carry in their evidence (the refused file's name): such an
+    incident is this fault's, however late the file is met."""
     repair: Callable[[], str] | None = None
     """What the human does once the platform escalated it (returns what was done); None: nothing to do."""
     repaired: str = ""
@@ -240,6 +243,7 @@ class Injector:
             return f"{name} delivered again, corrected"
 
         fault.repair = repair
+        fault.marker = name
         fault.detail = f"{name}: {len(ids)} orders with status 'teleported'"
 
     def file_redelivered_changed(self, fault: Fault) -> None:

@@ -211,7 +211,8 @@ class Match:
 
 
 def match(faults: list[Fault], found: list[dict[str, Any]]) -> tuple[list[Match], list[dict[str, Any]]]:
-    """Each drift incident of an entity a fault was aimed at (raw or staged) to the latest such fault begun
+    """An incident whose evidence names a fault's marker (a refused file) to that fault; each drift
+    incident of an entity a fault was aimed at (raw or staged) to the latest such fault begun
     before the incident last changed; any other to a fault that hit something, started before the incident
     opened (or before it was escalated with the category the fault expects: an incident opened for one
     fault may be escalated for another that met its retry), ended at most `MATCH_WINDOW_S` before it
@@ -222,6 +223,10 @@ def match(faults: list[Fault], found: list[dict[str, Any]]) -> tuple[list[Match]
     matches = [Match(fault, []) for fault in faults]
     unmatched = []
     for incident in found:
+        named = [m for m in matches if m.fault.marker and m.fault.marker in incident["evidence_json"]]
+        if named:
+            named[0].incidents.append(incident)
+            continue
         aimed = [
             m
             for m in matches

@@ -35,6 +35,7 @@ def incident(category: str, asset_key: str, source: str, opened_s: float, **chan
         "status": "resolved",
         "decision": "auto",
         "approved_by": None,
+        "evidence_json": "{}",
     }
     return {**row, **changes}
 
@@ -66,6 +67,19 @@ def test_a_healable_fault_healed_through_its_incident_recovers_from_the_faults_s
 
     assert scored.outcome == "healed"
     assert scored.recover_s == 40, "resolved 30 s after it opened, 10 s after the fault began"
+
+
+def test_a_refused_files_incident_is_its_faults_however_late_the_file_is_met() -> None:
+    refused = fault("malformed_delivery", "data_quality", "shop", 60, marker="orders_soak_refused_7.csv")
+    bad_row = fault("malformed_row", "heal", "shop", 200)
+    late = incident(
+        "data_quality", "staged/shop/orders", "shop", 370, status="escalated",
+        evidence_json='{"errors": [{"message": "3 of 3 rows (orders/orders_soak_refused_7.csv)"}]}',
+    )  # fmt: skip
+
+    matches, _ = match([refused, bad_row], [late])
+
+    assert [m.incidents for m in matches] == [[late], []], "not the malformed row's, though it came closer"
 
 
 def test_the_operator_repairs_only_the_faults_the_escalations_category_names() -> None:
