@@ -45,6 +45,9 @@ def test_preconditions_select_the_candidate() -> None:
     rejected = POLICY.decide("auth_permission", 0.9, "auth_rejected", "step_failure", 0, {})
     assert (expired.action, expired.mode) == ("refresh_credentials", "auto")
     assert (rejected.action, rejected.mode) == ("escalate", "escalate")
+    full = POLICY.decide("resource_exhausted", 0.9, "disk_full", "step_failure", 0, {})
+    killed = POLICY.decide("resource_exhausted", 0.8, "step_process_killed", "step_failure", 0, {})
+    assert (full.action, killed.action) == ("retry_with_backoff", "shrink_batch"), "a full disk is waited out"
 
 
 def test_attempts_are_capped_then_escalated() -> None:

@@ -282,6 +282,10 @@ def test_the_breaker_opens_after_consecutive_failures_and_half_opens_after_the_c
             assert not world.run(request)
     assert world.store.breaker("src").state == "open"
     assert world.tick() == [], "no run against an open source"
+    opened = world.store.breaker("src")
+    assert not world.materialize(), "a run already under way when it opened"
+    world.tick()
+    assert world.store.breaker("src") == opened, "its failure does not lengthen the cool-down"
     world.fault.unlink()
     time.sleep(1.0)
     (probe,) = world.tick()

@@ -543,7 +543,13 @@ class Healer:
     # Circuit breakers
 
     def _breaker_failure(self, source: str, now: float) -> None:
+        """One more consecutive failure of the source: the breaker opens at `failures_to_open`, and each
+        half-open probe that fails opens it again for twice as long. A run failing while the breaker is
+        open was under way when it opened (queued behind the source's slot, or launched half-open with the
+        probe): counted, two such runs had doubled the REST source's cool-down to 480 s (the chaos soak)."""
         breaker = self.store.breaker(source)
+        if breaker.state == "open":
+            return
         failures = breaker.consecutive_failures + 1
         opens = breaker.state == "half_open" or failures >= self.policy.circuit_breaker.failures_to_open
         state = "open" if opens else breaker.state
