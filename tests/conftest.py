@@ -140,9 +140,13 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Files with `slow` tests first in the collection, each file's tests together and in their order, so
-    that the long ones (the chaos soak, the Celery workers) are not left to the end of a run. Under
-    `--dist loadfile` xdist's scheduler still decides when each file runs: in the one CI run measured, the
-    Celery file started 10 minutes into the run (the chaos soak had started after 18 without this)."""
-    slow_files = {item.path for item in items if item.get_closest_marker("slow") is not None}
-    items.sort(key=lambda item: item.path not in slow_files)
+    """Files with `slow` tests first in the collection, the longest first (`pytest.mark.slow(minutes=N)`,
+    1 when unsaid), each file's tests together and in their order, so that the long ones (the chaos soak,
+    the Celery workers) are not left to the end of a run. `./dev test` passes `--no-loadscope-reorder`:
+    by default xdist's `--dist loadfile` reorders files by their number of tests, which had started the
+    chaos soak 13 minutes into a 20-minute clean-clone CI run."""
+    minutes: dict[Path, float] = {}
+    for item in items:
+        if (marker := item.get_closest_marker("slow")) is not None:
+            minutes[item.path] = max(minutes.get(item.path, 0.0), float(marker.kwargs.get("minutes", 1)))
+    items.sort(key=lambda item: -minutes.get(item.path, 0.0))
