@@ -50,6 +50,7 @@ from soak_measure import (  # noqa: E402
     postgres_rows,
     postmortem,
     runs_by_status,
+    stuck_runs,
 )
 from soak_operator import Operator  # noqa: E402
 from soak_report import scores, write_report  # noqa: E402
@@ -243,6 +244,7 @@ def main() -> None:
             "matches": matches,
             "unmatched": unmatched,
             "runs": runs_by_status(deployment),
+            "stuck": stuck_runs(deployment, time.time()),
             "metrics": metrics_text(deployment),
             "daemon_cpu_s": sampler.cpu_seconds,
             "daemon_peak_rss": sampler.peak_rss,

@@ -291,6 +291,23 @@ def _escalation_covering(fault: Fault, found: list[dict[str, Any]]) -> list[dict
     ]
 
 
+STUCK_AFTER_S = 120.0
+"""A run still in progress at the end is stuck when it was created longer ago than this: the schedules keep
+launching through the quiet period, and a run created a second before it ended is not stuck (the CI soak
+counted two such as stuck when its quiet period reached its cap)."""
+
+
+def stuck_runs(deployment: Deployment, now: float) -> int:
+    """Runs queued, starting or started since more than `STUCK_AFTER_S` before `now`."""
+    found = deployment.server.graphql("{ runsOrError { ... on Runs { results { status creationTime } } } }")[
+        "runsOrError"
+    ]["results"]
+    return sum(
+        run["status"] not in ("SUCCESS", "FAILURE", "CANCELED") and run["creationTime"] < now - STUCK_AFTER_S
+        for run in found
+    )
+
+
 def runs_by_status(deployment: Deployment) -> dict[str, int]:
     found = deployment.server.graphql("{ runsOrError { ... on Runs { results { runId status } } } }")[
         "runsOrError"

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from soak_faults import APPROVE
-from soak_measure import KeyDiff, Match, percentile
+from soak_measure import STUCK_AFTER_S, KeyDiff, Match, percentile
 
 GOAL_FAULTS = 60
 GOAL_HEALED_SHARE = 0.95
@@ -103,9 +103,7 @@ def scores(result: dict[str, Any]) -> Scores:
         ),
         median_s=statistics.median(recover) if recover else None,
         p95_s=percentile(recover, 0.95),
-        stuck=sum(
-            n for status, n in result["runs"].items() if status not in ("SUCCESS", "FAILURE", "CANCELED")
-        ),
+        stuck=result["stuck"],
         escalations=len(escalations),
         escalations_alerted=len({i for kind, i in alerted if kind == "escalation"} & escalations),
         proposals=len(proposals),
@@ -254,7 +252,7 @@ def write_report(path: Path, result: dict[str, Any]) -> None:
         "",
         "By status at the end: "
         + ", ".join(f"{k} {v}" for k, v in sorted(runs.items()))
-        + f"; stuck: {score.stuck}.",
+        + f"; stuck (not finished, created more than {STUCK_AFTER_S:.0f} s before the end): {score.stuck}.",
         "",
         "## Cost",
         "",
