@@ -297,15 +297,31 @@ launching through the quiet period, and a run created a second before it ended i
 counted two such as stuck when its quiet period reached its cap)."""
 
 
-def stuck_runs(deployment: Deployment, now: float) -> int:
-    """Runs queued, starting or started since more than `STUCK_AFTER_S` before `now`."""
-    found = deployment.server.graphql("{ runsOrError { ... on Runs { results { status creationTime } } } }")[
-        "runsOrError"
-    ]["results"]
-    return sum(
-        run["status"] not in ("SUCCESS", "FAILURE", "CANCELED") and run["creationTime"] < now - STUCK_AFTER_S
+FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
+STUCK_RUNS = """
+{ runsOrError { ... on Runs { results { runId status creationTime jobName tags { key value } } } } }
+"""
+STUCK_RUN_TAGS = (
+    "platform/source", "healing/action", "platform/trigger", "dagster/schedule_name", "dagster/sensor_name",
+)  # fmt: skip
+
+
+def stuck_runs(deployment: Deployment, now: float) -> list[dict[str, Any]]:
+    """Runs queued, starting or started since more than `STUCK_AFTER_S` before `now`, each with its job,
+    age and the tags the run queue limits by, so that a report says which source or healing slot they
+    waited for."""
+    found = deployment.server.graphql(STUCK_RUNS)["runsOrError"]["results"]
+    return [
+        {
+            "run_id": run["runId"],
+            "status": run["status"],
+            "job": run["jobName"],
+            "age_s": round(now - run["creationTime"]),
+            "tags": {t["key"]: t["value"] for t in run["tags"] if t["key"] in STUCK_RUN_TAGS},
+        }
         for run in found
-    )
+        if run["status"] not in FINISHED and run["creationTime"] < now - STUCK_AFTER_S
+    ]
 
 
 def runs_by_status(deployment: Deployment) -> dict[str, int]:

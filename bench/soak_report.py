@@ -103,7 +103,7 @@ def scores(result: dict[str, Any]) -> Scores:
         ),
         median_s=statistics.median(recover) if recover else None,
         p95_s=percentile(recover, 0.95),
-        stuck=result["stuck"],
+        stuck=len(result["stuck"]),
         escalations=len(escalations),
         escalations_alerted=len({i for kind, i in alerted if kind == "escalation"} & escalations),
         proposals=len(proposals),
@@ -177,6 +177,22 @@ def diff_table(diffs: list[KeyDiff]) -> list[str]:
             f"{', '.join(map(str, examples)) or '-'} |"
         )
     return lines
+
+
+def stuck_table(stuck: list[dict[str, Any]]) -> list[str]:
+    """The stuck runs, with the tags the run queue limits by: which source or healing slot they waited for."""
+    if not stuck:
+        return []
+    return [
+        "| run | status | job | age (s) | tags |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {run['run_id'][:8]} | {run['status']} | {run['job']} | {run['age_s']} | "
+            + ", ".join(f"{k}={v}" for k, v in sorted(run["tags"].items()))
+            + " |"
+            for run in stuck
+        ),
+    ]
 
 
 def metric_lines(text: str) -> list[str]:
@@ -253,6 +269,8 @@ def write_report(path: Path, result: dict[str, Any]) -> None:
         "By status at the end: "
         + ", ".join(f"{k} {v}" for k, v in sorted(runs.items()))
         + f"; stuck (not finished, created more than {STUCK_AFTER_S:.0f} s before the end): {score.stuck}.",
+        "",
+        *stuck_table(result["stuck"]),
         "",
         "## Cost",
         "",

@@ -160,6 +160,13 @@ INTERRUPTED_RUN = (
 """Dagster's run failure when a run worker is interrupted by a restart of its code server (the chaos soak)."""
 
 
+DEQUEUE_FAILED = (
+    "Caught an unrecoverable error while dequeuing the run. Marking the run as failed and dropping it from the "
+    "queue"
+)
+"""The queued run coordinator's engine event for a run it could not launch (a code server shutting down)."""
+
+
 def run_failure(message: str) -> Evidence:
     """A run that failed without a failed step, as the engine reads it (`_crash_evidence`)."""
     return Evidence(
@@ -249,6 +256,7 @@ SAMPLES: dict[str, Callable[[Path], Evidence]] = {
     "run_interrupted": lambda _: step(raised(_interrupt)),
     "run_interrupted_unexpectedly": lambda _: run_failure(INTERRUPTED_RUN),
     "run_worker_gone": lambda _: run_failure(DEAD_RUN_MESSAGE.format(pid=4242)),
+    "run_launch_failed": lambda _: run_failure(DEQUEUE_FAILED),
     "oauth_token_expired": lambda _: step(
         rest_failure(json_reply({"error": "invalid_grant", "error_description": "expired"}, 400), post=True)
     ),

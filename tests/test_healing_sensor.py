@@ -177,6 +177,7 @@ def test_a_failed_run_is_retried_after_backoff_resolved_and_alerted(
     assert request.tags[ACTION_TAG] == "retry_with_backoff"
     assert request.tags[SOURCE_TAG] == "src", "held to one run per source like the source's own runs"
     assert SOURCE_TAG == AUTOMATION_SOURCE_TAG
+    assert int(request.tags["dagster/priority"]) > 0, "leaves the queue before scheduled and delivery runs"
     assert set(request.asset_selection or ()) == {RAW, STAGED}, "the failed asset and what is downstream"
     assert world.run(request)
     assert world.tick() == []

@@ -107,3 +107,31 @@ def test_breaker_open_skips_the_tick(catalog: list[CatalogEntity], tmp_path: Pat
     assert not skipped.run_requests
     assert "breaker" in (skipped.skip_message or "")
     assert len(other.run_requests) == 1, "other sources are not held back"
+
+
+def test_a_tick_launches_nothing_while_its_previous_run_waits_in_the_queue(
+    catalog: list[CatalogEntity], tmp_path: Path
+) -> None:
+    """The waiting run lands what is new when it starts: a source slower than its cron would otherwise pile
+    up runs. Another source's waiting run, or a run that has started, holds nothing back."""
+    schedules = build_schedules(catalog, tmp_path / "h.sqlite", dg.DefaultScheduleStatus.STOPPED)
+    repository = definitions(catalog, schedules, PlatformSettings.local(tmp_path)).get_repository_def()
+    schedule = next(s for s in schedules if s.name == "shop_schedule")
+    with dg.instance_for_test() as instance:
+        [first] = tick(schedule, instance, repository).run_requests
+        queued = instance.add_run(
+            dg.DagsterRun(job_name="ingestion", status=dg.DagsterRunStatus.NOT_STARTED, tags=first.tags)
+        )
+        instance.add_run(
+            dg.DagsterRun(
+                job_name="ingestion", status=dg.DagsterRunStatus.NOT_STARTED, tags={SOURCE_TAG: "shop_db"}
+            )
+        )
+        skipped = tick(schedule, instance, repository)
+        instance.handle_run_event(
+            queued.run_id, dg.DagsterEvent(dg.DagsterEventType.RUN_START.value, job_name="ingestion")
+        )
+        after_start = tick(schedule, instance, repository)
+    assert not skipped.run_requests
+    assert queued.run_id in (skipped.skip_message or "")
+    assert len(after_start.run_requests) == 1

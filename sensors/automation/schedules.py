@@ -9,6 +9,11 @@ downstream assets' eager conditions do not fire again for it: Dagster's
 `any_deps_updated` ignores updates made by a run that also targeted the asset. Raw assets carry no
 `on_cron` condition (see `sensors/automation/conditions.py`): the schedule is their one cron mechanism.
 
+A tick whose previous run still waits in the run queue launches nothing (`waiting_run`, as the delivery and
+change sensors coalesce): that run extracts what is new when it starts, and a source whose runs take longer
+than its cron interval would otherwise pile up runs (the CI chaos soak ended with three of one source
+queued).
+
 A tick whose source has an open circuit breaker (`sensors.healing.engine.open_breaker_skip`) is skipped with
 the reason, so a source that keeps failing is not hit again until the breaker half-opens and the healing
 layer's probe run succeeds. The default status is chosen by the caller (`platform_assets/definitions.py`).
@@ -19,6 +24,7 @@ import dagster as dg
 from resources.state.database import StateLocation
 from sensors.automation.conditions import SOURCE_TAG, TRIGGER_TAG
 from sensors.automation.targets import SharedJob, selected_keys
+from sensors.automation.waiting_runs import waiting_run
 from sensors.healing.engine import open_breaker_skip
 
 SCHEDULE_TRIGGER = "schedule"
@@ -45,17 +51,20 @@ def build_source_schedule(
         target=job,
         default_status=default_status,
         description=f"Extracts {source} on '{cron}' ({timezone}) and stages and rebuilds what reads it; "
-        f"skipped while the source's circuit breaker is open.",
+        f"skipped while its previous run still waits in the queue or the source's circuit breaker is open.",
     )
     def source_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
         meanwhile = "no scheduled run until the healing layer closes it (Dagster UI: ops.healing_incidents)."
         if (skip := open_breaker_skip(healing_store, source, meanwhile)) is not None:
             return skip
+        tags = {SOURCE_TAG: source, TRIGGER_TAG: SCHEDULE_TRIGGER}
+        if waiting := waiting_run(context.instance, tags):
+            return dg.SkipReason(f"Run {waiting} of this schedule still waits in the queue to land new data.")
         scheduled = context.scheduled_execution_time
         return dg.RunRequest(
             run_key=f"{name}:{scheduled.isoformat()}" if scheduled else None,
             asset_selection=selected_keys(context.repository_def, target, f"schedule {name}"),
-            tags={SOURCE_TAG: source, TRIGGER_TAG: SCHEDULE_TRIGGER},
+            tags=tags,
         )
 
     return source_schedule

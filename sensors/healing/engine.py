@@ -62,6 +62,11 @@ SOURCE_TAG = "platform/source"
 """The tag schedules and delivery/change sensors put on a source's runs (`sensors/automation/conditions.py`,
 which healing may not import): `dagster.yaml` admits one run per value, so a healing run of a source
 waits for the source's scheduled run instead of extracting beside it."""
+PRIORITY_TAG = "dagster/priority"
+HEALING_PRIORITY = "1"
+"""Healing runs leave the run queue before scheduled and delivery runs (priority 0): they repair what those
+would fail on again. In a CI chaos soak an approved schema evolution waited 160 s behind two scheduled runs
+of its source that each failed on the same drift."""
 BATCH_SCALE = "batch_scale"
 RATE_SCALE = "rate_scale"
 ON_DRIFT = "on_drift"
@@ -467,6 +472,7 @@ class Healer:
             INCIDENT_TAG: incident.incident_id,
             ATTEMPT_TAG: str(attempt),
             ACTION_TAG: str(incident.action),
+            PRIORITY_TAG: HEALING_PRIORITY,
         }
         source = self._source_of_run(incident, targets)
         if source is not None:
