@@ -161,8 +161,8 @@ INTERRUPTED_RUN = (
 
 
 DEQUEUE_FAILED = (
-    "Caught an unrecoverable error while dequeuing the run. Marking the run as failed and dropping it from the "
-    "queue"
+    "Caught an unrecoverable error while dequeuing the run. Marking the run as failed and dropping it "
+    "from the queue"
 )
 """The queued run coordinator's engine event for a run it could not launch (a code server shutting down)."""
 
