@@ -23,6 +23,7 @@ from typing import Any
 import duckdb
 import psycopg2
 import requests
+import yaml
 from deployment import DAEMON_UNIT, Deployment
 from proc_stat import CLOCK_TICKS, PAGE_BYTES, cpu_ticks, process_stats
 from soak_delivery import DeliveryDriver
@@ -292,36 +293,89 @@ def _escalation_covering(fault: Fault, found: list[dict[str, Any]]) -> list[dict
 
 
 STUCK_AFTER_S = 120.0
-"""A run still in progress at the end is stuck when it was created longer ago than this: the schedules keep
-launching through the quiet period, and a run created a second before it ended is not stuck (the CI soak
-counted two such as stuck when its quiet period reached its cap)."""
-
-
+"""A run still unfinished at the end is stuck when it has made no progress for this long: started with no
+event logged since, or queued since with no run in progress that holds the slot it waits for. A run that is
+working, or waiting its turn behind one that is, is not: the CI soak, on a machine busy with the other
+tests, ended its capped quiet period with runs of one source queued behind that source's run in progress,
+and a creation-time rule counted them stuck."""
+INSTANCE_CONFIG = Path(__file__).resolve().parents[1] / "deploy" / "dagster.yaml"
+IN_PROGRESS = ("STARTING", "STARTED", "CANCELING")
 FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
 STUCK_RUNS = """
 { runsOrError { ... on Runs { results { runId status creationTime jobName tags { key value } } } } }
+"""
+LAST_EVENTS = """
+query ($runId: ID!) { logsForRun(runId: $runId) { ... on EventConnection { events {
+  ... on MessageEvent { timestamp } } } } }
 """
 STUCK_RUN_TAGS = (
     "platform/source", "healing/action", "platform/trigger", "dagster/schedule_name", "dagster/sensor_name",
 )  # fmt: skip
 
 
-def stuck_runs(deployment: Deployment, now: float) -> list[dict[str, Any]]:
-    """Runs queued, starting or started since more than `STUCK_AFTER_S` before `now`, each with its job,
-    age and the tags the run queue limits by, so that a report says which source or healing slot they
-    waited for."""
+@dataclass(frozen=True)
+class RunLimits:
+    """The run queue's limits of the deployed instance (`concurrency.runs` in `deploy/dagster.yaml`)."""
+
+    max_concurrent: int
+    tags: list[dict[str, Any]]
+
+    @classmethod
+    def deployed(cls) -> RunLimits:
+        runs = yaml.safe_load(INSTANCE_CONFIG.read_text())["concurrency"]["runs"]
+        return cls(runs["max_concurrent_runs"], runs.get("tag_concurrency_limits", []))
+
+    def holding(self, waiting: dict[str, str], in_progress: list[dict[str, str]]) -> bool:
+        """Whether the runs in progress (their tags) take every slot a run with tags `waiting` may use."""
+        if len(in_progress) >= self.max_concurrent:
+            return True
+        for limit in self.tags:
+            key, value = limit["key"], limit.get("value")
+            if key not in waiting:
+                continue
+            if isinstance(value, dict):  # applyLimitPerUniqueValue: runs with the same value
+                same = [tags for tags in in_progress if tags.get(key) == waiting[key]]
+            elif value is None or value == waiting[key]:
+                same = [tags for tags in in_progress if key in tags and (value is None or tags[key] == value)]
+            else:
+                continue
+            if len(same) >= limit["limit"]:
+                return True
+        return False
+
+
+def stuck_runs(deployment: Deployment, now: float, limits: RunLimits | None = None) -> list[dict[str, Any]]:
+    """The unfinished runs that made no progress in the last `STUCK_AFTER_S` (see there), each with its job,
+    age and the tags the run queue limits by."""
+    limits = limits or RunLimits.deployed()
     found = deployment.server.graphql(STUCK_RUNS)["runsOrError"]["results"]
-    return [
-        {
-            "run_id": run["runId"],
-            "status": run["status"],
-            "job": run["jobName"],
-            "age_s": round(now - run["creationTime"]),
-            "tags": {t["key"]: t["value"] for t in run["tags"] if t["key"] in STUCK_RUN_TAGS},
-        }
+    unfinished = [
+        {**run, "tags": {t["key"]: t["value"] for t in run["tags"]}}
         for run in found
-        if run["status"] not in FINISHED and run["creationTime"] < now - STUCK_AFTER_S
+        if run["status"] not in FINISHED
     ]
+    in_progress = [run["tags"] for run in unfinished if run["status"] in IN_PROGRESS]
+    stuck = []
+    for run in unfinished:
+        if run["creationTime"] > now - STUCK_AFTER_S:
+            continue
+        if run["status"] in IN_PROGRESS:
+            events = deployment.server.graphql(LAST_EVENTS, {"runId": run["runId"]})["logsForRun"]["events"]
+            last = max((int(e["timestamp"]) / 1000 for e in events if e.get("timestamp")), default=0.0)
+            if last > now - STUCK_AFTER_S:
+                continue
+        elif limits.holding(run["tags"], in_progress):
+            continue
+        stuck.append(
+            {
+                "run_id": run["runId"],
+                "status": run["status"],
+                "job": run["jobName"],
+                "age_s": round(now - run["creationTime"]),
+                "tags": {k: v for k, v in run["tags"].items() if k in STUCK_RUN_TAGS},
+            }
+        )
+    return stuck
 
 
 def runs_by_status(deployment: Deployment) -> dict[str, int]:

@@ -268,7 +268,8 @@ def write_report(path: Path, result: dict[str, Any]) -> None:
         "",
         "By status at the end: "
         + ", ".join(f"{k} {v}" for k, v in sorted(runs.items()))
-        + f"; stuck (not finished, created more than {STUCK_AFTER_S:.0f} s before the end): {score.stuck}.",
+        + f"; stuck (unfinished, no progress in the last {STUCK_AFTER_S:.0f} s: started with no event since, "
+        f"or queued with no run in progress holding its slot): {score.stuck}.",
         "",
         *stuck_table(result["stuck"]),
         "",

@@ -17,7 +17,7 @@ sys.path[:0] = [str(REPO_ROOT / "bench"), str(REPO_ROOT / "tests")]
 
 from deployment import Deployment  # noqa: E402
 from soak_faults import Fault  # noqa: E402
-from soak_measure import match  # noqa: E402
+from soak_measure import RunLimits, match, stuck_runs  # noqa: E402
 from soak_operator import Operator  # noqa: E402
 
 T0 = 1_800_000_000.0
@@ -104,3 +104,57 @@ def test_the_operator_repairs_only_the_faults_the_escalations_category_names() -
         operator.repair(cause)
     assert repaired == ["login"]
     assert login.repaired == "login repaired" and not refused.repaired
+
+
+class RecordedRuns:
+    """A deployment's GraphQL answers for `stuck_runs`: the runs, and the timestamps of each run's events."""
+
+    def __init__(self, runs: list[dict[str, Any]], events: dict[str, list[float]]) -> None:
+        self.runs, self.events = runs, events
+        self.server = self
+
+    def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        if variables is None:
+            return {"runsOrError": {"results": self.runs}}
+        stamps = self.events[variables["runId"]]
+        return {"logsForRun": {"events": [{"timestamp": str(int(t * 1000))} for t in stamps]}}
+
+
+def run(run_id: str, status: str, created_s: float, **tags: str) -> dict[str, Any]:
+    return {
+        "runId": run_id,
+        "status": status,
+        "creationTime": T0 + created_s,
+        "jobName": "ingestion",
+        "tags": [{"key": k.replace("_", "/", 1), "value": v} for k, v in tags.items()],
+    }
+
+
+def test_a_run_is_stuck_when_it_makes_no_progress_not_when_it_waits_its_turn() -> None:
+    """Started runs progress while they log events; a queued run waits its turn while a run in progress holds
+    its source's slot (`deploy/dagster.yaml`), and is stuck when none does. A young run is never stuck."""
+    now_s = 600.0
+    runs = [
+        run("working", "STARTED", 100, platform_source="shop_db"),
+        run("behind-working", "QUEUED", 200, platform_source="shop_db"),
+        run("silent", "STARTED", 100, platform_source="shop_api"),
+        run("behind-silent", "QUEUED", 150, platform_source="shop_api"),
+        run("forgotten", "QUEUED", 300, platform_source="shop"),
+        run("young", "QUEUED", 550, platform_source="shop"),
+        run("done", "SUCCESS", 0, platform_source="shop"),
+    ]
+    events = {"working": [T0 + 110, T0 + 590], "silent": [T0 + 110, T0 + 300]}
+    recorded = cast(Deployment, RecordedRuns(runs, events))
+
+    stuck = stuck_runs(recorded, T0 + now_s, RunLimits.deployed())
+
+    assert [(r["run_id"], r["age_s"]) for r in stuck] == [("silent", 500), ("forgotten", 300)]
+    assert stuck[0]["tags"] == {"platform/source": "shop_api"}
+
+
+def test_the_deployed_queue_limits_hold_a_healing_run_behind_two_others() -> None:
+    limits = RunLimits.deployed()
+    healing = {"healing/action": "retry_with_backoff"}
+    assert limits.holding({**healing, "platform/source": "a"}, [healing, healing])
+    assert not limits.holding({**healing, "platform/source": "a"}, [healing, {"platform/source": "b"}])
+    assert limits.holding({}, [{}] * limits.max_concurrent)
