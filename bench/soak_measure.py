@@ -344,6 +344,12 @@ class RunLimits:
         return False
 
 
+def unfinished_runs(deployment: Deployment, created_before: float) -> int:
+    """How many runs created before `created_before` have not finished."""
+    found = deployment.server.graphql(STUCK_RUNS)["runsOrError"]["results"]
+    return sum(run["status"] not in FINISHED and run["creationTime"] < created_before for run in found)
+
+
 def stuck_runs(deployment: Deployment, now: float, limits: RunLimits | None = None) -> list[dict[str, Any]]:
     """The unfinished runs that made no progress in the last `STUCK_AFTER_S` (see there), each with its job,
     age and the tags the run queue limits by."""
