@@ -78,7 +78,9 @@ def test_demo_materializes_everything_then_run_lands_only_what_is_new_and_a_warn
     output = capsys.readouterr().out
     assert "SUCCESS" in output and re.search(r"Checks: \d+ passed, 0 failed, 1 warnings", output), output
     assert "  WARN  staged/shop/web_events :: quality_warnings" in output
-    assert main(["run", "--strict"]) == 1, "--strict: the warning fails the run"
+    assert main(["run", "--strict", "--select", "shop.web_events"]) == 1, (
+        "--strict: the warning fails the run"
+    )
     assert "  WARN  staged/shop/web_events :: quality_warnings" in capsys.readouterr().out
 
     # A selective run: one entity (raw + staged, with its checks) and one dbt model by dbt's syntax.

@@ -361,6 +361,22 @@ def test_rule_classifies_its_sample(rule: Rule, tmp_path: Path) -> None:
     json.dumps(diagnosis.evidence.as_dict())
 
 
+def test_a_run_whose_worker_never_started_it_is_interrupted_not_out_of_memory() -> None:
+    """Run monitoring's start timeout fails a run launched while its code server restarted: nothing ran."""
+    started = "Started process for run (pid: 23812)."
+    timed_out = "Run timed out due to taking longer than 90 seconds to start."
+    evidence = Evidence(
+        kind="run_crash",
+        asset_key=None,
+        run_id="run-1",
+        errors=(ErrorLink("RunFailure", started), ErrorLink("RunFailure", timed_out)),
+    )
+    assert (classify(evidence).rule_id, classify(evidence).category) == (
+        "run_launch_failed",
+        Category.interrupted,
+    )
+
+
 def test_requests_connection_error_is_transient_network() -> None:
     error = raised(lambda: requests.get(f"http://127.0.0.1:{unused_port()}/", timeout=2))
     assert classify(step(error)).category is Category.transient_network
