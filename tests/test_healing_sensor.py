@@ -10,7 +10,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import dagster as dg
@@ -268,8 +268,13 @@ def test_time_to_recover_counts_from_the_failure_even_when_the_sensor_reads_it_w
 def test_the_breaker_opens_after_consecutive_failures_and_half_opens_after_the_cool_down(
     world: SensorWorld,
 ) -> None:
+    cooldown_s = 60.0  # passed by moving the breaker's clock, not by waiting: a busy machine made 1 s flaky
     world.policy = fast_policy(
-        circuit_breaker={"failures_to_open": 2, "cooldown_seconds": 1.0},
+        circuit_breaker={
+            "failures_to_open": 2,
+            "first_cooldown_seconds": cooldown_s,
+            "cooldown_seconds": cooldown_s,
+        },
         max_attempts=5,
         thresholds={
             "auto_confidence": 0.5,
@@ -288,7 +293,7 @@ def test_the_breaker_opens_after_consecutive_failures_and_half_opens_after_the_c
     world.tick()
     assert world.store.breaker("src") == opened, "its failure does not lengthen the cool-down"
     world.fault.unlink()
-    time.sleep(1.0)
+    world.store.save_breaker(replace(opened, changed_at=opened.changed_at - cooldown_s))
     (probe,) = world.tick()
     assert world.store.breaker("src").state == "half_open"
     assert world.run(probe)
@@ -303,7 +308,14 @@ def test_an_escalated_sources_breaker_half_opens_for_its_schedule_after_the_cool
     """With the incident escalated no healing attempt probes the source; its next scheduled run does once
     the cool-down has passed (the chaos soak: the REST source never ran again after an escalated 429 storm,
     its schedule skipping behind a breaker left open)."""
-    world.policy = fast_policy(circuit_breaker={"failures_to_open": 3, "cooldown_seconds": 1.0})
+    cooldown_s = 60.0  # passed by moving the breaker's clock, not by waiting (see the test above)
+    world.policy = fast_policy(
+        circuit_breaker={
+            "failures_to_open": 3,
+            "first_cooldown_seconds": cooldown_s,
+            "cooldown_seconds": cooldown_s,
+        }
+    )
     escalated = Incident(
         incident_id="storm1", dedup_key="step_failure:r1:raw", opened_at=time.time(), updated_at=time.time(),
         kind="step_failure", asset_key=RAW.to_user_string(), source="src", run_id="r1",
@@ -311,12 +323,13 @@ def test_an_escalated_sources_breaker_half_opens_for_its_schedule_after_the_cool
         evidence_json="{}", action="escalate", status="escalated",
     )  # fmt: skip
     world.store.add_incident(escalated)
-    world.store.save_breaker(Breaker("src", "open", 3, time.time()))
+    opened = Breaker("src", "open", 3, time.time())
+    world.store.save_breaker(opened)
     assert world.tick() == []
     assert open_breaker_skip(world.root / "ops" / "healing.sqlite", "src", "waits") is not None, (
         "cooling down"
     )
-    time.sleep(1.0)
+    world.store.save_breaker(replace(opened, changed_at=opened.changed_at - cooldown_s))
     assert world.tick() == [], "nothing for the engine to retry"
     assert world.store.breaker("src").state == "half_open"
     assert open_breaker_skip(world.root / "ops" / "healing.sqlite", "src", "waits") is None, (
