@@ -568,3 +568,40 @@ def test_an_incident_open_past_its_deadline_is_escalated_and_alerted(
     assert '"proposal"' in kinds and '"escalation"' in kinds, (
         "the proposal and then the escalation were alerted"
     )
+
+
+def test_a_crashed_attempt_that_dagster_relaunches_is_not_a_failed_attempt(tmp_path: Path) -> None:
+    """Dagster's run retry (crashes only, `dagster.yaml`) relaunches a healing run whose worker was killed,
+    with its incident's tags, and the relaunch's outcome is the attempt's. Taking the crash as a failed
+    attempt had re-decided an approved schema evolution as `shrink_batch` for the crash, launched that
+    beside the relaunch, and the drift was no longer on record (the 30-minute chaos soak)."""
+    with dg.instance_for_test(overrides={"run_retries": {"enabled": True, "max_retries": 1}}) as instance:
+        world = SensorWorld(tmp_path, instance, fast_policy())
+        drift = Incident(
+            incident_id="drift1", dedup_key="step_failure:r1:staged", opened_at=time.time(),
+            updated_at=time.time(), kind="step_failure", asset_key=STAGED.to_user_string(), source="src",
+            run_id="r1", category="schema_drift", confidence=0.95, rule_id="schema_drift_staging",
+            explanation="why", evidence_json="{}", action="evolve_schema", status="running", attempts=1,
+        )  # fmt: skip
+        world.store.add_incident(drift)
+        world.tick()  # the cursor past the runs so far
+        tags = {INCIDENT_TAG: "drift1", ACTION_TAG: "evolve_schema"}
+        crashed = instance.add_run(
+            dg.DagsterRun(job_name="ingestion", status=dg.DagsterRunStatus.STARTED, tags=tags)
+        )
+        instance.report_run_failed(crashed)
+
+        assert world.tick() == [], "no second attempt beside the relaunch"
+        kept = world.store.incident("drift1")
+        assert kept is not None
+        assert (kept.category, kept.action, kept.status, kept.attempts) == (
+            "schema_drift",
+            "evolve_schema",
+            "running",
+            1,
+        )
+
+        assert world.materialize(tags={**tags, "dagster/retry_number": "1"})
+        world.tick()
+        healed = world.store.incident("drift1")
+        assert healed is not None and healed.status == "resolved"

@@ -188,6 +188,8 @@ class Healer:
         for source in {self.graph.source_of(e.asset_key) for e in unhealthy} - {None}:
             self._breaker_failure(str(source), now)
         if attempt_of is not None:
+            if evidence[0].kind == "run_crash" and _retried_by_dagster(instance, run):
+                return  # the relaunch carries the incident's tags: the attempt's outcome is the retry's
             self._attempt_failed(attempt_of, evidence[0], now)
             return
         for item in evidence:
