@@ -67,6 +67,9 @@ def test_instance_config_opens_on_postgres_and_records_a_run(
         assert instance.run_storage.postgres_url.startswith("postgresql+psycopg2://")
         assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
         assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 4
+        assert (
+            not instance.get_concurrency_config().run_queue_config.should_block_op_concurrency_limited_runs
+        ), "a queued run waits for its run slot, its steps for pool slots inside the run (no starvation)"
         assert instance.run_retries_enabled and instance.run_retries_max_retries == 1
         assert instance.run_retries_retry_on_asset_or_op_failure is False
         assert instance.run_monitoring_enabled
