@@ -13,6 +13,7 @@ import contextlib
 import json
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -301,7 +302,7 @@ and a creation-time rule counted them stuck."""
 INSTANCE_CONFIG = Path(__file__).resolve().parents[1] / "deploy" / "dagster.yaml"
 IN_PROGRESS = ("STARTING", "STARTED", "CANCELING")
 FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
-STUCK_RUNS = """
+RUNS = """
 { runsOrError { ... on Runs { results { runId status creationTime jobName tags { key value } } } } }
 """
 LAST_EVENTS = """
@@ -346,7 +347,7 @@ class RunLimits:
 
 def unfinished_runs(deployment: Deployment, created_before: float) -> int:
     """How many runs created before `created_before` have not finished."""
-    found = deployment.server.graphql(STUCK_RUNS)["runsOrError"]["results"]
+    found = _runs(deployment)
     return sum(run["status"] not in FINISHED and run["creationTime"] < created_before for run in found)
 
 
@@ -354,7 +355,7 @@ def stuck_runs(deployment: Deployment, now: float, limits: RunLimits | None = No
     """The unfinished runs that made no progress in the last `STUCK_AFTER_S` (see there), each with its job,
     age and the tags the run queue limits by."""
     limits = limits or RunLimits.deployed()
-    found = deployment.server.graphql(STUCK_RUNS)["runsOrError"]["results"]
+    found = _runs(deployment)
     unfinished = [
         {**run, "tags": {t["key"]: t["value"] for t in run["tags"]}}
         for run in found
@@ -385,13 +386,12 @@ def stuck_runs(deployment: Deployment, now: float, limits: RunLimits | None = No
 
 
 def runs_by_status(deployment: Deployment) -> dict[str, int]:
-    found = deployment.server.graphql("{ runsOrError { ... on Runs { results { runId status } } } }")[
-        "runsOrError"
-    ]["results"]
-    counts: dict[str, int] = {}
-    for run in found:
-        counts[run["status"]] = counts.get(run["status"], 0) + 1
-    return counts
+    return dict(Counter(run["status"] for run in _runs(deployment)))
+
+
+def _runs(deployment: Deployment) -> list[dict[str, Any]]:
+    """Every run of the instance: id, status, creation time, job and tags."""
+    return deployment.server.graphql(RUNS)["runsOrError"]["results"]
 
 
 RUNS_FOR_POSTMORTEM = """
