@@ -16,6 +16,12 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import requests
+from dagster._core.remote_origin import (  # private: no public way to build a queued run in a test
+    InProcessCodeLocationOrigin,
+    RemoteJobOrigin,
+    RemoteRepositoryOrigin,
+)
+from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 from healing_harness import fast_policy
 from rest_test_server import Recorded, ScriptedServer, json_reply, unused_port
 
@@ -189,6 +195,63 @@ def test_a_failed_run_is_retried_after_backoff_resolved_and_alerted(
     kinds = [alert["alerts"][0]["kind"] if "alerts" in alert else alert.get("kind") for alert in webhook]
     assert "resolution" in json.dumps(webhook) and kinds, "the incident and its resolution were alerted"
     assert "secret-token-123" not in json.dumps(webhook)
+
+
+def test_the_backoff_counts_from_the_failure_so_a_failure_read_late_is_retried_on_the_tick_that_reads_it(
+    tmp_path: Path,
+) -> None:
+    """The sensor reads a failure a tick after it happened: the retry's backoff has partly passed by then.
+    Counted from the reading, the 10-s first retry came 20-40 s after the failure (the chaos soak)."""
+    backoff = {"base_seconds": 1.0, "max_seconds": 1.0, "jitter": 0.0}
+    with dg.instance_for_test() as instance:
+        world = SensorWorld(tmp_path, instance, fast_policy(backoff=backoff))
+        world.fault.touch()
+        assert not world.materialize()
+        world.fault.unlink()
+        time.sleep(1.2)  # the daemon was busy: the backoff has passed when the sensor first reads the failure
+
+        (request,) = world.tick()
+        (incident,) = world.store.incidents()
+        assert incident.next_attempt_at == incident.opened_at + 1.0
+        assert request.tags[INCIDENT_TAG] == incident.incident_id
+
+
+def _queued_origin() -> RemoteJobOrigin:
+    """Where the daemon would load a queued run's job from: Dagster requires it of every queued run."""
+    code_location = InProcessCodeLocationOrigin(LoadableTargetOrigin(python_file=__file__))
+    return RemoteJobOrigin(RemoteRepositoryOrigin(code_location, "__repository__"), "__ASSET_JOB")
+
+
+def test_an_attempt_still_queued_when_another_run_repairs_its_asset_is_canceled(tmp_path: Path) -> None:
+    """The source's scheduled run lands the failed asset while the healing attempt waits for the source's
+    run slot behind it: the incident is resolved and the attempt canceled in the queue, not run again."""
+    with dg.instance_for_test() as instance:
+        world = SensorWorld(tmp_path, instance, fast_policy())
+        world.fault.touch()
+        assert not world.materialize()
+        world.fault.unlink()
+        (request,) = world.tick() or world.tick()
+        attempt = instance.add_run(
+            dg.DagsterRun(
+                job_name="__ASSET_JOB",
+                status=dg.DagsterRunStatus.QUEUED,
+                tags=dict(request.tags),
+                remote_job_origin=_queued_origin(),
+            )
+        )
+        started = instance.add_run(
+            dg.DagsterRun(job_name="__ASSET_JOB", status=dg.DagsterRunStatus.STARTED, tags=dict(request.tags))
+        )
+        assert world.materialize(), "the source's scheduled run"
+        assert world.tick() == []
+
+        (incident,) = world.store.incidents()
+        assert incident.status == "resolved" and incident.outcome.startswith("materialized by run")
+        canceled = instance.get_run_by_id(attempt.run_id)
+        assert canceled is not None and canceled.status == dg.DagsterRunStatus.CANCELED
+        assert "resolved by run" in str(instance.all_logs(attempt.run_id)[-2].message), "says why in its log"
+        running = instance.get_run_by_id(started.run_id)
+        assert running is not None and running.status == dg.DagsterRunStatus.STARTED, "left to finish"
 
 
 def test_a_retry_meeting_the_same_outage_again_is_not_learned_as_retrying_failing(world: SensorWorld) -> None:
@@ -473,17 +536,18 @@ def test_an_attempt_failing_another_way_is_decided_on_as_that_failure(world: Sen
     world.tick()  # the cursor past the runs so far
     world.rate_limited.touch()
     assert not world.materialize(tags={INCIDENT_TAG: "crash1", ACTION_TAG: "retry_with_backoff"})
-    world.tick()
+    (slower,) = world.tick()  # its backoff, counted from the failure, has passed
     decided = world.store.incident("crash1")
     assert decided is not None
     assert world.store.outcome_counts("interrupted") == {}, "it got past the crash and met a new failure"
-    assert (decided.kind, decided.category, decided.action, decided.status) == (
+    assert (decided.kind, decided.category, decided.action, decided.status, decided.attempts) == (
         "step_failure",
         "rate_limited",
         "slow_down",
-        "healing",
+        "running",
+        2,
     )
-    world.store.update_incident("crash1", status="running", attempts=2)  # its attempt launched
+    assert slower.tags[ACTION_TAG] == "slow_down"
     assert not world.materialize(tags={INCIDENT_TAG: "crash1", ACTION_TAG: "slow_down"}), "still limited"
     world.tick()
     assert world.store.outcome_counts("rate_limited") == {"slow_down": (0, 1)}, "slowing down did not cure it"
