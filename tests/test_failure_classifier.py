@@ -8,6 +8,9 @@ Each rule id needs a sample below: a rule added to the YAML without one fails `t
 from __future__ import annotations
 
 import json
+import os
+import signal
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -85,6 +88,20 @@ def raised_from(error: BaseException, cause: BaseException | None = None) -> Bas
         raise error from cause
 
     return raised(throw)
+
+
+def duckdb_query_interrupted() -> BaseException:
+    """What DuckDB raises when the run's process gets a SIGINT in the middle of a query (its code server
+    restarted): RuntimeError('Query interrupted'). A real query, a real signal to this process."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    interrupt = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+    try:
+        with duckdb.connect(":memory:") as con:
+            interrupt.start()
+            return raised(lambda: con.execute("SELECT count(*) FROM range(100000000000)").fetchall())
+    finally:
+        interrupt.cancel()
+        signal.signal(signal.SIGINT, previous)
 
 
 def step(error: BaseException) -> Evidence:
@@ -254,6 +271,7 @@ SAMPLES: dict[str, Callable[[Path], Evidence]] = {
     "step_process_killed": lambda _: step_process_killed(-9),
     "process_oom_killed": lambda _: run_crash(-9),
     "run_interrupted": lambda _: step(raised(_interrupt)),
+    "query_interrupted": lambda _: step(duckdb_query_interrupted()),
     "run_interrupted_unexpectedly": lambda _: run_failure(INTERRUPTED_RUN),
     "run_worker_gone": lambda _: run_failure(DEAD_RUN_MESSAGE.format(pid=4242)),
     "run_launch_failed": lambda _: run_failure(DEQUEUE_FAILED),
