@@ -219,7 +219,8 @@ def match(faults: list[Fault], found: list[dict[str, Any]]) -> tuple[list[Match]
     opened (or before it was escalated with the category the fault expects: an incident opened for one
     fault may be escalated for another that met its retry), ended at most `MATCH_WINDOW_S` before it
     opened, and hit its source (failing that, one of the platform's own processes, which hit every
-    source): the one whose expected category is the incident's if any, else the latest. A fault to be
+    source): the one whose expected category is the incident's if any, else the latest (a verdict on the
+    data, `VERDICTS_ON_DATA`, only to one expecting it). A fault to be
     escalated that got no incident of its own is given the escalation that covered it
     (`_escalation_covering`)."""
     matches = [Match(fault, []) for fault in faults]
@@ -253,7 +254,8 @@ def match(faults: list[Fault], found: list[dict[str, Any]]) -> tuple[list[Match]
         candidates = [m for m in in_time if m.fault.source == incident["source"]] or [
             m for m in in_time if m.fault.source is None
         ]
-        candidates = [m for m in candidates if m.fault.expected == incident["category"]] or candidates
+        expecting = [m for m in candidates if m.fault.expected == incident["category"]]
+        candidates = expecting if incident["category"] in VERDICTS_ON_DATA else expecting or candidates
         if candidates:
             max(candidates, key=lambda m: m.fault.started_at).incidents.append(incident)
         else:
@@ -264,6 +266,10 @@ def match(faults: list[Fault], found: list[dict[str, Any]]) -> tuple[list[Match]
     return matches, unmatched
 
 
+VERDICTS_ON_DATA = frozenset({"volume_anomaly"})
+"""Categories judged on the data delivered, not on how a run went: no fault breaks a run into one, so they
+are matched only to a fault that expects them, never for being near in time (a check flagging a catch-up
+run was credited to the expired login the run caught up after, as if that login had been escalated)."""
 AIMED_CATEGORY = "schema_drift"
 """The category of the faults aimed at an entity (drifts): the entity's other incidents (an expired login,
 an outage) are matched like any other, not taken by the drift."""
@@ -395,14 +401,14 @@ def _runs(deployment: Deployment) -> list[dict[str, Any]]:
 
 
 RUNS_FOR_POSTMORTEM = """
-{ runsOrError { ... on Runs { results { runId status startTime endTime tags { key value }
-  assetSelection { path } } } } }
+{ runsOrError { ... on Runs { results { runId status creationTime startTime endTime tags { key value }
+  assetSelection { path } stepStats { stepKey startTime endTime } } } } }
 """
 
 
 def postmortem(deployment: Deployment) -> dict[str, Any]:
     """What a post-mortem of the soak needs after the instance is gone: every run (status, times, tags,
-    selection), every step failure's message (from the event log) and the whole healing ledger."""
+    selection, each step's times), every step failure's message (from the event log), the healing ledger."""
     runs = deployment.server.graphql(RUNS_FOR_POSTMORTEM)["runsOrError"]["results"]
     with closing(psycopg2.connect(instance_dsn(deployment))) as pg, pg.cursor() as cursor:
         cursor.execute(

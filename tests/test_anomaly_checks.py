@@ -18,6 +18,7 @@ from platform_assets.quality.anomaly_checks import (
 )
 
 STEADY = [1000.0, 1010.0, 990.0, 1005.0, 995.0]
+"""Earlier row counts, newest first: changes of -10, +20, -15, +10 (mean +1.25)."""
 
 
 @pytest.mark.parametrize(
@@ -36,7 +37,8 @@ def test_volume_z_score(latest: float, direction: str, anomalous: bool) -> None:
     verdict = volume_anomaly(latest, STEADY, sensitivity=3, min_history=5, direction=direction)
     assert verdict.enough_history
     assert verdict.anomalous is anomalous
-    assert verdict.mean == pytest.approx(1000.0)
+    assert verdict.change == latest - 1000.0
+    assert verdict.mean_change == pytest.approx(1.25)
 
 
 def test_volume_short_history_is_not_judged() -> None:
@@ -48,6 +50,19 @@ def test_volume_steady_history_has_a_noise_floor() -> None:
     """A constant history (stddev 0) does not make one more row infinitely anomalous."""
     assert not volume_anomaly(1001, [1000.0] * 5, sensitivity=3, min_history=5, direction="both").anomalous
     assert volume_anomaly(1200, [1000.0] * 5, sensitivity=3, min_history=5, direction="both").anomalous
+
+
+def test_a_growing_table_is_judged_by_its_growth_not_its_size() -> None:
+    """An upserted table's count is the whole table's: each count of a growing one is above the mean of the
+    earlier ones. Steady growth and a catch-up after an outage (three rounds of growth in one run) are not
+    flagged; ten times the usual growth is, and so is a loss of a hundred rows."""
+    growing = [1200.0 - 20 * i for i in range(20)]  # newest first: +20 a run, up to 1200
+    steady = volume_anomaly(1220, growing, sensitivity=3, min_history=5, direction="both")
+    assert (steady.change, steady.mean_change, steady.z_score, steady.anomalous) == (20, 20, 0, False)
+    catch_up = volume_anomaly(1260, growing, sensitivity=3, min_history=5, direction="both")
+    assert not catch_up.anomalous and catch_up.change == 60
+    assert volume_anomaly(1400, growing, sensitivity=3, min_history=5, direction="spike").anomalous
+    assert volume_anomaly(1100, growing, sensitivity=3, min_history=5, direction="drop").anomalous
 
 
 def test_null_rate_drift() -> None:
@@ -171,7 +186,8 @@ def test_volume_spike_and_drop() -> None:
     assert spike.metadata["z_score"].value > 3
     assert spike.metadata["history_size"].value == 5
     assert spike.metadata["direction"].value == "both"
-    assert spike.metadata["historical_mean"].value == pytest.approx(1000.0)
+    assert spike.metadata["row_change"].value == 10_000 - 995
+    assert spike.metadata["historical_mean_change"].value == pytest.approx(-1.25)
 
     for direction, flagged in (("drop", True), ("both", True), ("spike", False)):
         with dg.DagsterInstance.ephemeral() as instance:

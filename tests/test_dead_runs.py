@@ -1,5 +1,6 @@
 """Runs whose worker died are failed by the healing sensor's tick (`sensors/healing/dead_runs.py`), with real
-processes: a worker that exited, a pid now held by another program, and a live worker, which is left alone."""
+processes: a worker that exited (the run STARTED, or still STARTING), a pid now held by another program, and a
+live worker, which is left alone, as is a STARTING run whose worker was not spawned yet."""
 
 from __future__ import annotations
 
@@ -38,9 +39,12 @@ def other_program() -> Iterator[subprocess.Popen]:
     process.wait()
 
 
-def started_run(instance: dg.DagsterInstance, pid: int) -> dg.DagsterRun:
-    """A STARTED run whose worker the code server reported as `pid`, as Dagster's gRPC server does."""
-    run = instance.add_run(dg.DagsterRun(job_name="ingestion", status=dg.DagsterRunStatus.STARTED))
+def started_run(
+    instance: dg.DagsterInstance, pid: int, status: dg.DagsterRunStatus = dg.DagsterRunStatus.STARTED
+) -> dg.DagsterRun:
+    """A run whose worker reported itself as `pid`, as the worker Dagster's gRPC server spawns does (before
+    it starts the run: the run may still be STARTING)."""
+    run = instance.add_run(dg.DagsterRun(job_name="ingestion", status=status))
     instance.report_engine_event(
         f"Started process for run (pid: {pid}).", run, EngineEventData.in_process(pid)
     )
@@ -55,13 +59,22 @@ def test_a_run_whose_worker_is_gone_is_failed_and_a_live_one_is_left_alone(
     dead = started_run(instance, exited.pid)
     reused = started_run(instance, other_program.pid)  # the pid now belongs to another program
     alive = started_run(instance, live_worker.pid)
+    # Its worker died before it reported the run started (a code server restart): not left to the timeout.
+    dead_starting = started_run(instance, exited.pid, dg.DagsterRunStatus.STARTING)
+    alive_starting = started_run(instance, live_worker.pid, dg.DagsterRunStatus.STARTING)
+    not_spawned = instance.add_run(dg.DagsterRun(job_name="ingestion", status=dg.DagsterRunStatus.STARTING))
     logged: list[str] = []
 
-    assert sorted(fail_dead_runs(instance, logged.append)) == sorted([dead.run_id, reused.run_id])
+    assert sorted(fail_dead_runs(instance, logged.append)) == sorted(
+        [dead.run_id, reused.run_id, dead_starting.run_id]
+    )
     status = {run.run_id: run.status for run in instance.get_runs()}
     assert status[dead.run_id] == status[reused.run_id] == dg.DagsterRunStatus.FAILURE
+    assert status[dead_starting.run_id] == dg.DagsterRunStatus.FAILURE
     assert status[alive.run_id] == dg.DagsterRunStatus.STARTED
-    assert any(f"pid {exited.pid}" in line for line in logged)
+    assert status[alive_starting.run_id] == status[not_spawned.run_id] == dg.DagsterRunStatus.STARTING
+    assert any(f"pid {exited.pid}" in line and "was STARTED" in line for line in logged)
+    assert any(f"pid {exited.pid}" in line and "was STARTING" in line for line in logged)
 
     (failure,) = instance.all_logs(dead.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
     diagnosis = classify(

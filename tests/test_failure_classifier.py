@@ -273,7 +273,7 @@ SAMPLES: dict[str, Callable[[Path], Evidence]] = {
     "run_interrupted": lambda _: step(raised(_interrupt)),
     "query_interrupted": lambda _: step(duckdb_query_interrupted()),
     "run_interrupted_unexpectedly": lambda _: run_failure(INTERRUPTED_RUN),
-    "run_worker_gone": lambda _: run_failure(DEAD_RUN_MESSAGE.format(pid=4242)),
+    "run_worker_gone": lambda _: run_failure(DEAD_RUN_MESSAGE.format(pid=4242, status="STARTING")),
     "run_launch_failed": lambda _: run_failure(DEQUEUE_FAILED),
     "oauth_token_expired": lambda _: step(
         rest_failure(json_reply({"error": "invalid_grant", "error_description": "expired"}, 400), post=True)

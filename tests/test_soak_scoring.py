@@ -82,6 +82,17 @@ def test_a_refused_files_incident_is_its_faults_however_late_the_file_is_met() -
     assert [m.incidents for m in matches] == [[late], []], "not the malformed row's, though it came closer"
 
 
+def test_a_volume_verdict_is_no_nearby_faults_escalation() -> None:
+    """A check flagging the catch-up run after an expired login is the check's own (a false positive, shown
+    as matched to no fault), not the login's escalation."""
+    login = fault("credentials_expired", "auth_permission", "shop_db", 0, hit=True)
+    flagged = incident("volume_anomaly", "staged/shop_db/customers", "shop_db", 60, decision="escalate")
+
+    (scored,), unmatched = match([login], [flagged])
+
+    assert scored.incidents == [] and unmatched == [flagged]
+
+
 def test_the_operator_repairs_only_the_faults_the_escalations_category_names() -> None:
     repaired: list[str] = []
 

@@ -296,7 +296,8 @@ class SchemaEvolution(Strict):
 
 
 class VolumeAnomaly(Strict):
-    """Row-count anomaly: |z| of this run's row count against the last `history` materializations."""
+    """Row-count anomaly: |z| of the row count's change since the previous materialization against the changes
+    over the last `history` materializations."""
 
     sensitivity: float = Field(default=3.0, gt=0)
     min_history: int = Field(default=5, ge=2)

@@ -7,10 +7,13 @@ warehouse IO manager) and the profile entries `profile/null_rate/<column>`, `pro
 that history, and passes, saying so in its metadata, while fewer than `anomalies.volume.min_history`
 earlier values exist.
 
-- `volume_anomaly`: z = (rows - mean) / scale over the historical row counts; flagged when z > sensitivity
-  (`direction: spike`), z < -sensitivity (`drop`) or |z| > sensitivity (`both`). scale = max(sample
-  stddev, sqrt(mean), 1): a count-noise floor, so a perfectly steady history does not make a one-row
-  change infinitely anomalous.
+- `volume_anomaly`: the change of the row count since the previous materialization against the changes
+  between the earlier ones: z = (change - mean change) / scale; flagged when z > sensitivity
+  (`direction: spike`), z < -sensitivity (`drop`) or |z| > sensitivity (`both`). scale = max(sample stddev
+  of the changes, sqrt(mean row count), 1): a count-noise floor, so a perfectly steady history does not
+  make a one-row change infinitely anomalous. Changes, not counts: an upserted table's count is the whole
+  table's, which grows, and every count of a growing table is above the mean of its past ones; the chaos
+  soak's tables were flagged after a catch-up run (a source back after an outage) on growth alone.
 - `null_rate_drift`: per declared column, flagged when the null rate exceeds its historical mean by more
   than `anomalies.null_rate_max_increase`.
 - `mean_shift`: per measurement column (numeric, not a key or reference), flagged when |mean - historical
@@ -18,6 +21,7 @@ earlier values exist.
   0.1% of |historical mean|) (the floor again keeps a constant history from flagging rounding noise).
 """
 
+import itertools
 import math
 import statistics
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -41,8 +45,10 @@ class VolumeVerdict:
     anomalous: bool
     enough_history: bool
     z_score: float | None
-    mean: float | None
-    stddev: float | None
+    change: float | None
+    """Rows gained (negative: lost) since the previous materialization."""
+    mean_change: float | None
+    stddev_change: float | None
     history_size: int
 
 
@@ -63,13 +69,16 @@ class Drift:
 def volume_anomaly(
     latest: float, history: Sequence[float], *, sensitivity: float, min_history: int, direction: str
 ) -> VolumeVerdict:
-    if len(history) < min_history:
-        return VolumeVerdict(False, False, None, None, None, len(history))
-    mean = statistics.fmean(history)
-    stddev = statistics.stdev(history) if len(history) > 1 else 0.0
-    z = (latest - mean) / max(stddev, math.sqrt(max(mean, 0.0)), 1.0)
+    """`history`: the earlier row counts, newest first (`metadata_series`)."""
+    if len(history) < max(min_history, 2):
+        return VolumeVerdict(False, False, None, None, None, None, len(history))
+    changes = [newer - older for newer, older in itertools.pairwise(history)]
+    change = latest - history[0]
+    mean_change = statistics.fmean(changes)
+    stddev = statistics.stdev(changes) if len(changes) > 1 else 0.0
+    z = (change - mean_change) / max(stddev, math.sqrt(max(statistics.fmean(history), 0.0)), 1.0)
     flagged = {"spike": z > sensitivity, "drop": z < -sensitivity, "both": abs(z) > sensitivity}[direction]
-    return VolumeVerdict(flagged, True, z, mean, stddev, len(history))
+    return VolumeVerdict(flagged, True, z, change, mean_change, stddev, len(history))
 
 
 def null_rate_drift(column: str, latest: float, history: Sequence[float], *, max_increase: float) -> Drift:
@@ -120,8 +129,8 @@ def build_anomaly_checks(item: CatalogEntity) -> list[dg.AssetChecksDefinition]:
         dg.AssetCheckSpec(
             VOLUME_CHECK,
             asset=key,
-            description=f"Row count against the last {volume.history} materializations: |z| beyond "
-            f"{volume.sensitivity} ({volume.direction}). Warns only.",
+            description=f"Row count change since the previous materialization against the changes over the "
+            f"last {volume.history}: |z| beyond {volume.sensitivity} ({volume.direction}). Warns only.",
         ),
         dg.AssetCheckSpec(
             NULL_RATE_CHECK,
@@ -196,15 +205,18 @@ def _volume_result(item: CatalogEntity, history: Sequence[dg.AssetMaterializatio
             f"Only {verdict.history_size} earlier row count(s), {volume.min_history} needed: not judged yet.",
             {**metadata, "insufficient_history": True},
         )
-    assert verdict.z_score is not None and verdict.mean is not None and verdict.stddev is not None
+    assert verdict.z_score is not None and verdict.change is not None
+    assert verdict.mean_change is not None and verdict.stddev_change is not None
     metadata |= {
         "z_score": round(verdict.z_score, 3),
-        "historical_mean": round(verdict.mean, 3),
-        "historical_stddev": round(verdict.stddev, 3),
+        "row_change": int(verdict.change),
+        "historical_mean_change": round(verdict.mean_change, 3),
+        "historical_stddev_change": round(verdict.stddev_change, 3),
     }
     description = (
-        f"{int(latest):,} rows against a mean of {verdict.mean:,.1f} (z = {verdict.z_score:+.2f}, "
-        f"limit {volume.sensitivity}, {volume.direction})"
+        f"{int(latest):,} rows, {int(verdict.change):+,} since the previous materialization, against a mean "
+        f"change of {verdict.mean_change:+,.1f} (z = {verdict.z_score:+.2f}, limit {volume.sensitivity}, "
+        f"{volume.direction})"
     )
     return _result(VOLUME_CHECK, not verdict.anomalous, description, metadata)
 

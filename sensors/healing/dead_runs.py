@@ -4,10 +4,15 @@ Dagster's run monitoring cannot see a dead run worker with the default run launc
 health check): a run whose worker was SIGKILLed (the OOM killer, a killed step) or went down with a
 restarted code server stays STARTED until `max_runtime_seconds` (four hours), holding its source's one
 run slot meanwhile (`dagster.yaml`), so every later run of the source waits in the queue. The chaos soak
-found it once its step kills hit: runs stuck for the rest of the soak.
+found it once its step kills hit: runs stuck for the rest of the soak. A run whose worker died before it
+reported the run started stays STARTING until run monitoring's `start_timeout_seconds` (90 s) and its next
+poll (up to 30 s later): the soak's code server restarts made those two minutes a third of its slowest
+recoveries.
 
-Each healing tick therefore looks at the STARTED runs: a run whose worker process (the pid of its "Started
-process for run" engine event) no longer exists is reported failed with that reason. Dagster's run retry
+Each healing tick therefore looks at the STARTING and STARTED runs: a run whose worker process (the pid of
+its "Started process for run" engine event, which the code server writes once it has spawned the worker,
+before the worker starts the run) no longer exists is reported failed with that reason. A STARTING run
+without that event yet (its worker not spawned) is left to the start timeout. Dagster's run retry
 (`run_retries`, for crashed runs) then relaunches it, its pool slots are freed after
 `free_slots_after_run_end_seconds`, and the healing engine sees the crash like any other. The check only
 holds where the sensor runs on the run workers' host: with the default run launcher, whose workers are
@@ -22,11 +27,13 @@ import dagster as dg
 from resources.processes import process_exists
 
 DEAD_RUN_MESSAGE = (
-    "Run worker (pid {pid}) is gone while the run was STARTED: killed (the OOM killer, a signal) or taken "
+    "Run worker (pid {pid}) is gone while the run was {status}: killed (the OOM killer, a signal) or taken "
     "down with its code server. Failed by the healing sensor so that the run retry relaunches it and its "
     "source's runs are not held behind it."
 )
 """The run failure reported (classifier rule `run_worker_gone`)."""
+IN_PROGRESS = (dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED)
+"""The statuses of a run whose worker has been spawned and should be alive."""
 WORKER_LAUNCHERS = frozenset({"DefaultRunLauncher"})
 """Run launchers whose run workers are processes of the host that evaluates the sensor."""
 WORKER_MARKERS = (b"spawn_main", b"dagster")
@@ -35,19 +42,19 @@ execute_run` elsewhere): a pid reused by another program is not taken for the wo
 
 
 def fail_dead_runs(instance: dg.DagsterInstance, log: Callable[[str], None]) -> list[str]:
-    """Report every STARTED run whose worker is gone as failed; the ids of those runs."""
+    """Report every STARTING or STARTED run whose worker is gone as failed; the ids of those runs."""
     if type(instance.run_launcher).__name__ not in WORKER_LAUNCHERS:
         return []
     failed = []
-    for record in instance.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])):
+    for record in instance.get_run_records(dg.RunsFilter(statuses=list(IN_PROGRESS))):
         run = record.dagster_run
         pid = _worker_pid(instance, run.run_id)
         if pid is None or _alive(pid):
             continue
         current = instance.get_run_by_id(run.run_id)
-        if current is None or current.status != dg.DagsterRunStatus.STARTED:
+        if current is None or current.status not in IN_PROGRESS:
             continue  # it finished while we looked
-        message = DEAD_RUN_MESSAGE.format(pid=pid)
+        message = DEAD_RUN_MESSAGE.format(pid=pid, status=current.status.value)
         instance.report_run_failed(current, message)
         log(f"Run {run.run_id}: {message}")
         failed.append(run.run_id)
