@@ -6,14 +6,14 @@ restarted code server stays STARTED until `max_runtime_seconds` (four hours), ho
 run slot meanwhile (`dagster.yaml`), so every later run of the source waits in the queue. The chaos soak
 found it once its step kills hit: runs stuck for the rest of the soak. A run whose worker died before it
 reported the run started stays STARTING until run monitoring's `start_timeout_seconds` (90 s) and its next
-poll (up to 30 s later): the soak's code server restarts made those two minutes a third of its slowest
-recoveries.
+poll (up to 30 s later), holding the slot as long: in the soak, runs launched as the code server
+restarted sat STARTING for those two minutes, and the restarts were among its slowest recoveries.
 
 Each healing tick therefore looks at the STARTING and STARTED runs: a run whose worker process (the pid of
-its "Started process for run" engine event, which the code server writes once it has spawned the worker,
-before the worker starts the run) no longer exists is reported failed with that reason. A STARTING run
-without that event yet (its worker not spawned) is left to the start timeout. Dagster's run retry
-(`run_retries`, for crashed runs) then relaunches it, its pool slots are freed after
+its "Started process for run" engine event, which the worker writes as it comes up, before it starts the
+run) no longer exists is reported failed with that reason. A STARTING run without that event yet (its
+worker not up) is left to the start timeout. Dagster's run retry (`run_retries`, for crashed runs) then
+relaunches it, its pool slots are freed after
 `free_slots_after_run_end_seconds`, and the healing engine sees the crash like any other. The check only
 holds where the sensor runs on the run workers' host: with the default run launcher, whose workers are
 children of the code server that evaluates this sensor. Under any other launcher nothing is checked.
