@@ -30,6 +30,7 @@ from resources.state.quality_events import QualityEvent, quality_event_store
 from sensors.automation.conditions import SOURCE_TAG as AUTOMATION_SOURCE_TAG
 from sensors.healing.engine import (
     ACTION_TAG,
+    COMPANIONS_TAG,
     INCIDENT_TAG,
     SOURCE_TAG,
     Healer,
@@ -43,6 +44,8 @@ from sensors.healing.sensor import APPROVAL_JOB_NAME, build_approval_job, build_
 
 RAW = dg.AssetKey(["raw", "src", "thing"])
 STAGED = dg.AssetKey(["staged", "src", "thing"])
+OTHER_RAW = dg.AssetKey(["raw", "src", "other"])
+OTHER_STAGED = dg.AssetKey(["staged", "src", "other"])
 
 
 class BadRowsError(Exception):
@@ -59,10 +62,18 @@ class SensorWorld:
     instance: dg.DagsterInstance
     policy: HealingPolicy
     cursor: str | None = None
+    other_table: bool = False
+    """A second table of the same source (`OTHER_RAW` -> `OTHER_STAGED`), failing while `fault` or
+    `other_fault` exists."""
 
     @property
     def fault(self) -> Path:
         return self.root / "fault"
+
+    @property
+    def other_fault(self) -> Path:
+        """While it exists, the second table's extraction fails (connection refused), the first's not."""
+        return self.root / "other_fault"
 
     @property
     def rate_limited(self) -> Path:
@@ -113,9 +124,20 @@ class SensorWorld:
         def volume_anomaly() -> dg.AssetCheckResult:
             return dg.AssetCheckResult(passed=not volume_spike.exists(), metadata={"rows": 3000})
 
+        faults = (fault, self.other_fault)
+
+        @dg.asset(key=OTHER_RAW)
+        def other_raw() -> None:
+            if any(path.exists() for path in faults):
+                requests.get(f"http://127.0.0.1:{unused_port()}/", timeout=2)
+
+        @dg.asset(key=OTHER_STAGED, deps=[OTHER_RAW])
+        def other_staged() -> None:
+            pass
+
         store = self.root / "ops" / "healing.sqlite"
         return dg.Definitions(
-            assets=[raw, staged],
+            assets=[raw, staged, *([other_raw, other_staged] if self.other_table else [])],
             asset_checks=[volume_anomaly],
             sensors=[
                 build_healing_sensor(store, self.root / "ops" / "quality_events.jsonl", policy=self.policy)
@@ -669,3 +691,87 @@ def test_a_crashed_attempt_that_dagster_relaunches_is_not_a_failed_attempt(tmp_p
         world.tick()
         healed = world.store.incident("drift1")
         assert healed is not None and healed.status == "resolved"
+
+
+def test_incidents_of_one_source_falling_due_together_are_retried_in_one_run(world: SensorWorld) -> None:
+    """Two tables of a source fail together (connections terminated): one attempt retries both, instead of
+    the second waiting for the source's run slot behind the first's (the chaos soak: 50 s)."""
+    world.other_table = True
+    world.fault.touch()
+    assert not world.materialize()
+    world.fault.unlink()
+
+    (request,) = world.tick() or world.tick()
+    first, second = world.store.incidents()
+    assert request.tags[INCIDENT_TAG] == first.incident_id
+    assert request.tags[COMPANIONS_TAG] == second.incident_id
+    assert set(request.asset_selection or ()) == {RAW, STAGED, OTHER_RAW, OTHER_STAGED}
+    assert [i.attempts for i in world.store.incidents()] == [1, 1], "an attempt for each"
+    assert world.run(request)
+    assert world.tick() == []
+
+    for incident in world.store.incidents():
+        assert (incident.status, incident.outcome) == ("resolved", f"healed by run {_last_run_id(world)}")
+    assert world.store.outcome_counts("transient_network") == {"retry_with_backoff": (2, 0)}
+
+
+def test_one_run_retrying_two_incidents_heals_the_one_it_repaired_and_retries_the_other(
+    world: SensorWorld,
+) -> None:
+    """Each failure of a shared attempt is the incident's whose retry selected it: the table that still
+    fails retries again, the one that landed is healed, and no failure is carried twice."""
+    world.other_table = True
+    world.fault.touch()
+    assert not world.materialize()
+    world.fault.unlink()
+    world.other_fault.touch()
+    (request,) = world.tick() or world.tick()
+    assert not world.run(request), "the second table still fails"
+    (retry,) = world.tick()  # the milliseconds of the test policy's backoff have passed
+
+    by_asset = {i.asset_key: i for i in world.store.incidents()}
+    assert len(by_asset) == 2, "the repeat joined its incident, none was opened for it"
+    thing, other = by_asset[RAW.to_user_string()], by_asset[OTHER_RAW.to_user_string()]
+    assert (thing.status, thing.outcome) == ("resolved", f"healed by run {_last_run_id(world)}")
+    assert (other.status, other.attempts, other.category) == ("running", 2, "transient_network")
+    assert retry.tags[INCIDENT_TAG] == other.incident_id and COMPANIONS_TAG not in retry.tags
+    assert set(retry.asset_selection or ()) == {OTHER_RAW, OTHER_STAGED}
+    world.other_fault.unlink()
+    assert world.run(retry)
+    world.tick()
+    assert {i.status for i in world.store.incidents()} == {"resolved"}
+
+
+def test_a_queued_attempt_is_canceled_only_once_every_incident_it_retries_is_resolved(tmp_path: Path) -> None:
+    with dg.instance_for_test() as instance:
+        world = SensorWorld(tmp_path, instance, fast_policy(), other_table=True)
+        world.fault.touch()
+        assert not world.materialize()
+        world.fault.unlink()
+        (request,) = world.tick() or world.tick()
+        queued = instance.add_run(
+            dg.DagsterRun(
+                job_name="__ASSET_JOB",
+                status=dg.DagsterRunStatus.QUEUED,
+                tags=dict(request.tags),
+                remote_job_origin=_queued_origin(),
+            )
+        )
+
+        assert world.materialize([RAW, STAGED]), "the first table lands in another run"
+        world.tick()
+        waiting = instance.get_run_by_id(queued.run_id)
+        assert waiting is not None and waiting.status == dg.DagsterRunStatus.QUEUED, (
+            "the other still needs it"
+        )
+
+        assert world.materialize([OTHER_RAW, OTHER_STAGED])
+        world.tick()
+        canceled = instance.get_run_by_id(queued.run_id)
+        assert canceled is not None and canceled.status == dg.DagsterRunStatus.CANCELED
+        assert {i.outcome.split(" run ")[0] for i in world.store.incidents()} == {"materialized by"}
+
+
+def _last_run_id(world: SensorWorld) -> str:
+    (record,) = world.instance.get_run_records(limit=1)
+    return record.dagster_run.run_id

@@ -8,8 +8,9 @@ A tick:
    key), opened at the failure event's own time; a step failed by a blocking check is that check's
    failure (its asset, name and metadata). A step whose process was killed carries no error text;
    the executor's engine event about it does, and is read into the evidence. A failed run that was itself
-   a healing attempt (`healing/incident_id` tag) updates its incident instead: the attempt's outcome is
-   recorded (what the policy learns from) and the next decision is taken. A failure that says the source
+   a healing attempt (`healing/incident_id` tag, and `healing/companion_incident_ids` for the incidents
+   it retried with it) updates its incidents instead: the attempt's outcome is recorded (what the policy
+   learns from) and the next decision is taken. A failure that says the source
    is unwell (`SOURCE_HEALTH_CATEGORIES`) counts against its circuit breaker. A failure of an asset whose
    incident of the same category is not resolved yet joins it. Every finished run is observed by one
    daemon only (`HealingStore.claim_run`), however many share the ledger. Any run, failed or not,
@@ -21,7 +22,7 @@ A tick:
 3. **Due actions**: incidents healing automatically whose backoff (counted from the failure) has passed,
    and proposals a human approved (`apply_healing_action`), become run requests (failed assets and what is
    downstream, or the chain feeding a stale asset), with the action's run config, unless their source's
-   breaker is open.
+   breaker is open. Reruns of one source falling due together share one run (`_companions`).
 4. **Overdue**: incidents open past their deadline are escalated.
 5. **Breakers**: an open breaker whose cool-down has passed goes half-open (if no attempt of step 3 took
    it already): from then on the source's runs may try again, the first failure opens it again and the
@@ -59,6 +60,8 @@ from sensors.healing.policy import Decision, HealingPolicy
 
 INCIDENT_TAG = "healing/incident_id"
 ATTEMPT_TAG = "healing/attempt"
+COMPANIONS_TAG = "healing/companion_incident_ids"
+"""Other incidents of the same source the run is an attempt for too (comma-separated; `_companions`)."""
 ACTION_TAG = "healing/action"
 SOURCE_TAG = "platform/source"
 """The tag schedules and delivery/change sensors put on a source's runs (`sensors/automation/conditions.py`,
@@ -177,22 +180,24 @@ class Healer:
         self, instance: dg.DagsterInstance, run: dg.DagsterRun, now: float, finished_at: float
     ) -> None:
         """`finished_at`: when the run ended, the moment of recovery for the incidents a success resolves."""
-        attempt_of = self.store.incident(run.tags[INCIDENT_TAG]) if INCIDENT_TAG in run.tags else None
+        attempted = [found for i in _attempt_ids(run) if (found := self.store.incident(i)) is not None]
         if run.status == dg.DagsterRunStatus.SUCCESS:
-            if attempt_of is not None:
-                self._resolve(attempt_of, now, finished_at, f"healed by run {run.run_id}", learn=True)
+            for incident in attempted:
+                self._resolve(incident, now, finished_at, f"healed by run {run.run_id}", learn=True)
             self._healthy(instance, run, now, finished_at)
             return
         repeated = _repeated_op_config(run)
         evidence = [replace(item, op_config=repeated) for item in _run_evidence(instance, run, self.graph)]
-        self._resolve_materialized(instance, run, now, finished_at, failing={e.asset_key for e in evidence})
+        materialized = self._resolve_materialized(
+            instance, run, now, finished_at, failing={e.asset_key for e in evidence}
+        )
         unhealthy = [e for e in evidence if classify(e).category.value in SOURCE_HEALTH_CATEGORIES]
         for source in {self.graph.source_of(e.asset_key) for e in unhealthy} - {None}:
             self._breaker_failure(str(source), now)
-        if attempt_of is not None:
+        if attempted:
             if evidence[0].kind == "run_crash" and _retried_by_dagster(instance, run):
-                return  # the relaunch carries the incident's tags: the attempt's outcome is the retry's
-            self._attempt_failed(attempt_of, evidence[0], now)
+                return  # the relaunch carries the incidents' tags: the attempt's outcome is the retry's
+            self._attempts_failed(attempted, evidence, materialized, run.run_id, now, finished_at)
             return
         for item in evidence:
             if item.kind == "run_crash" and _retried_by_dagster(instance, run):
@@ -224,13 +229,66 @@ class Healer:
         (`failing`): an asset whose blocking check fails is materialized before its check fails the run,
         and resolving its incident would make every repeat of that failure an incident and alert anew."""
         assets = {key.to_user_string() for key in _materialized(instance, run.run_id)}
+        attempted = set(_attempt_ids(run))
+        resolved = False
         for incident in self.store.incidents(statuses=OPEN_STATUSES):
-            if incident.asset_key in assets - (failing or set()) and incident.incident_id != run.tags.get(
-                INCIDENT_TAG
-            ):
+            if incident.asset_key in assets - (failing or set()) and incident.incident_id not in attempted:
                 self._resolve(incident, now, finished_at, f"materialized by run {run.run_id}", learn=False)
-                _cancel_queued_attempts(instance, incident.incident_id, run.run_id)
+                resolved = True
+        if resolved:
+            self._cancel_settled_attempts(instance, run.run_id)
         return assets
+
+    def _cancel_settled_attempts(self, instance: dg.DagsterInstance, resolved_by: str) -> None:
+        """Cancels the healing runs still waiting in the queue whose every incident is resolved: another
+        run (the source's schedule, a delivery) repaired the assets first. Left queued, each waited for its
+        source's run slot and then redid that work, holding back the next incident's attempt behind it: in
+        a 30-minute chaos soak 7 of 24 first attempts started after another run had resolved their
+        incident. A run still attempting an open incident (a companion) is left to run. Canceled as
+        Dagster's queued run coordinator cancels a queued run, but a run that started meanwhile is left to
+        finish (the coordinator would terminate it)."""
+        queued = instance.get_run_records(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED]))
+        for record in queued:
+            ids = _attempt_ids(record.dagster_run)
+            incidents = [self.store.incident(i) for i in ids]
+            if not ids or any(i is not None and i.status in OPEN_STATUSES for i in incidents):
+                continue
+            run = instance.get_run_by_id(record.dagster_run.run_id)
+            if run is None or run.status != dg.DagsterRunStatus.QUEUED:
+                continue
+            instance.report_run_canceling(
+                run,
+                message=f"Every incident of this healing attempt ({', '.join(ids)}) was resolved by run "
+                f"{resolved_by} before it started: canceled in the queue, nothing is left for it to repair.",
+            )
+            instance.report_run_canceled(run)
+
+    def _attempts_failed(
+        self,
+        attempted: Sequence[Incident],
+        evidence: Sequence[Evidence],
+        materialized: set[str],
+        run_id: str,
+        now: float,
+        finished_at: float,
+    ) -> None:
+        """A failed run that was an attempt for one incident, or for several of one source (`_companions`):
+        each failure is the attempt's of the incident it was a retry of (the first whose retry selected the
+        failed asset; the run's first incident for a failure of none, such as a crash), so that one failure
+        is carried by one incident. An incident that carries none healed when its asset was materialized
+        (the run failed on another's), else its attempt failed as the run did (it never got to run)."""
+        carried: dict[str, list[Evidence]] = {incident.incident_id: [] for incident in attempted}
+        for item in evidence:
+            key = dg.AssetKey.from_user_string(item.asset_key) if item.asset_key else None
+            owner = next((i for i in attempted if key is not None and key in self._targets(i)), attempted[0])
+            carried[owner.incident_id].append(item)
+        for incident in attempted:
+            if own := carried[incident.incident_id]:
+                self._attempt_failed(incident, own[0], now)
+            elif incident.asset_key in materialized:
+                self._resolve(incident, now, finished_at, f"healed by run {run_id}", learn=True)
+            else:
+                self._attempt_failed(incident, evidence[0], now)
 
     def _attempt_failed(self, incident: Incident, evidence: Evidence, now: float) -> None:
         """The failed attempt is claimed (the incident still running that attempt) before it is learned and
@@ -448,49 +506,86 @@ class Healer:
 
     def _due_requests(self, now: float) -> list[dg.RunRequest]:
         requests = []
-        for incident in self.store.incidents(statuses=("healing", "approved")):
+        waiting = self.store.incidents(statuses=("healing", "approved"))
+        for incident in waiting:
             if incident.status == "healing" and (incident.next_attempt_at or 0) > now:
                 continue
             if incident.source is not None and not self._breaker_allows(incident.source, now):
                 continue
-            attempt = incident.attempts + 1
-            # Another daemon reading the same ledger may have launched it since it was read: one of the two
-            # claims it (the status and attempt it was read with), only the winner launches.
-            claimed = self.store.claim(
-                incident.incident_id,
-                {"status": incident.status, "attempts": incident.attempts},
-                status="running",
-                attempts=attempt,
-                updated_at=now,
-            )
-            if not claimed:
+            if not self._claim_attempt(incident, now):
                 continue
-            self._adjust_parameters(incident, now)
-            requests.append(self._run_request(incident, attempt))
+            companions = [c for c in self._companions(incident, waiting, now) if self._claim_attempt(c, now)]
+            requests.append(self._run_request(incident, companions))
         return requests
 
-    def _run_request(self, incident: Incident, attempt: int) -> dg.RunRequest:
-        key = dg.AssetKey.from_user_string(incident.asset_key or "")
-        if incident.action == "rematerialize_upstream":
-            targets = self.graph.upstream([key]) | self.graph.downstream([key])
-        else:
-            failed = self.graph.step_assets.get(self._failed_step(incident) or "", frozenset({key}))
-            targets = self.graph.downstream(failed)
+    def _claim_attempt(self, incident: Incident, now: float) -> bool:
+        """Another daemon reading the same ledger may have launched the incident's attempt since it was
+        read (or this tick took it along with another's): one claim wins (the status and attempt it was
+        read with), only the winner launches."""
+        claimed = self.store.claim(
+            incident.incident_id,
+            {"status": incident.status, "attempts": incident.attempts},
+            status="running",
+            attempts=incident.attempts + 1,
+            updated_at=now,
+        )
+        if claimed:
+            self._adjust_parameters(incident, now)
+        return claimed
+
+    def _companions(self, incident: Incident, waiting: Sequence[Incident], now: float) -> list[Incident]:
+        """The source's other incidents whose rerun falls due within a first backoff, retried in the same
+        run as `incident`: apart, each waited for the source's one run slot behind the other's attempt (a
+        30-minute chaos soak: 8 of 19 first attempts waited 19-57 s so; connections terminated under
+        `customers` and `payments` at once, the `payments` attempt started 50 s after the `customers` one).
+        Only reruns join (their run config is the source's overrides, no action of their own), and only a
+        rerun's: an approved action runs as it was approved."""
+        if incident.status != "healing" or incident.source is None or incident.action not in RERUN_ACTIONS:
+            return []
+        horizon = now + self.policy.backoff.base_seconds
+        return [
+            other
+            for other in waiting
+            if other.incident_id != incident.incident_id
+            and other.status == "healing"
+            and other.source == incident.source
+            and other.action in RERUN_ACTIONS
+            and (other.next_attempt_at or 0) <= horizon
+        ]
+
+    def _run_request(self, incident: Incident, companions: Sequence[Incident] = ()) -> dg.RunRequest:
+        attempt = incident.attempts + 1
+        targets = set().union(*(self._targets(i) for i in (incident, *companions)))
+        repeated: dict[str, dict[str, Any]] = {}
+        for each in (*companions, incident):
+            for step, config in (each.evidence.get("op_config") or {}).items():
+                repeated[step] = {**repeated.get(step, {}), **config}
         tags = {
             INCIDENT_TAG: incident.incident_id,
             ATTEMPT_TAG: str(attempt),
             ACTION_TAG: str(incident.action),
             PRIORITY_TAG: HEALING_PRIORITY,
         }
+        if companions:
+            tags[COMPANIONS_TAG] = ",".join(c.incident_id for c in companions)
         source = self._source_of_run(incident, targets)
         if source is not None:
             tags[SOURCE_TAG] = source
         return dg.RunRequest(
             run_key=f"healing:{incident.incident_id}:{attempt}",
             asset_selection=sorted(targets, key=lambda k: k.to_user_string()),
-            run_config=self._run_config(targets, incident.action, incident.evidence.get("op_config") or {}),
+            run_config=self._run_config(targets, incident.action, repeated),
             tags=tags,
         )
+
+    def _targets(self, incident: Incident) -> set[dg.AssetKey]:
+        """What an attempt for `incident` materializes: the failed step's assets and what is downstream (a
+        stale asset: the chain feeding it too)."""
+        key = dg.AssetKey.from_user_string(incident.asset_key or "")
+        if incident.action == "rematerialize_upstream":
+            return self.graph.upstream([key]) | self.graph.downstream([key])
+        failed = self.graph.step_assets.get(self._failed_step(incident) or "", frozenset({key}))
+        return self.graph.downstream(failed)
 
     def _source_of_run(self, incident: Incident, targets: Iterable[dg.AssetKey]) -> str | None:
         """The incident's source, else the one source the run extracts from. A run over several sources
@@ -636,26 +731,12 @@ def _repeated_op_config(run: dg.DagsterRun) -> dict[str, dict[str, Any]]:
     return {step: config for step, config in repeated.items() if config}
 
 
-def _cancel_queued_attempts(instance: dg.DagsterInstance, incident_id: str, resolved_by: str) -> None:
-    """Cancels the incident's healing runs still waiting in the queue: another run (the source's schedule,
-    a delivery) repaired the asset first. Left queued, each waited for its source's run slot and then
-    redid that work, holding back the next incident's attempt behind it: in a 30-minute chaos soak 7 of 24
-    first attempts started after another run had resolved their incident. Canceled as Dagster's
-    queued run coordinator cancels a queued run, but a run that started meanwhile is left to finish (the
-    coordinator would terminate it)."""
-    queued = instance.get_run_records(
-        filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED], tags={INCIDENT_TAG: incident_id})
-    )
-    for record in queued:
-        run = instance.get_run_by_id(record.dagster_run.run_id)
-        if run is None or run.status != dg.DagsterRunStatus.QUEUED:
-            continue
-        instance.report_run_canceling(
-            run,
-            message=f"Incident {incident_id} was resolved by run {resolved_by} before this healing attempt"
-            " started: canceled in the queue, nothing is left for it to repair.",
-        )
-        instance.report_run_canceled(run)
+def _attempt_ids(run: dg.DagsterRun) -> list[str]:
+    """The incidents `run` is a healing attempt for: its own, then its companions (`COMPANIONS_TAG`)."""
+    if INCIDENT_TAG not in run.tags:
+        return []
+    companions = [i for i in run.tags.get(COMPANIONS_TAG, "").split(",") if i]
+    return [run.tags[INCIDENT_TAG], *companions]
 
 
 def _failed_at(incident: Incident, now: float) -> float:
