@@ -65,6 +65,7 @@ from soak_sources import (  # noqa: E402
     serve_faulty_api,
     write_catalog,
 )
+from soak_timeline import healed_incidents, timeline_lines  # noqa: E402
 
 from demo_shop.commands import DEMO_API_KEY  # noqa: E402
 from demo_shop.world import PRODUCTS_API, SHOP_DB  # noqa: E402
@@ -243,6 +244,7 @@ def main() -> None:
         sampler.sample()
         found = incidents(deployment)
         matches, unmatched = match(faults, found)
+        evidence = postmortem(deployment)
         result = {
             "args": vars(args),
             "diffs": compare_warehouse(deployment, warehouse, driver, shop_dsn),
@@ -260,6 +262,7 @@ def main() -> None:
             "alerts": list(inbox.received),
             "operator_errors": operator.errors,
             "soak_start": soak_start,
+            "timeline": timeline_lines(healed_incidents(evidence["runs"], evidence["incidents"])),
         }
         phases["comparison"] = time.time() - measure_start
         phases["end to end"] = time.time() - began
@@ -270,7 +273,7 @@ def main() -> None:
         summary = {"phases": phases, "runs": result["runs"], "scores": asdict(score), "met": score.met}
         (out.with_suffix(".json")).write_text(json.dumps(summary, indent=1))
         kept = tmp / "postmortem.json"
-        kept.write_text(json.dumps({**postmortem(deployment), "faults": faults}, indent=1, default=_plain))
+        kept.write_text(json.dumps({**evidence, "faults": faults}, indent=1, default=_plain))
         print(f"report: {out}; unit logs and the runs, step failures and ledger ({kept.name}) kept in {tmp}")
 
 

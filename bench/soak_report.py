@@ -256,6 +256,12 @@ def write_report(path: Path, result: dict[str, Any]) -> None:
             else ""
         ),
         "",
+        "## Where the time to recover went",
+        "",
+        "From the failure (the incident's opening), not the fault's start (`bench/soak_timeline.py`):",
+        "",
+        *result["timeline"],
+        "",
         "## Data after the quiet period (keys the soak touched)",
         "",
         *diff_table(diffs),

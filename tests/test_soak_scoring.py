@@ -19,6 +19,7 @@ from deployment import Deployment  # noqa: E402
 from soak_faults import Fault  # noqa: E402
 from soak_measure import RunLimits, match, stuck_runs  # noqa: E402
 from soak_operator import Operator  # noqa: E402
+from soak_timeline import healed_incidents, timeline_lines  # noqa: E402
 
 T0 = 1_800_000_000.0
 
@@ -169,3 +170,47 @@ def test_the_deployed_queue_limits_hold_a_healing_run_behind_two_others() -> Non
     assert limits.holding({**healing, "platform/source": "a"}, [healing, healing])
     assert not limits.holding({**healing, "platform/source": "a"}, [healing, {"platform/source": "b"}])
     assert limits.holding({}, [{}] * limits.max_concurrent)
+
+
+def test_the_time_to_recover_is_split_at_the_first_attempt_each_incident_of_a_shared_run_counted() -> None:
+    def run(created_s: float, started_s: float, ended_s: float, **tags: str) -> dict[str, Any]:
+        return {
+            "creationTime": T0 + created_s,
+            "startTime": T0 + started_s,
+            "endTime": T0 + ended_s,
+            "tags": tags,
+        }
+
+    healed = {"outcome": "healed by run r", "time_to_recover_s": 40.0}
+    ledger = [
+        incident("transient_network", "raw/shop/a", "shop", 0, **healed),
+        incident("transient_network", "raw/shop/b", "shop", 1, **healed),
+        incident("schema_drift", "staged/shop/a", "shop", 2, decision="approved", **healed),
+        incident(
+            "transient_network", "raw/api/p", "api", 3, outcome="materialized by run s", time_to_recover_s=9.0
+        ),
+    ]
+    runs = [
+        run(14, 22, 35, **{"healing/incident_id": ledger[0]["incident_id"],
+                           "healing/companion_incident_ids": ledger[1]["incident_id"]}),
+        run(50, 80, 90, **{"healing/incident_id": ledger[0]["incident_id"]}),
+        run(5, 6, 7, **{"platform/source": "shop"}),
+    ]  # fmt: skip
+    by_id = {h.incident_id: h for h in healed_incidents(runs, ledger)}
+
+    assert set(by_id) == {ledger[0]["incident_id"], ledger[1]["incident_id"], ledger[3]["incident_id"]}, (
+        "a human's approval is not an automatic healing"
+    )
+    first, companion, other = (by_id[ledger[i]["incident_id"]] for i in (0, 1, 3))
+    assert (first.attempts, first.to_first_attempt_s, first.first_attempt_queued_s) == (2, 14.0, 8.0)
+    assert first.first_attempt_ran_s == 13.0 and first.shared_first_attempt
+    assert (companion.attempts, companion.to_first_attempt_s, companion.shared_first_attempt) == (
+        1,
+        13.0,
+        True,
+    )
+    assert (other.attempts, other.to_first_attempt_s, other.by_another_run) == (0, None, True)
+    lines = timeline_lines(list(by_id.values()))
+    assert "| failure -> first attempt created (ticks, backoff) | 14 s | 13-14 s | 2 |" in lines
+    assert lines[-1].startswith("Attempts per incident: 0 attempts: 1, 1 attempt: 1, 2 attempts: 1;")
+    assert "waited more than 20 s to start: 0" in lines[-1]
