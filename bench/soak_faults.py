@@ -120,6 +120,23 @@ KINDS = [
 ]
 WAREHOUSE_KINDS = [Kind("warehouse_restarted", HEAL, None)]
 """With a warehouse server (`--warehouse postgres`): restarted, during a load when one is seen."""
+SOURCE_DOWN = frozenset({"source_unavailable", "transient_network", "timeout"})
+CAUSES: dict[str, frozenset[str]] = {
+    "rest_429_storm": frozenset({"rate_limited"}),
+    "rest_5xx_burst": SOURCE_DOWN,
+    "rest_requests_stalled": SOURCE_DOWN,
+    "pg_source_connections_terminated": SOURCE_DOWN,
+    "pg_source_restarted": SOURCE_DOWN,
+    "warehouse_restarted": SOURCE_DOWN | {"interrupted"},
+    "landing_disk_full": frozenset({"resource_exhausted"}),
+    "step_sigkilled": frozenset({"interrupted"}),
+    "daemon_sigkilled": frozenset({"interrupted"}),
+    "code_server_restarted": frozenset({"interrupted"}),
+}
+"""The categories a healable fault's failures are diagnosed as (`sensors/healing/failure_rules.yaml`): an
+incident near several faults in time is the one's that can cause it (`soak_measure.match`). Credited to the
+latest fault of its source instead, the landing disk's `resource_exhausted` went to terminated connections
+or a growing file that began meanwhile (the 30-minute soak), and their times to recover took the disk's."""
 ONCE = {"schema_drift_retyped_column"}
 """Kinds that change the source for good: drawn once per soak."""
 

@@ -28,7 +28,7 @@ import yaml
 from deployment import DAEMON_UNIT, Deployment
 from proc_stat import CLOCK_TICKS, PAGE_BYTES, cpu_ticks, process_stats
 from soak_delivery import DeliveryDriver
-from soak_faults import APPROVE, Fault
+from soak_faults import APPROVE, CAUSES, Fault
 
 WAREHOUSE_WAIT_S = 180.0
 MATCH_WINDOW_S = 240.0
@@ -218,10 +218,11 @@ def match(faults: list[Fault], found: list[dict[str, Any]]) -> tuple[list[Match]
     before the incident last changed; any other to a fault that hit something, started before the incident
     opened (or before it was escalated with the category the fault expects: an incident opened for one
     fault may be escalated for another that met its retry), ended at most `MATCH_WINDOW_S` before it
-    opened, and hit its source (failing that, one of the platform's own processes, which hit every
-    source): the one whose expected category is the incident's if any, else the latest (a verdict on the
-    data, `VERDICTS_ON_DATA`, only to one expecting it). A fault to be
-    escalated that got no incident of its own is given the escalation that covered it
+    opened, and hit its source or one of the platform's own processes (which hit every source): of those,
+    the ones whose kind causes the incident's category (`CAUSES`) if any, else those of its source, else
+    the platform's; of these, the one whose expected category is the incident's if any, else the latest (a
+    verdict on the data, `VERDICTS_ON_DATA`, only to one expecting it). A fault to be escalated that got no
+    incident of its own is given the escalation that covered it
     (`_escalation_covering`)."""
     matches = [Match(fault, []) for fault in faults]
     unmatched = []
@@ -251,9 +252,17 @@ def match(faults: list[Fault], found: list[dict[str, Any]]) -> tuple[list[Match]
             )
             and incident["opened_at"] <= m.fault.ended_at + MATCH_WINDOW_S
         ]
-        candidates = [m for m in in_time if m.fault.source == incident["source"]] or [
-            m for m in in_time if m.fault.source is None
+        causing = [
+            m
+            for m in in_time
+            if incident["category"] in CAUSES.get(m.fault.kind, ())
+            and m.fault.source in (incident["source"], None)
         ]
+        candidates = (
+            causing
+            or [m for m in in_time if m.fault.source == incident["source"]]
+            or [m for m in in_time if m.fault.source is None]
+        )
         expecting = [m for m in candidates if m.fault.expected == incident["category"]]
         candidates = expecting if incident["category"] in VERDICTS_ON_DATA else expecting or candidates
         if candidates:

@@ -70,6 +70,23 @@ def test_a_healable_fault_healed_through_its_incident_recovers_from_the_faults_s
     assert scored.recover_s == 40, "resolved 30 s after it opened, 10 s after the fault began"
 
 
+def test_an_incident_near_several_faults_is_the_ones_that_can_cause_its_category() -> None:
+    """The landing disk fills, then connections to the shop database are terminated: the database's
+    extraction failing on the full disk is the disk's, though the termination is later and of its source."""
+    disk = fault("landing_disk_full", "heal", None, 0)
+    terminated = fault("pg_source_connections_terminated", "heal", "shop_db", 10)
+    full = incident("resource_exhausted", "raw/shop_db/customers", "shop_db", 20)
+    dropped = incident("source_unavailable", "raw/shop_db/payments", "shop_db", 21)
+    killed = incident("interrupted", "raw/shop_db/orders", "shop_db", 22)
+
+    matches, unmatched = match([disk, terminated], [full, dropped, killed])
+
+    assert unmatched == []
+    assert [m.incidents for m in matches] == [[full], [dropped, killed]], (
+        "a category neither causes goes to the latest fault of its source, as before"
+    )
+
+
 def test_a_refused_files_incident_is_its_faults_however_late_the_file_is_met() -> None:
     refused = fault("malformed_delivery", "data_quality", "shop", 60, marker="orders_soak_refused_7.csv")
     bad_row = fault("malformed_row", "heal", "shop", 200)

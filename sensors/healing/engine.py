@@ -251,7 +251,7 @@ class Healer:
         for record in queued:
             ids = _attempt_ids(record.dagster_run)
             incidents = [self.store.incident(i) for i in ids]
-            if not ids or any(i is not None and i.status in OPEN_STATUSES for i in incidents):
+            if not ids or any(i is None or i.status in OPEN_STATUSES for i in incidents):
                 continue
             run = instance.get_run_by_id(record.dagster_run.run_id)
             if run is None or run.status != dg.DagsterRunStatus.QUEUED:
