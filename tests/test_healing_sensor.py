@@ -238,10 +238,17 @@ def test_the_backoff_counts_from_the_failure_so_a_failure_read_late_is_retried_o
         assert request.tags[INCIDENT_TAG] == incident.incident_id
 
 
-def _queued_origin() -> RemoteJobOrigin:
-    """Where the daemon would load a queued run's job from: Dagster requires it of every queued run."""
+def _queued(instance: dg.DagsterInstance, request: dg.RunRequest) -> dg.DagsterRun:
+    """The requested attempt, waiting in the run queue (as the daemon's queued run coordinator holds it)."""
     code_location = InProcessCodeLocationOrigin(LoadableTargetOrigin(python_file=__file__))
-    return RemoteJobOrigin(RemoteRepositoryOrigin(code_location, "__repository__"), "__ASSET_JOB")
+    origin = RemoteJobOrigin(RemoteRepositoryOrigin(code_location, "__repository__"), "__ASSET_JOB")
+    queued = dg.DagsterRun(
+        job_name="__ASSET_JOB",
+        status=dg.DagsterRunStatus.QUEUED,
+        tags=dict(request.tags),
+        remote_job_origin=origin,
+    )
+    return instance.add_run(queued)
 
 
 def test_an_attempt_still_queued_when_another_run_repairs_its_asset_is_canceled(tmp_path: Path) -> None:
@@ -253,14 +260,7 @@ def test_an_attempt_still_queued_when_another_run_repairs_its_asset_is_canceled(
         assert not world.materialize()
         world.fault.unlink()
         (request,) = world.tick() or world.tick()
-        attempt = instance.add_run(
-            dg.DagsterRun(
-                job_name="__ASSET_JOB",
-                status=dg.DagsterRunStatus.QUEUED,
-                tags=dict(request.tags),
-                remote_job_origin=_queued_origin(),
-            )
-        )
+        attempt = _queued(instance, request)
         started = instance.add_run(
             dg.DagsterRun(job_name="__ASSET_JOB", status=dg.DagsterRunStatus.STARTED, tags=dict(request.tags))
         )
@@ -749,14 +749,7 @@ def test_a_queued_attempt_is_canceled_only_once_every_incident_it_retries_is_res
         assert not world.materialize()
         world.fault.unlink()
         (request,) = world.tick() or world.tick()
-        queued = instance.add_run(
-            dg.DagsterRun(
-                job_name="__ASSET_JOB",
-                status=dg.DagsterRunStatus.QUEUED,
-                tags=dict(request.tags),
-                remote_job_origin=_queued_origin(),
-            )
-        )
+        queued = _queued(instance, request)
 
         assert world.materialize([RAW, STAGED]), "the first table lands in another run"
         world.tick()
