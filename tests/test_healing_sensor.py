@@ -76,6 +76,12 @@ class SensorWorld:
         return self.root / "other_fault"
 
     @property
+    def check_unreachable(self) -> Path:
+        """While it exists, the staged asset's volume check cannot reach what it compares with (its own
+        step fails, as a check interrupted by a restart of the code server does)."""
+        return self.root / "check_unreachable"
+
+    @property
     def rate_limited(self) -> Path:
         """While it exists, the extraction fails with the API's 429."""
         return self.root / "rate_limited"
@@ -118,10 +124,12 @@ class SensorWorld:
             if bad_rows.exists():
                 raise BadRowsError("src.thing: 3 of 3 rows break error-severity rules")
 
-        volume_spike = self.volume_spike
+        volume_spike, check_unreachable = self.volume_spike, self.check_unreachable
 
         @dg.asset_check(asset=STAGED, name="volume_anomaly", blocking=True)
         def volume_anomaly() -> dg.AssetCheckResult:
+            if check_unreachable.exists():
+                requests.get(f"http://127.0.0.1:{unused_port()}/", timeout=2)
             return dg.AssetCheckResult(passed=not volume_spike.exists(), metadata={"rows": 3000})
 
         faults = (fault, self.other_fault)
@@ -768,3 +776,52 @@ def test_a_queued_attempt_is_canceled_only_once_every_incident_it_retries_is_res
 def _last_run_id(world: SensorWorld) -> str:
     (record,) = world.instance.get_run_records(limit=1)
     return record.dagster_run.run_id
+
+
+def test_a_checks_own_failed_step_is_its_assets_failure_and_its_retry_selects_that_asset(
+    world: SensorWorld,
+) -> None:
+    """Taken for no asset, the retry of a failed check step selected nothing, which Dagster runs as every
+    asset of the code location (the 30-minute chaos soak: a whole-platform healing run)."""
+    world.check_unreachable.touch()
+    assert not world.materialize()
+    world.check_unreachable.unlink()
+
+    (request,) = world.tick() or world.tick()
+    (incident,) = world.store.incidents()
+    assert (incident.asset_key, incident.source, incident.category) == (
+        STAGED.to_user_string(),
+        "src",
+        "transient_network",
+    )
+    assert set(request.asset_selection or ()) == {STAGED}, "the checked asset, its checks run with it"
+    assert world.run(request)
+    world.tick()
+    assert world.store.incidents()[0].status == "resolved"
+
+
+def test_a_failure_naming_no_asset_is_escalated_not_retried_as_every_asset(world: SensorWorld) -> None:
+    world.tick()  # the cursor past the runs so far
+    crashed = world.instance.add_run(dg.DagsterRun(job_name="ops_job", status=dg.DagsterRunStatus.STARTED))
+    world.instance.report_run_failed(crashed, message="Execution was interrupted unexpectedly.")
+
+    assert world.tick() == []
+    (incident,) = world.store.incidents()
+    assert (incident.asset_key, incident.category, incident.status) == (None, "interrupted", "escalated")
+    assert "names no asset" in str(incident.decided_by)
+
+
+def test_a_failed_run_that_dagster_relaunches_opens_no_incident_its_relaunchs_failure_does(
+    world: SensorWorld,
+) -> None:
+    """A restart of the code server interrupts a run's step: Dagster fails the run as an unexpected
+    termination and relaunches it, tagging it `dagster/will_retry` (passed here: in process, no worker can
+    be terminated). The relaunch is the retry; a healing run beside it did the work twice."""
+    world.fault.touch()
+    assert not world.materialize(tags={"dagster/will_retry": "true"})
+    assert world.tick() == [] and world.store.incidents() == []
+    assert not world.materialize(tags={"dagster/will_retry": "false", "dagster/retry_number": "1"})
+    world.fault.unlink()
+    (request,) = world.tick() or world.tick()
+    (incident,) = world.store.incidents()
+    assert request.tags[INCIDENT_TAG] == incident.incident_id

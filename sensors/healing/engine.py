@@ -194,14 +194,12 @@ class Healer:
         unhealthy = [e for e in evidence if classify(e).category.value in SOURCE_HEALTH_CATEGORIES]
         for source in {self.graph.source_of(e.asset_key) for e in unhealthy} - {None}:
             self._breaker_failure(str(source), now)
+        if _relaunched_by_dagster(instance, run, evidence[0]):
+            return  # the relaunch (with the run's tags, its incidents' too) is observed when it ends
         if attempted:
-            if evidence[0].kind == "run_crash" and _retried_by_dagster(instance, run):
-                return  # the relaunch carries the incidents' tags: the attempt's outcome is the retry's
             self._attempts_failed(attempted, evidence, materialized, run.run_id, now, finished_at)
             return
         for item in evidence:
-            if item.kind == "run_crash" and _retried_by_dagster(instance, run):
-                continue  # the daemon's run retry (dagster.yaml) relaunches it; its outcome is seen then
             self._open(item, f"{item.kind}:{run.run_id}:{item.step_key or ''}", now)
 
     def _healthy(
@@ -431,6 +429,14 @@ class Healer:
             incident.attempts,
             self.store.outcome_counts(incident.category),
         )
+        if decision.mode != "escalate" and not self._targets(incident):
+            decision = replace(
+                decision,
+                action="escalate",
+                mode="escalate",
+                reason=f"{decision.reason}; but the failure names no asset to {decision.action} (nothing to "
+                "run again: a run without a selection would materialize every asset)",
+            )
         common = {
             "action": decision.action,
             "risk": decision.risk,
@@ -584,7 +590,7 @@ class Healer:
         key = dg.AssetKey.from_user_string(incident.asset_key or "")
         if incident.action == "rematerialize_upstream":
             return self.graph.upstream([key]) | self.graph.downstream([key])
-        failed = self.graph.step_assets.get(self._failed_step(incident) or "", frozenset({key}))
+        failed = self.graph.assets_of_step(self._failed_step(incident)) or frozenset({key})
         return self.graph.downstream(failed)
 
     def _source_of_run(self, incident: Incident, targets: Iterable[dg.AssetKey]) -> str | None:
@@ -709,6 +715,8 @@ the credentials, while the schedule's next run (its failure joining the escalate
 catches up at once (both seen in the chaos soak)."""
 WAIT_ACTION = "retry_with_backoff"
 """The action that only waits for the cause to pass (`_attempt_failed`)."""
+WILL_RETRY_TAG = "dagster/will_retry"
+"""Dagster's tag on a failed run its run retries relaunch ("true") or not ("false")."""
 APPROVAL_JOB_NAME = "apply_healing_action"
 """The job a human approves a proposal with: a run of it that fails (an unknown incident, a blank name)
 tells the approver at once and touches no data, so it is no failure to heal: it is not observed."""
@@ -759,10 +767,22 @@ def _finished_runs(instance: dg.DagsterInstance, after: float) -> Sequence[Any]:
     )
 
 
-def _retried_by_dagster(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool:
-    """Whether Dagster's own run retries (enabled for crashes only, `dagster.yaml`) will relaunch `run`."""
+def _relaunched_by_dagster(instance: dg.DagsterInstance, run: dg.DagsterRun, evidence: Evidence) -> bool:
+    """Whether Dagster's own run retries (`dagster.yaml`: runs that did not fail in a step of their own)
+    relaunch the failed `run`: its `dagster/will_retry` tag, which Dagster adds as it stores the failure.
+    A restart of the code server interrupts a run's steps: it fails as an unexpected termination and is
+    relaunched, though a step of it failed (interrupted); taken as a failure to heal, it had opened an
+    incident whose retry ran beside the relaunch (a 30-minute chaos soak). Read before the tag is written,
+    a crash is relaunched while the run's retries last."""
+    will_retry = run.tags.get(WILL_RETRY_TAG)
+    if will_retry is not None:
+        return will_retry == "true"
     retried = int(run.tags.get("dagster/retry_number", "0"))
-    return instance.run_retries_enabled and retried < instance.run_retries_max_retries
+    return (
+        evidence.kind == "run_crash"
+        and instance.run_retries_enabled
+        and retried < instance.run_retries_max_retries
+    )
 
 
 def _materialized(instance: dg.DagsterInstance, run_id: str) -> set[dg.AssetKey]:
@@ -792,7 +812,7 @@ def _run_evidence(
     for entry in failures:
         event = entry.dagster_event
         assert event is not None and event.step_failure_data is not None and event.step_key is not None
-        keys = sorted(graph.step_assets.get(event.step_key, ()), key=lambda k: k.to_user_string())
+        keys = sorted(graph.assets_of_step(event.step_key), key=lambda k: k.to_user_string())
         error = event.step_failure_data.error
         if error is None:
             continue
@@ -865,11 +885,11 @@ def _crash_evidence(instance: dg.DagsterInstance, run: dg.DagsterRun, graph: Hea
         for e in events
         if e.event_type == dg.DagsterEventType.STEP_START
         and e.step_key not in finished
-        and e.step_key in graph.step_assets
+        and graph.assets_of_step(e.step_key)
     ]
     step = unfinished[-1] if unfinished else None
     keys = sorted(
-        graph.step_assets[step] if step else run.asset_selection or (), key=lambda k: k.to_user_string()
+        graph.assets_of_step(step) if step else run.asset_selection or (), key=lambda k: k.to_user_string()
     )
     failed_at = [e.timestamp for e in entries if e.dagster_event_type == dg.DagsterEventType.RUN_FAILURE]
     return Evidence(

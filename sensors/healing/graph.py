@@ -5,7 +5,7 @@ reads (circuit breakers and rate overrides are per source) and which step takes 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import dagster as dg
 
@@ -20,23 +20,38 @@ class HealingGraph:
     asset_step: dict[dg.AssetKey, str]
     parents: dict[dg.AssetKey, frozenset[dg.AssetKey]]
     children: dict[dg.AssetKey, frozenset[dg.AssetKey]]
+    step_checked: dict[str, frozenset[dg.AssetKey]] = field(default_factory=dict)
+    """Step key of a check that runs in a step of its own -> the assets it checks."""
 
     @classmethod
     def from_asset_graph(cls, graph: object) -> HealingGraph:
         """From a Dagster asset graph (`Definitions.resolve_asset_graph()`, `repository_def.asset_graph`)."""
         step_assets: dict[str, frozenset[dg.AssetKey]] = {}
         asset_step: dict[dg.AssetKey, str] = {}
+        step_checked: dict[str, frozenset[dg.AssetKey]] = {}
         for assets_def in graph.assets_defs:  # type: ignore[attr-defined]
             if not assets_def.is_executable:
                 continue
             name = assets_def.node_def.name
+            if not assets_def.keys:
+                step_checked[name] = frozenset(check.asset_key for check in assets_def.check_keys)
+                continue
             step_assets[name] = step_assets.get(name, frozenset()) | frozenset(assets_def.keys)
             for key in assets_def.keys:
                 asset_step[key] = name
         keys = list(asset_step)
         parents = {key: frozenset(graph.get(key).parent_keys) for key in keys}  # type: ignore[attr-defined]
         children = {key: frozenset(graph.get(key).child_keys) for key in keys}  # type: ignore[attr-defined]
-        return cls(step_assets, asset_step, parents, children)
+        return cls(step_assets, asset_step, parents, children, step_checked)
+
+    def assets_of_step(self, step_key: str | None) -> frozenset[dg.AssetKey]:
+        """The assets a step materializes, or those it checks when it is a check's own step: a check's step
+        interrupted by a restart of the code server is its asset's failure (rerunning the asset runs its
+        checks again). Taken for no asset, its retry had selected nothing, and an empty selection is
+        every asset of the code location (a 30-minute chaos soak)."""
+        if step_key is None:
+            return frozenset()
+        return self.step_assets.get(step_key) or self.step_checked.get(step_key, frozenset())
 
     def downstream(self, keys: Iterable[dg.AssetKey]) -> set[dg.AssetKey]:
         """`keys` and everything materializable downstream of them."""
