@@ -110,6 +110,7 @@ LIMIT_SETTINGS: dict[str, Callable[[dg.DagsterInstance], int | None]] = {
     "run_monitoring.free_slots_after_run_end_seconds": lambda i: i.run_monitoring_settings.get(
         "free_slots_after_run_end_seconds"
     ),
+    "run_monitoring.poll_interval_seconds": lambda i: i.run_monitoring_poll_interval_seconds,
     "run_retries.max_retries": lambda i: i.run_retries_max_retries,
 }
 """How each setting deploy/README.md's Limits table names is read from the opened instance (what the daemon
