@@ -794,10 +794,9 @@ def _materialized(instance: dg.DagsterInstance, run_id: str) -> set[dg.AssetKey]
     }
 
 
-def _run_evidence(
-    instance: dg.DagsterInstance, run: dg.DagsterRun, graph: HealingGraph
-) -> Iterable[Evidence]:
-    """One piece of evidence per failed step; a run that failed without a failed step crashed. A step that
+def _run_evidence(instance: dg.DagsterInstance, run: dg.DagsterRun, graph: HealingGraph) -> list[Evidence]:
+    """One piece of evidence per failed step; a run that failed without a failed step (or with none whose
+    error is on record) crashed: every failed run is some evidence, the first of which decides. A step that
     failed because a blocking check failed is that check's failure (`_failed_checks`): its name and
     metadata say what is wrong, and its asset which incident it is."""
     entries = instance.all_logs(
@@ -809,6 +808,7 @@ def _run_evidence(
         },
     )
     failures = [e for e in entries if e.dagster_event_type == dg.DagsterEventType.STEP_FAILURE]
+    found: list[Evidence] = []
     for entry in failures:
         event = entry.dagster_event
         assert event is not None and event.step_failure_data is not None and event.step_key is not None
@@ -817,7 +817,7 @@ def _run_evidence(
         if error is None:
             continue
         if error.cls_name == CHECK_FAILED_ERROR and (checks := _failed_checks(entries, run, entry)):
-            yield from checks
+            found.extend(checks)
             continue
         evidence = evidence_from_error(
             error,
@@ -827,9 +827,8 @@ def _run_evidence(
             step_key=event.step_key,
             occurred_at=entry.timestamp,
         )
-        yield _with_executor_explanation(evidence, _engine_messages(entries, event.step_key))
-    if not failures:
-        yield _crash_evidence(instance, run, graph)
+        found.append(_with_executor_explanation(evidence, _engine_messages(entries, event.step_key)))
+    return found or [_crash_evidence(instance, run, graph)]
 
 
 def _repeats(incident: Incident, evidence: Evidence) -> bool:
