@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import statistics
 import sys
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sensors.healing.engine import COMPANIONS_TAG, INCIDENT_TAG
+from sensors.healing.engine import COMPANIONS_TAG, attempt_ids
 
 WAITED_LONG_S = 20.0
 
@@ -39,12 +40,6 @@ class HealedIncident:
     by_another_run: bool
     """Resolved by a run that was not one of its attempts (a schedule's, a delivery's)."""
     to_recover_s: float
-
-
-def attempt_ids(tags: dict[str, str]) -> list[str]:
-    if INCIDENT_TAG not in tags:
-        return []
-    return [tags[INCIDENT_TAG], *(i for i in tags.get(COMPANIONS_TAG, "").split(",") if i)]
 
 
 def healed_incidents(
@@ -116,10 +111,8 @@ def timeline_lines(healed: list[HealedIncident]) -> list[str]:
 
 
 def _counts(values: Iterable[int]) -> str:
-    counted: dict[int, int] = {}
-    for value in values:
-        counted[value] = counted.get(value, 0) + 1
-    return ", ".join(f"{n} attempt{'s' if n != 1 else ''}: {count}" for n, count in sorted(counted.items()))
+    counted = sorted(Counter(values).items())
+    return ", ".join(f"{n} attempt{'s' if n != 1 else ''}: {count}" for n, count in counted)
 
 
 def main() -> None:

@@ -180,7 +180,7 @@ class Healer:
         self, instance: dg.DagsterInstance, run: dg.DagsterRun, now: float, finished_at: float
     ) -> None:
         """`finished_at`: when the run ended, the moment of recovery for the incidents a success resolves."""
-        attempted = [found for i in _attempt_ids(run) if (found := self.store.incident(i)) is not None]
+        attempted = [found for i in attempt_ids(run.tags) if (found := self.store.incident(i)) is not None]
         if run.status == dg.DagsterRunStatus.SUCCESS:
             for incident in attempted:
                 self._resolve(incident, now, finished_at, f"healed by run {run.run_id}", learn=True)
@@ -227,7 +227,7 @@ class Healer:
         (`failing`): an asset whose blocking check fails is materialized before its check fails the run,
         and resolving its incident would make every repeat of that failure an incident and alert anew."""
         assets = {key.to_user_string() for key in _materialized(instance, run.run_id)}
-        attempted = set(_attempt_ids(run))
+        attempted = set(attempt_ids(run.tags))
         resolved = False
         for incident in self.store.incidents(statuses=OPEN_STATUSES):
             if incident.asset_key in assets - (failing or set()) and incident.incident_id not in attempted:
@@ -247,7 +247,7 @@ class Healer:
         finish (the coordinator would terminate it)."""
         queued = instance.get_run_records(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED]))
         for record in queued:
-            ids = _attempt_ids(record.dagster_run)
+            ids = attempt_ids(record.dagster_run.tags)
             incidents = [self.store.incident(i) for i in ids]
             if not ids or any(i is None or i.status in OPEN_STATUSES for i in incidents):
                 continue
@@ -739,12 +739,13 @@ def _repeated_op_config(run: dg.DagsterRun) -> dict[str, dict[str, Any]]:
     return {step: config for step, config in repeated.items() if config}
 
 
-def _attempt_ids(run: dg.DagsterRun) -> list[str]:
-    """The incidents `run` is a healing attempt for: its own, then its companions (`COMPANIONS_TAG`)."""
-    if INCIDENT_TAG not in run.tags:
+def attempt_ids(tags: Mapping[str, str]) -> list[str]:
+    """The incidents a run with `tags` is a healing attempt for: its own, then its companions
+    (`COMPANIONS_TAG`). Also what the chaos soak's post-mortem groups runs by (`bench/soak_timeline.py`)."""
+    if INCIDENT_TAG not in tags:
         return []
-    companions = [i for i in run.tags.get(COMPANIONS_TAG, "").split(",") if i]
-    return [run.tags[INCIDENT_TAG], *companions]
+    companions = [i for i in tags.get(COMPANIONS_TAG, "").split(",") if i]
+    return [tags[INCIDENT_TAG], *companions]
 
 
 def _failed_at(incident: Incident, now: float) -> float:
